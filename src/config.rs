@@ -1,0 +1,272 @@
+//! Settings: built-in defaults, overlaid by a TOML file, overlaid by command-line flags.
+//! Unknown keys and out-of-range values are refused with an error that names the file and the key,
+//! so a typo never silently falls back to a default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything Tern can be told. Field names are the TOML keys; `config/tern.toml` documents each.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The MQTT listener.
+    pub listener: ListenerConfig,
+    /// Protocol limits, each counted when hit.
+    pub limits: LimitsConfig,
+    /// Session behaviour.
+    pub session: SessionConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[listener]`: where plain MQTT over TCP is served.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Address to bind, like `mosquitto`'s `listener 1883 ADDR`.
+    pub bind: IpAddr,
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connections open at once; further ones are refused (v5: CONNACK 0x97... see docs).
+    pub max_connections: usize,
+    /// Largest packet accepted or sent, in bytes, fixed header included (MQTT 5 Maximum Packet Size).
+    pub max_packet_size: u32,
+    /// Unacknowledged QoS 1/2 messages sent to one client at once; the client's v5 Receive Maximum
+    /// lowers it further.
+    pub max_inflight_messages: u16,
+    /// Receive Maximum advertised to v5 clients: QoS 2 messages a client may leave awaiting PUBREL.
+    pub receive_maximum: u16,
+    /// Messages waiting for one client beyond its inflight window, online or offline.
+    pub max_queued_messages: usize,
+    /// Levels allowed in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Subscriptions one client may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Topic Alias Maximum advertised to v5 clients (0 disables inbound aliases).
+    pub topic_alias_maximum: u16,
+    /// Largest keep-alive accepted, in seconds; 0 means no maximum. v5 clients asking for more (or
+    /// for 0) are told this value through Server Keep Alive; v3 clients asking for more are refused.
+    pub max_keepalive: u16,
+    /// Seconds a new connection has to complete CONNECT, counted from accept.
+    pub connect_timeout_secs: u64,
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Queue QoS 0 messages for offline persistent sessions too (Mosquitto's `queue_qos0_messages`).
+    pub queue_qos0_offline: bool,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `error`, `warn`, `info`, `debug`, `trace`, or directives like `tern=debug`.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listener: ListenerConfig::default(),
+            limits: LimitsConfig::default(),
+            session: SessionConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 1883,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 100_000,
+            max_packet_size: 1024 * 1024,
+            max_inflight_messages: 20,
+            receive_maximum: 100,
+            max_queued_messages: 1000,
+            max_topic_levels: 128,
+            max_subscriptions_per_client: 1000,
+            topic_alias_maximum: 10,
+            max_keepalive: 0,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            queue_qos0_offline: false,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the file and key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// toml's message, which names the key and its line.
+        message: String,
+    },
+    /// A value of the right type but outside what is allowed.
+    #[error("config file {path}: key `{key}`: {allowed}")]
+    Invalid {
+        /// The file (or `<defaults>`/`<command line>`).
+        path: String,
+        /// Dotted key, e.g. `limits.receive_maximum`.
+        key: &'static str,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::from_toml(&text, &shown)
+    }
+
+    /// Parses and validates TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks ranges that the types alone do not express.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, allowed| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            allowed,
+        };
+        let l = &self.limits;
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "an integer ≥ 1"));
+        }
+        if !(64..=268_435_460).contains(&l.max_packet_size) {
+            return Err(invalid(
+                "limits.max_packet_size",
+                "an integer from 64 to 268435460 (bytes)",
+            ));
+        }
+        if l.max_inflight_messages == 0 {
+            return Err(invalid("limits.max_inflight_messages", "1 to 65535"));
+        }
+        if l.receive_maximum == 0 {
+            return Err(invalid("limits.receive_maximum", "1 to 65535"));
+        }
+        if l.max_queued_messages == 0 {
+            return Err(invalid("limits.max_queued_messages", "an integer ≥ 1"));
+        }
+        if l.max_topic_levels == 0 {
+            return Err(invalid("limits.max_topic_levels", "an integer ≥ 1"));
+        }
+        if l.max_subscriptions_per_client == 0 {
+            return Err(invalid(
+                "limits.max_subscriptions_per_client",
+                "an integer ≥ 1",
+            ));
+        }
+        if l.connect_timeout_secs == 0 {
+            return Err(invalid("limits.connect_timeout_secs", "an integer ≥ 1 (seconds)"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                "error, warn, info, debug, trace, or tracing directives such as `tern=debug`",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The socket address of the MQTT listener.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.listener.bind, self.listener.port)
+    }
+
+    /// How long a connection has to send CONNECT.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.connect_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate("<defaults>").expect("defaults");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[limits]\nmax_conections = 5\n", "t.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("t.toml") && msg.contains("max_conections"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::from_toml("[limits]\nreceive_maximum = 0\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("limits.receive_maximum"));
+        let err = Config::from_toml("[listener]\nport = 70000\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::from_toml("[listener]\nport = 1999\n", "t.toml").expect("parse");
+        assert_eq!(c.listener.port, 1999);
+        assert_eq!(c.limits, LimitsConfig::default());
+    }
+}

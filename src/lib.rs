@@ -1,0 +1,8 @@
+//! Tern, an MQTT 3.1.1 and 5.0 broker.
+
+pub mod config;
+pub mod protocol;
+mod server;
+
+pub use config::Config;
+pub use server::{Broker, StartError};

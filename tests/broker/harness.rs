@@ -1,0 +1,48 @@
+//! Starts a real broker in-process on an ephemeral port; every test gets its own.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tern::{Broker, Config};
+
+/// How long a test waits for any single expected event before failing.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A broker bound to 127.0.0.1:0, shut down on [`TestBroker::stop`].
+pub struct TestBroker {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    broker: Option<Broker>,
+}
+
+impl TestBroker {
+    /// A broker with default settings.
+    pub async fn start() -> TestBroker {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A broker with settings changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestBroker {
+        let mut config = Config::default();
+        config.listener.bind = "127.0.0.1".parse().expect("literal address");
+        config.listener.port = 0;
+        tweak(&mut config);
+        let broker = Broker::start(config).await.expect("broker starts");
+        TestBroker {
+            addr: broker.local_addr(),
+            broker: Some(broker),
+        }
+    }
+
+    /// Port, for clients that take host and port separately.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Graceful shutdown.
+    pub async fn stop(mut self) {
+        if let Some(b) = self.broker.take() {
+            b.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests: a real broker on a real socket, driven by independent clients.
+
+mod harness;
