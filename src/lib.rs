@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod protocol;
+pub mod session;
 mod server;
 
 pub use config::Config;

@@ -1,0 +1,261 @@
+//! What outlives a connection: the per-client state machine for QoS 1/2 flows, packet ids, the
+//! outbound inflight window and the inbound QoS 2 set. Pure data, no tokio and no sockets, so every
+//! flow is unit-tested with an injected `now`.
+//! Invariants kept here: inflight ≤ window, unique packet ids, in-order DUP resend on resume,
+//! inbound QoS 2 forwarded once until PUBREL.
+
+mod message;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use message::{Delivery, Message, SharedTag};
+
+use crate::protocol::{QoS, ReasonCode, SubscriptionOptions};
+
+/// Session Expiry Interval meaning "never expires".
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// One subscription as the client made it; the router holds the matching index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Options from SUBSCRIBE.
+    pub options: SubscriptionOptions,
+    /// v5 Subscription Identifier.
+    pub id: Option<u32>,
+}
+
+/// Where a QoS 1/2 message sent to the client stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREC received and PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+struct Inflight {
+    pkid: u16,
+    delivery: Delivery,
+    state: OutState,
+}
+
+/// What to (re)send for one inflight entry when a session resumes.
+#[derive(Debug)]
+pub enum Resend<'a> {
+    /// The PUBLISH again, with DUP set.
+    Publish {
+        /// Its packet id.
+        pkid: u16,
+        /// The delivery.
+        delivery: &'a Delivery,
+    },
+    /// PUBREL again.
+    PubRel(u16),
+}
+
+/// What a PUBREC means for the outbound flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubRecOutcome {
+    /// Send PUBREL for this packet id.
+    SendPubRel,
+    /// The client refused the message (reason ≥ 0x80): the flow ends, no PUBREL.
+    Ended,
+    /// No such packet id awaits PUBREC.
+    Unknown,
+}
+
+/// The state of one client's session.
+#[derive(Debug)]
+pub struct Session {
+    client_id: Arc<str>,
+    /// Seconds the session outlives its connection; [`NEVER_EXPIRES`] for ever.
+    pub expiry_interval: u32,
+    subscriptions: HashMap<String, Subscription>,
+    inflight: VecDeque<Inflight>,
+    window: usize,
+    next_pkid: u16,
+    inbound_qos2: HashSet<u16>,
+}
+
+impl Session {
+    /// A fresh session with an inflight window of `window` messages.
+    pub fn new(client_id: Arc<str>, expiry_interval: u32, window: u16) -> Session {
+        Session {
+            client_id,
+            expiry_interval,
+            subscriptions: HashMap::new(),
+            inflight: VecDeque::new(),
+            window: usize::from(window.max(1)),
+            next_pkid: 1,
+            inbound_qos2: HashSet::new(),
+        }
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    /// Sets the outbound window for the current connection (config maximum, capped by the client's
+    /// Receive Maximum). Entries already inflight stay; new ones wait until below the window.
+    pub fn set_window(&mut self, window: u16) {
+        self.window = usize::from(window.max(1));
+    }
+
+    /// How many more QoS 1/2 messages may be sent now.
+    pub fn window_free(&self) -> usize {
+        self.window.saturating_sub(self.inflight.len())
+    }
+
+    /// Number of unacknowledged outbound messages.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Subscriptions, keyed by the filter as sent (with any `$share/` prefix).
+    pub fn subscriptions(&self) -> &HashMap<String, Subscription> {
+        &self.subscriptions
+    }
+
+    /// Records a subscription; true if it replaced an existing one.
+    pub fn subscribe(&mut self, filter: String, sub: Subscription) -> bool {
+        self.subscriptions.insert(filter, sub).is_some()
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub fn unsubscribe(&mut self, filter: &str) -> bool {
+        self.subscriptions.remove(filter).is_some()
+    }
+
+    /// Starts sending a delivery. Returns the packet id to use (0 for QoS 0), or `None` if the
+    /// message expired while it waited [MQTT-3.3.2-5]. The caller checks [`Self::window_free`]
+    /// before starting a QoS 1/2 delivery.
+    pub fn start(&mut self, delivery: Delivery, now: Instant) -> Option<(u16, Delivery)> {
+        if delivery.msg.is_expired(now) {
+            return None;
+        }
+        if delivery.qos == QoS::AtMostOnce {
+            return Some((0, delivery));
+        }
+        let pkid = self.allocate_pkid();
+        self.inflight.push_back(Inflight {
+            pkid,
+            delivery: delivery.clone(),
+            state: OutState::Published,
+        });
+        Some((pkid, delivery))
+    }
+
+    fn allocate_pkid(&mut self) -> u16 {
+        // The window is at most 65535 entries, so a free id always exists.
+        loop {
+            let id = self.next_pkid;
+            self.next_pkid = if id == u16::MAX { 1 } else { id + 1 };
+            if !self.inflight.iter().any(|e| e.pkid == id) {
+                return id;
+            }
+        }
+    }
+
+    fn position(&self, pkid: u16, state: OutState, qos: QoS) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|e| e.pkid == pkid && e.state == state && e.delivery.qos == qos)
+    }
+
+    /// PUBACK from the client; true if it ended a QoS 1 flow.
+    pub fn puback(&mut self, pkid: u16) -> bool {
+        match self.position(pkid, OutState::Published, QoS::AtLeastOnce) {
+            Some(i) => {
+                self.inflight.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// PUBREC from the client.
+    pub fn pubrec(&mut self, pkid: u16, reason: ReasonCode) -> PubRecOutcome {
+        if let Some(i) = self.position(pkid, OutState::Released, QoS::ExactlyOnce) {
+            // A duplicate PUBREC: PUBREL again [MQTT-4.3.3-?].
+            let _ = i;
+            return PubRecOutcome::SendPubRel;
+        }
+        let Some(i) = self.position(pkid, OutState::Published, QoS::ExactlyOnce) else {
+            return PubRecOutcome::Unknown;
+        };
+        if reason.is_error() {
+            self.inflight.remove(i);
+            return PubRecOutcome::Ended;
+        }
+        if let Some(entry) = self.inflight.get_mut(i) {
+            entry.state = OutState::Released;
+        }
+        PubRecOutcome::SendPubRel
+    }
+
+    /// PUBCOMP from the client; true if it ended a QoS 2 flow.
+    pub fn pubcomp(&mut self, pkid: u16) -> bool {
+        match self.position(pkid, OutState::Released, QoS::ExactlyOnce) {
+            Some(i) => {
+                self.inflight.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What to send again, in the original order, when the session resumes [MQTT-4.4.0-1].
+    pub fn resend(&self) -> impl Iterator<Item = Resend<'_>> {
+        self.inflight.iter().map(|e| match e.state {
+            OutState::Published => Resend::Publish {
+                pkid: e.pkid,
+                delivery: &e.delivery,
+            },
+            OutState::Released => Resend::PubRel(e.pkid),
+        })
+    }
+
+    /// Takes back inflight messages that came through a shared subscription and that the client
+    /// has not received for sure (QoS 1 unacknowledged, QoS 2 before PUBREC), so they can go to
+    /// another member of the group.
+    pub fn take_shared_unreceived(&mut self) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        self.inflight.retain(|e| {
+            let give_back = e.delivery.shared.is_some() && e.state == OutState::Published;
+            if give_back {
+                taken.push(e.delivery.clone());
+            }
+            !give_back
+        });
+        taken
+    }
+
+    /// An inbound QoS 2 PUBLISH with this packet id arrived: true if it is new and must be
+    /// forwarded, false if it is a resend of one not yet released [MQTT-4.3.3-10].
+    pub fn inbound_qos2_begin(&mut self, pkid: u16) -> bool {
+        self.inbound_qos2.insert(pkid)
+    }
+
+    /// Whether an inbound QoS 2 message with this id awaits PUBREL.
+    pub fn inbound_qos2_pending(&self, pkid: u16) -> bool {
+        self.inbound_qos2.contains(&pkid)
+    }
+
+    /// PUBREL from the client: true if the packet id was awaiting it.
+    pub fn inbound_qos2_release(&mut self, pkid: u16) -> bool {
+        self.inbound_qos2.remove(&pkid)
+    }
+
+    /// Inbound QoS 2 messages awaiting PUBREL (counted against our Receive Maximum).
+    pub fn inbound_qos2_len(&self) -> usize {
+        self.inbound_qos2.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
