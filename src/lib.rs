@@ -3,6 +3,7 @@
 pub mod config;
 pub mod protocol;
 mod server;
+pub mod topic;
 
 pub use config::Config;
 pub use server::{Broker, StartError};
