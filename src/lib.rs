@@ -4,6 +4,7 @@ pub mod config;
 pub mod protocol;
 pub mod session;
 mod server;
+pub mod topic;
 
 pub use config::Config;
 pub use server::{Broker, StartError};
