@@ -165,7 +165,7 @@ impl<V> SubscriptionTrie<V> {
     /// `+` matches exactly one level (possibly empty), `#` matches its parent level and any
     /// number of levels below, and a topic starting with `$` is not matched by a filter whose
     /// first level is `+` or `#` [MQTT-4.7.2-1].
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&V)) {
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a V)) {
         let root = &self.root;
         let mut rest = topic.split('/');
         let dollar = topic.starts_with('$');
@@ -188,7 +188,7 @@ impl<V> SubscriptionTrie<V> {
 }
 
 /// Visits matches below `node`, which has matched every topic level consumed from `rest` so far.
-fn match_in<V, F: FnMut(&V)>(node: &Node<V>, mut rest: Split<'_, char>, f: &mut F) {
+fn match_in<'a, V, F: FnMut(&'a V)>(node: &'a Node<V>, mut rest: Split<'_, char>, f: &mut F) {
     // `x/#` matches `x` itself and everything below it.
     if let Some(v) = &node.hash {
         f(v);
