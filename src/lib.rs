@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod config;
+mod connection;
 pub mod metrics;
 pub mod protocol;
 pub mod session;

@@ -1,12 +1,22 @@
-//! The running broker: binds listeners, accepts connections, and shuts everything down cleanly.
+//! The running broker: binds the listener, accepts connections (each served by its own task, so a
+//! slow handshake never blocks accepting), enforces the connection limit, and shuts down cleanly.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, warn};
 
+use crate::broker::BrokerState;
 use crate::config::Config;
+use crate::connection;
+use crate::metrics;
+
+/// How long shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +31,7 @@ pub enum StartError {
     },
 }
 
-/// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
+/// A running broker. Call [`Broker::shutdown`] to stop it.
 pub struct Broker {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -35,11 +45,13 @@ impl Broker {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-        let (shutdown, _) = watch::channel(false);
-        let accept_task = tokio::spawn(async move {
-            while let Ok((_stream, _peer)) = listener.accept().await {}
-        });
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = Arc::new(BrokerState::new(config));
+        let accept_task = tokio::spawn(accept_loop(listener, state, shutdown_rx));
         Ok(Broker {
             local_addr,
             shutdown,
@@ -52,9 +64,73 @@ impl Broker {
         self.local_addr
     }
 
-    /// Stops accepting, disconnects every client (v5: DISCONNECT 0x8B) and waits for them.
+    /// Stops accepting, disconnects every client (v5: DISCONNECT 0x8B) and waits for them, at
+    /// most a few seconds.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        self.accept_task.abort();
+        if let Err(e) = self.accept_task.await {
+            warn!(error = %e, "accept loop ended abnormally");
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    metrics::connection_accepted();
+                    spawn_connection(&mut tasks, stream, peer, &state, &permits, &shutdown);
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(remaining = tasks.len(), "connections still open at shutdown; aborting them");
+        tasks.abort_all();
+    }
+}
+
+fn spawn_connection(
+    tasks: &mut JoinSet<()>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: &Arc<BrokerState>,
+    permits: &Arc<Semaphore>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let state = Arc::clone(state);
+    let shutdown = shutdown.clone();
+    match Arc::clone(permits).try_acquire_owned() {
+        Ok(permit) => {
+            tasks.spawn(async move {
+                connection::serve(stream, peer, state, shutdown).await;
+                metrics::connection_closed();
+                drop(permit);
+            });
+        }
+        Err(_) => {
+            metrics::limit_hit("max_connections");
+            debug!(%peer, "connection refused: max_connections reached");
+            tasks.spawn(async move {
+                connection::refuse_busy(stream, state).await;
+                metrics::connection_closed();
+            });
+        }
     }
 }

@@ -1,0 +1,648 @@
+//! One task per client: reads and decodes packets, drives the session's flows, drains the
+//! mailbox into one write buffer, and keeps the deadlines (CONNECT, keep-alive). It is the only
+//! place that `select!`s; an error ends this connection alone, with the reason code the spec asks.
+
+mod handshake;
+mod outbound;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, info_span, Instrument};
+
+use crate::broker::{BrokerState, Kick, Mailbox, SubscribeResult};
+use crate::metrics;
+use crate::protocol::{
+    self, Ack, AckProperties, Connect, DecodeError, Decoder, Disconnect, LastWill, Packet,
+    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::session::{Message, PubRecOutcome, Resend, Session};
+use crate::topic;
+
+use outbound::Outbound;
+
+/// Stop reading the mailbox while this much is waiting to be written: a client that does not
+/// read leaves its messages in its bounded mailbox, not in our memory.
+const HIGH_WATER: usize = 256 * 1024;
+/// Deliveries taken from the mailbox per turn, so reads and deadlines stay responsive.
+const BATCH: usize = 256;
+/// How long the final DISCONNECT and pending bytes may take to flush.
+const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
+
+/// Serves one accepted stream until it closes.
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    state: Arc<BrokerState>,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let span = info_span!("conn", %peer, client_id = tracing::field::Empty);
+    async move {
+        let mut io = Io::new(stream, state.config.limits.max_packet_size);
+        let deadline = Instant::now() + state.config.connect_timeout();
+        let connect = match io.read_connect(deadline).await {
+            Ok(c) => c,
+            Err(end) => {
+                debug!(reason = %end, "closed before CONNECT completed");
+                io.close().await;
+                return;
+            }
+        };
+        Connection::start(io, *connect, state, shutdown).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Answers a connection over `max_connections`: reads its CONNECT and refuses it (v5: 0x97
+/// Quota exceeded; v3: 0x03 Server unavailable).
+pub async fn refuse_busy<S>(stream: S, state: Arc<BrokerState>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let mut io = Io::new(stream, state.config.limits.max_packet_size);
+    let deadline = Instant::now() + state.config.connect_timeout();
+    if let Ok(c) = io.read_connect(deadline).await {
+        let reason = if c.version.is_v5() {
+            ReasonCode::QuotaExceeded
+        } else {
+            ReasonCode::ServerUnavailable
+        };
+        metrics::connect_refused(reason as u8);
+        let ack = handshake::refusal(reason);
+        let _ = protocol::encode(&Packet::ConnAck(ack), c.version, &mut io.outbuf);
+    }
+    io.close().await;
+}
+
+/// Byte-level I/O of one connection.
+struct Io<S> {
+    reader: ReadHalf<S>,
+    writer: WriteHalf<S>,
+    inbuf: BytesMut,
+    outbuf: BytesMut,
+    decoder: Decoder,
+}
+
+impl<S: AsyncRead + AsyncWrite> Io<S> {
+    fn new(stream: S, max_packet_size: u32) -> Io<S> {
+        let (reader, writer) = tokio::io::split(stream);
+        Io {
+            reader,
+            writer,
+            inbuf: BytesMut::with_capacity(4096),
+            outbuf: BytesMut::with_capacity(4096),
+            decoder: Decoder::new(max_packet_size),
+        }
+    }
+
+    /// Reads until a CONNECT is decoded or the absolute `deadline` passes; bytes trickling in do
+    /// not extend it. Answers a refused CONNECT itself.
+    async fn read_connect(&mut self, deadline: Instant) -> Result<Box<Connect>, String> {
+        loop {
+            match self.decoder.decode(&mut self.inbuf) {
+                Ok(Some(Packet::Connect(c))) => return Ok(c),
+                Ok(Some(_)) => return Err("first packet is not CONNECT".into()),
+                Ok(None) => {}
+                Err(e) => {
+                    self.refuse_connect(&e);
+                    return Err(e.to_string());
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.inbuf)).await {
+                Err(_) => return Err("CONNECT timeout".into()),
+                Ok(Ok(0)) => return Err("closed".into()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// CONNACK for a CONNECT that could not be decoded, where the spec gives one.
+    fn refuse_connect(&mut self, e: &DecodeError) {
+        let (version, reason) = if let DecodeError::UnsupportedProtocol { .. } = e {
+            if e.wants_v5_connack() {
+                (ProtocolVersion::V5, ReasonCode::UnsupportedProtocolVersion)
+            } else {
+                (ProtocolVersion::V311, ReasonCode::UnsupportedProtocolVersion)
+            }
+        } else if self.decoder.version_hint() == Some(ProtocolVersion::V5) {
+            (ProtocolVersion::V5, e.reason_code())
+        } else {
+            metrics::protocol_violation(e.reason_code() as u8);
+            return;
+        };
+        metrics::connect_refused(reason as u8);
+        let ack = handshake::refusal(reason);
+        let _ = protocol::encode(&Packet::ConnAck(ack), version, &mut self.outbuf);
+    }
+
+    /// Flushes what is pending (bounded in time) and closes the write side.
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, async {
+            let _ = self.writer.write_all(&self.outbuf).await;
+            let _ = self.writer.shutdown().await;
+        })
+        .await;
+        self.outbuf.clear();
+    }
+}
+
+/// Why a connected client's connection ends.
+#[derive(Debug)]
+enum End {
+    /// DISCONNECT from the client; `will` for v5 reason 0x04.
+    Disconnect { will: bool },
+    /// Socket closed or failed without DISCONNECT.
+    Lost(String),
+    /// We end it with this reason (v5: sent in DISCONNECT).
+    Violation(ReasonCode, String),
+    /// Keep-alive expired [MQTT-3.1.2-24].
+    KeepAlive,
+    /// Another connection took the client id over.
+    TakenOver,
+    /// The broker is stopping.
+    Shutdown,
+}
+
+impl End {
+    fn violation(code: ReasonCode, why: impl Into<String>) -> End {
+        End::Violation(code, why.into())
+    }
+
+    /// The DISCONNECT a v5 client gets, if any.
+    fn reason(&self) -> Option<ReasonCode> {
+        match self {
+            End::Disconnect { .. } | End::Lost(_) => None,
+            End::Violation(code, _) => Some(*code),
+            End::KeepAlive => Some(ReasonCode::KeepAliveTimeout),
+            End::TakenOver => Some(ReasonCode::SessionTakenOver),
+            End::Shutdown => Some(ReasonCode::ServerShuttingDown),
+        }
+    }
+
+    fn publishes_will(&self) -> bool {
+        !matches!(self, End::Disconnect { will: false })
+    }
+}
+
+/// A connected client.
+struct Connection<S> {
+    io: Io<S>,
+    state: Arc<BrokerState>,
+    version: ProtocolVersion,
+    client_id: Arc<str>,
+    session: Box<Session>,
+    mailbox: Arc<Mailbox>,
+    generation: u64,
+    will: Option<LastWill>,
+    keep_alive: Option<Duration>,
+    last_packet: Instant,
+    /// The client sent Session Expiry 0 in CONNECT: DISCONNECT may not raise it [MQTT-3.14.2-2].
+    connect_expiry_zero: bool,
+    inbound_aliases: HashMap<u16, String>,
+    out: Outbound,
+}
+
+impl<S: AsyncRead + AsyncWrite> Connection<S> {
+    async fn start(
+        mut io: Io<S>,
+        connect: Connect,
+        state: Arc<BrokerState>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let version = connect.version;
+        let accepted = match handshake::accept(&connect, &state.config) {
+            Ok(a) => a,
+            Err(reason) => {
+                debug!(?reason, "CONNECT refused");
+                metrics::connect_refused(reason as u8);
+                let ack = handshake::refusal(reason);
+                let _ = protocol::encode(&Packet::ConnAck(ack), version, &mut io.outbuf);
+                io.close().await;
+                return;
+            }
+        };
+        let client_id: Arc<str> = accepted.client_id.as_str().into();
+        tracing::Span::current().record("client_id", &*client_id);
+        let attached = state
+            .attach(
+                &client_id,
+                connect.clean_start,
+                accepted.session_expiry,
+                accepted.window,
+            )
+            .await;
+        let ack = handshake::connack(&accepted, version, attached.session_present, &state.config);
+        if protocol::encode(&Packet::ConnAck(ack), version, &mut io.outbuf).is_err() {
+            debug!("CONNACK could not be encoded");
+        }
+        debug!(version = ?version, clean_start = connect.clean_start, present = attached.session_present, "connected");
+        let props = &connect.properties;
+        let mut conn = Connection {
+            io,
+            version,
+            client_id,
+            session: attached.session,
+            mailbox: attached.mailbox,
+            generation: attached.generation,
+            will: connect.will.clone(),
+            keep_alive: (accepted.keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
+            last_packet: Instant::now(),
+            connect_expiry_zero: accepted.session_expiry == 0,
+            inbound_aliases: HashMap::new(),
+            out: Outbound::new(
+                version,
+                props.maximum_packet_size,
+                props.topic_alias_maximum.unwrap_or(0),
+                props.request_problem_information != Some(0),
+            ),
+            state,
+        };
+        conn.resend();
+        let end = conn.run(attached.kick, shutdown).await;
+        conn.finish(end).await;
+    }
+
+    /// Resends unacknowledged messages, in order, DUP set [MQTT-4.4.0-1].
+    fn resend(&mut self) {
+        let now = std::time::Instant::now();
+        for r in self.session.resend() {
+            match r {
+                Resend::Publish { pkid, delivery } => {
+                    self.out.publish(&mut self.io.outbuf, delivery, pkid, true, now);
+                }
+                Resend::PubRel(pkid) => {
+                    self.out.ack(&mut self.io.outbuf, Packet::PubRel(Ack { pkid, ..Ack::default() }));
+                }
+            }
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut kick: oneshot::Receiver<Kick>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> End {
+        let mut scratch = Vec::with_capacity(BATCH);
+        loop {
+            if *shutdown.borrow() {
+                return End::Shutdown;
+            }
+            if let Err(end) = self.pump(&mut scratch) {
+                return end;
+            }
+            let keep_alive_deadline = self.keep_alive.map(|k| self.last_packet + k);
+            let io = &mut self.io;
+            let can_take_more = io.outbuf.len() < HIGH_WATER;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return End::Shutdown,
+                k = &mut kick => {
+                    if k.is_ok() {
+                        return End::TakenOver;
+                    }
+                }
+                r = io.writer.write_buf(&mut io.outbuf), if !io.outbuf.is_empty() => {
+                    if let Err(e) = r {
+                        return End::Lost(e.to_string());
+                    }
+                }
+                r = io.reader.read_buf(&mut io.inbuf) => {
+                    match r {
+                        Ok(0) => return End::Lost("closed by peer".into()),
+                        Ok(_) => {
+                            if let Err(end) = self.handle_input() {
+                                return end;
+                            }
+                        }
+                        Err(e) => return End::Lost(e.to_string()),
+                    }
+                }
+                _ = self.mailbox.notified(), if can_take_more => {}
+                _ = sleep_until_opt(keep_alive_deadline) => return End::KeepAlive,
+            }
+        }
+    }
+
+    /// Decodes and handles every complete packet in the read buffer.
+    fn handle_input(&mut self) -> Result<(), End> {
+        loop {
+            let packet = match self.io.decoder.decode(&mut self.io.inbuf) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(End::violation(e.reason_code(), e.to_string())),
+            };
+            self.last_packet = Instant::now();
+            self.handle_packet(packet)?;
+        }
+    }
+
+    fn handle_packet(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(a) => {
+                self.session.puback(a.pkid);
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                if self.session.pubrec(a.pkid, a.reason) == PubRecOutcome::SendPubRel {
+                    self.ack(Packet::PubRel(Ack { pkid: a.pkid, ..Ack::default() }));
+                }
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                let reason = if self.session.inbound_qos2_release(a.pkid) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PacketIdentifierNotFound
+                };
+                self.ack(Packet::PubComp(Ack { pkid: a.pkid, reason, ..Ack::default() }));
+                Ok(())
+            }
+            Packet::PubComp(a) => {
+                self.session.pubcomp(a.pkid);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.ack(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
+            Packet::Auth(_) => Err(End::violation(
+                ReasonCode::ProtocolError,
+                "[MQTT-4.12.0-1] AUTH without an authentication method",
+            )),
+            other => Err(End::violation(
+                ReasonCode::ProtocolError,
+                format!("unexpected packet from client: {other:?}"),
+            )),
+        }
+    }
+
+    fn ack(&mut self, packet: Packet) {
+        self.out.ack(&mut self.io.outbuf, packet);
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
+        metrics::publish_received(p.qos as u8, p.payload.len());
+        self.resolve_alias(&mut p)?;
+        let limits = &self.state.config.limits;
+        let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {
+            metrics::limit_hit("max_topic_levels");
+            debug!(topic = %p.topic, error = %e, "PUBLISH refused");
+            Some(ReasonCode::TopicNameInvalid)
+        } else if p.topic.starts_with("$SYS") {
+            Some(ReasonCode::NotAuthorized)
+        } else {
+            None
+        };
+        if let Some(reason) = reject {
+            if !self.version.is_v5() && reason == ReasonCode::TopicNameInvalid {
+                return Err(End::violation(reason, "topic name refused"));
+            }
+            self.ack_publish(&p, reason);
+            return Ok(());
+        }
+        if p.qos == QoS::ExactlyOnce {
+            if self.session.inbound_qos2_pending(p.pkid) {
+                // A resend before PUBREL: acknowledge again, forward nothing [MQTT-4.3.3-10].
+                self.ack_publish(&p, ReasonCode::Success);
+                return Ok(());
+            }
+            if self.version.is_v5()
+                && self.session.inbound_qos2_len() >= usize::from(limits.receive_maximum)
+            {
+                return Err(End::violation(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "[MQTT-3.3.4-7] more unacknowledged QoS 2 messages than Receive Maximum",
+                ));
+            }
+            self.session.inbound_qos2_begin(p.pkid);
+        }
+        let pkid = p.pkid;
+        let qos = p.qos;
+        let msg = Arc::new(Message::new(
+            p,
+            Some(Arc::clone(&self.client_id)),
+            std::time::Instant::now(),
+        ));
+        let outcome = self.state.publish(msg);
+        let reason = if outcome.delivered == 0 && outcome.dropped_queue_full == 0 {
+            ReasonCode::NoMatchingSubscribers
+        } else {
+            ReasonCode::Success
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.ack(Packet::PubAck(Ack { pkid, reason, ..Ack::default() })),
+            QoS::ExactlyOnce => self.ack(Packet::PubRec(Ack { pkid, reason, ..Ack::default() })),
+        }
+        Ok(())
+    }
+
+    fn ack_publish(&mut self, p: &Publish, reason: ReasonCode) {
+        let ack = Ack { pkid: p.pkid, reason, properties: AckProperties::default() };
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.ack(Packet::PubAck(ack)),
+            QoS::ExactlyOnce => {
+                // A refused QoS 2 message ends its flow at PUBREC [MQTT-4.3.3-?]; an accepted
+                // resend keeps its packet id until PUBREL.
+                self.ack(Packet::PubRec(ack));
+            }
+        }
+    }
+
+    /// Replaces a v5 Topic Alias by its topic, recording new aliases [MQTT-3.3.2-12].
+    fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), End> {
+        let Some(alias) = p.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        if alias == 0 || alias > self.state.config.limits.topic_alias_maximum {
+            return Err(End::violation(
+                ReasonCode::TopicAliasInvalid,
+                "[MQTT-3.3.2-9] topic alias out of range",
+            ));
+        }
+        if p.topic.is_empty() {
+            match self.inbound_aliases.get(&alias) {
+                Some(t) => p.topic = t.clone(),
+                None => {
+                    return Err(End::violation(
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.3.4-?] unknown topic alias",
+                    ))
+                }
+            }
+        } else {
+            self.inbound_aliases.insert(alias, p.topic.clone());
+        }
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+        let v5 = self.version.is_v5();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in &s.filters {
+            match self.state.subscribe(
+                &mut self.session,
+                &self.mailbox,
+                &f.filter,
+                f.options,
+                s.subscription_identifier,
+                v5,
+            ) {
+                SubscribeResult::Granted(code, msgs) => {
+                    reasons.push(code);
+                    retained.extend(msgs);
+                }
+                SubscribeResult::Refused(code) => reasons.push(code),
+                SubscribeResult::ProtocolError => {
+                    return Err(End::violation(
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.8.3-4] No Local on a shared subscription",
+                    ))
+                }
+            }
+        }
+        self.ack(Packet::SubAck(SubAck {
+            pkid: s.pkid,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+        for d in retained {
+            if self.mailbox.push(d).is_err() {
+                metrics::dropped("queue_full");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let reasons = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.state.unsubscribe(&mut self.session, f) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.ack(Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> End {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            if self.connect_expiry_zero && expiry != 0 {
+                return End::violation(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.14.2-2] session expiry raised from 0 at DISCONNECT",
+                );
+            }
+            self.session.expiry_interval = expiry;
+        }
+        End::Disconnect {
+            will: d.reason == ReasonCode::DisconnectWithWill,
+        }
+    }
+
+    /// Moves ready deliveries from the mailbox into the write buffer, within the window.
+    fn pump(&mut self, scratch: &mut Vec<crate::session::Delivery>) -> Result<(), End> {
+        if self.io.outbuf.len() >= HIGH_WATER {
+            return Ok(());
+        }
+        self.mailbox
+            .drain_into(scratch, BATCH, self.session.window_free());
+        if scratch.is_empty() {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        for d in scratch.drain(..) {
+            if !self.out.fits(&d, now) {
+                metrics::dropped("too_large");
+                continue;
+            }
+            match self.session.start(d, now) {
+                Some((pkid, d)) => self.out.publish(&mut self.io.outbuf, &d, pkid, false, now),
+                None => metrics::dropped("expired"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the final DISCONNECT (v5), hands the session back and publishes the will if due.
+    async fn finish(mut self, end: End) {
+        match &end {
+            End::Violation(code, why) => {
+                metrics::protocol_violation(*code as u8);
+                debug!(reason = ?code, why, "closing connection");
+            }
+            other => debug!(end = ?other, "connection ended"),
+        }
+        if self.version.is_v5() {
+            if let Some(reason) = end.reason() {
+                self.ack(Packet::Disconnect(Disconnect { reason, ..Disconnect::default() }));
+            }
+        }
+        let will = if end.publishes_will() {
+            self.will.take().map(|w| {
+                let delay = w.delay_interval.unwrap_or(0);
+                (Arc::new(will_message(w, &self.client_id)), delay)
+            })
+        } else {
+            None
+        };
+        self.io.close().await;
+        self.state.detach(
+            &self.client_id,
+            self.generation,
+            self.session,
+            &self.mailbox,
+            will,
+        );
+    }
+}
+
+/// The will as a message to route.
+fn will_message(w: LastWill, client_id: &Arc<str>) -> Message {
+    let publish = Publish {
+        dup: false,
+        qos: w.qos,
+        retain: w.retain,
+        topic: w.topic,
+        pkid: 0,
+        payload: w.payload,
+        properties: w.properties,
+    };
+    let _ = client_id;
+    Message::new(publish, None, std::time::Instant::now())
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
