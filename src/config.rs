@@ -247,6 +247,14 @@ mod tests {
         assert!(err.to_string().contains("port"), "{err}");
     }
 
+    /// config/tern.toml documents every key with its default: it must parse to the defaults.
+    #[test]
+    fn documented_file_matches_defaults() {
+        let c = Config::from_toml(include_str!("../config/tern.toml"), "config/tern.toml")
+            .expect("documented config parses");
+        assert_eq!(c, Config::default());
+    }
+
     #[test]
     fn partial_file_keeps_other_defaults() {
         let c = Config::from_toml("[listener]\nport = 1999\n", "t.toml").expect("parse");
