@@ -277,3 +277,7 @@ impl BrokerState {
         self.retained.len()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

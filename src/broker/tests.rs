@@ -1,0 +1,199 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::mailbox::{DropReason, Mailbox};
+use super::retained::Retained;
+use super::router::{Router, Subscriber};
+use crate::protocol::{Publish, PublishProperties, QoS, SubscriptionOptions};
+use crate::session::{Delivery, Message};
+
+fn message(topic: &str, qos: QoS, retain: bool, payload: &'static [u8]) -> Arc<Message> {
+    let publish = Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: topic.into(),
+        pkid: 0,
+        payload: Bytes::from_static(payload),
+        properties: PublishProperties::default(),
+    };
+    Arc::new(Message::new(publish, Some("pub".into()), Instant::now()))
+}
+
+fn online_mailbox() -> Arc<Mailbox> {
+    let m = Arc::new(Mailbox::new(100, false));
+    m.set_online(true);
+    m
+}
+
+fn sub(client: &str, mailbox: &Arc<Mailbox>, qos: QoS, id: Option<u32>) -> Subscriber {
+    Subscriber {
+        client_id: client.into(),
+        mailbox: Arc::clone(mailbox),
+        options: SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        },
+        id,
+    }
+}
+
+fn drain(m: &Mailbox) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    m.drain_into(&mut out, 1000, 1000);
+    out
+}
+
+/// [MQTT-3.3.4-2] Overlapping subscriptions: one delivery, highest QoS, every identifier.
+#[test]
+fn overlapping_subscriptions_deliver_once() {
+    let router = Router::default();
+    let m = online_mailbox();
+    router.subscribe(None, "a/#", sub("c", &m, QoS::AtMostOnce, Some(1)));
+    router.subscribe(None, "a/+", sub("c", &m, QoS::ExactlyOnce, Some(2)));
+    router.route(&message("a/b", QoS::ExactlyOnce, false, b"x"));
+    let got = drain(&m);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::ExactlyOnce);
+    let mut ids = got[0].sub_ids.clone();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2]);
+}
+
+/// Delivered QoS is min(published, granted) [MQTT-3.8.4-8].
+#[test]
+fn qos_is_downgraded() {
+    let router = Router::default();
+    let m = online_mailbox();
+    router.subscribe(None, "t", sub("c", &m, QoS::AtLeastOnce, None));
+    router.route(&message("t", QoS::ExactlyOnce, false, b"x"));
+    assert_eq!(drain(&m)[0].qos, QoS::AtLeastOnce);
+}
+
+/// Shared groups: one member per message, round-robin, connected members first.
+#[test]
+fn shared_group_round_robin() {
+    let router = Router::default();
+    let a = online_mailbox();
+    let b = online_mailbox();
+    router.subscribe(Some("g"), "t", sub("a", &a, QoS::AtLeastOnce, None));
+    router.subscribe(Some("g"), "t", sub("b", &b, QoS::AtLeastOnce, None));
+    for _ in 0..10 {
+        router.route(&message("t", QoS::AtLeastOnce, false, b"x"));
+    }
+    assert_eq!(drain(&a).len(), 5);
+    assert_eq!(drain(&b).len(), 5);
+    b.set_online(false);
+    for _ in 0..4 {
+        router.route(&message("t", QoS::AtLeastOnce, false, b"x"));
+    }
+    assert_eq!(drain(&a).len(), 4, "offline members are skipped while one is online");
+}
+
+/// A shared delivery can move to another member, never back to the one leaving.
+#[test]
+fn redistribute_excludes_leaver() {
+    let router = Router::default();
+    let a = online_mailbox();
+    let b = online_mailbox();
+    router.subscribe(Some("g"), "t", sub("a", &a, QoS::AtLeastOnce, None));
+    router.subscribe(Some("g"), "t", sub("b", &b, QoS::AtLeastOnce, None));
+    router.route(&message("t", QoS::AtLeastOnce, false, b"x"));
+    let mut got = drain(&a);
+    got.extend(drain(&b));
+    let d = got.pop().expect("one delivery");
+    for _ in 0..3 {
+        router.redistribute(d.clone(), "a").expect("b takes it");
+    }
+    assert_eq!(drain(&b).len(), 3);
+    assert!(drain(&a).is_empty());
+    assert!(router.unsubscribe(Some("g"), "t", "b"));
+    assert!(router.redistribute(d, "a").is_err(), "no other member left");
+}
+
+/// No Local: a client's own messages are not sent back to it [MQTT-3.8.3-3].
+#[test]
+fn no_local_skips_publisher() {
+    let router = Router::default();
+    let m = online_mailbox();
+    let mut s = sub("pub", &m, QoS::AtMostOnce, None);
+    s.options.no_local = true;
+    router.subscribe(None, "t", s);
+    router.route(&message("t", QoS::AtMostOnce, false, b"x"));
+    assert!(drain(&m).is_empty());
+}
+
+/// Unsubscribe stops delivery and reports whether the subscription existed.
+#[test]
+fn unsubscribe_stops_delivery() {
+    let router = Router::default();
+    let m = online_mailbox();
+    router.subscribe(None, "t", sub("c", &m, QoS::AtMostOnce, None));
+    assert!(router.unsubscribe(None, "t", "c"));
+    assert!(!router.unsubscribe(None, "t", "c"));
+    router.route(&message("t", QoS::AtMostOnce, false, b"x"));
+    assert!(drain(&m).is_empty());
+}
+
+/// The queue bound: QoS 0 goes first, then new messages are refused; offline QoS 0 is not queued.
+#[test]
+fn mailbox_bound_drops_qos0_first() {
+    let m = Mailbox::new(2, false);
+    let d = |qos| Delivery {
+        msg: message("t", qos, false, b"x"),
+        qos,
+        retain: false,
+        sub_ids: Vec::new(),
+        shared: None,
+    };
+    assert_eq!(m.push(d(QoS::AtMostOnce)), Err(DropReason::Offline));
+    m.set_online(true);
+    m.push(d(QoS::AtMostOnce)).expect("room");
+    m.push(d(QoS::AtLeastOnce)).expect("room");
+    assert_eq!(m.push(d(QoS::AtMostOnce)), Err(DropReason::QueueFull));
+    m.push(d(QoS::AtLeastOnce)).expect("evicts the QoS 0 message");
+    assert_eq!(m.push(d(QoS::AtLeastOnce)), Err(DropReason::QueueFull));
+    assert!(drain(&m).iter().all(|d| d.qos == QoS::AtLeastOnce));
+}
+
+/// A full window holds back QoS 1/2 messages and everything behind them, keeping order.
+#[test]
+fn drain_respects_window_and_order() {
+    let m = online_mailbox();
+    for qos in [QoS::AtLeastOnce, QoS::AtLeastOnce, QoS::AtMostOnce] {
+        m.push(Delivery {
+            msg: message("t", qos, false, b"x"),
+            qos,
+            retain: false,
+            sub_ids: Vec::new(),
+            shared: None,
+        })
+        .expect("room");
+    }
+    let mut out = Vec::new();
+    m.drain_into(&mut out, 10, 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(m.len(), 2);
+}
+
+/// [MQTT-3.3.1-5..-7] Retained messages: stored, replaced, deleted by an empty payload, matched.
+#[test]
+fn retained_store_replace_delete() {
+    let r = Retained::default();
+    r.update(&message("a/b", QoS::AtMostOnce, true, b"1"));
+    r.update(&message("a/b", QoS::AtMostOnce, true, b"2"));
+    r.update(&message("a/c", QoS::AtMostOnce, true, b"3"));
+    r.update(&message("$SYS/x", QoS::AtMostOnce, true, b"4"));
+    let now = Instant::now();
+    let got: Vec<_> = r
+        .matching("a/+", now)
+        .iter()
+        .map(|m| m.publish.payload.clone())
+        .collect();
+    assert_eq!(got, vec![Bytes::from_static(b"2"), Bytes::from_static(b"3")]);
+    assert_eq!(r.matching("#", now).len(), 2, "$ topics are not matched by #");
+    r.update(&message("a/b", QoS::AtMostOnce, true, b""));
+    assert_eq!(r.len(), 2);
+}
