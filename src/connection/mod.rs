@@ -117,12 +117,20 @@ impl<S: AsyncRead + AsyncWrite> Io<S> {
                     return Err(e.to_string());
                 }
             }
+            self.reserve_read();
             match tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.inbuf)).await {
                 Err(_) => return Err("CONNECT timeout".into()),
                 Ok(Ok(0)) => return Err("closed".into()),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e.to_string()),
             }
+        }
+    }
+
+    /// Keeps room for a large read: without it `read_buf` reads a few bytes per call.
+    fn reserve_read(&mut self) {
+        if self.inbuf.capacity() - self.inbuf.len() < 2048 {
+            self.inbuf.reserve(8192);
         }
     }
 
@@ -294,6 +302,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         mut shutdown: watch::Receiver<bool>,
     ) -> End {
         let mut scratch = Vec::with_capacity(BATCH);
+        let mut kick_open = true;
         loop {
             if *shutdown.borrow() {
                 return End::Shutdown;
@@ -302,15 +311,17 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                 return end;
             }
             let keep_alive_deadline = self.keep_alive.map(|k| self.last_packet + k);
+            self.io.reserve_read();
             let io = &mut self.io;
             let can_take_more = io.outbuf.len() < HIGH_WATER;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return End::Shutdown,
-                k = &mut kick => {
+                k = &mut kick, if kick_open => {
                     if k.is_ok() {
                         return End::TakenOver;
                     }
+                    kick_open = false;
                 }
                 r = io.writer.write_buf(&mut io.outbuf), if !io.outbuf.is_empty() => {
                     if let Err(e) = r {
