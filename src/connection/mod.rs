@@ -32,6 +32,9 @@ use outbound::Outbound;
 const HIGH_WATER: usize = 256 * 1024;
 /// Deliveries taken from the mailbox per turn, so reads and deadlines stay responsive.
 const BATCH: usize = 256;
+/// Smallest and largest room kept for one read.
+const MIN_READ: usize = 1024;
+const MAX_READ: usize = 64 * 1024;
 /// How long the final DISCONNECT and pending bytes may take to flush.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
@@ -89,6 +92,8 @@ struct Io<S> {
     writer: WriteHalf<S>,
     inbuf: BytesMut,
     outbuf: BytesMut,
+    /// Room kept for the next read: small for idle clients, doubled while reads fill it.
+    read_size: usize,
     decoder: Decoder,
 }
 
@@ -98,8 +103,9 @@ impl<S: AsyncRead + AsyncWrite> Io<S> {
         Io {
             reader,
             writer,
-            inbuf: BytesMut::with_capacity(4096),
-            outbuf: BytesMut::with_capacity(4096),
+            inbuf: BytesMut::new(),
+            outbuf: BytesMut::new(),
+            read_size: MIN_READ,
             decoder: Decoder::new(max_packet_size),
         }
     }
@@ -127,10 +133,15 @@ impl<S: AsyncRead + AsyncWrite> Io<S> {
         }
     }
 
-    /// Keeps room for a large read: without it `read_buf` reads a few bytes per call.
+    /// Keeps room for the next read (without it `read_buf` reads 64 bytes per call). Busy
+    /// clients get bigger reads; idle ones hold only a small buffer.
     fn reserve_read(&mut self) {
-        if self.inbuf.capacity() - self.inbuf.len() < 2048 {
-            self.inbuf.reserve(8192);
+        let spare = self.inbuf.capacity() - self.inbuf.len();
+        if spare == 0 && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        if spare < self.read_size / 2 {
+            self.inbuf.reserve(self.read_size);
         }
     }
 
@@ -301,7 +312,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         mut kick: oneshot::Receiver<Kick>,
         mut shutdown: watch::Receiver<bool>,
     ) -> End {
-        let mut scratch = Vec::with_capacity(BATCH);
+        let mut scratch = Vec::new();
         let mut kick_open = true;
         loop {
             if *shutdown.borrow() {
