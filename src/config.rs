@@ -76,7 +76,6 @@ pub struct LogConfig {
     pub level: String,
 }
 
-
 impl Default for ListenerConfig {
     fn default() -> Self {
         ListenerConfig {
@@ -102,7 +101,6 @@ impl Default for LimitsConfig {
         }
     }
 }
-
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -200,7 +198,10 @@ impl Config {
             ));
         }
         if l.connect_timeout_secs == 0 {
-            return Err(invalid("limits.connect_timeout_secs", "an integer ≥ 1 (seconds)"));
+            return Err(invalid(
+                "limits.connect_timeout_secs",
+                "an integer ≥ 1 (seconds)",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
@@ -236,7 +237,10 @@ mod tests {
     fn unknown_key_is_named() {
         let err = Config::from_toml("[limits]\nmax_conections = 5\n", "t.toml").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("t.toml") && msg.contains("max_conections"), "{msg}");
+        assert!(
+            msg.contains("t.toml") && msg.contains("max_conections"),
+            "{msg}"
+        );
     }
 
     #[test]

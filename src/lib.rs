@@ -5,8 +5,8 @@ pub mod config;
 mod connection;
 pub mod metrics;
 pub mod protocol;
-pub mod session;
 mod server;
+pub mod session;
 pub mod topic;
 
 pub use config::Config;

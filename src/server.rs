@@ -74,7 +74,11 @@ impl Broker {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<BrokerState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
     let mut tasks = JoinSet::new();
     loop {
@@ -100,7 +104,10 @@ async fn accept_loop(listener: TcpListener, state: Arc<BrokerState>, mut shutdow
     })
     .await;
     if drained.is_err() {
-        warn!(remaining = tasks.len(), "connections still open at shutdown; aborting them");
+        warn!(
+            remaining = tasks.len(),
+            "connections still open at shutdown; aborting them"
+        );
         tasks.abort_all();
     }
 }

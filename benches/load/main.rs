@@ -1,1 +1,3 @@
+//! Load tool for comparing Tern with other brokers (being written).
+
 fn main() {}

@@ -80,7 +80,12 @@ impl BrokerState {
             .attach(
                 client_id,
                 clean_start,
-                || Mailbox::new(limits.max_queued_messages, self.config.session.queue_qos0_offline),
+                || {
+                    Mailbox::new(
+                        limits.max_queued_messages,
+                        self.config.session.queue_qos0_offline,
+                    )
+                },
                 || Session::new(Arc::clone(client_id), expiry_interval, window),
             )
             .await;
@@ -116,7 +121,10 @@ impl BrokerState {
         let pending = will_later.as_ref().map(|(msg, _)| PendingWill {
             msg: Arc::clone(msg),
         });
-        match self.registry.detach(client_id, generation, session, pending) {
+        match self
+            .registry
+            .detach(client_id, generation, session, pending)
+        {
             Detached::Stale => {}
             Detached::Ended(session, will) => self.end_session(&session, will),
             Detached::Parked => {
@@ -198,7 +206,11 @@ impl BrokerState {
     ) -> SubscribeResult {
         let limits = &self.config.limits;
         let refused = |code| {
-            SubscribeResult::Refused(if v5 { code } else { ReasonCode::UnspecifiedError })
+            SubscribeResult::Refused(if v5 {
+                code
+            } else {
+                ReasonCode::UnspecifiedError
+            })
         };
         let (share, plain) = match topic::parse_subscription(filter, limits.max_topic_levels) {
             Ok(parsed) => parsed,

@@ -47,7 +47,9 @@ pub struct Attached {
 }
 
 enum State {
-    Connected { kick: Option<oneshot::Sender<Kick>> },
+    Connected {
+        kick: Option<oneshot::Sender<Kick>>,
+    },
     Parked {
         session: Box<Session>,
         will: Option<PendingWill>,
@@ -132,7 +134,8 @@ impl Registry {
                     }
                     State::Parked { .. } => {
                         let (tx, rx) = oneshot::channel();
-                        let old = std::mem::replace(&mut e.state, State::Connected { kick: Some(tx) });
+                        let old =
+                            std::mem::replace(&mut e.state, State::Connected { kick: Some(tx) });
                         e.generation += 1;
                         let State::Parked { session, will } = old else {
                             unreachable!("matched Parked above");
@@ -219,5 +222,4 @@ impl Registry {
     pub fn len(&self) -> usize {
         self.clients.len()
     }
-
 }

@@ -65,5 +65,4 @@ impl Retained {
     pub fn len(&self) -> usize {
         self.by_topic.read().len()
     }
-
 }

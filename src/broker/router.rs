@@ -222,7 +222,6 @@ impl Router {
             None => Err(delivery),
         }
     }
-
 }
 
 /// One delivery per client for its non-shared subscriptions: highest QoS, every Subscription

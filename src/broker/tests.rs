@@ -89,7 +89,11 @@ fn shared_group_round_robin() {
     for _ in 0..4 {
         router.route(&message("t", QoS::AtLeastOnce, false, b"x"));
     }
-    assert_eq!(drain(&a).len(), 4, "offline members are skipped while one is online");
+    assert_eq!(
+        drain(&a).len(),
+        4,
+        "offline members are skipped while one is online"
+    );
 }
 
 /// A shared delivery can move to another member, never back to the one leaving.
@@ -153,7 +157,8 @@ fn mailbox_bound_drops_qos0_first() {
     m.push(d(QoS::AtMostOnce)).expect("room");
     m.push(d(QoS::AtLeastOnce)).expect("room");
     assert_eq!(m.push(d(QoS::AtMostOnce)), Err(DropReason::QueueFull));
-    m.push(d(QoS::AtLeastOnce)).expect("evicts the QoS 0 message");
+    m.push(d(QoS::AtLeastOnce))
+        .expect("evicts the QoS 0 message");
     assert_eq!(m.push(d(QoS::AtLeastOnce)), Err(DropReason::QueueFull));
     assert!(drain(&m).iter().all(|d| d.qos == QoS::AtLeastOnce));
 }
@@ -192,8 +197,15 @@ fn retained_store_replace_delete() {
         .iter()
         .map(|m| m.publish.payload.clone())
         .collect();
-    assert_eq!(got, vec![Bytes::from_static(b"2"), Bytes::from_static(b"3")]);
-    assert_eq!(r.matching("#", now).len(), 2, "$ topics are not matched by #");
+    assert_eq!(
+        got,
+        vec![Bytes::from_static(b"2"), Bytes::from_static(b"3")]
+    );
+    assert_eq!(
+        r.matching("#", now).len(),
+        2,
+        "$ topics are not matched by #"
+    );
     r.update(&message("a/b", QoS::AtMostOnce, true, b""));
     assert_eq!(r.len(), 2);
 }

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::protocol::{
-    ConnAck, ConnAckProperties, Connect, ProtocolVersion, ReasonCode,
-};
+use crate::protocol::{ConnAck, ConnAckProperties, Connect, ProtocolVersion, ReasonCode};
 use crate::session::NEVER_EXPIRES;
 
 /// What the broker agreed to for an accepted CONNECT.
@@ -90,7 +88,12 @@ fn assign_client_id() -> String {
 }
 
 /// The CONNACK for an accepted CONNECT, advertising what Tern supports (v5).
-pub fn connack(accepted: &Accepted, version: ProtocolVersion, present: bool, config: &Config) -> ConnAck {
+pub fn connack(
+    accepted: &Accepted,
+    version: ProtocolVersion,
+    present: bool,
+    config: &Config,
+) -> ConnAck {
     let mut properties = ConnAckProperties::default();
     if version.is_v5() {
         let l = &config.limits;

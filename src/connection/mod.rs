@@ -151,7 +151,10 @@ impl<S: AsyncRead + AsyncWrite> Io<S> {
             if e.wants_v5_connack() {
                 (ProtocolVersion::V5, ReasonCode::UnsupportedProtocolVersion)
             } else {
-                (ProtocolVersion::V311, ReasonCode::UnsupportedProtocolVersion)
+                (
+                    ProtocolVersion::V311,
+                    ReasonCode::UnsupportedProtocolVersion,
+                )
             }
         } else if self.decoder.version_hint() == Some(ProtocolVersion::V5) {
             (ProtocolVersion::V5, e.reason_code())
@@ -298,10 +301,17 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         for r in self.session.resend() {
             match r {
                 Resend::Publish { pkid, delivery } => {
-                    self.out.publish(&mut self.io.outbuf, delivery, pkid, true, now);
+                    self.out
+                        .publish(&mut self.io.outbuf, delivery, pkid, true, now);
                 }
                 Resend::PubRel(pkid) => {
-                    self.out.ack(&mut self.io.outbuf, Packet::PubRel(Ack { pkid, ..Ack::default() }));
+                    self.out.ack(
+                        &mut self.io.outbuf,
+                        Packet::PubRel(Ack {
+                            pkid,
+                            ..Ack::default()
+                        }),
+                    );
                 }
             }
         }
@@ -378,7 +388,10 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             }
             Packet::PubRec(a) => {
                 if self.session.pubrec(a.pkid, a.reason) == PubRecOutcome::SendPubRel {
-                    self.ack(Packet::PubRel(Ack { pkid: a.pkid, ..Ack::default() }));
+                    self.ack(Packet::PubRel(Ack {
+                        pkid: a.pkid,
+                        ..Ack::default()
+                    }));
                 }
                 Ok(())
             }
@@ -388,7 +401,11 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                 } else {
                     ReasonCode::PacketIdentifierNotFound
                 };
-                self.ack(Packet::PubComp(Ack { pkid: a.pkid, reason, ..Ack::default() }));
+                self.ack(Packet::PubComp(Ack {
+                    pkid: a.pkid,
+                    reason,
+                    ..Ack::default()
+                }));
                 Ok(())
             }
             Packet::PubComp(a) => {
@@ -471,14 +488,26 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         };
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack(Packet::PubAck(Ack { pkid, reason, ..Ack::default() })),
-            QoS::ExactlyOnce => self.ack(Packet::PubRec(Ack { pkid, reason, ..Ack::default() })),
+            QoS::AtLeastOnce => self.ack(Packet::PubAck(Ack {
+                pkid,
+                reason,
+                ..Ack::default()
+            })),
+            QoS::ExactlyOnce => self.ack(Packet::PubRec(Ack {
+                pkid,
+                reason,
+                ..Ack::default()
+            })),
         }
         Ok(())
     }
 
     fn ack_publish(&mut self, p: &Publish, reason: ReasonCode) {
-        let ack = Ack { pkid: p.pkid, reason, properties: AckProperties::default() };
+        let ack = Ack {
+            pkid: p.pkid,
+            reason,
+            properties: AckProperties::default(),
+        };
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.ack(Packet::PubAck(ack)),
@@ -621,11 +650,15 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                 metrics::protocol_violation(*code as u8);
                 debug!(reason = ?code, why, "closing connection");
             }
+            End::Lost(why) => debug!(why, "connection lost"),
             other => debug!(end = ?other, "connection ended"),
         }
         if self.version.is_v5() {
             if let Some(reason) = end.reason() {
-                self.ack(Packet::Disconnect(Disconnect { reason, ..Disconnect::default() }));
+                self.ack(Packet::Disconnect(Disconnect {
+                    reason,
+                    ..Disconnect::default()
+                }));
             }
         }
         let will = if end.publishes_will() {

@@ -62,7 +62,14 @@ impl Outbound {
     }
 
     /// Appends the PUBLISH for `d` to `out`.
-    pub fn publish(&mut self, out: &mut BytesMut, d: &Delivery, pkid: u16, dup: bool, now: Instant) {
+    pub fn publish(
+        &mut self,
+        out: &mut BytesMut,
+        d: &Delivery,
+        pkid: u16,
+        dup: bool,
+        now: Instant,
+    ) {
         let mut p = self.build(d, pkid, dup, now);
         if self.alias_max > 0 {
             let topic: &str = &p.topic;

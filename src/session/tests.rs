@@ -45,7 +45,9 @@ fn qos1_flow_allocates_and_releases_ids() {
 #[test]
 fn qos0_takes_no_packet_id() {
     let mut s = session(1);
-    let (id, _) = s.start(delivery(QoS::AtMostOnce, 1), Instant::now()).unwrap();
+    let (id, _) = s
+        .start(delivery(QoS::AtMostOnce, 1), Instant::now())
+        .unwrap();
     assert_eq!(id, 0);
     assert_eq!(s.window_free(), 1);
 }
@@ -63,7 +65,10 @@ fn qos2_flow() {
     assert!(s.pubcomp(id));
     assert_eq!(s.inflight_len(), 0);
     let (id, _) = s.start(delivery(QoS::ExactlyOnce, 2), now).unwrap();
-    assert_eq!(s.pubrec(id, ReasonCode::QuotaExceeded), PubRecOutcome::Ended);
+    assert_eq!(
+        s.pubrec(id, ReasonCode::QuotaExceeded),
+        PubRecOutcome::Ended
+    );
     assert_eq!(s.inflight_len(), 0);
 }
 
@@ -133,7 +138,10 @@ fn expired_messages_are_not_started() {
     let mut p = d.msg.publish.clone();
     p.properties.message_expiry_interval = Some(10);
     d.msg = Arc::new(Message::new(p, None, now));
-    assert_eq!(d.msg.remaining_expiry(now + Duration::from_millis(2500)), Some(8));
+    assert_eq!(
+        d.msg.remaining_expiry(now + Duration::from_millis(2500)),
+        Some(8)
+    );
     assert!(s.start(d.clone(), now + Duration::from_secs(11)).is_none());
     assert!(s.start(d, now + Duration::from_secs(1)).is_some());
 }

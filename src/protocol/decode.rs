@@ -1,0 +1,544 @@
+//! Client-to-server decoding: framing (fixed header, remaining length, maximum packet size
+//! before the body is buffered), per-type flag rules, then the body. CONNECT, DISCONNECT, AUTH and
+//! PINGREQ and every v5 property block are decoded here; the bodies of PUBLISH, SUBSCRIBE,
+//! UNSUBSCRIBE and the acks are checked here and then parsed by mqttbytes.
+
+use bytes::{Bytes, BytesMut};
+use mqttbytes::FixedHeader;
+
+use super::reader::{read_properties, Props, Reader, Scope};
+use super::*;
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+/// Turns a client's byte stream into packets, one complete frame at a time.
+#[derive(Debug)]
+pub struct Decoder {
+    version: Option<ProtocolVersion>,
+    hint: Option<ProtocolVersion>,
+    max_packet_size: u32,
+}
+
+/// The fixed header of a frame whose bytes are all buffered.
+struct Frame {
+    byte1: u8,
+    header_len: usize,
+    remaining: usize,
+}
+
+/// Reads the fixed header at the start of `buf`: `Ok(None)` if it is not complete yet.
+fn fixed_header(buf: &[u8]) -> Result<Option<Frame>> {
+    let Some(&byte1) = buf.first() else {
+        return Ok(None);
+    };
+    let mut remaining = 0usize;
+    for i in 0..4 {
+        let Some(&b) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Some(Frame {
+                byte1,
+                header_len: 2 + i,
+                remaining,
+            }));
+        }
+    }
+    Err(DecodeError::Malformed(
+        "[MQTT-1.5.5-1] remaining length longer than 4 bytes",
+    ))
+}
+
+impl Decoder {
+    /// A decoder for a new connection; `max_packet_size` bounds the total size of one packet.
+    pub fn new(max_packet_size: u32) -> Decoder {
+        Decoder {
+            version: None,
+            hint: None,
+            max_packet_size,
+        }
+    }
+
+    /// Changes the packet size limit.
+    pub fn set_max_packet_size(&mut self, n: u32) {
+        self.max_packet_size = n;
+    }
+
+    /// The version negotiated by CONNECT, once decoded.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
+    }
+
+    /// The protocol level a CONNECT announced, even if that CONNECT was then refused, so the
+    /// refusal can be a v5 CONNACK.
+    pub fn version_hint(&self) -> Option<ProtocolVersion> {
+        self.version.or(self.hint)
+    }
+
+    /// Removes one complete packet from the front of `buf`; `Ok(None)` if more bytes are needed.
+    /// After an error the connection must be closed: the stream position is lost.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>> {
+        let Some(frame) = fixed_header(buf)? else {
+            return Ok(None);
+        };
+        let total = frame.header_len + frame.remaining;
+        if total > self.max_packet_size as usize {
+            return Err(DecodeError::PacketTooLarge {
+                size: total,
+                max: self.max_packet_size,
+            });
+        }
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let bytes = buf.split_to(total).freeze();
+        let packet_type = frame.byte1 >> 4;
+        let Some(version) = self.version else {
+            if packet_type != 1 {
+                return Err(DecodeError::Protocol(
+                    "[MQTT-3.1.0-1] the first packet is not CONNECT",
+                ));
+            }
+            check_flags(frame.byte1, 0)?;
+            let connect = self.decode_connect(bytes.slice(frame.header_len..))?;
+            self.version = Some(connect.version);
+            return Ok(Some(Packet::Connect(Box::new(connect))));
+        };
+        decode_packet(version, &frame, bytes).map(Some)
+    }
+
+    fn decode_connect(&mut self, body: Bytes) -> Result<Connect> {
+        let mut r = Reader::new(body);
+        let name = r.binary()?;
+        let level = r.u8()?;
+        let version = match (&name[..], level) {
+            (b"MQTT", 4) => ProtocolVersion::V311,
+            (b"MQTT", 5) => ProtocolVersion::V5,
+            (b"MQIsdp", 3) => ProtocolVersion::V31,
+            _ => {
+                return Err(DecodeError::UnsupportedProtocol {
+                    name: String::from_utf8_lossy(&name).into_owned(),
+                    level,
+                })
+            }
+        };
+        self.hint = Some(version);
+        connect_body(version, &mut r)
+    }
+}
+
+/// [MQTT-2.1.3-1] The low nibble of byte 1 must be exactly `expected`.
+fn check_flags(byte1: u8, expected: u8) -> Result<()> {
+    if byte1 & 0x0F != expected {
+        return Err(DecodeError::Malformed(
+            "[MQTT-2.1.3-1] reserved fixed-header flags are wrong",
+        ));
+    }
+    Ok(())
+}
+
+fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
+    let v5 = version.is_v5();
+    let flags = r.u8()?;
+    if flags & 0x01 != 0 {
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.1.2-3] CONNECT reserved flag is set",
+        ));
+    }
+    let clean_start = flags & 0x02 != 0;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0x03;
+    let will_retain = flags & 0x20 != 0;
+    let has_password = flags & 0x40 != 0;
+    let has_username = flags & 0x80 != 0;
+    if !will_flag && (will_qos != 0 || will_retain) {
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.1.2-11] will QoS or retain set without the will flag",
+        ));
+    }
+    let will_qos =
+        QoS::from_u8(will_qos).ok_or(DecodeError::Malformed("[MQTT-3.1.2-12] will QoS 3"))?;
+    if !v5 && has_password && !has_username {
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.1.2-22] password without user name",
+        ));
+    }
+    let keep_alive = r.u16()?;
+    let props = if v5 {
+        read_properties(r, Scope::Connect)?
+    } else {
+        Props::default()
+    };
+    let client_id = r.string()?;
+    let will = if will_flag {
+        let wp = if v5 {
+            read_properties(r, Scope::Will)?
+        } else {
+            Props::default()
+        };
+        let topic = r.string()?;
+        check_topic_name(&topic)?;
+        let payload = r.binary()?;
+        Some(LastWill {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            delay_interval: wp.will_delay_interval,
+            properties: publish_properties(wp),
+        })
+    } else {
+        None
+    };
+    let username = if has_username {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if has_password {
+        Some(r.binary()?)
+    } else {
+        None
+    };
+    r.finish()?;
+    Ok(Connect {
+        version,
+        client_id,
+        clean_start,
+        keep_alive,
+        username,
+        password,
+        will,
+        properties: ConnectProperties {
+            session_expiry_interval: props.session_expiry_interval,
+            receive_maximum: props.receive_maximum,
+            maximum_packet_size: props.maximum_packet_size,
+            topic_alias_maximum: props.topic_alias_maximum,
+            request_response_information: props.request_response_information,
+            request_problem_information: props.request_problem_information,
+            user_properties: props.user_properties,
+            authentication_method: props.authentication_method,
+            authentication_data: props.authentication_data,
+        },
+    })
+}
+
+fn publish_properties(p: Props) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        topic_alias: p.topic_alias,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        subscription_identifiers: Vec::new(),
+        content_type: p.content_type,
+    }
+}
+
+/// [MQTT-3.3.2-2] / [MQTT-4.7.3-1] A topic name is non-empty and has no wildcard.
+fn check_topic_name(topic: &str) -> Result<()> {
+    if topic.is_empty() {
+        return Err(DecodeError::TopicNameInvalid(
+            "[MQTT-4.7.3-1] empty topic name",
+        ));
+    }
+    if topic.contains(['+', '#']) {
+        return Err(DecodeError::TopicNameInvalid(
+            "[MQTT-3.3.2-2] topic name contains a wildcard",
+        ));
+    }
+    Ok(())
+}
+
+fn decode_packet(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> Result<Packet> {
+    let v5 = version.is_v5();
+    let body = Reader::new(bytes.slice(frame.header_len..));
+    let header = FixedHeader::new(frame.byte1, frame.header_len - 1, frame.remaining);
+    match frame.byte1 >> 4 {
+        1 => Err(DecodeError::Protocol("[MQTT-3.1.0-2] second CONNECT")),
+        3 => decode_publish(version, frame, header, bytes),
+        4 | 5 | 7 => {
+            check_flags(frame.byte1, 0)?;
+            let ack = decode_ack(v5, frame, header, bytes)?;
+            Ok(match frame.byte1 >> 4 {
+                4 => Packet::PubAck(ack),
+                5 => Packet::PubRec(ack),
+                _ => Packet::PubComp(ack),
+            })
+        }
+        6 => {
+            check_flags(frame.byte1, 0b0010)?;
+            Ok(Packet::PubRel(decode_ack(v5, frame, header, bytes)?))
+        }
+        8 => {
+            check_flags(frame.byte1, 0b0010)?;
+            decode_subscribe(v5, header, bytes, body)
+        }
+        10 => {
+            check_flags(frame.byte1, 0b0010)?;
+            decode_unsubscribe(v5, header, bytes, body)
+        }
+        12 => {
+            check_flags(frame.byte1, 0)?;
+            if frame.remaining != 0 {
+                return Err(DecodeError::Malformed("[MQTT-3.12] PINGREQ with a body"));
+            }
+            Ok(Packet::PingReq)
+        }
+        14 => {
+            check_flags(frame.byte1, 0)?;
+            decode_disconnect(v5, body)
+        }
+        15 if v5 => {
+            check_flags(frame.byte1, 0)?;
+            decode_auth(body)
+        }
+        0 | 15 => Err(DecodeError::Malformed("[MQTT-2.1.2] reserved packet type")),
+        _ => Err(DecodeError::Protocol(
+            "[MQTT-2.1.2] a server-to-client packet sent by a client",
+        )),
+    }
+}
+
+/// mqttbytes only ever sees a complete, checked frame; any error it still reports is malformed.
+fn from_mqttbytes(_: mqttbytes::Error) -> DecodeError {
+    DecodeError::Malformed("packet body does not parse")
+}
+
+fn decode_publish(
+    version: ProtocolVersion,
+    frame: &Frame,
+    header: FixedHeader,
+    bytes: Bytes,
+) -> Result<Packet> {
+    let qos = QoS::from_u8((frame.byte1 >> 1) & 0x03)
+        .ok_or(DecodeError::Malformed("[MQTT-3.3.1-4] PUBLISH with QoS 3"))?;
+    let dup = frame.byte1 & 0x08 != 0;
+    if qos == QoS::AtMostOnce && dup {
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.3.1-2] DUP set on a QoS 0 PUBLISH",
+        ));
+    }
+    // Check what mqttbytes does not: UTF-8 without U+0000, packet id, property rules.
+    let mut r = Reader::new(bytes.slice(frame.header_len..));
+    let topic = r.string()?;
+    if qos != QoS::AtMostOnce && r.u16()? == 0 {
+        return Err(DecodeError::Malformed(
+            "[MQTT-2.2.1-3] packet identifier 0 on a QoS 1/2 PUBLISH",
+        ));
+    }
+    let properties = if version.is_v5() {
+        publish_properties(read_properties(&mut r, Scope::Publish)?)
+    } else {
+        PublishProperties::default()
+    };
+    if !(topic.is_empty() && properties.topic_alias.is_some()) {
+        check_topic_name(&topic)?;
+    }
+    let (pkid, payload) = if version.is_v5() {
+        let p = mqttbytes::v5::Publish::read(header, bytes).map_err(from_mqttbytes)?;
+        (p.pkid, p.payload)
+    } else {
+        let p = mqttbytes::v4::Publish::read(header, bytes).map_err(from_mqttbytes)?;
+        (p.pkid, p.payload)
+    };
+    Ok(Packet::Publish(Publish {
+        dup,
+        qos,
+        retain: frame.byte1 & 0x01 != 0,
+        topic,
+        pkid,
+        payload,
+        properties,
+    }))
+}
+
+fn decode_ack(v5: bool, frame: &Frame, header: FixedHeader, bytes: Bytes) -> Result<Ack> {
+    let mut r = Reader::new(bytes.slice(frame.header_len..));
+    let pkid = r.u16()?;
+    if pkid == 0 {
+        return Err(DecodeError::Malformed("[MQTT-2.2.1-3] packet identifier 0"));
+    }
+    if !v5 {
+        r.finish()?;
+        // The v3.1.1 body is just the packet id; mqttbytes agrees or the frame is malformed.
+        mqttbytes::v4::PubAck::read(header, bytes).map_err(from_mqttbytes)?;
+        return Ok(Ack {
+            pkid,
+            ..Ack::default()
+        });
+    }
+    let mut ack = Ack {
+        pkid,
+        ..Ack::default()
+    };
+    if r.is_empty() {
+        return Ok(ack);
+    }
+    let code = r.u8()?;
+    ack.reason = ReasonCode::from_u8(code)
+        .ok_or(DecodeError::Malformed("[MQTT-3.4.2-?] unknown reason code"))?;
+    if !r.is_empty() {
+        let p = read_properties(&mut r, Scope::Ack)?;
+        ack.properties = AckProperties {
+            reason_string: p.reason_string,
+            user_properties: p.user_properties,
+        };
+    }
+    r.finish()?;
+    Ok(ack)
+}
+
+fn subscription_options(v5: bool, byte: u8) -> Result<SubscriptionOptions> {
+    let reserved = if v5 { 0xC0 } else { 0xFC };
+    if byte & reserved != 0 {
+        return Err(DecodeError::Malformed(
+            "[MQTT-3.8.3-5] reserved subscription option bits set",
+        ));
+    }
+    let qos = QoS::from_u8(byte & 0x03)
+        .ok_or(DecodeError::Malformed("[MQTT-3.8.3-4] subscription QoS 3"))?;
+    let retain_handling = match (byte >> 4) & 0x03 {
+        0 => RetainHandling::SendAtSubscribe,
+        1 => RetainHandling::SendIfNew,
+        2 => RetainHandling::DoNotSend,
+        _ => return Err(DecodeError::Protocol("[MQTT-3.8.3-?] retain handling 3")),
+    };
+    Ok(SubscriptionOptions {
+        qos,
+        no_local: byte & 0x04 != 0,
+        retain_as_published: byte & 0x08 != 0,
+        retain_handling,
+    })
+}
+
+fn decode_subscribe(v5: bool, header: FixedHeader, bytes: Bytes, mut r: Reader) -> Result<Packet> {
+    let pkid = r.u16()?;
+    if pkid == 0 {
+        return Err(DecodeError::Malformed("[MQTT-2.2.1-3] packet identifier 0"));
+    }
+    let props = if v5 {
+        read_properties(&mut r, Scope::Subscribe)?
+    } else {
+        Props::default()
+    };
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        let filter = r.string()?;
+        let options = subscription_options(v5, r.u8()?)?;
+        filters.push(SubscribeFilter { filter, options });
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.8.3-3] SUBSCRIBE without a topic filter",
+        ));
+    }
+    // The bytes are valid; mqttbytes must parse them too (v3.1.1 body, v5 filter list).
+    if v5 {
+        mqttbytes::v5::Subscribe::read(header, bytes).map_err(from_mqttbytes)?;
+    } else {
+        mqttbytes::v4::Subscribe::read(header, bytes).map_err(from_mqttbytes)?;
+    }
+    Ok(Packet::Subscribe(Subscribe {
+        pkid,
+        filters,
+        subscription_identifier: props.subscription_identifier,
+        user_properties: props.user_properties,
+    }))
+}
+
+fn decode_unsubscribe(
+    v5: bool,
+    header: FixedHeader,
+    bytes: Bytes,
+    mut r: Reader,
+) -> Result<Packet> {
+    let pkid = r.u16()?;
+    if pkid == 0 {
+        return Err(DecodeError::Malformed("[MQTT-2.2.1-3] packet identifier 0"));
+    }
+    let props = if v5 {
+        read_properties(&mut r, Scope::Unsubscribe)?
+    } else {
+        Props::default()
+    };
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        filters.push(r.string()?);
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.10.3-2] UNSUBSCRIBE without a topic filter",
+        ));
+    }
+    // mqttbytes 0.6's v5 UNSUBSCRIBE reader prints to stderr (a stray `dbg!`), so only the
+    // v3.1.1 body goes through it.
+    if !v5 {
+        mqttbytes::v4::Unsubscribe::read(header, bytes).map_err(from_mqttbytes)?;
+    }
+    Ok(Packet::Unsubscribe(Unsubscribe {
+        pkid,
+        filters,
+        user_properties: props.user_properties,
+    }))
+}
+
+fn decode_disconnect(v5: bool, mut r: Reader) -> Result<Packet> {
+    let mut d = Disconnect::default();
+    if !v5 {
+        if !r.is_empty() {
+            return Err(DecodeError::Malformed(
+                "[MQTT-3.14.1] DISCONNECT with a body",
+            ));
+        }
+        return Ok(Packet::Disconnect(d));
+    }
+    // v5 short forms: no body means reason 0x00, a lone byte means no properties.
+    if r.is_empty() {
+        return Ok(Packet::Disconnect(d));
+    }
+    d.reason = ReasonCode::from_u8(r.u8()?).ok_or(DecodeError::Malformed(
+        "[MQTT-3.14.2-?] unknown reason code",
+    ))?;
+    if !r.is_empty() {
+        let p = read_properties(&mut r, Scope::Disconnect)?;
+        d.properties = DisconnectProperties {
+            session_expiry_interval: p.session_expiry_interval,
+            reason_string: p.reason_string,
+            user_properties: p.user_properties,
+            server_reference: p.server_reference,
+        };
+    }
+    r.finish()?;
+    Ok(Packet::Disconnect(d))
+}
+
+fn decode_auth(mut r: Reader) -> Result<Packet> {
+    let mut a = Auth::default();
+    if r.is_empty() {
+        return Ok(Packet::Auth(a));
+    }
+    a.reason = match r.u8()? {
+        0x00 => ReasonCode::Success,
+        0x18 => ReasonCode::ContinueAuthentication,
+        0x19 => ReasonCode::ReAuthenticate,
+        _ => {
+            return Err(DecodeError::Malformed(
+                "[MQTT-3.15.2-?] invalid AUTH reason code",
+            ))
+        }
+    };
+    if !r.is_empty() {
+        let p = read_properties(&mut r, Scope::Auth)?;
+        a.authentication_method = p.authentication_method;
+        a.authentication_data = p.authentication_data;
+        a.properties = AckProperties {
+            reason_string: p.reason_string,
+            user_properties: p.user_properties,
+        };
+    }
+    r.finish()?;
+    Ok(Packet::Auth(a))
+}
