@@ -5,6 +5,7 @@ mod connect;
 mod harness;
 mod keepalive;
 mod limits;
+mod malformed;
 mod probe;
 mod shutdown;
 mod takeover;
