@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Everything Tern can be told. Field names are the TOML keys; `config/tern.toml` documents each.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The MQTT listener.
@@ -61,7 +61,7 @@ pub struct LimitsConfig {
 }
 
 /// `[session]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// Queue QoS 0 messages for offline persistent sessions too (Mosquitto's `queue_qos0_messages`).
@@ -76,16 +76,6 @@ pub struct LogConfig {
     pub level: String,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listener: ListenerConfig::default(),
-            limits: LimitsConfig::default(),
-            session: SessionConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
 
 impl Default for ListenerConfig {
     fn default() -> Self {
@@ -113,13 +103,6 @@ impl Default for LimitsConfig {
     }
 }
 
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            queue_qos0_offline: false,
-        }
-    }
-}
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -240,6 +223,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

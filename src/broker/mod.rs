@@ -1,0 +1,279 @@
+//! The only code that sees many clients: the registry of sessions, the router, retained messages
+//! and wills. Connections call in with version-neutral types; nothing here knows about encodings
+//! or sockets.
+
+mod mailbox;
+mod registry;
+mod retained;
+mod router;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use mailbox::Mailbox;
+pub use registry::{Attached, Kick, PendingWill};
+pub use router::RouteOutcome;
+
+use registry::{Detached, Registry};
+use retained::Retained;
+use router::{Router, Subscriber};
+
+use crate::config::Config;
+use crate::metrics;
+use crate::protocol::{ReasonCode, RetainHandling, SubscriptionOptions};
+use crate::session::{Delivery, Message, Session, Subscription, NEVER_EXPIRES};
+use crate::topic;
+
+/// Shared broker state; one per running broker.
+pub struct BrokerState {
+    /// Settings in force.
+    pub config: Config,
+    registry: Registry,
+    router: Router,
+    retained: Retained,
+}
+
+/// Result of one filter of a SUBSCRIBE.
+#[derive(Debug)]
+pub enum SubscribeResult {
+    /// Granted at this QoS; retained messages to send follow.
+    Granted(ReasonCode, Vec<Delivery>),
+    /// Refused with this reason.
+    Refused(ReasonCode),
+    /// No Local on a shared subscription [MQTT-3.8.3-4]: a protocol error for the connection.
+    ProtocolError,
+}
+
+impl BrokerState {
+    /// Empty state with these settings.
+    pub fn new(config: Config) -> BrokerState {
+        BrokerState {
+            config,
+            registry: Registry::default(),
+            router: Router::default(),
+            retained: Retained::default(),
+        }
+    }
+
+    /// Retains (if flagged) and routes an accepted message.
+    pub fn publish(&self, msg: Arc<Message>) -> RouteOutcome {
+        if msg.publish.retain {
+            self.retained.update(&msg);
+        }
+        let outcome = self.router.route(&msg);
+        metrics::routed(&outcome);
+        outcome
+    }
+
+    /// Attaches a new connection to the session of `client_id` (taking it over from a live
+    /// connection if needed). A session ended by clean start is cleaned up here.
+    pub async fn attach(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        expiry_interval: u32,
+        window: u16,
+    ) -> Attached {
+        let limits = &self.config.limits;
+        let mut attached = self
+            .registry
+            .attach(
+                client_id,
+                clean_start,
+                || Mailbox::new(limits.max_queued_messages, self.config.session.queue_qos0_offline),
+                || Session::new(Arc::clone(client_id), expiry_interval, window),
+            )
+            .await;
+        if let Some((old, will)) = attached.ended.take() {
+            self.end_session(&old, will);
+        }
+        attached.session.expiry_interval = expiry_interval;
+        attached.session.set_window(window);
+        attached.mailbox.set_online(true);
+        attached
+    }
+
+    /// The connection of `generation` has ended. `will` is published now, after its delay, or at
+    /// session end, whichever the spec says comes first.
+    pub fn detach(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        generation: u64,
+        mut session: Box<Session>,
+        mailbox: &Arc<Mailbox>,
+        will: Option<(Arc<Message>, u32)>,
+    ) {
+        self.redistribute_shared(&mut session, mailbox);
+        let expiry = session.expiry_interval;
+        let (will_now, will_later) = match will {
+            Some((msg, delay)) if delay > 0 && expiry > 0 => (None, Some((msg, delay))),
+            Some((msg, _)) => (Some(msg), None),
+            None => (None, None),
+        };
+        if let Some(msg) = will_now {
+            self.publish(msg);
+        }
+        let pending = will_later.as_ref().map(|(msg, _)| PendingWill {
+            msg: Arc::clone(msg),
+        });
+        match self.registry.detach(client_id, generation, session, pending) {
+            Detached::Stale => {}
+            Detached::Ended(session, will) => self.end_session(&session, will),
+            Detached::Parked => {
+                if let Some((_, delay)) = will_later {
+                    if delay < expiry {
+                        self.schedule_will(client_id, generation, delay);
+                    }
+                }
+                if expiry != NEVER_EXPIRES {
+                    self.schedule_expiry(client_id, generation, expiry);
+                }
+            }
+        }
+    }
+
+    fn schedule_will(self: &Arc<Self>, client_id: &Arc<str>, generation: u64, delay: u32) {
+        let state = Arc::clone(self);
+        let id = Arc::clone(client_id);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+            if let Some(will) = state.registry.take_will(&id, generation) {
+                state.publish(will.msg);
+            }
+        });
+    }
+
+    fn schedule_expiry(self: &Arc<Self>, client_id: &Arc<str>, generation: u64, expiry: u32) {
+        let state = Arc::clone(self);
+        let id = Arc::clone(client_id);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+            if let Some((session, will)) = state.registry.expire(&id, generation) {
+                tracing::debug!(client_id = %id, "session expired");
+                state.end_session(&session, will);
+            }
+        });
+    }
+
+    /// A session is gone: drop its subscriptions and send its pending will.
+    fn end_session(&self, session: &Session, will: Option<PendingWill>) {
+        for filter in session.subscriptions().keys() {
+            if let Ok((share, f)) = topic::parse_subscription(filter, usize::MAX) {
+                self.router
+                    .unsubscribe(share.as_deref(), &f, session.client_id());
+            }
+        }
+        if let Some(will) = will {
+            self.publish(will.msg);
+        }
+    }
+
+    /// Hands QoS 1/2 messages that came through shared subscriptions, and that this client did
+    /// not receive, to other members of their groups.
+    fn redistribute_shared(&self, session: &mut Session, mailbox: &Arc<Mailbox>) {
+        let mut keep = Vec::new();
+        let from_inflight = session.take_shared_unreceived();
+        let queued = mailbox.take_all();
+        for d in from_inflight.into_iter().chain(queued) {
+            if d.shared.is_some() && d.qos != crate::protocol::QoS::AtMostOnce {
+                if let Err(d) = self.router.redistribute(d, session.client_id()) {
+                    keep.push(d);
+                }
+            } else {
+                keep.push(d);
+            }
+        }
+        mailbox.push_front_all(keep);
+    }
+
+    /// Validates and records one filter of a SUBSCRIBE for `session`.
+    pub fn subscribe(
+        &self,
+        session: &mut Session,
+        mailbox: &Arc<Mailbox>,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+        v5: bool,
+    ) -> SubscribeResult {
+        let limits = &self.config.limits;
+        let refused = |code| {
+            SubscribeResult::Refused(if v5 { code } else { ReasonCode::UnspecifiedError })
+        };
+        let (share, plain) = match topic::parse_subscription(filter, limits.max_topic_levels) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::debug!(client_id = %session.client_id(), filter, error = %e, "invalid topic filter");
+                return refused(ReasonCode::TopicFilterInvalid);
+            }
+        };
+        if share.is_some() && options.no_local {
+            return SubscribeResult::ProtocolError;
+        }
+        let exists = session.subscriptions().contains_key(filter);
+        if !exists && session.subscriptions().len() >= limits.max_subscriptions_per_client {
+            metrics::limit_hit("max_subscriptions_per_client");
+            return refused(ReasonCode::QuotaExceeded);
+        }
+        session.subscribe(filter.to_string(), Subscription { options, id });
+        self.router.subscribe(
+            share.as_deref(),
+            &plain,
+            Subscriber {
+                client_id: Arc::clone(session.client_id()),
+                mailbox: Arc::clone(mailbox),
+                options,
+                id,
+            },
+        );
+        let send_retained = share.is_none()
+            && match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !exists,
+                RetainHandling::DoNotSend => false,
+            };
+        let retained = if send_retained {
+            self.retained
+                .matching(&plain, Instant::now())
+                .into_iter()
+                .map(|msg| Delivery {
+                    qos: msg.qos().min(options.qos),
+                    msg,
+                    retain: true,
+                    sub_ids: id.into_iter().collect(),
+                    shared: None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let granted = match options.qos {
+            crate::protocol::QoS::AtMostOnce => ReasonCode::Success,
+            crate::protocol::QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+            crate::protocol::QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+        };
+        SubscribeResult::Granted(granted, retained)
+    }
+
+    /// Removes one subscription of `session`; false if it did not exist.
+    pub fn unsubscribe(&self, session: &mut Session, filter: &str) -> bool {
+        if !session.unsubscribe(filter) {
+            return false;
+        }
+        if let Ok((share, plain)) = topic::parse_subscription(filter, usize::MAX) {
+            self.router
+                .unsubscribe(share.as_deref(), &plain, session.client_id());
+        }
+        true
+    }
+
+    /// Number of known sessions (connected or parked).
+    pub fn session_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+}

@@ -1,0 +1,223 @@
+//! One entry per client id: either connected (with a way to kick that connection) or parked (the
+//! session waiting for its client, with a pending will). Takeover is one atomic step on the entry:
+//! the old connection is told to go, parks its session, and the new one takes it over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry as MapEntry;
+use dashmap::DashMap;
+use tokio::sync::{oneshot, Notify};
+
+use super::mailbox::Mailbox;
+use crate::session::{Message, Session};
+
+/// Why a connection is told to close from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Another connection with the same client id arrived [MQTT-3.1.4-3].
+    TakenOver {
+        /// Whether the new connection discards the session.
+        clean_start: bool,
+    },
+}
+
+/// A will waiting for its delay or for the end of its session.
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    /// The message to publish.
+    pub msg: Arc<Message>,
+}
+
+/// What a connection gets from [`Registry::attach`].
+#[derive(Debug)]
+pub struct Attached {
+    /// The session, resumed or new.
+    pub session: Box<Session>,
+    /// Its mailbox (the same one across reconnects).
+    pub mailbox: Arc<Mailbox>,
+    /// Identifies this connection's tenure of the entry.
+    pub generation: u64,
+    /// Fires when the connection must close.
+    pub kick: oneshot::Receiver<Kick>,
+    /// CONNACK Session Present.
+    pub session_present: bool,
+    /// A session that clean start ended, with its pending will, for the caller to clean up.
+    pub ended: Option<(Box<Session>, Option<PendingWill>)>,
+}
+
+enum State {
+    Connected { kick: Option<oneshot::Sender<Kick>> },
+    Parked {
+        session: Box<Session>,
+        will: Option<PendingWill>,
+    },
+}
+
+struct Entry {
+    generation: u64,
+    mailbox: Arc<Mailbox>,
+    parked: Arc<Notify>,
+    state: State,
+}
+
+/// What [`Registry::detach`] did with a session.
+#[derive(Debug)]
+pub enum Detached {
+    /// Parked until the client returns or it expires.
+    Parked,
+    /// Ended now (expiry interval 0): the caller removes its subscriptions and sends the will.
+    Ended(Box<Session>, Option<PendingWill>),
+    /// The entry belongs to a newer connection already; nothing done.
+    Stale,
+}
+
+/// Every client id the broker knows.
+#[derive(Default)]
+pub struct Registry {
+    clients: DashMap<Arc<str>, Entry>,
+}
+
+/// Bounds the wait for an old connection to let go during takeover; it only has to finish one
+/// loop iteration, so this is reached only if it is wedged.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+
+impl Registry {
+    /// Takes over the entry for `client_id`: kicks a live connection and waits for it to park,
+    /// then resumes the parked session unless `clean_start`, in which case `fresh` builds the new
+    /// one.
+    pub async fn attach(
+        &self,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        new_mailbox: impl Fn() -> Mailbox,
+        fresh: impl Fn() -> Session,
+    ) -> Attached {
+        loop {
+            let notify: Arc<Notify>;
+            let parked;
+            {
+                let entry = match self.clients.entry(Arc::clone(client_id)) {
+                    MapEntry::Vacant(v) => {
+                        let (tx, rx) = oneshot::channel();
+                        let mailbox = Arc::new(new_mailbox());
+                        v.insert(Entry {
+                            generation: 1,
+                            mailbox: Arc::clone(&mailbox),
+                            parked: Arc::new(Notify::new()),
+                            state: State::Connected { kick: Some(tx) },
+                        });
+                        return Attached {
+                            session: Box::new(fresh()),
+                            mailbox,
+                            generation: 1,
+                            kick: rx,
+                            session_present: false,
+                            ended: None,
+                        };
+                    }
+                    MapEntry::Occupied(o) => o.into_ref(),
+                };
+                let mut entry = entry;
+                let e = entry.value_mut();
+                match &mut e.state {
+                    State::Connected { kick } => {
+                        if let Some(k) = kick.take() {
+                            let _ = k.send(Kick::TakenOver { clean_start });
+                        }
+                        notify = Arc::clone(&e.parked);
+                        // Registered before the entry lock is released, so the old
+                        // connection's `notify_waiters` in `detach` cannot be missed.
+                        parked = notify.notified();
+                    }
+                    State::Parked { .. } => {
+                        let (tx, rx) = oneshot::channel();
+                        let old = std::mem::replace(&mut e.state, State::Connected { kick: Some(tx) });
+                        e.generation += 1;
+                        let State::Parked { session, will } = old else {
+                            unreachable!("matched Parked above");
+                        };
+                        let (session, ended) = if clean_start {
+                            e.mailbox.take_all();
+                            (Box::new(fresh()), Some((session, will)))
+                        } else {
+                            (session, None)
+                        };
+                        return Attached {
+                            session,
+                            mailbox: Arc::clone(&e.mailbox),
+                            generation: e.generation,
+                            kick: rx,
+                            session_present: ended.is_none(),
+                            ended,
+                        };
+                    }
+                }
+            }
+            if tokio::time::timeout(TAKEOVER_WAIT, parked).await.is_err() {
+                tracing::warn!(client_id = %client_id, "old connection did not let go of its session in time");
+            }
+        }
+    }
+
+    /// The connection of `generation` ended: park its session, or end it when its expiry
+    /// interval is 0.
+    pub fn detach(
+        &self,
+        client_id: &Arc<str>,
+        generation: u64,
+        session: Box<Session>,
+        will: Option<PendingWill>,
+    ) -> Detached {
+        let MapEntry::Occupied(mut o) = self.clients.entry(Arc::clone(client_id)) else {
+            return Detached::Stale;
+        };
+        if o.get().generation != generation {
+            return Detached::Stale;
+        }
+        o.get().mailbox.set_online(false);
+        o.get().parked.notify_waiters();
+        if session.expiry_interval == 0 {
+            o.remove();
+            return Detached::Ended(session, will);
+        }
+        o.get_mut().state = State::Parked { session, will };
+        Detached::Parked
+    }
+
+    /// Ends a parked session whose expiry interval ran out, if `generation` still owns it.
+    pub fn expire(
+        &self,
+        client_id: &Arc<str>,
+        generation: u64,
+    ) -> Option<(Box<Session>, Option<PendingWill>)> {
+        let MapEntry::Occupied(o) = self.clients.entry(Arc::clone(client_id)) else {
+            return None;
+        };
+        if o.get().generation != generation || !matches!(o.get().state, State::Parked { .. }) {
+            return None;
+        }
+        match o.remove().state {
+            State::Parked { session, will } => Some((session, will)),
+            State::Connected { .. } => None,
+        }
+    }
+
+    /// Takes the pending will of a parked session whose will delay ran out.
+    pub fn take_will(&self, client_id: &Arc<str>, generation: u64) -> Option<PendingWill> {
+        let mut e = self.clients.get_mut(client_id)?;
+        if e.generation != generation {
+            return None;
+        }
+        match &mut e.state {
+            State::Parked { will, .. } => will.take(),
+            State::Connected { .. } => None,
+        }
+    }
+
+    /// Number of known client ids (connected or parked).
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+}

@@ -1,0 +1,251 @@
+//! Matches each accepted message against the subscription trie and pushes one delivery into the
+//! mailbox of every matching session: once per client at the highest granted QoS with every
+//! matching Subscription Identifier, and once per shared-subscription group, round-robin among its
+//! connected members. It never touches a socket or a session.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::mailbox::{DropReason, Mailbox};
+use crate::protocol::{QoS, SubscriptionOptions};
+use crate::session::{Delivery, Message, SharedTag};
+use crate::topic::SubscriptionTrie;
+
+/// One client's subscription, as the router sees it.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// Whose.
+    pub client_id: Arc<str>,
+    /// Where its deliveries go.
+    pub mailbox: Arc<Mailbox>,
+    /// Options from SUBSCRIBE.
+    pub options: SubscriptionOptions,
+    /// v5 Subscription Identifier.
+    pub id: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Group {
+    tag: SharedTag,
+    members: Vec<Subscriber>,
+    next: AtomicUsize,
+}
+
+impl Group {
+    /// The next member round-robin, preferring connected ones, never `exclude`.
+    fn pick(&self, exclude: Option<&str>) -> Option<&Subscriber> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let candidates = (0..n)
+            .map(|i| &self.members[(start + i) % n])
+            .filter(|m| Some(&*m.client_id) != exclude);
+        let mut fallback = None;
+        for m in candidates {
+            if m.mailbox.is_online() {
+                return Some(m);
+            }
+            fallback.get_or_insert(m);
+        }
+        fallback
+    }
+}
+
+/// Everything subscribed to one exact filter.
+#[derive(Debug, Default)]
+struct FilterSubs {
+    direct: Vec<Subscriber>,
+    groups: Vec<Group>,
+}
+
+impl FilterSubs {
+    fn is_empty(&self) -> bool {
+        self.direct.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// What routing one message did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouteOutcome {
+    /// Deliveries queued.
+    pub delivered: usize,
+    /// Deliveries refused because a queue was full.
+    pub dropped_queue_full: usize,
+}
+
+/// The subscription index.
+#[derive(Debug, Default)]
+pub struct Router {
+    trie: RwLock<SubscriptionTrie<FilterSubs>>,
+}
+
+struct Target<'a> {
+    sub: &'a Subscriber,
+    qos: QoS,
+    retain: bool,
+    sub_ids: Vec<u32>,
+    shared: Option<SharedTag>,
+}
+
+impl Router {
+    /// Adds or replaces a subscription; `share` is the group of a `$share/` subscription.
+    /// Returns true if it replaced one.
+    pub fn subscribe(&self, share: Option<&str>, filter: &str, sub: Subscriber) -> bool {
+        let mut trie = self.trie.write();
+        let subs = trie.get_or_insert_with(filter, FilterSubs::default);
+        let list = match share {
+            None => &mut subs.direct,
+            Some(group) => {
+                let i = match subs.groups.iter().position(|g| &*g.tag.group == group) {
+                    Some(i) => i,
+                    None => {
+                        subs.groups.push(Group {
+                            tag: SharedTag {
+                                group: group.into(),
+                                filter: filter.into(),
+                            },
+                            members: Vec::new(),
+                            next: AtomicUsize::new(0),
+                        });
+                        subs.groups.len() - 1
+                    }
+                };
+                &mut subs.groups[i].members
+            }
+        };
+        match list.iter_mut().find(|s| s.client_id == sub.client_id) {
+            Some(existing) => {
+                *existing = sub;
+                true
+            }
+            None => {
+                list.push(sub);
+                false
+            }
+        }
+    }
+
+    /// Removes one client's subscription; true if it existed.
+    pub fn unsubscribe(&self, share: Option<&str>, filter: &str, client_id: &str) -> bool {
+        let mut found = false;
+        self.trie.write().remove_if(filter, |subs| {
+            let list = match share {
+                None => Some(&mut subs.direct),
+                Some(group) => subs
+                    .groups
+                    .iter_mut()
+                    .find(|g| &*g.tag.group == group)
+                    .map(|g| &mut g.members),
+            };
+            if let Some(list) = list {
+                let before = list.len();
+                list.retain(|s| &*s.client_id != client_id);
+                found = list.len() != before;
+            }
+            subs.groups.retain(|g| !g.members.is_empty());
+            subs.is_empty()
+        });
+        found
+    }
+
+    /// Queues `msg` for every matching subscription.
+    pub fn route(&self, msg: &Arc<Message>) -> RouteOutcome {
+        let trie = self.trie.read();
+        let mut targets: Vec<Target<'_>> = Vec::new();
+        let publisher = msg.publisher.as_deref();
+        trie.for_each_match(msg.topic(), |subs| {
+            for s in &subs.direct {
+                if s.options.no_local && Some(&*s.client_id) == publisher {
+                    continue;
+                }
+                targets.push(Target {
+                    sub: s,
+                    qos: msg.qos().min(s.options.qos),
+                    retain: s.options.retain_as_published && msg.publish.retain,
+                    sub_ids: s.id.into_iter().collect(),
+                    shared: None,
+                });
+            }
+            for g in &subs.groups {
+                if let Some(s) = g.pick(None) {
+                    targets.push(Target {
+                        sub: s,
+                        qos: msg.qos().min(s.options.qos),
+                        retain: s.options.retain_as_published && msg.publish.retain,
+                        sub_ids: s.id.into_iter().collect(),
+                        shared: Some(g.tag.clone()),
+                    });
+                }
+            }
+        });
+        merge_overlapping(&mut targets);
+        let mut outcome = RouteOutcome::default();
+        for t in targets {
+            let delivery = Delivery {
+                msg: Arc::clone(msg),
+                qos: t.qos,
+                retain: t.retain,
+                sub_ids: t.sub_ids,
+                shared: t.shared,
+            };
+            match t.sub.mailbox.push(delivery) {
+                Ok(()) => outcome.delivered += 1,
+                Err(DropReason::QueueFull) => outcome.dropped_queue_full += 1,
+                Err(DropReason::Offline) => {}
+            }
+        }
+        outcome
+    }
+
+    /// Sends a shared-subscription delivery to another member of its group than `exclude`.
+    /// Gives the delivery back if the group has no other member.
+    pub fn redistribute(&self, delivery: Delivery, exclude: &str) -> Result<(), Delivery> {
+        let Some(tag) = delivery.shared.clone() else {
+            return Err(delivery);
+        };
+        let trie = self.trie.read();
+        let member = trie
+            .get(&tag.filter)
+            .and_then(|subs| subs.groups.iter().find(|g| g.tag.group == tag.group))
+            .and_then(|g| g.pick(Some(exclude)));
+        match member {
+            Some(m) => {
+                let mut d = delivery;
+                d.qos = d.msg.qos().min(m.options.qos);
+                d.sub_ids = m.id.into_iter().collect();
+                m.mailbox.push(d.clone()).map_err(|_| d)
+            }
+            None => Err(delivery),
+        }
+    }
+
+}
+
+/// One delivery per client for its non-shared subscriptions: highest QoS, every Subscription
+/// Identifier, retain kept if any matching subscription keeps it [MQTT-3.3.4-2, -3].
+fn merge_overlapping(targets: &mut Vec<Target<'_>>) {
+    if targets.len() < 2 {
+        return;
+    }
+    targets.sort_by_key(|t| (t.shared.is_some(), Arc::as_ptr(&t.sub.mailbox)));
+    let mut merged: Vec<Target<'_>> = Vec::with_capacity(targets.len());
+    for t in targets.drain(..) {
+        match merged.last_mut() {
+            Some(last)
+                if t.shared.is_none()
+                    && last.shared.is_none()
+                    && Arc::ptr_eq(&last.sub.mailbox, &t.sub.mailbox) =>
+            {
+                last.qos = last.qos.max(t.qos);
+                last.retain |= t.retain;
+                last.sub_ids.extend(t.sub_ids);
+            }
+            _ => merged.push(t),
+        }
+    }
+    *targets = merged;
+}

@@ -1,0 +1,55 @@
+//! Every metric Tern records, named once here (Prometheus conventions, `tern_` prefix, base
+//! units). Recording goes through the `metrics` facade, so it costs an atomic add and needs no
+//! exporter; the Prometheus endpoint is attached by the operations layer.
+
+use crate::broker::RouteOutcome;
+
+/// Messages queued for subscribers and deliveries refused at a full queue.
+pub fn routed(outcome: &RouteOutcome) {
+    if outcome.delivered > 0 {
+        ::metrics::counter!("tern_deliveries_queued_total").increment(outcome.delivered as u64);
+    }
+    if outcome.dropped_queue_full > 0 {
+        ::metrics::counter!("tern_publishes_dropped_total", "reason" => "queue_full")
+            .increment(outcome.dropped_queue_full as u64);
+    }
+}
+
+/// A message not sent to a client for `reason` (`expired`, `too_large`, `queue_full`).
+pub fn dropped(reason: &'static str) {
+    ::metrics::counter!("tern_publishes_dropped_total", "reason" => reason).increment(1);
+}
+
+/// A configured limit was reached (`limit` is its config key).
+pub fn limit_hit(limit: &'static str) {
+    ::metrics::counter!("tern_limit_hits_total", "limit" => limit).increment(1);
+}
+
+/// A connection ended for a protocol violation with this reason code.
+pub fn protocol_violation(reason: u8) {
+    ::metrics::counter!("tern_protocol_violations_total", "reason_code" => format!("0x{reason:02X}"))
+        .increment(1);
+}
+
+/// A connection was accepted (before CONNECT).
+pub fn connection_accepted() {
+    ::metrics::counter!("tern_connections_accepted_total").increment(1);
+    ::metrics::gauge!("tern_connections").increment(1.0);
+}
+
+/// A connection closed.
+pub fn connection_closed() {
+    ::metrics::gauge!("tern_connections").decrement(1.0);
+}
+
+/// A CONNECT was refused with this reason code.
+pub fn connect_refused(reason: u8) {
+    ::metrics::counter!("tern_connections_refused_total", "reason_code" => format!("0x{reason:02X}"))
+        .increment(1);
+}
+
+/// A PUBLISH arrived from a client.
+pub fn publish_received(qos: u8, bytes: usize) {
+    ::metrics::counter!("tern_messages_received_total", "qos" => qos.to_string()).increment(1);
+    ::metrics::counter!("tern_received_bytes_total").increment(bytes as u64);
+}

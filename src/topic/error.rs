@@ -1,0 +1,48 @@
+//! The error type for topic names, topic filters and shared-subscription syntax.
+//! Each message carries the id of the spec rule it enforces; mapping to a reason code
+//! (0x8F Topic Filter invalid, 0x90 Topic Name invalid) is left to the caller, who knows which it checked.
+
+use thiserror::Error;
+
+/// Why a topic name, topic filter or shared subscription is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TopicError {
+    /// The topic name or filter is the empty string.
+    #[error("[MQTT-4.7.3-1] topic must be at least one character long")]
+    Empty,
+    /// The string is longer than a UTF-8 string field can carry.
+    #[error("[MQTT-4.7.3-3] topic is {len} bytes, more than 65535")]
+    TooLong {
+        /// Length of the string in bytes.
+        len: usize,
+    },
+    /// The string contains U+0000.
+    #[error("[MQTT-4.7.3-2] topic contains the null character U+0000")]
+    NullCharacter,
+    /// A topic name contains `+` or `#`.
+    #[error("[MQTT-3.3.2-2] topic name contains a wildcard")]
+    WildcardInTopicName,
+    /// `#` is not the whole last level of a filter.
+    #[error("[MQTT-4.7.1-2] '#' must be the last level and occupy it entirely")]
+    MultiLevelWildcardNotLast,
+    /// `+` shares a level with other characters.
+    #[error("[MQTT-4.7.1-3] '+' must occupy an entire level")]
+    SingleLevelWildcardNotWholeLevel,
+    /// More levels than the configured maximum (a broker limit, not a spec rule).
+    #[error("topic has {levels} levels, more than the configured maximum {max}")]
+    TooManyLevels {
+        /// Number of levels in the topic.
+        levels: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// `$share/` is followed by an empty ShareName.
+    #[error("[MQTT-4.8.2-1] shared subscription has an empty ShareName")]
+    EmptyShareName,
+    /// The ShareName contains `+` or `#`.
+    #[error("[MQTT-4.8.2-2] ShareName must not contain '/', '+' or '#'")]
+    InvalidShareName,
+    /// The ShareName is not followed by `/` and a non-empty topic filter.
+    #[error("[MQTT-4.8.2-2] ShareName must be followed by '/' and a topic filter")]
+    MissingShareFilter,
+}
