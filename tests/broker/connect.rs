@@ -333,3 +333,46 @@ async fn v311_connack_is_byte_exact() {
     assert_eq!((first, body), (CONNACK, vec![0, 0]));
     broker.stop().await;
 }
+
+/// [MQTT-3.2.2-9] .. [MQTT-3.2.2-20] (5.0) The CONNACK advertises the configured limits that
+/// differ from the protocol defaults: Receive Maximum, Topic Alias Maximum, Maximum Packet Size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_connack_advertises_configured_limits() {
+    let broker = TestBroker::start_with(|c| {
+        c.limits.receive_maximum = 42;
+        c.limits.topic_alias_maximum = 7;
+        c.limits.max_packet_size = 4096;
+    })
+    .await;
+    let (mut c, ack) = RawClient::handshake(broker.addr, V5, &Connect::new(V5, "limits")).await;
+    assert!(!ack.session_present);
+    assert_eq!(
+        ack.prop(RECEIVE_MAXIMUM).map(PropValue::int),
+        Some(42),
+        "{ack:?}"
+    );
+    assert_eq!(
+        ack.prop(TOPIC_ALIAS_MAXIMUM).map(PropValue::int),
+        Some(7),
+        "{ack:?}"
+    );
+    assert_eq!(
+        ack.prop(MAXIMUM_PACKET_SIZE).map(PropValue::int),
+        Some(4096),
+        "{ack:?}"
+    );
+    // Each property at most once [2.2.2.2].
+    let mut ids: Vec<u8> = ack
+        .props
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| *id != USER_PROPERTY)
+        .collect();
+    let n = ids.len();
+    ids.dedup();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "duplicate CONNACK property: {ack:?}");
+    c.ping().await;
+    broker.stop().await;
+}
