@@ -1,3 +1,5 @@
 //! Integration tests: a real broker on a real socket, driven by independent clients.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod harness;
+mod wire;
