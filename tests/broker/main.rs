@@ -2,4 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod harness;
+mod publish_qos;
+mod rmq;
+mod support;
 mod wire;
