@@ -6,3 +6,4 @@ mod publish_qos;
 mod rmq;
 mod support;
 mod wire;
+mod subscribe;
