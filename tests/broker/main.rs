@@ -7,3 +7,4 @@ mod rmq;
 mod support;
 mod wire;
 mod subscribe;
+mod shared;
