@@ -8,3 +8,4 @@ mod support;
 mod wire;
 mod subscribe;
 mod shared;
+mod retain;
