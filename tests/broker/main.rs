@@ -9,3 +9,4 @@ mod wire;
 mod subscribe;
 mod shared;
 mod retain;
+mod will;
