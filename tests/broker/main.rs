@@ -10,3 +10,4 @@ mod subscribe;
 mod shared;
 mod retain;
 mod will;
+mod session;
