@@ -11,3 +11,4 @@ mod shared;
 mod retain;
 mod will;
 mod session;
+mod v5_features;
