@@ -3,12 +3,12 @@
 
 mod harness;
 mod publish_qos;
-mod rmq;
-mod support;
-mod wire;
-mod subscribe;
-mod shared;
 mod retain;
-mod will;
+mod rmq;
 mod session;
+mod shared;
+mod subscribe;
+mod support;
 mod v5_features;
+mod will;
+mod wire;

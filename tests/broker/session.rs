@@ -212,7 +212,7 @@ async fn v5_session_expiry_max_does_not_expire() {
     b.stop().await;
 }
 
-/// [MQTT-3.14.2-...] (v5 3.14.2.2.2) A DISCONNECT may change a non-zero Session Expiry: lowering it
+/// (v5 3.14.2.2.2) A DISCONNECT may change a non-zero Session Expiry: lowering it
 /// to 0 ends the session at once; raising it keeps the session longer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_disconnect_changes_session_expiry() {

@@ -33,7 +33,7 @@ async fn gather(members: &mut [RawClient], v: u8, total: usize, no_ack: &[usize]
     got
 }
 
-/// [MQTT-4.8.2-...] Each message published to a shared subscription goes to exactly one member of
+/// (v5 4.8.2) Each message published to a shared subscription goes to exactly one member of
 /// the group, and successive messages are spread over the members.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_subscription_delivers_each_message_to_one_member() {
@@ -91,7 +91,7 @@ async fn shared_and_normal_subscriptions_both_receive() {
     b.stop().await;
 }
 
-/// [MQTT-4.8.2-...] (v5 4.8.2 "SHOULD send the Application Message to another Client") QoS 1
+/// (v5 4.8.2 "SHOULD send the Application Message to another Client") QoS 1
 /// messages in flight to a member whose session ends before acknowledging them are delivered to the
 /// remaining member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,7 +104,7 @@ async fn overlapping_subscriptions_delivered_once_at_highest_qos() {
 }
 
 /// [MQTT-3.3.4-4] The single copy sent for overlapping subscriptions carries the Subscription
-/// Identifier of every matching subscription that has one [MQTT-3.8.2-...]; a subscription without
+/// Identifier of every matching subscription that has one; a subscription without
 /// one adds none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_overlapping_delivery_carries_every_subscription_identifier() {
@@ -174,7 +174,7 @@ async fn unsubscribe_stops_delivery() {
     b.stop().await;
 }
 
-/// [MQTT-4.7.1-2] [MQTT-4.7.1-3] [MQTT-3.9.3-...] Filters with a wildcard not alone in its level or
+/// [MQTT-4.7.1-2] [MQTT-4.7.1-3] (v5 3.9.3) Filters with a wildcard not alone in its level or
 /// `#` not last are refused with SUBACK 0x8F (v5) while the other filters of the same SUBSCRIBE are
 /// granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

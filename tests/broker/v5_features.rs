@@ -16,7 +16,7 @@ async fn v5_sub(b: &TestBroker, id: &str, props: Vec<u8>, filter: &str) -> RawCl
     c
 }
 
-/// [MQTT-3.3.2-12] [MQTT-3.3.4-...] (v5 3.3.2.3.4) A PUBLISH with a Topic Name and a Topic Alias
+/// [MQTT-3.3.2-12] (v5 3.3.2.3.4) A PUBLISH with a Topic Name and a Topic Alias
 /// sets the alias; a later PUBLISH with that alias and an empty Topic Name is delivered with the
 /// full topic. Subscribers see the real topic, never the publisher's alias.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +70,7 @@ async fn topic_alias_inbound_resolved() {
     b.stop().await;
 }
 
-/// [MQTT-3.3.2-9] [MQTT-3.2.2-...] A Topic Alias of 0 or above the Topic Alias Maximum the server
+/// [MQTT-3.3.2-9] (v5 3.3.2.3.4) A Topic Alias of 0 or above the Topic Alias Maximum the server
 /// sent in CONNACK is answered with DISCONNECT 0x94 (Topic Alias invalid).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_alias_above_maximum_is_disconnected() {
@@ -334,7 +334,7 @@ async fn request_problem_information_zero_suppresses_reason_strings() {
     b.stop().await;
 }
 
-/// [MQTT-3.2.2-...] (v5 3.2.2.3) CONNACK advertises the server's limits and features: Receive
+/// (v5 3.2.2.3) CONNACK advertises the server's limits and features: Receive
 /// Maximum, Topic Alias Maximum and Maximum Packet Size as configured; Retain, Wildcard,
 /// Subscription Identifier and Shared Subscription available (absent or 1); Maximum QoS absent
 /// (QoS 2 supported; the property may only carry 0 or 1).

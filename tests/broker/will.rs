@@ -141,7 +141,7 @@ async fn v5_will_not_sent_if_client_reconnects_within_delay() {
     b.stop().await;
 }
 
-/// [MQTT-3.1.2-...] (v5 3.1.3.2.2) The will is published once the Will Delay Interval has passed,
+/// (v5 3.1.3.2.2) The will is published once the Will Delay Interval has passed,
 /// not before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_will_sent_after_delay() {
