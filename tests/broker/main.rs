@@ -1,14 +1,20 @@
 //! Integration tests: a real broker on a real socket, driven by independent clients.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod connect;
 mod harness;
+mod keepalive;
+mod limits;
+mod probe;
 mod publish_qos;
 mod retain;
 mod rmq;
 mod session;
 mod shared;
+mod shutdown;
 mod subscribe;
 mod support;
+mod takeover;
 mod v5_features;
 mod will;
 mod wire;

@@ -976,20 +976,31 @@ impl RawClient {
     /// Waits for close and asserts the packets before it were exactly one v5 DISCONNECT with
     /// `reason` (PUBLISHes that were already in flight are skipped).
     pub async fn expect_disconnect(&mut self, reason: u8) {
+        self.expect_disconnect_in(&[reason]).await;
+    }
+
+    /// Like [`RawClient::expect_disconnect`], accepting any reason in `reasons`; returns it.
+    pub async fn expect_disconnect_in(&mut self, reasons: &[u8]) -> u8 {
         let got = self.expect_closed().await;
         let discs: Vec<_> = got.iter().filter(|(f, _)| f & 0xF0 != PUBLISH).collect();
         assert_eq!(
             discs.len(),
             1,
-            "expected one DISCONNECT {reason:#04x} before close, got {got:02x?}"
+            "expected one DISCONNECT {reasons:02x?} before close, got {got:02x?}"
         );
         let (f, b) = discs[0];
         assert_eq!(*f, DISCONNECT, "expected DISCONNECT, got {f:#04x} {b:02x?}");
-        assert_eq!(
-            parse_disconnect(b).0,
-            reason,
-            "DISCONNECT reason: expected {reason:#04x}, got body {b:02x?}"
+        let reason = parse_disconnect(b).0;
+        assert!(
+            reasons.contains(&reason),
+            "DISCONNECT reason: expected one of {reasons:02x?}, got {reason:#04x}"
         );
+        reason
+    }
+
+    /// Half-closes the connection (sends FIN): the broker then sees end of stream.
+    pub async fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown().await;
     }
 
     /// For v5 expects DISCONNECT `reason` then close; for v3 expects a close with no packet.
