@@ -328,3 +328,28 @@ async fn unacked_outbound_resent_with_dup_on_resume() {
     }
     b.stop().await;
 }
+
+/// [MQTT-3.3.4-9] (v5 4.9) A QoS 2 message counts against the client's Receive Maximum until its
+/// PUBCOMP: a successful PUBREC does not release the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_receive_maximum_counts_qos2_until_pubcomp() {
+    let b = TestBroker::start().await;
+    let connect = Connect::new(V5, "rm2-sub").props(prop_u16(RECEIVE_MAXIMUM, 1));
+    let (mut sub, _) = RawClient::handshake(b.addr, V5, &connect).await;
+    sub_all(&mut sub, V5, &["rm2/t"], 2).await;
+    let mut publ = RawClient::connected(b.addr, V5, "rm2-pub").await;
+    for i in 0..3u8 {
+        pub_msg(&mut publ, V5, "rm2/t", 2, &[i]).await;
+    }
+    let first = sub.recv_publish(V5).await;
+    assert_eq!((first.payload[0], first.qos), (0, 2));
+    sub.send(&pubrec(first.pkid)).await;
+    assert_eq!(parse_ack(&sub.recv_expect(PUBREL).await).0, first.pkid);
+    expect_nothing(&mut sub).await;
+    sub.send(&pubcomp(first.pkid)).await;
+    let second = recv_acked(&mut sub, V5).await;
+    assert_eq!(second.payload, [1]);
+    let third = recv_acked(&mut sub, V5).await;
+    assert_eq!(third.payload, [2]);
+    b.stop().await;
+}
