@@ -227,3 +227,56 @@ async fn v311_invalid_filter_refused_or_closed() {
     }
     b.stop().await;
 }
+
+/// [MQTT-3.8.4-3] A SUBSCRIBE with a filter identical to an existing subscription replaces it: the
+/// new QoS applies to later deliveries and the message is not duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribe_replaces_subscription_qos() {
+    let b = TestBroker::start().await;
+    for v in VERSIONS {
+        let topic = format!("re/{v}");
+        let mut s = RawClient::connected(b.addr, v, &format!("re{v}")).await;
+        sub_all(&mut s, v, &[&topic], 2).await;
+        sub_all(&mut s, v, &[&topic], 0).await;
+        let mut publ = RawClient::connected(b.addr, v, &format!("rep{v}")).await;
+        pub_msg(&mut publ, v, &topic, 2, b"m").await;
+        pub_msg(&mut publ, v, &topic, 2, FENCE).await;
+        let got = collect_until(&mut s, v, FENCE).await;
+        assert_eq!(payloads(&got), ["m"], "{}: one subscription", vname(v));
+        assert_eq!(got[0].qos, 0, "{}: the new QoS applies", vname(v));
+    }
+    b.stop().await;
+}
+
+/// (v5 3.8.2.1.2) A retained message sent because of a new subscription carries that
+/// subscription's Subscription Identifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_retained_on_subscribe_carries_subscription_identifier() {
+    let b = TestBroker::start().await;
+    let mut publ = RawClient::connected(b.addr, V5, "sidr-p").await;
+    send_flow(
+        &mut publ,
+        Publish::new(V5, "sidr/t", b"kept").qos(1, 0).retain(true),
+    )
+    .await;
+    let mut s = RawClient::connected(b.addr, V5, "sidr").await;
+    s.send(&subscribe(
+        V5,
+        8,
+        &[("sidr/#", 1)],
+        &prop_varint(SUBSCRIPTION_ID, 77),
+    ))
+    .await;
+    let mut got = None;
+    while got.is_none() {
+        let (first, body) = s.recv_packet().await;
+        if first != SUBACK {
+            got = Some(parse_publish(V5, first, &body));
+        }
+    }
+    let r = got.expect("loop ends with a PUBLISH");
+    assert_eq!(r.payload, b"kept");
+    assert!(r.retain);
+    assert_eq!(r.prop(SUBSCRIPTION_ID), Some(&PropValue::Varint(77)));
+    b.stop().await;
+}
