@@ -353,3 +353,60 @@ async fn v5_receive_maximum_counts_qos2_until_pubcomp() {
     assert_eq!(third.payload, [2]);
     b.stop().await;
 }
+
+/// A message crosses protocol versions: a v5 PUBLISH with properties reaches a v3.1.1 subscriber
+/// as a valid v3.1.1 PUBLISH (no property block), and a v3.1.1 PUBLISH reaches a v5 subscriber
+/// with a property block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_cross_protocol_versions() {
+    let b = TestBroker::start().await;
+    let mut s3 = RawClient::connected(b.addr, V311, "s3").await;
+    sub_all(&mut s3, V311, &["x/#"], 1).await;
+    let mut s5 = RawClient::connected(b.addr, V5, "s5").await;
+    sub_all(&mut s5, V5, &["x/#"], 1).await;
+    let mut p5 = RawClient::connected(b.addr, V5, "p5").await;
+    send_flow(
+        &mut p5,
+        Publish::new(V5, "x/from5", b"five")
+            .qos(1, 0)
+            .props([prop_user("k", "v"), prop_str(CONTENT_TYPE, "t")].concat()),
+    )
+    .await;
+    let mut p3 = RawClient::connected(b.addr, V311, "p3").await;
+    pub_msg(&mut p3, V311, "x/from3", 1, b"three").await;
+
+    let a = recv_acked(&mut s3, V311).await;
+    let c = recv_acked(&mut s3, V311).await;
+    assert_eq!(
+        (a.topic.as_str(), &a.payload[..]),
+        ("x/from5", &b"five"[..])
+    );
+    assert_eq!(
+        (c.topic.as_str(), &c.payload[..]),
+        ("x/from3", &b"three"[..])
+    );
+    let a = recv_acked(&mut s5, V5).await;
+    let c = recv_acked(&mut s5, V5).await;
+    assert_eq!(a.payload, b"five");
+    assert_eq!(a.prop(CONTENT_TYPE), Some(&PropValue::Str("t".into())));
+    assert_eq!(c.payload, b"three");
+    assert_eq!(c.topic, "x/from3");
+    b.stop().await;
+}
+
+/// Payloads needing a multi-byte Remaining Length (here 300 kB) pass through intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payload_delivered_intact() {
+    let b = TestBroker::start().await;
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    for v in VERSIONS {
+        let mut s = RawClient::connected(b.addr, v, &format!("big{v}")).await;
+        sub_all(&mut s, v, &["big/t"], 1).await;
+        let mut publ = RawClient::connected(b.addr, v, &format!("bigp{v}")).await;
+        pub_msg(&mut publ, v, "big/t", 1, &payload).await;
+        let r = recv_acked(&mut s, v).await;
+        assert_eq!(r.payload.len(), payload.len(), "{}", vname(v));
+        assert!(r.payload == payload, "{}: payload corrupted", vname(v));
+    }
+    b.stop().await;
+}
