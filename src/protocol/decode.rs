@@ -186,7 +186,7 @@ fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
             qos: will_qos,
             retain: will_retain,
             delay_interval: wp.will_delay_interval,
-            properties: publish_properties(wp),
+            properties: publish_properties(wp)?,
         })
     } else {
         None
@@ -224,8 +224,16 @@ fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
     })
 }
 
-fn publish_properties(p: Props) -> PublishProperties {
-    PublishProperties {
+fn publish_properties(p: Props) -> Result<PublishProperties> {
+    if p.response_topic
+        .as_deref()
+        .is_some_and(|t| check_topic_name(t).is_err())
+    {
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.3.2-14] Response Topic is not a valid topic name",
+        ));
+    }
+    Ok(PublishProperties {
         payload_format_indicator: p.payload_format_indicator,
         message_expiry_interval: p.message_expiry_interval,
         topic_alias: p.topic_alias,
@@ -234,7 +242,7 @@ fn publish_properties(p: Props) -> PublishProperties {
         user_properties: p.user_properties,
         subscription_identifiers: Vec::new(),
         content_type: p.content_type,
-    }
+    })
 }
 
 /// [MQTT-3.3.2-2] / [MQTT-4.7.3-1] A topic name is non-empty and has no wildcard.
@@ -330,11 +338,17 @@ fn decode_publish(
         ));
     }
     let properties = if version.is_v5() {
-        publish_properties(read_properties(&mut r, Scope::Publish)?)
+        publish_properties(read_properties(&mut r, Scope::Publish)?)?
     } else {
         PublishProperties::default()
     };
-    if !(topic.is_empty() && properties.topic_alias.is_some()) {
+    if topic.is_empty() && version.is_v5() {
+        if properties.topic_alias.is_none() {
+            return Err(DecodeError::Protocol(
+                "[MQTT-3.3.2-?] empty topic name without a Topic Alias",
+            ));
+        }
+    } else {
         check_topic_name(&topic)?;
     }
     let (pkid, payload) = if version.is_v5() {
