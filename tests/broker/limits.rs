@@ -241,7 +241,10 @@ async fn v5_exceeding_receive_maximum_gets_0x93() {
         c.send(&publish(V5, "rm/t", 2, pkid, b"x")).await;
         // 0x10 (no matching subscribers) is a success code too [MQTT-3.5.2.1].
         let (id, reason) = parse_ack(&c.recv_expect(PUBREC).await);
-        assert!(id == pkid && (reason == 0 || reason == 0x10), "{id} {reason:#x}");
+        assert!(
+            id == pkid && (reason == 0 || reason == 0x10),
+            "{id} {reason:#x}"
+        );
     }
     c.send(&publish(V5, "rm/t", 2, 3, b"x")).await;
     c.expect_disconnect(0x93).await;
