@@ -145,3 +145,23 @@ async fn v311_keepalive_above_maximum_is_refused() {
     }
     broker.stop().await;
 }
+
+/// [MQTT-3.1.2-24] Keep Alive 0 turns the mechanism off, and the CONNECT deadline
+/// (`connect_timeout_secs` = 1) ends once CONNECT is processed: a connected client with Keep Alive
+/// 0 that stays silent for 2.5 s is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_zero_client_is_never_timed_out() {
+    let broker = TestBroker::start_with(|c| c.limits.connect_timeout_secs = 1).await;
+    let mut clients = Vec::new();
+    for level in [V311, V5] {
+        let conn = Connect::new(level, &format!("forever{level}")).keepalive(0);
+        let (c, ack) = RawClient::handshake(broker.addr, level, &conn).await;
+        assert!(ack.prop(SERVER_KEEP_ALIVE).is_none(), "{ack:?}");
+        clients.push(c);
+    }
+    for c in &mut clients {
+        c.expect_silence(Duration::from_millis(2500)).await;
+        c.ping().await;
+    }
+    broker.stop().await;
+}
