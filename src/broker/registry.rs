@@ -29,7 +29,7 @@ pub struct PendingWill {
     pub msg: Arc<Message>,
 }
 
-/// What a connection gets from [`Registry::attach`].
+/// What a connection gets when it attaches to its session.
 #[derive(Debug)]
 pub struct Attached {
     /// The session, resumed or new.
