@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use crate::protocol::{self, Packet, ProtocolVersion, Publish};
+use crate::protocol::{self, OutgoingPublish, Packet, ProtocolVersion};
 use crate::session::Delivery;
 
 /// Encoding state of one connection.
@@ -37,28 +37,38 @@ impl Outbound {
         }
     }
 
-    fn build(&self, d: &Delivery, pkid: u16, dup: bool, now: Instant) -> Publish {
-        let mut p = d.msg.publish.clone();
-        p.qos = d.qos;
-        p.pkid = pkid;
-        p.dup = dup;
-        p.retain = d.retain;
-        if self.version.is_v5() {
-            p.properties.subscription_identifiers = d.sub_ids.clone();
-            p.properties.message_expiry_interval = d.msg.remaining_expiry(now);
+    /// The PUBLISH for `d` as this client receives it, borrowing the shared message.
+    fn outgoing<'a>(
+        &self,
+        d: &'a Delivery,
+        pkid: u16,
+        dup: bool,
+        now: Instant,
+    ) -> OutgoingPublish<'a> {
+        let p = &d.msg.publish;
+        let v5 = self.version.is_v5();
+        OutgoingPublish {
+            topic: &p.topic,
+            payload: &p.payload,
+            qos: d.qos,
+            dup,
+            retain: d.retain,
+            pkid,
+            properties: &p.properties,
+            topic_alias: None,
+            subscription_ids: if v5 { &d.sub_ids } else { &[] },
+            message_expiry: if v5 {
+                d.msg.remaining_expiry(now)
+            } else {
+                None
+            },
         }
-        p
     }
 
     /// Whether the delivery fits the client's Maximum Packet Size [MQTT-3.1.2-24].
     pub fn fits(&self, d: &Delivery, now: Instant) -> bool {
-        match self.max_packet_size {
-            None => true,
-            Some(max) => {
-                let p = self.build(d, 1, false, now);
-                protocol::publish_len(&p, self.version) <= max as usize
-            }
-        }
+        self.max_packet_size
+            .is_none_or(|max| self.outgoing(d, 1, false, now).len(self.version) <= max as usize)
     }
 
     /// Appends the PUBLISH for `d` to `out`.
@@ -70,19 +80,18 @@ impl Outbound {
         dup: bool,
         now: Instant,
     ) {
-        let mut p = self.build(d, pkid, dup, now);
+        let mut p = self.outgoing(d, pkid, dup, now);
         if self.alias_max > 0 {
-            let topic: &str = &p.topic;
-            if let Some(&alias) = self.aliases.get(topic) {
-                p.properties.topic_alias = Some(alias);
-                p.topic.clear();
+            if let Some(&alias) = self.aliases.get(p.topic) {
+                p.topic_alias = Some(alias);
+                p.topic = "";
             } else if self.aliases.len() < usize::from(self.alias_max) {
                 let alias = self.aliases.len() as u16 + 1;
-                self.aliases.insert(topic.into(), alias);
-                p.properties.topic_alias = Some(alias);
+                self.aliases.insert(p.topic.into(), alias);
+                p.topic_alias = Some(alias);
             }
         }
-        if let Err(e) = protocol::encode_publish(&p, self.version, out) {
+        if let Err(e) = p.encode(self.version, out) {
             tracing::warn!(error = %e, "PUBLISH could not be encoded");
         }
     }
