@@ -655,10 +655,14 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         }
         if self.version.is_v5() {
             if let Some(reason) = end.reason() {
-                self.ack(Packet::Disconnect(Disconnect {
+                let mut d = Disconnect {
                     reason,
                     ..Disconnect::default()
-                }));
+                };
+                if let End::Violation(_, why) = &end {
+                    d.properties.reason_string = Some(why.clone());
+                }
+                self.ack(Packet::Disconnect(d));
             }
         }
         let will = if end.publishes_will() {

@@ -99,11 +99,24 @@ impl Outbound {
     /// Appends an ack or control packet. Without Request Problem Information, Reason String and
     /// User Properties are left out [MQTT-3.1.2-29].
     pub fn ack(&mut self, out: &mut BytesMut, mut packet: Packet) {
-        if !self.problem_info {
+        if !self.problem_info && !matches!(packet, Packet::Disconnect(_)) {
             strip_problem_info(&mut packet);
         }
+        let start = out.len();
         if let Err(e) = protocol::encode(&packet, self.version, out) {
             tracing::warn!(error = %e, "packet could not be encoded");
+            out.truncate(start);
+            return;
+        }
+        let too_big = self
+            .max_packet_size
+            .is_some_and(|max| out.len() - start > max as usize);
+        if too_big {
+            // Leave out Reason String and User Properties rather than exceed what the client
+            // accepts [MQTT-3.1.2-25].
+            out.truncate(start);
+            strip_problem_info(&mut packet);
+            let _ = protocol::encode(&packet, self.version, out);
         }
     }
 }
@@ -115,6 +128,11 @@ fn strip_problem_info(packet: &mut Packet) {
         }
         Packet::SubAck(s) => &mut s.properties,
         Packet::UnsubAck(u) => &mut u.properties,
+        Packet::Disconnect(d) => {
+            d.properties.reason_string = None;
+            d.properties.user_properties.clear();
+            return;
+        }
         _ => return,
     };
     props.reason_string = None;
