@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, debug_span, Instrument};
 
 use crate::broker::{BrokerState, Kick, Mailbox, SubscribeResult};
 use crate::metrics;
@@ -33,7 +33,7 @@ const HIGH_WATER: usize = 256 * 1024;
 /// Deliveries taken from the mailbox per turn, so reads and deadlines stay responsive.
 const BATCH: usize = 256;
 /// Smallest and largest room kept for one read.
-const MIN_READ: usize = 1024;
+const MIN_READ: usize = 128;
 const MAX_READ: usize = 64 * 1024;
 /// How long the final DISCONNECT and pending bytes may take to flush.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
@@ -47,7 +47,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let span = info_span!("conn", %peer, client_id = tracing::field::Empty);
+    let span = debug_span!("conn", %peer, client_id = tracing::field::Empty);
     async move {
         let mut io = Io::new(stream, state.config.limits.max_packet_size);
         let deadline = Instant::now() + state.config.connect_timeout();
@@ -59,7 +59,7 @@ pub async fn serve<S>(
                 return;
             }
         };
-        Connection::start(io, *connect, state, shutdown).await;
+        Connection::start(io, connect, state, shutdown).await;
     }
     .instrument(span)
     .await
@@ -225,7 +225,7 @@ struct Connection<S> {
     session: Box<Session>,
     mailbox: Arc<Mailbox>,
     generation: u64,
-    will: Option<LastWill>,
+    will: Option<Box<LastWill>>,
     keep_alive: Option<Duration>,
     last_packet: Instant,
     /// The client sent Session Expiry 0 in CONNECT: DISCONNECT may not raise it [MQTT-3.14.2-2].
@@ -237,7 +237,7 @@ struct Connection<S> {
 impl<S: AsyncRead + AsyncWrite> Connection<S> {
     async fn start(
         mut io: Io<S>,
-        connect: Connect,
+        connect: Box<Connect>,
         state: Arc<BrokerState>,
         shutdown: watch::Receiver<bool>,
     ) {
@@ -253,12 +253,26 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                 return;
             }
         };
+        // Keep only what the connection needs: the CONNECT itself is not held across awaits.
+        let Connect {
+            clean_start,
+            will,
+            properties: props,
+            ..
+        } = *connect;
+        let out = Outbound::new(
+            version,
+            props.maximum_packet_size,
+            props.topic_alias_maximum.unwrap_or(0),
+            props.request_problem_information != Some(0),
+        );
+        drop(props);
         let client_id: Arc<str> = accepted.client_id.as_str().into();
         tracing::Span::current().record("client_id", &*client_id);
         let attached = state
             .attach(
                 &client_id,
-                connect.clean_start,
+                clean_start,
                 accepted.session_expiry,
                 accepted.window,
             )
@@ -267,29 +281,24 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         if protocol::encode(&Packet::ConnAck(ack), version, &mut io.outbuf).is_err() {
             debug!("CONNACK could not be encoded");
         }
-        debug!(version = ?version, clean_start = connect.clean_start, present = attached.session_present, "connected");
-        let props = &connect.properties;
-        let mut conn = Connection {
+        debug!(version = ?version, clean_start, present = attached.session_present, "connected");
+        let mut conn = Box::new(Connection {
             io,
             version,
             client_id,
             session: attached.session,
             mailbox: attached.mailbox,
             generation: attached.generation,
-            will: connect.will.clone(),
+            will: will.map(Box::new),
             keep_alive: (accepted.keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
             last_packet: Instant::now(),
             connect_expiry_zero: accepted.session_expiry == 0,
             inbound_aliases: HashMap::new(),
-            out: Outbound::new(
-                version,
-                props.maximum_packet_size,
-                props.topic_alias_maximum.unwrap_or(0),
-                props.request_problem_information != Some(0),
-            ),
+            out,
             state,
-        };
+        });
+        drop(accepted);
         conn.resend();
         let end = conn.run(attached.kick, shutdown).await;
         conn.finish(end).await;
@@ -347,6 +356,10 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                 r = io.writer.write_buf(&mut io.outbuf), if !io.outbuf.is_empty() => {
                     if let Err(e) = r {
                         return End::Lost(e.to_string());
+                    }
+                    if io.outbuf.is_empty() && io.outbuf.capacity() <= MIN_READ * 8 {
+                        // A quiet client holds no write buffer between packets.
+                        io.outbuf = BytesMut::new();
                     }
                 }
                 r = io.reader.read_buf(&mut io.inbuf) => {
@@ -644,7 +657,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     }
 
     /// Sends the final DISCONNECT (v5), hands the session back and publishes the will if due.
-    async fn finish(mut self, end: End) {
+    async fn finish(mut self: Box<Self>, end: End) {
         match &end {
             End::Violation(code, why) => {
                 metrics::protocol_violation(*code as u8);
@@ -668,7 +681,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         let will = if end.publishes_will() {
             self.will.take().map(|w| {
                 let delay = w.delay_interval.unwrap_or(0);
-                (Arc::new(will_message(w, &self.client_id)), delay)
+                (Arc::new(will_message(*w, &self.client_id)), delay)
             })
         } else {
             None
