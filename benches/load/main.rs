@@ -1,3 +1,422 @@
-//! Load tool for comparing Tern with other brokers (being written).
+//! `tern-bench`: the load tool behind `benches/run.sh`. A small MQTT 3.1.1 client written on
+//! raw tokio sockets (independent of Tern's own codec) that runs one scenario against any broker
+//! and prints one `RESULT` line. Throughput is measured closed-loop: publishers keep a bounded
+//! number of messages in flight end to end, so a broker is never pushed into dropping QoS 0
+//! messages and any loss or duplicate is a real failure (exit status 1).
 
-fn main() {}
+mod client;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+
+use client::{Client, Incoming};
+
+/// Unacknowledged QoS 1 PUBLISHes per publisher.
+const ACK_WINDOW: usize = 20;
+/// Messages in flight end to end per publisher/subscriber pair.
+const PAIR_WINDOW: usize = 100;
+/// Messages in flight end to end per subscriber when all share one stream.
+const SHARED_WINDOW: usize = 500;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(about = "MQTT load tool: one scenario, one RESULT line")]
+struct Args {
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker port.
+    #[arg(long)]
+    port: u16,
+    /// fan-in | fan-out | pairs-qos0 | pairs-qos1 | latency | idle
+    #[arg(long)]
+    scenario: String,
+    /// Messages per publisher (fan-out: published messages; latency: ignored).
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Payload bytes (at least 24: publisher, sequence, timestamp).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Connections for `idle`.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Seconds `idle` holds its connections open after printing (the script reads memory then).
+    #[arg(long, default_value_t = 3)]
+    hold_secs: u64,
+}
+
+/// What a scenario measured.
+#[derive(Default)]
+struct Outcome {
+    msgs_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    lost: u64,
+    dup: u64,
+    conn_per_s: f64,
+}
+
+/// Counts what subscribers received against what was sent, per publisher and in order.
+struct Tally {
+    epoch: Instant,
+    latency: parking_lot::Mutex<Histogram<u64>>,
+    received: AtomicU64,
+    /// Nanoseconds after `epoch` of the latest delivery.
+    last: AtomicU64,
+    dup: AtomicU64,
+    gaps: AtomicU64,
+}
+
+impl Tally {
+    fn last_delivery(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+
+    fn new(epoch: Instant) -> Result<Arc<Tally>> {
+        Ok(Arc::new(Tally {
+            epoch,
+            latency: parking_lot::Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+            received: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            dup: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+        }))
+    }
+}
+
+/// Per-subscriber order check: the next sequence expected from each publisher.
+struct Order(Vec<u64>);
+
+impl Order {
+    fn check(&mut self, tally: &Tally, payload: &[u8]) {
+        let Some((publisher, seq, sent)) = client::parse_payload(payload) else {
+            tally.gaps.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let p = publisher as usize;
+        if p >= self.0.len() {
+            self.0.resize(p + 1, 0);
+        }
+        let expected = self.0[p];
+        if seq < expected {
+            tally.dup.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if seq > expected {
+            tally.gaps.fetch_add(seq - expected, Ordering::Relaxed);
+        }
+        self.0[p] = seq + 1;
+        tally.received.fetch_add(1, Ordering::Relaxed);
+        let now = tally.epoch.elapsed().as_nanos() as u64;
+        tally.last.fetch_max(now, Ordering::Relaxed);
+        let us = now.saturating_sub(sent) / 1000;
+        let _ = tally.latency.lock().record(us.max(1));
+    }
+}
+
+/// Subscribes `n` clients to `filter` (QoS `qos`) and spawns their receive loops; each received
+/// message releases one permit of `window`.
+async fn subscribers(
+    args: &Args,
+    n: usize,
+    filter: impl Fn(usize) -> String,
+    qos: u8,
+    tally: &Arc<Tally>,
+    window: impl Fn(usize) -> Arc<Semaphore>,
+    prefix: &str,
+) -> Result<Vec<tokio::task::JoinHandle<Result<()>>>> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let mut c = Client::connect(&args.host, args.port, &format!("{prefix}-sub-{i}")).await?;
+        c.subscribe(&filter(i), qos).await?;
+        let tally = Arc::clone(tally);
+        let window = window(i);
+        tasks.push(tokio::spawn(async move {
+            let mut order = Order(Vec::new());
+            loop {
+                match c.next().await? {
+                    Incoming::Publish { pkid, payload } => {
+                        if let Some(id) = pkid {
+                            c.puback(id).await?;
+                        }
+                        order.check(&tally, &payload);
+                        window.add_permits(1);
+                    }
+                    Incoming::Closed => return Ok(()),
+                    Incoming::Other => {}
+                }
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Runs `publishers` publishers of `per_pub` messages each to `topic(i)`, each message taking
+/// `copies` permits of its window (one per expected delivery). Returns when publishing started.
+async fn publish_all(
+    args: &Args,
+    publishers: usize,
+    per_pub: u64,
+    topic: impl Fn(usize) -> String,
+    qos: u8,
+    copies: u32,
+    window: impl Fn(usize) -> Arc<Semaphore>,
+    epoch: Instant,
+    prefix: &str,
+) -> Result<Instant> {
+    let mut clients = Vec::new();
+    for i in 0..publishers {
+        clients.push(Client::connect(&args.host, args.port, &format!("{prefix}-pub-{i}")).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        let topic = topic(i);
+        let window = window(i);
+        let payload_len = args.payload;
+        let (mut reader, mut writer) = c.into_split();
+        // QoS 1: at most ACK_WINDOW unacknowledged PUBLISHes per publisher.
+        let acks = Arc::new(Semaphore::new(ACK_WINDOW));
+        let acker = (qos > 0).then(|| {
+            let acks = Arc::clone(&acks);
+            tokio::spawn(async move {
+                while reader.puback().await?.is_some() {
+                    acks.add_permits(1);
+                }
+                anyhow::Ok(())
+            })
+        });
+        tasks.push(tokio::spawn(async move {
+            for seq in 0..per_pub {
+                // Flush before blocking, or the permits we wait for sit in our own buffer.
+                match window.try_acquire_many(copies) {
+                    Ok(p) => p.forget(),
+                    Err(_) => {
+                        writer.flush().await?;
+                        window.acquire_many(copies).await?.forget();
+                    }
+                }
+                if qos > 0 {
+                    match acks.try_acquire() {
+                        Ok(p) => p.forget(),
+                        Err(_) => {
+                            writer.flush().await?;
+                            acks.acquire().await?.forget();
+                        }
+                    }
+                }
+                let payload = client::make_payload(i as u32, seq, epoch, payload_len);
+                writer.publish(&topic, qos, &payload).await?;
+            }
+            writer.flush().await?;
+            if qos > 0 {
+                // Every PUBACK back before the publisher leaves.
+                acks.acquire_many(ACK_WINDOW as u32).await?.forget();
+            }
+            if let Some(a) = acker {
+                a.abort();
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(start)
+}
+
+/// Waits until subscribers received `expected` messages, or fails after a bounded stall.
+async fn drain(tally: &Tally, expected: u64) -> Result<()> {
+    let mut last = tally.received.load(Ordering::Relaxed);
+    let mut stalled = Instant::now();
+    while tally.received.load(Ordering::Relaxed) + tally.gaps.load(Ordering::Relaxed) < expected {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = tally.received.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            stalled = Instant::now();
+        } else if stalled.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn throughput(
+    args: &Args,
+    pubs: usize,
+    subs: usize,
+    pairs: bool,
+    qos: u8,
+) -> Result<Outcome> {
+    let epoch = Instant::now();
+    let tally = Tally::new(epoch)?;
+    let prefix = format!("{}-{}", args.scenario, std::process::id());
+    let copies = if pairs { 1 } else { subs as u32 };
+    // Messages in flight end to end, per publisher/subscriber pair (or shared by all when
+    // there are no pairs): enough to keep connections busy, bounded well below any broker's
+    // queue limit (Mosquitto's and Tern's default max_queued_messages is 1000).
+    let windows: Vec<Arc<Semaphore>> = if pairs {
+        (0..pubs)
+            .map(|_| Arc::new(Semaphore::new(PAIR_WINDOW)))
+            .collect()
+    } else {
+        vec![Arc::new(Semaphore::new(copies as usize * SHARED_WINDOW))]
+    };
+    let window = |i: usize| Arc::clone(&windows[if pairs { i } else { 0 }]);
+    let topic = |i: usize| {
+        if pairs {
+            format!("bench/{prefix}/{i}")
+        } else {
+            format!("bench/{prefix}")
+        }
+    };
+    let filter = |i: usize| {
+        if subs == 1 {
+            "#".to_string()
+        } else {
+            topic(i)
+        }
+    };
+    let subs_tasks = subscribers(args, subs, filter, qos, &tally, window, &prefix).await?;
+    let per_pub = args.messages;
+    let started = publish_all(
+        args, pubs, per_pub, topic, qos, copies, window, epoch, &prefix,
+    )
+    .await?;
+    let expected = if pairs {
+        pubs as u64 * per_pub
+    } else {
+        per_pub * pubs as u64 * subs as u64
+    };
+    drain(&tally, expected).await?;
+    // From the first publish to the last delivery (or to the stall that ended the wait).
+    let total_elapsed = tally
+        .last_delivery()
+        .saturating_duration_since(started)
+        .max(Duration::from_millis(1));
+    for t in subs_tasks {
+        t.abort();
+    }
+    let received = tally.received.load(Ordering::Relaxed);
+    let h = tally.latency.lock();
+    Ok(Outcome {
+        msgs_per_s: received as f64 / total_elapsed.as_secs_f64(),
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        lost: expected.saturating_sub(received),
+        dup: tally.dup.load(Ordering::Relaxed),
+        conn_per_s: 0.0,
+    })
+}
+
+async fn latency(args: &Args) -> Result<Outcome> {
+    let epoch = Instant::now();
+    let tally = Tally::new(epoch)?;
+    let prefix = format!("latency-{}", std::process::id());
+    let window = Arc::new(Semaphore::new(0));
+    let topic = format!("bench/{prefix}");
+    let subs = subscribers(
+        args,
+        1,
+        |_| topic.clone(),
+        0,
+        &tally,
+        |_| Arc::clone(&window),
+        &prefix,
+    )
+    .await?;
+    let mut c = Client::connect(&args.host, args.port, &format!("{prefix}-pub")).await?;
+    let rate = 2_000u64;
+    let total = rate * 5;
+    let start = tokio::time::Instant::now();
+    for seq in 0..total {
+        tokio::time::sleep_until(start + Duration::from_micros(seq * 1_000_000 / rate)).await;
+        let payload = client::make_payload(0, seq, epoch, args.payload);
+        c.publish(&topic, 0, &payload).await?;
+        c.flush().await?;
+    }
+    c.disconnect().await?;
+    drain(&tally, total).await?;
+    for t in subs {
+        t.abort();
+    }
+    let received = tally.received.load(Ordering::Relaxed);
+    let h = tally.latency.lock();
+    Ok(Outcome {
+        msgs_per_s: rate as f64,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        lost: total.saturating_sub(received),
+        dup: tally.dup.load(Ordering::Relaxed),
+        conn_per_s: 0.0,
+    })
+}
+
+async fn idle(args: &Args) -> Result<Outcome> {
+    let start = Instant::now();
+    let gate = Arc::new(Semaphore::new(200));
+    let mut tasks = Vec::new();
+    for i in 0..args.connections {
+        let gate = Arc::clone(&gate);
+        let (host, port) = (args.host.clone(), args.port);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            Client::connect(&host, port, &format!("idle-{}-{i}", std::process::id())).await
+        }));
+    }
+    let mut clients = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        clients.push(t.await?.context("idle connection")?);
+    }
+    let rate = clients.len() as f64 / start.elapsed().as_secs_f64();
+    // Print first, then hold: the script reads the broker's memory while they are open.
+    print_result(
+        args,
+        &Outcome {
+            conn_per_s: rate,
+            ..Outcome::default()
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    drop(clients);
+    Ok(Outcome {
+        conn_per_s: rate,
+        ..Outcome::default()
+    })
+}
+
+fn print_result(args: &Args, o: &Outcome) {
+    println!(
+        "RESULT scenario={} msgs_per_s={:.0} p50_us={} p99_us={} lost={} dup={} conn_per_s={:.0}",
+        args.scenario, o.msgs_per_s, o.p50_us, o.p99_us, o.lost, o.dup, o.conn_per_s
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.payload < client::HEADER_LEN {
+        bail!("--payload must be at least {}", client::HEADER_LEN);
+    }
+    let outcome = match args.scenario.as_str() {
+        "fan-in" => throughput(&args, 8, 1, false, 0).await?,
+        "fan-out" => throughput(&args, 1, 200, false, 0).await?,
+        "pairs-qos0" => throughput(&args, 100, 100, true, 0).await?,
+        "pairs-qos1" => throughput(&args, 100, 100, true, 1).await?,
+        "latency" => latency(&args).await?,
+        "idle" => return idle(&args).await.map(|_| ()),
+        other => bail!("unknown scenario {other}"),
+    };
+    print_result(&args, &outcome);
+    if outcome.lost > 0 || outcome.dup > 0 {
+        bail!("{} lost, {} duplicated", outcome.lost, outcome.dup);
+    }
+    Ok(())
+}

@@ -344,6 +344,9 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             self.io.reserve_read();
             let io = &mut self.io;
             let can_take_more = io.outbuf.len() < HIGH_WATER;
+            // A client that sends but does not read (its acks pile up) is read no further until
+            // it catches up: what we owe it stays bounded.
+            let can_read = io.outbuf.len() < 4 * HIGH_WATER;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return End::Shutdown,
@@ -362,7 +365,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                         io.outbuf = BytesMut::new();
                     }
                 }
-                r = io.reader.read_buf(&mut io.inbuf) => {
+                r = io.reader.read_buf(&mut io.inbuf), if can_read => {
                     match r {
                         Ok(0) => return End::Lost("closed by peer".into()),
                         Ok(_) => {

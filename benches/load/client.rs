@@ -1,0 +1,287 @@
+//! A minimal MQTT 3.1.1 client for load generation: CONNECT, SUBSCRIBE, PUBLISH (QoS 0/1),
+//! PUBACK, DISCONNECT. Writes are buffered and flushed in batches; reads parse every packet in
+//! a large buffer. Independent of Tern's codec on purpose.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Bytes of the payload header: publisher id (4), sequence (8), send time in ns (8), padding.
+pub const HEADER_LEN: usize = 24;
+
+/// Builds a payload carrying publisher, sequence and send time.
+pub fn make_payload(publisher: u32, seq: u64, epoch: Instant, len: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(len);
+    b.put_u32(publisher);
+    b.put_u64(seq);
+    b.put_u64(epoch.elapsed().as_nanos() as u64);
+    b.resize(len, 0xAB);
+    b.freeze()
+}
+
+/// Reads back (publisher, sequence, send time).
+pub fn parse_payload(p: &[u8]) -> Option<(u32, u64, u64)> {
+    if p.len() < 20 {
+        return None;
+    }
+    let mut b = p;
+    Some((b.get_u32(), b.get_u64(), b.get_u64()))
+}
+
+/// What arrived.
+pub enum Incoming {
+    /// A PUBLISH; `pkid` for QoS 1.
+    Publish {
+        /// Packet id of a QoS 1 message.
+        pkid: Option<u16>,
+        /// Payload.
+        payload: Bytes,
+    },
+    /// Anything else (acks, PINGRESP).
+    Other,
+    /// The broker closed the connection.
+    Closed,
+}
+
+/// Receiving side.
+pub struct Reader {
+    half: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+/// Sending side.
+pub struct Writer {
+    half: OwnedWriteHalf,
+    buf: BytesMut,
+    next_pkid: u16,
+}
+
+/// One connected client.
+pub struct Client {
+    reader: Reader,
+    writer: Writer,
+}
+
+fn put_varint(b: &mut BytesMut, mut n: usize) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        b.put_u8(byte);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+fn put_str(b: &mut BytesMut, s: &[u8]) {
+    b.put_u16(s.len() as u16);
+    b.put_slice(s);
+}
+
+impl Client {
+    /// Connects with a clean session and keep-alive off, and waits for CONNACK.
+    pub async fn connect(host: &str, port: u16, client_id: &str) -> Result<Client> {
+        let stream = TcpStream::connect((host, port))
+            .await
+            .with_context(|| format!("connect to {host}:{port}"))?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        let mut c = Client {
+            reader: Reader {
+                half: r,
+                buf: BytesMut::with_capacity(64 * 1024),
+            },
+            writer: Writer {
+                half: w,
+                buf: BytesMut::with_capacity(64 * 1024),
+                next_pkid: 1,
+            },
+        };
+        let mut body = BytesMut::new();
+        put_str(&mut body, b"MQTT");
+        body.put_u8(4);
+        body.put_u8(0x02);
+        body.put_u16(0);
+        put_str(&mut body, client_id.as_bytes());
+        c.writer.frame(0x10, &body);
+        c.writer.flush().await?;
+        match c.reader.packet().await? {
+            Some((0x20, b)) if b.len() == 2 && b[1] == 0 => Ok(c),
+            Some((t, b)) => bail!("CONNACK expected, got type {t:#x} {b:?}"),
+            None => bail!("closed before CONNACK"),
+        }
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: u8) -> Result<()> {
+        let mut body = BytesMut::new();
+        body.put_u16(1);
+        put_str(&mut body, filter.as_bytes());
+        body.put_u8(qos);
+        self.writer.frame(0x82, &body);
+        self.writer.flush().await?;
+        loop {
+            match self.reader.packet().await? {
+                Some((0x90, b)) if b.len() == 3 && b[2] < 0x80 => return Ok(()),
+                Some((0x90, b)) => bail!("subscription refused: {b:?}"),
+                Some(_) => {}
+                None => bail!("closed before SUBACK"),
+            }
+        }
+    }
+
+    /// Next incoming packet.
+    pub async fn next(&mut self) -> Result<Incoming> {
+        self.reader.next().await
+    }
+
+    /// Sends PUBACK (flushed at once).
+    pub async fn puback(&mut self, pkid: u16) -> Result<()> {
+        self.writer.puback(pkid);
+        self.writer.flush().await
+    }
+
+    /// Queues a PUBLISH, flushing when the buffer is large.
+    pub async fn publish(&mut self, topic: &str, qos: u8, payload: &[u8]) -> Result<()> {
+        self.writer.publish(topic, qos, payload).await
+    }
+
+    /// Flushes buffered packets.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.writer.flush().await
+    }
+
+    /// Sends DISCONNECT and closes.
+    pub async fn disconnect(mut self) -> Result<()> {
+        self.writer.frame(0xE0, &[]);
+        self.writer.flush().await?;
+        let _ = self.writer.half.shutdown().await;
+        Ok(())
+    }
+
+    /// Splits into receiving and sending halves.
+    pub fn into_split(self) -> (Reader, Writer) {
+        (self.reader, self.writer)
+    }
+}
+
+impl Reader {
+    /// Next packet as (first byte, body), `None` at EOF.
+    async fn packet(&mut self) -> Result<Option<(u8, Bytes)>> {
+        loop {
+            if let Some(p) = self.parse()? {
+                return Ok(Some(p));
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(64 * 1024);
+            }
+            if self.half.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn parse(&mut self) -> Result<Option<(u8, Bytes)>> {
+        let mut len = 0usize;
+        let mut i = 1;
+        loop {
+            let Some(&b) = self.buf.get(i) else {
+                return Ok(None);
+            };
+            len |= usize::from(b & 0x7F) << (7 * (i - 1));
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if i > 4 {
+                bail!("bad remaining length");
+            }
+        }
+        if self.buf.len() < i + len {
+            return Ok(None);
+        }
+        let first = self.buf[0];
+        self.buf.advance(i);
+        Ok(Some((first, self.buf.split_to(len).freeze())))
+    }
+
+    /// Next incoming packet, classified.
+    pub async fn next(&mut self) -> Result<Incoming> {
+        let Some((first, mut body)) = self.packet().await? else {
+            return Ok(Incoming::Closed);
+        };
+        if first >> 4 != 3 {
+            return Ok(Incoming::Other);
+        }
+        let qos = (first >> 1) & 3;
+        if body.len() < 2 {
+            bail!("short PUBLISH");
+        }
+        let tlen = usize::from(body.get_u16());
+        if body.len() < tlen {
+            bail!("short PUBLISH topic");
+        }
+        body.advance(tlen);
+        let pkid = if qos > 0 { Some(body.get_u16()) } else { None };
+        Ok(Incoming::Publish {
+            pkid,
+            payload: body,
+        })
+    }
+
+    /// Waits for the next PUBACK, returning its packet id.
+    pub async fn puback(&mut self) -> Result<Option<u16>> {
+        loop {
+            match self.packet().await? {
+                Some((0x40, mut b)) if b.len() >= 2 => return Ok(Some(b.get_u16())),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Writer {
+    fn frame(&mut self, first: u8, body: &[u8]) {
+        self.buf.put_u8(first);
+        put_varint(&mut self.buf, body.len());
+        self.buf.put_slice(body);
+    }
+
+    fn puback(&mut self, pkid: u16) {
+        self.frame(0x40, &pkid.to_be_bytes());
+    }
+
+    /// Queues a PUBLISH, flushing when the buffer is large.
+    pub async fn publish(&mut self, topic: &str, qos: u8, payload: &[u8]) -> Result<()> {
+        let len = 2 + topic.len() + payload.len() + if qos > 0 { 2 } else { 0 };
+        self.buf.put_u8(0x30 | (qos << 1));
+        put_varint(&mut self.buf, len);
+        put_str(&mut self.buf, topic.as_bytes());
+        if qos > 0 {
+            self.buf.put_u16(self.next_pkid);
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        }
+        self.buf.put_slice(payload);
+        if self.buf.len() >= 16 * 1024 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered.
+    pub async fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.half.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Runs the same scenarios against Tern and Mosquitto (Debian's package) in one run and prints
+# medians and Tern/Mosquitto ratios; ratio >= 1.0 always means Tern did better.
+#   benches/run.sh [--quick] [scenario ...]
+# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 latency idle (default: all).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+SCENARIOS=()
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=1 ;;
+    *) SCENARIOS+=("$a") ;;
+  esac
+done
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 latency idle)
+REPS=3
+[ "$QUICK" = 1 ] && REPS=1
+
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+cargo build --release --bins --quiet
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "broker on port $1 did not start" >&2; exit 1
+}
+
+MPORT=$(free_port)
+cat >"$WORK/mosquitto.conf" <<CONF
+listener $MPORT 127.0.0.1
+allow_anonymous true
+max_connections -1
+max_queued_messages 1000
+persistence false
+log_dest none
+# Tern sets TCP_NODELAY on every connection; give Mosquitto the same.
+set_tcp_nodelay true
+CONF
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" &
+MPID=$!; PIDS+=("$MPID")
+TPORT=$(free_port)
+target/release/tern --bind 127.0.0.1 --port "$TPORT" 2>"$WORK/tern.log" &
+TPID=$!; PIDS+=("$TPID")
+wait_port "$MPORT"; wait_port "$TPORT"
+
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+messages() {
+  case "$1" in
+    fan-in) echo $((QUICK ? 5000 : 20000)) ;;   # per publisher (8)
+    fan-out) echo $((QUICK ? 500 : 2000)) ;;    # published, x200 deliveries
+    pairs-*) echo $((QUICK ? 1000 : 4000)) ;;   # per pair (100)
+    *) echo 0 ;;
+  esac
+}
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+
+# One run of a scenario against one broker: prints "msgs p50 p99 lost dup extra".
+run_one() {
+  local scenario=$1 port=$2 pid=$3
+  if [ "$scenario" = idle ]; then
+    local before after line
+    before=$(rss "$pid")
+    target/release/tern-bench --port "$port" --scenario idle --connections 10000 --hold-secs 4 >"$WORK/idle.out" &
+    local bench=$!
+    for _ in $(seq 1 600); do grep -q RESULT "$WORK/idle.out" && break; sleep 0.1; done
+    sleep 1
+    after=$(rss "$pid")
+    wait "$bench"
+    line=$(grep RESULT "$WORK/idle.out")
+    # KiB per connection as bytes; connections per second.
+    echo "$(echo "$line" | field conn_per_s) $(( (after - before) * 1024 / 10000 )) 0 0 0"
+    # Let the broker forget the closed connections before the next run.
+    sleep 2
+    return
+  fi
+  local line
+  line=$(target/release/tern-bench --port "$port" --scenario "$scenario" --messages "$(messages "$scenario")" 2>&1 | grep RESULT || true)
+  [ -n "$line" ] || { echo "0 0 0 1 0"; return; }
+  echo "$(echo "$line" | field msgs_per_s) $(echo "$line" | field p50_us) $(echo "$line" | field p99_us) $(echo "$line" | field lost) $(echo "$line" | field dup)"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
+
+OUT="$WORK/table.txt"
+{
+  echo "Tern vs Mosquitto, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores"
+  echo "command: benches/run.sh $*; medians of $REPS runs; ratio >= 1.0 means Tern is better"
+  printf '%-11s %-18s %12s %12s %7s\n' scenario metric tern mosquitto ratio
+} >"$OUT"
+LOSS=0
+for s in "${SCENARIOS[@]}"; do
+  : >"$WORK/t"; : >"$WORK/m"
+  for _ in $(seq 1 "$REPS"); do
+    run_one "$s" "$TPORT" "$TPID" >>"$WORK/t"
+    run_one "$s" "$MPORT" "$MPID" >>"$WORK/m"
+  done
+  col() { awk -v c="$2" '{print $c}' "$WORK/$1" | median; }
+  lost=$(awk '{s+=$4+$5} END {print s+0}' "$WORK/t" "$WORK/m")
+  LOSS=$((LOSS + lost))
+  if [ "$s" = idle ]; then
+    printf '%-11s %-18s %12s %12s %7s\n' "$s" "connects/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
+    printf '%-11s %-18s %12s %12s %7s\n' "$s" "bytes/connection" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
+  else
+    printf '%-11s %-18s %12s %12s %7s\n' "$s" "msgs/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
+    printf '%-11s %-18s %12s %12s %7s\n' "$s" "p50 latency (us)" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
+    printf '%-11s %-18s %12s %12s %7s\n' "$s" "p99 latency (us)" "$(col t 3)" "$(col m 3)" "$(ratio "$(col m 3)" "$(col t 3)")" >>"$OUT"
+  fi
+  [ "$lost" = 0 ] || echo "$s: $lost messages lost or duplicated" >>"$OUT"
+done
+echo "messages lost or duplicated, all scenarios: $LOSS" >>"$OUT"
+cat "$OUT"
+mkdir -p benches/results
+cp "$OUT" benches/results/latest.txt
+[ "$LOSS" = 0 ]
