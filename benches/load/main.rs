@@ -159,19 +159,33 @@ async fn subscribers(
 
 /// Runs `publishers` publishers of `per_pub` messages each to `topic(i)`, each message taking
 /// `copies` permits of its window (one per expected delivery). Returns when publishing started.
+/// The publishing side of a scenario.
+struct Publishers<'a> {
+    count: usize,
+    per_pub: u64,
+    qos: u8,
+    /// Deliveries each message is expected to make (one permit each).
+    copies: u32,
+    epoch: Instant,
+    prefix: &'a str,
+}
+
 async fn publish_all(
     args: &Args,
-    publishers: usize,
-    per_pub: u64,
+    p: Publishers<'_>,
     topic: impl Fn(usize) -> String,
-    qos: u8,
-    copies: u32,
     window: impl Fn(usize) -> Arc<Semaphore>,
-    epoch: Instant,
-    prefix: &str,
 ) -> Result<Instant> {
+    let Publishers {
+        count,
+        per_pub,
+        qos,
+        copies,
+        epoch,
+        prefix,
+    } = p;
     let mut clients = Vec::new();
-    for i in 0..publishers {
+    for i in 0..count {
         clients.push(Client::connect(&args.host, args.port, &format!("{prefix}-pub-{i}")).await?);
     }
     let start = Instant::now();
