@@ -300,10 +300,15 @@ async fn throughput(
     };
     let subs_tasks = subscribers(args, subs, filter, qos, &tally, window, &prefix).await?;
     let per_pub = args.messages;
-    let started = publish_all(
-        args, pubs, per_pub, topic, qos, copies, window, epoch, &prefix,
-    )
-    .await?;
+    let publishers = Publishers {
+        count: pubs,
+        per_pub,
+        qos,
+        copies,
+        epoch,
+        prefix: &prefix,
+    };
+    let started = publish_all(args, publishers, topic, window).await?;
     let expected = if pairs {
         pubs as u64 * per_pub
     } else {
