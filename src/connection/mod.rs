@@ -49,17 +49,14 @@ pub async fn serve<S>(
 {
     let span = debug_span!("conn", %peer, client_id = tracing::field::Empty);
     async move {
-        let mut io = Io::new(stream, state.config.limits.max_packet_size);
-        let deadline = Instant::now() + state.config.connect_timeout();
-        let connect = match io.read_connect(deadline).await {
-            Ok(c) => c,
-            Err(end) => {
-                debug!(reason = %end, "closed before CONNECT completed");
-                io.close().await;
-                return;
-            }
+        // The handshake and the goodbye run in their own heap futures, so the task of a
+        // connected client only holds what its main loop needs (memory per idle client).
+        let Some((mut conn, kick)) = Box::pin(Connection::open(stream, state)).await else {
+            return;
         };
-        Connection::start(io, connect, state, shutdown).await;
+        conn.resend();
+        let end = conn.run(kick, shutdown).await;
+        Box::pin(conn.finish(end)).await;
     }
     .instrument(span)
     .await
@@ -235,12 +232,18 @@ struct Connection<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite> Connection<S> {
-    async fn start(
-        mut io: Io<S>,
-        connect: Box<Connect>,
-        state: Arc<BrokerState>,
-        shutdown: watch::Receiver<bool>,
-    ) {
+    /// Reads and answers the CONNECT, attaches the session; `None` if the connection ended.
+    async fn open(stream: S, state: Arc<BrokerState>) -> Option<(Box<Self>, oneshot::Receiver<Kick>)> {
+        let mut io = Io::new(stream, state.config.limits.max_packet_size);
+        let deadline = Instant::now() + state.config.connect_timeout();
+        let connect = match io.read_connect(deadline).await {
+            Ok(c) => c,
+            Err(end) => {
+                debug!(reason = %end, "closed before CONNECT completed");
+                io.close().await;
+                return None;
+            }
+        };
         let version = connect.version;
         let accepted = match handshake::accept(&connect, &state.config) {
             Ok(a) => a,
@@ -250,7 +253,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                 let ack = handshake::refusal(reason);
                 let _ = protocol::encode(&Packet::ConnAck(ack), version, &mut io.outbuf);
                 io.close().await;
-                return;
+                return None;
             }
         };
         // Keep only what the connection needs: the CONNECT itself is not held across awaits.
@@ -282,7 +285,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             debug!("CONNACK could not be encoded");
         }
         debug!(version = ?version, clean_start, present = attached.session_present, "connected");
-        let mut conn = Box::new(Connection {
+        let conn = Box::new(Connection {
             io,
             version,
             client_id,
@@ -298,10 +301,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             out,
             state,
         });
-        drop(accepted);
-        conn.resend();
-        let end = conn.run(attached.kick, shutdown).await;
-        conn.finish(end).await;
+        Some((conn, attached.kick))
     }
 
     /// Resends unacknowledged messages, in order, DUP set [MQTT-4.4.0-1].
