@@ -59,7 +59,6 @@ enum State {
 struct Entry {
     generation: u64,
     mailbox: Arc<Mailbox>,
-    parked: Arc<Notify>,
     state: State,
 }
 
@@ -78,6 +77,9 @@ pub enum Detached {
 #[derive(Default)]
 pub struct Registry {
     clients: DashMap<Arc<str>, Entry>,
+    /// Wakes takeovers waiting for an old connection to park its session. One for all clients:
+    /// takeovers are rare, and a spurious wake-up only costs a re-check.
+    parked: Notify,
 }
 
 /// Bounds the wait for an old connection to let go during takeover; it only has to finish one
@@ -96,7 +98,6 @@ impl Registry {
         fresh: impl Fn() -> Session,
     ) -> Attached {
         loop {
-            let notify: Arc<Notify>;
             let parked;
             {
                 let entry = match self.clients.entry(Arc::clone(client_id)) {
@@ -106,7 +107,6 @@ impl Registry {
                         v.insert(Entry {
                             generation: 1,
                             mailbox: Arc::clone(&mailbox),
-                            parked: Arc::new(Notify::new()),
                             state: State::Connected { kick: Some(tx) },
                         });
                         return Attached {
@@ -127,10 +127,9 @@ impl Registry {
                         if let Some(k) = kick.take() {
                             let _ = k.send(Kick::TakenOver { clean_start });
                         }
-                        notify = Arc::clone(&e.parked);
                         // Registered before the entry lock is released, so the old
                         // connection's `notify_waiters` in `detach` cannot be missed.
-                        parked = notify.notified();
+                        parked = self.parked.notified();
                     }
                     State::Parked { .. } => {
                         let (tx, rx) = oneshot::channel();
@@ -179,7 +178,7 @@ impl Registry {
             return Detached::Stale;
         }
         o.get().mailbox.set_online(false);
-        o.get().parked.notify_waiters();
+        self.parked.notify_waiters();
         if session.expiry_interval == 0 {
             o.remove();
             return Detached::Ended(session, will);

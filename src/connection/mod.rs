@@ -7,13 +7,14 @@ mod outbound;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, debug_span, Instrument};
 
 use crate::broker::{BrokerState, Kick, Mailbox, SubscribeResult};
@@ -224,6 +225,9 @@ struct Connection<S> {
     generation: u64,
     will: Option<Box<LastWill>>,
     keep_alive: Option<Duration>,
+    /// Reset to `last_packet + keep_alive` as packets arrive; boxed so clients without
+    /// keep-alive pay nothing for it.
+    keep_alive_timer: Option<Pin<Box<Sleep>>>,
     last_packet: Instant,
     /// The client sent Session Expiry 0 in CONNECT: DISCONNECT may not raise it [MQTT-3.14.2-2].
     connect_expiry_zero: bool,
@@ -233,7 +237,10 @@ struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite> Connection<S> {
     /// Reads and answers the CONNECT, attaches the session; `None` if the connection ended.
-    async fn open(stream: S, state: Arc<BrokerState>) -> Option<(Box<Self>, oneshot::Receiver<Kick>)> {
+    async fn open(
+        stream: S,
+        state: Arc<BrokerState>,
+    ) -> Option<(Box<Self>, oneshot::Receiver<Kick>)> {
         let mut io = Io::new(stream, state.config.limits.max_packet_size);
         let deadline = Instant::now() + state.config.connect_timeout();
         let connect = match io.read_connect(deadline).await {
@@ -285,6 +292,8 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             debug!("CONNACK could not be encoded");
         }
         debug!(version = ?version, clean_start, present = attached.session_present, "connected");
+        let keep_alive = (accepted.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500));
         let conn = Box::new(Connection {
             io,
             version,
@@ -293,8 +302,8 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             mailbox: attached.mailbox,
             generation: attached.generation,
             will: will.map(Box::new),
-            keep_alive: (accepted.keep_alive > 0)
-                .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
+            keep_alive,
+            keep_alive_timer: keep_alive.map(|k| Box::pin(tokio::time::sleep(k))),
             last_packet: Instant::now(),
             connect_expiry_zero: accepted.session_expiry == 0,
             inbound_aliases: HashMap::new(),
@@ -340,7 +349,12 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             if let Err(end) = self.pump(&mut scratch) {
                 return end;
             }
-            let keep_alive_deadline = self.keep_alive.map(|k| self.last_packet + k);
+            if let (Some(timer), Some(k)) = (&mut self.keep_alive_timer, self.keep_alive) {
+                let deadline = self.last_packet + k;
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+            }
             self.io.reserve_read();
             let io = &mut self.io;
             let can_take_more = io.outbuf.len() < HIGH_WATER;
@@ -377,7 +391,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     }
                 }
                 _ = self.mailbox.notified(), if can_take_more => {}
-                _ = sleep_until_opt(keep_alive_deadline) => return End::KeepAlive,
+                _ = keep_alive_expired(&mut self.keep_alive_timer) => return End::KeepAlive,
             }
         }
     }
@@ -715,9 +729,10 @@ fn will_message(w: LastWill, client_id: &Arc<str>) -> Message {
     Message::new(publish, None, std::time::Instant::now())
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+/// Completes when the keep-alive deadline passes; never without keep-alive.
+async fn keep_alive_expired(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
         None => std::future::pending().await,
     }
 }
