@@ -15,3 +15,7 @@ pub use encode::{encode, encode_publish, publish_len};
 pub use error::{DecodeError, EncodeError};
 pub use outgoing::OutgoingPublish;
 pub use types::*;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
