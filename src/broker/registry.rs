@@ -84,7 +84,7 @@ pub struct Registry {
 
 /// Bounds the wait for an old connection to let go during takeover; it only has to finish one
 /// loop iteration, so this is reached only if it is wedged.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
 impl Registry {
     /// Takes over the entry for `client_id`: kicks a live connection and waits for it to park,
@@ -97,8 +97,10 @@ impl Registry {
         new_mailbox: impl Fn() -> Mailbox,
         fresh: impl Fn() -> Session,
     ) -> Attached {
+        let mut give_up = tokio::time::Instant::now() + TAKEOVER_WAIT;
         loop {
             let parked;
+            let seen;
             {
                 let entry = match self.clients.entry(Arc::clone(client_id)) {
                     MapEntry::Vacant(v) => {
@@ -124,6 +126,7 @@ impl Registry {
                 let e = entry.value_mut();
                 match &mut e.state {
                     State::Connected { kick } => {
+                        seen = e.generation;
                         if let Some(k) = kick.take() {
                             let _ = k.send(Kick::TakenOver { clean_start });
                         }
@@ -156,8 +159,23 @@ impl Registry {
                     }
                 }
             }
-            if tokio::time::timeout(TAKEOVER_WAIT, parked).await.is_err() {
-                tracing::warn!(client_id = %client_id, "old connection did not let go of its session in time");
+            if tokio::time::timeout_at(give_up, parked).await.is_err() {
+                self.abandon(client_id, seen, &fresh);
+                give_up = tokio::time::Instant::now() + TAKEOVER_WAIT;
+            }
+        }
+    }
+
+    /// The connection of `generation` never parked its session (its task died): let the client
+    /// id be used again, with a fresh session, rather than refuse it for ever.
+    fn abandon(&self, client_id: &Arc<str>, generation: u64, fresh: impl Fn() -> Session) {
+        if let Some(mut e) = self.clients.get_mut(client_id) {
+            if e.generation == generation && matches!(e.state, State::Connected { .. }) {
+                tracing::warn!(%client_id, "previous connection vanished without its session");
+                e.state = State::Parked {
+                    session: Box::new(fresh()),
+                    will: None,
+                };
             }
         }
     }
