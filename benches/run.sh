@@ -69,19 +69,28 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 run_one() {
   local scenario=$1 port=$2 pid=$3
   if [ "$scenario" = idle ]; then
-    local before after line
-    before=$(rss "$pid")
-    target/release/tern-bench --port "$port" --scenario idle --connections 10000 --hold-secs 4 >"$WORK/idle.out" &
+    # A fresh broker each time: memory freed by earlier runs would otherwise be reused.
+    local fresh fport before after line
+    fport=$(free_port)
+    if [ "$port" = "$TPORT" ]; then
+      target/release/tern --bind 127.0.0.1 --port "$fport" 2>/dev/null &
+    else
+      sed "s/^listener .*/listener $fport 127.0.0.1/" "$WORK/mosquitto.conf" >"$WORK/idle.conf"
+      "$MOSQUITTO" -c "$WORK/idle.conf" &
+    fi
+    fresh=$!
+    wait_port "$fport"
+    before=$(rss "$fresh")
+    target/release/tern-bench --port "$fport" --scenario idle --connections 10000 --hold-secs 4 >"$WORK/idle.out" &
     local bench=$!
     for _ in $(seq 1 600); do grep -q RESULT "$WORK/idle.out" && break; sleep 0.1; done
     sleep 1
-    after=$(rss "$pid")
+    after=$(rss "$fresh")
     wait "$bench"
+    kill "$fresh"; wait "$fresh" 2>/dev/null || true
     line=$(grep RESULT "$WORK/idle.out")
-    # KiB per connection as bytes; connections per second.
+    # Connections per second; bytes of resident memory per connection.
     echo "$(echo "$line" | field conn_per_s) $(( (after - before) * 1024 / 10000 )) 0 0 0"
-    # Let the broker forget the closed connections before the next run.
-    sleep 2
     return
   fi
   local line
