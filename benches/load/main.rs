@@ -18,9 +18,9 @@ use tokio::sync::Semaphore;
 use client::{Client, Incoming};
 
 /// Unacknowledged QoS 1 PUBLISHes per publisher.
-const ACK_WINDOW: usize = 20;
+const ACK_WINDOW: usize = 32;
 /// Messages in flight end to end per publisher/subscriber pair.
-const PAIR_WINDOW: usize = 100;
+const PAIR_WINDOW: usize = 32;
 /// Messages in flight end to end per subscriber when all share one stream.
 const SHARED_WINDOW: usize = 500;
 
