@@ -475,7 +475,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             metrics::limit_hit("max_topic_levels");
             debug!(topic = %p.topic, error = %e, "PUBLISH refused");
             Some(ReasonCode::TopicNameInvalid)
-        } else if p.topic.starts_with("$SYS") {
+        } else if p.topic == "$SYS" || p.topic.starts_with("$SYS/") {
             Some(ReasonCode::NotAuthorized)
         } else {
             None
