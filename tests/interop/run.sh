@@ -138,9 +138,26 @@ else
   FAILED=$((FAILED + 1))
 fi
 
-if [ -n "$BROKER_PID" ] && ! kill -0 "$BROKER_PID" 2>/dev/null; then
-  echo "FAIL broker: the broker died during the run"; FAILED=$((FAILED + 1))
-  tail -20 "$WORK/broker.log"
+if [ -n "$BROKER_PID" ]; then
+  if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+    echo "FAIL broker: the broker died during the run"; FAILED=$((FAILED + 1))
+    tail -20 "$WORK/broker.log"
+  elif start_sub bye -V mqttv5 -t bye -q 1; then
+    # SIGTERM: v5 clients get DISCONNECT 0x8B (139) and the broker exits 0.
+    kill -TERM "$BROKER_PID"
+    status=0
+    for _ in $(seq 1 100); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+    wait "$BROKER_PID" || status=$?
+    BROKER_PID=""
+    wait_sub bye
+    if [ "$status" = 0 ] && grep -q "Received DISCONNECT (139)" "$WORK/bye.out"; then
+      pass "SIGTERM: DISCONNECT 0x8B to v5 clients, exit 0"
+    else
+      fail "SIGTERM shutdown" "exit $status, subscriber saw: $(grep DISCONNECT "$WORK/bye.out" || echo nothing)"
+    fi
+  else
+    fail "SIGTERM shutdown" "no SUBACK"
+  fi
 fi
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
