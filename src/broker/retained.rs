@@ -30,6 +30,18 @@ impl Retained {
 
     /// Retained messages whose topic matches `filter`, unexpired, in topic order.
     pub fn matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
+        if !filter.contains(['+', '#']) {
+            // A plain topic filter names at most one retained message.
+            let found = self.by_topic.read().get(filter).map(Arc::clone);
+            return match found {
+                Some(m) if m.is_expired(now) => {
+                    self.by_topic.write().remove(filter);
+                    Vec::new()
+                }
+                Some(m) => vec![m],
+                None => Vec::new(),
+            };
+        }
         let mut one = SubscriptionTrie::new();
         one.get_or_insert_with(filter, || ());
         let mut expired = Vec::new();
