@@ -35,7 +35,10 @@ impl Retained {
             let found = self.by_topic.read().get(filter).map(Arc::clone);
             return match found {
                 Some(m) if m.is_expired(now) => {
-                    self.by_topic.write().remove(filter);
+                    let mut map = self.by_topic.write();
+                    if map.get(filter).is_some_and(|m| m.is_expired(now)) {
+                        map.remove(filter);
+                    }
                     Vec::new()
                 }
                 Some(m) => vec![m],
