@@ -622,6 +622,8 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             .map(|f| {
                 if self.state.unsubscribe(&mut self.session, f) {
                     ReasonCode::Success
+                } else if topic::parse_subscription(f, usize::MAX).is_err() {
+                    ReasonCode::TopicFilterInvalid
                 } else {
                     ReasonCode::NoSubscriptionExisted
                 }
