@@ -124,24 +124,21 @@ impl Registry {
                 };
                 let mut entry = entry;
                 let e = entry.value_mut();
-                match &mut e.state {
+                let (tx, rx) = oneshot::channel();
+                match std::mem::replace(&mut e.state, State::Connected { kick: Some(tx) }) {
                     State::Connected { kick } => {
+                        // Still the old connection's: tell it to go, and wait for it to park.
+                        e.state = State::Connected { kick: None };
                         seen = e.generation;
-                        if let Some(k) = kick.take() {
+                        if let Some(k) = kick {
                             let _ = k.send(Kick::TakenOver { clean_start });
                         }
                         // Registered before the entry lock is released, so the old
                         // connection's `notify_waiters` in `detach` cannot be missed.
                         parked = self.parked.notified();
                     }
-                    State::Parked { .. } => {
-                        let (tx, rx) = oneshot::channel();
-                        let old =
-                            std::mem::replace(&mut e.state, State::Connected { kick: Some(tx) });
+                    State::Parked { session, will } => {
                         e.generation += 1;
-                        let State::Parked { session, will } = old else {
-                            unreachable!("matched Parked above");
-                        };
                         let (session, ended) = if clean_start {
                             e.mailbox.take_all();
                             (Box::new(fresh()), Some((session, will)))
