@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use super::{Connection, End};
@@ -17,7 +16,7 @@ use crate::protocol::{
 use crate::session::{Message, PubRecOutcome};
 use crate::topic;
 
-impl<S: AsyncRead + AsyncWrite> Connection<S> {
+impl Connection {
     pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), End> {
         match packet {
             Packet::Publish(p) => self.on_publish(p),

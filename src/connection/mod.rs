@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, debug_span, Instrument};
@@ -39,15 +41,13 @@ const MAX_READ: usize = 64 * 1024;
 /// How long the final DISCONNECT and pending bytes may take to flush.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
-/// Serves one accepted stream until it closes.
-pub async fn serve<S>(
-    stream: S,
+/// Serves one accepted connection until it closes.
+pub async fn serve(
+    stream: TcpStream,
     peer: SocketAddr,
     state: Arc<BrokerState>,
     shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+) {
     let span = debug_span!("conn", %peer, client_id = tracing::field::Empty);
     async move {
         // The handshake and the goodbye run in their own heap futures, so the task of a
@@ -65,10 +65,7 @@ pub async fn serve<S>(
 
 /// Answers a connection over `max_connections`: reads its CONNECT and refuses it (v5: 0x97
 /// Quota exceeded; v3: 0x03 Server unavailable).
-pub async fn refuse_busy<S>(stream: S, state: Arc<BrokerState>)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+pub async fn refuse_busy(stream: TcpStream, state: Arc<BrokerState>) {
     let mut io = Io::new(stream, state.config.limits.max_packet_size);
     let deadline = Instant::now() + state.config.connect_timeout();
     if let Ok(c) = io.read_connect(deadline).await {
@@ -84,27 +81,61 @@ where
     io.close().await;
 }
 
-/// Byte-level I/O of one connection.
-struct Io<S> {
-    reader: ReadHalf<S>,
-    writer: WriteHalf<S>,
+/// Byte-level I/O of one connection. Reads and writes wait for readiness first, so a quiet
+/// client holds no buffer at all: memory is taken when bytes arrive and given back once they
+/// are handled.
+struct Io {
+    stream: TcpStream,
     inbuf: BytesMut,
     outbuf: BytesMut,
-    /// Room kept for the next read: small for idle clients, doubled while reads fill it.
+    /// Room taken for the next read: small for quiet clients, doubled while reads fill it.
     read_size: usize,
     decoder: Decoder,
 }
 
-impl<S: AsyncRead + AsyncWrite> Io<S> {
-    fn new(stream: S, max_packet_size: u32) -> Io<S> {
-        let (reader, writer) = tokio::io::split(stream);
+impl Io {
+    fn new(stream: TcpStream, max_packet_size: u32) -> Io {
         Io {
-            reader,
-            writer,
+            stream,
             inbuf: BytesMut::new(),
             outbuf: BytesMut::new(),
             read_size: MIN_READ,
             decoder: Decoder::new(max_packet_size),
+        }
+    }
+
+    /// Reads what the socket has (after `readable()` said so); `Ok(0)` at end of stream,
+    /// `WouldBlock` on a false alarm.
+    fn try_read(&mut self) -> std::io::Result<usize> {
+        let spare = self.inbuf.capacity() - self.inbuf.len();
+        if spare == 0 && self.inbuf.capacity() > 0 && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        if spare < self.read_size / 2 {
+            self.inbuf.reserve(self.read_size);
+        }
+        self.stream.try_read_buf(&mut self.inbuf)
+    }
+
+    /// Waits for and reads the next bytes.
+    async fn read_some(&mut self) -> std::io::Result<usize> {
+        loop {
+            self.stream.readable().await?;
+            match self.try_read() {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Gives back buffers that hold nothing, unless they are large (a busy client keeps them).
+    fn release_idle_buffers(&mut self) {
+        if self.inbuf.is_empty() && self.inbuf.capacity() <= MIN_READ * 8 {
+            self.inbuf = BytesMut::new();
+            self.read_size = MIN_READ;
+        }
+        if self.outbuf.is_empty() && self.outbuf.capacity() <= MIN_READ * 8 {
+            self.outbuf = BytesMut::new();
         }
     }
 
@@ -121,25 +152,12 @@ impl<S: AsyncRead + AsyncWrite> Io<S> {
                     return Err(e.to_string());
                 }
             }
-            self.reserve_read();
-            match tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.inbuf)).await {
+            match tokio::time::timeout_at(deadline, self.read_some()).await {
                 Err(_) => return Err("CONNECT timeout".into()),
                 Ok(Ok(0)) => return Err("closed".into()),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e.to_string()),
             }
-        }
-    }
-
-    /// Keeps room for the next read (without it `read_buf` reads 64 bytes per call). Busy
-    /// clients get bigger reads; idle ones hold only a small buffer.
-    fn reserve_read(&mut self) {
-        let spare = self.inbuf.capacity() - self.inbuf.len();
-        if spare == 0 && self.read_size < MAX_READ {
-            self.read_size *= 2;
-        }
-        if spare < self.read_size / 2 {
-            self.inbuf.reserve(self.read_size);
         }
     }
 
@@ -168,8 +186,8 @@ impl<S: AsyncRead + AsyncWrite> Io<S> {
     /// Flushes what is pending (bounded in time) and closes the write side.
     async fn close(&mut self) {
         let _ = tokio::time::timeout(FLUSH_ON_CLOSE, async {
-            let _ = self.writer.write_all(&self.outbuf).await;
-            let _ = self.writer.shutdown().await;
+            let _ = self.stream.write_all(&self.outbuf).await;
+            let _ = self.stream.shutdown().await;
         })
         .await;
         self.outbuf.clear();
@@ -215,8 +233,8 @@ impl End {
 }
 
 /// A connected client.
-struct Connection<S> {
-    io: Io<S>,
+struct Connection {
+    io: Io,
     state: Arc<BrokerState>,
     version: ProtocolVersion,
     client_id: Arc<str>,
@@ -235,10 +253,10 @@ struct Connection<S> {
     out: Outbound,
 }
 
-impl<S: AsyncRead + AsyncWrite> Connection<S> {
+impl Connection {
     /// Reads and answers the CONNECT, attaches the session; `None` if the connection ended.
     async fn open(
-        stream: S,
+        stream: TcpStream,
         state: Arc<BrokerState>,
     ) -> Option<(Box<Self>, oneshot::Receiver<Kick>)> {
         let mut io = Io::new(stream, state.config.limits.max_packet_size);
@@ -355,7 +373,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     timer.as_mut().reset(deadline);
                 }
             }
-            self.io.reserve_read();
+            self.io.release_idle_buffers();
             let io = &mut self.io;
             let can_take_more = io.outbuf.len() < HIGH_WATER;
             // A client that sends but does not read (its acks pile up) is read no further until
@@ -370,23 +388,28 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     }
                     kick_open = false;
                 }
-                r = io.writer.write_buf(&mut io.outbuf), if !io.outbuf.is_empty() => {
+                r = io.stream.writable(), if !io.outbuf.is_empty() => {
                     if let Err(e) = r {
                         return End::Lost(e.to_string());
                     }
-                    if io.outbuf.is_empty() && io.outbuf.capacity() <= MIN_READ * 8 {
-                        // A quiet client holds no write buffer between packets.
-                        io.outbuf = BytesMut::new();
+                    match io.stream.try_write(&io.outbuf) {
+                        Ok(n) => io.outbuf.advance(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return End::Lost(e.to_string()),
                     }
                 }
-                r = io.reader.read_buf(&mut io.inbuf), if can_read => {
-                    match r {
+                r = io.stream.readable(), if can_read => {
+                    if let Err(e) = r {
+                        return End::Lost(e.to_string());
+                    }
+                    match self.io.try_read() {
                         Ok(0) => return End::Lost("closed by peer".into()),
                         Ok(_) => {
                             if let Err(end) = self.handle_input() {
                                 return end;
                             }
                         }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => return End::Lost(e.to_string()),
                     }
                 }
