@@ -99,6 +99,7 @@ async fn accept_loop(
         }
     }
     drop(listener);
+    state.begin_shutdown();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })

@@ -16,11 +16,11 @@ use bytes::BytesMut;
 use bytes::Buf;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, debug_span, Instrument};
 
-use crate::broker::{BrokerState, Kick, Mailbox};
+use crate::broker::{BrokerState, Mailbox};
 use crate::metrics;
 use crate::protocol::{
     self, Ack, Connect, DecodeError, Decoder, Disconnect, LastWill, Packet, ProtocolVersion,
@@ -52,11 +52,11 @@ pub async fn serve(
     async move {
         // The handshake and the goodbye run in their own heap futures, so the task of a
         // connected client only holds what its main loop needs (memory per idle client).
-        let Some((mut conn, kick)) = Box::pin(Connection::open(stream, state)).await else {
+        let Some(mut conn) = Box::pin(Connection::open(stream, state, shutdown)).await else {
             return;
         };
         conn.resend();
-        let end = conn.run(kick, shutdown).await;
+        let end = conn.run().await;
         Box::pin(conn.finish(end)).await;
     }
     .instrument(span)
@@ -258,10 +258,15 @@ impl Connection {
     async fn open(
         stream: TcpStream,
         state: Arc<BrokerState>,
-    ) -> Option<(Box<Self>, oneshot::Receiver<Kick>)> {
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Option<Box<Self>> {
         let mut io = Io::new(stream, state.config.limits.max_packet_size);
         let deadline = Instant::now() + state.config.connect_timeout();
-        let connect = match io.read_connect(deadline).await {
+        let read = tokio::select! {
+            r = io.read_connect(deadline) => r,
+            _ = shutdown.changed() => Err("broker shutting down".to_string()),
+        };
+        let connect = match read {
             Ok(c) => c,
             Err(end) => {
                 debug!(reason = %end, "closed before CONNECT completed");
@@ -328,7 +333,7 @@ impl Connection {
             out,
             state,
         });
-        Some((conn, attached.kick))
+        Some(conn)
     }
 
     /// Resends unacknowledged messages, in order, DUP set [MQTT-4.4.0-1].
@@ -353,16 +358,15 @@ impl Connection {
         }
     }
 
-    async fn run(
-        &mut self,
-        mut kick: oneshot::Receiver<Kick>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> End {
+    async fn run(&mut self) -> End {
         let mut scratch = Vec::new();
-        let mut kick_open = true;
         loop {
-            if *shutdown.borrow() {
+            // Shutdown and takeover arrive as mailbox wake-ups, checked here.
+            if self.state.is_shutting_down() {
                 return End::Shutdown;
+            }
+            if self.mailbox.take_kick() {
+                return End::TakenOver;
             }
             if let Err(end) = self.pump(&mut scratch) {
                 return end;
@@ -375,19 +379,11 @@ impl Connection {
             }
             self.io.release_idle_buffers();
             let io = &mut self.io;
-            let can_take_more = io.outbuf.len() < HIGH_WATER;
             // A client that sends but does not read (its acks pile up) is read no further until
             // it catches up: what we owe it stays bounded.
             let can_read = io.outbuf.len() < 4 * HIGH_WATER;
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return End::Shutdown,
-                k = &mut kick, if kick_open => {
-                    if k.is_ok() {
-                        return End::TakenOver;
-                    }
-                    kick_open = false;
-                }
                 r = io.stream.writable(), if !io.outbuf.is_empty() => {
                     if let Err(e) = r {
                         return End::Lost(e.to_string());
@@ -413,7 +409,8 @@ impl Connection {
                         Err(e) => return End::Lost(e.to_string()),
                     }
                 }
-                _ = self.mailbox.notified(), if can_take_more => {}
+                // Always armed: a kick or shutdown must wake even a client we cannot write to.
+                _ = self.mailbox.notified() => {}
                 _ = keep_alive_expired(&mut self.keep_alive_timer) => return End::KeepAlive,
             }
         }
