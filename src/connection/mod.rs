@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -81,6 +82,12 @@ pub async fn refuse_busy(stream: TcpStream, state: Arc<BrokerState>) {
     io.close().await;
 }
 
+/// A socket direction that is ready.
+enum Ready {
+    Read,
+    Write,
+}
+
 /// Byte-level I/O of one connection. Reads and writes wait for readiness first, so a quiet
 /// client holds no buffer at all: memory is taken when bytes arrive and given back once they
 /// are handled.
@@ -115,6 +122,37 @@ impl Io {
             self.inbuf.reserve(self.read_size);
         }
         self.stream.try_read_buf(&mut self.inbuf)
+    }
+
+    /// Which direction of the socket is ready. Polling readiness directly (rather than holding
+    /// `readable()`/`writable()` futures) keeps the connection's task small.
+    /// `read_first` alternates between calls so neither direction can starve the other.
+    fn poll_ready(
+        &self,
+        cx: &mut Context<'_>,
+        can_read: bool,
+        read_first: bool,
+    ) -> Poll<std::io::Result<Ready>> {
+        let want_write = !self.outbuf.is_empty();
+        let read = |cx: &mut Context<'_>| match can_read {
+            true => self.stream.poll_read_ready(cx).map_ok(|()| Ready::Read),
+            false => Poll::Pending,
+        };
+        let write = |cx: &mut Context<'_>| match want_write {
+            true => self.stream.poll_write_ready(cx).map_ok(|()| Ready::Write),
+            false => Poll::Pending,
+        };
+        if read_first {
+            match read(cx) {
+                Poll::Pending => write(cx),
+                ready => ready,
+            }
+        } else {
+            match write(cx) {
+                Poll::Pending => read(cx),
+                ready => ready,
+            }
+        }
     }
 
     /// Waits for and reads the next bytes.
@@ -360,6 +398,7 @@ impl Connection {
 
     async fn run(&mut self) -> End {
         let mut scratch = Vec::new();
+        let mut read_first = false;
         loop {
             // Shutdown and takeover arrive as mailbox wake-ups, checked here.
             if self.state.is_shutting_down() {
@@ -382,31 +421,27 @@ impl Connection {
             // A client that sends but does not read (its acks pile up) is read no further until
             // it catches up: what we owe it stays bounded.
             let can_read = io.outbuf.len() < 4 * HIGH_WATER;
+            read_first = !read_first;
             tokio::select! {
                 biased;
-                r = io.stream.writable(), if !io.outbuf.is_empty() => {
-                    if let Err(e) = r {
-                        return End::Lost(e.to_string());
-                    }
-                    match io.stream.try_write(&io.outbuf) {
-                        Ok(n) => io.outbuf.advance(n),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                ready = std::future::poll_fn(|cx| io.poll_ready(cx, can_read, read_first)) => {
+                    match ready {
                         Err(e) => return End::Lost(e.to_string()),
-                    }
-                }
-                r = io.stream.readable(), if can_read => {
-                    if let Err(e) = r {
-                        return End::Lost(e.to_string());
-                    }
-                    match self.io.try_read() {
-                        Ok(0) => return End::Lost("closed by peer".into()),
-                        Ok(_) => {
-                            if let Err(end) = self.handle_input() {
-                                return end;
+                        Ok(Ready::Write) => match self.io.stream.try_write(&self.io.outbuf) {
+                            Ok(n) => self.io.outbuf.advance(n),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return End::Lost(e.to_string()),
+                        },
+                        Ok(Ready::Read) => match self.io.try_read() {
+                            Ok(0) => return End::Lost("closed by peer".into()),
+                            Ok(_) => {
+                                if let Err(end) = self.handle_input() {
+                                    return end;
+                                }
                             }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return End::Lost(e.to_string()),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return End::Lost(e.to_string()),
+                        },
                     }
                 }
                 // Always armed: a kick or shutdown must wake even a client we cannot write to.
