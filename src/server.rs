@@ -102,7 +102,10 @@ async fn accept_loop(
     drop(listener);
     state.begin_shutdown();
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
         warn!(
             remaining = tasks.len(),
             "connections still open after the shutdown grace period"

@@ -169,7 +169,11 @@ impl Connection {
             ));
         }
         if p.topic.is_empty() {
-            match self.inbound_aliases.get(&alias) {
+            match self
+                .inbound_aliases
+                .get(usize::from(alias - 1))
+                .and_then(Option::as_ref)
+            {
                 Some(t) => p.topic = t.clone(),
                 None => {
                     return Err(End::violation(
@@ -179,7 +183,11 @@ impl Connection {
                 }
             }
         } else {
-            self.inbound_aliases.insert(alias, p.topic.clone());
+            let i = usize::from(alias - 1);
+            if self.inbound_aliases.len() <= i {
+                self.inbound_aliases.resize(i + 1, None);
+            }
+            self.inbound_aliases[i] = Some(p.topic.clone());
         }
         Ok(())
     }

@@ -6,15 +6,14 @@ mod handshake;
 mod inbound;
 mod outbound;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use bytes::Buf;
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -287,7 +286,8 @@ struct Connection {
     last_packet: Instant,
     /// The client sent Session Expiry 0 in CONNECT: DISCONNECT may not raise it [MQTT-3.14.2-2].
     connect_expiry_zero: bool,
-    inbound_aliases: HashMap<u16, String>,
+    /// Topics of the client's Topic Aliases, indexed by alias - 1 (at most our maximum).
+    inbound_aliases: Vec<Option<String>>,
     out: Outbound,
 }
 
@@ -367,7 +367,7 @@ impl Connection {
             keep_alive_timer: keep_alive.map(|k| Box::pin(tokio::time::sleep(k))),
             last_packet: Instant::now(),
             connect_expiry_zero: accepted.session_expiry == 0,
-            inbound_aliases: HashMap::new(),
+            inbound_aliases: Vec::new(),
             out,
             state,
         });
