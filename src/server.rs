@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::broker::BrokerState;
@@ -80,14 +81,15 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
-    let mut tasks = JoinSet::new();
+    // A counter, not a JoinSet: no per-connection bookkeeping beyond one reference.
+    let tasks = TaskTracker::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     metrics::connection_accepted();
-                    spawn_connection(&mut tasks, stream, peer, &state, &permits, &shutdown);
+                    spawn_connection(&tasks, stream, peer, &state, &permits, &shutdown);
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -95,25 +97,24 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
     drop(listener);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
+    state.begin_shutdown();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
         warn!(
             remaining = tasks.len(),
-            "connections still open at shutdown; aborting them"
+            "connections still open after the shutdown grace period"
         );
-        tasks.abort_all();
     }
 }
 
 fn spawn_connection(
-    tasks: &mut JoinSet<()>,
+    tasks: &TaskTracker,
     stream: TcpStream,
     peer: SocketAddr,
     state: &Arc<BrokerState>,

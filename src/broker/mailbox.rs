@@ -28,6 +28,9 @@ pub struct Mailbox {
     notify: Notify,
     limit: usize,
     online: AtomicBool,
+    /// Set when another connection takes this client id over; the connection draining this
+    /// mailbox sees it on its next wake-up.
+    kicked: AtomicBool,
     queue_qos0_offline: bool,
 }
 
@@ -39,6 +42,7 @@ impl Mailbox {
             notify: Notify::new(),
             limit,
             online: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
             queue_qos0_offline,
         }
     }
@@ -54,6 +58,22 @@ impl Mailbox {
         if online {
             self.notify.notify_one();
         }
+    }
+
+    /// Tells the connection draining this mailbox to close (takeover).
+    pub fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Whether the connection was told to close; clears the signal.
+    pub fn take_kick(&self) -> bool {
+        self.kicked.swap(false, Ordering::AcqRel)
+    }
+
+    /// Wakes the connection without a delivery (it re-checks broker-wide state, e.g. shutdown).
+    pub fn wake(&self) {
+        self.notify.notify_one();
     }
 
     /// Queues a delivery and wakes the connection.

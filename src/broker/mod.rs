@@ -7,11 +7,12 @@ mod registry;
 mod retained;
 mod router;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use mailbox::Mailbox;
-pub use registry::{Attached, Kick, PendingWill};
+pub use registry::{Attached, PendingWill};
 pub use router::RouteOutcome;
 
 use registry::{Detached, Registry};
@@ -31,6 +32,7 @@ pub struct BrokerState {
     registry: Registry,
     router: Router,
     retained: Retained,
+    shutting_down: AtomicBool,
 }
 
 /// Result of one filter of a SUBSCRIBE.
@@ -52,7 +54,19 @@ impl BrokerState {
             registry: Registry::default(),
             router: Router::default(),
             retained: Retained::default(),
+            shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the broker as stopping and wakes every connected client's task so it says goodbye.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.registry.wake_connected();
+    }
+
+    /// Whether the broker is stopping.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     /// Retains (if flagged) and routes an accepted message.

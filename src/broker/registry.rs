@@ -7,20 +7,10 @@ use std::time::Duration;
 
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 use super::mailbox::Mailbox;
 use crate::session::{Message, Session};
-
-/// Why a connection is told to close from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kick {
-    /// Another connection with the same client id arrived [MQTT-3.1.4-3].
-    TakenOver {
-        /// Whether the new connection discards the session.
-        clean_start: bool,
-    },
-}
 
 /// A will waiting for its delay or for the end of its session.
 #[derive(Debug, Clone)]
@@ -38,8 +28,6 @@ pub struct Attached {
     pub mailbox: Arc<Mailbox>,
     /// Identifies this connection's tenure of the entry.
     pub generation: u64,
-    /// Fires when the connection must close.
-    pub kick: oneshot::Receiver<Kick>,
     /// CONNACK Session Present.
     pub session_present: bool,
     /// A session that clean start ended, with its pending will, for the caller to clean up.
@@ -47,9 +35,8 @@ pub struct Attached {
 }
 
 enum State {
-    Connected {
-        kick: Option<oneshot::Sender<Kick>>,
-    },
+    /// A connection drains the mailbox; a takeover kicks it through the mailbox.
+    Connected,
     Parked {
         session: Box<Session>,
         will: Option<PendingWill>,
@@ -104,18 +91,16 @@ impl Registry {
             {
                 let entry = match self.clients.entry(Arc::clone(client_id)) {
                     MapEntry::Vacant(v) => {
-                        let (tx, rx) = oneshot::channel();
                         let mailbox = Arc::new(new_mailbox());
                         v.insert(Entry {
                             generation: 1,
                             mailbox: Arc::clone(&mailbox),
-                            state: State::Connected { kick: Some(tx) },
+                            state: State::Connected,
                         });
                         return Attached {
                             session: Box::new(fresh()),
                             mailbox,
                             generation: 1,
-                            kick: rx,
                             session_present: false,
                             ended: None,
                         };
@@ -124,24 +109,20 @@ impl Registry {
                 };
                 let mut entry = entry;
                 let e = entry.value_mut();
-                match &mut e.state {
-                    State::Connected { kick } => {
+                match std::mem::replace(&mut e.state, State::Connected) {
+                    State::Connected => {
+                        // Still the old connection's: tell it to go [MQTT-3.1.4-3], and wait
+                        // for it to park the session.
                         seen = e.generation;
-                        if let Some(k) = kick.take() {
-                            let _ = k.send(Kick::TakenOver { clean_start });
-                        }
+                        e.mailbox.kick();
                         // Registered before the entry lock is released, so the old
                         // connection's `notify_waiters` in `detach` cannot be missed.
                         parked = self.parked.notified();
                     }
-                    State::Parked { .. } => {
-                        let (tx, rx) = oneshot::channel();
-                        let old =
-                            std::mem::replace(&mut e.state, State::Connected { kick: Some(tx) });
+                    State::Parked { session, will } => {
                         e.generation += 1;
-                        let State::Parked { session, will } = old else {
-                            unreachable!("matched Parked above");
-                        };
+                        // A kick meant for the previous connection is not for this one.
+                        e.mailbox.take_kick();
                         let (session, ended) = if clean_start {
                             e.mailbox.take_all();
                             (Box::new(fresh()), Some((session, will)))
@@ -152,7 +133,6 @@ impl Registry {
                             session,
                             mailbox: Arc::clone(&e.mailbox),
                             generation: e.generation,
-                            kick: rx,
                             session_present: ended.is_none(),
                             ended,
                         };
@@ -170,7 +150,7 @@ impl Registry {
     /// id be used again, with a fresh session, rather than refuse it for ever.
     fn abandon(&self, client_id: &Arc<str>, generation: u64, fresh: impl Fn() -> Session) {
         if let Some(mut e) = self.clients.get_mut(client_id) {
-            if e.generation == generation && matches!(e.state, State::Connected { .. }) {
+            if e.generation == generation && matches!(e.state, State::Connected) {
                 tracing::warn!(%client_id, "previous connection vanished without its session");
                 e.state = State::Parked {
                     session: Box::new(fresh()),
@@ -219,7 +199,7 @@ impl Registry {
         }
         match o.remove().state {
             State::Parked { session, will } => Some((session, will)),
-            State::Connected { .. } => None,
+            State::Connected => None,
         }
     }
 
@@ -231,7 +211,16 @@ impl Registry {
         }
         match &mut e.state {
             State::Parked { will, .. } => will.take(),
-            State::Connected { .. } => None,
+            State::Connected => None,
+        }
+    }
+
+    /// Wakes every connected client's task (at shutdown, so each sees the broker stopping).
+    pub fn wake_connected(&self) {
+        for e in self.clients.iter() {
+            if matches!(e.state, State::Connected) {
+                e.mailbox.wake();
+            }
         }
     }
 

@@ -3,28 +3,30 @@
 //! place that `select!`s; an error ends this connection alone, with the reason code the spec asks.
 
 mod handshake;
+mod inbound;
 mod outbound;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Buf;
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{oneshot, watch};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, debug_span, Instrument};
 
-use crate::broker::{BrokerState, Kick, Mailbox, SubscribeResult};
+use crate::broker::{BrokerState, Mailbox};
 use crate::metrics;
 use crate::protocol::{
-    self, Ack, AckProperties, Connect, DecodeError, Decoder, Disconnect, LastWill, Packet,
-    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    self, Ack, Connect, DecodeError, Decoder, Disconnect, LastWill, Packet, ProtocolVersion,
+    Publish, ReasonCode,
 };
-use crate::session::{Message, PubRecOutcome, Resend, Session};
-use crate::topic;
+use crate::session::{Message, Resend, Session};
 
 use outbound::Outbound;
 
@@ -39,24 +41,22 @@ const MAX_READ: usize = 64 * 1024;
 /// How long the final DISCONNECT and pending bytes may take to flush.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
-/// Serves one accepted stream until it closes.
-pub async fn serve<S>(
-    stream: S,
+/// Serves one accepted connection until it closes.
+pub async fn serve(
+    stream: TcpStream,
     peer: SocketAddr,
     state: Arc<BrokerState>,
     shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+) {
     let span = debug_span!("conn", %peer, client_id = tracing::field::Empty);
     async move {
         // The handshake and the goodbye run in their own heap futures, so the task of a
         // connected client only holds what its main loop needs (memory per idle client).
-        let Some((mut conn, kick)) = Box::pin(Connection::open(stream, state)).await else {
+        let Some(mut conn) = Box::pin(Connection::open(stream, state, shutdown)).await else {
             return;
         };
         conn.resend();
-        let end = conn.run(kick, shutdown).await;
+        let end = conn.run().await;
         Box::pin(conn.finish(end)).await;
     }
     .instrument(span)
@@ -65,10 +65,7 @@ pub async fn serve<S>(
 
 /// Answers a connection over `max_connections`: reads its CONNECT and refuses it (v5: 0x97
 /// Quota exceeded; v3: 0x03 Server unavailable).
-pub async fn refuse_busy<S>(stream: S, state: Arc<BrokerState>)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
+pub async fn refuse_busy(stream: TcpStream, state: Arc<BrokerState>) {
     let mut io = Io::new(stream, state.config.limits.max_packet_size);
     let deadline = Instant::now() + state.config.connect_timeout();
     if let Ok(c) = io.read_connect(deadline).await {
@@ -84,27 +81,98 @@ where
     io.close().await;
 }
 
-/// Byte-level I/O of one connection.
-struct Io<S> {
-    reader: ReadHalf<S>,
-    writer: WriteHalf<S>,
+/// A socket direction that is ready.
+enum Ready {
+    Read,
+    Write,
+}
+
+/// Byte-level I/O of one connection. Reads and writes wait for readiness first, so a quiet
+/// client holds no buffer at all: memory is taken when bytes arrive and given back once they
+/// are handled.
+struct Io {
+    stream: TcpStream,
     inbuf: BytesMut,
     outbuf: BytesMut,
-    /// Room kept for the next read: small for idle clients, doubled while reads fill it.
+    /// Room taken for the next read: small for quiet clients, doubled while reads fill it.
     read_size: usize,
     decoder: Decoder,
 }
 
-impl<S: AsyncRead + AsyncWrite> Io<S> {
-    fn new(stream: S, max_packet_size: u32) -> Io<S> {
-        let (reader, writer) = tokio::io::split(stream);
+impl Io {
+    fn new(stream: TcpStream, max_packet_size: u32) -> Io {
         Io {
-            reader,
-            writer,
+            stream,
             inbuf: BytesMut::new(),
             outbuf: BytesMut::new(),
             read_size: MIN_READ,
             decoder: Decoder::new(max_packet_size),
+        }
+    }
+
+    /// Reads what the socket has (after `readable()` said so); `Ok(0)` at end of stream,
+    /// `WouldBlock` on a false alarm.
+    fn try_read(&mut self) -> std::io::Result<usize> {
+        let spare = self.inbuf.capacity() - self.inbuf.len();
+        if spare == 0 && self.inbuf.capacity() > 0 && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        if spare < self.read_size / 2 {
+            self.inbuf.reserve(self.read_size);
+        }
+        self.stream.try_read_buf(&mut self.inbuf)
+    }
+
+    /// Which direction of the socket is ready. Polling readiness directly (rather than holding
+    /// `readable()`/`writable()` futures) keeps the connection's task small.
+    /// `read_first` alternates between calls so neither direction can starve the other.
+    fn poll_ready(
+        &self,
+        cx: &mut Context<'_>,
+        can_read: bool,
+        read_first: bool,
+    ) -> Poll<std::io::Result<Ready>> {
+        let want_write = !self.outbuf.is_empty();
+        let read = |cx: &mut Context<'_>| match can_read {
+            true => self.stream.poll_read_ready(cx).map_ok(|()| Ready::Read),
+            false => Poll::Pending,
+        };
+        let write = |cx: &mut Context<'_>| match want_write {
+            true => self.stream.poll_write_ready(cx).map_ok(|()| Ready::Write),
+            false => Poll::Pending,
+        };
+        if read_first {
+            match read(cx) {
+                Poll::Pending => write(cx),
+                ready => ready,
+            }
+        } else {
+            match write(cx) {
+                Poll::Pending => read(cx),
+                ready => ready,
+            }
+        }
+    }
+
+    /// Waits for and reads the next bytes.
+    async fn read_some(&mut self) -> std::io::Result<usize> {
+        loop {
+            self.stream.readable().await?;
+            match self.try_read() {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Gives back buffers that hold nothing, unless they are large (a busy client keeps them).
+    fn release_idle_buffers(&mut self) {
+        if self.inbuf.is_empty() && self.inbuf.capacity() <= MIN_READ * 8 {
+            self.inbuf = BytesMut::new();
+            self.read_size = MIN_READ;
+        }
+        if self.outbuf.is_empty() && self.outbuf.capacity() <= MIN_READ * 8 {
+            self.outbuf = BytesMut::new();
         }
     }
 
@@ -121,25 +189,12 @@ impl<S: AsyncRead + AsyncWrite> Io<S> {
                     return Err(e.to_string());
                 }
             }
-            self.reserve_read();
-            match tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.inbuf)).await {
+            match tokio::time::timeout_at(deadline, self.read_some()).await {
                 Err(_) => return Err("CONNECT timeout".into()),
                 Ok(Ok(0)) => return Err("closed".into()),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e.to_string()),
             }
-        }
-    }
-
-    /// Keeps room for the next read (without it `read_buf` reads 64 bytes per call). Busy
-    /// clients get bigger reads; idle ones hold only a small buffer.
-    fn reserve_read(&mut self) {
-        let spare = self.inbuf.capacity() - self.inbuf.len();
-        if spare == 0 && self.read_size < MAX_READ {
-            self.read_size *= 2;
-        }
-        if spare < self.read_size / 2 {
-            self.inbuf.reserve(self.read_size);
         }
     }
 
@@ -168,8 +223,8 @@ impl<S: AsyncRead + AsyncWrite> Io<S> {
     /// Flushes what is pending (bounded in time) and closes the write side.
     async fn close(&mut self) {
         let _ = tokio::time::timeout(FLUSH_ON_CLOSE, async {
-            let _ = self.writer.write_all(&self.outbuf).await;
-            let _ = self.writer.shutdown().await;
+            let _ = self.stream.write_all(&self.outbuf).await;
+            let _ = self.stream.shutdown().await;
         })
         .await;
         self.outbuf.clear();
@@ -215,8 +270,8 @@ impl End {
 }
 
 /// A connected client.
-struct Connection<S> {
-    io: Io<S>,
+struct Connection {
+    io: Io,
     state: Arc<BrokerState>,
     version: ProtocolVersion,
     client_id: Arc<str>,
@@ -231,19 +286,25 @@ struct Connection<S> {
     last_packet: Instant,
     /// The client sent Session Expiry 0 in CONNECT: DISCONNECT may not raise it [MQTT-3.14.2-2].
     connect_expiry_zero: bool,
-    inbound_aliases: HashMap<u16, String>,
+    /// Topics of the client's Topic Aliases, indexed by alias - 1 (at most our maximum).
+    inbound_aliases: Vec<Option<String>>,
     out: Outbound,
 }
 
-impl<S: AsyncRead + AsyncWrite> Connection<S> {
+impl Connection {
     /// Reads and answers the CONNECT, attaches the session; `None` if the connection ended.
     async fn open(
-        stream: S,
+        stream: TcpStream,
         state: Arc<BrokerState>,
-    ) -> Option<(Box<Self>, oneshot::Receiver<Kick>)> {
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Option<Box<Self>> {
         let mut io = Io::new(stream, state.config.limits.max_packet_size);
         let deadline = Instant::now() + state.config.connect_timeout();
-        let connect = match io.read_connect(deadline).await {
+        let read = tokio::select! {
+            r = io.read_connect(deadline) => r,
+            _ = shutdown.changed() => Err("broker shutting down".to_string()),
+        };
+        let connect = match read {
             Ok(c) => c,
             Err(end) => {
                 debug!(reason = %end, "closed before CONNECT completed");
@@ -306,11 +367,11 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             keep_alive_timer: keep_alive.map(|k| Box::pin(tokio::time::sleep(k))),
             last_packet: Instant::now(),
             connect_expiry_zero: accepted.session_expiry == 0,
-            inbound_aliases: HashMap::new(),
+            inbound_aliases: Vec::new(),
             out,
             state,
         });
-        Some((conn, attached.kick))
+        Some(conn)
     }
 
     /// Resends unacknowledged messages, in order, DUP set [MQTT-4.4.0-1].
@@ -335,16 +396,16 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         }
     }
 
-    async fn run(
-        &mut self,
-        mut kick: oneshot::Receiver<Kick>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> End {
+    async fn run(&mut self) -> End {
         let mut scratch = Vec::new();
-        let mut kick_open = true;
+        let mut read_first = false;
         loop {
-            if *shutdown.borrow() {
+            // Shutdown and takeover arrive as mailbox wake-ups, checked here.
+            if self.state.is_shutting_down() {
                 return End::Shutdown;
+            }
+            if self.mailbox.take_kick() {
+                return End::TakenOver;
             }
             if let Err(end) = self.pump(&mut scratch) {
                 return end;
@@ -355,42 +416,36 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
                     timer.as_mut().reset(deadline);
                 }
             }
-            self.io.reserve_read();
+            self.io.release_idle_buffers();
             let io = &mut self.io;
-            let can_take_more = io.outbuf.len() < HIGH_WATER;
             // A client that sends but does not read (its acks pile up) is read no further until
             // it catches up: what we owe it stays bounded.
             let can_read = io.outbuf.len() < 4 * HIGH_WATER;
+            read_first = !read_first;
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return End::Shutdown,
-                k = &mut kick, if kick_open => {
-                    if k.is_ok() {
-                        return End::TakenOver;
-                    }
-                    kick_open = false;
-                }
-                r = io.writer.write_buf(&mut io.outbuf), if !io.outbuf.is_empty() => {
-                    if let Err(e) = r {
-                        return End::Lost(e.to_string());
-                    }
-                    if io.outbuf.is_empty() && io.outbuf.capacity() <= MIN_READ * 8 {
-                        // A quiet client holds no write buffer between packets.
-                        io.outbuf = BytesMut::new();
-                    }
-                }
-                r = io.reader.read_buf(&mut io.inbuf), if can_read => {
-                    match r {
-                        Ok(0) => return End::Lost("closed by peer".into()),
-                        Ok(_) => {
-                            if let Err(end) = self.handle_input() {
-                                return end;
-                            }
-                        }
+                ready = std::future::poll_fn(|cx| io.poll_ready(cx, can_read, read_first)) => {
+                    match ready {
                         Err(e) => return End::Lost(e.to_string()),
+                        Ok(Ready::Write) => match self.io.stream.try_write(&self.io.outbuf) {
+                            Ok(n) => self.io.outbuf.advance(n),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return End::Lost(e.to_string()),
+                        },
+                        Ok(Ready::Read) => match self.io.try_read() {
+                            Ok(0) => return End::Lost("closed by peer".into()),
+                            Ok(_) => {
+                                if let Err(end) = self.handle_input() {
+                                    return end;
+                                }
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return End::Lost(e.to_string()),
+                        },
                     }
                 }
-                _ = self.mailbox.notified(), if can_take_more => {}
+                // Always armed: a kick or shutdown must wake even a client we cannot write to.
+                _ = self.mailbox.notified() => {}
                 _ = keep_alive_expired(&mut self.keep_alive_timer) => return End::KeepAlive,
             }
         }
@@ -406,248 +461,6 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             };
             self.last_packet = Instant::now();
             self.handle_packet(packet)?;
-        }
-    }
-
-    fn handle_packet(&mut self, packet: Packet) -> Result<(), End> {
-        match packet {
-            Packet::Publish(p) => self.on_publish(p),
-            Packet::PubAck(a) => {
-                self.session.puback(a.pkid);
-                Ok(())
-            }
-            Packet::PubRec(a) => {
-                if self.session.pubrec(a.pkid, a.reason) == PubRecOutcome::SendPubRel {
-                    self.ack(Packet::PubRel(Ack {
-                        pkid: a.pkid,
-                        ..Ack::default()
-                    }));
-                }
-                Ok(())
-            }
-            Packet::PubRel(a) => {
-                let reason = if self.session.inbound_qos2_release(a.pkid) {
-                    ReasonCode::Success
-                } else {
-                    ReasonCode::PacketIdentifierNotFound
-                };
-                self.ack(Packet::PubComp(Ack {
-                    pkid: a.pkid,
-                    reason,
-                    ..Ack::default()
-                }));
-                Ok(())
-            }
-            Packet::PubComp(a) => {
-                self.session.pubcomp(a.pkid);
-                Ok(())
-            }
-            Packet::Subscribe(s) => self.on_subscribe(s),
-            Packet::Unsubscribe(u) => {
-                self.on_unsubscribe(u);
-                Ok(())
-            }
-            Packet::PingReq => {
-                self.ack(Packet::PingResp);
-                Ok(())
-            }
-            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
-            Packet::Auth(_) => Err(End::violation(
-                ReasonCode::ProtocolError,
-                "[MQTT-4.12.0-1] AUTH without an authentication method",
-            )),
-            other => Err(End::violation(
-                ReasonCode::ProtocolError,
-                format!("unexpected packet from client: {other:?}"),
-            )),
-        }
-    }
-
-    fn ack(&mut self, packet: Packet) {
-        self.out.ack(&mut self.io.outbuf, packet);
-    }
-
-    fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
-        metrics::publish_received(p.qos as u8, p.payload.len());
-        self.resolve_alias(&mut p)?;
-        let limits = &self.state.config.limits;
-        let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {
-            metrics::limit_hit("max_topic_levels");
-            debug!(topic = %p.topic, error = %e, "PUBLISH refused");
-            Some(ReasonCode::TopicNameInvalid)
-        } else if p.topic == "$SYS" || p.topic.starts_with("$SYS/") {
-            Some(ReasonCode::NotAuthorized)
-        } else {
-            None
-        };
-        if let Some(reason) = reject {
-            if !self.version.is_v5() && reason == ReasonCode::TopicNameInvalid {
-                return Err(End::violation(reason, "topic name refused"));
-            }
-            self.ack_publish(&p, reason);
-            return Ok(());
-        }
-        if p.qos == QoS::ExactlyOnce {
-            if self.session.inbound_qos2_pending(p.pkid) {
-                // A resend before PUBREL: acknowledge again, forward nothing [MQTT-4.3.3-10].
-                self.ack_publish(&p, ReasonCode::Success);
-                return Ok(());
-            }
-            if self.version.is_v5()
-                && self.session.inbound_qos2_len() >= usize::from(limits.receive_maximum)
-            {
-                return Err(End::violation(
-                    ReasonCode::ReceiveMaximumExceeded,
-                    "[MQTT-3.3.4-7] more unacknowledged QoS 2 messages than Receive Maximum",
-                ));
-            }
-            self.session.inbound_qos2_begin(p.pkid);
-        }
-        let pkid = p.pkid;
-        let qos = p.qos;
-        let msg = Arc::new(Message::new(
-            p,
-            Some(Arc::clone(&self.client_id)),
-            std::time::Instant::now(),
-        ));
-        let outcome = self.state.publish(msg);
-        let reason = if outcome.delivered == 0 && outcome.dropped_queue_full == 0 {
-            ReasonCode::NoMatchingSubscribers
-        } else {
-            ReasonCode::Success
-        };
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack(Packet::PubAck(Ack {
-                pkid,
-                reason,
-                ..Ack::default()
-            })),
-            QoS::ExactlyOnce => self.ack(Packet::PubRec(Ack {
-                pkid,
-                reason,
-                ..Ack::default()
-            })),
-        }
-        Ok(())
-    }
-
-    fn ack_publish(&mut self, p: &Publish, reason: ReasonCode) {
-        let ack = Ack {
-            pkid: p.pkid,
-            reason,
-            properties: AckProperties::default(),
-        };
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack(Packet::PubAck(ack)),
-            QoS::ExactlyOnce => {
-                // A refused QoS 2 message ends its flow at PUBREC [MQTT-4.3.3-?]; an accepted
-                // resend keeps its packet id until PUBREL.
-                self.ack(Packet::PubRec(ack));
-            }
-        }
-    }
-
-    /// Replaces a v5 Topic Alias by its topic, recording new aliases [MQTT-3.3.2-12].
-    fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), End> {
-        let Some(alias) = p.properties.topic_alias.take() else {
-            return Ok(());
-        };
-        if alias == 0 || alias > self.state.config.limits.topic_alias_maximum {
-            return Err(End::violation(
-                ReasonCode::TopicAliasInvalid,
-                "[MQTT-3.3.2-9] topic alias out of range",
-            ));
-        }
-        if p.topic.is_empty() {
-            match self.inbound_aliases.get(&alias) {
-                Some(t) => p.topic = t.clone(),
-                None => {
-                    return Err(End::violation(
-                        ReasonCode::ProtocolError,
-                        "[MQTT-3.3.4-?] unknown topic alias",
-                    ))
-                }
-            }
-        } else {
-            self.inbound_aliases.insert(alias, p.topic.clone());
-        }
-        Ok(())
-    }
-
-    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
-        let v5 = self.version.is_v5();
-        let mut reasons = Vec::with_capacity(s.filters.len());
-        let mut retained = Vec::new();
-        for f in &s.filters {
-            match self.state.subscribe(
-                &mut self.session,
-                &self.mailbox,
-                &f.filter,
-                f.options,
-                s.subscription_identifier,
-                v5,
-            ) {
-                SubscribeResult::Granted(code, msgs) => {
-                    reasons.push(code);
-                    retained.extend(msgs);
-                }
-                SubscribeResult::Refused(code) => reasons.push(code),
-                SubscribeResult::ProtocolError => {
-                    return Err(End::violation(
-                        ReasonCode::ProtocolError,
-                        "[MQTT-3.8.3-4] No Local on a shared subscription",
-                    ))
-                }
-            }
-        }
-        self.ack(Packet::SubAck(SubAck {
-            pkid: s.pkid,
-            reasons,
-            properties: AckProperties::default(),
-        }));
-        for d in retained {
-            if self.mailbox.push(d).is_err() {
-                metrics::dropped("queue_full");
-            }
-        }
-        Ok(())
-    }
-
-    fn on_unsubscribe(&mut self, u: Unsubscribe) {
-        let reasons = u
-            .filters
-            .iter()
-            .map(|f| {
-                if self.state.unsubscribe(&mut self.session, f) {
-                    ReasonCode::Success
-                } else if topic::parse_subscription(f, usize::MAX).is_err() {
-                    ReasonCode::TopicFilterInvalid
-                } else {
-                    ReasonCode::NoSubscriptionExisted
-                }
-            })
-            .collect();
-        self.ack(Packet::UnsubAck(UnsubAck {
-            pkid: u.pkid,
-            reasons,
-            properties: AckProperties::default(),
-        }));
-    }
-
-    fn on_disconnect(&mut self, d: Disconnect) -> End {
-        if let Some(expiry) = d.properties.session_expiry_interval {
-            if self.connect_expiry_zero && expiry != 0 {
-                return End::violation(
-                    ReasonCode::ProtocolError,
-                    "[MQTT-3.14.2-2] session expiry raised from 0 at DISCONNECT",
-                );
-            }
-            self.session.expiry_interval = expiry;
-        }
-        End::Disconnect {
-            will: d.reason == ReasonCode::DisconnectWithWill,
         }
     }
 

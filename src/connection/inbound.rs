@@ -1,0 +1,269 @@
+//! What a connected client sends: one handler per packet type, driving the session's QoS flows
+//! and the broker. Each returns `Err(End)` when the packet ends the connection, with the reason
+//! code the spec gives.
+
+use std::sync::Arc;
+
+use tracing::debug;
+
+use super::{Connection, End};
+use crate::broker::SubscribeResult;
+use crate::metrics;
+use crate::protocol::{
+    Ack, AckProperties, Disconnect, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
+};
+use crate::session::{Message, PubRecOutcome};
+use crate::topic;
+
+impl Connection {
+    pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(a) => {
+                self.session.puback(a.pkid);
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                if self.session.pubrec(a.pkid, a.reason) == PubRecOutcome::SendPubRel {
+                    self.ack(Packet::PubRel(Ack {
+                        pkid: a.pkid,
+                        ..Ack::default()
+                    }));
+                }
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                let reason = if self.session.inbound_qos2_release(a.pkid) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PacketIdentifierNotFound
+                };
+                self.ack(Packet::PubComp(Ack {
+                    pkid: a.pkid,
+                    reason,
+                    ..Ack::default()
+                }));
+                Ok(())
+            }
+            Packet::PubComp(a) => {
+                self.session.pubcomp(a.pkid);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.ack(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
+            Packet::Auth(_) => Err(End::violation(
+                ReasonCode::ProtocolError,
+                "[MQTT-4.12.0-1] AUTH without an authentication method",
+            )),
+            other => Err(End::violation(
+                ReasonCode::ProtocolError,
+                format!("unexpected packet from client: {other:?}"),
+            )),
+        }
+    }
+
+    pub(super) fn ack(&mut self, packet: Packet) {
+        self.out.ack(&mut self.io.outbuf, packet);
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
+        metrics::publish_received(p.qos as u8, p.payload.len());
+        self.resolve_alias(&mut p)?;
+        let limits = &self.state.config.limits;
+        let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {
+            metrics::limit_hit("max_topic_levels");
+            debug!(topic = %p.topic, error = %e, "PUBLISH refused");
+            Some(ReasonCode::TopicNameInvalid)
+        } else if p.topic == "$SYS" || p.topic.starts_with("$SYS/") {
+            Some(ReasonCode::NotAuthorized)
+        } else {
+            None
+        };
+        if let Some(reason) = reject {
+            if !self.version.is_v5() && reason == ReasonCode::TopicNameInvalid {
+                return Err(End::violation(reason, "topic name refused"));
+            }
+            self.ack_publish(&p, reason);
+            return Ok(());
+        }
+        if p.qos == QoS::ExactlyOnce {
+            if self.session.inbound_qos2_pending(p.pkid) {
+                // A resend before PUBREL: acknowledge again, forward nothing [MQTT-4.3.3-10].
+                self.ack_publish(&p, ReasonCode::Success);
+                return Ok(());
+            }
+            if self.version.is_v5()
+                && self.session.inbound_qos2_len() >= usize::from(limits.receive_maximum)
+            {
+                return Err(End::violation(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "[MQTT-3.3.4-7] more unacknowledged QoS 2 messages than Receive Maximum",
+                ));
+            }
+            self.session.inbound_qos2_begin(p.pkid);
+        }
+        let pkid = p.pkid;
+        let qos = p.qos;
+        let msg = Arc::new(Message::new(
+            p,
+            Some(Arc::clone(&self.client_id)),
+            std::time::Instant::now(),
+        ));
+        let outcome = self.state.publish(msg);
+        let reason = if outcome.delivered == 0 && outcome.dropped_queue_full == 0 {
+            ReasonCode::NoMatchingSubscribers
+        } else {
+            ReasonCode::Success
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.ack(Packet::PubAck(Ack {
+                pkid,
+                reason,
+                ..Ack::default()
+            })),
+            QoS::ExactlyOnce => self.ack(Packet::PubRec(Ack {
+                pkid,
+                reason,
+                ..Ack::default()
+            })),
+        }
+        Ok(())
+    }
+
+    fn ack_publish(&mut self, p: &Publish, reason: ReasonCode) {
+        let ack = Ack {
+            pkid: p.pkid,
+            reason,
+            properties: AckProperties::default(),
+        };
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.ack(Packet::PubAck(ack)),
+            QoS::ExactlyOnce => {
+                // A refused QoS 2 message ends its flow at PUBREC [MQTT-4.3.3-?]; an accepted
+                // resend keeps its packet id until PUBREL.
+                self.ack(Packet::PubRec(ack));
+            }
+        }
+    }
+
+    /// Replaces a v5 Topic Alias by its topic, recording new aliases [MQTT-3.3.2-12].
+    fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), End> {
+        let Some(alias) = p.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        if alias == 0 || alias > self.state.config.limits.topic_alias_maximum {
+            return Err(End::violation(
+                ReasonCode::TopicAliasInvalid,
+                "[MQTT-3.3.2-9] topic alias out of range",
+            ));
+        }
+        if p.topic.is_empty() {
+            match self
+                .inbound_aliases
+                .get(usize::from(alias - 1))
+                .and_then(Option::as_ref)
+            {
+                Some(t) => p.topic = t.clone(),
+                None => {
+                    return Err(End::violation(
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.3.4-?] unknown topic alias",
+                    ))
+                }
+            }
+        } else {
+            let i = usize::from(alias - 1);
+            if self.inbound_aliases.len() <= i {
+                self.inbound_aliases.resize(i + 1, None);
+            }
+            self.inbound_aliases[i] = Some(p.topic.clone());
+        }
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+        let v5 = self.version.is_v5();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in &s.filters {
+            match self.state.subscribe(
+                &mut self.session,
+                &self.mailbox,
+                &f.filter,
+                f.options,
+                s.subscription_identifier,
+                v5,
+            ) {
+                SubscribeResult::Granted(code, msgs) => {
+                    reasons.push(code);
+                    retained.extend(msgs);
+                }
+                SubscribeResult::Refused(code) => reasons.push(code),
+                SubscribeResult::ProtocolError => {
+                    return Err(End::violation(
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.8.3-4] No Local on a shared subscription",
+                    ))
+                }
+            }
+        }
+        self.ack(Packet::SubAck(SubAck {
+            pkid: s.pkid,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+        for d in retained {
+            if self.mailbox.push(d).is_err() {
+                metrics::dropped("queue_full");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let reasons = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.state.unsubscribe(&mut self.session, f) {
+                    ReasonCode::Success
+                } else if topic::parse_subscription(f, usize::MAX).is_err() {
+                    ReasonCode::TopicFilterInvalid
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.ack(Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> End {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            if self.connect_expiry_zero && expiry != 0 {
+                return End::violation(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.14.2-2] session expiry raised from 0 at DISCONNECT",
+                );
+            }
+            self.session.expiry_interval = expiry;
+        }
+        End::Disconnect {
+            will: d.reason == ReasonCode::DisconnectWithWill,
+        }
+    }
+}
