@@ -74,6 +74,19 @@ struct Tally {
 }
 
 impl Tally {
+    /// The scenario's result: `expected` deliveries were due.
+    fn outcome(&self, msgs_per_s: f64, expected: u64) -> Outcome {
+        let h = self.latency.lock();
+        Outcome {
+            msgs_per_s,
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            lost: expected.saturating_sub(self.received.load(Ordering::Relaxed)),
+            dup: self.dup.load(Ordering::Relaxed),
+            conn_per_s: 0.0,
+        }
+    }
+
     fn last_delivery(&self) -> Instant {
         self.epoch + Duration::from_nanos(self.last.load(Ordering::Relaxed))
     }
@@ -324,15 +337,7 @@ async fn throughput(
         t.abort();
     }
     let received = tally.received.load(Ordering::Relaxed);
-    let h = tally.latency.lock();
-    Ok(Outcome {
-        msgs_per_s: received as f64 / total_elapsed.as_secs_f64(),
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-        lost: expected.saturating_sub(received),
-        dup: tally.dup.load(Ordering::Relaxed),
-        conn_per_s: 0.0,
-    })
+    Ok(tally.outcome(received as f64 / total_elapsed.as_secs_f64(), expected))
 }
 
 async fn latency(args: &Args) -> Result<Outcome> {
@@ -366,16 +371,7 @@ async fn latency(args: &Args) -> Result<Outcome> {
     for t in subs {
         t.abort();
     }
-    let received = tally.received.load(Ordering::Relaxed);
-    let h = tally.latency.lock();
-    Ok(Outcome {
-        msgs_per_s: rate as f64,
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-        lost: total.saturating_sub(received),
-        dup: tally.dup.load(Ordering::Relaxed),
-        conn_per_s: 0.0,
-    })
+    Ok(tally.outcome(rate as f64, total))
 }
 
 async fn idle(args: &Args) -> Result<Outcome> {
