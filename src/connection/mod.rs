@@ -113,14 +113,18 @@ impl Io {
     /// Reads what the socket has (after `readable()` said so); `Ok(0)` at end of stream,
     /// `WouldBlock` on a false alarm.
     fn try_read(&mut self) -> std::io::Result<usize> {
-        let spare = self.inbuf.capacity() - self.inbuf.len();
-        if spare == 0 && self.inbuf.capacity() > 0 && self.read_size < MAX_READ {
-            self.read_size *= 2;
-        }
-        if spare < self.read_size / 2 {
+        if self.inbuf.capacity() - self.inbuf.len() < self.read_size / 2 {
             self.inbuf.reserve(self.read_size);
         }
-        self.stream.try_read_buf(&mut self.inbuf)
+        let room = self.inbuf.capacity() - self.inbuf.len();
+        let n = self.stream.try_read_buf(&mut self.inbuf)?;
+        // Reads that fill the room ask for more next time; small ones for less.
+        if n == room && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        } else if n < self.read_size / 8 && self.read_size > MIN_READ {
+            self.read_size /= 2;
+        }
+        Ok(n)
     }
 
     /// Which direction of the socket is ready. Polling readiness directly (rather than holding
@@ -165,13 +169,14 @@ impl Io {
         }
     }
 
-    /// Gives back buffers that hold nothing, unless they are large (a busy client keeps them).
+    /// Gives back buffers that hold nothing. A busy client re-takes one per batch (one
+    /// allocation per read or write of many packets); a client that goes quiet after a burst
+    /// keeps nothing.
     fn release_idle_buffers(&mut self) {
-        if self.inbuf.is_empty() && self.inbuf.capacity() <= MIN_READ * 8 {
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
             self.inbuf = BytesMut::new();
-            self.read_size = MIN_READ;
         }
-        if self.outbuf.is_empty() && self.outbuf.capacity() <= MIN_READ * 8 {
+        if self.outbuf.is_empty() && self.outbuf.capacity() > 0 {
             self.outbuf = BytesMut::new();
         }
     }
@@ -475,6 +480,7 @@ impl Connection {
             return Ok(());
         }
         let now = std::time::Instant::now();
+        let taken = scratch.len();
         for d in scratch.drain(..) {
             if !self.out.fits(&d, now) {
                 metrics::dropped("too_large");
@@ -484,6 +490,10 @@ impl Connection {
                 Some((pkid, d)) => self.out.publish(&mut self.io.outbuf, &d, pkid, false, now),
                 None => metrics::dropped("expired"),
             }
+        }
+        if taken < BATCH / 8 && scratch.capacity() > BATCH / 8 {
+            // After a burst, a trickle does not keep the burst's room.
+            *scratch = Vec::new();
         }
         Ok(())
     }
