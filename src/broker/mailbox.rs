@@ -128,6 +128,10 @@ impl Mailbox {
                 out.push(d);
             }
         }
+        if q.is_empty() && q.capacity() > 64 {
+            // A burst's room is not kept once the client has caught up.
+            *q = VecDeque::new();
+        }
     }
 
     /// Takes every queued delivery (for redistribution or discard).
