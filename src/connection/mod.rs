@@ -6,6 +6,7 @@ mod handshake;
 mod inbound;
 mod outbound;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,17 +43,20 @@ const MAX_READ: usize = 64 * 1024;
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(
+///
+/// Not an `async fn`: its arguments would stay in the task for the connection's whole life.
+/// The handshake and the goodbye run in their own heap futures, so the task of a connected
+/// client holds only what its main loop needs (memory per idle client).
+pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     state: Arc<BrokerState>,
     shutdown: watch::Receiver<bool>,
-) {
+) -> impl Future<Output = ()> + Send {
     let span = debug_span!("conn", %peer, client_id = tracing::field::Empty);
+    let open = Box::pin(Connection::open(stream, state, shutdown).instrument(span.clone()));
     async move {
-        // The handshake and the goodbye run in their own heap futures, so the task of a
-        // connected client only holds what its main loop needs (memory per idle client).
-        let Some(mut conn) = Box::pin(Connection::open(stream, state, shutdown)).await else {
+        let Some(mut conn) = open.await else {
             return;
         };
         conn.resend();
@@ -60,7 +64,6 @@ pub async fn serve(
         Box::pin(conn.finish(end)).await;
     }
     .instrument(span)
-    .await
 }
 
 /// Answers a connection over `max_connections`: reads its CONNECT and refuses it (v5: 0x97
