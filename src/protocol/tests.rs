@@ -949,3 +949,517 @@ fn batched_frames_decode_one_at_a_time() {
     assert_eq!(d.decode(&mut buf).unwrap(), None);
     assert_eq!(decode_all(&buf).unwrap(), vec![]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Encoding: checklist (13), exact short forms, publish_len.
+// ---------------------------------------------------------------------------------------------
+
+fn publish(topic: &str, qos: QoS, pkid: u16, payload: &'static [u8]) -> Publish {
+    Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        pkid,
+        payload: Bytes::from_static(payload),
+        properties: PublishProperties::default(),
+    }
+}
+
+fn connect(version: ProtocolVersion) -> Connect {
+    Connect {
+        version,
+        client_id: "c".into(),
+        clean_start: true,
+        keep_alive: 30,
+        username: None,
+        password: None,
+        will: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+/// [MQTT-1.5.4-1] A string longer than 65,535 bytes is an encode error, never truncated.
+#[test]
+fn string_over_65535_bytes_fails_to_encode() {
+    let long = "t".repeat(65_536);
+    for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let mut out = BytesMut::new();
+        let p = publish(&long, QoS::AtMostOnce, 0, b"");
+        assert_eq!(
+            encode_publish(&p, v, &mut out),
+            Err(EncodeError::StringTooLong)
+        );
+        assert_eq!(
+            encode(&Packet::Publish(p), v, &mut out),
+            Err(EncodeError::StringTooLong)
+        );
+        let mut c = connect(v);
+        c.client_id = long.clone();
+        assert_eq!(
+            encode(&Packet::Connect(Box::new(c)), v, &mut out),
+            Err(EncodeError::StringTooLong)
+        );
+        let u = Unsubscribe {
+            pkid: 1,
+            filters: vec![long.clone()],
+            user_properties: Vec::new(),
+        };
+        assert_eq!(
+            encode(&Packet::Unsubscribe(u), v, &mut out),
+            Err(EncodeError::StringTooLong)
+        );
+    }
+    let mut c = connect(ProtocolVersion::V311);
+    c.username = Some("u".into());
+    c.password = Some(Bytes::from(vec![0u8; 65_536]));
+    let mut out = BytesMut::new();
+    assert_eq!(
+        encode(
+            &Packet::Connect(Box::new(c)),
+            ProtocolVersion::V311,
+            &mut out
+        ),
+        Err(EncodeError::StringTooLong)
+    );
+    let mut p = publish("t", QoS::AtMostOnce, 0, b"");
+    p.properties.user_properties = vec![("k".into(), long.clone())];
+    assert_eq!(
+        encode_publish(&p, ProtocolVersion::V5, &mut out),
+        Err(EncodeError::StringTooLong)
+    );
+    let a = Ack {
+        pkid: 1,
+        reason: ReasonCode::Success,
+        properties: AckProperties {
+            reason_string: Some(long),
+            user_properties: Vec::new(),
+        },
+    };
+    assert_eq!(
+        encode(&Packet::PubAck(a), ProtocolVersion::V5, &mut out),
+        Err(EncodeError::StringTooLong)
+    );
+}
+
+/// [MQTT-1.5.4-1] A string of exactly 65,535 bytes encodes and decodes.
+#[test]
+fn string_of_65535_bytes_round_trips() {
+    let p = publish(&"t".repeat(65_535), QoS::AtMostOnce, 0, b"x");
+    round_trip(ProtocolVersion::V311, Packet::Publish(p));
+}
+
+/// AUTH does not exist in v3.1.1.
+#[test]
+fn auth_fails_to_encode_in_v3() {
+    let mut out = BytesMut::new();
+    assert_eq!(
+        encode(
+            &Packet::Auth(Auth::default()),
+            ProtocolVersion::V311,
+            &mut out
+        ),
+        Err(EncodeError::NotInVersion)
+    );
+}
+
+/// The short forms are what goes on the wire: 2-byte acks, `E0 00`, `C0 00`, `62` for PUBREL.
+#[test]
+fn short_forms_are_encoded() {
+    let cases: Vec<(Packet, ProtocolVersion, &[u8])> = vec![
+        (Packet::PingReq, ProtocolVersion::V5, &[0xC0, 0x00]),
+        (Packet::PingResp, ProtocolVersion::V311, &[0xD0, 0x00]),
+        (
+            Packet::Disconnect(Disconnect::default()),
+            ProtocolVersion::V5,
+            &[0xE0, 0x00],
+        ),
+        (
+            Packet::Disconnect(Disconnect::default()),
+            ProtocolVersion::V311,
+            &[0xE0, 0x00],
+        ),
+        (
+            Packet::PubAck(Ack {
+                pkid: 7,
+                ..Ack::default()
+            }),
+            ProtocolVersion::V5,
+            &[0x40, 2, 0, 7],
+        ),
+        (
+            Packet::PubRel(Ack {
+                pkid: 7,
+                ..Ack::default()
+            }),
+            ProtocolVersion::V311,
+            &[0x62, 2, 0, 7],
+        ),
+        (
+            Packet::Auth(Auth::default()),
+            ProtocolVersion::V5,
+            &[0xF0, 2, 0, 0],
+        ),
+    ];
+    for (packet, v, bytes) in cases {
+        let mut out = BytesMut::new();
+        encode(&packet, v, &mut out).unwrap();
+        assert_eq!(&out[..], bytes, "{packet:?}");
+    }
+    // A v3 ack drops the v5 reason code.
+    let mut out = BytesMut::new();
+    let a = Ack {
+        pkid: 7,
+        reason: ReasonCode::NoMatchingSubscribers,
+        ..Ack::default()
+    };
+    encode(&Packet::PubAck(a), ProtocolVersion::V311, &mut out).unwrap();
+    assert_eq!(&out[..], &[0x40, 2, 0, 7]);
+}
+
+/// [MQTT-3.2.2.3] A v3 CONNACK carries the return code mapped from the reason code.
+#[test]
+fn v3_connack_maps_reason_codes() {
+    for (reason, rc) in [
+        (ReasonCode::Success, 0),
+        (ReasonCode::UnsupportedProtocolVersion, 1),
+        (ReasonCode::ClientIdentifierNotValid, 2),
+        (ReasonCode::ServerUnavailable, 3),
+        (ReasonCode::BadUserNameOrPassword, 4),
+        (ReasonCode::NotAuthorized, 5),
+    ] {
+        let mut out = BytesMut::new();
+        let ack = ConnAck {
+            reason,
+            ..ConnAck::default()
+        };
+        encode(&Packet::ConnAck(ack), ProtocolVersion::V311, &mut out).unwrap();
+        assert_eq!(&out[..], &[0x20, 0x02, 0x00, rc]);
+    }
+}
+
+/// `publish_len` is the exact encoded size, with and without properties, across varint sizes.
+#[test]
+fn publish_len_equals_encoded_length() {
+    for payload_len in [0usize, 1, 100, 127, 128, 16_383, 16_384, 70_000] {
+        let mut p = publish("a/b", QoS::AtLeastOnce, 1, b"");
+        p.payload = Bytes::from(vec![7u8; payload_len]);
+        for props in [PublishProperties::default(), full_publish_properties()] {
+            p.properties = props;
+            p.properties.subscription_identifiers = vec![1, 300_000];
+            for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+                let mut out = BytesMut::new();
+                encode_publish(&p, v, &mut out).unwrap();
+                assert_eq!(out.len(), publish_len(&p, v), "{payload_len} {v:?}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips: encode a client packet, decode it back.
+// ---------------------------------------------------------------------------------------------
+
+/// Encodes a CONNECT then `packet` for `version`, decodes both, and compares.
+fn round_trip(version: ProtocolVersion, packet: Packet) {
+    let connect = Packet::Connect(Box::new(connect(version)));
+    let mut bytes = BytesMut::new();
+    encode(&connect, version, &mut bytes).unwrap();
+    encode(&packet, version, &mut bytes).unwrap();
+    let got = decode_all(&bytes).unwrap();
+    assert_eq!(got, vec![connect, packet], "{version:?}");
+}
+
+fn full_publish_properties() -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(60),
+        topic_alias: Some(3),
+        response_topic: Some("r/t".into()),
+        correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+        user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+        subscription_identifiers: Vec::new(),
+        content_type: Some("text/plain".into()),
+    }
+}
+
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+
+/// A v5 CONNECT with a will and every client property survives a round trip.
+#[test]
+fn v5_connect_with_will_and_all_properties_round_trips() {
+    let mut will_props = full_publish_properties();
+    will_props.topic_alias = None;
+    let c = Connect {
+        version: ProtocolVersion::V5,
+        client_id: "client".into(),
+        clean_start: false,
+        keep_alive: 10,
+        username: Some("u".into()),
+        password: Some(Bytes::from_static(b"\xFFpw")),
+        will: Some(LastWill {
+            topic: "w/t".into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            delay_interval: Some(5),
+            properties: will_props,
+        }),
+        properties: ConnectProperties {
+            session_expiry_interval: Some(100),
+            receive_maximum: Some(10),
+            maximum_packet_size: Some(1000),
+            topic_alias_maximum: Some(4),
+            request_response_information: Some(1),
+            request_problem_information: Some(0),
+            user_properties: vec![("x".into(), "y".into()), ("x".into(), "z".into())],
+            authentication_method: Some("SCRAM".into()),
+            authentication_data: Some(Bytes::from_static(b"\x00data")),
+        },
+    };
+    let mut bytes = BytesMut::new();
+    encode(
+        &Packet::Connect(Box::new(c.clone())),
+        ProtocolVersion::V5,
+        &mut bytes,
+    )
+    .unwrap();
+    assert_eq!(first(&bytes).unwrap(), Packet::Connect(Box::new(c)));
+}
+
+/// v3.1.1 and 3.1 CONNECTs with a will, user name and binary password survive a round trip.
+#[test]
+fn v3_connect_with_will_round_trips() {
+    for version in [ProtocolVersion::V311, ProtocolVersion::V31] {
+        let c = Connect {
+            version,
+            client_id: "client".into(),
+            clean_start: false,
+            keep_alive: 0,
+            username: Some("user".into()),
+            password: Some(Bytes::from_static(b"\xFF\xFE")),
+            will: Some(LastWill {
+                topic: "w/t".into(),
+                payload: Bytes::from_static(b"\x00gone"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                delay_interval: None,
+                properties: PublishProperties::default(),
+            }),
+            properties: ConnectProperties::default(),
+        };
+        let mut bytes = BytesMut::new();
+        encode(&Packet::Connect(Box::new(c.clone())), version, &mut bytes).unwrap();
+        assert_eq!(first(&bytes).unwrap(), Packet::Connect(Box::new(c)));
+    }
+}
+
+/// A minimal CONNECT (empty client id, no will, no credentials) round-trips in both versions.
+#[test]
+fn minimal_connect_round_trips() {
+    for version in VERSIONS {
+        let mut c = connect(version);
+        c.client_id = String::new();
+        let mut bytes = BytesMut::new();
+        encode(&Packet::Connect(Box::new(c.clone())), version, &mut bytes).unwrap();
+        assert_eq!(first(&bytes).unwrap(), Packet::Connect(Box::new(c)));
+    }
+}
+
+/// PUBLISH at every QoS round-trips; in v5 with every client property.
+#[test]
+fn publish_round_trips() {
+    for v in VERSIONS {
+        for (qos, pkid) in [
+            (QoS::AtMostOnce, 0),
+            (QoS::AtLeastOnce, 1),
+            (QoS::ExactlyOnce, 65_535),
+        ] {
+            let mut p = publish("a/b", qos, pkid, b"payload");
+            p.retain = true;
+            p.dup = qos != QoS::AtMostOnce;
+            if v.is_v5() {
+                p.properties = full_publish_properties();
+            }
+            round_trip(v, Packet::Publish(p));
+        }
+        round_trip(
+            v,
+            Packet::Publish(publish("é/$x y", QoS::AtMostOnce, 0, b"")),
+        );
+    }
+    // v5 PUBLISH that uses an alias instead of a topic.
+    let mut p = publish("", QoS::AtLeastOnce, 2, b"x");
+    p.properties.topic_alias = Some(65_535);
+    round_trip(ProtocolVersion::V5, Packet::Publish(p));
+}
+
+/// SUBSCRIBE with several filters, all options and (v5) a Subscription Identifier round-trips.
+#[test]
+fn subscribe_round_trips() {
+    for v in VERSIONS {
+        let v5 = v.is_v5();
+        let opts = |qos, rh| SubscriptionOptions {
+            qos,
+            no_local: v5,
+            retain_as_published: v5,
+            retain_handling: if v5 {
+                rh
+            } else {
+                RetainHandling::SendAtSubscribe
+            },
+        };
+        round_trip(
+            v,
+            Packet::Subscribe(Subscribe {
+                pkid: 3,
+                filters: vec![
+                    SubscribeFilter {
+                        filter: "a/+/#".into(),
+                        options: opts(QoS::AtMostOnce, RetainHandling::SendAtSubscribe),
+                    },
+                    SubscribeFilter {
+                        filter: "$share/g/x".into(),
+                        options: opts(QoS::AtLeastOnce, RetainHandling::SendIfNew),
+                    },
+                    SubscribeFilter {
+                        filter: "#".into(),
+                        options: opts(QoS::ExactlyOnce, RetainHandling::DoNotSend),
+                    },
+                ],
+                subscription_identifier: v5.then_some(268_435_455),
+                user_properties: if v5 {
+                    vec![("a".into(), "b".into())]
+                } else {
+                    Vec::new()
+                },
+            }),
+        );
+    }
+}
+
+/// UNSUBSCRIBE round-trips, with user properties in v5.
+#[test]
+fn unsubscribe_round_trips() {
+    for v in VERSIONS {
+        round_trip(
+            v,
+            Packet::Unsubscribe(Unsubscribe {
+                pkid: 4,
+                filters: vec!["a".into(), "b/#".into()],
+                user_properties: if v.is_v5() {
+                    vec![("k".into(), "v".into())]
+                } else {
+                    Vec::new()
+                },
+            }),
+        );
+    }
+}
+
+/// PUBACK, PUBREC, PUBREL and PUBCOMP round-trip in the short form (both versions) and, in v5,
+/// with a reason code alone and with a reason code and properties.
+#[test]
+fn acks_round_trip_in_short_and_long_forms() {
+    let makers: [fn(Ack) -> Packet; 4] = [
+        Packet::PubAck,
+        Packet::PubRec,
+        Packet::PubRel,
+        Packet::PubComp,
+    ];
+    for make in makers {
+        for v in VERSIONS {
+            round_trip(
+                v,
+                make(Ack {
+                    pkid: 7,
+                    ..Ack::default()
+                }),
+            );
+        }
+        round_trip(
+            ProtocolVersion::V5,
+            make(Ack {
+                pkid: 8,
+                reason: ReasonCode::UnspecifiedError,
+                ..Ack::default()
+            }),
+        );
+        round_trip(
+            ProtocolVersion::V5,
+            make(Ack {
+                pkid: 9,
+                reason: ReasonCode::PacketIdentifierNotFound,
+                properties: AckProperties {
+                    reason_string: Some("why".into()),
+                    user_properties: vec![("a".into(), "b".into())],
+                },
+            }),
+        );
+        // Success with properties: the reason byte must still be written.
+        round_trip(
+            ProtocolVersion::V5,
+            make(Ack {
+                pkid: 10,
+                reason: ReasonCode::Success,
+                properties: AckProperties {
+                    reason_string: None,
+                    user_properties: vec![("a".into(), "b".into())],
+                },
+            }),
+        );
+    }
+}
+
+/// PINGREQ round-trips in both versions.
+#[test]
+fn pingreq_round_trips() {
+    for v in VERSIONS {
+        round_trip(v, Packet::PingReq);
+    }
+}
+
+/// DISCONNECT round-trips: empty in both versions, with reason and all properties in v5.
+#[test]
+fn disconnect_round_trips() {
+    for v in VERSIONS {
+        round_trip(v, Packet::Disconnect(Disconnect::default()));
+    }
+    round_trip(
+        ProtocolVersion::V5,
+        Packet::Disconnect(Disconnect {
+            reason: ReasonCode::DisconnectWithWill,
+            ..Disconnect::default()
+        }),
+    );
+    round_trip(
+        ProtocolVersion::V5,
+        Packet::Disconnect(Disconnect {
+            reason: ReasonCode::Success,
+            properties: DisconnectProperties {
+                session_expiry_interval: Some(10),
+                reason_string: Some("bye".into()),
+                user_properties: vec![("k".into(), "v".into())],
+                server_reference: Some("other".into()),
+            },
+        }),
+    );
+}
+
+/// AUTH round-trips in v5: default, and with method, data, reason string and user properties.
+#[test]
+fn auth_round_trips() {
+    round_trip(ProtocolVersion::V5, Packet::Auth(Auth::default()));
+    round_trip(
+        ProtocolVersion::V5,
+        Packet::Auth(Auth {
+            reason: ReasonCode::ContinueAuthentication,
+            authentication_method: Some("SCRAM-SHA-1".into()),
+            authentication_data: Some(Bytes::from_static(b"\xFF\x00")),
+            properties: AckProperties {
+                reason_string: Some("more".into()),
+                user_properties: vec![("k".into(), "v".into())],
+            },
+        }),
+    );
+}
