@@ -170,6 +170,11 @@ fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
     } else {
         Props::default()
     };
+    if props.authentication_data.is_some() && props.authentication_method.is_none() {
+        return Err(DecodeError::Protocol(
+            "[MQTT-3.1.2-?] Authentication Data without an Authentication Method",
+        ));
+    }
     let client_id = r.string()?;
     let will = if will_flag {
         let wp = if v5 {

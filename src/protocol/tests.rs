@@ -606,6 +606,17 @@ fn request_information_flags_above_1_are_protocol_errors() {
     assert_eq!(code(first(&v5_connect_with_props(&[0x19, 2]))), 0x82);
 }
 
+/// [MQTT-3.1.2-?] (v5 §3.1.2.11.10) Authentication Data without an Authentication Method is a
+/// protocol error.
+#[test]
+fn authentication_data_without_method_is_a_protocol_error() {
+    assert_eq!(code(first(&v5_connect_with_props(&[0x16, 0, 1, 9]))), 0x82);
+    let p = first(&v5_connect_with_props(&[0x15, 0, 1, b'm', 0x16, 0, 1, 9])).unwrap();
+    assert!(matches!(p, Packet::Connect(c)
+        if c.properties.authentication_method.as_deref() == Some("m")
+            && c.properties.authentication_data.as_deref() == Some(&[9u8][..])));
+}
+
 /// [MQTT-1.5.5] A property block longer than the frame is malformed, never "need more bytes"
 /// (mqttbytes returns InsufficientBytes after splitting the frame off).
 #[test]
@@ -926,6 +937,20 @@ fn partial_frames_wait_and_leave_the_buffer_intact() {
         assert!(matches!(d.decode(&mut buf), Ok(Some(Packet::Connect(_)))));
         assert!(buf.is_empty());
     }
+}
+
+/// After an MQTT 3.1 CONNECT the connection speaks 3.1.1 framing.
+#[test]
+fn mqtt31_connection_decodes_later_packets_as_v311() {
+    let mut bytes = connect_bytes(b"MQIsdp", 3, 0x02, &[0, 1, b'x']);
+    bytes.extend_from_slice(&[0x32, 0x05, 0, 1, b't', 0, 1, 0xE0, 0x00]);
+    let got = decode_all(&bytes).unwrap();
+    assert!(matches!(&got[1], Packet::Publish(p) if p.pkid == 1 && p.topic == "t"));
+    assert_eq!(got[2], Packet::Disconnect(Disconnect::default()));
+    // v3 DISCONNECT rules apply: no body.
+    let mut bytes = connect_bytes(b"MQIsdp", 3, 0x02, &[0, 1, b'x']);
+    bytes.extend_from_slice(&[0xE0, 0x01, 0x00]);
+    assert!(decode_all(&bytes).is_err());
 }
 
 /// Several packets in one buffer come out one per call, in order.
