@@ -310,6 +310,18 @@ fn will_topic_must_be_a_topic_name() {
     assert_eq!(code(first(&nul)), 0x81);
 }
 
+/// [MQTT-3.1.3-8] An empty client id with Clean Session 0 decodes: the 0x02 refusal (and the
+/// 23-byte limit of 3.1) is the handshake's decision, not the codec's.
+#[test]
+fn client_id_policy_is_left_to_the_handshake() {
+    let p = first(&connect_bytes(b"MQTT", 4, 0x00, &[0, 0])).unwrap();
+    assert!(matches!(p, Packet::Connect(c) if c.client_id.is_empty() && !c.clean_start));
+    let mut rest = vec![0, 24];
+    rest.extend_from_slice(&[b'x'; 24]);
+    let p = first(&connect_bytes(b"MQIsdp", 3, 0x02, &rest)).unwrap();
+    assert!(matches!(p, Packet::Connect(c) if c.client_id.len() == 24));
+}
+
 /// [MQTT-3.1.2-2] An unknown level is refused with a v3 CONNACK 0x01 unless the level byte is 5.
 #[test]
 fn unsupported_protocol_level_is_refused() {
@@ -747,6 +759,20 @@ fn subscribe_filter_is_utf8_checked_only() {
     );
     let p = after_connect(4, &[0x82, 0x08, 0, 1, 0, 3, b'a', b'+', b'b', 1]).unwrap();
     assert!(matches!(p, Packet::Subscribe(s) if s.filters[0].filter == "a+b"));
+}
+
+/// [MQTT-3.8.3-4] No Local on a `$share/` filter decodes: the 0x82 is the broker's (it parses
+/// share names).
+#[test]
+fn no_local_on_shared_filter_is_left_to_the_broker() {
+    let mut sub = vec![0x82, 0x00, 0, 1, 0, 0, 10];
+    sub.extend_from_slice(b"$share/g/t");
+    sub.push(0x04);
+    sub[1] = (sub.len() - 2) as u8;
+    let Packet::Subscribe(s) = after_connect(5, &sub).unwrap() else {
+        panic!()
+    };
+    assert!(s.filters[0].options.no_local && s.filters[0].filter == "$share/g/t");
 }
 
 /// [MQTT-2.2.1-3] SUBSCRIBE / UNSUBSCRIBE with packet id 0 are malformed.
@@ -1732,6 +1758,103 @@ fn stream() -> impl Strategy<Value = (ProtocolVersion, Vec<Packet>)> {
     })
 }
 
+/// A valid CONNECT of any version, with a will, credentials and v5 properties at random.
+fn valid_connect() -> impl Strategy<Value = Connect> {
+    let will = (
+        topic_name(),
+        bytes(50),
+        qos(),
+        any::<bool>(),
+        proptest::option::of(any::<u32>()),
+        publish_properties(),
+    )
+        .prop_map(|(topic, payload, qos, retain, delay, mut properties)| {
+            properties.topic_alias = None;
+            LastWill {
+                topic,
+                payload,
+                qos,
+                retain,
+                delay_interval: delay,
+                properties,
+            }
+        });
+    let props = (
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(1u16..),
+        proptest::option::of(1u32..),
+        proptest::option::of(any::<u16>()),
+        proptest::option::of(0u8..=1),
+        proptest::option::of(0u8..=1),
+        user_properties(),
+        proptest::option::of((mqtt_string(), proptest::option::of(bytes(20)))),
+    )
+        .prop_map(
+            |(sei, rm, mps, tam, rri, rpi, user, auth)| ConnectProperties {
+                session_expiry_interval: sei,
+                receive_maximum: rm,
+                maximum_packet_size: mps,
+                topic_alias_maximum: tam,
+                request_response_information: rri,
+                request_problem_information: rpi,
+                user_properties: user,
+                authentication_method: auth.as_ref().map(|a| a.0.clone()),
+                authentication_data: auth.and_then(|a| a.1),
+            },
+        );
+    (
+        prop_oneof![
+            Just(ProtocolVersion::V31),
+            Just(ProtocolVersion::V311),
+            Just(ProtocolVersion::V5)
+        ],
+        mqtt_string(),
+        any::<bool>(),
+        any::<u16>(),
+        proptest::option::of(mqtt_string()),
+        proptest::option::of(bytes(20)),
+        proptest::option::of(will),
+        props,
+    )
+        .prop_map(
+            |(
+                version,
+                client_id,
+                clean_start,
+                keep_alive,
+                username,
+                password,
+                mut will,
+                properties,
+            )| {
+                let v5 = version.is_v5();
+                if let (false, Some(w)) = (v5, will.as_mut()) {
+                    w.delay_interval = None;
+                    w.properties = PublishProperties::default();
+                }
+                Connect {
+                    version,
+                    client_id,
+                    clean_start,
+                    keep_alive,
+                    // v3: a password needs a user name.
+                    password: if v5 || username.is_some() {
+                        password
+                    } else {
+                        None
+                    },
+                    username,
+                    will,
+                    properties: if v5 {
+                        properties
+                    } else {
+                        ConnectProperties::default()
+                    },
+                }
+            },
+        )
+}
+
 proptest! {
     /// No byte string makes the decoder panic as a first packet, and every packet it returns
     /// consumed bytes.
@@ -1784,6 +1907,18 @@ proptest! {
         prop_assert!(buf.is_empty());
         prop_assert_eq!(got.len(), 2);
         prop_assert_eq!(&got[1], &Packet::Publish(p));
+    }
+
+    /// Any valid CONNECT (3.1, 3.1.1, 5.0; will, credentials, properties) round-trips.
+    #[test]
+    fn valid_connect_round_trips(c in valid_connect()) {
+        let mut out = BytesMut::new();
+        encode(&Packet::Connect(Box::new(c.clone())), c.version, &mut out).unwrap();
+        let mut d = Decoder::new(u32::MAX);
+        let got = d.decode(&mut out).unwrap();
+        prop_assert!(out.is_empty());
+        prop_assert_eq!(d.version(), Some(c.version));
+        prop_assert_eq!(got, Some(Packet::Connect(Box::new(c))));
     }
 
     /// Any stream of valid client packets decodes to the same packets however it is split into
