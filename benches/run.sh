@@ -81,10 +81,12 @@ run_one() {
     fresh=$!
     wait_port "$fport"
     before=$(rss "$fresh")
-    target/release/tern-bench --port "$fport" --scenario idle --connections 10000 --hold-secs 4 >"$WORK/idle.out" &
+    target/release/tern-bench --port "$fport" --scenario idle --connections 10000 --hold-secs 6 >"$WORK/idle.out" &
     local bench=$!
     for _ in $(seq 1 600); do grep -q RESULT "$WORK/idle.out" && break; sleep 0.1; done
-    sleep 1
+    # Steady state: 3 s after the last connect. Tern puts a connection quiet for 1 s to sleep
+    # (connection/dormant.rs) and its allocator returns freed pages within about 1 s.
+    sleep 3
     after=$(rss "$fresh")
     wait "$bench"
     kill "$fresh"; wait "$fresh" 2>/dev/null || true

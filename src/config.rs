@@ -58,6 +58,9 @@ pub struct LimitsConfig {
     pub max_keepalive: u16,
     /// Seconds a new connection has to complete CONNECT, counted from accept.
     pub connect_timeout_secs: u64,
+    /// Milliseconds a connection must have nothing to do before it goes dormant (gives up its
+    /// task, buffers and timer until the client or a delivery wakes it); 0 = never.
+    pub dormant_after_ms: u64,
 }
 
 /// `[session]`.
@@ -98,6 +101,7 @@ impl Default for LimitsConfig {
             topic_alias_maximum: 10,
             max_keepalive: 0,
             connect_timeout_secs: 10,
+            dormant_after_ms: 1000,
         }
     }
 }
@@ -197,10 +201,16 @@ impl Config {
                 "an integer ≥ 1",
             ));
         }
-        if l.connect_timeout_secs == 0 {
+        if l.dormant_after_ms > 86_400_000 {
+            return Err(invalid(
+                "limits.dormant_after_ms",
+                "an integer from 0 (never) to 86400000 (milliseconds)",
+            ));
+        }
+        if l.connect_timeout_secs == 0 || l.connect_timeout_secs > 86_400 {
             return Err(invalid(
                 "limits.connect_timeout_secs",
-                "an integer ≥ 1 (seconds)",
+                "an integer from 1 to 86400 (seconds)",
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -215,6 +225,12 @@ impl Config {
     /// The socket address of the MQTT listener.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.listener.bind, self.listener.port)
+    }
+
+    /// How long a connection must be quiet before it goes dormant; `None` = never.
+    pub fn dormant_after(&self) -> Option<Duration> {
+        (self.limits.dormant_after_ms > 0)
+            .then(|| Duration::from_millis(self.limits.dormant_after_ms))
     }
 
     /// How long a connection has to send CONNECT.
@@ -249,6 +265,27 @@ mod tests {
         assert!(err.to_string().contains("limits.receive_maximum"));
         let err = Config::from_toml("[listener]\nport = 70000\n", "t.toml").unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    /// Durations so large that a deadline would overflow are refused up front, not met later as
+    /// a panic on the first connection.
+    #[test]
+    fn durations_are_bounded() {
+        for (toml, key) in [
+            (
+                "[limits]\nconnect_timeout_secs = 18446744073709551615\n",
+                "limits.connect_timeout_secs",
+            ),
+            (
+                "[limits]\ndormant_after_ms = 18446744073709551615\n",
+                "limits.dormant_after_ms",
+            ),
+        ] {
+            let err = Config::from_toml(toml, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("t.toml"), "{err}");
+        }
+        let c = Config::from_toml("[limits]\ndormant_after_ms = 0\n", "t.toml").expect("parse");
+        assert_eq!(c.dormant_after(), None);
     }
 
     /// config/tern.toml documents every key with its default: it must parse to the defaults.

@@ -9,6 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tern::{Broker, Config};
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Tern, an MQTT 3.1.1 and 5.0 broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -42,6 +42,16 @@ pub fn connection_closed() {
     ::metrics::gauge!("tern_connections").decrement(1.0);
 }
 
+/// A quiet connection went dormant (`true`) or woke (`false`).
+pub fn connection_dormant(dormant: bool) {
+    let g = ::metrics::gauge!("tern_connections_dormant");
+    if dormant {
+        g.increment(1.0);
+    } else {
+        g.decrement(1.0);
+    }
+}
+
 /// A CONNECT was refused with this reason code.
 pub fn connect_refused(reason: u8) {
     ::metrics::counter!("tern_connections_refused_total", "reason_code" => format!("0x{reason:02X}"))

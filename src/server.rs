@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::BrokerState;
 use crate::config::Config;
-use crate::connection;
+use crate::connection::{self, Dormitory};
 use crate::metrics;
 
 /// How long shutdown waits for connections to say goodbye.
@@ -30,6 +30,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The epoll set for dormant connections could not be created.
+    #[error("cannot create the epoll set for idle connections: {0}")]
+    Dormitory(std::io::Error),
 }
 
 /// A running broker. Call [`Broker::shutdown`] to stop it.
@@ -37,6 +40,7 @@ pub struct Broker {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
+    dormitory: Dormitory,
 }
 
 impl Broker {
@@ -52,17 +56,38 @@ impl Broker {
         info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = Arc::new(BrokerState::new(config));
-        let accept_task = tokio::spawn(accept_loop(listener, state, shutdown_rx));
+        let (dormitory, poll) = Dormitory::new().map_err(StartError::Dormitory)?;
+        // A counter, not a JoinSet: no per-connection bookkeeping beyond one reference.
+        let tasks = TaskTracker::new();
+        tasks.spawn(dormitory.clone().run(
+            poll,
+            Arc::clone(&state),
+            tasks.clone(),
+            shutdown_rx.clone(),
+        ));
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            state,
+            shutdown_rx,
+            dormitory.clone(),
+            tasks,
+        ));
         Ok(Broker {
             local_addr,
             shutdown,
             accept_task,
+            dormitory,
         })
     }
 
     /// The address the MQTT listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Connections currently dormant (quiet, without a task; `limits.dormant_after_ms`).
+    pub fn dormant_connections(&self) -> usize {
+        self.dormitory.len()
     }
 
     /// Stops accepting, disconnects every client (v5: DISCONNECT 0x8B) and waits for them, at
@@ -79,17 +104,18 @@ async fn accept_loop(
     listener: TcpListener,
     state: Arc<BrokerState>,
     mut shutdown: watch::Receiver<bool>,
+    dormitory: Dormitory,
+    tasks: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
-    // A counter, not a JoinSet: no per-connection bookkeeping beyond one reference.
-    let tasks = TaskTracker::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     metrics::connection_accepted();
-                    spawn_connection(&tasks, stream, peer, &state, &permits, &shutdown);
+                    let shared = Shared { tasks: &tasks, state: &state, permits: &permits, shutdown: &shutdown, dormitory: &dormitory };
+                    spawn_connection(stream, peer, &shared);
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -113,24 +139,29 @@ async fn accept_loop(
     }
 }
 
-fn spawn_connection(
-    tasks: &TaskTracker,
-    stream: TcpStream,
-    peer: SocketAddr,
-    state: &Arc<BrokerState>,
-    permits: &Arc<Semaphore>,
-    shutdown: &watch::Receiver<bool>,
-) {
+/// What every accepted connection is started with.
+struct Shared<'a> {
+    tasks: &'a TaskTracker,
+    state: &'a Arc<BrokerState>,
+    permits: &'a Arc<Semaphore>,
+    shutdown: &'a watch::Receiver<bool>,
+    dormitory: &'a Dormitory,
+}
+
+fn spawn_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared<'_>) {
     let _ = stream.set_nodelay(true);
-    let state = Arc::clone(state);
-    let shutdown = shutdown.clone();
-    match Arc::clone(permits).try_acquire_owned() {
+    let state = Arc::clone(shared.state);
+    let tasks = shared.tasks;
+    match Arc::clone(shared.permits).try_acquire_owned() {
         Ok(permit) => {
-            tasks.spawn(async move {
-                connection::serve(stream, peer, state, shutdown).await;
-                metrics::connection_closed();
-                drop(permit);
-            });
+            tasks.spawn(connection::serve(
+                stream,
+                peer,
+                state,
+                shared.shutdown.clone(),
+                shared.dormitory.clone(),
+                connection::Slot::new(permit),
+            ));
         }
         Err(_) => {
             metrics::limit_hit("max_connections");

@@ -5,9 +5,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::protocol::QoS;
 use crate::session::Delivery;
@@ -21,12 +21,22 @@ pub enum DropReason {
     Offline,
 }
 
+/// The queue and who to wake, under one lock (one lock per push, and a small mailbox).
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Delivery>,
+    /// Who to wake on the next signal: the connection's task while it runs, the dormitory's
+    /// waker while it is dormant (a plain slot, not a `Notify`: one consumer at a time).
+    waker: Option<Waker>,
+}
+
 /// One client's queue of pending deliveries.
 #[derive(Debug)]
 pub struct Mailbox {
-    queue: Mutex<VecDeque<Delivery>>,
-    notify: Notify,
-    limit: usize,
+    inner: Mutex<Inner>,
+    /// Set by every push, kick and wake; cleared by the one consumer that sees it.
+    signalled: AtomicBool,
+    limit: u32,
     online: AtomicBool,
     /// Set when another connection takes this client id over; the connection draining this
     /// mailbox sees it on its next wake-up.
@@ -38,9 +48,9 @@ impl Mailbox {
     /// An empty mailbox holding at most `limit` deliveries.
     pub fn new(limit: usize, queue_qos0_offline: bool) -> Mailbox {
         Mailbox {
-            queue: Mutex::new(VecDeque::new()),
-            notify: Notify::new(),
-            limit,
+            inner: Mutex::new(Inner::default()),
+            signalled: AtomicBool::new(false),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
             online: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
             queue_qos0_offline,
@@ -56,14 +66,14 @@ impl Mailbox {
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Release);
         if online {
-            self.notify.notify_one();
+            self.signal();
         }
     }
 
     /// Tells the connection draining this mailbox to close (takeover).
     pub fn kick(&self) {
         self.kicked.store(true, Ordering::Release);
-        self.notify.notify_one();
+        self.signal();
     }
 
     /// Whether the connection was told to close; clears the signal.
@@ -73,7 +83,7 @@ impl Mailbox {
 
     /// Wakes the connection without a delivery (it re-checks broker-wide state, e.g. shutdown).
     pub fn wake(&self) {
-        self.notify.notify_one();
+        self.signal();
     }
 
     /// Queues a delivery and wakes the connection.
@@ -81,9 +91,10 @@ impl Mailbox {
         if delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline && !self.is_online() {
             return Err(DropReason::Offline);
         }
-        {
-            let mut q = self.queue.lock();
-            if q.len() >= self.limit {
+        let waker = {
+            let mut inner = self.inner.lock();
+            let q = &mut inner.queue;
+            if q.len() >= self.limit as usize {
                 if delivery.qos == QoS::AtMostOnce {
                     return Err(DropReason::QueueFull);
                 }
@@ -96,14 +107,18 @@ impl Mailbox {
                 }
             }
             q.push_back(delivery);
+            self.signalled.store(true, Ordering::Release);
+            inner.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
-        self.notify.notify_one();
         Ok(())
     }
 
     /// Puts deliveries back at the front, in order (messages taken back from a session).
     pub fn push_front_all(&self, deliveries: Vec<Delivery>) {
-        let mut q = self.queue.lock();
+        let q = &mut self.inner.lock().queue;
         for d in deliveries.into_iter().rev() {
             q.push_front(d);
         }
@@ -112,7 +127,7 @@ impl Mailbox {
     /// Moves up to `max` deliveries into `out`, in order, stopping at the first QoS 1/2 delivery
     /// once `window` such deliveries were taken (so order is kept behind a full window).
     pub fn drain_into(&self, out: &mut Vec<Delivery>, max: usize, mut window: usize) {
-        let mut q = self.queue.lock();
+        let q = &mut self.inner.lock().queue;
         while out.len() < max {
             match q.front() {
                 None => break,
@@ -136,12 +151,12 @@ impl Mailbox {
 
     /// Takes every queued delivery (for redistribution or discard).
     pub fn take_all(&self) -> VecDeque<Delivery> {
-        std::mem::take(&mut *self.queue.lock())
+        std::mem::take(&mut self.inner.lock().queue)
     }
 
     /// Number of queued deliveries.
     pub fn len(&self) -> usize {
-        self.queue.lock().len()
+        self.inner.lock().queue.len()
     }
 
     /// True when nothing is queued.
@@ -152,6 +167,43 @@ impl Mailbox {
     /// Completes when something was pushed since the last wait (a stored permit makes a push
     /// between drain and wait impossible to miss).
     pub async fn notified(&self) {
-        self.notify.notified().await;
+        std::future::poll_fn(|cx| self.poll_notified(cx)).await;
+    }
+
+    fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signalled.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.set_waker(cx.waker());
+        if self.signalled.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Hands wake-ups to `waker` from now on (a connection going dormant). If a signal is
+    /// already pending, `waker` is woken at once; the signal stays set for the next consumer.
+    pub fn wake_through(&self, waker: &Waker) {
+        self.set_waker(waker);
+        if self.signalled.load(Ordering::Acquire) {
+            self.signal();
+        }
+    }
+
+    fn set_waker(&self, waker: &Waker) {
+        let slot = &mut self.inner.lock().waker;
+        match slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Records a signal and wakes whoever waits, outside the lock.
+    fn signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        let waker = self.inner.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }

@@ -21,11 +21,11 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
-                self.session.puback(a.pkid);
+                self.client.session.puback(a.pkid);
                 Ok(())
             }
             Packet::PubRec(a) => {
-                if self.session.pubrec(a.pkid, a.reason) == PubRecOutcome::SendPubRel {
+                if self.client.session.pubrec(a.pkid, a.reason) == PubRecOutcome::SendPubRel {
                     self.ack(Packet::PubRel(Ack {
                         pkid: a.pkid,
                         ..Ack::default()
@@ -34,7 +34,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubRel(a) => {
-                let reason = if self.session.inbound_qos2_release(a.pkid) {
+                let reason = if self.client.session.inbound_qos2_release(a.pkid) {
                     ReasonCode::Success
                 } else {
                     ReasonCode::PacketIdentifierNotFound
@@ -47,7 +47,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(a) => {
-                self.session.pubcomp(a.pkid);
+                self.client.session.pubcomp(a.pkid);
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -72,7 +72,7 @@ impl Connection {
     }
 
     pub(super) fn ack(&mut self, packet: Packet) {
-        self.out.ack(&mut self.io.outbuf, packet);
+        self.client.out.ack(&mut self.io.outbuf, packet);
     }
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
@@ -89,27 +89,27 @@ impl Connection {
             None
         };
         if let Some(reason) = reject {
-            if !self.version.is_v5() && reason == ReasonCode::TopicNameInvalid {
+            if !self.client.version.is_v5() && reason == ReasonCode::TopicNameInvalid {
                 return Err(End::violation(reason, "topic name refused"));
             }
             self.ack_publish(&p, reason);
             return Ok(());
         }
         if p.qos == QoS::ExactlyOnce {
-            if self.session.inbound_qos2_pending(p.pkid) {
+            if self.client.session.inbound_qos2_pending(p.pkid) {
                 // A resend before PUBREL: acknowledge again, forward nothing [MQTT-4.3.3-10].
                 self.ack_publish(&p, ReasonCode::Success);
                 return Ok(());
             }
-            if self.version.is_v5()
-                && self.session.inbound_qos2_len() >= usize::from(limits.receive_maximum)
+            if self.client.version.is_v5()
+                && self.client.session.inbound_qos2_len() >= usize::from(limits.receive_maximum)
             {
                 return Err(End::violation(
                     ReasonCode::ReceiveMaximumExceeded,
                     "[MQTT-3.3.4-7] more unacknowledged QoS 2 messages than Receive Maximum",
                 ));
             }
-            self.session.inbound_qos2_begin(p.pkid);
+            self.client.session.inbound_qos2_begin(p.pkid);
         }
         let pkid = p.pkid;
         let qos = p.qos;
@@ -170,6 +170,7 @@ impl Connection {
         }
         if p.topic.is_empty() {
             match self
+                .client
                 .inbound_aliases
                 .get(usize::from(alias - 1))
                 .and_then(Option::as_ref)
@@ -184,22 +185,25 @@ impl Connection {
             }
         } else {
             let i = usize::from(alias - 1);
-            if self.inbound_aliases.len() <= i {
-                self.inbound_aliases.resize(i + 1, None);
+            if self.client.inbound_aliases.len() <= i {
+                // Grows once per new highest alias, at most to our Topic Alias Maximum.
+                let mut v = std::mem::take(&mut self.client.inbound_aliases).into_vec();
+                v.resize(i + 1, None);
+                self.client.inbound_aliases = v.into_boxed_slice();
             }
-            self.inbound_aliases[i] = Some(p.topic.clone());
+            self.client.inbound_aliases[i] = Some(p.topic.clone());
         }
         Ok(())
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
-        let v5 = self.version.is_v5();
+        let v5 = self.client.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in &s.filters {
             match self.state.subscribe(
-                &mut self.session,
-                &self.mailbox,
+                &mut self.client.session,
+                &self.client.mailbox,
                 &f.filter,
                 f.options,
                 s.subscription_identifier,
@@ -224,7 +228,7 @@ impl Connection {
             properties: AckProperties::default(),
         }));
         for d in retained {
-            if self.mailbox.push(d).is_err() {
+            if self.client.mailbox.push(d).is_err() {
                 metrics::dropped("queue_full");
             }
         }
@@ -236,7 +240,7 @@ impl Connection {
             .filters
             .iter()
             .map(|f| {
-                if self.state.unsubscribe(&mut self.session, f) {
+                if self.state.unsubscribe(&mut self.client.session, f) {
                     ReasonCode::Success
                 } else if topic::parse_subscription(f, usize::MAX).is_err() {
                     ReasonCode::TopicFilterInvalid
@@ -254,13 +258,13 @@ impl Connection {
 
     fn on_disconnect(&mut self, d: Disconnect) -> End {
         if let Some(expiry) = d.properties.session_expiry_interval {
-            if self.connect_expiry_zero && expiry != 0 {
+            if self.client.connect_expiry_zero && expiry != 0 {
                 return End::violation(
                     ReasonCode::ProtocolError,
                     "[MQTT-3.14.2-2] session expiry raised from 0 at DISCONNECT",
                 );
             }
-            self.session.expiry_interval = expiry;
+            self.client.session.expiry_interval = expiry;
         }
         End::Disconnect {
             will: d.reason == ReasonCode::DisconnectWithWill,

@@ -2,9 +2,12 @@
 //! mailbox into one write buffer, and keeps the deadlines (CONNECT, keep-alive). It is the only
 //! place that `select!`s; an error ends this connection alone, with the reason code the spec asks.
 
+mod dormant;
 mod handshake;
 mod inbound;
 mod outbound;
+
+pub use dormant::Dormitory;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,9 +20,9 @@ use bytes::Buf;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
-use tracing::{debug, debug_span, Instrument};
+use tracing::{debug, debug_span, warn, Instrument};
 
 use crate::broker::{BrokerState, Mailbox};
 use crate::metrics;
@@ -29,6 +32,7 @@ use crate::protocol::{
 };
 use crate::session::{Message, Resend, Session};
 
+use dormant::Dormant;
 use outbound::Outbound;
 
 /// Stop reading the mailbox while this much is waiting to be written: a client that does not
@@ -42,7 +46,8 @@ const MAX_READ: usize = 64 * 1024;
 /// How long the final DISCONNECT and pending bytes may take to flush.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
-/// Serves one accepted connection until it closes.
+/// Serves one accepted connection until it closes or goes dormant (then the [`Dormitory`]
+/// resumes it in a new task when it has something to do).
 ///
 /// Not an `async fn`: its arguments would stay in the task for the connection's whole life.
 /// The handshake and the goodbye run in their own heap futures, so the task of a connected
@@ -52,16 +57,49 @@ pub fn serve(
     peer: SocketAddr,
     state: Arc<BrokerState>,
     shutdown: watch::Receiver<bool>,
+    dormitory: Dormitory,
+    slot: Slot,
 ) -> impl Future<Output = ()> + Send {
     let span = debug_span!("conn", %peer, client_id = tracing::field::Empty);
-    let open = Box::pin(Connection::open(stream, state, shutdown).instrument(span.clone()));
+    let open = Box::pin(
+        Connection::open(stream, state, shutdown, dormitory, slot).instrument(span.clone()),
+    );
     async move {
         let Some(mut conn) = open.await else {
             return;
         };
         conn.resend();
-        let end = conn.run().await;
-        Box::pin(conn.finish(end)).await;
+        drive(conn).await;
+    }
+    .instrument(span)
+}
+
+/// Runs a connection until it ends or goes dormant.
+async fn drive(mut conn: Box<Connection>) {
+    loop {
+        match conn.run().await {
+            Stop::End(end) => return Box::pin(conn.finish(end)).await,
+            Stop::Quiet => match conn.sleep() {
+                Ok(()) => return,
+                Err(Some(awake)) => conn = awake,
+                Err(None) => return,
+            },
+        }
+    }
+}
+
+/// Wakes a dormant connection in its new task.
+fn resume(
+    dormant: Dormant,
+    state: Arc<BrokerState>,
+    dormitory: Dormitory,
+) -> impl Future<Output = ()> + Send {
+    let client_id = Arc::clone(dormant.client.session.client_id());
+    let span = debug_span!("conn", client_id = &*client_id);
+    async move {
+        if let Some(conn) = Connection::wake(dormant, state, dormitory) {
+            drive(conn).await;
+        }
     }
     .instrument(span)
 }
@@ -110,6 +148,14 @@ impl Io {
             outbuf: BytesMut::new(),
             read_size: MIN_READ,
             decoder: Decoder::new(max_packet_size),
+        }
+    }
+
+    /// I/O for a connection past its CONNECT (one waking from dormancy).
+    fn for_version(stream: TcpStream, max_packet_size: u32, version: ProtocolVersion) -> Io {
+        Io {
+            decoder: Decoder::resumed(max_packet_size, version),
+            ..Io::new(stream, max_packet_size)
         }
     }
 
@@ -277,26 +323,62 @@ impl End {
     }
 }
 
-/// A connected client.
+/// A connected client: the live part (socket, buffers, timer) around the [`Client`] state.
 struct Connection {
     io: Io,
     state: Arc<BrokerState>,
-    version: ProtocolVersion,
     client_id: Arc<str>,
+    /// The next of: keep-alive deadline, time to go dormant. Reset lazily, when it fires.
+    timer: Pin<Box<Sleep>>,
+    /// Last time the connection read, wrote or took a delivery.
+    last_activity: Instant,
+    dormitory: Dormitory,
+    client: Client,
+}
+
+/// What a connection keeps while dormant: everything but the socket's registration, buffers,
+/// timer and task. Kept small: it is most of what an idle client costs.
+struct Client {
+    version: ProtocolVersion,
+    /// The client sent Session Expiry 0 in CONNECT: DISCONNECT may not raise it [MQTT-3.14.2-2].
+    connect_expiry_zero: bool,
     session: Box<Session>,
     mailbox: Arc<Mailbox>,
     generation: u64,
     will: Option<Box<LastWill>>,
-    keep_alive: Option<Duration>,
-    /// Reset to `last_packet + keep_alive` as packets arrive; boxed so clients without
-    /// keep-alive pay nothing for it.
-    keep_alive_timer: Option<Pin<Box<Sleep>>>,
+    /// Keep-alive in seconds as granted; 0 for none.
+    keep_alive: u16,
     last_packet: Instant,
-    /// The client sent Session Expiry 0 in CONNECT: DISCONNECT may not raise it [MQTT-3.14.2-2].
-    connect_expiry_zero: bool,
     /// Topics of the client's Topic Aliases, indexed by alias - 1 (at most our maximum).
-    inbound_aliases: Vec<Option<String>>,
+    inbound_aliases: Box<[Option<String>]>,
     out: Outbound,
+    _slot: Slot,
+}
+
+/// Holds one of the `max_connections` places for as long as the client is connected, awake or
+/// dormant; counts the close when it goes.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    /// A place taken from the connection limit.
+    pub fn new(permit: OwnedSemaphorePermit) -> Slot {
+        Slot { _permit: permit }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        metrics::connection_closed();
+    }
+}
+
+/// Why [`Connection::run`] returned.
+enum Stop {
+    End(End),
+    /// Nothing to do for `limits.dormant_after_ms`: the connection may go dormant.
+    Quiet,
 }
 
 impl Connection {
@@ -305,6 +387,8 @@ impl Connection {
         stream: TcpStream,
         state: Arc<BrokerState>,
         mut shutdown: watch::Receiver<bool>,
+        dormitory: Dormitory,
+        slot: Slot,
     ) -> Option<Box<Self>> {
         let mut io = Io::new(stream, state.config.limits.max_packet_size);
         let deadline = Instant::now() + state.config.connect_timeout();
@@ -361,38 +445,46 @@ impl Connection {
             debug!("CONNACK could not be encoded");
         }
         debug!(version = ?version, clean_start, present = attached.session_present, "connected");
-        let keep_alive = (accepted.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500));
-        let conn = Box::new(Connection {
-            io,
+        let now = Instant::now();
+        let client = Client {
             version,
-            client_id,
+            connect_expiry_zero: accepted.session_expiry == 0,
             session: attached.session,
             mailbox: attached.mailbox,
             generation: attached.generation,
             will: will.map(Box::new),
-            keep_alive,
-            keep_alive_timer: keep_alive.map(|k| Box::pin(tokio::time::sleep(k))),
-            last_packet: Instant::now(),
-            connect_expiry_zero: accepted.session_expiry == 0,
-            inbound_aliases: Vec::new(),
+            keep_alive: accepted.keep_alive,
+            last_packet: now,
+            inbound_aliases: Box::default(),
             out,
+            _slot: slot,
+        };
+        let timer = Box::pin(tokio::time::sleep_until(next_wake(
+            &state, &client, now, now,
+        )));
+        Some(Box::new(Connection {
+            io,
             state,
-        });
-        Some(conn)
+            client_id,
+            timer,
+            last_activity: now,
+            dormitory,
+            client,
+        }))
     }
 
     /// Resends unacknowledged messages, in order, DUP set [MQTT-4.4.0-1].
     fn resend(&mut self) {
         let now = std::time::Instant::now();
-        for r in self.session.resend() {
+        for r in self.client.session.resend() {
             match r {
                 Resend::Publish { pkid, delivery } => {
-                    self.out
+                    self.client
+                        .out
                         .publish(&mut self.io.outbuf, delivery, pkid, true, now);
                 }
                 Resend::PubRel(pkid) => {
-                    self.out.ack(
+                    self.client.out.ack(
                         &mut self.io.outbuf,
                         Packet::PubRel(Ack {
                             pkid,
@@ -404,25 +496,19 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self) -> End {
+    async fn run(&mut self) -> Stop {
         let mut scratch = Vec::new();
         let mut read_first = false;
         loop {
             // Shutdown and takeover arrive as mailbox wake-ups, checked here.
             if self.state.is_shutting_down() {
-                return End::Shutdown;
+                return Stop::End(End::Shutdown);
             }
-            if self.mailbox.take_kick() {
-                return End::TakenOver;
+            if self.client.mailbox.take_kick() {
+                return Stop::End(End::TakenOver);
             }
             if let Err(end) = self.pump(&mut scratch) {
-                return end;
-            }
-            if let (Some(timer), Some(k)) = (&mut self.keep_alive_timer, self.keep_alive) {
-                let deadline = self.last_packet + k;
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
+                return Stop::End(end);
             }
             self.io.release_idle_buffers();
             let io = &mut self.io;
@@ -433,30 +519,113 @@ impl Connection {
             tokio::select! {
                 biased;
                 ready = std::future::poll_fn(|cx| io.poll_ready(cx, can_read, read_first)) => {
+                    self.last_activity = Instant::now();
                     match ready {
-                        Err(e) => return End::Lost(e.to_string()),
+                        Err(e) => return Stop::End(End::Lost(e.to_string())),
                         Ok(Ready::Write) => match self.io.stream.try_write(&self.io.outbuf) {
                             Ok(n) => self.io.outbuf.advance(n),
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) => return End::Lost(e.to_string()),
+                            Err(e) => return Stop::End(End::Lost(e.to_string())),
                         },
                         Ok(Ready::Read) => match self.io.try_read() {
-                            Ok(0) => return End::Lost("closed by peer".into()),
+                            Ok(0) => return Stop::End(End::Lost("closed by peer".into())),
                             Ok(_) => {
                                 if let Err(end) = self.handle_input() {
-                                    return end;
+                                    return Stop::End(end);
                                 }
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) => return End::Lost(e.to_string()),
+                            Err(e) => return Stop::End(End::Lost(e.to_string())),
                         },
                     }
                 }
                 // Always armed: a kick or shutdown must wake even a client we cannot write to.
-                _ = self.mailbox.notified() => {}
-                _ = keep_alive_expired(&mut self.keep_alive_timer) => return End::KeepAlive,
+                _ = self.client.mailbox.notified() => self.last_activity = Instant::now(),
+                _ = self.timer.as_mut() => {
+                    if let Some(stop) = self.on_timer() {
+                        return stop;
+                    }
+                }
             }
         }
+    }
+
+    /// The timer fired: keep-alive expired, time to go dormant, or (reset lazily) neither yet.
+    fn on_timer(&mut self) -> Option<Stop> {
+        let now = Instant::now();
+        if self
+            .client
+            .keep_alive_deadline()
+            .is_some_and(|at| at <= now)
+        {
+            return Some(Stop::End(End::KeepAlive));
+        }
+        if let Some(after) = self.state.config.dormant_after() {
+            if self.last_activity + after <= now && self.is_idle() {
+                return Some(Stop::Quiet);
+            }
+        }
+        let next = next_wake(&self.state, &self.client, self.last_activity, now);
+        self.timer.as_mut().reset(next);
+        None
+    }
+
+    /// Nothing buffered either way, nothing queued, no signal pending.
+    fn is_idle(&self) -> bool {
+        self.io.inbuf.is_empty() && self.io.outbuf.is_empty() && self.client.mailbox.is_empty()
+    }
+
+    /// Hands the connection to the dormitory. `Err(Some)`: it stays awake (dormitory closed);
+    /// `Err(None)`: the socket failed and the connection is over.
+    fn sleep(self: Box<Self>) -> Result<(), Option<Box<Self>>> {
+        let Connection {
+            io,
+            state,
+            dormitory,
+            client,
+            ..
+        } = *self;
+        let stream = match io.stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "socket lost while going dormant");
+                Client::detach(client, &state, End::Lost(e.to_string()));
+                return Err(None);
+            }
+        };
+        match dormitory.admit(Dormant { stream, client }) {
+            Ok(()) => {
+                metrics::connection_dormant(true);
+                Ok(())
+            }
+            Err(d) => Connection::wake(d, state, dormitory).map_or(Err(None), |c| Err(Some(c))),
+        }
+    }
+
+    /// A dormant connection, awake again in the current task; `None` if its socket could not
+    /// rejoin the reactor (the connection then ends as lost).
+    fn wake(d: Dormant, state: Arc<BrokerState>, dormitory: Dormitory) -> Option<Box<Self>> {
+        let Dormant { stream, client } = d;
+        metrics::connection_dormant(false);
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot resume a dormant connection");
+                Client::detach(client, &state, End::Lost(e.to_string()));
+                return None;
+            }
+        };
+        let now = Instant::now();
+        let next = next_wake(&state, &client, now, now);
+        Some(Box::new(Connection {
+            io: Io::for_version(stream, state.config.limits.max_packet_size, client.version),
+            client_id: Arc::clone(client.session.client_id()),
+            state,
+            timer: Box::pin(tokio::time::sleep_until(next)),
+            last_activity: now,
+            dormitory,
+            client,
+        }))
     }
 
     /// Decodes and handles every complete packet in the read buffer.
@@ -467,7 +636,7 @@ impl Connection {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::violation(e.reason_code(), e.to_string())),
             };
-            self.last_packet = Instant::now();
+            self.client.last_packet = Instant::now();
             self.handle_packet(packet)?;
         }
     }
@@ -477,20 +646,25 @@ impl Connection {
         if self.io.outbuf.len() >= HIGH_WATER {
             return Ok(());
         }
-        self.mailbox
-            .drain_into(scratch, BATCH, self.session.window_free());
+        self.client
+            .mailbox
+            .drain_into(scratch, BATCH, self.client.session.window_free());
         if scratch.is_empty() {
             return Ok(());
         }
         let now = std::time::Instant::now();
         let taken = scratch.len();
         for d in scratch.drain(..) {
-            if !self.out.fits(&d, now) {
+            if !self.client.out.fits(&d, now) {
                 metrics::dropped("too_large");
                 continue;
             }
-            match self.session.start(d, now) {
-                Some((pkid, d)) => self.out.publish(&mut self.io.outbuf, &d, pkid, false, now),
+            match self.client.session.start(d, now) {
+                Some((pkid, d)) => {
+                    self.client
+                        .out
+                        .publish(&mut self.io.outbuf, &d, pkid, false, now)
+                }
                 None => metrics::dropped("expired"),
             }
         }
@@ -511,7 +685,7 @@ impl Connection {
             End::Lost(why) => debug!(why, "connection lost"),
             other => debug!(end = ?other, "connection ended"),
         }
-        if self.version.is_v5() {
+        if self.client.version.is_v5() {
             if let Some(reason) = end.reason() {
                 let mut d = Disconnect {
                     reason,
@@ -523,17 +697,38 @@ impl Connection {
                 self.ack(Packet::Disconnect(d));
             }
         }
+        let Connection {
+            mut io,
+            state,
+            client,
+            ..
+        } = *self;
+        io.close().await;
+        Client::detach(client, &state, end);
+    }
+}
+
+impl Client {
+    /// When the connection is closed unless a packet arrives: 1.5 × keep-alive after the last
+    /// one [MQTT-3.1.2-24].
+    fn keep_alive_deadline(&self) -> Option<Instant> {
+        (self.keep_alive > 0)
+            .then(|| self.last_packet + Duration::from_millis(u64::from(self.keep_alive) * 1500))
+    }
+
+    /// Hands the session back to the broker and publishes the will if `end` calls for it.
+    fn detach(mut self, state: &Arc<BrokerState>, end: End) {
+        let client_id = Arc::clone(self.session.client_id());
         let will = if end.publishes_will() {
             self.will.take().map(|w| {
                 let delay = w.delay_interval.unwrap_or(0);
-                (Arc::new(will_message(*w, &self.client_id)), delay)
+                (Arc::new(will_message(*w)), delay)
             })
         } else {
             None
         };
-        self.io.close().await;
-        self.state.detach(
-            &self.client_id,
+        state.detach(
+            &client_id,
             self.generation,
             self.session,
             &self.mailbox,
@@ -542,8 +737,31 @@ impl Connection {
     }
 }
 
+/// When a connection's timer must next fire: its keep-alive deadline or the moment it will have
+/// been quiet long enough to go dormant, whichever is first. Reset lazily: activity does not
+/// move the timer, the timer re-checks when it fires.
+fn next_wake(
+    state: &BrokerState,
+    client: &Client,
+    last_activity: Instant,
+    now: Instant,
+) -> Instant {
+    /// Re-check once a day when nothing else is due.
+    const FAR: Duration = Duration::from_secs(86_400);
+    let mut next = match state.config.dormant_after() {
+        // Not before a quarter of the period: a busy-but-idle-looking moment is re-checked
+        // soon, not in a spin.
+        Some(after) => (last_activity + after).max(now + after / 4),
+        None => now + FAR,
+    };
+    if let Some(at) = client.keep_alive_deadline() {
+        next = next.min(at);
+    }
+    next
+}
+
 /// The will as a message to route.
-fn will_message(w: LastWill, client_id: &Arc<str>) -> Message {
+fn will_message(w: LastWill) -> Message {
     let publish = Publish {
         dup: false,
         qos: w.qos,
@@ -553,14 +771,22 @@ fn will_message(w: LastWill, client_id: &Arc<str>) -> Message {
         payload: w.payload,
         properties: w.properties,
     };
-    let _ = client_id;
     Message::new(publish, None, std::time::Instant::now())
 }
+/// What an idle client costs is mostly these records (docs/architecture.md, memory): a change
+/// that grows them should be a deliberate one.
+#[cfg(test)]
+mod size_budget {
+    use std::mem::size_of;
 
-/// Completes when the keep-alive deadline passes; never without keep-alive.
-async fn keep_alive_expired(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(t) => t.as_mut().await,
-        None => std::future::pending().await,
+    #[test]
+    fn dormant_records_stay_small() {
+        assert!(
+            size_of::<super::Dormant>() <= 112,
+            "{}",
+            size_of::<super::Dormant>()
+        );
+        assert!(size_of::<crate::session::Session>() <= 104);
+        assert!(size_of::<crate::broker::Mailbox>() <= 64);
     }
 }

@@ -3,6 +3,7 @@
 //! Maximum Packet Size, applied at encode time.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +15,8 @@ use crate::session::Delivery;
 /// Encoding state of one connection.
 pub struct Outbound {
     version: ProtocolVersion,
-    max_packet_size: Option<u32>,
+    /// Never 0: CONNECT with Maximum Packet Size 0 is refused by the decoder.
+    max_packet_size: Option<NonZeroU32>,
     alias_max: u16,
     /// Topic → alias, allocated once the first alias is given out; boxed so that clients
     /// without aliases keep the connection small.
@@ -36,7 +38,7 @@ impl Outbound {
     ) -> Outbound {
         Outbound {
             version,
-            max_packet_size,
+            max_packet_size: max_packet_size.and_then(NonZeroU32::new),
             alias_max: if version.is_v5() { alias_max } else { 0 },
             aliases: None,
             problem_info,
@@ -73,8 +75,9 @@ impl Outbound {
 
     /// Whether the delivery fits the client's Maximum Packet Size [MQTT-3.1.2-24].
     pub fn fits(&self, d: &Delivery, now: Instant) -> bool {
-        self.max_packet_size
-            .is_none_or(|max| self.outgoing(d, 1, false, now).len(self.version) <= max as usize)
+        self.max_packet_size.is_none_or(|max| {
+            self.outgoing(d, 1, false, now).len(self.version) <= max.get() as usize
+        })
     }
 
     /// Appends the PUBLISH for `d` to `out`.
@@ -117,7 +120,7 @@ impl Outbound {
         }
         let too_big = self
             .max_packet_size
-            .is_some_and(|max| out.len() - start > max as usize);
+            .is_some_and(|max| out.len() - start > max.get() as usize);
         if too_big {
             // Leave out Reason String and User Properties rather than exceed what the client
             // accepts [MQTT-3.1.2-25].

@@ -60,6 +60,16 @@ impl Decoder {
         }
     }
 
+    /// A decoder for a connection whose CONNECT (of `version`) was decoded earlier, by another
+    /// decoder: a connection waking from dormancy.
+    pub fn resumed(max_packet_size: u32, version: ProtocolVersion) -> Decoder {
+        Decoder {
+            version: Some(version),
+            hint: Some(version),
+            max_packet_size,
+        }
+    }
+
     /// Changes the packet size limit.
     pub fn set_max_packet_size(&mut self, n: u32) {
         self.max_packet_size = n;

@@ -6,7 +6,7 @@
 
 mod message;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,11 +73,13 @@ pub struct Session {
     client_id: Arc<str>,
     /// Seconds the session outlives its connection; [`NEVER_EXPIRES`] for ever.
     pub expiry_interval: u32,
-    subscriptions: HashMap<String, Subscription>,
+    /// Ordered maps, not hash maps: they cost nothing while empty, and most sessions hold a few
+    /// entries at most (memory per idle client).
+    subscriptions: BTreeMap<String, Subscription>,
     inflight: VecDeque<Inflight>,
-    window: usize,
+    window: u16,
     next_pkid: u16,
-    inbound_qos2: HashSet<u16>,
+    inbound_qos2: BTreeSet<u16>,
 }
 
 impl Session {
@@ -86,11 +88,11 @@ impl Session {
         Session {
             client_id,
             expiry_interval,
-            subscriptions: HashMap::new(),
+            subscriptions: BTreeMap::new(),
             inflight: VecDeque::new(),
-            window: usize::from(window.max(1)),
+            window: window.max(1),
             next_pkid: 1,
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: BTreeSet::new(),
         }
     }
 
@@ -102,12 +104,12 @@ impl Session {
     /// Sets the outbound window for the current connection (config maximum, capped by the client's
     /// Receive Maximum). Entries already inflight stay; new ones wait until below the window.
     pub fn set_window(&mut self, window: u16) {
-        self.window = usize::from(window.max(1));
+        self.window = window.max(1);
     }
 
     /// How many more QoS 1/2 messages may be sent now.
     pub fn window_free(&self) -> usize {
-        self.window.saturating_sub(self.inflight.len())
+        usize::from(self.window).saturating_sub(self.inflight.len())
     }
 
     /// Number of unacknowledged outbound messages.
@@ -116,7 +118,7 @@ impl Session {
     }
 
     /// Subscriptions, keyed by the filter as sent (with any `$share/` prefix).
-    pub fn subscriptions(&self) -> &HashMap<String, Subscription> {
+    pub fn subscriptions(&self) -> &BTreeMap<String, Subscription> {
         &self.subscriptions
     }
 

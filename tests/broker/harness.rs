@@ -39,6 +39,25 @@ impl TestBroker {
         self.addr.port()
     }
 
+    /// Waits until exactly `n` connections are dormant (fails after [`WAIT`]).
+    pub async fn wait_dormant(&self, n: usize) {
+        let broker = self.broker.as_ref().expect("broker running");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while broker.dormant_connections() != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} connections dormant, expected {n}",
+                broker.dormant_connections()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Connections dormant now.
+    pub fn dormant(&self) -> usize {
+        self.broker.as_ref().map_or(0, Broker::dormant_connections)
+    }
+
     /// Graceful shutdown.
     pub async fn stop(mut self) {
         if let Some(b) = self.broker.take() {

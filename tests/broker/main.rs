@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod connect;
+mod dormant;
 mod harness;
 mod keepalive;
 mod limits;

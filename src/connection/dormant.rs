@@ -1,0 +1,266 @@
+//! Dormant connections. A client that has been quiet for `limits.dormant_after_ms` (1 s by
+//! default) gives up its task, its tokio I/O registration, its timer and its buffers, and waits
+//! here as one compact record while a single shared epoll set watches its socket. Bytes from the client (or its hang-up), a
+//! delivery, a takeover, shutdown, or its keep-alive deadline wake it: it gets a new task and
+//! carries on where it was; session, inflight messages, aliases and will never leave it. This
+//! is what keeps a fleet of mostly silent devices small (docs/architecture.md, memory).
+//!
+//! Going dormant and waking cost a few system calls and a task spawn, so only clients quiet for
+//! longer than that pay them, once per quiet spell.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+use parking_lot::Mutex;
+use slab::Slab;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use crate::broker::BrokerState;
+
+use super::Client;
+
+/// Readiness events taken per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// A dormant connection: its socket, out of tokio's reactor, and what its task held.
+pub(super) struct Dormant {
+    pub stream: std::net::TcpStream,
+    pub client: Client,
+}
+
+impl Dormant {
+    /// When it must wake even if nothing happens: its keep-alive deadline.
+    fn deadline(&self) -> Option<Instant> {
+        self.client.keep_alive_deadline()
+    }
+}
+
+/// Where dormant connections wait. Cheap to clone; one per broker.
+#[derive(Clone)]
+pub struct Dormitory {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    registry: Registry,
+    inner: Mutex<Inner>,
+    /// Wakes the dormitory's task for [`Inner::woken`], new deadlines and shutdown.
+    notify: Notify,
+}
+
+struct Inner {
+    /// Each bed holds a generation, so a late wake-up for a connection that already left (and
+    /// whose bed was reused) is recognised and ignored.
+    beds: Slab<(u32, Dormant)>,
+    next_generation: u32,
+    /// Tokens woken through a mailbox since the task last looked.
+    woken: Vec<usize>,
+    /// Keep-alive deadlines of connections admitted since the task last looked.
+    deadlines: Vec<(Instant, usize)>,
+    /// Set at shutdown: no more admissions.
+    closed: bool,
+}
+
+fn token(index: usize, generation: u32) -> usize {
+    (usize::try_from(generation).unwrap_or(0) << 32) | index
+}
+
+fn index_of(token: usize) -> usize {
+    token & 0xFFFF_FFFF
+}
+
+fn generation_of(token: usize) -> u32 {
+    u32::try_from(token >> 32).unwrap_or(u32::MAX)
+}
+
+/// Wakes one dormant connection by its token (lives in its mailbox while it sleeps).
+struct BedWaker {
+    shared: Arc<Shared>,
+    token: usize,
+}
+
+impl Wake for BedWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.inner.lock().woken.push(self.token);
+        self.shared.notify.notify_one();
+    }
+}
+
+impl Dormitory {
+    /// An empty dormitory and the epoll set its task will wait on (see [`Dormitory::run`]).
+    pub fn new() -> io::Result<(Dormitory, Poll)> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let shared = Arc::new(Shared {
+            registry,
+            inner: Mutex::new(Inner {
+                beds: Slab::new(),
+                next_generation: 0,
+                woken: Vec::new(),
+                deadlines: Vec::new(),
+                closed: false,
+            }),
+            notify: Notify::new(),
+        });
+        Ok((Dormitory { shared }, poll))
+    }
+
+    /// Takes in a quiet connection; gives it back if the dormitory is closed or its socket cannot
+    /// be watched (the caller then keeps running it).
+    pub(super) fn admit(&self, dormant: Dormant) -> Result<(), Dormant> {
+        let mut inner = self.shared.inner.lock();
+        if inner.closed {
+            return Err(dormant);
+        }
+        let index = inner.beds.vacant_key();
+        if index > 0xFFFF_FFFF {
+            return Err(dormant);
+        }
+        let generation = inner.next_generation;
+        inner.next_generation = generation.wrapping_add(1);
+        let token = token(index, generation);
+        let fd = dormant.stream.as_raw_fd();
+        if let Err(e) =
+            self.shared
+                .registry
+                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+        {
+            warn!(error = %e, "cannot watch a quiet connection; it stays awake");
+            return Err(dormant);
+        }
+        // Under the lock: a wake-up through the mailbox cannot be handled before the bed is
+        // filled, and one that comes at once (something was already pending) is not lost.
+        let waker = Waker::from(Arc::new(BedWaker {
+            shared: Arc::clone(&self.shared),
+            token,
+        }));
+        dormant.client.mailbox.wake_through(&waker);
+        if let Some(deadline) = dormant.deadline() {
+            inner.deadlines.push((deadline, token));
+            self.shared.notify.notify_one();
+        }
+        inner.beds.insert((generation, dormant));
+        Ok(())
+    }
+
+    /// Number of dormant connections.
+    pub fn len(&self) -> usize {
+        self.shared.inner.lock().beds.len()
+    }
+
+    /// Takes a connection out of its bed if `token` still names it.
+    fn leave(&self, token: usize) -> Option<Dormant> {
+        let mut inner = self.shared.inner.lock();
+        let index = index_of(token);
+        match inner.beds.get(index) {
+            Some((g, _)) if *g == generation_of(token) => {}
+            _ => return None,
+        }
+        let (_, dormant) = inner.beds.remove(index);
+        let fd = dormant.stream.as_raw_fd();
+        // The socket is closed or handed to tokio next; a failure here changes neither.
+        let _ = self.shared.registry.deregister(&mut SourceFd(&fd));
+        Some(dormant)
+    }
+
+    /// Wakes connections until shutdown, then wakes every one left (they say goodbye) and ends.
+    /// Runs as one task in the broker's tracker, so shutdown waits for the goodbyes it starts.
+    pub async fn run(
+        self,
+        poll: Poll,
+        state: Arc<BrokerState>,
+        tracker: TaskTracker,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        // `AsyncFd::new` is deprecated because the fd could be closed while registered; here
+        // the fd is the epoll set that the `AsyncFd` itself owns, closed only when it drops.
+        #[allow(deprecated)]
+        let poll = AsyncFd::new(poll);
+        let mut poll = match poll {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "quiet connections cannot go dormant");
+                self.shared.inner.lock().closed = true;
+                return;
+            }
+        };
+        let mut events = Events::with_capacity(EVENTS);
+        let mut timers: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+        let mut due = Vec::new();
+        loop {
+            let next = timers.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                ready = poll.readable_mut() => {
+                    let Ok(mut guard) = ready else { break };
+                    events.clear();
+                    match guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
+                        Ok(()) if events.is_empty() => guard.clear_ready(),
+                        Ok(()) => due.extend(events.iter().map(|e| e.token().0)),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            warn!(error = %e, "waiting on quiet connections failed");
+                            break;
+                        }
+                    }
+                }
+                _ = self.shared.notify.notified() => {
+                    let mut inner = self.shared.inner.lock();
+                    due.append(&mut inner.woken);
+                    timers.extend(inner.deadlines.drain(..).map(Reverse));
+                }
+                _ = sleep_until(next), if next.is_some() => {
+                    let now = Instant::now();
+                    while let Some(Reverse((at, token))) = timers.peek().copied() {
+                        if at > now {
+                            break;
+                        }
+                        timers.pop();
+                        due.push(token);
+                    }
+                }
+            }
+            for token in due.drain(..) {
+                if let Some(d) = self.leave(token) {
+                    tracker.spawn(super::resume(d, Arc::clone(&state), self.clone()));
+                }
+            }
+            if timers.capacity() > 64 && timers.len() < timers.capacity() / 4 {
+                timers.shrink_to_fit();
+            }
+        }
+        // Shutdown: wake everyone; they see the broker stopping and disconnect.
+        let left: Vec<Dormant> = {
+            let mut inner = self.shared.inner.lock();
+            inner.closed = true;
+            inner.beds.drain().map(|(_, d)| d).collect()
+        };
+        for d in left {
+            let fd = d.stream.as_raw_fd();
+            let _ = self.shared.registry.deregister(&mut SourceFd(&fd));
+            tracker.spawn(super::resume(d, Arc::clone(&state), self.clone()));
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
