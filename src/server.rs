@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -47,9 +47,7 @@ impl Broker {
     /// Binds the configured listener and starts serving.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
         let addr = config.listen_addr();
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -98,6 +96,22 @@ impl Broker {
             warn!(error = %e, "accept loop ended abnormally");
         }
     }
+}
+
+/// Connections the kernel may hold for us before we accept them. tokio's default (128) drops
+/// SYNs during a reconnect storm of a few hundred devices, and each dropped one waits a second
+/// or more to retry; the kernel caps this at `net.core.somaxconn`.
+const BACKLOG: u32 = 1024;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 async fn accept_loop(

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Buf;
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
@@ -122,10 +122,12 @@ pub async fn refuse_busy(stream: TcpStream, state: Arc<BrokerState>) {
     io.close().await;
 }
 
-/// A socket direction that is ready.
-enum Ready {
-    Read,
-    Write,
+/// What one turn of socket I/O did.
+enum Done {
+    /// Read this many bytes; 0 at end of stream.
+    Read(usize),
+    /// Wrote some of the output buffer.
+    Wrote,
 }
 
 /// Byte-level I/O of one connection. Reads and writes wait for readiness first, so a quiet
@@ -159,63 +161,73 @@ impl Io {
         }
     }
 
-    /// Reads what the socket has (after `readable()` said so); `Ok(0)` at end of stream,
-    /// `WouldBlock` on a false alarm.
-    fn try_read(&mut self) -> std::io::Result<usize> {
+    /// Reads or writes, whichever the socket is ready for. Polling readiness directly (rather
+    /// than holding `readable()`/`writable()` futures) keeps the connection's task small.
+    /// `read_first` alternates between calls so neither direction can starve the other.
+    fn poll_io(
+        &mut self,
+        cx: &mut Context<'_>,
+        can_read: bool,
+        read_first: bool,
+    ) -> Poll<std::io::Result<Done>> {
+        let read =
+            |io: &mut Io, cx: &mut Context<'_>| io.poll_read_some(cx, can_read).map_ok(Done::Read);
+        if read_first {
+            match read(self, cx) {
+                Poll::Pending => self.poll_write_some(cx),
+                ready => ready,
+            }
+        } else {
+            match self.poll_write_some(cx) {
+                Poll::Pending => read(self, cx),
+                ready => ready,
+            }
+        }
+    }
+
+    /// Reads what the socket has. Room is taken only once the socket is readable, so a quiet
+    /// client holds no buffer; a short read tells tokio the socket is drained, which saves the
+    /// extra `read` that would otherwise only return `EAGAIN`.
+    fn poll_read_some(
+        &mut self,
+        cx: &mut Context<'_>,
+        can_read: bool,
+    ) -> Poll<std::io::Result<usize>> {
+        if !can_read {
+            return Poll::Pending;
+        }
+        std::task::ready!(self.stream.poll_read_ready(cx))?;
         if self.inbuf.capacity() - self.inbuf.len() < self.read_size / 2 {
             self.inbuf.reserve(self.read_size);
         }
         let room = self.inbuf.capacity() - self.inbuf.len();
-        let n = self.stream.try_read_buf(&mut self.inbuf)?;
+        let n = std::task::ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.stream),
+            cx,
+            &mut self.inbuf
+        ))?;
         // Reads that fill the room ask for more next time; small ones for less.
         if n == room && self.read_size < MAX_READ {
             self.read_size *= 2;
         } else if n < self.read_size / 8 && self.read_size > MIN_READ {
             self.read_size /= 2;
         }
-        Ok(n)
+        Poll::Ready(Ok(n))
     }
 
-    /// Which direction of the socket is ready. Polling readiness directly (rather than holding
-    /// `readable()`/`writable()` futures) keeps the connection's task small.
-    /// `read_first` alternates between calls so neither direction can starve the other.
-    fn poll_ready(
-        &self,
-        cx: &mut Context<'_>,
-        can_read: bool,
-        read_first: bool,
-    ) -> Poll<std::io::Result<Ready>> {
-        let want_write = !self.outbuf.is_empty();
-        let read = |cx: &mut Context<'_>| match can_read {
-            true => self.stream.poll_read_ready(cx).map_ok(|()| Ready::Read),
-            false => Poll::Pending,
-        };
-        let write = |cx: &mut Context<'_>| match want_write {
-            true => self.stream.poll_write_ready(cx).map_ok(|()| Ready::Write),
-            false => Poll::Pending,
-        };
-        if read_first {
-            match read(cx) {
-                Poll::Pending => write(cx),
-                ready => ready,
-            }
-        } else {
-            match write(cx) {
-                Poll::Pending => read(cx),
-                ready => ready,
-            }
+    /// Writes what is pending, as much as the socket takes.
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Done>> {
+        if self.outbuf.is_empty() {
+            return Poll::Pending;
         }
+        let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &self.outbuf))?;
+        self.outbuf.advance(n);
+        Poll::Ready(Ok(Done::Wrote))
     }
 
-    /// Waits for and reads the next bytes.
+    /// Waits for and reads the next bytes; `Ok(0)` at end of stream.
     async fn read_some(&mut self) -> std::io::Result<usize> {
-        loop {
-            self.stream.readable().await?;
-            match self.try_read() {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                r => return r,
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_read_some(cx, true)).await
     }
 
     /// Gives back buffers that hold nothing. A busy client re-takes one per batch (one
@@ -518,25 +530,17 @@ impl Connection {
             read_first = !read_first;
             tokio::select! {
                 biased;
-                ready = std::future::poll_fn(|cx| io.poll_ready(cx, can_read, read_first)) => {
+                done = std::future::poll_fn(|cx| io.poll_io(cx, can_read, read_first)) => {
                     self.last_activity = Instant::now();
-                    match ready {
+                    match done {
                         Err(e) => return Stop::End(End::Lost(e.to_string())),
-                        Ok(Ready::Write) => match self.io.stream.try_write(&self.io.outbuf) {
-                            Ok(n) => self.io.outbuf.advance(n),
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) => return Stop::End(End::Lost(e.to_string())),
-                        },
-                        Ok(Ready::Read) => match self.io.try_read() {
-                            Ok(0) => return Stop::End(End::Lost("closed by peer".into())),
-                            Ok(_) => {
-                                if let Err(end) = self.handle_input() {
-                                    return Stop::End(end);
-                                }
+                        Ok(Done::Wrote) => {}
+                        Ok(Done::Read(0)) => return Stop::End(End::Lost("closed by peer".into())),
+                        Ok(Done::Read(_)) => {
+                            if let Err(end) = self.handle_input() {
+                                return Stop::End(end);
                             }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) => return Stop::End(End::Lost(e.to_string())),
-                        },
+                        }
                     }
                 }
                 // Always armed: a kick or shutdown must wake even a client we cannot write to.
