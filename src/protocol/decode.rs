@@ -38,6 +38,11 @@ fn fixed_header(buf: &[u8]) -> Result<Option<Frame>> {
         };
         remaining |= usize::from(b & 0x7F) << (7 * i);
         if b & 0x80 == 0 {
+            if i > 0 && b == 0 {
+                return Err(DecodeError::Malformed(
+                    "[MQTT-1.5.5-1] remaining length not in its shortest form",
+                ));
+            }
             return Ok(Some(Frame {
                 byte1,
                 header_len: 2 + i,
@@ -384,6 +389,12 @@ fn decode_publish(
     }))
 }
 
+/// Reason codes a DISCONNECT may carry (MQTT 5.0 3.14.2.1).
+const DISCONNECT_REASONS: [u8; 29] = [
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+];
+
 fn decode_ack(v5: bool, frame: &Frame, header: FixedHeader, bytes: Bytes) -> Result<Ack> {
     let mut r = Reader::new(bytes.slice(frame.header_len..));
     let pkid = r.u16()?;
@@ -407,8 +418,16 @@ fn decode_ack(v5: bool, frame: &Frame, header: FixedHeader, bytes: Bytes) -> Res
         return Ok(ack);
     }
     let code = r.u8()?;
+    // PUBACK/PUBREC share one list (3.4.2.1, 3.5.2.1), PUBREL/PUBCOMP another (3.6.2.1, 3.7.2.1).
+    let allowed: &[u8] = match frame.byte1 >> 4 {
+        4 | 5 => &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99],
+        _ => &[0x00, 0x92],
+    };
     ack.reason = ReasonCode::from_u8(code)
-        .ok_or(DecodeError::Malformed("[MQTT-3.4.2-?] unknown reason code"))?;
+        .filter(|_| allowed.contains(&code))
+        .ok_or(DecodeError::Malformed(
+            "[MQTT-3.4.2-1] reason code not allowed for this packet type",
+        ))?;
     if !r.is_empty() {
         let p = read_properties(&mut r, Scope::Ack)?;
         ack.properties = AckProperties {
@@ -528,9 +547,12 @@ fn decode_disconnect(v5: bool, mut r: Reader) -> Result<Packet> {
     if r.is_empty() {
         return Ok(Packet::Disconnect(d));
     }
-    d.reason = ReasonCode::from_u8(r.u8()?).ok_or(DecodeError::Malformed(
-        "[MQTT-3.14.2-?] unknown reason code",
-    ))?;
+    let code = r.u8()?;
+    d.reason = ReasonCode::from_u8(code)
+        .filter(|_| DISCONNECT_REASONS.contains(&code))
+        .ok_or(DecodeError::Malformed(
+            "[MQTT-3.14.2-1] reason code not allowed in DISCONNECT",
+        ))?;
     if !r.is_empty() {
         let p = read_properties(&mut r, Scope::Disconnect)?;
         d.properties = DisconnectProperties {

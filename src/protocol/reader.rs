@@ -66,6 +66,11 @@ impl Reader {
             let b = self.u8()?;
             value |= u32::from(b & 0x7F) << (7 * i);
             if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(DecodeError::Malformed(
+                        "[MQTT-1.5.5-1] variable byte integer not in its shortest form",
+                    ));
+                }
                 return Ok(value);
             }
         }

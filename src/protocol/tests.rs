@@ -136,6 +136,58 @@ fn v5_disconnect_with_only_a_reason_code_is_valid() {
     assert!(matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::DisconnectWithWill));
 }
 
+/// [MQTT-3.14.2-1] A DISCONNECT reason code outside the DISCONNECT list (0x01 is Granted QoS
+/// 1, a SUBACK code) is malformed; every listed one is accepted.
+#[test]
+fn v5_disconnect_reason_must_be_a_disconnect_code() {
+    assert_eq!(code(after_connect(5, &[0xE0, 0x01, 0x01])), 0x81);
+    assert_eq!(code(after_connect(5, &[0xE0, 0x01, 0x10])), 0x81);
+    for reason in [0x00, 0x04, 0x80, 0x8E, 0x98, 0xA2] {
+        let p = after_connect(5, &[0xE0, 0x01, reason]).unwrap();
+        assert!(matches!(p, Packet::Disconnect(d) if d.reason as u8 == reason));
+    }
+}
+
+/// [MQTT-3.4.2-1] [MQTT-3.5.2-1] [MQTT-3.6.2-1] [MQTT-3.7.2-1] Each v5 acknowledgement carries
+/// only its own reason codes: PUBREL/PUBCOMP only 0x00 and 0x92, PUBACK/PUBREC not 0x92.
+#[test]
+fn v5_ack_reason_must_belong_to_its_packet_type() {
+    for first in [0x40, 0x50, 0x62, 0x70] {
+        assert!(
+            after_connect(5, &[first, 0x03, 0, 1, 0x00]).is_ok(),
+            "{first:#x}"
+        );
+        assert_eq!(
+            code(after_connect(5, &[first, 0x03, 0, 1, 0x02])),
+            0x81,
+            "{first:#x}"
+        );
+    }
+    assert!(after_connect(5, &[0x40, 0x03, 0, 1, 0x10]).is_ok());
+    assert!(after_connect(5, &[0x50, 0x03, 0, 1, 0x97]).is_ok());
+    assert_eq!(code(after_connect(5, &[0x40, 0x03, 0, 1, 0x92])), 0x81);
+    assert!(after_connect(5, &[0x62, 0x03, 0, 1, 0x92]).is_ok());
+    assert_eq!(code(after_connect(5, &[0x70, 0x03, 0, 1, 0x80])), 0x81);
+}
+
+/// [MQTT-1.5.5-1] A Variable Byte Integer uses the fewest bytes: `C0 80 00` (PINGREQ with a
+/// two-byte remaining length of 0) is malformed, as is a property length so encoded.
+#[test]
+fn variable_byte_integers_must_be_shortest() {
+    assert_eq!(code(after_connect(4, &[0xC0, 0x80, 0x00])), 0x81);
+    assert_eq!(code(after_connect(5, &[0xC0, 0x80, 0x80, 0x00])), 0x81);
+    // v5 PUBACK with reason 0 and a property length of 0 written in two bytes.
+    assert_eq!(
+        code(after_connect(5, &[0x40, 0x05, 0, 1, 0x00, 0x80, 0x00])),
+        0x81
+    );
+    assert!(after_connect(5, &[0x40, 0x04, 0, 1, 0x00, 0x00]).is_ok());
+    // 128 needs two bytes and is fine: a PUBLISH of remaining length 128.
+    let mut publish = vec![0x30, 0x80, 0x01, 0x00, 0x01, b't'];
+    publish.extend_from_slice(&[b'x'; 125]);
+    assert!(after_connect(4, &publish).is_ok());
+}
+
 /// [MQTT-3.14.1] A v3.1.1 DISCONNECT has no body.
 #[test]
 fn v3_disconnect_with_a_body_is_malformed() {
@@ -1413,13 +1465,15 @@ fn unsubscribe_round_trips() {
 /// with a reason code alone and with a reason code and properties.
 #[test]
 fn acks_round_trip_in_short_and_long_forms() {
-    let makers: [fn(Ack) -> Packet; 4] = [
-        Packet::PubAck,
-        Packet::PubRec,
-        Packet::PubRel,
-        Packet::PubComp,
+    // Each with a failure code its packet type allows (3.4.2.1 to 3.7.2.1).
+    type Maker = fn(Ack) -> Packet;
+    let makers: [(Maker, ReasonCode); 4] = [
+        (Packet::PubAck, ReasonCode::UnspecifiedError),
+        (Packet::PubRec, ReasonCode::QuotaExceeded),
+        (Packet::PubRel, ReasonCode::PacketIdentifierNotFound),
+        (Packet::PubComp, ReasonCode::PacketIdentifierNotFound),
     ];
-    for make in makers {
+    for (make, failure) in makers {
         for v in VERSIONS {
             round_trip(
                 v,
@@ -1433,7 +1487,7 @@ fn acks_round_trip_in_short_and_long_forms() {
             ProtocolVersion::V5,
             make(Ack {
                 pkid: 8,
-                reason: ReasonCode::UnspecifiedError,
+                reason: failure,
                 ..Ack::default()
             }),
         );
@@ -1441,7 +1495,7 @@ fn acks_round_trip_in_short_and_long_forms() {
             ProtocolVersion::V5,
             make(Ack {
                 pkid: 9,
-                reason: ReasonCode::PacketIdentifierNotFound,
+                reason: failure,
                 properties: AckProperties {
                     reason_string: Some("why".into()),
                     user_properties: vec![("a".into(), "b".into())],
@@ -1642,16 +1696,29 @@ fn valid_publish(version: ProtocolVersion) -> impl Strategy<Value = Publish> {
         )
 }
 
-fn ack(version: ProtocolVersion) -> impl Strategy<Value = Ack> {
+/// PUBACK/PUBREC (`release` false) or PUBREL/PUBCOMP (`release` true), with reason codes their
+/// type allows.
+fn ack(version: ProtocolVersion, release: bool) -> impl Strategy<Value = Ack> {
     let v5 = version.is_v5();
-    (
-        1u16..,
+    let reason = if release {
+        prop_oneof![
+            Just(ReasonCode::Success),
+            Just(ReasonCode::PacketIdentifierNotFound)
+        ]
+        .boxed()
+    } else {
         prop_oneof![
             Just(ReasonCode::Success),
             Just(ReasonCode::NoMatchingSubscribers),
             Just(ReasonCode::UnspecifiedError),
-            Just(ReasonCode::PacketIdentifierNotFound),
-        ],
+            Just(ReasonCode::PacketIdentifierInUse),
+            Just(ReasonCode::QuotaExceeded),
+        ]
+        .boxed()
+    };
+    (
+        1u16..,
+        reason,
         proptest::option::of(mqtt_string()),
         user_properties(),
     )
@@ -1719,10 +1786,10 @@ fn client_packet(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let v5 = version.is_v5();
     prop_oneof![
         4 => valid_publish(version).prop_map(Packet::Publish),
-        1 => ack(version).prop_map(Packet::PubAck),
-        1 => ack(version).prop_map(Packet::PubRec),
-        1 => ack(version).prop_map(Packet::PubRel),
-        1 => ack(version).prop_map(Packet::PubComp),
+        1 => ack(version, false).prop_map(Packet::PubAck),
+        1 => ack(version, false).prop_map(Packet::PubRec),
+        1 => ack(version, true).prop_map(Packet::PubRel),
+        1 => ack(version, true).prop_map(Packet::PubComp),
         2 => subscribe(version).prop_map(Packet::Subscribe),
         1 => (1u16.., proptest::collection::vec("[^\u{0}]{1,12}", 1..4), user_properties())
             .prop_map(move |(pkid, filters, user)| Packet::Unsubscribe(Unsubscribe {
