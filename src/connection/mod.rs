@@ -97,6 +97,7 @@ fn resume(
     let client_id = Arc::clone(dormant.client.session.client_id());
     let span = debug_span!("conn", client_id = &*client_id);
     async move {
+        metrics::connection_dormant(false);
         if let Some(conn) = Connection::wake(dormant, state, dormitory) {
             drive(conn).await;
         }
@@ -610,7 +611,6 @@ impl Connection {
     /// rejoin the reactor (the connection then ends as lost).
     fn wake(d: Dormant, state: Arc<BrokerState>, dormitory: Dormitory) -> Option<Box<Self>> {
         let Dormant { stream, client } = d;
-        metrics::connection_dormant(false);
         let stream = match TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => {
