@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod protocol;
 mod server;
 pub mod session;
+pub mod store;
 pub mod topic;
 
 pub use config::Config;

@@ -63,3 +63,10 @@ pub fn publish_received(qos: u8, bytes: usize) {
     ::metrics::counter!("tern_messages_received_total", "qos" => qos.to_string()).increment(1);
     ::metrics::counter!("tern_received_bytes_total").increment(bytes as u64);
 }
+
+/// The store committed one batch of `ops` operations in `took` (including its sync).
+pub fn store_batch(ops: usize, took: std::time::Duration) {
+    ::metrics::counter!("tern_store_batches_total").increment(1);
+    ::metrics::histogram!("tern_store_batch_operations").record(ops as f64);
+    ::metrics::histogram!("tern_store_commit_seconds").record(took.as_secs_f64());
+}
