@@ -3,10 +3,12 @@
 //! so a typo never silently falls back to a default.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::store::Durability;
 
 /// Everything Tern can be told. Field names are the TOML keys; `config/tern.toml` documents each.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -18,6 +20,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Session behaviour.
     pub session: SessionConfig,
+    /// The durable store.
+    pub persistence: PersistenceConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -69,6 +73,36 @@ pub struct LimitsConfig {
 pub struct SessionConfig {
     /// Queue QoS 0 messages for offline persistent sessions too (Mosquitto's `queue_qos0_messages`).
     pub queue_qos0_offline: bool,
+}
+
+/// `[persistence]`: what survives a restart or `kill -9` (see README, durability).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistenceConfig {
+    /// Keep retained messages (and, as they are added, sessions) in a store on disk.
+    pub enabled: bool,
+    /// The store's directory, created if missing.
+    pub path: PathBuf,
+    /// `fsync`: an acknowledged message survives power loss; `process`: it survives `kill -9`
+    /// of Tern but not power loss, and acknowledgements come sooner.
+    pub durability: Durability,
+    /// Most operations committed together with one sync.
+    pub batch_max_operations: usize,
+    /// Microseconds the store waits for more writes before committing a batch (0: commit at
+    /// once; batches still form while the previous one syncs).
+    pub batch_wait_us: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            enabled: false,
+            path: PathBuf::from("./data"),
+            durability: Durability::Fsync,
+            batch_max_operations: 1000,
+            batch_wait_us: 0,
+        }
+    }
 }
 
 /// `[log]`.
@@ -200,6 +234,22 @@ impl Config {
                 "limits.max_subscriptions_per_client",
                 "an integer ≥ 1",
             ));
+        }
+        let p = &self.persistence;
+        if p.batch_max_operations == 0 {
+            return Err(invalid(
+                "persistence.batch_max_operations",
+                "an integer ≥ 1",
+            ));
+        }
+        if p.batch_wait_us > 1_000_000 {
+            return Err(invalid(
+                "persistence.batch_wait_us",
+                "an integer from 0 to 1000000 (microseconds)",
+            ));
+        }
+        if p.enabled && p.path.as_os_str().is_empty() {
+            return Err(invalid("persistence.path", "a directory path"));
         }
         if l.dormant_after_ms > 86_400_000 {
             return Err(invalid(

@@ -30,6 +30,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The store could not be opened.
+    #[error("{0}")]
+    Store(crate::store::StoreError),
     /// The epoll set for dormant connections could not be created.
     #[error("cannot create the epoll set for idle connections: {0}")]
     Dormitory(std::io::Error),
@@ -53,7 +56,7 @@ impl Broker {
             .map_err(|source| StartError::Bind { addr, source })?;
         info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let state = Arc::new(BrokerState::new(config));
+        let state = Arc::new(BrokerState::open(config).map_err(StartError::Store)?);
         let (dormitory, poll) = Dormitory::new().map_err(StartError::Dormitory)?;
         // A counter, not a JoinSet: no per-connection bookkeeping beyond one reference.
         let tasks = TaskTracker::new();

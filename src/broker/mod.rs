@@ -2,6 +2,7 @@
 //! and wills. Connections call in with version-neutral types; nothing here knows about encodings
 //! or sockets.
 
+mod durable;
 mod mailbox;
 mod registry;
 mod retained;
@@ -32,7 +33,19 @@ pub struct BrokerState {
     registry: Registry,
     router: Router,
     retained: Retained,
+    /// The store, when persistence is on.
+    durable: Option<durable::Durable>,
     shutting_down: AtomicBool,
+}
+
+/// What publishing one message did.
+#[derive(Debug)]
+pub struct Published {
+    /// Deliveries queued and refused.
+    pub outcome: RouteOutcome,
+    /// Completes once the message's durable part (its retained copy) is on disk; the publisher
+    /// is acknowledged only then.
+    pub durable: Option<crate::store::Ticket>,
 }
 
 /// Result of one filter of a SUBSCRIBE.
@@ -54,8 +67,22 @@ impl BrokerState {
             registry: Registry::default(),
             router: Router::default(),
             retained: Retained::default(),
+            durable: None,
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// State with these settings and, when persistence is on, what the store holds.
+    pub fn open(config: Config) -> Result<BrokerState, crate::store::StoreError> {
+        let mut state = BrokerState::new(config);
+        if state.config.persistence.enabled {
+            let (durable, recovered) = durable::Durable::open(&state.config.persistence)?;
+            for msg in &recovered.retained {
+                state.retained.update(msg);
+            }
+            state.durable = Some(durable);
+        }
+        Ok(state)
     }
 
     /// Marks the broker as stopping and wakes every connected client's task so it says goodbye.
@@ -70,13 +97,15 @@ impl BrokerState {
     }
 
     /// Retains (if flagged) and routes an accepted message.
-    pub fn publish(&self, msg: Arc<Message>) -> RouteOutcome {
+    pub fn publish(&self, msg: Arc<Message>) -> Published {
+        let mut durable = None;
         if msg.publish.retain {
             self.retained.update(&msg);
+            durable = self.durable.as_ref().map(|d| d.retain(&msg));
         }
         let outcome = self.router.route(&msg);
         metrics::routed(&outcome);
-        outcome
+        Published { outcome, durable }
     }
 
     /// Attaches a new connection to the session of `client_id` (taking it over from a live

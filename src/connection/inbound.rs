@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 use super::{Connection, End};
-use crate::broker::SubscribeResult;
+use crate::broker::{Published, SubscribeResult};
 use crate::metrics;
 use crate::protocol::{
     Ack, AckProperties, Disconnect, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
@@ -118,24 +118,21 @@ impl Connection {
             Some(Arc::clone(&self.client_id)),
             std::time::Instant::now(),
         ));
-        let outcome = self.state.publish(msg);
+        let Published { outcome, durable } = self.state.publish(msg);
         let reason = if outcome.delivered == 0 && outcome.dropped_queue_full == 0 {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success
         };
+        let ack = Ack {
+            pkid,
+            reason,
+            ..Ack::default()
+        };
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack(Packet::PubAck(Ack {
-                pkid,
-                reason,
-                ..Ack::default()
-            })),
-            QoS::ExactlyOnce => self.ack(Packet::PubRec(Ack {
-                pkid,
-                reason,
-                ..Ack::default()
-            })),
+            QoS::AtLeastOnce => self.ack_in_order(durable, Packet::PubAck(ack)),
+            QoS::ExactlyOnce => self.ack_in_order(durable, Packet::PubRec(ack)),
         }
         Ok(())
     }
@@ -148,11 +145,11 @@ impl Connection {
         };
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack(Packet::PubAck(ack)),
+            QoS::AtLeastOnce => self.ack_in_order(None, Packet::PubAck(ack)),
             QoS::ExactlyOnce => {
                 // A refused QoS 2 message ends its flow at PUBREC [MQTT-4.3.3-?]; an accepted
                 // resend keeps its packet id until PUBREL.
-                self.ack(Packet::PubRec(ack));
+                self.ack_in_order(None, Packet::PubRec(ack));
             }
         }
     }

@@ -9,6 +9,7 @@ mod outbound;
 
 pub use dormant::Dormitory;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,6 +32,7 @@ use crate::protocol::{
     Publish, ReasonCode,
 };
 use crate::session::{Message, Resend, Session};
+use crate::store::Ticket;
 
 use dormant::Dormant;
 use outbound::Outbound;
@@ -345,6 +347,9 @@ struct Connection {
     timer: Pin<Box<Sleep>>,
     /// Last time the connection read, wrote or took a delivery.
     last_activity: Instant,
+    /// PUBACK/PUBREC in the order their PUBLISHes arrived [MQTT-4.6.0-2] [MQTT-4.6.0-3], each
+    /// held until the store has what it promises (nothing to wait for: `None`).
+    pending_acks: VecDeque<(Option<Ticket>, Packet)>,
     dormitory: Dormitory,
     client: Client,
 }
@@ -481,6 +486,7 @@ impl Connection {
             client_id,
             timer,
             last_activity: now,
+            pending_acks: VecDeque::new(),
             dormitory,
             client,
         }))
@@ -529,6 +535,8 @@ impl Connection {
             // it catches up: what we owe it stays bounded.
             let can_read = io.outbuf.len() < 4 * HIGH_WATER;
             read_first = !read_first;
+            let acks = &mut self.pending_acks;
+            let acks_pending = !acks.is_empty();
             tokio::select! {
                 biased;
                 done = std::future::poll_fn(|cx| io.poll_io(cx, can_read, read_first)) => {
@@ -546,6 +554,11 @@ impl Connection {
                 }
                 // Always armed: a kick or shutdown must wake even a client we cannot write to.
                 _ = self.client.mailbox.notified() => self.last_activity = Instant::now(),
+                _ = std::future::poll_fn(|cx| poll_front(acks, cx)), if acks_pending => {
+                    if let Err(end) = self.flush_acks() {
+                        return Stop::End(end);
+                    }
+                }
                 _ = self.timer.as_mut() => {
                     if let Some(stop) = self.on_timer() {
                         return stop;
@@ -575,9 +588,44 @@ impl Connection {
         None
     }
 
-    /// Nothing buffered either way, nothing queued, no signal pending.
+    /// Nothing buffered either way, nothing queued, no acknowledgement waiting.
     fn is_idle(&self) -> bool {
-        self.io.inbuf.is_empty() && self.io.outbuf.is_empty() && self.client.mailbox.is_empty()
+        self.io.inbuf.is_empty()
+            && self.io.outbuf.is_empty()
+            && self.pending_acks.is_empty()
+            && self.client.mailbox.is_empty()
+    }
+
+    /// Sends `ack` (PUBACK or PUBREC) once `durable` completes and every earlier one is sent.
+    fn ack_in_order(&mut self, durable: Option<Ticket>, ack: Packet) {
+        if durable.is_none() && self.pending_acks.is_empty() {
+            self.ack(ack);
+        } else {
+            self.pending_acks.push_back((durable, ack));
+        }
+    }
+
+    /// Sends the held acknowledgements whose writes are durable, in order. A failed write ends
+    /// the connection unacknowledged: the client will send the message again.
+    fn flush_acks(&mut self) -> Result<(), End> {
+        while let Some((ticket, _)) = self.pending_acks.front_mut() {
+            if let Some(t) = ticket {
+                match t.result() {
+                    None => break,
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        return Err(End::violation(
+                            ReasonCode::UnspecifiedError,
+                            format!("message could not be stored: {e}"),
+                        ))
+                    }
+                }
+            }
+            if let Some((_, ack)) = self.pending_acks.pop_front() {
+                self.ack(ack);
+            }
+        }
+        Ok(())
     }
 
     /// Hands the connection to the dormitory. `Err(Some)`: it stays awake (dormitory closed);
@@ -627,6 +675,7 @@ impl Connection {
             state,
             timer: Box::pin(tokio::time::sleep_until(next)),
             last_activity: now,
+            pending_acks: VecDeque::new(),
             dormitory,
             client,
         }))
@@ -738,6 +787,14 @@ impl Client {
             &self.mailbox,
             will,
         );
+    }
+}
+
+/// Ready when the first held acknowledgement's write has completed.
+fn poll_front(acks: &mut VecDeque<(Option<Ticket>, Packet)>, cx: &mut Context<'_>) -> Poll<()> {
+    match acks.front_mut() {
+        Some((Some(t), _)) => t.poll_ready(cx),
+        _ => Poll::Ready(()),
     }
 }
 

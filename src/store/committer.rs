@@ -5,8 +5,11 @@
 //!
 //! Batches are applied in the order they were submitted, so tickets complete in order too.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,12 +21,42 @@ use crate::metrics;
 
 /// Completes when the batch it was given for is durable (or failed).
 #[derive(Debug)]
-pub struct Ticket(oneshot::Receiver<Result<(), StoreError>>);
+pub struct Ticket {
+    rx: oneshot::Receiver<Result<(), StoreError>>,
+    done: Option<Result<(), StoreError>>,
+}
 
 impl Ticket {
+    fn new(rx: oneshot::Receiver<Result<(), StoreError>>) -> Ticket {
+        Ticket { rx, done: None }
+    }
+
     /// Waits for the batch; `Err(Closed)` if the committer stopped first.
-    pub async fn wait(self) -> Result<(), StoreError> {
-        self.0.await.unwrap_or(Err(StoreError::Closed))
+    pub async fn wait(mut self) -> Result<(), StoreError> {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await;
+        self.result().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Ready once the outcome is known (then [`Ticket::result`] has it).
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done.is_some() {
+            return Poll::Ready(());
+        }
+        let r = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+        self.done = Some(r.unwrap_or(Err(StoreError::Closed)));
+        Poll::Ready(())
+    }
+
+    /// The outcome, if known yet.
+    pub fn result(&mut self) -> Option<Result<(), StoreError>> {
+        if let Some(r) = self.done.take() {
+            return Some(r);
+        }
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StoreError::Closed)),
+        }
     }
 }
 
@@ -74,7 +107,7 @@ impl Committer {
             ops,
             done: Some(done),
         });
-        Ticket(rx)
+        Ticket::new(rx)
     }
 
     /// Submits `ops` without waiting for them (changes whose loss only costs a redelivery).

@@ -7,6 +7,7 @@ mod harness;
 mod keepalive;
 mod limits;
 mod malformed;
+mod persistence;
 mod probe;
 mod publish_qos;
 mod retain;
