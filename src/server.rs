@@ -56,7 +56,7 @@ impl Broker {
             .map_err(|source| StartError::Bind { addr, source })?;
         info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let state = Arc::new(BrokerState::open(config).map_err(StartError::Store)?);
+        let state = BrokerState::open(config).map_err(StartError::Store)?;
         let (dormitory, poll) = Dormitory::new().map_err(StartError::Dormitory)?;
         // A counter, not a JoinSet: no per-connection bookkeeping beyond one reference.
         let tasks = TaskTracker::new();

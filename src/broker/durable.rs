@@ -1,5 +1,6 @@
-//! What the broker keeps in the store, and in what form. Today: retained messages. Every record
-//! starts with a record-format byte, so a later Tern can read (or migrate) what this one wrote.
+//! What the broker keeps in the store, and in what form: retained messages, persistent sessions
+//! (expiry interval, when they were disconnected) and their subscriptions. Every record starts
+//! with a record-format byte, so a later Tern can read (or migrate) what this one wrote.
 //!
 //! A message is stored as a v5 PUBLISH packet (the protocol module's own encoding, so every
 //! property survives) after a header holding what the packet cannot: when the message expires,
@@ -12,12 +13,34 @@ use bytes::{Buf, BufMut, BytesMut};
 use tracing::{info, warn};
 
 use crate::config::PersistenceConfig;
-use crate::protocol::{self, Decoder, Packet, ProtocolVersion, QoS};
-use crate::session::Message;
-use crate::store::{BatchPolicy, Committer, Engine, FjallEngine, Op, Space, StoreError, Ticket};
+use crate::protocol::{
+    self, Decoder, Packet, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
+};
+use crate::session::{Message, Session, Subscription, NEVER_EXPIRES};
+use crate::store::{
+    client_key, client_key_with, BatchPolicy, Committer, Engine, FjallEngine, Op, Space,
+    StoreError, Ticket,
+};
 
 /// Record format of a stored message.
 const MESSAGE_RECORD_V1: u8 = 1;
+/// Record format of a stored session.
+const SESSION_RECORD_V1: u8 = 1;
+/// Record format of a stored subscription.
+const SUBSCRIPTION_RECORD_V1: u8 = 1;
+
+/// A persistent session as read back.
+#[derive(Debug)]
+pub struct StoredSession {
+    /// Its client id.
+    pub client_id: String,
+    /// Session Expiry Interval, seconds ([`NEVER_EXPIRES`] for ever).
+    pub expiry_interval: u32,
+    /// Seconds of its expiry interval still left.
+    pub remaining: u32,
+    /// Its subscriptions: filter (with any `$share/` prefix) and options.
+    pub subscriptions: Vec<(String, Subscription)>,
+}
 
 /// The broker's side of the store.
 pub struct Durable {
@@ -29,6 +52,8 @@ pub struct Durable {
 pub struct Recovered {
     /// Retained messages still within their expiry.
     pub retained: Vec<Arc<Message>>,
+    /// Persistent sessions whose expiry has not run out.
+    pub sessions: Vec<StoredSession>,
     /// Records that could not be read and were dropped, each logged with its key.
     pub unreadable: usize,
 }
@@ -59,6 +84,7 @@ impl Durable {
         info!(
             path = %config.path.display(),
             retained = recovered.retained.len(),
+            sessions = recovered.sessions.len(),
             unreadable = recovered.unreadable,
             took_ms = started.elapsed().as_millis() as u64,
             "store opened"
@@ -77,6 +103,140 @@ impl Durable {
         };
         self.committer.submit(vec![op])
     }
+
+    /// Records a persistent session as connected (it counts as disconnected from the next
+    /// start if Tern stops without saying otherwise). With `fresh`, whatever was stored for the
+    /// client id before goes first (clean start, or a new session).
+    pub fn session_connected(&self, session: &Session, fresh: bool) {
+        let mut ops = Vec::new();
+        if fresh {
+            ops.extend(forget_ops(session.client_id()));
+        }
+        ops.push(session_op(
+            session.client_id(),
+            session.expiry_interval,
+            None,
+        ));
+        self.committer.submit_detached(ops);
+    }
+
+    /// Records that a persistent session's connection ended now.
+    pub fn session_disconnected(&self, client_id: &str, expiry_interval: u32) {
+        let op = session_op(client_id, expiry_interval, Some(SystemTime::now()));
+        self.committer.submit_detached(vec![op]);
+    }
+
+    /// Forgets everything stored for `client_id` (its session ended).
+    pub fn session_ended(&self, client_id: &str) {
+        self.committer.submit_detached(forget_ops(client_id));
+    }
+
+    /// Records subscriptions (`Some`) and their removal (`None`) for a persistent session; the
+    /// ticket completes once they are durable (SUBACK/UNSUBACK wait for it).
+    pub fn subscriptions(
+        &self,
+        client_id: &str,
+        changes: &[(&str, Option<&Subscription>)],
+    ) -> Ticket {
+        let ops = changes
+            .iter()
+            .map(|(filter, sub)| {
+                let key = client_key_with(client_id, filter.as_bytes());
+                match sub {
+                    Some(sub) => Op::Put(Space::Subscriptions, key, encode_subscription(sub)),
+                    None => Op::Delete(Space::Subscriptions, key),
+                }
+            })
+            .collect();
+        self.committer.submit(ops)
+    }
+}
+
+/// Deletes every record of `client_id` except retained messages.
+fn forget_ops(client_id: &str) -> Vec<Op> {
+    let prefix = client_key(client_id);
+    vec![
+        Op::Delete(Space::Sessions, prefix.clone()),
+        Op::DeletePrefix(Space::Subscriptions, prefix.clone()),
+        Op::DeletePrefix(Space::Queue, prefix.clone()),
+        Op::DeletePrefix(Space::InflightOut, prefix.clone()),
+        Op::DeletePrefix(Space::InflightIn, prefix),
+    ]
+}
+
+/// Format, expiry interval, disconnection time in Unix milliseconds (0: connected).
+fn session_op(client_id: &str, expiry_interval: u32, disconnected: Option<SystemTime>) -> Op {
+    let mut v = Vec::with_capacity(13);
+    v.push(SESSION_RECORD_V1);
+    v.extend_from_slice(&expiry_interval.to_be_bytes());
+    let at = disconnected.map_or(0, |t| {
+        t.duration_since(UNIX_EPOCH).map_or(1, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        })
+    });
+    v.extend_from_slice(&at.to_be_bytes());
+    Op::Put(Space::Sessions, client_key(client_id), v)
+}
+
+/// Expiry interval and disconnection time; `None` if damaged.
+fn decode_session(record: &[u8]) -> Option<(u32, Option<SystemTime>)> {
+    let mut r = record;
+    if r.remaining() != 13 || r.get_u8() != SESSION_RECORD_V1 {
+        return None;
+    }
+    let expiry = r.get_u32();
+    let at = r.get_u64();
+    Some((
+        expiry,
+        (at != 0).then(|| UNIX_EPOCH + Duration::from_millis(at)),
+    ))
+}
+
+/// Format, QoS, flags (No Local, Retain As Published), Retain Handling, Subscription Identifier
+/// (0: none).
+fn encode_subscription(sub: &Subscription) -> Vec<u8> {
+    let o = &sub.options;
+    let mut v = vec![
+        SUBSCRIPTION_RECORD_V1,
+        o.qos as u8,
+        u8::from(o.no_local) | u8::from(o.retain_as_published) << 1,
+        o.retain_handling as u8,
+    ];
+    v.extend_from_slice(&sub.id.unwrap_or(0).to_be_bytes());
+    v
+}
+
+fn decode_subscription(record: &[u8]) -> Option<Subscription> {
+    let mut r = record;
+    if r.remaining() != 8 || r.get_u8() != SUBSCRIPTION_RECORD_V1 {
+        return None;
+    }
+    let qos = QoS::from_u8(r.get_u8())?;
+    let flags = r.get_u8();
+    let retain_handling = match r.get_u8() {
+        0 => RetainHandling::SendAtSubscribe,
+        1 => RetainHandling::SendIfNew,
+        2 => RetainHandling::DoNotSend,
+        _ => return None,
+    };
+    let id = r.get_u32();
+    Some(Subscription {
+        options: SubscriptionOptions {
+            qos,
+            no_local: flags & 1 != 0,
+            retain_as_published: flags & 2 != 0,
+            retain_handling,
+        },
+        id: (id != 0).then_some(id),
+    })
+}
+
+/// The client id at the start of a key, and the rest.
+fn split_client_key(key: &[u8]) -> Option<(&str, &[u8])> {
+    let (len, rest) = key.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    let id = std::str::from_utf8(rest.get(..len)?).ok()?;
+    Some((id, rest.get(len..)?))
 }
 
 /// Reads every retained message back; returns the deletes for records that expired or could not
@@ -99,7 +259,67 @@ fn recover(engine: &dyn Engine) -> Result<(Recovered, Vec<Op>), StoreError> {
         }
         true
     })?;
+    recover_sessions(engine, &mut recovered, &mut cleanup)?;
     Ok((recovered, cleanup))
+}
+
+/// Reads persistent sessions and their subscriptions. Sessions whose expiry ran out while Tern
+/// was down are forgotten; the downtime counts against the others.
+fn recover_sessions(
+    engine: &dyn Engine,
+    recovered: &mut Recovered,
+    cleanup: &mut Vec<Op>,
+) -> Result<(), StoreError> {
+    let now = SystemTime::now();
+    let mut sessions = Vec::new();
+    engine.scan(Space::Sessions, b"", &mut |key, value| {
+        match (split_client_key(key), decode_session(value)) {
+            (Some((id, [])), Some((expiry, disconnected))) => {
+                let down = disconnected
+                    .and_then(|t| now.duration_since(t).ok())
+                    .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+                if expiry == NEVER_EXPIRES {
+                    sessions.push((id.to_string(), expiry, NEVER_EXPIRES));
+                } else if down < expiry {
+                    sessions.push((id.to_string(), expiry, expiry - down));
+                } else {
+                    cleanup.extend(forget_ops(id));
+                }
+            }
+            _ => {
+                warn!(key = %String::from_utf8_lossy(key), "unreadable session dropped");
+                recovered.unreadable += 1;
+                cleanup.push(Op::Delete(Space::Sessions, key.to_vec()));
+            }
+        }
+        true
+    })?;
+    for (client_id, expiry_interval, remaining) in sessions {
+        let mut subscriptions = Vec::new();
+        engine.scan(
+            Space::Subscriptions,
+            &client_key(&client_id),
+            &mut |key, value| {
+                let filter = split_client_key(key).and_then(|(_, f)| std::str::from_utf8(f).ok());
+                match (filter, decode_subscription(value)) {
+                    (Some(f), Some(sub)) => subscriptions.push((f.to_string(), sub)),
+                    _ => {
+                        warn!(%client_id, "unreadable subscription dropped");
+                        recovered.unreadable += 1;
+                        cleanup.push(Op::Delete(Space::Subscriptions, key.to_vec()));
+                    }
+                }
+                true
+            },
+        )?;
+        recovered.sessions.push(StoredSession {
+            client_id,
+            expiry_interval,
+            remaining,
+            subscriptions,
+        });
+    }
+    Ok(())
 }
 
 /// Header (format, expiry in Unix milliseconds or 0) then the message as a v5 PUBLISH.
@@ -209,6 +429,74 @@ mod tests {
         assert!(decode_message(&record, (Instant::now(), later))
             .unwrap()
             .is_none());
+    }
+
+    /// Time spent down counts against a session's expiry: one that ran out while Tern was down
+    /// is forgotten with its subscriptions; others come back with what they have left, and a
+    /// session that never expires stays. Damaged records are dropped and counted.
+    #[test]
+    fn session_expiry_counts_downtime() {
+        use crate::store::{Durability, MemoryEngine};
+        let ten_s_ago = SystemTime::now() - Duration::from_secs(10);
+        let sub = Subscription {
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                no_local: true,
+                retain_as_published: false,
+                retain_handling: RetainHandling::SendIfNew,
+            },
+            id: Some(42),
+        };
+        let mut e = MemoryEngine::new();
+        let mut ops = vec![
+            session_op("gone", 5, Some(ten_s_ago)),
+            session_op("left", 100, Some(ten_s_ago)),
+            session_op("forever", NEVER_EXPIRES, Some(ten_s_ago)),
+            session_op("connected", 100, None),
+            Op::Put(Space::Sessions, client_key("bad"), vec![7, 7]),
+        ];
+        for id in ["gone", "left"] {
+            let key = client_key_with(id, b"a/#");
+            ops.push(Op::Put(
+                Space::Subscriptions,
+                key,
+                encode_subscription(&sub),
+            ));
+        }
+        e.apply(&ops, Durability::Process).unwrap();
+        let (recovered, cleanup) = recover(&e).unwrap();
+        let mut got: Vec<(&str, u32)> = recovered
+            .sessions
+            .iter()
+            .map(|s| (s.client_id.as_str(), s.remaining))
+            .collect();
+        got.sort();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], ("connected", 100));
+        assert_eq!(got[1], ("forever", NEVER_EXPIRES));
+        assert_eq!(got[2].0, "left");
+        assert!((89..=90).contains(&got[2].1), "{:?}", got[2]);
+        let left = recovered
+            .sessions
+            .iter()
+            .find(|s| s.client_id == "left")
+            .unwrap();
+        assert_eq!(left.subscriptions.len(), 1);
+        assert_eq!(left.subscriptions[0].0, "a/#");
+        assert_eq!(left.subscriptions[0].1.id, Some(42));
+        assert!(left.subscriptions[0].1.options.no_local);
+        assert_eq!(recovered.unreadable, 1);
+        // The expired session and the damaged record are deleted.
+        e.apply(&cleanup, Durability::Process).unwrap();
+        assert_eq!(e.get(Space::Sessions, &client_key("gone")).unwrap(), None);
+        assert_eq!(e.get(Space::Sessions, &client_key("bad")).unwrap(), None);
+        let mut subs = 0;
+        e.scan(Space::Subscriptions, &client_key("gone"), &mut |_, _| {
+            subs += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(subs, 0);
     }
 
     /// Damaged records are errors, never panics.

@@ -72,17 +72,75 @@ impl BrokerState {
         }
     }
 
-    /// State with these settings and, when persistence is on, what the store holds.
-    pub fn open(config: Config) -> Result<BrokerState, crate::store::StoreError> {
+    /// State with these settings and, when persistence is on, what the store holds: retained
+    /// messages, and persistent sessions parked with their subscriptions and the expiry time
+    /// they have left. Runs inside the runtime (expiry timers start here).
+    pub fn open(config: Config) -> Result<Arc<BrokerState>, crate::store::StoreError> {
         let mut state = BrokerState::new(config);
+        let mut sessions = Vec::new();
         if state.config.persistence.enabled {
             let (durable, recovered) = durable::Durable::open(&state.config.persistence)?;
             for msg in &recovered.retained {
                 state.retained.update(msg);
             }
+            sessions = recovered.sessions;
             state.durable = Some(durable);
         }
+        let state = Arc::new(state);
+        for stored in sessions {
+            state.restore_session(stored);
+        }
         Ok(state)
+    }
+
+    fn restore_session(self: &Arc<Self>, stored: durable::StoredSession) {
+        let limits = &self.config.limits;
+        let client_id: Arc<str> = stored.client_id.into();
+        let mut session = Session::new(
+            Arc::clone(&client_id),
+            stored.expiry_interval,
+            limits.max_inflight_messages,
+        );
+        session.stored = true;
+        let mailbox = Arc::new(Mailbox::new(
+            limits.max_queued_messages,
+            self.config.session.queue_qos0_offline,
+        ));
+        for (filter, sub) in stored.subscriptions {
+            let Ok((share, plain)) = topic::parse_subscription(&filter, usize::MAX) else {
+                continue;
+            };
+            self.router.subscribe(
+                share.as_deref(),
+                &plain,
+                Subscriber {
+                    client_id: Arc::clone(&client_id),
+                    mailbox: Arc::clone(&mailbox),
+                    options: sub.options,
+                    id: sub.id,
+                },
+            );
+            session.subscribe(filter, sub);
+        }
+        let generation = self.registry.restore(Box::new(session), mailbox);
+        if stored.expiry_interval != NEVER_EXPIRES {
+            self.schedule_expiry(&client_id, generation, stored.remaining);
+        }
+    }
+
+    /// Records, for a persistent session, the current state of `filters` (subscribed or not);
+    /// `None` when nothing is stored for it. SUBACK and UNSUBACK wait for the ticket.
+    pub fn persist_subscriptions(
+        &self,
+        session: &Session,
+        filters: &[&str],
+    ) -> Option<crate::store::Ticket> {
+        let durable = self.durable.as_ref().filter(|_| session.stored)?;
+        let changes: Vec<(&str, Option<&Subscription>)> = filters
+            .iter()
+            .map(|f| (*f, session.subscriptions().get(*f)))
+            .collect();
+        Some(durable.subscriptions(session.client_id(), &changes))
     }
 
     /// Marks the broker as stopping and wakes every connected client's task so it says goodbye.
@@ -137,6 +195,16 @@ impl BrokerState {
         }
         attached.session.expiry_interval = expiry_interval;
         attached.session.set_window(window);
+        if let Some(durable) = &self.durable {
+            let session = &mut attached.session;
+            if expiry_interval > 0 {
+                durable.session_connected(session, !attached.session_present);
+                session.stored = true;
+            } else if session.stored {
+                durable.session_ended(session.client_id());
+                session.stored = false;
+            }
+        }
         attached.mailbox.set_online(true);
         attached
     }
@@ -164,6 +232,7 @@ impl BrokerState {
         let pending = will_later.as_ref().map(|(msg, _)| PendingWill {
             msg: Arc::clone(msg),
         });
+        let stored = session.stored;
         match self
             .registry
             .detach(client_id, generation, session, pending)
@@ -171,6 +240,9 @@ impl BrokerState {
             Detached::Stale => {}
             Detached::Ended(session, will) => self.end_session(&session, will),
             Detached::Parked => {
+                if let Some(durable) = self.durable.as_ref().filter(|_| stored) {
+                    durable.session_disconnected(client_id, expiry);
+                }
                 if let Some((_, delay)) = will_later {
                     if delay < expiry {
                         self.schedule_will(client_id, generation, delay);
@@ -206,8 +278,12 @@ impl BrokerState {
         });
     }
 
-    /// A session is gone: drop its subscriptions and send its pending will.
+    /// A session is gone: drop its subscriptions (and its stored record) and send its pending
+    /// will.
     fn end_session(&self, session: &Session, will: Option<PendingWill>) {
+        if let Some(durable) = self.durable.as_ref().filter(|_| session.stored) {
+            durable.session_ended(session.client_id());
+        }
         for filter in session.subscriptions().keys() {
             if let Ok((share, f)) = topic::parse_subscription(filter, usize::MAX) {
                 self.router

@@ -215,6 +215,23 @@ impl Registry {
         }
     }
 
+    /// Puts a session read back from the store, parked, under `client_id`; its generation.
+    pub fn restore(&self, session: Box<Session>, mailbox: Arc<Mailbox>) -> u64 {
+        let client_id = Arc::clone(session.client_id());
+        self.clients.insert(
+            client_id,
+            Entry {
+                generation: 1,
+                mailbox,
+                state: State::Parked {
+                    session,
+                    will: None,
+                },
+            },
+        );
+        1
+    }
+
     /// Wakes every connected client's task (at shutdown, so each sees the broker stopping).
     pub fn wake_connected(&self) {
         for e in self.clients.iter() {

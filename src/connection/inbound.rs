@@ -131,8 +131,8 @@ impl Connection {
         };
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack_in_order(durable, Packet::PubAck(ack)),
-            QoS::ExactlyOnce => self.ack_in_order(durable, Packet::PubRec(ack)),
+            QoS::AtLeastOnce => self.ack_in_order(durable, Packet::PubAck(ack), Vec::new()),
+            QoS::ExactlyOnce => self.ack_in_order(durable, Packet::PubRec(ack), Vec::new()),
         }
         Ok(())
     }
@@ -145,11 +145,11 @@ impl Connection {
         };
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack_in_order(None, Packet::PubAck(ack)),
+            QoS::AtLeastOnce => self.ack_in_order(None, Packet::PubAck(ack), Vec::new()),
             QoS::ExactlyOnce => {
                 // A refused QoS 2 message ends its flow at PUBREC [MQTT-4.3.3-?]; an accepted
                 // resend keeps its packet id until PUBREL.
-                self.ack_in_order(None, Packet::PubRec(ack));
+                self.ack_in_order(None, Packet::PubRec(ack), Vec::new());
             }
         }
     }
@@ -219,16 +219,17 @@ impl Connection {
                 }
             }
         }
-        self.ack(Packet::SubAck(SubAck {
+        let filters: Vec<&str> = s.filters.iter().map(|f| f.filter.as_str()).collect();
+        let durable = self
+            .state
+            .persist_subscriptions(&self.client.session, &filters);
+        let ack = Packet::SubAck(SubAck {
             pkid: s.pkid,
             reasons,
             properties: AckProperties::default(),
-        }));
-        for d in retained {
-            if self.client.mailbox.push(d).is_err() {
-                metrics::dropped("queue_full");
-            }
-        }
+        });
+        // Retained messages follow the SUBACK, which follows the stored subscription.
+        self.ack_in_order(durable, ack, retained);
         Ok(())
     }
 
@@ -246,11 +247,16 @@ impl Connection {
                 }
             })
             .collect();
-        self.ack(Packet::UnsubAck(UnsubAck {
+        let filters: Vec<&str> = u.filters.iter().map(String::as_str).collect();
+        let durable = self
+            .state
+            .persist_subscriptions(&self.client.session, &filters);
+        let ack = Packet::UnsubAck(UnsubAck {
             pkid: u.pkid,
             reasons,
             properties: AckProperties::default(),
-        }));
+        });
+        self.ack_in_order(durable, ack, Vec::new());
     }
 
     fn on_disconnect(&mut self, d: Disconnect) -> End {

@@ -73,6 +73,8 @@ pub struct Session {
     client_id: Arc<str>,
     /// Seconds the session outlives its connection; [`NEVER_EXPIRES`] for ever.
     pub expiry_interval: u32,
+    /// The store holds a record of this session (persistence on, expiry interval > 0).
+    pub stored: bool,
     /// Ordered maps, not hash maps: they cost nothing while empty, and most sessions hold a few
     /// entries at most (memory per idle client).
     subscriptions: BTreeMap<String, Subscription>,
@@ -88,6 +90,7 @@ impl Session {
         Session {
             client_id,
             expiry_interval,
+            stored: false,
             subscriptions: BTreeMap::new(),
             inflight: VecDeque::new(),
             window: window.max(1),

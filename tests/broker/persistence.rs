@@ -175,3 +175,60 @@ async fn without_persistence_retained_messages_are_memory_only() {
     sub.subscribe(V311, "#", 1).await;
     expect_nothing(&mut sub).await;
 }
+
+/// Persistent sessions and their subscriptions survive `kill -9`: a v3.1.1 clean-session-0
+/// client killed while connected and a v5 client with Session Expiry that disconnected both
+/// reconnect to Session Present = 1 and receive what is published to their subscriptions (v5
+/// with its Subscription Identifier); an unsubscribed filter stays gone; a clean session is not
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_sessions_and_subscriptions_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "process");
+    let (mut v3, present) = connect_persistent(broker.addr, V311, "dev3", false).await;
+    assert!(!present);
+    sub_all(&mut v3, V311, &["cmd/3/#", "old/3"], 1).await;
+    v3.send(&unsubscribe(V311, 9, &["old/3"], &[])).await;
+    v3.recv_expect(UNSUBACK).await;
+    let (mut v5, _) = connect_persistent(broker.addr, V5, "dev5", false).await;
+    v5.send(&subscribe(
+        V5,
+        3,
+        &[("cmd/5/+", 2)],
+        &prop_varint(SUBSCRIPTION_ID, 7),
+    ))
+    .await;
+    v5.recv_expect(SUBACK).await;
+    v5.send(&disconnect()).await;
+    let mut clean = RawClient::connected(broker.addr, V311, "clean3").await;
+    sub_all(&mut clean, V311, &["cmd/#"], 1).await;
+    // v3 is still connected: the kill is its connection's end too.
+    broker.kill9();
+
+    let broker = ChildBroker::start(dir.path(), true, "process");
+    let (mut v3, present) = connect_persistent(broker.addr, V311, "dev3", false).await;
+    assert!(present, "v3.1.1 session lost");
+    let (mut v5, present) = connect_persistent(broker.addr, V5, "dev5", false).await;
+    assert!(present, "v5 session lost");
+    let (_, present) = connect_persistent(broker.addr, V311, "clean3", false).await;
+    assert!(!present, "a clean session was kept");
+
+    let mut publ = RawClient::connected(broker.addr, V5, "pub").await;
+    pub_msg(&mut publ, V5, "old/3", 1, b"unsubscribed").await;
+    pub_msg(&mut publ, V5, "cmd/3/a", 1, b"to v3").await;
+    pub_msg(&mut publ, V5, "cmd/5/a", 2, b"to v5").await;
+    let r = recv_acked(&mut v3, V311).await;
+    assert_eq!(
+        (r.topic.as_str(), r.payload.as_slice()),
+        ("cmd/3/a", &b"to v3"[..])
+    );
+    let r = recv_acked(&mut v5, V5).await;
+    assert_eq!(r.payload, b"to v5");
+    assert_eq!(r.qos, 2);
+    assert_eq!(
+        all_props(&r.props, SUBSCRIPTION_ID),
+        vec![PropValue::Varint(7)]
+    );
+    expect_nothing(&mut v3).await;
+    broker.kill9();
+}
