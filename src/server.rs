@@ -54,10 +54,11 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = BrokerState::open(config).map_err(StartError::Store)?;
         let (dormitory, poll) = Dormitory::new().map_err(StartError::Dormitory)?;
+        // Only once the store is read back: clients connecting from now on see their sessions.
+        info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
         // A counter, not a JoinSet: no per-connection bookkeeping beyond one reference.
         let tasks = TaskTracker::new();
         tasks.spawn(dormitory.clone().run(

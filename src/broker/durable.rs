@@ -66,7 +66,7 @@ impl Durable {
             path: config.path.clone(),
             message: e.to_string(),
         })?;
-        let engine = FjallEngine::open(&config.path)?;
+        let engine = open_or_quarantine(&config.path)?;
         let (recovered, cleanup) = recover(&engine)?;
         let policy = BatchPolicy {
             max_ops: config.batch_max_operations,
@@ -237,6 +237,39 @@ fn split_client_key(key: &[u8]) -> Option<(&str, &[u8])> {
     let len = usize::from(u16::from_be_bytes(*len));
     let id = std::str::from_utf8(rest.get(..len)?).ok()?;
     Some((id, rest.get(len..)?))
+}
+
+/// Opens the store; a damaged one is moved aside (`<path>.damaged-<unix seconds>`, kept for
+/// inspection) and a fresh one started, so a damaged store never keeps Tern from starting. A
+/// store of another format, in use by another process, or unreachable (permissions, full
+/// disk) is refused: nothing is wrong with it, and moving it would lose it.
+fn open_or_quarantine(path: &std::path::Path) -> Result<FjallEngine, StoreError> {
+    match FjallEngine::open(path) {
+        Err(StoreError::Damaged { message, .. }) => {
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(format!(".damaged-{secs}"));
+            let aside = std::path::PathBuf::from(aside);
+            std::fs::rename(path, &aside).map_err(|e| StoreError::Engine {
+                path: path.to_path_buf(),
+                message: format!("damaged ({message}) and cannot be moved aside: {e}"),
+            })?;
+            tracing::error!(
+                path = %path.display(),
+                moved_to = %aside.display(),
+                error = %message,
+                "store damaged: moved aside, starting with an empty store; retained messages and sessions in it are not restored"
+            );
+            std::fs::create_dir_all(path).map_err(|e| StoreError::Engine {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            FjallEngine::open(path)
+        }
+        other => other,
+    }
 }
 
 /// Reads every retained message back; returns the deletes for records that expired or could not

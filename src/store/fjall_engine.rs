@@ -22,13 +22,13 @@ impl FjallEngine {
     /// Opens (or creates) the store in `path`. A store of another format version is refused,
     /// not rewritten.
     pub fn open(path: &Path) -> Result<FjallEngine, StoreError> {
-        let err = engine_error(path);
-        let db = Database::builder(path).open().map_err(&err)?;
+        let err = |e| open_error(path, e);
+        let db = Database::builder(path).open().map_err(err)?;
         let spaces = Space::ALL
             .iter()
             .map(|s| db.keyspace(s.name(), KeyspaceCreateOptions::default))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(&err)?;
+            .map_err(err)?;
         let mut engine = FjallEngine {
             path: path.to_path_buf(),
             db,
@@ -66,6 +66,34 @@ impl FjallEngine {
 impl Space {
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// Sorts an error at open: the store in use elsewhere, the environment (permissions, a full or
+/// read-only disk: nothing wrong with the store), or damage to the store itself.
+fn open_error(path: &Path, e: fjall::Error) -> StoreError {
+    use std::io::ErrorKind;
+    let io_kind = match &e {
+        fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) => Some(io.kind()),
+        _ => None,
+    };
+    let path = path.to_path_buf();
+    let message = e.to_string();
+    match (e, io_kind) {
+        (fjall::Error::Locked, _) => StoreError::Locked { path },
+        (
+            _,
+            Some(
+                ErrorKind::PermissionDenied
+                | ErrorKind::StorageFull
+                | ErrorKind::ReadOnlyFilesystem
+                | ErrorKind::QuotaExceeded
+                | ErrorKind::OutOfMemory
+                | ErrorKind::ResourceBusy
+                | ErrorKind::WouldBlock,
+            ),
+        ) => StoreError::Engine { path, message },
+        _ => StoreError::Damaged { path, message },
     }
 }
 

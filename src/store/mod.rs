@@ -108,6 +108,20 @@ pub enum StoreError {
         /// What we read.
         supported: u32,
     },
+    /// The store's files cannot be read as a store (damaged, or not a store at all).
+    #[error("store {path} is damaged: {message}")]
+    Damaged {
+        /// The store's directory.
+        path: PathBuf,
+        /// What the engine said.
+        message: String,
+    },
+    /// Another process holds the store.
+    #[error("store {path} is in use by another process")]
+    Locked {
+        /// The store's directory.
+        path: PathBuf,
+    },
     /// The committer thread is gone (the broker is stopping).
     #[error("the store is closed")]
     Closed,

@@ -232,3 +232,74 @@ async fn persistent_sessions_and_subscriptions_survive_kill_9() {
     expect_nothing(&mut v3).await;
     broker.kill9();
 }
+
+/// Bytes of garbage appended to the journal (a torn last write) lose nothing that was
+/// acknowledged; a store whose files cannot be read at all is moved aside, not fatal: Tern logs
+/// it, starts with an empty store and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_store_never_stops_tern_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let mut c = RawClient::connected(broker.addr, V311, "p").await;
+    retain(&mut c, V311, "kept", 1, b"x", Vec::new()).await;
+    broker.kill9();
+
+    // A torn tail: garbage after the last complete write.
+    let journal = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jnl"))
+        .expect("a journal file");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    bytes.truncate(end);
+    bytes.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(&journal, &bytes).unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let mut sub = RawClient::connected(broker.addr, V311, "s").await;
+    sub.subscribe(V311, "kept", 1).await;
+    assert_eq!(
+        recv_acked(&mut sub, V311).await.payload,
+        b"x",
+        "lost to a torn tail"
+    );
+    broker.kill9();
+
+    // Every keyspace manifest unreadable: the store cannot be opened.
+    for entry in walk(&data) {
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "current" || (name.starts_with('v') && name[1..].parse::<u32>().is_ok()) {
+            std::fs::write(&entry, b"junk").unwrap();
+        }
+    }
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "damaged store not moved aside: {aside:?}");
+    let mut c = RawClient::connected(broker.addr, V311, "p2").await;
+    retain(&mut c, V311, "new", 1, b"y", Vec::new()).await;
+    broker.kill9();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let mut sub = RawClient::connected(broker.addr, V311, "s2").await;
+    sub.subscribe(V311, "new", 1).await;
+    assert_eq!(recv_acked(&mut sub, V311).await.payload, b"y");
+    broker.kill9();
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
