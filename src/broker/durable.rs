@@ -6,17 +6,19 @@
 //! property survives) after a header holding what the packet cannot: when the message expires,
 //! in wall-clock time, since `Instant`s do not survive a restart.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, BytesMut};
 use tracing::{info, warn};
 
+use super::router::Recorder;
 use crate::config::PersistenceConfig;
 use crate::protocol::{
     self, Decoder, Packet, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
 };
-use crate::session::{Message, Session, Subscription, NEVER_EXPIRES};
+use crate::session::{Delivery, Message, Session, Subscription, NEVER_EXPIRES};
 use crate::store::{
     client_key, client_key_with, BatchPolicy, Committer, Engine, FjallEngine, Op, Space,
     StoreError, Ticket,
@@ -28,6 +30,12 @@ const MESSAGE_RECORD_V1: u8 = 1;
 const SESSION_RECORD_V1: u8 = 1;
 /// Record format of a stored subscription.
 const SUBSCRIPTION_RECORD_V1: u8 = 1;
+/// Record format of a queued delivery.
+const DELIVERY_RECORD_V1: u8 = 1;
+/// Record format of an outbound QoS 2 flow at PUBREL.
+const RELEASED_RECORD_V1: u8 = 1;
+/// Record format of an inbound QoS 2 packet id awaiting PUBREL.
+const INBOUND_RECORD_V1: u8 = 1;
 
 /// A persistent session as read back.
 #[derive(Debug)]
@@ -40,11 +48,66 @@ pub struct StoredSession {
     pub remaining: u32,
     /// Its subscriptions: filter (with any `$share/` prefix) and options.
     pub subscriptions: Vec<(String, Subscription)>,
+    /// Its queued and unacknowledged QoS 1/2 deliveries, in order.
+    pub queue: Vec<Delivery>,
+    /// Packet ids of outbound QoS 2 flows at PUBREL (sent again on resume).
+    pub released: Vec<u16>,
+    /// Packet ids of inbound QoS 2 messages awaiting PUBREL (not forwarded again).
+    pub inbound_qos2: Vec<u16>,
 }
 
 /// The broker's side of the store.
 pub struct Durable {
     committer: Committer,
+    /// Next delivery sequence number: one counter for all clients (keys stay ordered per client).
+    next_seq: AtomicU64,
+}
+
+/// The store writes one PUBLISH causes: its queued deliveries, its retained copy, the inbound
+/// QoS 2 packet id. Submitted together, so the publisher's acknowledgement waits for one batch.
+pub struct PublishBatch<'a> {
+    durable: &'a Durable,
+    ops: Vec<Op>,
+}
+
+impl PublishBatch<'_> {
+    /// Records the retained copy of `msg` (an empty payload deletes it).
+    pub fn retain(&mut self, msg: &Message) {
+        let key = msg.topic().as_bytes().to_vec();
+        self.ops.push(if msg.publish.payload.is_empty() {
+            Op::Delete(Space::Retained, key)
+        } else {
+            Op::Put(Space::Retained, key, encode_message(msg))
+        });
+    }
+
+    /// Records an inbound QoS 2 packet id of `client_id` as awaiting PUBREL.
+    pub fn inbound_qos2(&mut self, client_id: &str, pkid: u16) {
+        self.ops.push(Op::Put(
+            Space::InflightIn,
+            client_key_with(client_id, &pkid.to_be_bytes()),
+            vec![INBOUND_RECORD_V1],
+        ));
+    }
+
+    /// Submits what was recorded; `None` if nothing was.
+    pub fn submit(self) -> Option<Ticket> {
+        (!self.ops.is_empty()).then(|| self.durable.committer.submit(self.ops))
+    }
+}
+
+impl Recorder for PublishBatch<'_> {
+    fn next_seq(&mut self) -> u64 {
+        self.durable.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn record(&mut self, client_id: &str, delivery: &Delivery) {
+        self.ops.push(Op::Put(
+            Space::Queue,
+            client_key_with(client_id, &delivery.seq.to_be_bytes()),
+            encode_delivery(delivery),
+        ));
+    }
 }
 
 /// What was read back at start.
@@ -56,6 +119,8 @@ pub struct Recovered {
     pub sessions: Vec<StoredSession>,
     /// Records that could not be read and were dropped, each logged with its key.
     pub unreadable: usize,
+    /// Highest delivery sequence number in the store.
+    pub max_seq: u64,
 }
 
 impl Durable {
@@ -89,19 +154,65 @@ impl Durable {
             took_ms = started.elapsed().as_millis() as u64,
             "store opened"
         );
-        Ok((Durable { committer }, recovered))
+        let next_seq = AtomicU64::new(recovered.max_seq + 1);
+        Ok((
+            Durable {
+                committer,
+                next_seq,
+            },
+            recovered,
+        ))
     }
 
-    /// Records a retained message (an empty payload deletes it); the ticket completes once that
-    /// is durable.
-    pub fn retain(&self, msg: &Message) -> Ticket {
-        let key = msg.topic().as_bytes().to_vec();
-        let op = if msg.publish.payload.is_empty() {
-            Op::Delete(Space::Retained, key)
-        } else {
-            Op::Put(Space::Retained, key, encode_message(msg))
-        };
-        self.committer.submit(vec![op])
+    /// Collects the writes of one PUBLISH.
+    pub fn batch(&self) -> PublishBatch<'_> {
+        PublishBatch {
+            durable: self,
+            ops: Vec::new(),
+        }
+    }
+
+    /// The client acknowledged a stored QoS 1 delivery (or refused a QoS 2 one): it leaves the
+    /// queue. Not waited for: a lost delete only means the message is sent once more.
+    pub fn delivered(&self, client_id: &str, seq: u64) {
+        self.committer.submit_detached(vec![Op::Delete(
+            Space::Queue,
+            client_key_with(client_id, &seq.to_be_bytes()),
+        )]);
+    }
+
+    /// PUBREC for a stored QoS 2 delivery: the message leaves the queue and the flow is stored
+    /// at PUBREL, which is sent only once that is durable (after it, the PUBLISH must never be
+    /// sent again).
+    pub fn released(&self, client_id: &str, pkid: u16, seq: u64) -> Ticket {
+        let mut ops = vec![Op::Put(
+            Space::InflightOut,
+            client_key_with(client_id, &pkid.to_be_bytes()),
+            vec![RELEASED_RECORD_V1],
+        )];
+        if seq != 0 {
+            ops.push(Op::Delete(
+                Space::Queue,
+                client_key_with(client_id, &seq.to_be_bytes()),
+            ));
+        }
+        self.committer.submit(ops)
+    }
+
+    /// PUBCOMP: the outbound QoS 2 flow is over.
+    pub fn completed(&self, client_id: &str, pkid: u16) {
+        self.committer.submit_detached(vec![Op::Delete(
+            Space::InflightOut,
+            client_key_with(client_id, &pkid.to_be_bytes()),
+        )]);
+    }
+
+    /// PUBREL from the client: its inbound QoS 2 packet id is free again.
+    pub fn inbound_released(&self, client_id: &str, pkid: u16) {
+        self.committer.submit_detached(vec![Op::Delete(
+            Space::InflightIn,
+            client_key_with(client_id, &pkid.to_be_bytes()),
+        )]);
     }
 
     /// Records a persistent session as connected (it counts as disconnected from the next
@@ -345,14 +456,116 @@ fn recover_sessions(
                 true
             },
         )?;
+        let (queue, released, inbound_qos2) =
+            recover_flows(engine, &client_id, recovered, cleanup)?;
         recovered.sessions.push(StoredSession {
             client_id,
             expiry_interval,
             remaining,
             subscriptions,
+            queue,
+            released,
+            inbound_qos2,
         });
     }
     Ok(())
+}
+
+/// A client's queued deliveries, outbound flows at PUBREL and inbound QoS 2 packet ids.
+type Flows = (Vec<Delivery>, Vec<u16>, Vec<u16>);
+
+fn recover_flows(
+    engine: &dyn Engine,
+    client_id: &str,
+    recovered: &mut Recovered,
+    cleanup: &mut Vec<Op>,
+) -> Result<Flows, StoreError> {
+    let prefix = client_key(client_id);
+    let now = (Instant::now(), SystemTime::now());
+    let mut queue = Vec::new();
+    engine.scan(Space::Queue, &prefix, &mut |key, value| {
+        let seq = key
+            .get(prefix.len()..)
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map(u64::from_be_bytes);
+        match seq.map(|seq| (seq, decode_delivery(value, seq, now))) {
+            Some((seq, Ok(Some(d)))) => {
+                recovered.max_seq = recovered.max_seq.max(seq);
+                queue.push(d);
+            }
+            Some((_, Ok(None))) => cleanup.push(Op::Delete(Space::Queue, key.to_vec())),
+            _ => {
+                warn!(%client_id, "unreadable queued message dropped");
+                recovered.unreadable += 1;
+                cleanup.push(Op::Delete(Space::Queue, key.to_vec()));
+            }
+        }
+        true
+    })?;
+    let mut pkids = |space: Space, format: u8, what: &str| {
+        let mut out = Vec::new();
+        engine.scan(space, &prefix, &mut |key, value| {
+            let pkid = key
+                .get(prefix.len()..)
+                .and_then(|s| <[u8; 2]>::try_from(s).ok())
+                .map(u16::from_be_bytes);
+            match pkid {
+                Some(p) if p != 0 && value == [format] => out.push(p),
+                _ => {
+                    warn!(%client_id, what, "unreadable flow record dropped");
+                    recovered.unreadable += 1;
+                    cleanup.push(Op::Delete(space, key.to_vec()));
+                }
+            }
+            true
+        })?;
+        Ok::<_, StoreError>(out)
+    };
+    let released = pkids(Space::InflightOut, RELEASED_RECORD_V1, "PUBREL")?;
+    let inbound = pkids(Space::InflightIn, INBOUND_RECORD_V1, "inbound QoS 2")?;
+    Ok((queue, released, inbound))
+}
+
+/// Format, QoS, RETAIN, Subscription Identifiers (count, then each), then the message.
+fn encode_delivery(d: &Delivery) -> Vec<u8> {
+    let ids = &d.sub_ids[..d.sub_ids.len().min(255)];
+    let mut v = vec![DELIVERY_RECORD_V1, d.qos as u8, u8::from(d.retain)];
+    v.push(u8::try_from(ids.len()).unwrap_or(u8::MAX));
+    for id in ids {
+        v.extend_from_slice(&id.to_be_bytes());
+    }
+    v.extend_from_slice(&encode_message(&d.msg));
+    v
+}
+
+/// A stored delivery with sequence `seq`; `Ok(None)` if its message expired.
+fn decode_delivery(
+    record: &[u8],
+    seq: u64,
+    now: (Instant, SystemTime),
+) -> Result<Option<Delivery>, String> {
+    let mut r = record;
+    if r.remaining() < 4 || r.get_u8() != DELIVERY_RECORD_V1 {
+        return Err("unknown record format".into());
+    }
+    let qos = QoS::from_u8(r.get_u8()).ok_or("bad QoS")?;
+    let retain = r.get_u8() != 0;
+    let n = usize::from(r.get_u8());
+    if r.remaining() < 4 * n {
+        return Err("short".into());
+    }
+    let sub_ids = (0..n).map(|_| r.get_u32()).collect();
+    let Some(msg) = decode_message(r, now)? else {
+        return Ok(None);
+    };
+    Ok(Some(Delivery {
+        msg: Arc::new(msg),
+        qos,
+        retain,
+        sub_ids,
+        shared: None,
+        seq,
+    }))
 }
 
 /// Header (format, expiry in Unix milliseconds or 0) then the message as a v5 PUBLISH.

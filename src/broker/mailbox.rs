@@ -4,7 +4,7 @@
 //! QoS 0 goes first, then the newest message is refused; every drop is counted.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
@@ -30,6 +30,15 @@ struct Inner {
     waker: Option<Waker>,
 }
 
+/// A connection is draining the mailbox.
+const ONLINE: u8 = 1;
+/// Another connection took the client id over; the connection draining this mailbox sees it on
+/// its next wake-up.
+const KICKED: u8 = 2;
+/// Its session is in the store: QoS 1/2 deliveries to it are stored before the publisher is
+/// acknowledged.
+const STORED: u8 = 4;
+
 /// One client's queue of pending deliveries.
 #[derive(Debug)]
 pub struct Mailbox {
@@ -37,10 +46,8 @@ pub struct Mailbox {
     /// Set by every push, kick and wake; cleared by the one consumer that sees it.
     signalled: AtomicBool,
     limit: u32,
-    online: AtomicBool,
-    /// Set when another connection takes this client id over; the connection draining this
-    /// mailbox sees it on its next wake-up.
-    kicked: AtomicBool,
+    /// [`ONLINE`], [`KICKED`], [`STORED`].
+    flags: AtomicU8,
     queue_qos0_offline: bool,
 }
 
@@ -51,34 +58,51 @@ impl Mailbox {
             inner: Mutex::new(Inner::default()),
             signalled: AtomicBool::new(false),
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
-            online: AtomicBool::new(false),
-            kicked: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
             queue_qos0_offline,
         }
     }
 
     /// Whether a connection is draining this mailbox.
     pub fn is_online(&self) -> bool {
-        self.online.load(Ordering::Acquire)
+        self.flags.load(Ordering::Acquire) & ONLINE != 0
     }
 
     /// Marks the client connected or not.
     pub fn set_online(&self, online: bool) {
-        self.online.store(online, Ordering::Release);
+        if online {
+            self.flags.fetch_or(ONLINE, Ordering::AcqRel);
+        } else {
+            self.flags.fetch_and(!ONLINE, Ordering::AcqRel);
+        }
         if online {
             self.signal();
         }
     }
 
+    /// Whether deliveries to this mailbox go to the store.
+    pub fn is_stored(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & STORED != 0
+    }
+
+    /// Marks the mailbox's session as stored or not.
+    pub fn set_stored(&self, stored: bool) {
+        if stored {
+            self.flags.fetch_or(STORED, Ordering::AcqRel);
+        } else {
+            self.flags.fetch_and(!STORED, Ordering::AcqRel);
+        }
+    }
+
     /// Tells the connection draining this mailbox to close (takeover).
     pub fn kick(&self) {
-        self.kicked.store(true, Ordering::Release);
+        self.flags.fetch_or(KICKED, Ordering::AcqRel);
         self.signal();
     }
 
     /// Whether the connection was told to close; clears the signal.
     pub fn take_kick(&self) -> bool {
-        self.kicked.swap(false, Ordering::AcqRel)
+        self.flags.fetch_and(!KICKED, Ordering::AcqRel) & KICKED != 0
     }
 
     /// Wakes the connection without a delivery (it re-checks broker-wide state, e.g. shutdown).
@@ -114,6 +138,12 @@ impl Mailbox {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Appends deliveries read back from the store, in order, whatever the limit (they were
+    /// within it when stored).
+    pub fn restore(&self, deliveries: Vec<Delivery>) {
+        self.inner.lock().queue.extend(deliveries);
     }
 
     /// Puts deliveries back at the front, in order (messages taken back from a session).

@@ -122,6 +122,14 @@ impl BrokerState {
             );
             session.subscribe(filter, sub);
         }
+        for pkid in stored.released {
+            session.restore_released(pkid);
+        }
+        for pkid in stored.inbound_qos2 {
+            session.inbound_qos2_begin(pkid);
+        }
+        mailbox.set_stored(true);
+        mailbox.restore(stored.queue);
         let generation = self.registry.restore(Box::new(session), mailbox);
         if stored.expiry_interval != NEVER_EXPIRES {
             self.schedule_expiry(&client_id, generation, stored.remaining);
@@ -154,16 +162,72 @@ impl BrokerState {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// Retains (if flagged) and routes an accepted message.
-    pub fn publish(&self, msg: Arc<Message>) -> Published {
-        let mut durable = None;
+    /// Retains (if flagged) and routes an accepted message. With persistence, its retained
+    /// copy, its deliveries to stored sessions and `inbound_qos2` (the publisher's client id and
+    /// packet id, when its session is stored) are written as one batch, whose ticket the
+    /// publisher's acknowledgement waits for.
+    pub fn publish(&self, msg: Arc<Message>, inbound_qos2: Option<(&str, u16)>) -> Published {
         if msg.publish.retain {
             self.retained.update(&msg);
-            durable = self.durable.as_ref().map(|d| d.retain(&msg));
         }
-        let outcome = self.router.route(&msg);
+        let Some(d) = &self.durable else {
+            let outcome = self.router.route(&msg, None);
+            metrics::routed(&outcome);
+            return Published {
+                outcome,
+                durable: None,
+            };
+        };
+        let mut batch = d.batch();
+        if msg.publish.retain {
+            batch.retain(&msg);
+        }
+        let outcome = self.router.route(&msg, Some(&mut batch));
         metrics::routed(&outcome);
-        Published { outcome, durable }
+        if let Some((client_id, pkid)) = inbound_qos2 {
+            batch.inbound_qos2(client_id, pkid);
+        }
+        Published {
+            outcome,
+            durable: batch.submit(),
+        }
+    }
+
+    /// The store of `session`, if it is stored.
+    fn store_of(&self, session: &Session) -> Option<&durable::Durable> {
+        self.durable.as_ref().filter(|_| session.stored)
+    }
+
+    /// The client acknowledged the stored delivery `seq` (0: not stored).
+    pub fn store_delivered(&self, session: &Session, seq: u64) {
+        if let Some(d) = self.store_of(session).filter(|_| seq != 0) {
+            d.delivered(session.client_id(), seq);
+        }
+    }
+
+    /// PUBREC for QoS 2 delivery `seq` sent with `pkid`: PUBREL waits for the ticket.
+    pub fn store_released(
+        &self,
+        session: &Session,
+        pkid: u16,
+        seq: u64,
+    ) -> Option<crate::store::Ticket> {
+        let d = self.store_of(session)?;
+        Some(d.released(session.client_id(), pkid, seq))
+    }
+
+    /// PUBCOMP for `pkid`.
+    pub fn store_completed(&self, session: &Session, pkid: u16) {
+        if let Some(d) = self.store_of(session) {
+            d.completed(session.client_id(), pkid);
+        }
+    }
+
+    /// PUBREL from the client for its QoS 2 message `pkid`.
+    pub fn store_inbound_released(&self, session: &Session, pkid: u16) {
+        if let Some(d) = self.store_of(session) {
+            d.inbound_released(session.client_id(), pkid);
+        }
     }
 
     /// Attaches a new connection to the session of `client_id` (taking it over from a live
@@ -204,6 +268,7 @@ impl BrokerState {
                 durable.session_ended(session.client_id());
                 session.stored = false;
             }
+            attached.mailbox.set_stored(session.stored);
         }
         attached.mailbox.set_online(true);
         attached
@@ -227,7 +292,7 @@ impl BrokerState {
             None => (None, None),
         };
         if let Some(msg) = will_now {
-            self.publish(msg);
+            self.publish(msg, None);
         }
         let pending = will_later.as_ref().map(|(msg, _)| PendingWill {
             msg: Arc::clone(msg),
@@ -261,7 +326,7 @@ impl BrokerState {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
             if let Some(will) = state.registry.take_will(&id, generation) {
-                state.publish(will.msg);
+                state.publish(will.msg, None);
             }
         });
     }
@@ -291,7 +356,7 @@ impl BrokerState {
             }
         }
         if let Some(will) = will {
-            self.publish(will.msg);
+            self.publish(will.msg, None);
         }
     }
 
@@ -373,6 +438,7 @@ impl BrokerState {
                     retain: true,
                     sub_ids: id.into_iter().collect(),
                     shared: None,
+                    seq: 0,
                 })
                 .collect()
         } else {

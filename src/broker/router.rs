@@ -68,6 +68,14 @@ impl FilterSubs {
     }
 }
 
+/// Takes note of deliveries to stored sessions as they are queued.
+pub trait Recorder {
+    /// A fresh sequence number for a stored delivery.
+    fn next_seq(&mut self) -> u64;
+    /// `delivery` was queued for `client_id`.
+    fn record(&mut self, client_id: &str, delivery: &Delivery);
+}
+
 /// What routing one message did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RouteOutcome {
@@ -153,7 +161,14 @@ impl Router {
     }
 
     /// Queues `msg` for every matching subscription.
-    pub fn route(&self, msg: &Arc<Message>) -> RouteOutcome {
+    /// With a `recorder`, QoS 1/2 deliveries to stored sessions (not through shared
+    /// subscriptions, which may move between members) get a sequence number and are recorded
+    /// once queued.
+    pub fn route(
+        &self,
+        msg: &Arc<Message>,
+        mut recorder: Option<&mut dyn Recorder>,
+    ) -> RouteOutcome {
         let trie = self.trie.read();
         let mut targets: Vec<Target<'_>> = Vec::new();
         let publisher = msg.publisher.as_deref();
@@ -185,15 +200,32 @@ impl Router {
         merge_overlapping(&mut targets);
         let mut outcome = RouteOutcome::default();
         for t in targets {
-            let delivery = Delivery {
+            let mut delivery = Delivery {
                 msg: Arc::clone(msg),
                 qos: t.qos,
                 retain: t.retain,
                 sub_ids: t.sub_ids,
                 shared: t.shared,
+                seq: 0,
+            };
+            let record = match recorder.as_deref_mut() {
+                Some(r)
+                    if delivery.qos != QoS::AtMostOnce
+                        && delivery.shared.is_none()
+                        && t.sub.mailbox.is_stored() =>
+                {
+                    delivery.seq = r.next_seq();
+                    Some((r, delivery.clone()))
+                }
+                _ => None,
             };
             match t.sub.mailbox.push(delivery) {
-                Ok(()) => outcome.delivered += 1,
+                Ok(()) => {
+                    outcome.delivered += 1;
+                    if let Some((r, d)) = record {
+                        r.record(&t.sub.client_id, &d);
+                    }
+                }
                 Err(DropReason::QueueFull) => outcome.dropped_queue_full += 1,
                 Err(DropReason::Offline) => {}
             }

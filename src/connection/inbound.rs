@@ -21,20 +21,38 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
-                self.client.session.puback(a.pkid);
+                if let Some(seq) = self.client.session.puback(a.pkid) {
+                    self.state.store_delivered(&self.client.session, seq);
+                }
                 Ok(())
             }
             Packet::PubRec(a) => {
-                if self.client.session.pubrec(a.pkid, a.reason) == PubRecOutcome::SendPubRel {
-                    self.ack(Packet::PubRel(Ack {
-                        pkid: a.pkid,
-                        ..Ack::default()
-                    }));
+                match self.client.session.pubrec(a.pkid, a.reason) {
+                    PubRecOutcome::SendPubRel { seq } => {
+                        // After PUBREL the PUBLISH must never be sent again: the stored flow
+                        // moves to PUBREL first.
+                        let durable = if seq == 0 {
+                            None
+                        } else {
+                            self.state.store_released(&self.client.session, a.pkid, seq)
+                        };
+                        let rel = Packet::PubRel(Ack {
+                            pkid: a.pkid,
+                            ..Ack::default()
+                        });
+                        self.ack_in_order(durable, rel, Vec::new());
+                    }
+                    PubRecOutcome::Ended { seq } => {
+                        self.state.store_delivered(&self.client.session, seq);
+                    }
+                    PubRecOutcome::Unknown => {}
                 }
                 Ok(())
             }
             Packet::PubRel(a) => {
                 let reason = if self.client.session.inbound_qos2_release(a.pkid) {
+                    self.state
+                        .store_inbound_released(&self.client.session, a.pkid);
                     ReasonCode::Success
                 } else {
                     ReasonCode::PacketIdentifierNotFound
@@ -47,7 +65,9 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(a) => {
-                self.client.session.pubcomp(a.pkid);
+                if self.client.session.pubcomp(a.pkid) {
+                    self.state.store_completed(&self.client.session, a.pkid);
+                }
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -118,7 +138,9 @@ impl Connection {
             Some(Arc::clone(&self.client_id)),
             std::time::Instant::now(),
         ));
-        let Published { outcome, durable } = self.state.publish(msg);
+        let inbound_qos2 = (qos == QoS::ExactlyOnce && self.client.session.stored)
+            .then_some((&*self.client_id, pkid));
+        let Published { outcome, durable } = self.state.publish(msg, inbound_qos2);
         let reason = if outcome.delivered == 0 && outcome.dropped_queue_full == 0 {
             ReasonCode::NoMatchingSubscribers
         } else {

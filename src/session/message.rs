@@ -85,4 +85,6 @@ pub struct Delivery {
     pub sub_ids: Vec<u32>,
     /// Set when it came through a shared subscription.
     pub shared: Option<SharedTag>,
+    /// Its key in the subscriber's stored queue; 0 when not stored.
+    pub seq: u64,
 }

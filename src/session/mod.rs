@@ -38,8 +38,11 @@ enum OutState {
 #[derive(Debug, Clone)]
 struct Inflight {
     pkid: u16,
-    delivery: Delivery,
+    qos: QoS,
     state: OutState,
+    /// The message while it may have to be sent again; gone once the client has it (PUBREC),
+    /// and for a PUBREL restored from the store.
+    delivery: Option<Delivery>,
 }
 
 /// What to (re)send for one inflight entry when a session resumes.
@@ -59,10 +62,17 @@ pub enum Resend<'a> {
 /// What a PUBREC means for the outbound flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PubRecOutcome {
-    /// Send PUBREL for this packet id.
-    SendPubRel,
+    /// Send PUBREL for this packet id; `seq` is the stored delivery it releases (0: none, or
+    /// a repeated PUBREC).
+    SendPubRel {
+        /// Stored sequence of the delivery.
+        seq: u64,
+    },
     /// The client refused the message (reason ≥ 0x80): the flow ends, no PUBREL.
-    Ended,
+    Ended {
+        /// Stored sequence of the delivery.
+        seq: u64,
+    },
     /// No such packet id awaits PUBREC.
     Unknown,
 }
@@ -148,8 +158,9 @@ impl Session {
         let pkid = self.allocate_pkid();
         self.inflight.push_back(Inflight {
             pkid,
-            delivery: delivery.clone(),
+            qos: delivery.qos,
             state: OutState::Published,
+            delivery: Some(delivery.clone()),
         });
         Some((pkid, delivery))
     }
@@ -168,38 +179,53 @@ impl Session {
     fn position(&self, pkid: u16, state: OutState, qos: QoS) -> Option<usize> {
         self.inflight
             .iter()
-            .position(|e| e.pkid == pkid && e.state == state && e.delivery.qos == qos)
+            .position(|e| e.pkid == pkid && e.state == state && e.qos == qos)
     }
 
-    /// PUBACK from the client; true if it ended a QoS 1 flow.
-    pub fn puback(&mut self, pkid: u16) -> bool {
-        match self.position(pkid, OutState::Published, QoS::AtLeastOnce) {
-            Some(i) => {
-                self.inflight.remove(i);
-                true
-            }
-            None => false,
-        }
+    /// PUBACK from the client: the delivery's stored sequence (0: not stored) if it ended a
+    /// QoS 1 flow.
+    pub fn puback(&mut self, pkid: u16) -> Option<u64> {
+        let i = self.position(pkid, OutState::Published, QoS::AtLeastOnce)?;
+        let entry = self.inflight.remove(i)?;
+        Some(entry.delivery.map_or(0, |d| d.seq))
+    }
+
+    /// A PUBREL that was outstanding when the session was stored: sent again on resume.
+    pub fn restore_released(&mut self, pkid: u16) {
+        self.inflight.push_back(Inflight {
+            pkid,
+            qos: QoS::ExactlyOnce,
+            state: OutState::Released,
+            delivery: None,
+        });
     }
 
     /// PUBREC from the client.
     pub fn pubrec(&mut self, pkid: u16, reason: ReasonCode) -> PubRecOutcome {
-        if let Some(i) = self.position(pkid, OutState::Released, QoS::ExactlyOnce) {
+        if self
+            .position(pkid, OutState::Released, QoS::ExactlyOnce)
+            .is_some()
+        {
             // A duplicate PUBREC: PUBREL again [MQTT-4.3.3-?].
-            let _ = i;
-            return PubRecOutcome::SendPubRel;
+            return PubRecOutcome::SendPubRel { seq: 0 };
         }
         let Some(i) = self.position(pkid, OutState::Published, QoS::ExactlyOnce) else {
             return PubRecOutcome::Unknown;
         };
         if reason.is_error() {
-            self.inflight.remove(i);
-            return PubRecOutcome::Ended;
+            let seq = self
+                .inflight
+                .remove(i)
+                .and_then(|e| e.delivery)
+                .map_or(0, |d| d.seq);
+            return PubRecOutcome::Ended { seq };
         }
+        let mut seq = 0;
         if let Some(entry) = self.inflight.get_mut(i) {
             entry.state = OutState::Released;
+            seq = entry.delivery.take().map_or(0, |d| d.seq);
         }
-        PubRecOutcome::SendPubRel
+        PubRecOutcome::SendPubRel { seq }
     }
 
     /// PUBCOMP from the client; true if it ended a QoS 2 flow.
@@ -215,13 +241,16 @@ impl Session {
 
     /// What to send again, in the original order, when the session resumes [MQTT-4.4.0-1].
     pub fn resend(&self) -> impl Iterator<Item = Resend<'_>> {
-        self.inflight.iter().map(|e| match e.state {
-            OutState::Published => Resend::Publish {
-                pkid: e.pkid,
-                delivery: &e.delivery,
-            },
-            OutState::Released => Resend::PubRel(e.pkid),
-        })
+        self.inflight
+            .iter()
+            .filter_map(|e| match (e.state, &e.delivery) {
+                (OutState::Published, Some(delivery)) => Some(Resend::Publish {
+                    pkid: e.pkid,
+                    delivery,
+                }),
+                (OutState::Published, None) => None,
+                (OutState::Released, _) => Some(Resend::PubRel(e.pkid)),
+            })
     }
 
     /// Takes back inflight messages that came through a shared subscription and that the client
@@ -229,12 +258,12 @@ impl Session {
     /// another member of the group.
     pub fn take_shared_unreceived(&mut self) -> Vec<Delivery> {
         let mut taken = Vec::new();
-        self.inflight.retain(|e| {
-            let give_back = e.delivery.shared.is_some() && e.state == OutState::Published;
-            if give_back {
-                taken.push(e.delivery.clone());
+        self.inflight.retain(|e| match &e.delivery {
+            Some(d) if d.shared.is_some() && e.state == OutState::Published => {
+                taken.push(d.clone());
+                false
             }
-            !give_back
+            _ => true,
         });
         taken
     }

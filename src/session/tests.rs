@@ -19,6 +19,7 @@ fn delivery(qos: QoS, n: u8) -> Delivery {
         retain: false,
         sub_ids: Vec::new(),
         shared: None,
+        seq: 0,
     }
 }
 
@@ -36,8 +37,12 @@ fn qos1_flow_allocates_and_releases_ids() {
     assert_ne!(a, 0);
     assert_ne!(a, b);
     assert_eq!(s.inflight_len(), 2);
-    assert!(s.puback(a));
-    assert!(!s.puback(a), "a second PUBACK for the same id is unknown");
+    assert_eq!(s.puback(a), Some(0));
+    assert_eq!(
+        s.puback(a),
+        None,
+        "a second PUBACK for the same id is unknown"
+    );
     assert_eq!(s.inflight_len(), 1);
 }
 
@@ -59,15 +64,21 @@ fn qos2_flow() {
     let now = Instant::now();
     let (id, _) = s.start(delivery(QoS::ExactlyOnce, 1), now).unwrap();
     assert!(!s.pubcomp(id), "PUBCOMP before PUBREC is unknown");
-    assert_eq!(s.pubrec(id, ReasonCode::Success), PubRecOutcome::SendPubRel);
-    assert_eq!(s.pubrec(id, ReasonCode::Success), PubRecOutcome::SendPubRel);
+    assert_eq!(
+        s.pubrec(id, ReasonCode::Success),
+        PubRecOutcome::SendPubRel { seq: 0 }
+    );
+    assert_eq!(
+        s.pubrec(id, ReasonCode::Success),
+        PubRecOutcome::SendPubRel { seq: 0 }
+    );
     assert!(matches!(s.resend().next(), Some(Resend::PubRel(x)) if x == id));
     assert!(s.pubcomp(id));
     assert_eq!(s.inflight_len(), 0);
     let (id, _) = s.start(delivery(QoS::ExactlyOnce, 2), now).unwrap();
     assert_eq!(
         s.pubrec(id, ReasonCode::QuotaExceeded),
-        PubRecOutcome::Ended
+        PubRecOutcome::Ended { seq: 0 }
     );
     assert_eq!(s.inflight_len(), 0);
 }
@@ -80,7 +91,7 @@ fn resend_keeps_order() {
     let ids: Vec<u16> = (0..5)
         .map(|n| s.start(delivery(QoS::AtLeastOnce, n), now).unwrap().0)
         .collect();
-    assert!(s.puback(ids[2]));
+    assert_eq!(s.puback(ids[2]), Some(0));
     let again: Vec<u16> = s
         .resend()
         .map(|r| match r {

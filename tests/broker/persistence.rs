@@ -303,3 +303,122 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The core promise: offline persistent subscribers (v3.1.1 clean session 0, v5 Session
+/// Expiry), a publisher that saw every PUBACK/PUBCOMP, `kill -9`, restart: every message comes,
+/// in order, at its QoS, once; Session Present = 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_for_offline_sessions_survive_kill_9() {
+    for durability in ["fsync", "process"] {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = ChildBroker::start(dir.path(), true, durability);
+        for v in VERSIONS {
+            let (mut s, _) = connect_persistent(broker.addr, v, &format!("off{v}"), false).await;
+            sub_all(&mut s, v, &["q/#"], 2).await;
+            s.send(&disconnect()).await;
+        }
+        let mut publ = RawClient::connected(broker.addr, V5, "pub").await;
+        for i in 0..40u8 {
+            pub_msg(
+                &mut publ,
+                V5,
+                &format!("q/{i}"),
+                1 + i % 2,
+                format!("m{i}").as_bytes(),
+            )
+            .await;
+        }
+        broker.kill9();
+
+        let broker = ChildBroker::start(dir.path(), true, durability);
+        for v in VERSIONS {
+            let (mut s, present) =
+                connect_persistent(broker.addr, v, &format!("off{v}"), false).await;
+            assert!(present, "{durability} {}: session lost", vname(v));
+            let mut fence = RawClient::connected(broker.addr, V5, &format!("fence{v}")).await;
+            pub_msg(&mut fence, V5, "q/fence", 0, b"fence").await;
+            let got = collect_until(&mut s, v, b"fence").await;
+            let expected: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+            assert_eq!(payloads(&got), expected, "{durability} {}", vname(v));
+            for (i, r) in got.iter().enumerate() {
+                assert_eq!(
+                    usize::from(r.qos),
+                    1 + i % 2,
+                    "{durability} {}: QoS",
+                    vname(v)
+                );
+            }
+            // Acknowledged now: a second restart has nothing left for them.
+            s.send(&disconnect()).await;
+        }
+        broker.kill9();
+        let broker = ChildBroker::start(dir.path(), true, durability);
+        let (mut s, present) = connect_persistent(broker.addr, V5, "off5", false).await;
+        assert!(present);
+        let mut fence = RawClient::connected(broker.addr, V5, "fence").await;
+        pub_msg(&mut fence, V5, "q/fence", 0, b"fence").await;
+        assert!(
+            collect_until(&mut s, V5, b"fence").await.is_empty(),
+            "{durability}: delivered twice"
+        );
+        broker.kill9();
+    }
+}
+
+/// QoS 2 across `kill -9`, both directions. Outbound: a subscriber that got PUBREL but had
+/// not sent PUBCOMP gets PUBREL again after the restart, never the PUBLISH. Inbound: a publisher
+/// that got PUBREC sends the PUBLISH again (DUP) after the restart; it is acknowledged but not
+/// forwarded a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_flows_are_exactly_once_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut sub, _) = connect_persistent(broker.addr, V5, "rel", false).await;
+    sub_all(&mut sub, V5, &["x/#"], 2).await;
+    let (mut publ, _) = connect_persistent(broker.addr, V311, "p2", false).await;
+    pub_msg(&mut publ, V311, "x/out", 2, b"out").await;
+    let r = sub.recv_publish(V5).await;
+    sub.send(&pubrec(r.pkid)).await;
+    let (pkid, _) = parse_ack(&sub.recv_expect(PUBREL).await);
+    assert_eq!(pkid, r.pkid);
+    // Inbound: PUBLISH, PUBREC, then the crash before PUBREL.
+    publ.send(&Publish::new(V311, "x/in", b"in").qos(2, 77).build())
+        .await;
+    let (pkid, _) = parse_ack(&publ.recv_expect(PUBREC).await);
+    assert_eq!(pkid, 77);
+    broker.kill9();
+
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut sub, present) = connect_persistent(broker.addr, V5, "rel", false).await;
+    assert!(present);
+    // The outbound flow resumes at PUBREL; then "in", queued for this session before the
+    // crash, arrives once.
+    let (first, body) = sub.recv_packet().await;
+    assert_eq!(
+        first, PUBREL,
+        "expected PUBREL first, got {first:#x} {body:02x?}"
+    );
+    assert_eq!(parse_ack(&body).0, r.pkid);
+    sub.send(&pubcomp(r.pkid)).await;
+    let (mut publ, present) = connect_persistent(broker.addr, V311, "p2", false).await;
+    assert!(present);
+    publ.send(
+        &Publish::new(V311, "x/in", b"in")
+            .qos(2, 77)
+            .dup(true)
+            .build(),
+    )
+    .await;
+    let (pkid, _) = parse_ack(&publ.recv_expect(PUBREC).await);
+    assert_eq!(pkid, 77);
+    publ.send(&pubrel(77)).await;
+    publ.recv_expect(PUBCOMP).await;
+    pub_msg(&mut publ, V311, "x/fence", 0, b"fence").await;
+    let got = collect_until(&mut sub, V5, b"fence").await;
+    assert_eq!(
+        payloads(&got),
+        vec!["in".to_string()],
+        "inbound QoS 2 forwarded twice or lost"
+    );
+    broker.kill9();
+}
