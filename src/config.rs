@@ -79,7 +79,7 @@ pub struct SessionConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PersistenceConfig {
-    /// Keep retained messages (and, as they are added, sessions) in a store on disk.
+    /// Keep retained messages, persistent sessions and their messages in a store on disk.
     pub enabled: bool,
     /// The store's directory, created if missing.
     pub path: PathBuf,
