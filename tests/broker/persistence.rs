@@ -422,3 +422,63 @@ async fn qos2_flows_are_exactly_once_across_kill_9() {
     );
     broker.kill9();
 }
+
+/// `kill -9` in the middle of a stream of pipelined QoS 1 publishes, three times over: every
+/// message that got its PUBACK before a kill reaches the offline persistent subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut sink, _) = connect_persistent(broker.addr, V311, "sink", false).await;
+    sub_all(&mut sink, V311, &["load/#"], 1).await;
+    sink.send(&disconnect()).await;
+    drop(broker);
+
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let broker = ChildBroker::start(dir.path(), true, "fsync");
+        let mut publ = RawClient::connected(broker.addr, V311, &format!("load{round}")).await;
+        let mut sent: Vec<String> = Vec::new();
+        for batch in 0..12 {
+            for i in 0..16u16 {
+                let n = sent.len();
+                let payload = format!("r{round}-{n}");
+                let pkid = u16::try_from(n % 60_000).unwrap() + 1;
+                publ.send(
+                    &Publish::new(V311, "load/x", payload.as_bytes())
+                        .qos(1, pkid)
+                        .build(),
+                )
+                .await;
+                sent.push(payload);
+                let _ = i;
+            }
+            // The last batch: half its acknowledgements read, the rest still in flight.
+            let reading = if batch == 11 { 8 } else { 16 };
+            for _ in 0..reading {
+                let (pkid, reason) = parse_ack(&publ.recv_expect(PUBACK).await);
+                assert_eq!(reason, 0);
+                acked.push(sent[usize::from(pkid) - 1].clone());
+            }
+        }
+        broker.kill9();
+    }
+
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut sink, present) = connect_persistent(broker.addr, V311, "sink", false).await;
+    assert!(present);
+    let mut fence = RawClient::connected(broker.addr, V311, "fence").await;
+    pub_msg(&mut fence, V311, "load/fence", 0, b"fence").await;
+    let got: std::collections::HashSet<String> =
+        payloads(&collect_until(&mut sink, V311, b"fence").await)
+            .into_iter()
+            .collect();
+    let missing: Vec<&String> = acked.iter().filter(|p| !got.contains(*p)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost: {missing:?}",
+        missing.len()
+    );
+    assert!(acked.len() >= 3 * 184);
+    broker.kill9();
+}
