@@ -99,7 +99,7 @@ impl Default for PersistenceConfig {
             enabled: false,
             path: PathBuf::from("./data"),
             durability: Durability::Fsync,
-            batch_max_operations: 1000,
+            batch_max_operations: 10_000,
             batch_wait_us: 0,
         }
     }

@@ -88,6 +88,16 @@ fn put_str(b: &mut BytesMut, s: &[u8]) {
 impl Client {
     /// Connects with a clean session and keep-alive off, and waits for CONNACK.
     pub async fn connect(host: &str, port: u16, client_id: &str) -> Result<Client> {
+        Client::connect_with(host, port, client_id, true).await
+    }
+
+    /// Connects with clean session `clean` (0: a persistent session) and keep-alive off.
+    pub async fn connect_with(
+        host: &str,
+        port: u16,
+        client_id: &str,
+        clean: bool,
+    ) -> Result<Client> {
         let stream = TcpStream::connect((host, port))
             .await
             .with_context(|| format!("connect to {host}:{port}"))?;
@@ -107,7 +117,7 @@ impl Client {
         let mut body = BytesMut::new();
         put_str(&mut body, b"MQTT");
         body.put_u8(4);
-        body.put_u8(0x02);
+        body.put_u8(if clean { 0x02 } else { 0x00 });
         body.put_u16(0);
         put_str(&mut body, client_id.as_bytes());
         c.writer.frame(0x10, &body);

@@ -23,6 +23,8 @@ const ACK_WINDOW: usize = 32;
 const PAIR_WINDOW: usize = 32;
 /// Messages in flight end to end per subscriber when all share one stream.
 const SHARED_WINDOW: usize = 500;
+/// Persistent sessions the `offline` scenario queues for.
+const OFFLINE_SESSIONS: usize = 100;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -34,7 +36,7 @@ struct Args {
     /// Broker port.
     #[arg(long)]
     port: u16,
-    /// fan-in | fan-out | pairs-qos0 | pairs-qos1 | latency | idle
+    /// fan-in | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline
     #[arg(long)]
     scenario: String,
     /// Messages per publisher (fan-out: published messages; latency: ignored).
@@ -60,6 +62,8 @@ struct Outcome {
     lost: u64,
     dup: u64,
     conn_per_s: f64,
+    /// `offline`: milliseconds to drain every queue.
+    drain_ms: u64,
 }
 
 /// Counts what subscribers received against what was sent, per publisher and in order.
@@ -84,6 +88,7 @@ impl Tally {
             lost: expected.saturating_sub(self.received.load(Ordering::Relaxed)),
             dup: self.dup.load(Ordering::Relaxed),
             conn_per_s: 0.0,
+            drain_ms: 0,
         }
     }
 
@@ -374,6 +379,74 @@ async fn latency(args: &Args) -> Result<Outcome> {
     Ok(tally.outcome(rate as f64, total))
 }
 
+/// Persistent sessions: `OFFLINE_SESSIONS` subscribers (clean session 0) subscribe at QoS 1 and
+/// go offline; one publisher sends `messages` QoS 1 messages, each queued for all of them, at
+/// most `ACK_WINDOW` unacknowledged (`msgs_per_s`: acknowledged publishes per second). Then they
+/// come back and drain their queues (`drain_ms`: from the first reconnect to the last message);
+/// `lost`/`dup` count what did not arrive or arrived twice.
+async fn offline(args: &Args) -> Result<Outcome> {
+    let epoch = Instant::now();
+    let tally = Tally::new(epoch)?;
+    let prefix = format!("offline-{}", std::process::id());
+    let topic = format!("bench/{prefix}");
+    let id = |i: usize| format!("{prefix}-sub-{i}");
+    for i in 0..OFFLINE_SESSIONS {
+        let mut c = Client::connect_with(&args.host, args.port, &id(i), false).await?;
+        c.subscribe(&topic, 1).await?;
+        c.disconnect().await?;
+    }
+    let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+    let publishers = Publishers {
+        count: 1,
+        per_pub: args.messages,
+        qos: 1,
+        copies: 0,
+        epoch,
+        prefix: &prefix,
+    };
+    let started = publish_all(
+        args,
+        publishers,
+        |_| topic.clone(),
+        |_| Arc::clone(&unlimited),
+    )
+    .await?;
+    let published = started.elapsed().max(Duration::from_millis(1));
+    let drain_start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..OFFLINE_SESSIONS {
+        let mut c = Client::connect_with(&args.host, args.port, &id(i), false).await?;
+        let tally = Arc::clone(&tally);
+        tasks.push(tokio::spawn(async move {
+            let mut order = Order(Vec::new());
+            loop {
+                match c.next().await? {
+                    Incoming::Publish { pkid, payload } => {
+                        if let Some(id) = pkid {
+                            c.puback(id).await?;
+                        }
+                        order.check(&tally, &payload);
+                    }
+                    Incoming::Closed => return anyhow::Ok(()),
+                    Incoming::Other => {}
+                }
+            }
+        }));
+    }
+    let expected = args.messages * OFFLINE_SESSIONS as u64;
+    drain(&tally, expected).await?;
+    let drain_ms = tally
+        .last_delivery()
+        .saturating_duration_since(drain_start)
+        .as_millis() as u64;
+    for t in tasks {
+        t.abort();
+    }
+    let mut o = tally.outcome(args.messages as f64 / published.as_secs_f64(), expected);
+    o.drain_ms = drain_ms;
+    Ok(o)
+}
+
 async fn idle(args: &Args) -> Result<Outcome> {
     let start = Instant::now();
     // At most 64 handshakes at once: below both brokers' listen backlogs (Mosquitto 100), so the
@@ -411,8 +484,8 @@ async fn idle(args: &Args) -> Result<Outcome> {
 
 fn print_result(args: &Args, o: &Outcome) {
     println!(
-        "RESULT scenario={} msgs_per_s={:.0} p50_us={} p99_us={} lost={} dup={} conn_per_s={:.0}",
-        args.scenario, o.msgs_per_s, o.p50_us, o.p99_us, o.lost, o.dup, o.conn_per_s
+        "RESULT scenario={} msgs_per_s={:.0} p50_us={} p99_us={} lost={} dup={} conn_per_s={:.0} drain_ms={}",
+        args.scenario, o.msgs_per_s, o.p50_us, o.p99_us, o.lost, o.dup, o.conn_per_s, o.drain_ms
     );
 }
 
@@ -429,6 +502,7 @@ async fn main() -> Result<()> {
         "pairs-qos1" => throughput(&args, 100, 100, true, 1).await?,
         "latency" => latency(&args).await?,
         "idle" => return idle(&args).await.map(|_| ()),
+        "offline" => offline(&args).await?,
         other => bail!("unknown scenario {other}"),
     };
     print_result(&args, &outcome);

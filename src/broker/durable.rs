@@ -68,6 +68,8 @@ pub struct Durable {
 pub struct PublishBatch<'a> {
     durable: &'a Durable,
     ops: Vec<Op>,
+    /// The message encoded once for all its deliveries (they share it).
+    encoded: Option<Vec<u8>>,
 }
 
 impl PublishBatch<'_> {
@@ -102,10 +104,13 @@ impl Recorder for PublishBatch<'_> {
     }
 
     fn record(&mut self, client_id: &str, delivery: &Delivery) {
+        let message = self
+            .encoded
+            .get_or_insert_with(|| encode_message(&delivery.msg));
         self.ops.push(Op::Put(
             Space::Queue,
             client_key_with(client_id, &delivery.seq.to_be_bytes()),
-            encode_delivery(delivery),
+            encode_delivery(delivery, message),
         ));
     }
 }
@@ -169,6 +174,7 @@ impl Durable {
         PublishBatch {
             durable: self,
             ops: Vec::new(),
+            encoded: None,
         }
     }
 
@@ -526,15 +532,17 @@ fn recover_flows(
     Ok((queue, released, inbound))
 }
 
-/// Format, QoS, RETAIN, Subscription Identifiers (count, then each), then the message.
-fn encode_delivery(d: &Delivery) -> Vec<u8> {
+/// Format, QoS, RETAIN, Subscription Identifiers (count, then each), then the message
+/// (`message`: its [`encode_message`] form).
+fn encode_delivery(d: &Delivery, message: &[u8]) -> Vec<u8> {
     let ids = &d.sub_ids[..d.sub_ids.len().min(255)];
-    let mut v = vec![DELIVERY_RECORD_V1, d.qos as u8, u8::from(d.retain)];
+    let mut v = Vec::with_capacity(4 + 4 * ids.len() + message.len());
+    v.extend_from_slice(&[DELIVERY_RECORD_V1, d.qos as u8, u8::from(d.retain)]);
     v.push(u8::try_from(ids.len()).unwrap_or(u8::MAX));
     for id in ids {
         v.extend_from_slice(&id.to_be_bytes());
     }
-    v.extend_from_slice(&encode_message(&d.msg));
+    v.extend_from_slice(message);
     v
 }
 

@@ -107,6 +107,32 @@ fn engine_error(path: &Path) -> impl Fn(fjall::Error) -> StoreError + '_ {
 impl Engine for FjallEngine {
     fn apply(&mut self, ops: &[Op], durability: Durability) -> Result<(), StoreError> {
         let err = engine_error(&self.path);
+        let mode = match durability {
+            Durability::Fsync => PersistMode::SyncData,
+            Durability::Process => PersistMode::Buffer,
+        };
+        let mut batch = self.db.batch().durability(Some(mode));
+        // Fast path, the usual batch: no prefix deletes and no key written twice, so the ops
+        // go in as they are (one fjall batch has one sequence number: a key may appear once).
+        if !ops.iter().any(|op| matches!(op, Op::DeletePrefix(..))) {
+            let mut seen = std::collections::HashSet::with_capacity(ops.len());
+            let unique = ops.iter().all(|op| match op {
+                Op::Put(space, key, _) | Op::Delete(space, key) => seen.insert((*space, key)),
+                Op::DeletePrefix(..) => false,
+            });
+            if unique {
+                for op in ops {
+                    match op {
+                        Op::Put(space, key, value) => {
+                            batch.insert(self.space(*space), key.as_slice(), value.as_slice())
+                        }
+                        Op::Delete(space, key) => batch.remove(self.space(*space), key.as_slice()),
+                        Op::DeletePrefix(..) => {}
+                    }
+                }
+                return batch.commit().map_err(&err);
+            }
+        }
         // The batch's net effect, in order: later ops win, and a prefix delete also covers keys
         // put earlier in the same batch (fjall's batch cannot be read back before commit).
         let mut net: BTreeMap<(Space, Vec<u8>), Option<&[u8]>> = BTreeMap::new();
@@ -133,11 +159,6 @@ impl Engine for FjallEngine {
                 }
             }
         }
-        let mode = match durability {
-            Durability::Fsync => PersistMode::SyncData,
-            Durability::Process => PersistMode::Buffer,
-        };
-        let mut batch = self.db.batch().durability(Some(mode));
         for ((space, key), value) in net {
             match value {
                 Some(v) => batch.insert(self.space(space), key, v),

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Persistence benchmark (issue 3, part a and b): 100 persistent sessions (clean session 0)
+# subscribe at QoS 1 and go offline; one publisher sends QoS 1 messages (32 unacknowledged at
+# most), each queued for all 100; then the sessions come back and drain their queues.
+# Brokers, each a fresh process on a fresh store: Tern with durability "fsync", "process" and
+# persistence off; Mosquitto (Debian) with `persistence true` (which writes a snapshot only
+# every 30 minutes and at exit: not durable). Medians of 3; ratio >= 1.0 means Tern is better.
+# Usage: benches/persistence.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=3
+MESSAGES=1000
+[ "${1:-}" = --quick ] && REPS=1
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+cargo build --release --bins --quiet
+
+WORK=$(mktemp -d)
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "broker on port $1 did not start" >&2; exit 1
+}
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
+
+# One run against a fresh broker: prints "msgs_per_s drain_ms lost+dup".
+run_one() {
+  local kind=$1 port dir
+  port=$(free_port)
+  dir=$(mktemp -d -p "$WORK")
+  case "$kind" in
+    mosquitto)
+      printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\npersistence true\npersistence_location %s/\nset_tcp_nodelay true\nlog_dest none\n' \
+        "$port" "$dir" >"$dir/m.conf"
+      "$MOSQUITTO" -c "$dir/m.conf" &
+      ;;
+    off)
+      target/release/tern --bind 127.0.0.1 --port "$port" 2>/dev/null &
+      ;;
+    *)
+      printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[persistence]\nenabled = true\npath = "%s/data"\ndurability = "%s"\n' \
+        "$port" "$dir" "$kind" >"$dir/t.toml"
+      target/release/tern --config "$dir/t.toml" 2>/dev/null &
+      ;;
+  esac
+  PID=$!
+  wait_port "$port"
+  local line
+  line=$(target/release/tern-bench --port "$port" --scenario offline --messages "$MESSAGES" 2>&1 | grep RESULT || true)
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  [ -n "$line" ] || { echo "0 0 1"; return; }
+  echo "$(echo "$line" | field msgs_per_s) $(echo "$line" | field drain_ms) $(( $(echo "$line" | field lost) + $(echo "$line" | field dup) ))"
+}
+
+declare -A PUB DRAIN
+LOSS=0
+for kind in fsync process off mosquitto; do
+  : >"$WORK/$kind"
+  for _ in $(seq 1 "$REPS"); do run_one "$kind" >>"$WORK/$kind"; done
+  PUB[$kind]=$(awk '{print $1}' "$WORK/$kind" | median)
+  DRAIN[$kind]=$(awk '{print $2}' "$WORK/$kind" | median)
+  LOSS=$((LOSS + $(awk '{s+=$3} END {print s+0}' "$WORK/$kind")))
+done
+
+{
+  echo "Tern persistence vs Mosquitto (persistence true), $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores"
+  echo "100 offline persistent sessions, $MESSAGES QoS 1 messages each; medians of $REPS; ratio >= 1.0 means Tern is better"
+  printf '%-22s %14s %14s %9s %9s\n' broker "publishes/s" "drain ms" "pub ratio" "drain ratio"
+  for kind in fsync process off; do
+    printf '%-22s %14s %14s %9s %9s\n' "tern $kind" "${PUB[$kind]}" "${DRAIN[$kind]}" \
+      "$(ratio "${PUB[$kind]}" "${PUB[mosquitto]}")" "$(ratio "${DRAIN[mosquitto]}" "${DRAIN[$kind]}")"
+  done
+  printf '%-22s %14s %14s\n' "mosquitto (not durable)" "${PUB[mosquitto]}" "${DRAIN[mosquitto]}"
+  echo "messages lost or duplicated: $LOSS"
+} | tee "$WORK/table.txt"
+mkdir -p benches/results
+cp "$WORK/table.txt" benches/results/persistence-latest.txt
+[ "$LOSS" = 0 ]
