@@ -138,6 +138,27 @@ impl Order {
     }
 }
 
+/// A subscriber's receive loop: acknowledges QoS 1, checks order, and releases one permit of
+/// `window` per message.
+async fn receive(mut c: Client, tally: Arc<Tally>, window: Option<Arc<Semaphore>>) -> Result<()> {
+    let mut order = Order(Vec::new());
+    loop {
+        match c.next().await? {
+            Incoming::Publish { pkid, payload } => {
+                if let Some(id) = pkid {
+                    c.puback(id).await?;
+                }
+                order.check(&tally, &payload);
+                if let Some(w) = &window {
+                    w.add_permits(1);
+                }
+            }
+            Incoming::Closed => return Ok(()),
+            Incoming::Other => {}
+        }
+    }
+}
+
 /// Subscribes `n` clients to `filter` (QoS `qos`) and spawns their receive loops; each received
 /// message releases one permit of `window`.
 async fn subscribers(
@@ -155,22 +176,7 @@ async fn subscribers(
         c.subscribe(&filter(i), qos).await?;
         let tally = Arc::clone(tally);
         let window = window(i);
-        tasks.push(tokio::spawn(async move {
-            let mut order = Order(Vec::new());
-            loop {
-                match c.next().await? {
-                    Incoming::Publish { pkid, payload } => {
-                        if let Some(id) = pkid {
-                            c.puback(id).await?;
-                        }
-                        order.check(&tally, &payload);
-                        window.add_permits(1);
-                    }
-                    Incoming::Closed => return Ok(()),
-                    Incoming::Other => {}
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(receive(c, tally, Some(window))));
     }
     Ok(tasks)
 }
@@ -415,23 +421,9 @@ async fn offline(args: &Args) -> Result<Outcome> {
     let drain_start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..OFFLINE_SESSIONS {
-        let mut c = Client::connect_with(&args.host, args.port, &id(i), false).await?;
+        let c = Client::connect_with(&args.host, args.port, &id(i), false).await?;
         let tally = Arc::clone(&tally);
-        tasks.push(tokio::spawn(async move {
-            let mut order = Order(Vec::new());
-            loop {
-                match c.next().await? {
-                    Incoming::Publish { pkid, payload } => {
-                        if let Some(id) = pkid {
-                            c.puback(id).await?;
-                        }
-                        order.check(&tally, &payload);
-                    }
-                    Incoming::Closed => return anyhow::Ok(()),
-                    Incoming::Other => {}
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(receive(c, tally, None)));
     }
     let expected = args.messages * OFFLINE_SESSIONS as u64;
     drain(&tally, expected).await?;

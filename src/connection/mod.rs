@@ -5,6 +5,7 @@
 mod dormant;
 mod handshake;
 mod inbound;
+mod io;
 mod outbound;
 
 pub use dormant::Dormitory;
@@ -17,9 +18,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Buf;
-use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
@@ -28,13 +26,13 @@ use tracing::{debug, debug_span, warn, Instrument};
 use crate::broker::{BrokerState, Mailbox};
 use crate::metrics;
 use crate::protocol::{
-    self, Ack, Connect, DecodeError, Decoder, Disconnect, LastWill, Packet, ProtocolVersion,
-    Publish, ReasonCode,
+    self, Ack, Connect, Disconnect, LastWill, Packet, ProtocolVersion, Publish, ReasonCode,
 };
 use crate::session::{Delivery, Message, Resend, Session};
 use crate::store::Ticket;
 
 use dormant::Dormant;
+use io::{Done, Io};
 use outbound::Outbound;
 
 /// Stop reading the mailbox while this much is waiting to be written: a client that does not
@@ -42,11 +40,6 @@ use outbound::Outbound;
 const HIGH_WATER: usize = 256 * 1024;
 /// Deliveries taken from the mailbox per turn, so reads and deadlines stay responsive.
 const BATCH: usize = 256;
-/// Smallest and largest room kept for one read.
-const MIN_READ: usize = 128;
-const MAX_READ: usize = 64 * 1024;
-/// How long the final DISCONNECT and pending bytes may take to flush.
-const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
 /// Serves one accepted connection until it closes or goes dormant (then the [`Dormitory`]
 /// resumes it in a new task when it has something to do).
@@ -123,181 +116,6 @@ pub async fn refuse_busy(stream: TcpStream, state: Arc<BrokerState>) {
         let _ = protocol::encode(&Packet::ConnAck(ack), c.version, &mut io.outbuf);
     }
     io.close().await;
-}
-
-/// What one turn of socket I/O did.
-enum Done {
-    /// Read this many bytes; 0 at end of stream.
-    Read(usize),
-    /// Wrote some of the output buffer.
-    Wrote,
-}
-
-/// Byte-level I/O of one connection. Reads and writes wait for readiness first, so a quiet
-/// client holds no buffer at all: memory is taken when bytes arrive and given back once they
-/// are handled.
-struct Io {
-    stream: TcpStream,
-    inbuf: BytesMut,
-    outbuf: BytesMut,
-    /// Room taken for the next read: small for quiet clients, doubled while reads fill it.
-    read_size: usize,
-    decoder: Decoder,
-}
-
-impl Io {
-    fn new(stream: TcpStream, max_packet_size: u32) -> Io {
-        Io {
-            stream,
-            inbuf: BytesMut::new(),
-            outbuf: BytesMut::new(),
-            read_size: MIN_READ,
-            decoder: Decoder::new(max_packet_size),
-        }
-    }
-
-    /// I/O for a connection past its CONNECT (one waking from dormancy).
-    fn for_version(stream: TcpStream, max_packet_size: u32, version: ProtocolVersion) -> Io {
-        Io {
-            decoder: Decoder::resumed(max_packet_size, version),
-            ..Io::new(stream, max_packet_size)
-        }
-    }
-
-    /// Reads or writes, whichever the socket is ready for. Polling readiness directly (rather
-    /// than holding `readable()`/`writable()` futures) keeps the connection's task small.
-    /// `read_first` alternates between calls so neither direction can starve the other.
-    fn poll_io(
-        &mut self,
-        cx: &mut Context<'_>,
-        can_read: bool,
-        read_first: bool,
-    ) -> Poll<std::io::Result<Done>> {
-        let read =
-            |io: &mut Io, cx: &mut Context<'_>| io.poll_read_some(cx, can_read).map_ok(Done::Read);
-        if read_first {
-            match read(self, cx) {
-                Poll::Pending => self.poll_write_some(cx),
-                ready => ready,
-            }
-        } else {
-            match self.poll_write_some(cx) {
-                Poll::Pending => read(self, cx),
-                ready => ready,
-            }
-        }
-    }
-
-    /// Reads what the socket has. Room is taken only once the socket is readable, so a quiet
-    /// client holds no buffer; a short read tells tokio the socket is drained, which saves the
-    /// extra `read` that would otherwise only return `EAGAIN`.
-    fn poll_read_some(
-        &mut self,
-        cx: &mut Context<'_>,
-        can_read: bool,
-    ) -> Poll<std::io::Result<usize>> {
-        if !can_read {
-            return Poll::Pending;
-        }
-        std::task::ready!(self.stream.poll_read_ready(cx))?;
-        if self.inbuf.capacity() - self.inbuf.len() < self.read_size / 2 {
-            self.inbuf.reserve(self.read_size);
-        }
-        let room = self.inbuf.capacity() - self.inbuf.len();
-        let n = std::task::ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.stream),
-            cx,
-            &mut self.inbuf
-        ))?;
-        // Reads that fill the room ask for more next time; small ones for less.
-        if n == room && self.read_size < MAX_READ {
-            self.read_size *= 2;
-        } else if n < self.read_size / 8 && self.read_size > MIN_READ {
-            self.read_size /= 2;
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    /// Writes what is pending, as much as the socket takes.
-    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Done>> {
-        if self.outbuf.is_empty() {
-            return Poll::Pending;
-        }
-        let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &self.outbuf))?;
-        self.outbuf.advance(n);
-        Poll::Ready(Ok(Done::Wrote))
-    }
-
-    /// Waits for and reads the next bytes; `Ok(0)` at end of stream.
-    async fn read_some(&mut self) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_read_some(cx, true)).await
-    }
-
-    /// Gives back buffers that hold nothing. A busy client re-takes one per batch (one
-    /// allocation per read or write of many packets); a client that goes quiet after a burst
-    /// keeps nothing.
-    fn release_idle_buffers(&mut self) {
-        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
-            self.inbuf = BytesMut::new();
-        }
-        if self.outbuf.is_empty() && self.outbuf.capacity() > 0 {
-            self.outbuf = BytesMut::new();
-        }
-    }
-
-    /// Reads until a CONNECT is decoded or the absolute `deadline` passes; bytes trickling in do
-    /// not extend it. Answers a refused CONNECT itself.
-    async fn read_connect(&mut self, deadline: Instant) -> Result<Box<Connect>, String> {
-        loop {
-            match self.decoder.decode(&mut self.inbuf) {
-                Ok(Some(Packet::Connect(c))) => return Ok(c),
-                Ok(Some(_)) => return Err("first packet is not CONNECT".into()),
-                Ok(None) => {}
-                Err(e) => {
-                    self.refuse_connect(&e);
-                    return Err(e.to_string());
-                }
-            }
-            match tokio::time::timeout_at(deadline, self.read_some()).await {
-                Err(_) => return Err("CONNECT timeout".into()),
-                Ok(Ok(0)) => return Err("closed".into()),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e.to_string()),
-            }
-        }
-    }
-
-    /// CONNACK for a CONNECT that could not be decoded, where the spec gives one.
-    fn refuse_connect(&mut self, e: &DecodeError) {
-        let (version, reason) = if let DecodeError::UnsupportedProtocol { .. } = e {
-            if e.wants_v5_connack() {
-                (ProtocolVersion::V5, ReasonCode::UnsupportedProtocolVersion)
-            } else {
-                (
-                    ProtocolVersion::V311,
-                    ReasonCode::UnsupportedProtocolVersion,
-                )
-            }
-        } else if self.decoder.version_hint() == Some(ProtocolVersion::V5) {
-            (ProtocolVersion::V5, e.reason_code())
-        } else {
-            metrics::protocol_violation(e.reason_code() as u8);
-            return;
-        };
-        metrics::connect_refused(reason as u8);
-        let ack = handshake::refusal(reason);
-        let _ = protocol::encode(&Packet::ConnAck(ack), version, &mut self.outbuf);
-    }
-
-    /// Flushes what is pending (bounded in time) and closes the write side.
-    async fn close(&mut self) {
-        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, async {
-            let _ = self.stream.write_all(&self.outbuf).await;
-            let _ = self.stream.shutdown().await;
-        })
-        .await;
-        self.outbuf.clear();
-    }
 }
 
 /// Why a connected client's connection ends.
