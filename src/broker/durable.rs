@@ -6,11 +6,13 @@
 //! property survives) after a header holding what the packet cannot: when the message expires,
 //! in wall-clock time, since `Instant`s do not survive a restart.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, BytesMut};
+use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use super::router::Recorder;
@@ -30,8 +32,8 @@ const MESSAGE_RECORD_V1: u8 = 1;
 const SESSION_RECORD_V1: u8 = 1;
 /// Record format of a stored subscription.
 const SUBSCRIPTION_RECORD_V1: u8 = 1;
-/// Record format of a queued delivery.
-const DELIVERY_RECORD_V1: u8 = 1;
+/// Record format of a stored message with its recipients.
+const LOG_RECORD_V1: u8 = 1;
 /// Record format of an outbound QoS 2 flow at PUBREL.
 const RELEASED_RECORD_V1: u8 = 1;
 /// Record format of an inbound QoS 2 packet id awaiting PUBREL.
@@ -59,8 +61,11 @@ pub struct StoredSession {
 /// The broker's side of the store.
 pub struct Durable {
     committer: Committer,
-    /// Next delivery sequence number: one counter for all clients (keys stay ordered per client).
+    /// Next message sequence number.
     next_seq: AtomicU64,
+    /// Stored messages still owed to some recipient: sequence → recipients yet to acknowledge.
+    /// The record goes once the count reaches zero.
+    pending: Mutex<HashMap<u64, u32>>,
 }
 
 /// The store writes one PUBLISH causes: its queued deliveries, its retained copy, the inbound
@@ -68,8 +73,12 @@ pub struct Durable {
 pub struct PublishBatch<'a> {
     durable: &'a Durable,
     ops: Vec<Op>,
-    /// The message encoded once for all its deliveries (they share it).
-    encoded: Option<Vec<u8>>,
+    /// The message's sequence number, once it has a stored recipient.
+    seq: Option<u64>,
+    /// Its stored recipients, encoded ([`encode_recipient`]).
+    recipients: Vec<u8>,
+    count: u16,
+    message: Option<Arc<Message>>,
 }
 
 impl PublishBatch<'_> {
@@ -92,26 +101,42 @@ impl PublishBatch<'_> {
         ));
     }
 
-    /// Submits what was recorded; `None` if nothing was.
-    pub fn submit(self) -> Option<Ticket> {
+    /// Submits what was recorded; `None` if nothing was. The message is stored once, with the
+    /// list of its stored recipients: one write however many sessions it is queued for.
+    pub fn submit(mut self) -> Option<Ticket> {
+        if let (Some(seq), Some(msg)) = (self.seq, &self.message) {
+            let mut v = Vec::with_capacity(3 + self.recipients.len() + 64);
+            v.push(LOG_RECORD_V1);
+            v.extend_from_slice(&self.count.to_be_bytes());
+            v.extend_from_slice(&self.recipients);
+            v.extend_from_slice(&encode_message(msg));
+            self.ops
+                .push(Op::Put(Space::Queue, seq.to_be_bytes().to_vec(), v));
+            self.durable
+                .pending
+                .lock()
+                .insert(seq, u32::from(self.count));
+        }
         (!self.ops.is_empty()).then(|| self.durable.committer.submit(self.ops))
     }
 }
 
 impl Recorder for PublishBatch<'_> {
     fn next_seq(&mut self) -> u64 {
-        self.durable.next_seq.fetch_add(1, Ordering::Relaxed)
+        // One number per message, shared by all its deliveries.
+        *self
+            .seq
+            .get_or_insert_with(|| self.durable.next_seq.fetch_add(1, Ordering::Relaxed))
     }
 
     fn record(&mut self, client_id: &str, delivery: &Delivery) {
-        let message = self
-            .encoded
-            .get_or_insert_with(|| encode_message(&delivery.msg));
-        self.ops.push(Op::Put(
-            Space::Queue,
-            client_key_with(client_id, &delivery.seq.to_be_bytes()),
-            encode_delivery(delivery, message),
-        ));
+        if self.count == u16::MAX {
+            return;
+        }
+        self.message
+            .get_or_insert_with(|| Arc::clone(&delivery.msg));
+        encode_recipient(&mut self.recipients, client_id, delivery);
+        self.count += 1;
     }
 }
 
@@ -124,8 +149,10 @@ pub struct Recovered {
     pub sessions: Vec<StoredSession>,
     /// Records that could not be read and were dropped, each logged with its key.
     pub unreadable: usize,
-    /// Highest delivery sequence number in the store.
+    /// Highest message sequence number in the store.
     pub max_seq: u64,
+    /// Stored messages and how many recipients still owe an acknowledgement.
+    pub pending: HashMap<u64, u32>,
 }
 
 impl Durable {
@@ -137,7 +164,7 @@ impl Durable {
             message: e.to_string(),
         })?;
         let engine = open_or_quarantine(&config.path)?;
-        let (recovered, cleanup) = recover(&engine)?;
+        let (mut recovered, cleanup) = recover(&engine)?;
         let policy = BatchPolicy {
             max_ops: config.batch_max_operations,
             max_wait: Duration::from_micros(config.batch_wait_us),
@@ -160,10 +187,12 @@ impl Durable {
             "store opened"
         );
         let next_seq = AtomicU64::new(recovered.max_seq + 1);
+        let pending = Mutex::new(std::mem::take(&mut recovered.pending));
         Ok((
             Durable {
                 committer,
                 next_seq,
+                pending,
             },
             recovered,
         ))
@@ -174,17 +203,33 @@ impl Durable {
         PublishBatch {
             durable: self,
             ops: Vec::new(),
-            encoded: None,
+            seq: None,
+            recipients: Vec::new(),
+            count: 0,
+            message: None,
         }
     }
 
-    /// The client acknowledged a stored QoS 1 delivery (or refused a QoS 2 one): it leaves the
-    /// queue. Not waited for: a lost delete only means the message is sent once more.
+    /// The writes that record `client_id` as having message `seq`, and forget the message once
+    /// every recipient has it.
+    fn ack_ops(&self, client_id: &str, seq: u64) -> Vec<Op> {
+        let mut ops = vec![Op::Put(Space::Acks, ack_key(seq, client_id), Vec::new())];
+        let mut pending = self.pending.lock();
+        if let Some(left) = pending.get_mut(&seq) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                pending.remove(&seq);
+                ops.push(Op::Delete(Space::Queue, seq.to_be_bytes().to_vec()));
+                ops.push(Op::DeletePrefix(Space::Acks, seq.to_be_bytes().to_vec()));
+            }
+        }
+        ops
+    }
+
+    /// The client acknowledged stored message `seq` (or refused it at QoS 2). Not waited for: a
+    /// lost write only means the message is sent once more.
     pub fn delivered(&self, client_id: &str, seq: u64) {
-        self.committer.submit_detached(vec![Op::Delete(
-            Space::Queue,
-            client_key_with(client_id, &seq.to_be_bytes()),
-        )]);
+        self.committer.submit_detached(self.ack_ops(client_id, seq));
     }
 
     /// PUBREC for a stored QoS 2 delivery: the message leaves the queue and the flow is stored
@@ -197,10 +242,7 @@ impl Durable {
             vec![RELEASED_RECORD_V1],
         )];
         if seq != 0 {
-            ops.push(Op::Delete(
-                Space::Queue,
-                client_key_with(client_id, &seq.to_be_bytes()),
-            ));
+            ops.extend(self.ack_ops(client_id, seq));
         }
         self.committer.submit(ops)
     }
@@ -275,7 +317,6 @@ fn forget_ops(client_id: &str) -> Vec<Op> {
     vec![
         Op::Delete(Space::Sessions, prefix.clone()),
         Op::DeletePrefix(Space::Subscriptions, prefix.clone()),
-        Op::DeletePrefix(Space::Queue, prefix.clone()),
         Op::DeletePrefix(Space::InflightOut, prefix.clone()),
         Op::DeletePrefix(Space::InflightIn, prefix),
     ]
@@ -462,23 +503,22 @@ fn recover_sessions(
                 true
             },
         )?;
-        let (queue, released, inbound_qos2) =
-            recover_flows(engine, &client_id, recovered, cleanup)?;
+        let (released, inbound_qos2) = recover_flows(engine, &client_id, recovered, cleanup)?;
         recovered.sessions.push(StoredSession {
             client_id,
             expiry_interval,
             remaining,
             subscriptions,
-            queue,
+            queue: Vec::new(),
             released,
             inbound_qos2,
         });
     }
-    Ok(())
+    recover_log(engine, recovered, cleanup)
 }
 
-/// A client's queued deliveries, outbound flows at PUBREL and inbound QoS 2 packet ids.
-type Flows = (Vec<Delivery>, Vec<u16>, Vec<u16>);
+/// A client's outbound flows at PUBREL and inbound QoS 2 packet ids.
+type Flows = (Vec<u16>, Vec<u16>);
 
 fn recover_flows(
     engine: &dyn Engine,
@@ -487,27 +527,6 @@ fn recover_flows(
     cleanup: &mut Vec<Op>,
 ) -> Result<Flows, StoreError> {
     let prefix = client_key(client_id);
-    let now = (Instant::now(), SystemTime::now());
-    let mut queue = Vec::new();
-    engine.scan(Space::Queue, &prefix, &mut |key, value| {
-        let seq = key
-            .get(prefix.len()..)
-            .and_then(|s| <[u8; 8]>::try_from(s).ok())
-            .map(u64::from_be_bytes);
-        match seq.map(|seq| (seq, decode_delivery(value, seq, now))) {
-            Some((seq, Ok(Some(d)))) => {
-                recovered.max_seq = recovered.max_seq.max(seq);
-                queue.push(d);
-            }
-            Some((_, Ok(None))) => cleanup.push(Op::Delete(Space::Queue, key.to_vec())),
-            _ => {
-                warn!(%client_id, "unreadable queued message dropped");
-                recovered.unreadable += 1;
-                cleanup.push(Op::Delete(Space::Queue, key.to_vec()));
-            }
-        }
-        true
-    })?;
     let mut pkids = |space: Space, format: u8, what: &str| {
         let mut out = Vec::new();
         engine.scan(space, &prefix, &mut |key, value| {
@@ -529,51 +548,150 @@ fn recover_flows(
     };
     let released = pkids(Space::InflightOut, RELEASED_RECORD_V1, "PUBREL")?;
     let inbound = pkids(Space::InflightIn, INBOUND_RECORD_V1, "inbound QoS 2")?;
-    Ok((queue, released, inbound))
+    Ok((released, inbound))
 }
 
-/// Format, QoS, RETAIN, Subscription Identifiers (count, then each), then the message
-/// (`message`: its [`encode_message`] form).
-fn encode_delivery(d: &Delivery, message: &[u8]) -> Vec<u8> {
+/// Reads the stored messages in order and queues each for its recipients that still have a
+/// session and have not acknowledged it. Messages nobody is owed any more, or expired, go.
+fn recover_log(
+    engine: &dyn Engine,
+    recovered: &mut Recovered,
+    cleanup: &mut Vec<Op>,
+) -> Result<(), StoreError> {
+    let mut acks: HashSet<Vec<u8>> = HashSet::new();
+    engine.scan(Space::Acks, b"", &mut |key, _| {
+        acks.insert(key.to_vec());
+        true
+    })?;
+    let index: HashMap<String, usize> = recovered
+        .sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.client_id.clone(), i))
+        .collect();
+    let now = (Instant::now(), SystemTime::now());
+    let mut unreadable = 0;
+    let forget = |seq_key: &[u8], cleanup: &mut Vec<Op>| {
+        cleanup.push(Op::Delete(Space::Queue, seq_key.to_vec()));
+        cleanup.push(Op::DeletePrefix(Space::Acks, seq_key.to_vec()));
+    };
+    engine.scan(Space::Queue, b"", &mut |key, value| {
+        let Ok(seq) = <[u8; 8]>::try_from(key).map(u64::from_be_bytes) else {
+            unreadable += 1;
+            cleanup.push(Op::Delete(Space::Queue, key.to_vec()));
+            return true;
+        };
+        recovered.max_seq = recovered.max_seq.max(seq);
+        let (recipients, msg) = match decode_log(value, now) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                forget(key, cleanup);
+                return true;
+            }
+            Err(e) => {
+                warn!(seq, error = %e, "unreadable stored message dropped");
+                unreadable += 1;
+                forget(key, cleanup);
+                return true;
+            }
+        };
+        let msg = Arc::new(msg);
+        let mut owed = 0u32;
+        for r in recipients {
+            let Some(&i) = index.get(&r.client_id) else {
+                continue;
+            };
+            if acks.contains(&ack_key(seq, &r.client_id)) {
+                continue;
+            }
+            owed += 1;
+            recovered.sessions[i].queue.push(Delivery {
+                msg: Arc::clone(&msg),
+                qos: r.qos,
+                retain: r.retain,
+                sub_ids: r.sub_ids,
+                shared: None,
+                seq,
+            });
+        }
+        if owed == 0 {
+            forget(key, cleanup);
+        } else {
+            recovered.pending.insert(seq, owed);
+        }
+        true
+    })?;
+    recovered.unreadable += unreadable;
+    Ok(())
+}
+
+/// One recipient: client id (u16 length, bytes), QoS, RETAIN, Subscription Identifiers (count,
+/// then each).
+fn encode_recipient(out: &mut Vec<u8>, client_id: &str, d: &Delivery) {
+    out.extend_from_slice(&client_key(client_id));
     let ids = &d.sub_ids[..d.sub_ids.len().min(255)];
-    let mut v = Vec::with_capacity(4 + 4 * ids.len() + message.len());
-    v.extend_from_slice(&[DELIVERY_RECORD_V1, d.qos as u8, u8::from(d.retain)]);
-    v.push(u8::try_from(ids.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(&[d.qos as u8, u8::from(d.retain)]);
+    out.push(u8::try_from(ids.len()).unwrap_or(u8::MAX));
     for id in ids {
-        v.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&id.to_be_bytes());
     }
-    v.extend_from_slice(message);
-    v
 }
 
-/// A stored delivery with sequence `seq`; `Ok(None)` if its message expired.
-fn decode_delivery(
+/// A recipient of a stored message, as read back.
+struct Recipient {
+    client_id: String,
+    qos: QoS,
+    retain: bool,
+    sub_ids: Vec<u32>,
+}
+
+/// Recipients and message of a stored message record; `Ok(None)` if the message expired.
+#[allow(clippy::type_complexity)]
+fn decode_log(
     record: &[u8],
-    seq: u64,
     now: (Instant, SystemTime),
-) -> Result<Option<Delivery>, String> {
+) -> Result<Option<(Vec<Recipient>, Message)>, String> {
     let mut r = record;
-    if r.remaining() < 4 || r.get_u8() != DELIVERY_RECORD_V1 {
+    if r.remaining() < 3 || r.get_u8() != LOG_RECORD_V1 {
         return Err("unknown record format".into());
     }
-    let qos = QoS::from_u8(r.get_u8()).ok_or("bad QoS")?;
-    let retain = r.get_u8() != 0;
-    let n = usize::from(r.get_u8());
-    if r.remaining() < 4 * n {
-        return Err("short".into());
+    let n = r.get_u16();
+    let mut recipients = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        if r.remaining() < 2 {
+            return Err("short".into());
+        }
+        let len = usize::from(r.get_u16());
+        if r.remaining() < len + 3 {
+            return Err("short".into());
+        }
+        let client_id = std::str::from_utf8(&r[..len])
+            .map_err(|_| "client id not UTF-8")?
+            .to_string();
+        r.advance(len);
+        let qos = QoS::from_u8(r.get_u8()).ok_or("bad QoS")?;
+        let retain = r.get_u8() != 0;
+        let ids = usize::from(r.get_u8());
+        if r.remaining() < 4 * ids {
+            return Err("short".into());
+        }
+        let sub_ids = (0..ids).map(|_| r.get_u32()).collect();
+        recipients.push(Recipient {
+            client_id,
+            qos,
+            retain,
+            sub_ids,
+        });
     }
-    let sub_ids = (0..n).map(|_| r.get_u32()).collect();
-    let Some(msg) = decode_message(r, now)? else {
-        return Ok(None);
-    };
-    Ok(Some(Delivery {
-        msg: Arc::new(msg),
-        qos,
-        retain,
-        sub_ids,
-        shared: None,
-        seq,
-    }))
+    Ok(decode_message(r, now)?.map(|m| (recipients, m)))
+}
+
+/// Key of an acknowledgement: sequence, then the client, so a message's acknowledgements are
+/// one prefix.
+fn ack_key(seq: u64, client_id: &str) -> Vec<u8> {
+    let mut k = seq.to_be_bytes().to_vec();
+    k.extend_from_slice(&client_key(client_id));
+    k
 }
 
 /// Header (format, expiry in Unix milliseconds or 0) then the message as a v5 PUBLISH.
@@ -751,6 +869,70 @@ mod tests {
         })
         .unwrap();
         assert_eq!(subs, 0);
+    }
+
+    /// A stored message is queued at start for each recipient that still has a session and has
+    /// not acknowledged it; one nobody is owed any more is deleted with its acknowledgements.
+    #[test]
+    fn stored_messages_go_to_recipients_still_owed() {
+        use crate::store::{Durability, MemoryEngine};
+        let msg = Arc::new(message(None));
+        let delivery = |qos| Delivery {
+            msg: Arc::clone(&msg),
+            qos,
+            retain: false,
+            sub_ids: vec![3],
+            shared: None,
+            seq: 0,
+        };
+        let log = |recipients: &[&str]| {
+            let mut v = vec![LOG_RECORD_V1];
+            v.extend_from_slice(&u16::try_from(recipients.len()).unwrap().to_be_bytes());
+            for r in recipients {
+                encode_recipient(&mut v, r, &delivery(QoS::AtLeastOnce));
+            }
+            v.extend_from_slice(&encode_message(&msg));
+            v
+        };
+        let mut e = MemoryEngine::new();
+        e.apply(
+            &[
+                session_op("a", NEVER_EXPIRES, None),
+                session_op("b", NEVER_EXPIRES, None),
+                Op::Put(
+                    Space::Queue,
+                    7u64.to_be_bytes().to_vec(),
+                    log(&["a", "b", "gone"]),
+                ),
+                Op::Put(Space::Acks, ack_key(7, "b"), Vec::new()),
+                Op::Put(Space::Queue, 8u64.to_be_bytes().to_vec(), log(&["b"])),
+                Op::Put(Space::Acks, ack_key(8, "b"), Vec::new()),
+            ],
+            Durability::Process,
+        )
+        .unwrap();
+        let (recovered, cleanup) = recover(&e).unwrap();
+        let queue_of = |id: &str| {
+            recovered
+                .sessions
+                .iter()
+                .find(|s| s.client_id == id)
+                .map(|s| {
+                    s.queue
+                        .iter()
+                        .map(|d| (d.seq, d.sub_ids.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap()
+        };
+        assert_eq!(queue_of("a"), vec![(7, vec![3])]);
+        assert!(queue_of("b").is_empty());
+        assert_eq!(recovered.pending.get(&7), Some(&1));
+        assert_eq!(recovered.max_seq, 8);
+        e.apply(&cleanup, Durability::Process).unwrap();
+        assert!(e.get(Space::Queue, &7u64.to_be_bytes()).unwrap().is_some());
+        assert!(e.get(Space::Queue, &8u64.to_be_bytes()).unwrap().is_none());
+        assert!(e.get(Space::Acks, &ack_key(8, "b")).unwrap().is_none());
     }
 
     /// Damaged records are errors, never panics.

@@ -31,8 +31,10 @@ pub enum Space {
     Sessions,
     /// Client id ‖ filter → subscription options.
     Subscriptions,
-    /// Client id ‖ sequence → queued message.
+    /// Sequence → a message stored for persistent sessions, with its recipients.
     Queue,
+    /// Sequence ‖ client id → that recipient has the message (acknowledged it).
+    Acks,
     /// Client id ‖ packet id → outbound QoS 1/2 state.
     InflightOut,
     /// Client id ‖ packet id → inbound QoS 2 awaiting PUBREL.
@@ -41,12 +43,13 @@ pub enum Space {
 
 impl Space {
     /// Every space, in a fixed order.
-    pub const ALL: [Space; 7] = [
+    pub const ALL: [Space; 8] = [
         Space::Meta,
         Space::Retained,
         Space::Sessions,
         Space::Subscriptions,
         Space::Queue,
+        Space::Acks,
         Space::InflightOut,
         Space::InflightIn,
     ];
@@ -59,6 +62,7 @@ impl Space {
             Space::Sessions => "sessions",
             Space::Subscriptions => "subs",
             Space::Queue => "queue",
+            Space::Acks => "acks",
             Space::InflightOut => "inflight_out",
             Space::InflightIn => "inflight_in",
         }
