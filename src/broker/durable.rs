@@ -198,6 +198,12 @@ impl Durable {
         ))
     }
 
+    /// Stored messages still owed to someone.
+    #[cfg(test)]
+    pub fn pending_len(&self) -> usize {
+        self.pending.lock().len()
+    }
+
     /// Collects the writes of one PUBLISH.
     pub fn batch(&self) -> PublishBatch<'_> {
         PublishBatch {
@@ -285,9 +291,14 @@ impl Durable {
         self.committer.submit_detached(vec![op]);
     }
 
-    /// Forgets everything stored for `client_id` (its session ended).
-    pub fn session_ended(&self, client_id: &str) {
-        self.committer.submit_detached(forget_ops(client_id));
+    /// Forgets everything stored for `client_id` (its session ended), and releases its share of
+    /// the stored messages `seqs` it was still owed.
+    pub fn session_ended(&self, client_id: &str, seqs: &[u64]) {
+        let mut ops = forget_ops(client_id);
+        for seq in seqs {
+            ops.extend(self.ack_ops(client_id, *seq));
+        }
+        self.committer.submit_detached(ops);
     }
 
     /// Records subscriptions (`Some`) and their removal (`None`) for a persistent session; the

@@ -179,6 +179,17 @@ impl Mailbox {
         }
     }
 
+    /// Stored sequence numbers of the queued deliveries.
+    pub fn stored_seqs(&self) -> Vec<u64> {
+        let inner = self.inner.lock();
+        inner
+            .queue
+            .iter()
+            .map(|d| d.seq)
+            .filter(|s| *s != 0)
+            .collect()
+    }
+
     /// Takes every queued delivery (for redistribution or discard).
     pub fn take_all(&self) -> VecDeque<Delivery> {
         std::mem::take(&mut self.inner.lock().queue)

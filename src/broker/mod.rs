@@ -255,7 +255,8 @@ impl BrokerState {
             )
             .await;
         if let Some((old, will)) = attached.ended.take() {
-            self.end_session(&old, will);
+            let queued = attached.mailbox.take_all();
+            self.end_session(&old, will, queued);
         }
         attached.session.expiry_interval = expiry_interval;
         attached.session.set_window(window);
@@ -265,7 +266,10 @@ impl BrokerState {
                 durable.session_connected(session, !attached.session_present);
                 session.stored = true;
             } else if session.stored {
-                durable.session_ended(session.client_id());
+                // Resumed without persistence: its messages stay in memory only.
+                let mut seqs: Vec<u64> = session.stored_seqs().collect();
+                seqs.extend(attached.mailbox.stored_seqs());
+                durable.session_ended(session.client_id(), &seqs);
                 session.stored = false;
             }
             attached.mailbox.set_stored(session.stored);
@@ -303,7 +307,10 @@ impl BrokerState {
             .detach(client_id, generation, session, pending)
         {
             Detached::Stale => {}
-            Detached::Ended(session, will) => self.end_session(&session, will),
+            Detached::Ended(session, will) => {
+                let queued = mailbox.take_all();
+                self.end_session(&session, will, queued);
+            }
             Detached::Parked => {
                 if let Some(durable) = self.durable.as_ref().filter(|_| stored) {
                     durable.session_disconnected(client_id, expiry);
@@ -336,18 +343,28 @@ impl BrokerState {
         let id = Arc::clone(client_id);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-            if let Some((session, will)) = state.registry.expire(&id, generation) {
+            if let Some((session, will, mailbox)) = state.registry.expire(&id, generation) {
                 tracing::debug!(client_id = %id, "session expired");
-                state.end_session(&session, will);
+                state.end_session(&session, will, mailbox.take_all());
             }
         });
     }
 
     /// A session is gone: drop its subscriptions (and its stored record) and send its pending
     /// will.
-    fn end_session(&self, session: &Session, will: Option<PendingWill>) {
+    fn end_session(
+        &self,
+        session: &Session,
+        will: Option<PendingWill>,
+        queued: impl IntoIterator<Item = Delivery>,
+    ) {
         if let Some(durable) = self.durable.as_ref().filter(|_| session.stored) {
-            durable.session_ended(session.client_id());
+            // What it was still owed no longer holds stored messages back.
+            let seqs: Vec<u64> = session
+                .stored_seqs()
+                .chain(queued.into_iter().map(|d| d.seq).filter(|s| *s != 0))
+                .collect();
+            durable.session_ended(session.client_id(), &seqs);
         }
         for filter in session.subscriptions().keys() {
             if let Ok((share, f)) = topic::parse_subscription(filter, usize::MAX) {

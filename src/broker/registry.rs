@@ -123,8 +123,9 @@ impl Registry {
                         e.generation += 1;
                         // A kick meant for the previous connection is not for this one.
                         e.mailbox.take_kick();
+                        // The ended session's queue is emptied by the caller, which releases what
+                        // of it was stored.
                         let (session, ended) = if clean_start {
-                            e.mailbox.take_all();
                             (Box::new(fresh()), Some((session, will)))
                         } else {
                             (session, None)
@@ -190,15 +191,16 @@ impl Registry {
         &self,
         client_id: &Arc<str>,
         generation: u64,
-    ) -> Option<(Box<Session>, Option<PendingWill>)> {
+    ) -> Option<(Box<Session>, Option<PendingWill>, Arc<Mailbox>)> {
         let MapEntry::Occupied(o) = self.clients.entry(Arc::clone(client_id)) else {
             return None;
         };
         if o.get().generation != generation || !matches!(o.get().state, State::Parked { .. }) {
             return None;
         }
-        match o.remove().state {
-            State::Parked { session, will } => Some((session, will)),
+        let entry = o.remove();
+        match entry.state {
+            State::Parked { session, will } => Some((session, will, entry.mailbox)),
             State::Connected => None,
         }
     }

@@ -211,3 +211,55 @@ fn retained_store_replace_delete() {
     r.update(&message("a/b", QoS::AtMostOnce, true, b""));
     assert_eq!(r.len(), 2);
 }
+
+/// A stored session that ends (here by clean start) releases the stored messages it was owed,
+/// so they do not stay in the store until the next restart; one still owed to another session
+/// stays.
+#[tokio::test]
+async fn ended_session_releases_its_stored_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::config::Config::default();
+    config.persistence.enabled = true;
+    config.persistence.path = dir.path().join("data");
+    let state = super::BrokerState::open(config).unwrap();
+    let opts = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        ..SubscriptionOptions::default()
+    };
+    for id in ["a", "b"] {
+        let client: Arc<str> = id.into();
+        let mut attached = state.attach(&client, false, u32::MAX, 10).await;
+        let r = state.subscribe(
+            &mut attached.session,
+            &attached.mailbox,
+            "t/#",
+            opts,
+            None,
+            false,
+        );
+        assert!(matches!(r, super::SubscribeResult::Granted(..)));
+        state.detach(
+            &client,
+            attached.generation,
+            attached.session,
+            &attached.mailbox,
+            None,
+        );
+    }
+    let published = state.publish(message("t/1", QoS::AtLeastOnce, false, b"x"), None);
+    assert_eq!(published.outcome.delivered, 2);
+    published.durable.unwrap().wait().await.unwrap();
+    let durable = state.durable.as_ref().unwrap();
+    assert_eq!(durable.pending_len(), 1);
+    // "a" comes back with a clean start: its session ends; "b" is still owed the message.
+    let a: Arc<str> = "a".into();
+    let _ = state.attach(&a, true, u32::MAX, 10).await;
+    assert_eq!(durable.pending_len(), 1);
+    let b: Arc<str> = "b".into();
+    let _ = state.attach(&b, true, 0, 10).await;
+    assert_eq!(
+        durable.pending_len(),
+        0,
+        "message kept after every recipient ended"
+    );
+}

@@ -190,6 +190,14 @@ impl Session {
         Some(entry.delivery.map_or(0, |d| d.seq))
     }
 
+    /// Stored sequence numbers of the messages inflight (sent, not yet acknowledged).
+    pub fn stored_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.inflight
+            .iter()
+            .filter_map(|e| e.delivery.as_ref().map(|d| d.seq))
+            .filter(|seq| *seq != 0)
+    }
+
     /// A PUBREL that was outstanding when the session was stored: sent again on resume.
     pub fn restore_released(&mut self, pkid: u16) {
         self.inflight.push_back(Inflight {
