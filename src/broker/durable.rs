@@ -56,6 +56,9 @@ pub struct StoredSession {
     pub released: Vec<u16>,
     /// Packet ids of inbound QoS 2 messages awaiting PUBREL (not forwarded again).
     pub inbound_qos2: Vec<u16>,
+    /// Its will, due: the message, seconds of Will Delay left, when the connection ended (a
+    /// session connected when Tern stopped counts as disconnected at this start).
+    pub will: Option<(Message, u32, SystemTime)>,
 }
 
 /// The broker's side of the store.
@@ -153,6 +156,8 @@ pub struct Recovered {
     pub max_seq: u64,
     /// Stored messages and how many recipients still owe an acknowledgement.
     pub pending: HashMap<u64, u32>,
+    /// Wills of sessions that ended while Tern was down, to publish at start.
+    pub ended_wills: Vec<(Message, SystemTime)>,
 }
 
 impl Durable {
@@ -269,10 +274,10 @@ impl Durable {
         )]);
     }
 
-    /// Records a persistent session as connected (it counts as disconnected from the next
-    /// start if Tern stops without saying otherwise). With `fresh`, whatever was stored for the
-    /// client id before goes first (clean start, or a new session).
-    pub fn session_connected(&self, session: &Session, fresh: bool) {
+    /// Records a persistent session as connected, with its will and Will Delay (it counts as
+    /// disconnected, will due, from the next start if Tern stops without saying otherwise).
+    /// With `fresh`, whatever was stored for the client id before goes first.
+    pub fn session_connected(&self, session: &Session, fresh: bool, will: Option<(&Message, u32)>) {
         let mut ops = Vec::new();
         if fresh {
             ops.extend(forget_ops(session.client_id()));
@@ -281,13 +286,21 @@ impl Durable {
             session.client_id(),
             session.expiry_interval,
             None,
+            will,
         ));
         self.committer.submit_detached(ops);
     }
 
-    /// Records that a persistent session's connection ended now.
-    pub fn session_disconnected(&self, client_id: &str, expiry_interval: u32) {
-        let op = session_op(client_id, expiry_interval, Some(SystemTime::now()));
+    /// Records that a persistent session's connection ended at `when`, with the will still to
+    /// publish, if any.
+    pub fn session_disconnected(
+        &self,
+        client_id: &str,
+        expiry_interval: u32,
+        when: SystemTime,
+        will: Option<(&Message, u32)>,
+    ) {
+        let op = session_op(client_id, expiry_interval, Some(when), will);
         self.committer.submit_detached(vec![op]);
     }
 
@@ -333,8 +346,14 @@ fn forget_ops(client_id: &str) -> Vec<Op> {
     ]
 }
 
-/// Format, expiry interval, disconnection time in Unix milliseconds (0: connected).
-fn session_op(client_id: &str, expiry_interval: u32, disconnected: Option<SystemTime>) -> Op {
+/// Format, expiry interval, disconnection time in Unix milliseconds (0: connected), then, if
+/// it has a will, the Will Delay and the will as a message record.
+fn session_op(
+    client_id: &str,
+    expiry_interval: u32,
+    disconnected: Option<SystemTime>,
+    will: Option<(&Message, u32)>,
+) -> Op {
     let mut v = Vec::with_capacity(13);
     v.push(SESSION_RECORD_V1);
     v.extend_from_slice(&expiry_interval.to_be_bytes());
@@ -344,21 +363,36 @@ fn session_op(client_id: &str, expiry_interval: u32, disconnected: Option<System
         })
     });
     v.extend_from_slice(&at.to_be_bytes());
+    if let Some((msg, delay)) = will {
+        v.extend_from_slice(&delay.to_be_bytes());
+        v.extend_from_slice(&encode_message(msg));
+    }
     Op::Put(Space::Sessions, client_key(client_id), v)
 }
 
-/// Expiry interval and disconnection time; `None` if damaged.
-fn decode_session(record: &[u8]) -> Option<(u32, Option<SystemTime>)> {
+/// A stored session: expiry interval, disconnection time, will (Will Delay, message; the
+/// message `None` if it expired); `None` if damaged.
+#[allow(clippy::type_complexity)]
+fn decode_session(
+    record: &[u8],
+    now: (Instant, SystemTime),
+) -> Option<(u32, Option<SystemTime>, Option<(u32, Option<Message>)>)> {
     let mut r = record;
-    if r.remaining() != 13 || r.get_u8() != SESSION_RECORD_V1 {
+    if r.remaining() < 13 || r.get_u8() != SESSION_RECORD_V1 {
         return None;
     }
     let expiry = r.get_u32();
     let at = r.get_u64();
-    Some((
-        expiry,
-        (at != 0).then(|| UNIX_EPOCH + Duration::from_millis(at)),
-    ))
+    let disconnected = (at != 0).then(|| UNIX_EPOCH + Duration::from_millis(at));
+    if r.is_empty() {
+        return Some((expiry, disconnected, None));
+    }
+    if r.remaining() < 4 {
+        return None;
+    }
+    let delay = r.get_u32();
+    let will = decode_message(r, now).ok()?;
+    Some((expiry, disconnected, Some((delay, will))))
 }
 
 /// Format, QoS, flags (No Local, Retain As Published), Retain Handling, Subscription Identifier
@@ -473,18 +507,27 @@ fn recover_sessions(
     cleanup: &mut Vec<Op>,
 ) -> Result<(), StoreError> {
     let now = SystemTime::now();
+    let clock = (Instant::now(), now);
     let mut sessions = Vec::new();
     engine.scan(Space::Sessions, b"", &mut |key, value| {
-        match (split_client_key(key), decode_session(value)) {
-            (Some((id, [])), Some((expiry, disconnected))) => {
+        match (split_client_key(key), decode_session(value, clock)) {
+            (Some((id, [])), Some((expiry, disconnected, will))) => {
                 let down = disconnected
                     .and_then(|t| now.duration_since(t).ok())
                     .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+                // The will is due: after what is left of its delay, or when the session ends.
+                let will = will.and_then(|(delay, msg)| {
+                    msg.map(|m| (m, delay.saturating_sub(down), disconnected.unwrap_or(now)))
+                });
                 if expiry == NEVER_EXPIRES {
-                    sessions.push((id.to_string(), expiry, NEVER_EXPIRES));
+                    sessions.push((id.to_string(), expiry, NEVER_EXPIRES, will));
                 } else if down < expiry {
-                    sessions.push((id.to_string(), expiry, expiry - down));
+                    sessions.push((id.to_string(), expiry, expiry - down, will));
                 } else {
+                    // Ended while Tern was down: its will, if any, is published at start.
+                    if let Some((m, _, t)) = will {
+                        recovered.ended_wills.push((m, t));
+                    }
                     cleanup.extend(forget_ops(id));
                 }
             }
@@ -496,7 +539,7 @@ fn recover_sessions(
         }
         true
     })?;
-    for (client_id, expiry_interval, remaining) in sessions {
+    for (client_id, expiry_interval, remaining, will) in sessions {
         let mut subscriptions = Vec::new();
         engine.scan(
             Space::Subscriptions,
@@ -523,6 +566,7 @@ fn recover_sessions(
             queue: Vec::new(),
             released,
             inbound_qos2,
+            will,
         });
     }
     recover_log(engine, recovered, cleanup)
@@ -832,10 +876,10 @@ mod tests {
         };
         let mut e = MemoryEngine::new();
         let mut ops = vec![
-            session_op("gone", 5, Some(ten_s_ago)),
-            session_op("left", 100, Some(ten_s_ago)),
-            session_op("forever", NEVER_EXPIRES, Some(ten_s_ago)),
-            session_op("connected", 100, None),
+            session_op("gone", 5, Some(ten_s_ago), None),
+            session_op("left", 100, Some(ten_s_ago), None),
+            session_op("forever", NEVER_EXPIRES, Some(ten_s_ago), None),
+            session_op("connected", 100, None, None),
             Op::Put(Space::Sessions, client_key("bad"), vec![7, 7]),
         ];
         for id in ["gone", "left"] {
@@ -908,8 +952,8 @@ mod tests {
         let mut e = MemoryEngine::new();
         e.apply(
             &[
-                session_op("a", NEVER_EXPIRES, None),
-                session_op("b", NEVER_EXPIRES, None),
+                session_op("a", NEVER_EXPIRES, None, None),
+                session_op("b", NEVER_EXPIRES, None, None),
                 Op::Put(
                     Space::Queue,
                     7u64.to_be_bytes().to_vec(),

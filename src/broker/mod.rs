@@ -78,22 +78,36 @@ impl BrokerState {
     pub fn open(config: Config) -> Result<Arc<BrokerState>, crate::store::StoreError> {
         let mut state = BrokerState::new(config);
         let mut sessions = Vec::new();
+        let mut ended_wills = Vec::new();
         if state.config.persistence.enabled {
             let (durable, recovered) = durable::Durable::open(&state.config.persistence)?;
             for msg in &recovered.retained {
                 state.retained.update(msg);
             }
             sessions = recovered.sessions;
+            ended_wills = recovered.ended_wills;
             state.durable = Some(durable);
         }
         let state = Arc::new(state);
-        for stored in sessions {
-            state.restore_session(stored);
+        let due: Vec<_> = sessions
+            .into_iter()
+            .filter_map(|stored| state.restore_session(stored))
+            .collect();
+        // Wills go out once every session is back, so persistent subscribers get them.
+        for (msg, _) in ended_wills {
+            state.publish(Arc::new(msg), None);
+        }
+        for (client_id, generation) in due {
+            state.publish_will(&client_id, generation);
         }
         Ok(state)
     }
 
-    fn restore_session(self: &Arc<Self>, stored: durable::StoredSession) {
+    /// Parks a stored session; returns it if its will is due at once.
+    fn restore_session(
+        self: &Arc<Self>,
+        stored: durable::StoredSession,
+    ) -> Option<(Arc<str>, u64)> {
         let limits = &self.config.limits;
         let client_id: Arc<str> = stored.client_id.into();
         let mut session = Session::new(
@@ -130,9 +144,39 @@ impl BrokerState {
         }
         mailbox.set_stored(true);
         mailbox.restore(stored.queue);
-        let generation = self.registry.restore(Box::new(session), mailbox);
+        let (pending, will_left) = match stored.will {
+            Some((msg, left, disconnected)) => (
+                Some(PendingWill {
+                    msg: Arc::new(msg),
+                    disconnected,
+                }),
+                Some(left),
+            ),
+            None => (None, None),
+        };
+        let generation = self.registry.restore(Box::new(session), mailbox, pending);
         if stored.expiry_interval != NEVER_EXPIRES {
             self.schedule_expiry(&client_id, generation, stored.remaining);
+        }
+        // A will is due after its delay or at session end, whichever comes first.
+        match will_left {
+            Some(0) => Some((client_id, generation)),
+            Some(left) if stored.expiry_interval == NEVER_EXPIRES || left < stored.remaining => {
+                self.schedule_will(&client_id, generation, left);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Publishes the pending will of a parked session now, and stores it as published.
+    fn publish_will(&self, client_id: &Arc<str>, generation: u64) {
+        if let Some((will, expiry, stored)) = self.registry.take_will(client_id, generation) {
+            let disconnected = will.disconnected;
+            self.publish(will.msg, None);
+            if let Some(d) = self.durable.as_ref().filter(|_| stored) {
+                d.session_disconnected(client_id, expiry, disconnected, None);
+            }
         }
     }
 
@@ -238,6 +282,7 @@ impl BrokerState {
         clean_start: bool,
         expiry_interval: u32,
         window: u16,
+        will: Option<(&Message, u32)>,
     ) -> Attached {
         let limits = &self.config.limits;
         let mut attached = self
@@ -263,7 +308,7 @@ impl BrokerState {
         if let Some(durable) = &self.durable {
             let session = &mut attached.session;
             if expiry_interval > 0 {
-                durable.session_connected(session, !attached.session_present);
+                durable.session_connected(session, !attached.session_present, will);
                 session.stored = true;
             } else if session.stored {
                 // Resumed without persistence: its messages stay in memory only.
@@ -298,8 +343,10 @@ impl BrokerState {
         if let Some(msg) = will_now {
             self.publish(msg, None);
         }
+        let now = std::time::SystemTime::now();
         let pending = will_later.as_ref().map(|(msg, _)| PendingWill {
             msg: Arc::clone(msg),
+            disconnected: now,
         });
         let stored = session.stored;
         match self
@@ -313,7 +360,8 @@ impl BrokerState {
             }
             Detached::Parked => {
                 if let Some(durable) = self.durable.as_ref().filter(|_| stored) {
-                    durable.session_disconnected(client_id, expiry);
+                    let will = will_later.as_ref().map(|(m, d)| (&**m, *d));
+                    durable.session_disconnected(client_id, expiry, now, will);
                 }
                 if let Some((_, delay)) = will_later {
                     if delay < expiry {
@@ -332,9 +380,7 @@ impl BrokerState {
         let id = Arc::clone(client_id);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-            if let Some(will) = state.registry.take_will(&id, generation) {
-                state.publish(will.msg, None);
-            }
+            state.publish_will(&id, generation);
         });
     }
 

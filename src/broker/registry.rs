@@ -17,6 +17,8 @@ use crate::session::{Message, Session};
 pub struct PendingWill {
     /// The message to publish.
     pub msg: Arc<Message>,
+    /// When the connection ended (the store keeps it, so a restart does not move it).
+    pub disconnected: std::time::SystemTime,
 }
 
 /// What a connection gets when it attaches to its session.
@@ -206,29 +208,38 @@ impl Registry {
     }
 
     /// Takes the pending will of a parked session whose will delay ran out.
-    pub fn take_will(&self, client_id: &Arc<str>, generation: u64) -> Option<PendingWill> {
+    /// Also the session's expiry interval and whether it is stored.
+    pub fn take_will(
+        &self,
+        client_id: &Arc<str>,
+        generation: u64,
+    ) -> Option<(PendingWill, u32, bool)> {
         let mut e = self.clients.get_mut(client_id)?;
         if e.generation != generation {
             return None;
         }
         match &mut e.state {
-            State::Parked { will, .. } => will.take(),
+            State::Parked { will, session } => will
+                .take()
+                .map(|w| (w, session.expiry_interval, session.stored)),
             State::Connected => None,
         }
     }
 
     /// Puts a session read back from the store, parked, under `client_id`; its generation.
-    pub fn restore(&self, session: Box<Session>, mailbox: Arc<Mailbox>) -> u64 {
+    pub fn restore(
+        &self,
+        session: Box<Session>,
+        mailbox: Arc<Mailbox>,
+        will: Option<PendingWill>,
+    ) -> u64 {
         let client_id = Arc::clone(session.client_id());
         self.clients.insert(
             client_id,
             Entry {
                 generation: 1,
                 mailbox,
-                state: State::Parked {
-                    session,
-                    will: None,
-                },
+                state: State::Parked { session, will },
             },
         );
         1

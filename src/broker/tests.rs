@@ -228,7 +228,7 @@ async fn ended_session_releases_its_stored_messages() {
     };
     for id in ["a", "b"] {
         let client: Arc<str> = id.into();
-        let mut attached = state.attach(&client, false, u32::MAX, 10).await;
+        let mut attached = state.attach(&client, false, u32::MAX, 10, None).await;
         let r = state.subscribe(
             &mut attached.session,
             &attached.mailbox,
@@ -253,10 +253,10 @@ async fn ended_session_releases_its_stored_messages() {
     assert_eq!(durable.pending_len(), 1);
     // "a" comes back with a clean start: its session ends; "b" is still owed the message.
     let a: Arc<str> = "a".into();
-    let _ = state.attach(&a, true, u32::MAX, 10).await;
+    let _ = state.attach(&a, true, u32::MAX, 10, None).await;
     assert_eq!(durable.pending_len(), 1);
     let b: Arc<str> = "b".into();
-    let _ = state.attach(&b, true, 0, 10).await;
+    let _ = state.attach(&b, true, 0, 10, None).await;
     assert_eq!(
         durable.pending_len(),
         0,

@@ -277,12 +277,18 @@ impl Connection {
         drop(props);
         let client_id: Arc<str> = accepted.client_id.as_str().into();
         tracing::Span::current().record("client_id", &*client_id);
+        // The store keeps the will of a persistent session, so a crash still publishes it.
+        let stored_will = will
+            .as_ref()
+            .filter(|_| state.config.persistence.enabled && accepted.session_expiry > 0)
+            .map(|w| (will_message(w.clone()), w.delay_interval.unwrap_or(0)));
         let attached = state
             .attach(
                 &client_id,
                 clean_start,
                 accepted.session_expiry,
                 accepted.window,
+                stored_will.as_ref().map(|(m, d)| (m, *d)),
             )
             .await;
         let ack = handshake::connack(&accepted, version, attached.session_present, &state.config);

@@ -482,3 +482,63 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     assert!(acked.len() >= 3 * 184);
     broker.kill9();
 }
+
+/// Wills survive `kill -9` the way the spec orders them: a crash closes every connection, so
+/// after the restart a v3.1.1 persistent client's will is published at once, a v5 will whose
+/// session ends before its delay is published when the session ends, and one with a long delay
+/// waits. A will published once is not published again after another restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wills_of_persistent_sessions_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut w, _) = connect_persistent(broker.addr, V5, "watcher", false).await;
+    sub_all(&mut w, V5, &["wills/#"], 1).await;
+    w.send(&disconnect()).await;
+    // QoS 1 wills: the watcher is offline when they are published, and QoS 0 is not queued
+    // for offline sessions.
+    let mut w3 = Will::new("wills/3", b"v3 gone");
+    w3.qos = 1;
+    let c3 = persistent_connect(V311, "dying3", false).will(w3);
+    let (_d3, _) = RawClient::handshake(broker.addr, V311, &c3).await;
+    let mut long = Will::new("wills/long", b"later");
+    long.qos = 1;
+    long.props = prop_u32(WILL_DELAY, 1000);
+    let c5 = persistent_connect(V5, "dying5", false).will(long);
+    let (_d5, _) = RawClient::handshake(broker.addr, V5, &c5).await;
+    let mut short = Will::new("wills/short", b"session ended");
+    short.qos = 1;
+    short.props = prop_u32(WILL_DELAY, 100);
+    let cs = Connect::new(V5, "short")
+        .clean(false)
+        .props(prop_u32(SESSION_EXPIRY, 1))
+        .will(short);
+    let (_ds, _) = RawClient::handshake(broker.addr, V5, &cs).await;
+    // The sessions are stored once the broker has answered a packet after their CONNACK.
+    let mut probe = RawClient::connected(broker.addr, V5, "probe").await;
+    probe.ping().await;
+    broker.kill9();
+
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut w, present) = connect_persistent(broker.addr, V5, "watcher", false).await;
+    assert!(present);
+    let first = recv_acked(&mut w, V5).await;
+    assert_eq!(
+        (first.topic.as_str(), first.payload.as_slice()),
+        ("wills/3", &b"v3 gone"[..])
+    );
+    let second = recv_acked(&mut w, V5).await;
+    assert_eq!(second.topic, "wills/short", "a will due at session end");
+    expect_nothing(&mut w).await;
+    w.send(&disconnect()).await;
+    broker.kill9();
+
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut w, _) = connect_persistent(broker.addr, V5, "watcher", false).await;
+    let mut fence = RawClient::connected(broker.addr, V5, "fence").await;
+    pub_msg(&mut fence, V5, "wills/fence", 0, b"fence").await;
+    assert!(
+        collect_until(&mut w, V5, b"fence").await.is_empty(),
+        "a will published twice"
+    );
+    broker.kill9();
+}
