@@ -129,6 +129,21 @@ impl Client {
         }
     }
 
+    /// Queues a QoS 0 PUBLISH with RETAIN set (sent at the next flush).
+    pub async fn publish_retained(&mut self, topic: &str, payload: &[u8]) -> Result<()> {
+        self.writer.publish_with_flags(topic, 0x01, payload).await
+    }
+
+    /// Queues a PUBLISH with these fixed-header flags (QoS bits, RETAIN).
+    pub async fn publish_with_flags(
+        &mut self,
+        topic: &str,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<()> {
+        self.writer.publish_with_flags(topic, flags, payload).await
+    }
+
     /// Subscribes and waits for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: u8) -> Result<()> {
         let mut body = BytesMut::new();
@@ -271,8 +286,19 @@ impl Writer {
 
     /// Queues a PUBLISH, flushing when the buffer is large.
     pub async fn publish(&mut self, topic: &str, qos: u8, payload: &[u8]) -> Result<()> {
+        self.publish_with_flags(topic, qos << 1, payload).await
+    }
+
+    /// A PUBLISH with these fixed-header flags (QoS bits, RETAIN).
+    pub async fn publish_with_flags(
+        &mut self,
+        topic: &str,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<()> {
+        let qos = (flags >> 1) & 3;
         let len = 2 + topic.len() + payload.len() + if qos > 0 { 2 } else { 0 };
-        self.buf.put_u8(0x30 | (qos << 1));
+        self.buf.put_u8(0x30 | flags);
         put_varint(&mut self.buf, len);
         put_str(&mut self.buf, topic.as_bytes());
         if qos > 0 {

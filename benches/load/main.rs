@@ -36,7 +36,7 @@ struct Args {
     /// Broker port.
     #[arg(long)]
     port: u16,
-    /// fan-in | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline
+    /// fan-in | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline | fill
     #[arg(long)]
     scenario: String,
     /// Messages per publisher (fan-out: published messages; latency: ignored).
@@ -45,9 +45,12 @@ struct Args {
     /// Payload bytes (at least 24: publisher, sequence, timestamp).
     #[arg(long, default_value_t = 64)]
     payload: usize,
-    /// Connections for `idle`.
+    /// Connections for `idle`; persistent sessions for `fill`.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// Retained messages for `fill`.
+    #[arg(long, default_value_t = 0)]
+    retained: u64,
     /// Seconds `idle` holds its connections open after printing (the script reads memory then).
     #[arg(long, default_value_t = 3)]
     hold_secs: u64,
@@ -439,6 +442,64 @@ async fn offline(args: &Args) -> Result<Outcome> {
     Ok(o)
 }
 
+/// Fills a broker for the restart measurement: `connections` persistent sessions subscribe at
+/// QoS 1 to one topic and go offline, then `messages` QoS 1 messages are published to it (each
+/// queued for every session) and `retained` retained messages on topics of their own.
+async fn fill(args: &Args) -> Result<Outcome> {
+    let epoch = Instant::now();
+    let prefix = format!("fill-{}", std::process::id());
+    let topic = format!("bench/{prefix}");
+    for i in 0..args.connections {
+        let mut c =
+            Client::connect_with(&args.host, args.port, &format!("{prefix}-{i}"), false).await?;
+        c.subscribe(&topic, 1).await?;
+        c.disconnect().await?;
+    }
+    let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+    let publishers = Publishers {
+        count: 1,
+        per_pub: args.messages,
+        qos: 1,
+        copies: 0,
+        epoch,
+        prefix: &prefix,
+    };
+    let started = publish_all(
+        args,
+        publishers,
+        |_| topic.clone(),
+        |_| Arc::clone(&unlimited),
+    )
+    .await?;
+    let mut c = Client::connect(&args.host, args.port, &format!("{prefix}-retain")).await?;
+    for i in 0..args.retained {
+        let payload = client::make_payload(0, i, epoch, args.payload);
+        c.publish_retained(&format!("retained/{prefix}/{i}"), &payload)
+            .await?;
+        if i % 1000 == 999 {
+            c.flush().await?;
+        }
+    }
+    // A QoS 1 retained message last: its PUBACK comes once everything before it is stored
+    // (the store commits in order), so the broker can be killed right after.
+    let payload = client::make_payload(0, args.retained, epoch, args.payload);
+    c.publish_with_flags(&format!("retained/{prefix}/last"), 0x03, &payload)
+        .await?;
+    c.flush().await?;
+    loop {
+        match c.next().await? {
+            Incoming::Other => break,
+            Incoming::Closed => bail!("closed before the last PUBACK"),
+            Incoming::Publish { .. } => {}
+        }
+    }
+    c.disconnect().await?;
+    Ok(Outcome {
+        msgs_per_s: args.messages as f64 / started.elapsed().as_secs_f64(),
+        ..Outcome::default()
+    })
+}
+
 async fn idle(args: &Args) -> Result<Outcome> {
     let start = Instant::now();
     // At most 64 handshakes at once: below both brokers' listen backlogs (Mosquitto 100), so the
@@ -495,6 +556,7 @@ async fn main() -> Result<()> {
         "latency" => latency(&args).await?,
         "idle" => return idle(&args).await.map(|_| ()),
         "offline" => offline(&args).await?,
+        "fill" => fill(&args).await?,
         other => bail!("unknown scenario {other}"),
     };
     print_result(&args, &outcome);
