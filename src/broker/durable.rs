@@ -34,8 +34,10 @@ const SESSION_RECORD_V1: u8 = 1;
 const SUBSCRIPTION_RECORD_V1: u8 = 1;
 /// Record format of a stored message with its recipients.
 const LOG_RECORD_V1: u8 = 1;
-/// Record format of an outbound QoS 2 flow at PUBREL.
+/// Record of an outbound QoS 2 flow at PUBREL.
 const RELEASED_RECORD_V1: u8 = 1;
+/// Record of an outbound PUBLISH sent and not yet acknowledged: this tag, then its sequence.
+const SENT_RECORD_V1: u8 = 2;
 /// Record format of an inbound QoS 2 packet id awaiting PUBREL.
 const INBOUND_RECORD_V1: u8 = 1;
 
@@ -54,8 +56,13 @@ pub struct StoredSession {
     pub queue: Vec<Delivery>,
     /// Packet ids of outbound QoS 2 flows at PUBREL (sent again on resume).
     pub released: Vec<u16>,
+    /// Deliveries sent and not acknowledged, with their packet ids (sent again on resume,
+    /// with DUP, under the same packet id), in sending order.
+    pub inflight: Vec<(u16, Delivery)>,
     /// Packet ids of inbound QoS 2 messages awaiting PUBREL (not forwarded again).
     pub inbound_qos2: Vec<u16>,
+    /// Packet id of each stored message it was sent and has not acknowledged, by sequence.
+    pub sent: HashMap<u64, u16>,
     /// Its will, due: the message, seconds of Will Delay left, when the connection ended (a
     /// session connected when Tern stopped counts as disconnected at this start).
     pub will: Option<(Message, u32, SystemTime)>,
@@ -241,6 +248,35 @@ impl Durable {
     /// lost write only means the message is sent once more.
     pub fn delivered(&self, client_id: &str, seq: u64) {
         self.committer.submit_detached(self.ack_ops(client_id, seq));
+    }
+
+    /// Stored deliveries about to be sent under these packet ids: after a restart they are sent
+    /// again with DUP under the same ids, so the client can tell them from new messages. The
+    /// PUBLISHes go out once the ticket completes.
+    pub fn sent(&self, client_id: &str, sent: &[(u16, u64)]) -> Ticket {
+        let ops = sent
+            .iter()
+            .map(|(pkid, seq)| {
+                let mut v = vec![SENT_RECORD_V1];
+                v.extend_from_slice(&seq.to_be_bytes());
+                Op::Put(
+                    Space::InflightOut,
+                    client_key_with(client_id, &pkid.to_be_bytes()),
+                    v,
+                )
+            })
+            .collect();
+        self.committer.submit(ops)
+    }
+
+    /// PUBACK (or a refusing PUBREC) for a stored delivery sent under `pkid`.
+    pub fn acked(&self, client_id: &str, pkid: u16, seq: u64) {
+        let mut ops = vec![Op::Delete(
+            Space::InflightOut,
+            client_key_with(client_id, &pkid.to_be_bytes()),
+        )];
+        ops.extend(self.ack_ops(client_id, seq));
+        self.committer.submit_detached(ops);
     }
 
     /// PUBREC for a stored QoS 2 delivery: the message leaves the queue and the flow is stored
@@ -557,7 +593,7 @@ fn recover_sessions(
                 true
             },
         )?;
-        let (released, inbound_qos2) = recover_flows(engine, &client_id, recovered, cleanup)?;
+        let (released, sent, inbound_qos2) = recover_flows(engine, &client_id, recovered, cleanup)?;
         recovered.sessions.push(StoredSession {
             client_id,
             expiry_interval,
@@ -565,6 +601,8 @@ fn recover_sessions(
             subscriptions,
             queue: Vec::new(),
             released,
+            inflight: Vec::new(),
+            sent,
             inbound_qos2,
             will,
         });
@@ -572,8 +610,9 @@ fn recover_sessions(
     recover_log(engine, recovered, cleanup)
 }
 
-/// A client's outbound flows at PUBREL and inbound QoS 2 packet ids.
-type Flows = (Vec<u16>, Vec<u16>);
+/// A client's outbound flows at PUBREL, sent-unacknowledged packet ids by sequence, and
+/// inbound QoS 2 packet ids.
+type Flows = (Vec<u16>, HashMap<u64, u16>, Vec<u16>);
 
 fn recover_flows(
     engine: &dyn Engine,
@@ -601,9 +640,31 @@ fn recover_flows(
         })?;
         Ok::<_, StoreError>(out)
     };
-    let released = pkids(Space::InflightOut, RELEASED_RECORD_V1, "PUBREL")?;
     let inbound = pkids(Space::InflightIn, INBOUND_RECORD_V1, "inbound QoS 2")?;
-    Ok((released, inbound))
+    let mut released = Vec::new();
+    let mut sent = HashMap::new();
+    engine.scan(Space::InflightOut, &prefix, &mut |key, value| {
+        let pkid = key
+            .get(prefix.len()..)
+            .and_then(|s| <[u8; 2]>::try_from(s).ok())
+            .map(u16::from_be_bytes)
+            .filter(|p| *p != 0);
+        match (pkid, value) {
+            (Some(p), [RELEASED_RECORD_V1]) => released.push(p),
+            (Some(p), [SENT_RECORD_V1, seq @ ..]) if seq.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(seq);
+                sent.insert(u64::from_be_bytes(b), p);
+            }
+            _ => {
+                warn!(%client_id, "unreadable outbound flow record dropped");
+                recovered.unreadable += 1;
+                cleanup.push(Op::Delete(Space::InflightOut, key.to_vec()));
+            }
+        }
+        true
+    })?;
+    Ok((released, sent, inbound))
 }
 
 /// Reads the stored messages in order and queues each for its recipients that still have a
@@ -660,14 +721,19 @@ fn recover_log(
                 continue;
             }
             owed += 1;
-            recovered.sessions[i].queue.push(Delivery {
+            let session = &mut recovered.sessions[i];
+            let delivery = Delivery {
                 msg: Arc::clone(&msg),
                 qos: r.qos,
                 retain: r.retain,
                 sub_ids: r.sub_ids,
                 shared: None,
                 seq,
-            });
+            };
+            match session.sent.get(&seq) {
+                Some(&pkid) => session.inflight.push((pkid, delivery)),
+                None => session.queue.push(delivery),
+            }
         }
         if owed == 0 {
             forget(key, cleanup);

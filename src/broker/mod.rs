@@ -139,6 +139,9 @@ impl BrokerState {
         for pkid in stored.released {
             session.restore_released(pkid);
         }
+        for (pkid, delivery) in stored.inflight {
+            session.restore_inflight(pkid, delivery);
+        }
         for pkid in stored.inbound_qos2 {
             session.inbound_qos2_begin(pkid);
         }
@@ -246,6 +249,23 @@ impl BrokerState {
     pub fn store_delivered(&self, session: &Session, seq: u64) {
         if let Some(d) = self.store_of(session).filter(|_| seq != 0) {
             d.delivered(session.client_id(), seq);
+        }
+    }
+
+    /// Stored deliveries `(pkid, seq)` about to be sent: their PUBLISHes wait for the ticket.
+    pub fn store_sent(
+        &self,
+        session: &Session,
+        sent: &[(u16, u64)],
+    ) -> Option<crate::store::Ticket> {
+        let d = self.store_of(session).filter(|_| !sent.is_empty())?;
+        Some(d.sent(session.client_id(), sent))
+    }
+
+    /// PUBACK (or a refusing PUBREC) for stored delivery `seq` sent under `pkid`.
+    pub fn store_acked(&self, session: &Session, pkid: u16, seq: u64) {
+        if let Some(d) = self.store_of(session).filter(|_| seq != 0) {
+            d.acked(session.client_id(), pkid, seq);
         }
     }
 

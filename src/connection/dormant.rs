@@ -55,7 +55,11 @@ pub struct Dormitory {
 struct Shared {
     registry: Registry,
     inner: Mutex<Inner>,
-    /// Wakes the dormitory's task for [`Inner::woken`], new deadlines and shutdown.
+    /// Tokens woken through a mailbox since the task last looked. A lock of its own, taken with
+    /// no other held but `inner` in `admit` (a mailbox with a signal pending wakes its bed at
+    /// once, from inside `admit`): sharing `inner` would deadlock there.
+    woken: Mutex<Vec<usize>>,
+    /// Wakes the dormitory's task for `woken`, new deadlines and shutdown.
     notify: Notify,
 }
 
@@ -64,8 +68,6 @@ struct Inner {
     /// whose bed was reused) is recognised and ignored.
     beds: Slab<(u32, Dormant)>,
     next_generation: u32,
-    /// Tokens woken through a mailbox since the task last looked.
-    woken: Vec<usize>,
     /// Keep-alive deadlines of connections admitted since the task last looked.
     deadlines: Vec<(Instant, usize)>,
     /// Set at shutdown: no more admissions.
@@ -96,7 +98,7 @@ impl Wake for BedWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.inner.lock().woken.push(self.token);
+        self.shared.woken.lock().push(self.token);
         self.shared.notify.notify_one();
     }
 }
@@ -108,10 +110,10 @@ impl Dormitory {
         let registry = poll.registry().try_clone()?;
         let shared = Arc::new(Shared {
             registry,
+            woken: Mutex::new(Vec::new()),
             inner: Mutex::new(Inner {
                 beds: Slab::new(),
                 next_generation: 0,
-                woken: Vec::new(),
                 deadlines: Vec::new(),
                 closed: false,
             }),
@@ -220,9 +222,8 @@ impl Dormitory {
                     }
                 }
                 _ = self.shared.notify.notified() => {
-                    let mut inner = self.shared.inner.lock();
-                    due.append(&mut inner.woken);
-                    timers.extend(inner.deadlines.drain(..).map(Reverse));
+                    due.append(&mut self.shared.woken.lock());
+                    timers.extend(self.shared.inner.lock().deadlines.drain(..).map(Reverse));
                 }
                 _ = sleep_until(next), if next.is_some() => {
                     let now = Instant::now();
@@ -262,5 +263,67 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::broker::Mailbox;
+    use crate::connection::outbound::Outbound;
+    use crate::connection::{Client, Slot};
+    use crate::protocol::ProtocolVersion;
+    use crate::session::Session;
+
+    fn client(mailbox: &Arc<Mailbox>) -> Client {
+        Client {
+            version: ProtocolVersion::V311,
+            connect_expiry_zero: true,
+            session: Box::new(Session::new("c".into(), 0, 10)),
+            mailbox: Arc::clone(mailbox),
+            generation: 1,
+            will: None,
+            keep_alive: 0,
+            last_packet: Instant::now(),
+            inbound_aliases: Box::default(),
+            out: Outbound::new(ProtocolVersion::V311, None, 0, true),
+            _slot: Slot::new(Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()),
+        }
+    }
+
+    /// A connection going dormant while its mailbox holds a signal (a delivery, kick or shutdown
+    /// that came just after its last look) is woken at once, from inside `admit`: that must
+    /// neither deadlock nor lose the wake-up.
+    #[test]
+    fn admit_with_a_pending_signal_wakes_at_once() {
+        let (dormitory, _poll) = Dormitory::new().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let mailbox = Arc::new(Mailbox::new(10, false));
+        mailbox.wake();
+        let dormant = Dormant {
+            stream,
+            client: client(&mailbox),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dormitory.clone();
+        std::thread::spawn(move || {
+            let admitted = d.admit(dormant).is_ok();
+            let _ = tx.send(admitted);
+        });
+        let admitted = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("admit deadlocked");
+        assert!(admitted);
+        assert_eq!(dormitory.len(), 1);
+        assert_eq!(dormitory.shared.woken.lock().len(), 1, "wake-up lost");
     }
 }

@@ -22,7 +22,7 @@ impl Connection {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
                 if let Some(seq) = self.client.session.puback(a.pkid) {
-                    self.state.store_delivered(&self.client.session, seq);
+                    self.state.store_acked(&self.client.session, a.pkid, seq);
                 }
                 Ok(())
             }
@@ -43,7 +43,7 @@ impl Connection {
                         self.ack_in_order(durable, rel, Vec::new());
                     }
                     PubRecOutcome::Ended { seq } => {
-                        self.state.store_delivered(&self.client.session, seq);
+                        self.state.store_acked(&self.client.session, a.pkid, seq);
                     }
                     PubRecOutcome::Unknown => {}
                 }

@@ -71,17 +71,22 @@ impl Io {
         &mut self,
         cx: &mut Context<'_>,
         can_read: bool,
+        can_write: bool,
         read_first: bool,
     ) -> Poll<std::io::Result<Done>> {
         let read =
             |io: &mut Io, cx: &mut Context<'_>| io.poll_read_some(cx, can_read).map_ok(Done::Read);
+        let write = |io: &mut Io, cx: &mut Context<'_>| match can_write {
+            true => io.poll_write_some(cx),
+            false => Poll::Pending,
+        };
         if read_first {
             match read(self, cx) {
-                Poll::Pending => self.poll_write_some(cx),
+                Poll::Pending => write(self, cx),
                 ready => ready,
             }
         } else {
-            match self.poll_write_some(cx) {
+            match write(self, cx) {
                 Poll::Pending => read(self, cx),
                 ready => ready,
             }

@@ -168,6 +168,9 @@ struct Connection {
     /// Acknowledgements in the order their packets arrived [MQTT-4.6.0-2] [MQTT-4.6.0-3], each
     /// held until the store has what it promises.
     pending_acks: VecDeque<HeldAck>,
+    /// Nothing is written while set: stored deliveries just queued for writing go out only once
+    /// their packet ids are stored.
+    write_gate: Option<Ticket>,
     dormitory: Dormitory,
     client: Client,
 }
@@ -320,6 +323,7 @@ impl Connection {
             timer,
             last_activity: now,
             pending_acks: VecDeque::new(),
+            write_gate: None,
             dormitory,
             client,
         }))
@@ -362,6 +366,19 @@ impl Connection {
             if let Err(end) = self.pump(&mut scratch) {
                 return Stop::End(end);
             }
+            if let Some(gate) = &mut self.write_gate {
+                match gate.result() {
+                    None => {}
+                    Some(Ok(())) => self.write_gate = None,
+                    Some(Err(e)) => {
+                        return Stop::End(End::violation(
+                            ReasonCode::UnspecifiedError,
+                            format!("delivery state could not be stored: {e}"),
+                        ))
+                    }
+                }
+            }
+            let can_write = self.write_gate.is_none();
             self.io.release_idle_buffers();
             let io = &mut self.io;
             // A client that sends but does not read (its acks pile up) is read no further until
@@ -370,9 +387,10 @@ impl Connection {
             read_first = !read_first;
             let acks = &mut self.pending_acks;
             let acks_pending = !acks.is_empty();
+            let gate = &mut self.write_gate;
             tokio::select! {
                 biased;
-                done = std::future::poll_fn(|cx| io.poll_io(cx, can_read, read_first)) => {
+                done = std::future::poll_fn(|cx| io.poll_io(cx, can_read, can_write, read_first)) => {
                     self.last_activity = Instant::now();
                     match done {
                         Err(e) => return Stop::End(End::Lost(e.to_string())),
@@ -387,6 +405,10 @@ impl Connection {
                 }
                 // Always armed: a kick or shutdown must wake even a client we cannot write to.
                 _ = self.client.mailbox.notified() => self.last_activity = Instant::now(),
+                _ = std::future::poll_fn(|cx| match gate {
+                    Some(t) => t.poll_ready(cx),
+                    None => Poll::Pending,
+                }), if !can_write => {}
                 _ = std::future::poll_fn(|cx| poll_front(acks, cx)), if acks_pending => {
                     if let Err(end) = self.flush_acks() {
                         return Stop::End(end);
@@ -426,6 +448,7 @@ impl Connection {
         self.io.inbuf.is_empty()
             && self.io.outbuf.is_empty()
             && self.pending_acks.is_empty()
+            && self.write_gate.is_none()
             && self.client.mailbox.is_empty()
     }
 
@@ -523,6 +546,7 @@ impl Connection {
             timer: Box::pin(tokio::time::sleep_until(next)),
             last_activity: now,
             pending_acks: VecDeque::new(),
+            write_gate: None,
             dormitory,
             client,
         }))
@@ -554,19 +578,34 @@ impl Connection {
         }
         let now = std::time::Instant::now();
         let taken = scratch.len();
+        let mut sent = Vec::new();
         for d in scratch.drain(..) {
+            let seq = d.seq;
             if !self.client.out.fits(&d, now) {
                 metrics::dropped("too_large");
+                self.state.store_delivered(&self.client.session, seq);
                 continue;
             }
             match self.client.session.start(d, now) {
                 Some((pkid, d)) => {
+                    // QoS 2 only: a QoS 1 message may arrive twice anyway, and storing its id
+                    // would cost a write per delivery.
+                    if seq != 0 && d.qos == crate::protocol::QoS::ExactlyOnce {
+                        sent.push((pkid, seq));
+                    }
                     self.client
                         .out
                         .publish(&mut self.io.outbuf, &d, pkid, false, now)
                 }
-                None => metrics::dropped("expired"),
+                None => {
+                    metrics::dropped("expired");
+                    self.state.store_delivered(&self.client.session, seq);
+                }
             }
+        }
+        if let Some(t) = self.state.store_sent(&self.client.session, &sent) {
+            // A later ticket completes after any earlier one: it is the only gate needed.
+            self.write_gate = Some(t);
         }
         if taken < BATCH / 8 && scratch.capacity() > BATCH / 8 {
             // After a burst, a trickle does not keep the burst's room.

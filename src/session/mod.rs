@@ -198,6 +198,17 @@ impl Session {
             .filter(|seq| *seq != 0)
     }
 
+    /// A delivery that was sent under `pkid` and not acknowledged when the session was stored:
+    /// sent again on resume, with DUP, under the same packet id.
+    pub fn restore_inflight(&mut self, pkid: u16, delivery: Delivery) {
+        self.inflight.push_back(Inflight {
+            pkid,
+            qos: delivery.qos,
+            state: OutState::Published,
+            delivery: Some(delivery),
+        });
+    }
+
     /// A PUBREL that was outstanding when the session was stored: sent again on resume.
     pub fn restore_released(&mut self, pkid: u16) {
         self.inflight.push_back(Inflight {

@@ -513,9 +513,10 @@ async fn wills_of_persistent_sessions_survive_kill_9() {
         .props(prop_u32(SESSION_EXPIRY, 1))
         .will(short);
     let (_ds, _) = RawClient::handshake(broker.addr, V5, &cs).await;
-    // The sessions are stored once the broker has answered a packet after their CONNACK.
-    let mut probe = RawClient::connected(broker.addr, V5, "probe").await;
-    probe.ping().await;
+    // Session records are written without waiting, in order with every other store write: a
+    // SUBACK of a persistent session, which waits for its own write, comes after them.
+    let (mut probe, _) = connect_persistent(broker.addr, V5, "probe", false).await;
+    sub_all(&mut probe, V5, &["probe"], 1).await;
     broker.kill9();
 
     let broker = ChildBroker::start(dir.path(), true, "fsync");
@@ -539,6 +540,50 @@ async fn wills_of_persistent_sessions_survive_kill_9() {
     assert!(
         collect_until(&mut w, V5, b"fence").await.is_empty(),
         "a will published twice"
+    );
+    broker.kill9();
+}
+
+/// A stored QoS 2 delivery sent but not acknowledged before `kill -9` is sent again after the
+/// restart under the same packet id with DUP set, so the client can tell it from a new message
+/// (exactly once); it is not sent a second time under another id. A QoS 1 one is sent again
+/// (at least once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_deliveries_keep_their_packet_ids_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut sub, _) = connect_persistent(broker.addr, V5, "cont", false).await;
+    sub_all(&mut sub, V5, &["c/#"], 2).await;
+    let mut publ = RawClient::connected(broker.addr, V5, "cpub").await;
+    pub_msg(&mut publ, V5, "c/1", 1, b"one").await;
+    pub_msg(&mut publ, V5, "c/2", 2, b"two").await;
+    let one = sub.recv_publish(V5).await;
+    let two = sub.recv_publish(V5).await;
+    assert_eq!(
+        (one.payload.as_slice(), two.payload.as_slice()),
+        (&b"one"[..], &b"two"[..])
+    );
+    // No PUBACK, no PUBREC: both are inflight when Tern dies.
+    broker.kill9();
+
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut sub, present) = connect_persistent(broker.addr, V5, "cont", false).await;
+    assert!(present);
+    // The QoS 2 flow resumes first (it was inflight), then the QoS 1 message comes again.
+    let again2 = sub.recv_publish(V5).await;
+    let again1 = sub.recv_publish(V5).await;
+    assert_eq!(
+        (again2.pkid, again2.dup, again2.payload.as_slice()),
+        (two.pkid, true, &b"two"[..])
+    );
+    assert_eq!(again1.payload.as_slice(), &b"one"[..]);
+    ack_received(&mut sub, &again1).await;
+    ack_received(&mut sub, &again2).await;
+    let mut fence = RawClient::connected(broker.addr, V5, "cfence").await;
+    pub_msg(&mut fence, V5, "c/fence", 0, b"fence").await;
+    assert!(
+        collect_until(&mut sub, V5, b"fence").await.is_empty(),
+        "sent again under a new id"
     );
     broker.kill9();
 }
