@@ -75,7 +75,8 @@ pub struct Durable {
     next_seq: AtomicU64,
     /// Stored messages still owed to some recipient: sequence → recipients yet to acknowledge.
     /// The record goes once the count reaches zero.
-    pending: Mutex<HashMap<u64, u32>>,
+    /// Signed: a fast recipient can acknowledge before the publisher's batch adds its count.
+    pending: Mutex<HashMap<u64, i64>>,
 }
 
 /// The store writes one PUBLISH causes: its queued deliveries, its retained copy, the inbound
@@ -122,10 +123,10 @@ impl PublishBatch<'_> {
             v.extend_from_slice(&encode_message(msg));
             self.ops
                 .push(Op::Put(Space::Queue, seq.to_be_bytes().to_vec(), v));
-            self.durable
-                .pending
-                .lock()
-                .insert(seq, u32::from(self.count));
+            if self.durable.owe(seq, i64::from(self.count)) {
+                // Every recipient already has it: stored and released in one batch.
+                self.ops.extend(forget_message(seq));
+            }
         }
         (!self.ops.is_empty()).then(|| self.durable.committer.submit(self.ops))
     }
@@ -162,7 +163,7 @@ pub struct Recovered {
     /// Highest message sequence number in the store.
     pub max_seq: u64,
     /// Stored messages and how many recipients still owe an acknowledgement.
-    pub pending: HashMap<u64, u32>,
+    pub pending: HashMap<u64, i64>,
     /// Wills of sessions that ended while Tern was down, to publish at start.
     pub ended_wills: Vec<(Message, SystemTime)>,
 }
@@ -232,16 +233,23 @@ impl Durable {
     /// every recipient has it.
     fn ack_ops(&self, client_id: &str, seq: u64) -> Vec<Op> {
         let mut ops = vec![Op::Put(Space::Acks, ack_key(seq, client_id), Vec::new())];
-        let mut pending = self.pending.lock();
-        if let Some(left) = pending.get_mut(&seq) {
-            *left = left.saturating_sub(1);
-            if *left == 0 {
-                pending.remove(&seq);
-                ops.push(Op::Delete(Space::Queue, seq.to_be_bytes().to_vec()));
-                ops.push(Op::DeletePrefix(Space::Acks, seq.to_be_bytes().to_vec()));
-            }
+        if self.owe(seq, -1) {
+            ops.extend(forget_message(seq));
         }
         ops
+    }
+
+    /// Adds `delta` to what is owed of message `seq`; true when that reaches zero (the message
+    /// can go).
+    fn owe(&self, seq: u64, delta: i64) -> bool {
+        let mut pending = self.pending.lock();
+        let left = pending.entry(seq).or_insert(0);
+        *left += delta;
+        if *left == 0 {
+            pending.remove(&seq);
+            return true;
+        }
+        false
     }
 
     /// The client acknowledged stored message `seq` (or refused it at QoS 2). Not waited for: a
@@ -369,6 +377,15 @@ impl Durable {
             .collect();
         self.committer.submit(ops)
     }
+}
+
+/// Deletes stored message `seq` and its acknowledgements.
+fn forget_message(seq: u64) -> [Op; 2] {
+    let key = seq.to_be_bytes().to_vec();
+    [
+        Op::Delete(Space::Queue, key.clone()),
+        Op::DeletePrefix(Space::Acks, key),
+    ]
 }
 
 /// Deletes every record of `client_id` except retained messages.
@@ -687,10 +704,6 @@ fn recover_log(
         .collect();
     let now = (Instant::now(), SystemTime::now());
     let mut unreadable = 0;
-    let forget = |seq_key: &[u8], cleanup: &mut Vec<Op>| {
-        cleanup.push(Op::Delete(Space::Queue, seq_key.to_vec()));
-        cleanup.push(Op::DeletePrefix(Space::Acks, seq_key.to_vec()));
-    };
     engine.scan(Space::Queue, b"", &mut |key, value| {
         let Ok(seq) = <[u8; 8]>::try_from(key).map(u64::from_be_bytes) else {
             unreadable += 1;
@@ -701,13 +714,13 @@ fn recover_log(
         let (recipients, msg) = match decode_log(value, now) {
             Ok(Some(found)) => found,
             Ok(None) => {
-                forget(key, cleanup);
+                cleanup.extend(forget_message(seq));
                 return true;
             }
             Err(e) => {
                 warn!(seq, error = %e, "unreadable stored message dropped");
                 unreadable += 1;
-                forget(key, cleanup);
+                cleanup.extend(forget_message(seq));
                 return true;
             }
         };
@@ -736,9 +749,9 @@ fn recover_log(
             }
         }
         if owed == 0 {
-            forget(key, cleanup);
+            cleanup.extend(forget_message(seq));
         } else {
-            recovered.pending.insert(seq, owed);
+            recovered.pending.insert(seq, i64::from(owed));
         }
         true
     })?;
@@ -1054,6 +1067,43 @@ mod tests {
         assert!(e.get(Space::Queue, &7u64.to_be_bytes()).unwrap().is_some());
         assert!(e.get(Space::Queue, &8u64.to_be_bytes()).unwrap().is_none());
         assert!(e.get(Space::Acks, &ack_key(8, "b")).unwrap().is_none());
+    }
+
+    /// A recipient fast enough to acknowledge before the publisher's batch is submitted still
+    /// releases the message: it is stored and deleted in that batch, and nothing stays owed.
+    #[tokio::test]
+    async fn acknowledgement_before_submit_releases_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistenceConfig {
+            enabled: true,
+            path: dir.path().join("data"),
+            ..PersistenceConfig::default()
+        };
+        let (durable, _) = Durable::open(&config).unwrap();
+        let msg = Arc::new(message(None));
+        let mut batch = durable.batch();
+        let seq = batch.next_seq();
+        let d = Delivery {
+            msg: Arc::clone(&msg),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: Vec::new(),
+            shared: None,
+            seq,
+        };
+        batch.record("fast", &d);
+        durable.delivered("fast", seq);
+        batch.submit().unwrap().wait().await.unwrap();
+        assert_eq!(durable.pending_len(), 0);
+        let mut left = 0;
+        durable
+            .committer
+            .scan(Space::Queue, b"", &mut |_, _| {
+                left += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(left, 0, "message kept though its only recipient has it");
     }
 
     /// Damaged records are errors, never panics.
