@@ -397,29 +397,8 @@ async fn offline(args: &Args) -> Result<Outcome> {
     let epoch = Instant::now();
     let tally = Tally::new(epoch)?;
     let prefix = format!("offline-{}", std::process::id());
-    let topic = format!("bench/{prefix}");
     let id = |i: usize| format!("{prefix}-sub-{i}");
-    for i in 0..OFFLINE_SESSIONS {
-        let mut c = Client::connect_with(&args.host, args.port, &id(i), false).await?;
-        c.subscribe(&topic, 1).await?;
-        c.disconnect().await?;
-    }
-    let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
-    let publishers = Publishers {
-        count: 1,
-        per_pub: args.messages,
-        qos: 1,
-        copies: 0,
-        epoch,
-        prefix: &prefix,
-    };
-    let started = publish_all(
-        args,
-        publishers,
-        |_| topic.clone(),
-        |_| Arc::clone(&unlimited),
-    )
-    .await?;
+    let started = queue_for_offline(args, &prefix, OFFLINE_SESSIONS, epoch).await?;
     let published = started.elapsed().max(Duration::from_millis(1));
     let drain_start = Instant::now();
     let mut tasks = Vec::new();
@@ -442,16 +421,19 @@ async fn offline(args: &Args) -> Result<Outcome> {
     Ok(o)
 }
 
-/// Fills a broker for the restart measurement: `connections` persistent sessions subscribe at
-/// QoS 1 to one topic and go offline, then `messages` QoS 1 messages are published to it (each
-/// queued for every session) and `retained` retained messages on topics of their own.
-async fn fill(args: &Args) -> Result<Outcome> {
-    let epoch = Instant::now();
-    let prefix = format!("fill-{}", std::process::id());
+/// `sessions` persistent sessions `{prefix}-sub-{i}` subscribe at QoS 1 to `bench/{prefix}`
+/// and go offline; then one publisher sends `messages` QoS 1 messages there (each queued for
+/// every session), at most `ACK_WINDOW` unacknowledged. Returns when publishing started.
+async fn queue_for_offline(
+    args: &Args,
+    prefix: &str,
+    sessions: usize,
+    epoch: Instant,
+) -> Result<Instant> {
     let topic = format!("bench/{prefix}");
-    for i in 0..args.connections {
-        let mut c =
-            Client::connect_with(&args.host, args.port, &format!("{prefix}-{i}"), false).await?;
+    for i in 0..sessions {
+        let id = format!("{prefix}-sub-{i}");
+        let mut c = Client::connect_with(&args.host, args.port, &id, false).await?;
         c.subscribe(&topic, 1).await?;
         c.disconnect().await?;
     }
@@ -462,15 +444,24 @@ async fn fill(args: &Args) -> Result<Outcome> {
         qos: 1,
         copies: 0,
         epoch,
-        prefix: &prefix,
+        prefix,
     };
-    let started = publish_all(
+    publish_all(
         args,
         publishers,
         |_| topic.clone(),
         |_| Arc::clone(&unlimited),
     )
-    .await?;
+    .await
+}
+
+/// Fills a broker for the restart measurement: `connections` persistent sessions subscribe at
+/// QoS 1 to one topic and go offline, then `messages` QoS 1 messages are published to it (each
+/// queued for every session) and `retained` retained messages on topics of their own.
+async fn fill(args: &Args) -> Result<Outcome> {
+    let epoch = Instant::now();
+    let prefix = format!("fill-{}", std::process::id());
+    let started = queue_for_offline(args, &prefix, args.connections, epoch).await?;
     let mut c = Client::connect(&args.host, args.port, &format!("{prefix}-retain")).await?;
     for i in 0..args.retained {
         let payload = client::make_payload(0, i, epoch, args.payload);
