@@ -120,7 +120,9 @@ for s in "${SCENARIOS[@]}"; do
     run_one "$s" "$MPORT" "$MPID" >>"$WORK/m"
   done
   col() { awk -v c="$2" '{print $c}' "$WORK/$1" | median; }
-  lost=$(awk '{s+=$4+$5} END {print s+0}' "$WORK/t" "$WORK/m")
+  lost_t=$(awk '{s+=$4+$5} END {print s+0}' "$WORK/t")
+  lost_m=$(awk '{s+=$4+$5} END {print s+0}' "$WORK/m")
+  lost=$((lost_t + lost_m))
   LOSS=$((LOSS + lost))
   if [ "$s" = idle ]; then
     printf '%-11s %-18s %12s %12s %7s\n' "$s" "connects/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
@@ -130,7 +132,7 @@ for s in "${SCENARIOS[@]}"; do
     printf '%-11s %-18s %12s %12s %7s\n' "$s" "p50 latency (us)" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
     printf '%-11s %-18s %12s %12s %7s\n' "$s" "p99 latency (us)" "$(col t 3)" "$(col m 3)" "$(ratio "$(col m 3)" "$(col t 3)")" >>"$OUT"
   fi
-  [ "$lost" = 0 ] || echo "$s: $lost messages lost or duplicated" >>"$OUT"
+  [ "$lost" = 0 ] || echo "$s: messages lost or duplicated: tern $lost_t, mosquitto $lost_m" >>"$OUT"
 done
 echo "messages lost or duplicated, all scenarios: $LOSS" >>"$OUT"
 cat "$OUT"

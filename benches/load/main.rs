@@ -191,8 +191,6 @@ struct Publishers<'a> {
     count: usize,
     per_pub: u64,
     qos: u8,
-    /// Deliveries each message is expected to make (one permit each).
-    copies: u32,
     epoch: Instant,
     prefix: &'a str,
 }
@@ -201,13 +199,12 @@ async fn publish_all(
     args: &Args,
     p: Publishers<'_>,
     topic: impl Fn(usize) -> String,
-    window: impl Fn(usize) -> Arc<Semaphore>,
+    windows: impl Fn(usize) -> Vec<Arc<Semaphore>>,
 ) -> Result<Instant> {
     let Publishers {
         count,
         per_pub,
         qos,
-        copies,
         epoch,
         prefix,
     } = p;
@@ -219,7 +216,7 @@ async fn publish_all(
     let mut tasks = Vec::new();
     for (i, c) in clients.into_iter().enumerate() {
         let topic = topic(i);
-        let window = window(i);
+        let windows = windows(i);
         let payload_len = args.payload;
         let (mut reader, mut writer) = c.into_split();
         // QoS 1: at most ACK_WINDOW unacknowledged PUBLISHes per publisher.
@@ -235,12 +232,16 @@ async fn publish_all(
         });
         tasks.push(tokio::spawn(async move {
             for seq in 0..per_pub {
-                // Flush before blocking, or the permits we wait for sit in our own buffer.
-                match window.try_acquire_many(copies) {
-                    Ok(p) => p.forget(),
-                    Err(_) => {
-                        writer.flush().await?;
-                        window.acquire_many(copies).await?.forget();
+                // One permit per expected delivery, from each receiver's own window, so no
+                // receiver falls further behind than its window. Flush before blocking, or the
+                // permits we wait for sit in our own buffer.
+                for w in &windows {
+                    match w.try_acquire() {
+                        Ok(p) => p.forget(),
+                        Err(_) => {
+                            writer.flush().await?;
+                            w.acquire().await?.forget();
+                        }
                     }
                 }
                 if qos > 0 {
@@ -299,18 +300,29 @@ async fn throughput(
     let epoch = Instant::now();
     let tally = Tally::new(epoch)?;
     let prefix = format!("{}-{}", args.scenario, std::process::id());
-    let copies = if pairs { 1 } else { subs as u32 };
-    // Messages in flight end to end, per publisher/subscriber pair (or shared by all when
-    // there are no pairs): enough to keep connections busy, bounded well below any broker's
-    // queue limit (Mosquitto's and Tern's default max_queued_messages is 1000).
+    // Messages in flight end to end, per publisher/subscriber pair, or per subscriber when all
+    // publishers share the subscribers: enough to keep connections busy, bounded well below
+    // any broker's queue limit for every single subscriber (Mosquitto's and Tern's default
+    // max_queued_messages is 1000).
     let windows: Vec<Arc<Semaphore>> = if pairs {
         (0..pubs)
             .map(|_| Arc::new(Semaphore::new(PAIR_WINDOW)))
             .collect()
     } else {
-        vec![Arc::new(Semaphore::new(copies as usize * SHARED_WINDOW))]
+        (0..subs)
+            .map(|_| Arc::new(Semaphore::new(SHARED_WINDOW)))
+            .collect()
     };
-    let window = |i: usize| Arc::clone(&windows[if pairs { i } else { 0 }]);
+    // A subscriber releases its own window; a publisher takes from its pair's, or from every
+    // subscriber's.
+    let window = |i: usize| Arc::clone(&windows[i]);
+    let publisher_windows = |i: usize| {
+        if pairs {
+            vec![Arc::clone(&windows[i])]
+        } else {
+            windows.clone()
+        }
+    };
     let topic = |i: usize| {
         if pairs {
             format!("bench/{prefix}/{i}")
@@ -331,11 +343,10 @@ async fn throughput(
         count: pubs,
         per_pub,
         qos,
-        copies,
         epoch,
         prefix: &prefix,
     };
-    let started = publish_all(args, publishers, topic, window).await?;
+    let started = publish_all(args, publishers, topic, publisher_windows).await?;
     let expected = if pairs {
         pubs as u64 * per_pub
     } else {
@@ -442,7 +453,6 @@ async fn queue_for_offline(
         count: 1,
         per_pub: args.messages,
         qos: 1,
-        copies: 0,
         epoch,
         prefix,
     };
@@ -450,7 +460,7 @@ async fn queue_for_offline(
         args,
         publishers,
         |_| topic.clone(),
-        |_| Arc::clone(&unlimited),
+        |_| vec![Arc::clone(&unlimited)],
     )
     .await
 }
