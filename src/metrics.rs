@@ -70,3 +70,13 @@ pub fn store_batch(ops: usize, took: std::time::Duration) {
     ::metrics::histogram!("tern_store_batch_operations").record(ops as f64);
     ::metrics::histogram!("tern_store_commit_seconds").record(took.as_secs_f64());
 }
+
+/// The store takes `bytes` on disk.
+pub fn store_size(bytes: u64) {
+    ::metrics::gauge!("tern_store_size_bytes").set(bytes as f64);
+}
+
+/// Reading the store back at start took `took`.
+pub fn store_recovered(took: std::time::Duration) {
+    ::metrics::gauge!("tern_store_recovery_seconds").set(took.as_secs_f64());
+}

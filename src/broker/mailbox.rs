@@ -2,6 +2,11 @@
 //! client's connection task drains it when it can write. While the client is offline the mailbox is
 //! its session queue. Bounded so a client that stops reading never makes memory grow: at the limit
 //! QoS 0 goes first, then the newest message is refused; every drop is counted.
+//!
+//! Memory stays bounded by more than the count: a stored delivery to a client that is offline,
+//! or far behind, is queued as its sequence number only ([`Mailbox::push_stored`]); its
+//! message stays in the store and is read back when the connection drains it. So a million
+//! messages queued for offline sessions cost 16 bytes each here, not a million messages.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -21,13 +26,70 @@ pub enum DropReason {
     Offline,
 }
 
+/// A queued delivery as taken out of a mailbox.
+#[derive(Debug)]
+pub enum Queued {
+    /// With its message.
+    Ready(Delivery),
+    /// Only its sequence number: the message, and this client's options for it, are in the
+    /// store.
+    Stored(u64),
+}
+
+impl Queued {
+    /// Its sequence number in the store; 0 when not stored.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Queued::Ready(d) => d.seq,
+            Queued::Stored(seq) => *seq,
+        }
+    }
+}
+
+/// An entry behind the in-memory queue, 16 bytes: most are sequence numbers.
+#[derive(Debug)]
+enum Spilled {
+    Seq(u64),
+    /// A delivery that arrived with its message while the spill was not empty (order is kept).
+    Held(Box<Delivery>),
+}
+
+/// Beyond this many queued deliveries, stored ones are queued by sequence number only, even
+/// for a connected client.
+pub const SPILL_AT: usize = 256;
+
 /// The queue and who to wake, under one lock (one lock per push, and a small mailbox).
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<Delivery>,
+    /// Everything queued after `queue`, once a delivery was queued by sequence number; gone
+    /// again once drained. Boxed: one pointer in every mailbox rather than a whole `VecDeque`.
+    #[allow(clippy::box_collection)]
+    spill: Option<Box<VecDeque<Spilled>>>,
     /// Who to wake on the next signal: the connection's task while it runs, the dormitory's
     /// waker while it is dormant (a plain slot, not a `Notify`: one consumer at a time).
     waker: Option<Waker>,
+}
+
+impl Inner {
+    fn len(&self) -> usize {
+        self.queue.len() + self.spill.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Makes room by dropping the oldest QoS 0 message held in memory; false if there is none.
+    fn drop_oldest_qos0(&mut self) -> bool {
+        if let Some(i) = self.queue.iter().position(|d| d.qos == QoS::AtMostOnce) {
+            self.queue.remove(i);
+            return true;
+        }
+        let Some(spill) = &mut self.spill else {
+            return false;
+        };
+        let oldest = spill
+            .iter()
+            .position(|s| matches!(s, Spilled::Held(d) if d.qos == QoS::AtMostOnce));
+        oldest.and_then(|i| spill.remove(i)).is_some()
+    }
 }
 
 /// A connection is draining the mailbox.
@@ -117,20 +179,15 @@ impl Mailbox {
         }
         let waker = {
             let mut inner = self.inner.lock();
-            let q = &mut inner.queue;
-            if q.len() >= self.limit as usize {
-                if delivery.qos == QoS::AtMostOnce {
-                    return Err(DropReason::QueueFull);
-                }
-                // Make room by dropping the oldest QoS 0 message, if there is one.
-                match q.iter().position(|d| d.qos == QoS::AtMostOnce) {
-                    Some(i) => {
-                        q.remove(i);
-                    }
-                    None => return Err(DropReason::QueueFull),
-                }
+            if inner.len() >= self.limit as usize
+                && (delivery.qos == QoS::AtMostOnce || !inner.drop_oldest_qos0())
+            {
+                return Err(DropReason::QueueFull);
             }
-            q.push_back(delivery);
+            match &mut inner.spill {
+                Some(spill) => spill.push_back(Spilled::Held(Box::new(delivery))),
+                None => inner.queue.push_back(delivery),
+            }
             self.signalled.store(true, Ordering::Release);
             inner.waker.take()
         };
@@ -140,24 +197,91 @@ impl Mailbox {
         Ok(())
     }
 
-    /// Appends deliveries read back from the store, in order, whatever the limit (they were
+    /// Whether a stored delivery to this mailbox should be queued by sequence number only
+    /// ([`Mailbox::push_stored`]): its client is offline or far behind.
+    pub fn keeps_stored_only(&self) -> bool {
+        if !self.is_online() {
+            return true;
+        }
+        let inner = self.inner.lock();
+        inner.spill.is_some() || inner.queue.len() >= SPILL_AT
+    }
+
+    /// Queues stored message `seq` by its sequence number (it must be readable from the store,
+    /// or about to be, by the time the connection drains it) and wakes the connection.
+    pub fn push_stored(&self, seq: u64) -> Result<(), DropReason> {
+        let waker = {
+            let mut inner = self.inner.lock();
+            if inner.len() >= self.limit as usize && !inner.drop_oldest_qos0() {
+                return Err(DropReason::QueueFull);
+            }
+            inner
+                .spill
+                .get_or_insert_with(Box::default)
+                .push_back(Spilled::Seq(seq));
+            self.signalled.store(true, Ordering::Release);
+            inner.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Appends stored messages read back at start, in order, whatever the limit (they were
     /// within it when stored).
-    pub fn restore(&self, deliveries: Vec<Delivery>) {
-        self.inner.lock().queue.extend(deliveries);
+    pub fn restore(&self, seqs: Vec<u64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        self.inner
+            .lock()
+            .spill
+            .get_or_insert_with(Box::default)
+            .extend(seqs.into_iter().map(Spilled::Seq));
     }
 
     /// Puts deliveries back at the front, in order (messages taken back from a session).
-    pub fn push_front_all(&self, deliveries: Vec<Delivery>) {
-        let q = &mut self.inner.lock().queue;
-        for d in deliveries.into_iter().rev() {
-            q.push_front(d);
+    pub fn push_front_all(&self, queued: Vec<Queued>) {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        if queued.iter().all(|q| matches!(q, Queued::Ready(_))) {
+            for q in queued.into_iter().rev() {
+                if let Queued::Ready(d) = q {
+                    inner.queue.push_front(d);
+                }
+            }
+            return;
         }
+        // Some are in the store only: everything queued goes behind them, in the spill.
+        let mut spill: VecDeque<Spilled> = queued
+            .into_iter()
+            .map(|q| match q {
+                Queued::Ready(d) => Spilled::Held(Box::new(d)),
+                Queued::Stored(seq) => Spilled::Seq(seq),
+            })
+            .collect();
+        spill.extend(inner.queue.drain(..).map(|d| Spilled::Held(Box::new(d))));
+        if let Some(old) = inner.spill.take() {
+            spill.extend(*old);
+        }
+        inner.spill = Some(Box::new(spill));
     }
 
     /// Moves up to `max` deliveries into `out`, in order, stopping at the first QoS 1/2 delivery
     /// once `window` such deliveries were taken (so order is kept behind a full window).
-    pub fn drain_into(&self, out: &mut Vec<Delivery>, max: usize, mut window: usize) {
-        let q = &mut self.inner.lock().queue;
+    /// Deliveries queued by sequence number are read back through `load`; `None` (expired,
+    /// unreadable) skips one.
+    pub fn drain_into(
+        &self,
+        out: &mut Vec<Delivery>,
+        max: usize,
+        mut window: usize,
+        load: &mut dyn FnMut(u64) -> Option<Delivery>,
+    ) {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let q = &mut inner.queue;
         while out.len() < max {
             match q.front() {
                 None => break,
@@ -177,27 +301,72 @@ impl Mailbox {
             // A burst's room is not kept once the client has caught up.
             *q = VecDeque::new();
         }
+        if !q.is_empty() {
+            return;
+        }
+        let Some(spill) = &mut inner.spill else {
+            return;
+        };
+        while out.len() < max {
+            let qos = match spill.front() {
+                None => break,
+                // Stored deliveries are QoS 1/2 unless QoS 0 ones are stored too.
+                Some(Spilled::Seq(_)) => QoS::AtLeastOnce,
+                Some(Spilled::Held(d)) => d.qos,
+            };
+            if qos != QoS::AtMostOnce && window == 0 {
+                break;
+            }
+            let delivery = match spill.pop_front() {
+                Some(Spilled::Seq(seq)) => load(seq),
+                Some(Spilled::Held(d)) => Some(*d),
+                None => None,
+            };
+            if let Some(d) = delivery {
+                if d.qos != QoS::AtMostOnce {
+                    window = window.saturating_sub(1);
+                }
+                out.push(d);
+            }
+        }
+        if spill.is_empty() {
+            inner.spill = None;
+        }
     }
 
     /// Stored sequence numbers of the queued deliveries.
     pub fn stored_seqs(&self) -> Vec<u64> {
         let inner = self.inner.lock();
+        let spilled = inner.spill.iter().flat_map(|s| s.iter()).map(|s| match s {
+            Spilled::Seq(seq) => *seq,
+            Spilled::Held(d) => d.seq,
+        });
         inner
             .queue
             .iter()
             .map(|d| d.seq)
+            .chain(spilled)
             .filter(|s| *s != 0)
             .collect()
     }
 
-    /// Takes every queued delivery (for redistribution or discard).
-    pub fn take_all(&self) -> VecDeque<Delivery> {
-        std::mem::take(&mut self.inner.lock().queue)
+    /// Takes every queued delivery, in order (for redistribution or discard).
+    pub fn take_all(&self) -> Vec<Queued> {
+        let (queue, spill) = {
+            let mut inner = self.inner.lock();
+            (std::mem::take(&mut inner.queue), inner.spill.take())
+        };
+        let mut all: Vec<Queued> = queue.into_iter().map(Queued::Ready).collect();
+        all.extend(spill.into_iter().flat_map(|s| *s).map(|s| match s {
+            Spilled::Seq(seq) => Queued::Stored(seq),
+            Spilled::Held(d) => Queued::Ready(*d),
+        }));
+        all
     }
 
     /// Number of queued deliveries.
     pub fn len(&self) -> usize {
-        self.inner.lock().queue.len()
+        self.inner.lock().len()
     }
 
     /// True when nothing is queued.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use mailbox::Mailbox;
+pub use mailbox::{Mailbox, Queued};
 pub use registry::{Attached, PendingWill};
 pub use router::RouteOutcome;
 
@@ -139,9 +139,7 @@ impl BrokerState {
         for pkid in stored.released {
             session.restore_released(pkid);
         }
-        for (pkid, delivery) in stored.inflight {
-            session.restore_inflight(pkid, delivery);
-        }
+        session.restore_inflight(stored.inflight);
         for pkid in stored.inbound_qos2 {
             session.inbound_qos2_begin(pkid);
         }
@@ -245,6 +243,12 @@ impl BrokerState {
         self.durable.as_ref().filter(|_| session.stored)
     }
 
+    /// Stored message `seq` as a delivery to `session`'s client, read back from the store; `None`
+    /// if it cannot be (expired, unreadable: counted, and no longer owed).
+    pub fn load_stored(&self, session: &Session, seq: u64) -> Option<Delivery> {
+        self.durable.as_ref()?.load(session.client_id(), seq)
+    }
+
     /// The client acknowledged the stored delivery `seq` (0: not stored).
     pub fn store_delivered(&self, session: &Session, seq: u64) {
         if let Some(d) = self.store_of(session).filter(|_| seq != 0) {
@@ -331,9 +335,26 @@ impl BrokerState {
                 durable.session_connected(session, !attached.session_present, will);
                 session.stored = true;
             } else if session.stored {
-                // Resumed without persistence: its messages stay in memory only.
+                // Resumed without persistence: its messages stay in memory only, read back
+                // from the store before it lets them go.
                 let mut seqs: Vec<u64> = session.stored_seqs().collect();
-                seqs.extend(attached.mailbox.stored_seqs());
+                let queued: Vec<Queued> = attached
+                    .mailbox
+                    .take_all()
+                    .into_iter()
+                    .filter_map(|q| match q {
+                        Queued::Stored(seq) => {
+                            seqs.push(seq);
+                            durable.read(session.client_id(), seq).map(Queued::Ready)
+                        }
+                        Queued::Ready(d) => {
+                            seqs.push(d.seq);
+                            Some(Queued::Ready(d))
+                        }
+                    })
+                    .collect();
+                seqs.retain(|s| *s != 0);
+                attached.mailbox.push_front_all(queued);
                 durable.session_ended(session.client_id(), &seqs);
                 session.stored = false;
             }
@@ -418,17 +439,12 @@ impl BrokerState {
 
     /// A session is gone: drop its subscriptions (and its stored record) and send its pending
     /// will.
-    fn end_session(
-        &self,
-        session: &Session,
-        will: Option<PendingWill>,
-        queued: impl IntoIterator<Item = Delivery>,
-    ) {
+    fn end_session(&self, session: &Session, will: Option<PendingWill>, queued: Vec<Queued>) {
         if let Some(durable) = self.durable.as_ref().filter(|_| session.stored) {
             // What it was still owed no longer holds stored messages back.
             let seqs: Vec<u64> = session
                 .stored_seqs()
-                .chain(queued.into_iter().map(|d| d.seq).filter(|s| *s != 0))
+                .chain(queued.iter().map(Queued::seq).filter(|s| *s != 0))
                 .collect();
             durable.session_ended(session.client_id(), &seqs);
         }
@@ -449,13 +465,16 @@ impl BrokerState {
         let mut keep = Vec::new();
         let from_inflight = session.take_shared_unreceived();
         let queued = mailbox.take_all();
-        for d in from_inflight.into_iter().chain(queued) {
-            if d.shared.is_some() && d.qos != crate::protocol::QoS::AtMostOnce {
-                if let Err(d) = self.router.redistribute(d, session.client_id()) {
-                    keep.push(d);
+        for q in from_inflight.into_iter().map(Queued::Ready).chain(queued) {
+            match q {
+                Queued::Ready(d)
+                    if d.shared.is_some() && d.qos != crate::protocol::QoS::AtMostOnce =>
+                {
+                    if let Err(d) = self.router.redistribute(d, session.client_id()) {
+                        keep.push(Queued::Ready(d));
+                    }
                 }
-            } else {
-                keep.push(d);
+                other => keep.push(other),
             }
         }
         mailbox.push_front_all(keep);

@@ -74,6 +74,9 @@ pub trait Recorder {
     fn next_seq(&mut self) -> u64;
     /// `delivery` was queued for `client_id`.
     fn record(&mut self, client_id: &str, delivery: &Delivery);
+    /// The recorded delivery to `mailbox` is to be queued by sequence number only, once its
+    /// message is stored (or readable on its way there).
+    fn defer(&mut self, client_id: &Arc<str>, mailbox: &Arc<Mailbox>);
 }
 
 /// What routing one message did.
@@ -215,6 +218,13 @@ impl Router {
                         && t.sub.mailbox.is_stored() =>
                 {
                     delivery.seq = r.next_seq();
+                    if t.sub.mailbox.keeps_stored_only() {
+                        // Offline or far behind: its message waits in the store, not here.
+                        r.record(&t.sub.client_id, &delivery);
+                        r.defer(&t.sub.client_id, &t.sub.mailbox);
+                        outcome.delivered += 1;
+                        continue;
+                    }
                     Some((r, delivery.clone()))
                 }
                 _ => None,

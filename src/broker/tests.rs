@@ -42,7 +42,7 @@ fn sub(client: &str, mailbox: &Arc<Mailbox>, qos: QoS, id: Option<u32>) -> Subsc
 
 fn drain(m: &Mailbox) -> Vec<Delivery> {
     let mut out = Vec::new();
-    m.drain_into(&mut out, 1000, 1000);
+    m.drain_into(&mut out, 1000, 1000, &mut |_| None);
     out
 }
 
@@ -180,7 +180,7 @@ fn drain_respects_window_and_order() {
         .expect("room");
     }
     let mut out = Vec::new();
-    m.drain_into(&mut out, 10, 1);
+    m.drain_into(&mut out, 10, 1, &mut |_| None);
     assert_eq!(out.len(), 1);
     assert_eq!(m.len(), 2);
 }

@@ -198,15 +198,25 @@ impl Session {
             .filter(|seq| *seq != 0)
     }
 
-    /// A delivery that was sent under `pkid` and not acknowledged when the session was stored:
-    /// sent again on resume, with DUP, under the same packet id.
-    pub fn restore_inflight(&mut self, pkid: u16, delivery: Delivery) {
-        self.inflight.push_back(Inflight {
-            pkid,
-            qos: delivery.qos,
-            state: OutState::Published,
-            delivery: Some(delivery),
-        });
+    /// Deliveries that were sent under these packet ids and not acknowledged when the session
+    /// was stored, in sending order: sent again on resume, with DUP, under the same ids.
+    pub fn restore_inflight(&mut self, restored: Vec<(u16, Delivery)>) {
+        let first = self.inflight.len();
+        for (pkid, delivery) in restored {
+            self.inflight.push_back(Inflight {
+                pkid,
+                qos: delivery.qos,
+                state: OutState::Published,
+                delivery: Some(delivery),
+            });
+        }
+        // Packet id 0: it may have been sent, its id is not known; a fresh one, clear of every
+        // id restored above.
+        for i in first..self.inflight.len() {
+            if self.inflight[i].pkid == 0 {
+                self.inflight[i].pkid = self.allocate_pkid();
+            }
+        }
     }
 
     /// A PUBREL that was outstanding when the session was stored: sent again on resume.

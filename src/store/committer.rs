@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::{Durability, Engine, Op, Space, StoreError};
@@ -63,6 +62,8 @@ impl Ticket {
 struct Request {
     ops: Vec<Op>,
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    /// Runs once the batch is applied (whatever the outcome), before tickets complete.
+    then: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// How batches are formed.
@@ -80,19 +81,18 @@ pub struct BatchPolicy {
 /// The storage thread and the way to it. Dropping it finishes what was submitted, then stops.
 pub struct Committer {
     tx: Option<mpsc::Sender<Request>>,
-    engine: Arc<Mutex<Box<dyn Engine>>>,
+    engine: Arc<dyn Engine>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Committer {
     /// Starts the storage thread over `engine`.
-    pub fn start(engine: Box<dyn Engine>, policy: BatchPolicy) -> std::io::Result<Committer> {
+    pub fn start(engine: Arc<dyn Engine>, policy: BatchPolicy) -> std::io::Result<Committer> {
         let (tx, rx) = mpsc::channel();
-        let engine = Arc::new(Mutex::new(engine));
         let shared = Arc::clone(&engine);
         let thread = std::thread::Builder::new()
             .name("tern-store".into())
-            .spawn(move || run(&rx, &shared, policy))?;
+            .spawn(move || run(&rx, &*shared, policy))?;
         Ok(Committer {
             tx: Some(tx),
             engine,
@@ -106,13 +106,30 @@ impl Committer {
         self.send(Request {
             ops,
             done: Some(done),
+            then: None,
+        });
+        Ticket::new(rx)
+    }
+
+    /// Like [`Committer::submit`], and runs `then` on the storage thread once the batch is
+    /// applied (readable through [`Committer::engine`]), before the ticket completes.
+    pub fn submit_then(&self, ops: Vec<Op>, then: Box<dyn FnOnce() + Send>) -> Ticket {
+        let (done, rx) = oneshot::channel();
+        self.send(Request {
+            ops,
+            done: Some(done),
+            then: Some(then),
         });
         Ticket::new(rx)
     }
 
     /// Submits `ops` without waiting for them (changes whose loss only costs a redelivery).
     pub fn submit_detached(&self, ops: Vec<Op>) {
-        self.send(Request { ops, done: None });
+        self.send(Request {
+            ops,
+            done: None,
+            then: None,
+        });
     }
 
     fn send(&self, request: Request) {
@@ -122,14 +139,19 @@ impl Committer {
         }
     }
 
-    /// Reads `space` under `prefix` (see [`Engine::scan`]); waits for a batch being applied.
+    /// Reads `space` under `prefix` (see [`Engine::scan`]).
     pub fn scan(
         &self,
         space: Space,
         prefix: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        self.engine.lock().scan(space, prefix, f)
+        self.engine.scan(space, prefix, f)
+    }
+
+    /// The engine, for reads; they see every batch whose ticket has completed.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
     }
 
     /// Stops after everything submitted so far is applied.
@@ -151,9 +173,16 @@ impl Drop for Committer {
     }
 }
 
-fn run(rx: &mpsc::Receiver<Request>, engine: &Mutex<Box<dyn Engine>>, policy: BatchPolicy) {
+/// How often the store's size on disk is measured for the metrics.
+const SIZE_EVERY: Duration = Duration::from_secs(10);
+
+fn run(rx: &mpsc::Receiver<Request>, engine: &dyn Engine, policy: BatchPolicy) {
     let mut requests: Vec<Request> = Vec::new();
     let mut ops: Vec<Op> = Vec::new();
+    let mut sized = Instant::now();
+    if let Some(bytes) = engine.disk_space() {
+        metrics::store_size(bytes);
+    }
     while let Ok(first) = rx.recv() {
         requests.push(first);
         gather(rx, &mut requests, policy);
@@ -161,10 +190,15 @@ fn run(rx: &mpsc::Receiver<Request>, engine: &Mutex<Box<dyn Engine>>, policy: Ba
             ops.append(&mut r.ops);
         }
         let started = Instant::now();
-        let result = engine.lock().apply(&ops, policy.durability);
+        let result = engine.apply(&ops, policy.durability);
         metrics::store_batch(ops.len(), started.elapsed());
         if let Err(e) = &result {
             tracing::error!(error = %e, ops = ops.len(), "store write failed");
+        }
+        for r in &mut requests {
+            if let Some(then) = r.then.take() {
+                then();
+            }
         }
         for r in requests.drain(..) {
             if let Some(done) = r.done {
@@ -172,6 +206,12 @@ fn run(rx: &mpsc::Receiver<Request>, engine: &Mutex<Box<dyn Engine>>, policy: Ba
             }
         }
         ops.clear();
+        if sized.elapsed() >= SIZE_EVERY {
+            sized = Instant::now();
+            if let Some(bytes) = engine.disk_space() {
+                metrics::store_size(bytes);
+            }
+        }
     }
 }
 

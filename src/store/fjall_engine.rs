@@ -29,7 +29,7 @@ impl FjallEngine {
             .map(|s| db.keyspace(s.name(), KeyspaceCreateOptions::default))
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?;
-        let mut engine = FjallEngine {
+        let engine = FjallEngine {
             path: path.to_path_buf(),
             db,
             spaces,
@@ -105,7 +105,7 @@ fn engine_error(path: &Path) -> impl Fn(fjall::Error) -> StoreError + '_ {
 }
 
 impl Engine for FjallEngine {
-    fn apply(&mut self, ops: &[Op], durability: Durability) -> Result<(), StoreError> {
+    fn apply(&self, ops: &[Op], durability: Durability) -> Result<(), StoreError> {
         let err = engine_error(&self.path);
         let mode = match durability {
             Durability::Fsync => PersistMode::SyncData,
@@ -190,5 +190,9 @@ impl Engine for FjallEngine {
             .get(key)
             .map_err(engine_error(&self.path))?;
         Ok(v.map(|v| v.to_vec()))
+    }
+
+    fn disk_space(&self) -> Option<u64> {
+        self.db.disk_space().ok()
     }
 }

@@ -3,12 +3,17 @@
 
 use std::collections::BTreeMap;
 
+use parking_lot::RwLock;
+
 use super::{Durability, Engine, Op, Space, StoreError};
+
+/// One space's records, in key order.
+type Records = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Every space as an ordered map.
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
-    spaces: BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>,
+    spaces: RwLock<BTreeMap<Space, Records>>,
 }
 
 impl MemoryEngine {
@@ -19,22 +24,23 @@ impl MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
-    fn apply(&mut self, ops: &[Op], _durability: Durability) -> Result<(), StoreError> {
+    fn apply(&self, ops: &[Op], _durability: Durability) -> Result<(), StoreError> {
+        let mut spaces = self.spaces.write();
         for op in ops {
             match op {
                 Op::Put(space, key, value) => {
-                    self.spaces
+                    spaces
                         .entry(*space)
                         .or_default()
                         .insert(key.clone(), value.clone());
                 }
                 Op::Delete(space, key) => {
-                    if let Some(map) = self.spaces.get_mut(space) {
+                    if let Some(map) = spaces.get_mut(space) {
                         map.remove(key);
                     }
                 }
                 Op::DeletePrefix(space, prefix) => {
-                    if let Some(map) = self.spaces.get_mut(space) {
+                    if let Some(map) = spaces.get_mut(space) {
                         map.retain(|k, _| !k.starts_with(prefix));
                     }
                 }
@@ -49,7 +55,8 @@ impl Engine for MemoryEngine {
         prefix: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let Some(map) = self.spaces.get(&space) else {
+        let spaces = self.spaces.read();
+        let Some(map) = spaces.get(&space) else {
             return Ok(());
         };
         for (k, v) in map.range(prefix.to_vec()..) {
@@ -61,6 +68,10 @@ impl Engine for MemoryEngine {
     }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.spaces.get(&space).and_then(|m| m.get(key).cloned()))
+        Ok(self
+            .spaces
+            .read()
+            .get(&space)
+            .and_then(|m| m.get(key).cloned()))
     }
 }

@@ -138,9 +138,11 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const VERSION_KEY: &[u8] = b"format_version";
 
 /// An ordered key-value store of [`Space`]s, changed in atomic batches.
-pub trait Engine: Send + 'static {
+/// Shared: the storage thread applies batches while connections read stored messages.
+pub trait Engine: Send + Sync + 'static {
     /// Applies `ops` in order, atomically, as durable as `durability` says before returning.
-    fn apply(&mut self, ops: &[Op], durability: Durability) -> Result<(), StoreError>;
+    /// Only the storage thread calls it, so batches never interleave.
+    fn apply(&self, ops: &[Op], durability: Durability) -> Result<(), StoreError>;
 
     /// Calls `f` with each entry of `space` whose key starts with `prefix`, in key order, until it
     /// returns false. For recovery and for reading a queue back.
@@ -153,6 +155,11 @@ pub trait Engine: Send + 'static {
 
     /// The value of one key.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Bytes the store takes on disk; `None` for an engine without files.
+    fn disk_space(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The key prefix of everything belonging to `client_id`: its length (u16, big-endian) then its

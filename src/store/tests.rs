@@ -8,10 +8,10 @@ use std::time::Duration;
 use super::*;
 
 /// Runs `test` on a memory engine and on a fjall engine in a fresh directory.
-fn both(test: impl Fn(&mut dyn Engine)) {
-    test(&mut MemoryEngine::new());
+fn both(test: impl Fn(&dyn Engine)) {
+    test(&MemoryEngine::new());
     let dir = tempdir();
-    test(&mut FjallEngine::open(dir.path()).unwrap());
+    test(&FjallEngine::open(dir.path()).unwrap());
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -144,7 +144,7 @@ fn reopen(dir: &Path) -> FjallEngine {
 fn durable_engine_keeps_batches_across_reopen() {
     let dir = tempdir();
     {
-        let mut e = reopen(dir.path());
+        let e = reopen(dir.path());
         e.apply(
             &[
                 put(Space::Sessions, &client_key("dev-1"), b"session"),
@@ -177,7 +177,7 @@ fn durable_engine_keeps_batches_across_reopen() {
 fn other_format_version_is_refused() {
     let dir = tempdir();
     {
-        let mut e = reopen(dir.path());
+        let e = reopen(dir.path());
         e.apply(
             &[put(Space::Meta, VERSION_KEY, &99u32.to_be_bytes())],
             Durability::Fsync,
@@ -207,10 +207,10 @@ fn policy(max_ops: usize, wait_ms: u64, durability: Durability) -> BatchPolicy {
 async fn committer_applies_in_order_and_completes_tickets() {
     for durable in [false, true] {
         let dir = tempdir();
-        let engine: Box<dyn Engine> = if durable {
-            Box::new(reopen(dir.path()))
+        let engine: std::sync::Arc<dyn Engine> = if durable {
+            std::sync::Arc::new(reopen(dir.path()))
         } else {
-            Box::new(MemoryEngine::new())
+            std::sync::Arc::new(MemoryEngine::new())
         };
         let c = Committer::start(engine, policy(16, 1, Durability::Fsync)).unwrap();
         let mut tickets = Vec::new();
@@ -264,7 +264,7 @@ struct Flaky {
 }
 
 impl Engine for Flaky {
-    fn apply(&mut self, ops: &[Op], durability: Durability) -> Result<(), StoreError> {
+    fn apply(&self, ops: &[Op], durability: Durability) -> Result<(), StoreError> {
         if self
             .fail_next
             .swap(false, std::sync::atomic::Ordering::SeqCst)
@@ -300,7 +300,11 @@ async fn failed_batch_fails_its_tickets_only() {
         inner: MemoryEngine::new(),
         fail_next: std::sync::Arc::clone(&fail),
     };
-    let c = Committer::start(Box::new(engine), policy(8, 0, Durability::Process)).unwrap();
+    let c = Committer::start(
+        std::sync::Arc::new(engine),
+        policy(8, 0, Durability::Process),
+    )
+    .unwrap();
     let err = c
         .submit(vec![put(Space::Retained, b"x", b"1")])
         .wait()

@@ -547,7 +547,7 @@ async fn wills_of_persistent_sessions_survive_kill_9() {
 /// A stored QoS 2 delivery sent but not acknowledged before `kill -9` is sent again after the
 /// restart under the same packet id with DUP set, so the client can tell it from a new message
 /// (exactly once); it is not sent a second time under another id. A QoS 1 one is sent again
-/// (at least once).
+/// (at least once), in its place in the order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacknowledged_deliveries_keep_their_packet_ids_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -569,9 +569,10 @@ async fn unacknowledged_deliveries_keep_their_packet_ids_across_kill_9() {
     let broker = ChildBroker::start(dir.path(), true, "fsync");
     let (mut sub, present) = connect_persistent(broker.addr, V5, "cont", false).await;
     assert!(present);
-    // The QoS 2 flow resumes first (it was inflight), then the QoS 1 message comes again.
-    let again2 = sub.recv_publish(V5).await;
+    // Both come again in their original order [MQTT-4.6.0-1]: the QoS 1 one (its packet id
+    // was not stored), then the QoS 2 one under its old id.
     let again1 = sub.recv_publish(V5).await;
+    let again2 = sub.recv_publish(V5).await;
     assert_eq!(
         (again2.pkid, again2.dup, again2.payload.as_slice()),
         (two.pkid, true, &b"two"[..])
@@ -585,5 +586,78 @@ async fn unacknowledged_deliveries_keep_their_packet_ids_across_kill_9() {
         collect_until(&mut sub, V5, b"fence").await.is_empty(),
         "sent again under a new id"
     );
+    broker.kill9();
+}
+
+/// A queue longer than what Tern keeps in memory (messages for an offline session are kept in
+/// the store only, by sequence number): 900 messages queued offline, 100 more arriving while
+/// the client drains them, all delivered in order, at their QoS, with the v5 Subscription
+/// Identifier, exactly once; the queue survives a `kill -9` half way through draining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_offline_queues_are_read_back_from_the_store_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "process");
+    let (mut s, _) = connect_persistent(broker.addr, V5, "long", false).await;
+    let codes = sub_raw(&mut s, V5, &[("l/#", 2)], &prop_varint(SUBSCRIPTION_ID, 7)).await;
+    assert_eq!(codes, vec![2]);
+    s.send(&disconnect()).await;
+    let mut publ = RawClient::connected(broker.addr, V5, "lpub").await;
+    for i in 0..900u32 {
+        let qos = 1 + (i % 2) as u8;
+        pub_msg(&mut publ, V5, "l/x", qos, format!("m{i}").as_bytes()).await;
+    }
+    let (mut s, present) = connect_persistent(broker.addr, V5, "long", false).await;
+    assert!(present);
+    // Take the first 300 (acknowledged), then publish 100 more while the rest wait.
+    let mut got = Vec::new();
+    while got.len() < 300 {
+        let (first, body) = s.recv_packet().await;
+        if first == PUBREL {
+            s.send(&pubcomp(parse_ack(&body).0)).await;
+            continue;
+        }
+        let r = parse_publish(V5, first, &body);
+        s.send(&if r.qos == 1 {
+            puback(r.pkid)
+        } else {
+            pubrec(r.pkid)
+        })
+        .await;
+        got.push(r);
+    }
+    for i in 900..1000u32 {
+        let qos = 1 + (i % 2) as u8;
+        pub_msg(&mut publ, V5, "l/x", qos, format!("m{i}").as_bytes()).await;
+    }
+    // Everything up to here is acknowledged on both sides; kill -9 and take the rest.
+    broker.kill9();
+    let broker = ChildBroker::start(dir.path(), true, "process");
+    let (mut s, present) = connect_persistent(broker.addr, V5, "long", false).await;
+    assert!(present);
+    let mut fence = RawClient::connected(broker.addr, V5, "lfence").await;
+    pub_msg(&mut fence, V5, "l/fence", 0, b"fence").await;
+    let rest = collect_until(&mut s, V5, b"fence").await;
+    // Deliveries sent but not acknowledged before the kill come again first, with DUP.
+    let mut all: Vec<Received> = got;
+    for r in rest {
+        if all.iter().any(|g| g.payload == r.payload) {
+            assert!(
+                r.dup,
+                "a message acknowledged before the kill came again: {r:?}"
+            );
+            continue;
+        }
+        all.push(r);
+    }
+    let expected: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    assert_eq!(payloads(&all), expected);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(usize::from(r.qos), 1 + i % 2, "QoS of m{i}");
+        assert_eq!(
+            all_props(&r.props, SUBSCRIPTION_ID),
+            vec![PropValue::Varint(7)],
+            "Subscription Identifier of m{i}"
+        );
+    }
     broker.kill9();
 }

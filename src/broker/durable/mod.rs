@@ -15,6 +15,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
+use super::mailbox::Mailbox;
 use super::router::Recorder;
 use crate::config::PersistenceConfig;
 use crate::protocol::{
@@ -52,12 +53,14 @@ pub struct StoredSession {
     pub remaining: u32,
     /// Its subscriptions: filter (with any `$share/` prefix) and options.
     pub subscriptions: Vec<(String, Subscription)>,
-    /// Its queued and unacknowledged QoS 1/2 deliveries, in order.
-    pub queue: Vec<Delivery>,
+    /// Sequence numbers of its queued and unsent stored messages, in order (the messages stay
+    /// in the store until sent).
+    pub queue: Vec<u64>,
     /// Packet ids of outbound QoS 2 flows at PUBREL (sent again on resume).
     pub released: Vec<u16>,
     /// Deliveries sent and not acknowledged, with their packet ids (sent again on resume,
-    /// with DUP, under the same packet id), in sending order.
+    /// with DUP, under the same packet id), in sending order; packet id 0 for one that may
+    /// have been sent under an id not stored (QoS 1 ids are not), queued before a stored one.
     pub inflight: Vec<(u16, Delivery)>,
     /// Packet ids of inbound QoS 2 messages awaiting PUBREL (not forwarded again).
     pub inbound_qos2: Vec<u16>,
@@ -77,6 +80,9 @@ pub struct Durable {
     /// The record goes once the count reaches zero.
     /// Signed: a fast recipient can acknowledge before the publisher's batch adds its count.
     pending: Mutex<HashMap<u64, i64>>,
+    /// Message records submitted and not yet applied, by sequence: a delivery queued by
+    /// sequence number can be read back before its batch lands.
+    unsettled: Arc<Mutex<HashMap<u64, Arc<[u8]>>>>,
 }
 
 /// The store writes one PUBLISH causes: its queued deliveries, its retained copy, the inbound
@@ -90,6 +96,8 @@ pub struct PublishBatch<'a> {
     recipients: Vec<u8>,
     count: u16,
     message: Option<Arc<Message>>,
+    /// Mailboxes to queue the message in by sequence number once it is submitted.
+    deferred: Vec<(Arc<str>, Arc<Mailbox>)>,
 }
 
 impl PublishBatch<'_> {
@@ -113,14 +121,23 @@ impl PublishBatch<'_> {
     }
 
     /// Submits what was recorded; `None` if nothing was. The message is stored once, with the
-    /// list of its stored recipients: one write however many sessions it is queued for.
+    /// list of its stored recipients: one write however many sessions it is queued for. Then
+    /// the deferred recipients get it queued by sequence number.
     pub fn submit(mut self) -> Option<Ticket> {
+        let mut settle = None;
         if let (Some(seq), Some(msg)) = (self.seq, &self.message) {
             let mut v = Vec::with_capacity(3 + self.recipients.len() + 64);
             v.push(LOG_RECORD_V1);
             v.extend_from_slice(&self.count.to_be_bytes());
             v.extend_from_slice(&self.recipients);
             v.extend_from_slice(&encode_message(msg));
+            if !self.deferred.is_empty() {
+                self.durable
+                    .unsettled
+                    .lock()
+                    .insert(seq, v.as_slice().into());
+                settle = Some(seq);
+            }
             self.ops
                 .push(Op::Put(Space::Queue, seq.to_be_bytes().to_vec(), v));
             if self.durable.owe(seq, i64::from(self.count)) {
@@ -128,7 +145,31 @@ impl PublishBatch<'_> {
                 self.ops.extend(forget_message(seq));
             }
         }
-        (!self.ops.is_empty()).then(|| self.durable.committer.submit(self.ops))
+        if self.ops.is_empty() {
+            return None;
+        }
+        let committer = &self.durable.committer;
+        let ticket = match settle {
+            Some(seq) => {
+                let unsettled = Arc::clone(&self.durable.unsettled);
+                committer.submit_then(
+                    self.ops,
+                    Box::new(move || {
+                        unsettled.lock().remove(&seq);
+                    }),
+                )
+            }
+            None => committer.submit(self.ops),
+        };
+        if let Some(seq) = settle {
+            for (client_id, mailbox) in self.deferred {
+                if mailbox.push_stored(seq).is_err() {
+                    crate::metrics::dropped("queue_full");
+                    self.durable.delivered(&client_id, seq);
+                }
+            }
+        }
+        Some(ticket)
     }
 }
 
@@ -148,6 +189,11 @@ impl Recorder for PublishBatch<'_> {
             .get_or_insert_with(|| Arc::clone(&delivery.msg));
         encode_recipient(&mut self.recipients, client_id, delivery);
         self.count += 1;
+    }
+
+    fn defer(&mut self, client_id: &Arc<str>, mailbox: &Arc<Mailbox>) {
+        self.deferred
+            .push((Arc::clone(client_id), Arc::clone(mailbox)));
     }
 }
 
@@ -184,7 +230,7 @@ impl Durable {
             durability: config.durability,
         };
         let committer =
-            Committer::start(Box::new(engine), policy).map_err(|e| StoreError::Engine {
+            Committer::start(Arc::new(engine), policy).map_err(|e| StoreError::Engine {
                 path: config.path.clone(),
                 message: e.to_string(),
             })?;
@@ -206,6 +252,7 @@ impl Durable {
                 committer,
                 next_seq,
                 pending,
+                unsettled: Arc::default(),
             },
             recovered,
         ))
@@ -226,6 +273,45 @@ impl Durable {
             recipients: Vec::new(),
             count: 0,
             message: None,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Reads back stored message `seq` as a delivery to `client_id`, with the options it was
+    /// queued with. `None` if it expired or cannot be read (logged and counted); either way
+    /// the client is no longer owed it.
+    pub fn load(&self, client_id: &str, seq: u64) -> Option<Delivery> {
+        match self.lookup(client_id, seq) {
+            Ok(Some(d)) => return Some(d),
+            Ok(None) => crate::metrics::dropped("expired"),
+            Err(e) => {
+                warn!(%client_id, seq, error = %e, "stored message unreadable, skipped");
+                crate::metrics::dropped("unreadable");
+            }
+        }
+        self.delivered(client_id, seq);
+        None
+    }
+
+    /// Like [`Durable::load`], without releasing what cannot be read (the caller releases it).
+    pub fn read(&self, client_id: &str, seq: u64) -> Option<Delivery> {
+        self.lookup(client_id, seq).ok().flatten()
+    }
+
+    fn lookup(&self, client_id: &str, seq: u64) -> Result<Option<Delivery>, String> {
+        let now = (Instant::now(), SystemTime::now());
+        let unsettled = self.unsettled.lock().get(&seq).cloned();
+        if let Some(r) = unsettled {
+            return delivery_for(&r, client_id, seq, now);
+        }
+        match self
+            .committer
+            .engine()
+            .get(Space::Queue, &seq.to_be_bytes())
+        {
+            Ok(Some(r)) => delivery_for(&r, client_id, seq, now),
+            Ok(None) => Err("not in the store".to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -548,12 +634,8 @@ struct Recipient {
     sub_ids: Vec<u32>,
 }
 
-/// Recipients and message of a stored message record; `Ok(None)` if the message expired.
-#[allow(clippy::type_complexity)]
-fn decode_log(
-    record: &[u8],
-    now: (Instant, SystemTime),
-) -> Result<Option<(Vec<Recipient>, Message)>, String> {
+/// Recipients of a stored message record, and the message's own record after them.
+fn split_log(record: &[u8]) -> Result<(Vec<Recipient>, &[u8]), String> {
     let mut r = record;
     if r.remaining() < 3 || r.get_u8() != LOG_RECORD_V1 {
         return Err("unknown record format".into());
@@ -586,7 +668,30 @@ fn decode_log(
             sub_ids,
         });
     }
-    Ok(decode_message(r, now)?.map(|m| (recipients, m)))
+    Ok((recipients, r))
+}
+
+/// Stored message record `record` (sequence `seq`) as a delivery to `client_id`; `Ok(None)`
+/// if the message expired.
+fn delivery_for(
+    record: &[u8],
+    client_id: &str,
+    seq: u64,
+    now: (Instant, SystemTime),
+) -> Result<Option<Delivery>, String> {
+    let (recipients, body) = split_log(record)?;
+    let r = recipients
+        .into_iter()
+        .find(|r| r.client_id == client_id)
+        .ok_or("not a recipient")?;
+    Ok(decode_message(body, now)?.map(|msg| Delivery {
+        msg: Arc::new(msg),
+        qos: r.qos,
+        retain: r.retain,
+        sub_ids: r.sub_ids,
+        shared: None,
+        seq,
+    }))
 }
 
 /// Key of an acknowledgement: sequence, then the client, so a message's acknowledgements are
@@ -615,6 +720,16 @@ fn encode_message(msg: &Message) -> Vec<u8> {
     // The encoder only fails on sizes no accepted message has.
     let _ = protocol::encode(&Packet::Publish(publish), ProtocolVersion::V5, &mut out);
     out.to_vec()
+}
+
+/// Whether the stored message record has expired, read from its header alone.
+fn message_expired(record: &[u8], wall_now: SystemTime) -> Result<bool, String> {
+    let mut r = record;
+    if r.remaining() < 9 || r.get_u8() != MESSAGE_RECORD_V1 {
+        return Err("unknown record format".into());
+    }
+    let expires = r.get_u64();
+    Ok(expires != 0 && UNIX_EPOCH + Duration::from_millis(expires) <= wall_now)
 }
 
 /// A stored message; `Ok(None)` if it has expired.

@@ -186,12 +186,14 @@ fn recover_log(
             return true;
         };
         recovered.max_seq = recovered.max_seq.max(seq);
-        let (recipients, msg) = match decode_log(value, now) {
-            Ok(Some(found)) => found,
-            Ok(None) => {
+        let parsed = split_log(value)
+            .and_then(|(recipients, body)| Ok((recipients, body, message_expired(body, now.1)?)));
+        let (recipients, body) = match parsed {
+            Ok((_, _, true)) => {
                 cleanup.extend(forget_message(seq));
                 return true;
             }
+            Ok((recipients, body, false)) => (recipients, body),
             Err(e) => {
                 warn!(seq, error = %e, "unreadable stored message dropped");
                 unreadable += 1;
@@ -199,7 +201,9 @@ fn recover_log(
                 return true;
             }
         };
-        let msg = Arc::new(msg);
+        // Decoded only for deliveries sent before the stop (resent at once); the others are
+        // read back when their client drains its queue.
+        let mut msg: Option<Arc<Message>> = None;
         let mut owed = 0u32;
         for r in recipients {
             let Some(&i) = index.get(&r.client_id) else {
@@ -208,20 +212,36 @@ fn recover_log(
             if acks.contains(&ack_key(seq, &r.client_id)) {
                 continue;
             }
-            owed += 1;
             let session = &mut recovered.sessions[i];
-            let delivery = Delivery {
-                msg: Arc::clone(&msg),
-                qos: r.qos,
-                retain: r.retain,
-                sub_ids: r.sub_ids,
-                shared: None,
-                seq,
+            let Some(&pkid) = session.sent.get(&seq) else {
+                owed += 1;
+                session.queue.push(seq);
+                continue;
             };
-            match session.sent.get(&seq) {
-                Some(&pkid) => session.inflight.push((pkid, delivery)),
-                None => session.queue.push(delivery),
+            if msg.is_none() {
+                match decode_message(body, now) {
+                    Ok(Some(m)) => msg = Some(Arc::new(m)),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(seq, error = %e, "unreadable stored message dropped");
+                        unreadable += 1;
+                        continue;
+                    }
+                }
             }
+            let Some(m) = &msg else { continue };
+            owed += 1;
+            session.inflight.push((
+                pkid,
+                Delivery {
+                    msg: Arc::clone(m),
+                    qos: r.qos,
+                    retain: r.retain,
+                    sub_ids: r.sub_ids,
+                    shared: None,
+                    seq,
+                },
+            ));
         }
         if owed == 0 {
             cleanup.extend(forget_message(seq));
@@ -231,5 +251,36 @@ fn recover_log(
         true
     })?;
     recovered.unreadable += unreadable;
+    for session in &mut recovered.sessions {
+        resend_in_order(engine, session, now, &mut recovered.unreadable)?;
+    }
+    Ok(())
+}
+
+/// Deliveries queued before the last one known to have been sent were most likely sent too
+/// (QoS 1 packet ids are not stored): they go out again first, in their order, so a restart
+/// never reorders what a client receives.
+fn resend_in_order(
+    engine: &dyn Engine,
+    session: &mut StoredSession,
+    now: (Instant, SystemTime),
+    unreadable: &mut usize,
+) -> Result<(), StoreError> {
+    let Some(last_sent) = session.inflight.iter().map(|(_, d)| d.seq).max() else {
+        return Ok(());
+    };
+    let earlier = session.queue.iter().take_while(|s| **s < last_sent).count();
+    for seq in session.queue.drain(..earlier) {
+        let record = engine.get(Space::Queue, &seq.to_be_bytes())?;
+        match record.map(|r| delivery_for(&r, &session.client_id, seq, now)) {
+            Some(Ok(Some(d))) => session.inflight.push((0, d)),
+            Some(Ok(None)) => {}
+            _ => {
+                warn!(client_id = %session.client_id, seq, "unreadable stored message dropped");
+                *unreadable += 1;
+            }
+        }
+    }
+    session.inflight.sort_by_key(|(_, d)| d.seq);
     Ok(())
 }

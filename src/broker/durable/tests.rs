@@ -65,7 +65,7 @@ fn session_expiry_counts_downtime() {
         },
         id: Some(42),
     };
-    let mut e = MemoryEngine::new();
+    let e = MemoryEngine::new();
     let mut ops = vec![
         session_op("gone", 5, Some(ten_s_ago), None),
         session_op("left", 100, Some(ten_s_ago), None),
@@ -140,7 +140,7 @@ fn stored_messages_go_to_recipients_still_owed() {
         v.extend_from_slice(&encode_message(&msg));
         v
     };
-    let mut e = MemoryEngine::new();
+    let e = MemoryEngine::new();
     e.apply(
         &[
             session_op("a", NEVER_EXPIRES, None, None),
@@ -163,15 +163,16 @@ fn stored_messages_go_to_recipients_still_owed() {
             .sessions
             .iter()
             .find(|s| s.client_id == id)
-            .map(|s| {
-                s.queue
-                    .iter()
-                    .map(|d| (d.seq, d.sub_ids.clone()))
-                    .collect::<Vec<_>>()
-            })
+            .map(|s| s.queue.clone())
             .unwrap()
     };
-    assert_eq!(queue_of("a"), vec![(7, vec![3])]);
+    assert_eq!(queue_of("a"), vec![7]);
+    let now = (Instant::now(), SystemTime::now());
+    let d = delivery_for(&log(&["a", "b", "gone"]), "a", 7, now)
+        .unwrap()
+        .unwrap();
+    assert_eq!((d.seq, d.sub_ids, d.qos), (7, vec![3], QoS::AtLeastOnce));
+    assert!(delivery_for(&log(&["b"]), "a", 8, now).is_err());
     assert!(queue_of("b").is_empty());
     assert_eq!(recovered.pending.get(&7), Some(&1));
     assert_eq!(recovered.max_seq, 8);
@@ -231,4 +232,99 @@ fn damaged_records_are_refused() {
     let mut other = record;
     other[0] = 9;
     assert!(decode_message(&other, (Instant::now(), SystemTime::now())).is_err());
+}
+
+/// A delivery deferred to an offline mailbox is queued by sequence number only, and can be read
+/// back both before its batch is applied (from the unsettled records) and after (from the
+/// engine), with the recipient's own options.
+#[tokio::test]
+async fn deferred_delivery_is_queued_by_number_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PersistenceConfig {
+        enabled: true,
+        path: dir.path().join("data"),
+        ..PersistenceConfig::default()
+    };
+    let (durable, _) = Durable::open(&config).unwrap();
+    let mailbox = Arc::new(Mailbox::new(10, false));
+    mailbox.set_stored(true);
+    assert!(mailbox.keeps_stored_only(), "offline: stored only");
+    let msg = Arc::new(message(None));
+    let mut batch = durable.batch();
+    let seq = batch.next_seq();
+    let d = Delivery {
+        msg: Arc::clone(&msg),
+        qos: QoS::ExactlyOnce,
+        retain: true,
+        sub_ids: vec![42],
+        shared: None,
+        seq,
+    };
+    let id: Arc<str> = "sleeper".into();
+    batch.record(&id, &d);
+    batch.defer(&id, &mailbox);
+    drop(d);
+    let ticket = batch.submit().unwrap();
+    assert_eq!(Arc::strong_count(&msg), 1, "the mailbox holds no message");
+    // Whether or not the batch has landed yet, the message can be read.
+    let early = durable.read("sleeper", seq).unwrap();
+    ticket.wait().await.unwrap();
+    assert!(durable.unsettled.lock().is_empty());
+    let mut out = Vec::new();
+    mailbox.drain_into(&mut out, 10, 10, &mut |s| durable.load("sleeper", s));
+    assert_eq!(out.len(), 1);
+    for got in [&early, &out[0]] {
+        assert_eq!(got.seq, seq);
+        assert_eq!(got.qos, QoS::ExactlyOnce);
+        assert!(got.retain);
+        assert_eq!(got.sub_ids, vec![42]);
+        assert_eq!(got.msg.publish.payload, msg.publish.payload);
+    }
+    assert!(durable.read("someone-else", seq).is_none());
+}
+
+/// Before its batch is submitted to the committer, a deferred message is held as an unsettled
+/// record, so a reader racing the commit never misses it.
+#[tokio::test]
+async fn unsettled_records_are_readable_until_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PersistenceConfig {
+        enabled: true,
+        path: dir.path().join("data"),
+        batch_wait_us: 200_000,
+        batch_max_operations: 1_000_000,
+        ..PersistenceConfig::default()
+    };
+    let (durable, _) = Durable::open(&config).unwrap();
+    // Occupy the committer so the next batch waits behind this one's gathering window.
+    let first = durable
+        .committer
+        .submit(vec![Op::Put(Space::Meta, b"x".to_vec(), Vec::new())]);
+    let mailbox = Arc::new(Mailbox::new(10, false));
+    mailbox.set_stored(true);
+    let mut batch = durable.batch();
+    let seq = batch.next_seq();
+    let d = Delivery {
+        msg: Arc::new(message(None)),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        sub_ids: Vec::new(),
+        shared: None,
+        seq,
+    };
+    batch.record("late", &d);
+    batch.defer(&"late".into(), &mailbox);
+    let ticket = batch.submit().unwrap();
+    let in_engine = durable
+        .committer
+        .engine()
+        .get(Space::Queue, &seq.to_be_bytes())
+        .unwrap();
+    if in_engine.is_none() {
+        assert!(durable.unsettled.lock().contains_key(&seq));
+    }
+    assert!(durable.read("late", seq).is_some());
+    first.wait().await.unwrap();
+    ticket.wait().await.unwrap();
+    assert!(durable.read("late", seq).is_some());
 }
