@@ -147,6 +147,13 @@ impl Mailbox {
         self.flags.load(Ordering::Acquire) & STORED != 0
     }
 
+    /// Whether a delivery at `qos` to this mailbox is stored before the publisher is
+    /// acknowledged: QoS 1/2 to a stored session, and QoS 0 too while it is offline if QoS 0
+    /// is queued for offline clients.
+    pub fn stores(&self, qos: QoS) -> bool {
+        self.is_stored() && (qos != QoS::AtMostOnce || self.queue_qos0_offline && !self.is_online())
+    }
+
     /// Marks the mailbox's session as stored or not.
     pub fn set_stored(&self, stored: bool) {
         if stored {

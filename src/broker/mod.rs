@@ -470,8 +470,13 @@ impl BrokerState {
                 Queued::Ready(d)
                     if d.shared.is_some() && d.qos != crate::protocol::QoS::AtMostOnce =>
                 {
-                    if let Err(d) = self.router.redistribute(d, session.client_id()) {
-                        keep.push(Queued::Ready(d));
+                    let seq = d.seq;
+                    match self.router.redistribute(d, session.client_id()) {
+                        // A stored member keeps it stored (its acknowledgement releases it);
+                        // otherwise this session's share in the store is released now.
+                        Ok(true) => {}
+                        Ok(false) => self.store_delivered(session, seq),
+                        Err(d) => keep.push(Queued::Ready(d)),
                     }
                 }
                 other => keep.push(other),

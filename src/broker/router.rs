@@ -212,11 +212,7 @@ impl Router {
                 seq: 0,
             };
             let record = match recorder.as_deref_mut() {
-                Some(r)
-                    if delivery.qos != QoS::AtMostOnce
-                        && delivery.shared.is_none()
-                        && t.sub.mailbox.is_stored() =>
-                {
+                Some(r) if t.sub.mailbox.stores(delivery.qos) => {
                     delivery.seq = r.next_seq();
                     if t.sub.mailbox.keeps_stored_only() {
                         // Offline or far behind: its message waits in the store, not here.
@@ -243,9 +239,10 @@ impl Router {
         outcome
     }
 
-    /// Sends a shared-subscription delivery to another member of its group than `exclude`.
-    /// Gives the delivery back if the group has no other member.
-    pub fn redistribute(&self, delivery: Delivery, exclude: &str) -> Result<(), Delivery> {
+    /// Sends a shared-subscription delivery to another member of its group than `exclude`;
+    /// true if that member's session is stored. Gives the delivery back if the group has no
+    /// other member.
+    pub fn redistribute(&self, delivery: Delivery, exclude: &str) -> Result<bool, Delivery> {
         let Some(tag) = delivery.shared.clone() else {
             return Err(delivery);
         };
@@ -259,7 +256,8 @@ impl Router {
                 let mut d = delivery;
                 d.qos = d.msg.qos().min(m.options.qos);
                 d.sub_ids = m.id.into_iter().collect();
-                m.mailbox.push(d.clone()).map_err(|_| d)
+                let stored = m.mailbox.is_stored();
+                m.mailbox.push(d.clone()).map(|()| stored).map_err(|_| d)
             }
             None => Err(delivery),
         }

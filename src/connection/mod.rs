@@ -598,7 +598,11 @@ impl Connection {
                     }
                     self.client
                         .out
-                        .publish(&mut self.io.outbuf, &d, pkid, false, now)
+                        .publish(&mut self.io.outbuf, &d, pkid, false, now);
+                    if seq != 0 && d.qos == crate::protocol::QoS::AtMostOnce {
+                        // A stored QoS 0 delivery (queued while offline) is done once sent.
+                        self.state.store_delivered(&self.client.session, seq);
+                    }
                 }
                 None => {
                     metrics::dropped("expired");

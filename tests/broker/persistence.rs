@@ -19,11 +19,16 @@ struct ChildBroker {
 impl ChildBroker {
     /// Starts the binary with persistence in `dir` (on or off) and waits until it listens.
     fn start(dir: &Path, persistence: bool, durability: &str) -> ChildBroker {
+        ChildBroker::start_with(dir, persistence, durability, "")
+    }
+
+    /// Like [`ChildBroker::start`], with `extra` TOML (other sections) in the config file.
+    fn start_with(dir: &Path, persistence: bool, durability: &str, extra: &str) -> ChildBroker {
         let config = dir.join("tern.toml");
         std::fs::write(
             &config,
             format!(
-                "[listener]\nbind = \"127.0.0.1\"\nport = 0\n\n[persistence]\nenabled = {persistence}\npath = {:?}\ndurability = \"{durability}\"\n",
+                "[listener]\nbind = \"127.0.0.1\"\nport = 0\n\n[persistence]\nenabled = {persistence}\npath = {:?}\ndurability = \"{durability}\"\n\n{extra}",
                 dir.join("data")
             ),
         )
@@ -73,6 +78,13 @@ impl Drop for ChildBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until what the client's earlier packets caused is in the store: acknowledgements are
+/// written without waiting, but the store applies writes in order and a persistent session's
+/// SUBACK waits for its subscription's write, which comes after them.
+async fn settle(c: &mut RawClient, level: u8) {
+    sub_all(c, level, &["settle/nothing"], 0).await;
 }
 
 /// Publishes a retained message at `qos` and waits for its PUBACK/PUBCOMP.
@@ -349,6 +361,7 @@ async fn acknowledged_messages_for_offline_sessions_survive_kill_9() {
                 );
             }
             // Acknowledged now: a second restart has nothing left for them.
+            settle(&mut s, v).await;
             s.send(&disconnect()).await;
         }
         broker.kill9();
@@ -659,5 +672,83 @@ async fn long_offline_queues_are_read_back_from_the_store_in_order() {
             "Subscription Identifier of m{i}"
         );
     }
+    broker.kill9();
+}
+
+/// A message a shared-subscription member of a persistent session was sent and had not
+/// acknowledged when Tern was killed reaches it after the restart: deliveries through
+/// `$share/` are stored like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscription_deliveries_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut m, _) = connect_persistent(broker.addr, V5, "member", false).await;
+    sub_all(&mut m, V5, &["$share/g/s/#"], 1).await;
+    let mut publ = RawClient::connected(broker.addr, V5, "spub").await;
+    for i in 0..5u8 {
+        pub_msg(&mut publ, V5, "s/x", 1, format!("s{i}").as_bytes()).await;
+    }
+    // Received, not acknowledged.
+    for i in 0..5u8 {
+        let r = m.recv_publish(V5).await;
+        assert_eq!(r.payload, format!("s{i}").into_bytes());
+    }
+    broker.kill9();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut m, present) = connect_persistent(broker.addr, V5, "member", false).await;
+    assert!(present);
+    let mut fence = RawClient::connected(broker.addr, V5, "sfence").await;
+    pub_msg(&mut fence, V5, "s/fence", 0, b"fence").await;
+    let got = collect_until(&mut m, V5, b"fence").await;
+    assert_eq!(payloads(&got), vec!["s0", "s1", "s2", "s3", "s4"]);
+    broker.kill9();
+}
+
+/// With `queue_qos0_offline`, QoS 0 messages queued for an offline persistent session are
+/// stored too, and reach it after `kill -9` (a QoS 1 publish behind them, acknowledged, shows
+/// they were written: the store applies writes in order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_qos0_messages_are_stored_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[session]\nqueue_qos0_offline = true\n";
+    let broker = ChildBroker::start_with(dir.path(), true, "fsync", extra);
+    for v in VERSIONS {
+        let (mut s, _) = connect_persistent(broker.addr, v, &format!("z{v}"), false).await;
+        sub_all(&mut s, v, &["z/#"], 1).await;
+    }
+    // Restarted, both sessions are offline for sure (a DISCONNECT is processed some time after
+    // it is sent, and QoS 0 for a connected client is not stored).
+    broker.kill9();
+    let broker = ChildBroker::start_with(dir.path(), true, "fsync", extra);
+    let mut publ = RawClient::connected(broker.addr, V5, "zpub").await;
+    for i in 0..10u8 {
+        pub_msg(&mut publ, V5, "z/x", 0, format!("z{i}").as_bytes()).await;
+    }
+    pub_msg(&mut publ, V5, "z/x", 1, b"last").await;
+    broker.kill9();
+    let broker = ChildBroker::start_with(dir.path(), true, "fsync", extra);
+    for v in VERSIONS {
+        let (mut s, present) = connect_persistent(broker.addr, v, &format!("z{v}"), false).await;
+        assert!(present);
+        let mut fence = RawClient::connected(broker.addr, V5, &format!("zf{v}")).await;
+        let mark = format!("fence{v}");
+        pub_msg(&mut fence, V5, "z/fence", 0, mark.as_bytes()).await;
+        let mut got = payloads(&collect_until(&mut s, v, mark.as_bytes()).await);
+        // The other client's fence, queued for this one while it was offline.
+        got.retain(|p| !p.starts_with("fence"));
+        let mut expected: Vec<String> = (0..10).map(|i| format!("z{i}")).collect();
+        expected.push("last".into());
+        assert_eq!(got, expected, "{}", vname(v));
+        settle(&mut s, v).await;
+        s.send(&disconnect()).await;
+    }
+    // Sent once: nothing is left for a second restart.
+    broker.kill9();
+    let broker = ChildBroker::start_with(dir.path(), true, "fsync", extra);
+    let (mut s, _) = connect_persistent(broker.addr, V5, "z5", false).await;
+    let mut fence = RawClient::connected(broker.addr, V5, "zf").await;
+    pub_msg(&mut fence, V5, "z/fence", 0, b"end").await;
+    let again = collect_until(&mut s, V5, b"end").await;
+    assert!(again.is_empty(), "sent twice: {:?}", payloads(&again));
     broker.kill9();
 }

@@ -237,6 +237,7 @@ impl Durable {
         if !cleanup.is_empty() {
             committer.submit_detached(cleanup);
         }
+        crate::metrics::store_recovered(started.elapsed());
         info!(
             path = %config.path.display(),
             retained = recovered.retained.len(),

@@ -270,9 +270,12 @@ fn resend_in_order(
         return Ok(());
     };
     let earlier = session.queue.iter().take_while(|s| **s < last_sent).count();
-    for seq in session.queue.drain(..earlier) {
+    let mut qos0 = Vec::new();
+    for seq in session.queue.drain(..earlier).collect::<Vec<_>>() {
         let record = engine.get(Space::Queue, &seq.to_be_bytes())?;
         match record.map(|r| delivery_for(&r, &session.client_id, seq, now)) {
+            // Nothing to resend for QoS 0: it stays queued, ahead of the rest.
+            Some(Ok(Some(d))) if d.qos == QoS::AtMostOnce => qos0.push(seq),
             Some(Ok(Some(d))) => session.inflight.push((0, d)),
             Some(Ok(None)) => {}
             _ => {
@@ -282,5 +285,6 @@ fn resend_in_order(
         }
     }
     session.inflight.sort_by_key(|(_, d)| d.seq);
+    session.queue.splice(0..0, qos0);
     Ok(())
 }
