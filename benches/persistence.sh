@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Persistence benchmark (issue 3, part a and b): 100 persistent sessions (clean session 0)
+# Persistence benchmark (issue 3: a, b, loss after kill -9, c, d): 100 persistent sessions (clean session 0)
 # subscribe at QoS 1 and go offline; one publisher sends QoS 1 messages (32 unacknowledged at
 # most), each queued for all 100; then the sessions come back and drain their queues.
 # Brokers, each a fresh process on a fresh store: Tern with durability "fsync", "process" and
@@ -32,33 +32,64 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 
+# Starts broker `kind` (fsync | process | off | mosquitto) on `port` with its state in `dir`
+# (kept, so a restart on the same `dir` reads it back); `extra` is appended to Tern's config or,
+# for Mosquitto, its max_queued_messages. Sets PID.
+start_broker() {
+  local kind=$1 port=$2 dir=$3 queued=${4:-1000}
+  case "$kind" in
+    mosquitto)
+      printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages %s\npersistence true\npersistence_location %s/\nset_tcp_nodelay true\nlog_dest none\n' \
+        "$port" "$queued" "$dir" >"$dir/m.conf"
+      "$MOSQUITTO" -c "$dir/m.conf" &
+      ;;
+    off)
+      printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[limits]\nmax_queued_messages = %s\n' \
+        "$port" "$queued" >"$dir/t.toml"
+      target/release/tern --config "$dir/t.toml" 2>/dev/null &
+      ;;
+    *)
+      printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[limits]\nmax_queued_messages = %s\n[persistence]\nenabled = true\npath = "%s/data"\ndurability = "%s"\n' \
+        "$port" "$queued" "$dir" "$kind" >"$dir/t.toml"
+      target/release/tern --config "$dir/t.toml" 2>"$dir/log" &
+      ;;
+  esac
+  PID=$!
+  wait_port "$port"
+}
+stop_broker() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+
 # One run against a fresh broker: prints "msgs_per_s drain_ms lost+dup".
 run_one() {
   local kind=$1 port dir
   port=$(free_port)
   dir=$(mktemp -d -p "$WORK")
-  case "$kind" in
-    mosquitto)
-      printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\npersistence true\npersistence_location %s/\nset_tcp_nodelay true\nlog_dest none\n' \
-        "$port" "$dir" >"$dir/m.conf"
-      "$MOSQUITTO" -c "$dir/m.conf" &
-      ;;
-    off)
-      target/release/tern --bind 127.0.0.1 --port "$port" 2>/dev/null &
-      ;;
-    *)
-      printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[persistence]\nenabled = true\npath = "%s/data"\ndurability = "%s"\n' \
-        "$port" "$dir" "$kind" >"$dir/t.toml"
-      target/release/tern --config "$dir/t.toml" 2>/dev/null &
-      ;;
-  esac
-  PID=$!
-  wait_port "$port"
+  start_broker "$kind" "$port" "$dir"
   local line
   line=$(target/release/tern-bench --port "$port" --scenario offline --messages "$MESSAGES" 2>&1 | grep RESULT || true)
-  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  stop_broker
   [ -n "$line" ] || { echo "0 0 1"; return; }
   echo "$(echo "$line" | field msgs_per_s) $(echo "$line" | field drain_ms) $(( $(echo "$line" | field lost) + $(echo "$line" | field dup) ))"
+}
+
+# Loss after kill -9: the 100 offline sessions get $MESSAGES QoS 1 messages each, every one
+# acknowledged to the publisher; the broker is killed with SIGKILL and started again on the
+# same store (Mosquitto: the same persistence_location); the sessions come back. Prints
+# "lost duplicated".
+kill9_loss() {
+  local kind=$1 dir line port
+  dir=$(mktemp -d -p "$WORK")
+  port=$(free_port)
+  start_broker "$kind" "$port" "$dir"
+  target/release/tern-bench --port "$port" --scenario queue --prefix k9 --messages "$MESSAGES" >/dev/null 2>&1 || true
+  kill -9 "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  port=$(free_port)
+  start_broker "$kind" "$port" "$dir"
+  line=$(target/release/tern-bench --port "$port" --scenario drain --prefix k9 --messages "$MESSAGES" 2>&1 | grep RESULT || true)
+  stop_broker
+  [ -n "$line" ] || { echo "$((MESSAGES * 100)) 0"; return; }
+  echo "$(echo "$line" | field lost) $(echo "$line" | field dup)"
 }
 
 declare -A PUB DRAIN
@@ -70,6 +101,28 @@ for kind in fsync process off mosquitto; do
   DRAIN[$kind]=$(awk '{print $2}' "$WORK/$kind" | median)
   LOSS=$((LOSS + $(awk '{s+=$3} END {print s+0}' "$WORK/$kind")))
 done
+
+declare -A K9
+for kind in fsync process mosquitto; do K9[$kind]=$(kill9_loss "$kind"); done
+LOSS=$((LOSS + $(echo "${K9[fsync]}" | awk '{print $1 + $2}') + $(echo "${K9[process]}" | awk '{print $1 + $2}')))
+
+# (d) Memory: one offline persistent session with 1,000,000 distinct QoS 1 messages queued
+# (max_queued_messages raised to allow it; 64-byte payloads); resident memory once they are all
+# acknowledged to the publisher, for Tern durable (the queue lives in the store), Tern without
+# persistence and Mosquitto (both keep it in memory).
+memory_mb() {
+  local kind=$1 port dir mb
+  port=$(free_port)
+  dir=$(mktemp -d -p "$WORK")
+  start_broker "$kind" "$port" "$dir" 1000000
+  target/release/tern-bench --port "$port" --scenario fill --connections 1 --messages 1000000 >/dev/null 2>&1 || true
+  sleep 2
+  mb=$(rss_mb "$PID")
+  stop_broker
+  echo "$mb"
+}
+declare -A MEM
+for kind in fsync off mosquitto; do MEM[$kind]=$(memory_mb "$kind"); done
 
 # (c) Restart: 1,000 persistent sessions with 1,000 queued QoS 1 messages each (1,000,000 in
 # all) and 100,000 retained messages; Tern killed with SIGKILL and started again on the store.
@@ -84,12 +137,14 @@ restart_ms() {
   pid=$!
   wait_port "$port"
   target/release/tern-bench --port "$port" --scenario fill --connections 1000 --messages 1000 --retained 100000 >/dev/null
+  local before
+  before=$(rss_mb "$pid")
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   start=$(date +%s%N)
   target/release/tern --config "$dir/t.toml" 2>"$dir/log" &
   PID=$!
   for _ in $(seq 1 3000); do grep -q "listener ready" "$dir/log" && break; sleep 0.01; done
-  echo $(( ($(date +%s%N) - start) / 1000000 )) "$(sed -n 's/.*store opened.* retained=\([0-9]*\) sessions=\([0-9]*\).*/\1 \2/p' "$dir/log")"
+  echo $(( ($(date +%s%N) - start) / 1000000 )) "$(sed -n 's/.*store opened.* retained=\([0-9]*\) sessions=\([0-9]*\).*/\1 \2/p' "$dir/log")" "$before" "$(rss_mb "$PID")"
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
 }
 RESTART=$(restart_ms)
@@ -103,9 +158,15 @@ RESTART=$(restart_ms)
       "$(ratio "${PUB[$kind]}" "${PUB[mosquitto]}")" "$(ratio "${DRAIN[mosquitto]}" "${DRAIN[$kind]}")"
   done
   printf '%-22s %14s %14s\n' "mosquitto (not durable)" "${PUB[mosquitto]}" "${DRAIN[mosquitto]}"
-  echo "messages lost or duplicated: $LOSS"
-  read -r ms retained sessions <<<"$RESTART"
-  echo "restart after kill -9 with 1,000,000 queued and 100,000 retained messages: ${ms} ms (read back: ${retained:-?} retained, ${sessions:-?} sessions; target < 10000 ms)"
+  echo "kill -9 with 100 x $MESSAGES acknowledged QoS 1 messages queued, then restart (lost / duplicated):"
+  for kind in fsync process mosquitto; do
+    read -r lost dup <<<"${K9[$kind]}"
+    printf '  %-20s %8s lost %8s duplicated of %s\n' "$kind" "$lost" "$dup" "$((MESSAGES * 100))"
+  done
+  echo "messages lost or duplicated by Tern: $LOSS"
+  echo "resident memory with 1,000,000 distinct messages queued for one offline session: tern fsync ${MEM[fsync]} MB, tern persistence off ${MEM[off]} MB, mosquitto ${MEM[mosquitto]} MB"
+  read -r ms retained sessions before after <<<"$RESTART"
+  echo "restart after kill -9 with 1,000,000 queued and 100,000 retained messages: ${ms} ms (read back: ${retained:-?} retained, ${sessions:-?} sessions; target < 10000 ms); resident memory ${before:-?} MB before the kill, ${after:-?} MB after the restart"
 } | tee "$WORK/table.txt"
 mkdir -p benches/results
 cp "$WORK/table.txt" benches/results/persistence-latest.txt

@@ -36,9 +36,13 @@ struct Args {
     /// Broker port.
     #[arg(long)]
     port: u16,
-    /// fan-in | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline | fill
+    /// fan-in | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline | fill | queue |
+    /// drain
     #[arg(long)]
     scenario: String,
+    /// Client id prefix shared by `queue` and a later `drain` (default: from the process id).
+    #[arg(long)]
+    prefix: Option<String>,
     /// Messages per publisher (fan-out: published messages; latency: ignored).
     #[arg(long, default_value_t = 20_000)]
     messages: u64,
@@ -432,6 +436,42 @@ async fn offline(args: &Args) -> Result<Outcome> {
     Ok(o)
 }
 
+/// The first half of `offline`, for a broker to be killed in between: queues `messages` QoS 1
+/// messages for `OFFLINE_SESSIONS` offline persistent sessions named after `--prefix`.
+async fn queue(args: &Args) -> Result<Outcome> {
+    let prefix = args.prefix.clone().context("--prefix is required")?;
+    let started = queue_for_offline(args, &prefix, OFFLINE_SESSIONS, Instant::now()).await?;
+    Ok(Outcome {
+        msgs_per_s: args.messages as f64 / started.elapsed().as_secs_f64(),
+        ..Outcome::default()
+    })
+}
+
+/// The second half: the sessions of `--prefix` come back and receive what is queued for them
+/// (until all `messages` each arrived, or nothing came for 5 s); `lost` counts what did not.
+async fn drain_sessions(args: &Args) -> Result<Outcome> {
+    let prefix = args.prefix.clone().context("--prefix is required")?;
+    let epoch = Instant::now();
+    let tally = Tally::new(epoch)?;
+    let mut tasks = Vec::new();
+    for i in 0..OFFLINE_SESSIONS {
+        let id = format!("{prefix}-sub-{i}");
+        let c = Client::connect_with(&args.host, args.port, &id, false).await?;
+        tasks.push(tokio::spawn(receive(c, Arc::clone(&tally), None)));
+    }
+    let expected = args.messages * OFFLINE_SESSIONS as u64;
+    drain(&tally, expected).await?;
+    for t in tasks {
+        t.abort();
+    }
+    let mut o = tally.outcome(0.0, expected);
+    o.drain_ms = tally
+        .last_delivery()
+        .saturating_duration_since(epoch)
+        .as_millis() as u64;
+    Ok(o)
+}
+
 /// `sessions` persistent sessions `{prefix}-sub-{i}` subscribe at QoS 1 to `bench/{prefix}`
 /// and go offline; then one publisher sends `messages` QoS 1 messages there (each queued for
 /// every session), at most `ACK_WINDOW` unacknowledged. Returns when publishing started.
@@ -558,6 +598,8 @@ async fn main() -> Result<()> {
         "idle" => return idle(&args).await.map(|_| ()),
         "offline" => offline(&args).await?,
         "fill" => fill(&args).await?,
+        "queue" => queue(&args).await?,
+        "drain" => drain_sessions(&args).await?,
         other => bail!("unknown scenario {other}"),
     };
     print_result(&args, &outcome);

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use durable::{check as check_store, StoreReport};
 pub use mailbox::{Mailbox, Queued};
 pub use registry::{Attached, PendingWill};
 pub use router::RouteOutcome;

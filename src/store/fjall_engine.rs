@@ -10,6 +10,11 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{Durability, Engine, Op, Space, StoreError, FORMAT_VERSION, VERSION_KEY};
 
+/// Largest in-memory table per keyspace before it is flushed to disk (fjall's default is
+/// 64 MiB, eight keyspaces could hold 512 MiB): what bounds the store's memory, with its block
+/// cache (32 MiB).
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// A fjall database in a directory of its own.
 pub struct FjallEngine {
     path: PathBuf,
@@ -26,7 +31,11 @@ impl FjallEngine {
         let db = Database::builder(path).open().map_err(err)?;
         let spaces = Space::ALL
             .iter()
-            .map(|s| db.keyspace(s.name(), KeyspaceCreateOptions::default))
+            .map(|s| {
+                db.keyspace(s.name(), || {
+                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?;
         let engine = FjallEngine {

@@ -752,3 +752,61 @@ async fn queued_qos0_messages_are_stored_when_configured() {
     assert!(again.is_empty(), "sent twice: {:?}", payloads(&again));
     broker.kill9();
 }
+
+/// Runs `tern --config <dir>/tern.toml store check`; its exit code and standard output.
+fn store_check(dir: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .arg("--config")
+        .arg(dir.join("tern.toml"))
+        .args(["store", "check"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `tern store check` reports what a stopped broker's store holds, changes nothing, and refuses a
+/// store another Tern has open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_check_reports_what_the_store_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut s, _) = connect_persistent(broker.addr, V5, "chk", false).await;
+    sub_all(&mut s, V5, &["c/#", "d/#"], 1).await;
+    s.send(&disconnect()).await;
+    let mut c = RawClient::connected(broker.addr, V311, "cp").await;
+    retain(&mut c, V311, "c/r", 1, b"x", Vec::new()).await;
+    for i in 0..3u8 {
+        pub_msg(&mut c, V311, "d/x", 1, &[i]).await;
+    }
+    let (code, _) = store_check(dir.path());
+    assert_eq!(code, 2, "a store in use must be refused");
+    broker.kill9();
+
+    for _ in 0..2 {
+        let (code, out) = store_check(dir.path());
+        assert_eq!(code, 0, "{out}");
+        let line = |name: &str| {
+            out.lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .and_then(|l| l.split_whitespace().last())
+                .map(str::to_string)
+        };
+        assert_eq!(line("retained messages:").as_deref(), Some("1"), "{out}");
+        assert_eq!(line("persistent sessions:").as_deref(), Some("1"), "{out}");
+        assert_eq!(line("subscriptions:").as_deref(), Some("2"), "{out}");
+        // The retained message went to chk too (c/#): four deliveries.
+        assert_eq!(line("queued deliveries:").as_deref(), Some("4"), "{out}");
+        assert!(out.contains("store OK"), "{out}");
+    }
+    // Read-only: the broker still finds everything.
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let (mut s, present) = connect_persistent(broker.addr, V5, "chk", false).await;
+    assert!(present);
+    let mut fence = RawClient::connected(broker.addr, V5, "chkf").await;
+    pub_msg(&mut fence, V5, "d/fence", 0, b"fence").await;
+    assert_eq!(collect_until(&mut s, V5, b"fence").await.len(), 4);
+    broker.kill9();
+}

@@ -83,6 +83,19 @@ pub struct Durable {
     /// Message records submitted and not yet applied, by sequence: a delivery queued by
     /// sequence number can be read back before its batch lands.
     unsettled: Arc<Mutex<HashMap<u64, Arc<[u8]>>>>,
+    /// Messages lately read back, by sequence modulo [`RECENT`]: the sessions a message was
+    /// queued for usually drain it at about the same time, and decode it once.
+    recent: Box<[Mutex<Option<Recent>>]>,
+}
+
+/// Slots of [`Durable::recent`].
+const RECENT: usize = 256;
+
+/// A message read back from the store.
+struct Recent {
+    seq: u64,
+    record: Arc<[u8]>,
+    msg: Arc<Message>,
 }
 
 /// The store writes one PUBLISH causes: its queued deliveries, its retained copy, the inbound
@@ -254,6 +267,7 @@ impl Durable {
                 next_seq,
                 pending,
                 unsettled: Arc::default(),
+                recent: (0..RECENT).map(|_| Mutex::new(None)).collect(),
             },
             recovered,
         ))
@@ -301,19 +315,40 @@ impl Durable {
 
     fn lookup(&self, client_id: &str, seq: u64) -> Result<Option<Delivery>, String> {
         let now = (Instant::now(), SystemTime::now());
+        let slot = &self.recent[(seq % RECENT as u64) as usize];
+        let hit = slot
+            .lock()
+            .as_ref()
+            .filter(|r| r.seq == seq)
+            .map(|r| (Arc::clone(&r.record), Arc::clone(&r.msg)));
+        if let Some((record, msg)) = hit {
+            let (r, _) = recipient_in(&record, client_id)?;
+            return Ok((!msg.is_expired(now.0)).then(|| r.delivery(msg, seq)));
+        }
         let unsettled = self.unsettled.lock().get(&seq).cloned();
-        if let Some(r) = unsettled {
-            return delivery_for(&r, client_id, seq, now);
-        }
-        match self
-            .committer
-            .engine()
-            .get(Space::Queue, &seq.to_be_bytes())
-        {
-            Ok(Some(r)) => delivery_for(&r, client_id, seq, now),
-            Ok(None) => Err("not in the store".to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        let record: Arc<[u8]> = match unsettled {
+            Some(r) => r,
+            None => match self
+                .committer
+                .engine()
+                .get(Space::Queue, &seq.to_be_bytes())
+            {
+                Ok(Some(r)) => r.into(),
+                Ok(None) => return Err("not in the store".to_string()),
+                Err(e) => return Err(e.to_string()),
+            },
+        };
+        let (r, body) = recipient_in(&record, client_id)?;
+        let Some(msg) = decode_message(body, now)? else {
+            return Ok(None);
+        };
+        let msg = Arc::new(msg);
+        *slot.lock() = Some(Recent {
+            seq,
+            record: Arc::clone(&record),
+            msg: Arc::clone(&msg),
+        });
+        Ok(Some(r.delivery(msg, seq)))
     }
 
     /// The writes that record `client_id` as having message `seq`, and forget the message once
@@ -464,6 +499,49 @@ impl Durable {
             .collect();
         self.committer.submit(ops)
     }
+}
+
+/// What `tern store check` found in a store.
+#[derive(Debug)]
+pub struct StoreReport {
+    /// Retained messages still within their expiry.
+    pub retained: usize,
+    /// Persistent sessions whose expiry has not run out.
+    pub sessions: usize,
+    /// Their subscriptions.
+    pub subscriptions: usize,
+    /// Deliveries owed to them (queued, and sent but not acknowledged).
+    pub queued: usize,
+    /// Distinct stored messages those deliveries refer to.
+    pub messages: usize,
+    /// Records that cannot be read (each logged with its key); Tern drops them at start.
+    pub unreadable: usize,
+    /// Records that are no longer needed (expired, acknowledged by everyone, of ended
+    /// sessions); Tern deletes them at start.
+    pub obsolete: usize,
+    /// Bytes on disk.
+    pub disk_bytes: Option<u64>,
+}
+
+/// Reads a store the way Tern does at start, changing nothing: for `tern store check`. Fails if
+/// it cannot be opened at all (in use, damaged beyond reading, another format).
+pub fn check(path: &std::path::Path) -> Result<StoreReport, StoreError> {
+    let engine = FjallEngine::open(path)?;
+    let (recovered, cleanup) = recover(&engine)?;
+    let sessions = &recovered.sessions;
+    Ok(StoreReport {
+        retained: recovered.retained.len(),
+        sessions: sessions.len(),
+        subscriptions: sessions.iter().map(|s| s.subscriptions.len()).sum(),
+        queued: sessions
+            .iter()
+            .map(|s| s.queue.len() + s.inflight.len())
+            .sum(),
+        messages: recovered.pending.len(),
+        unreadable: recovered.unreadable,
+        obsolete: cleanup.len().saturating_sub(recovered.unreadable),
+        disk_bytes: engine.disk_space(),
+    })
 }
 
 /// Deletes stored message `seq` and its acknowledgements.
@@ -680,19 +758,67 @@ fn delivery_for(
     seq: u64,
     now: (Instant, SystemTime),
 ) -> Result<Option<Delivery>, String> {
-    let (recipients, body) = split_log(record)?;
-    let r = recipients
-        .into_iter()
-        .find(|r| r.client_id == client_id)
-        .ok_or("not a recipient")?;
-    Ok(decode_message(body, now)?.map(|msg| Delivery {
-        msg: Arc::new(msg),
-        qos: r.qos,
-        retain: r.retain,
-        sub_ids: r.sub_ids,
-        shared: None,
-        seq,
-    }))
+    let (r, body) = recipient_in(record, client_id)?;
+    Ok(decode_message(body, now)?.map(|msg| r.delivery(Arc::new(msg), seq)))
+}
+
+/// One recipient's options for a stored message.
+struct Options {
+    qos: QoS,
+    retain: bool,
+    sub_ids: Vec<u32>,
+}
+
+impl Options {
+    fn delivery(self, msg: Arc<Message>, seq: u64) -> Delivery {
+        Delivery {
+            msg,
+            qos: self.qos,
+            retain: self.retain,
+            sub_ids: self.sub_ids,
+            shared: None,
+            seq,
+        }
+    }
+}
+
+/// `client_id`'s options in a stored message record, and the message's own record. Allocates
+/// nothing for the other recipients (a record can list thousands).
+fn recipient_in<'a>(record: &'a [u8], client_id: &str) -> Result<(Options, &'a [u8]), String> {
+    let mut r = record;
+    if r.remaining() < 3 || r.get_u8() != LOG_RECORD_V1 {
+        return Err("unknown record format".into());
+    }
+    let n = r.get_u16();
+    let mut found = None;
+    for _ in 0..n {
+        if r.remaining() < 2 {
+            return Err("short".into());
+        }
+        let len = usize::from(r.get_u16());
+        if r.remaining() < len + 3 {
+            return Err("short".into());
+        }
+        let mine = &r[..len] == client_id.as_bytes();
+        r.advance(len);
+        let qos = QoS::from_u8(r.get_u8()).ok_or("bad QoS")?;
+        let retain = r.get_u8() != 0;
+        let ids = usize::from(r.get_u8());
+        if r.remaining() < 4 * ids {
+            return Err("short".into());
+        }
+        if mine && found.is_none() {
+            let sub_ids = (0..ids).map(|_| r.get_u32()).collect();
+            found = Some(Options {
+                qos,
+                retain,
+                sub_ids,
+            });
+        } else {
+            r.advance(4 * ids);
+        }
+    }
+    Ok((found.ok_or("not a recipient")?, r))
 }
 
 /// Key of an acknowledgement: sequence, then the client, so a message's acknowledgements are
