@@ -810,3 +810,59 @@ async fn store_check_reports_what_the_store_holds() {
     assert_eq!(collect_until(&mut s, V5, b"fence").await.len(), 4);
     broker.kill9();
 }
+
+/// Session expiry counts the time Tern was down: after a restart, a session whose Session Expiry
+/// Interval ran out while Tern was stopped is gone with its queue (Session Present = 0, nothing
+/// delivered, nothing left in the store), and a longer one is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_expire_while_tern_is_down_are_gone_with_their_queues() {
+    const SHORT_SECS: u32 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    for (id, expiry) in [("short", SHORT_SECS), ("long", 3600)] {
+        let connect = Connect::new(V5, id)
+            .clean(true)
+            .props(prop_u32(SESSION_EXPIRY, expiry));
+        let (mut c, _) = RawClient::handshake(broker.addr, V5, &connect).await;
+        sub_all(&mut c, V5, &["e/#"], 1).await;
+        c.send(&disconnect()).await;
+    }
+    let mut publ = RawClient::connected(broker.addr, V5, "epub").await;
+    for i in 0..5u8 {
+        pub_msg(&mut publ, V5, "e/x", 1, &[b'0' + i]).await;
+    }
+    broker.kill9();
+    // Let the short session's expiry run out while Tern is down (counted from its disconnect).
+    let stopped = std::time::Instant::now();
+    std::thread::sleep(
+        Duration::from_secs(u64::from(SHORT_SECS) + 1).saturating_sub(stopped.elapsed()),
+    );
+
+    let broker = ChildBroker::start(dir.path(), true, "fsync");
+    let resume = |id: &str| {
+        Connect::new(V5, id)
+            .clean(false)
+            .props(prop_u32(SESSION_EXPIRY, 3600))
+    };
+    let (mut long, present) = RawClient::handshake(broker.addr, V5, &resume("long")).await;
+    assert!(present.session_present, "the long session was lost");
+    let mut fence = RawClient::connected(broker.addr, V5, "efence").await;
+    pub_msg(&mut fence, V5, "e/fence", 0, b"fence").await;
+    assert_eq!(
+        payloads(&collect_until(&mut long, V5, b"fence").await),
+        vec!["0", "1", "2", "3", "4"]
+    );
+    settle(&mut long, V5).await;
+    let (mut short, ack) = RawClient::handshake(broker.addr, V5, &resume("short")).await;
+    assert!(!ack.session_present, "an expired session came back");
+    pub_msg(&mut fence, V5, "e/fence", 0, b"fence2").await;
+    expect_nothing(&mut short).await;
+    settle(&mut short, V5).await;
+    broker.kill9();
+    // Its queue went with it: only the fresh "short" session (no messages) is left besides
+    // "long", whose messages were acknowledged.
+    let (code, out) = store_check(dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("queued deliveries:     0"), "{out}");
+    assert!(out.contains("stored messages:       0"), "{out}");
+}
