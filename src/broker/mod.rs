@@ -333,7 +333,8 @@ impl BrokerState {
         if let Some(durable) = &self.durable {
             let session = &mut attached.session;
             if expiry_interval > 0 {
-                durable.session_connected(session, !attached.session_present, will);
+                attached.stored =
+                    Some(durable.session_connected(session, !attached.session_present, will));
                 session.stored = true;
             } else if session.stored {
                 // Resumed without persistence: its messages stay in memory only, read back

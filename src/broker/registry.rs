@@ -34,6 +34,9 @@ pub struct Attached {
     pub session_present: bool,
     /// A session that clean start ended, with its pending will, for the caller to clean up.
     pub ended: Option<(Box<Session>, Option<PendingWill>)>,
+    /// Completes once the session's record is durable (persistent sessions only); CONNACK
+    /// with Session Present = 1 waits for it.
+    pub stored: Option<crate::store::Ticket>,
 }
 
 enum State {
@@ -105,6 +108,7 @@ impl Registry {
                             generation: 1,
                             session_present: false,
                             ended: None,
+                            stored: None,
                         };
                     }
                     MapEntry::Occupied(o) => o.into_ref(),
@@ -138,6 +142,7 @@ impl Registry {
                             generation: e.generation,
                             session_present: ended.is_none(),
                             ended,
+                            stored: None,
                         };
                     }
                 }

@@ -285,7 +285,7 @@ impl Connection {
             .as_ref()
             .filter(|_| state.config.persistence.enabled && accepted.session_expiry > 0)
             .map(|w| (will_message(w.clone()), w.delay_interval.unwrap_or(0)));
-        let attached = state
+        let mut attached = state
             .attach(
                 &client_id,
                 clean_start,
@@ -294,6 +294,13 @@ impl Connection {
                 stored_will.as_ref().map(|(m, d)| (m, *d)),
             )
             .await;
+        if let Some(stored) = attached.stored.take().filter(|_| attached.session_present) {
+            // "Session present" is a promise that holds across a crash: the session's record
+            // is durable first.
+            if let Err(e) = stored.wait().await {
+                warn!(error = %e, "session record not stored");
+            }
+        }
         let ack = handshake::connack(&accepted, version, attached.session_present, &state.config);
         if protocol::encode(&Packet::ConnAck(ack), version, &mut io.outbuf).is_err() {
             debug!("CONNACK could not be encoded");

@@ -866,3 +866,32 @@ async fn sessions_that_expire_while_tern_is_down_are_gone_with_their_queues() {
     assert!(out.contains("queued deliveries:     0"), "{out}");
     assert!(out.contains("stored messages:       0"), "{out}");
 }
+
+/// CONNACK with Session Present = 1 is a promise that holds across `kill -9` even for a session
+/// that never subscribed to anything (no other write forces its record out): the record is
+/// durable before that CONNACK is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_present_holds_across_an_immediate_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    // Batches wait 300 ms for company, so an unwaited record would still be in memory when the
+    // second CONNACK goes out (this line continues the [persistence] section).
+    let slow = "batch_wait_us = 300000\n";
+    for round in 0..3 {
+        let broker = ChildBroker::start_with(dir.path(), true, "fsync", slow);
+        let id = format!("bare{round}");
+        let (mut c, _) = connect_persistent(broker.addr, V5, &id, false).await;
+        c.send(&disconnect()).await;
+        drop(c);
+        // Present = 1 whether the first connection was already parked or is taken over.
+        let (_c, present) = connect_persistent(broker.addr, V5, &id, false).await;
+        assert!(present);
+        broker.kill9();
+        let broker = ChildBroker::start_with(dir.path(), true, "fsync", slow);
+        let (_c, present) = connect_persistent(broker.addr, V5, &id, false).await;
+        assert!(
+            present,
+            "round {round}: told Session Present = 1, then lost it"
+        );
+        broker.kill9();
+    }
+}

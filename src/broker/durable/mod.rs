@@ -442,8 +442,14 @@ impl Durable {
 
     /// Records a persistent session as connected, with its will and Will Delay (it counts as
     /// disconnected, will due, from the next start if Tern stops without saying otherwise).
-    /// With `fresh`, whatever was stored for the client id before goes first.
-    pub fn session_connected(&self, session: &Session, fresh: bool, will: Option<(&Message, u32)>) {
+    /// With `fresh`, whatever was stored for the client id before goes first. The ticket
+    /// completes once that is durable.
+    pub fn session_connected(
+        &self,
+        session: &Session,
+        fresh: bool,
+        will: Option<(&Message, u32)>,
+    ) -> Ticket {
         let mut ops = Vec::new();
         if fresh {
             ops.extend(forget_ops(session.client_id()));
@@ -454,7 +460,7 @@ impl Durable {
             None,
             will,
         ));
-        self.committer.submit_detached(ops);
+        self.committer.submit(ops)
     }
 
     /// Records that a persistent session's connection ended at `when`, with the will still to
