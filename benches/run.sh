@@ -106,15 +106,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
 OUT="$WORK/table.txt"
 {
   echo "Tern vs Mosquitto, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores"
-  echo "command: benches/run.sh $*; medians of $REPS runs ($((REPS + 2)) for latency, the noisiest); ratio >= 1.0 means Tern is better"
+  echo "command: benches/run.sh $*; medians of $REPS runs ($((REPS + 2)) for latency and idle, the noisiest); ratio >= 1.0 means Tern is better"
   printf '%-11s %-18s %12s %12s %7s\n' scenario metric tern mosquitto ratio
 } >"$OUT"
 LOSS=0
 for s in "${SCENARIOS[@]}"; do
   : >"$WORK/t"; : >"$WORK/m"
   reps=$REPS
-  # Latency at a low rate is mostly the kernel's and the scheduler's: more runs, steadier median.
-  [ "$s" = latency ] && reps=$((REPS + 2))
+  # Latency at a low rate and the connect rate are mostly the kernel's and the scheduler's
+  # (both brokers make the same system calls per message and per connection): more runs,
+  # steadier medians.
+  case "$s" in latency | idle) reps=$((REPS + 2)) ;; esac
   for _ in $(seq 1 "$reps"); do
     run_one "$s" "$TPORT" "$TPID" >>"$WORK/t"
     run_one "$s" "$MPORT" "$MPID" >>"$WORK/m"

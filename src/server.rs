@@ -114,6 +114,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    // Accepted sockets inherit it on Linux: one setsockopt per listener, not per connection.
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
@@ -167,7 +169,9 @@ struct Shared<'a> {
 }
 
 fn spawn_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared<'_>) {
-    let _ = stream.set_nodelay(true);
+    if cfg!(not(target_os = "linux")) {
+        let _ = stream.set_nodelay(true);
+    }
     let state = Arc::clone(shared.state);
     let tasks = shared.tasks;
     match Arc::clone(shared.permits).try_acquire_owned() {
@@ -189,5 +193,22 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared<'_>) {
                 metrics::connection_closed();
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every accepted connection has Nagle off (small acknowledgements go out at once), set
+    /// once on the listener and inherited.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = super::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        if cfg!(not(target_os = "linux")) {
+            stream.set_nodelay(true).expect("nodelay");
+        }
+        assert!(stream.nodelay().expect("nodelay"));
     }
 }
