@@ -46,12 +46,12 @@ start_broker() {
     off)
       printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[limits]\nmax_queued_messages = %s\n' \
         "$port" "$queued" >"$dir/t.toml"
-      target/release/tern --config "$dir/t.toml" 2>/dev/null &
+      target/release/tern --config "$dir/t.toml" --http-port 0 2>/dev/null &
       ;;
     *)
       printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[limits]\nmax_queued_messages = %s\n[persistence]\nenabled = true\npath = "%s/data"\ndurability = "%s"\n' \
         "$port" "$queued" "$dir" "$kind" >"$dir/t.toml"
-      target/release/tern --config "$dir/t.toml" 2>"$dir/log" &
+      target/release/tern --config "$dir/t.toml" --http-port 0 2>"$dir/log" &
       ;;
   esac
   PID=$!
@@ -133,7 +133,7 @@ restart_ms() {
   dir=$(mktemp -d -p "$WORK")
   printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[persistence]\nenabled = true\npath = "%s/data"\ndurability = "fsync"\n' \
     "$port" "$dir" >"$dir/t.toml"
-  target/release/tern --config "$dir/t.toml" 2>/dev/null &
+  target/release/tern --config "$dir/t.toml" --http-port 0 2>/dev/null &
   pid=$!
   wait_port "$port"
   target/release/tern-bench --port "$port" --scenario fill --connections 1000 --messages 1000 --retained 100000 >/dev/null
@@ -141,7 +141,7 @@ restart_ms() {
   before=$(rss_mb "$pid")
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   start=$(date +%s%N)
-  target/release/tern --config "$dir/t.toml" 2>"$dir/log" &
+  target/release/tern --config "$dir/t.toml" --http-port 0 2>"$dir/log" &
   PID=$!
   for _ in $(seq 1 3000); do grep -q "listener ready" "$dir/log" && break; sleep 0.01; done
   echo $(( ($(date +%s%N) - start) / 1000000 )) "$(sed -n 's/.*store opened.* retained=\([0-9]*\) sessions=\([0-9]*\).*/\1 \2/p' "$dir/log")" "$before" "$(rss_mb "$PID")"

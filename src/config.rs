@@ -24,6 +24,8 @@ pub struct Config {
     pub persistence: PersistenceConfig,
     /// Logging.
     pub log: LogConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
 }
 
 /// `[listener]`: where plain MQTT over TCP is served.
@@ -101,6 +103,28 @@ impl Default for PersistenceConfig {
             durability: Durability::Fsync,
             batch_max_operations: 10_000,
             batch_wait_us: 0,
+        }
+    }
+}
+
+/// `[http]`: the operations listener (`/metrics` for Prometheus, `/health`, `/ready`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve it at all (off: no Prometheus recorder either, so metrics cost nothing).
+    pub enabled: bool,
+    /// Address to listen on; loopback by default, as metrics tell a lot about a fleet.
+    pub bind: IpAddr,
+    /// Port (0: any free one, logged).
+    pub port: u16,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 9883,
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod config;
 mod connection;
+mod http;
 pub mod metrics;
 pub mod protocol;
 mod server;

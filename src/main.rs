@@ -25,6 +25,10 @@ struct Cli {
     /// Address of the MQTT listener (overrides `listener.bind`).
     #[arg(short, long, value_name = "ADDR")]
     bind: Option<IpAddr>,
+    /// Port of the HTTP listener for /metrics, /health and /ready (overrides `http.port`; 0:
+    /// any free port, logged).
+    #[arg(long, value_name = "N")]
+    http_port: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -132,6 +136,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(bind) = cli.bind {
         config.listener.bind = bind;
+    }
+    if let Some(port) = cli.http_port {
+        config.http.port = port;
     }
     config.validate("<command line>")?;
     Ok(config)

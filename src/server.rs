@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use crate::broker::BrokerState;
 use crate::config::Config;
 use crate::connection::{self, Dormitory};
-use crate::metrics;
+use crate::{http, metrics};
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -36,13 +36,26 @@ pub enum StartError {
     /// The epoll set for dormant connections could not be created.
     #[error("cannot create the epoll set for idle connections: {0}")]
     Dormitory(std::io::Error),
+    /// The operations HTTP listener (`[http]`) could not be bound.
+    #[error("cannot listen on {addr} for HTTP (metrics, health; keys http.bind, http.port, or http.enabled = false): {source}")]
+    HttpBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The Prometheus recorder could not be installed.
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
 }
 
 /// A running broker. Call [`Broker::shutdown`] to stop it.
 pub struct Broker {
     local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
+    http_task: Option<JoinHandle<()>>,
     dormitory: Dormitory,
 }
 
@@ -55,6 +68,20 @@ impl Broker {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let http = match config.http.enabled {
+            true => {
+                let prometheus = metrics::install().map_err(StartError::Metrics)?;
+                let http_addr = SocketAddr::new(config.http.bind, config.http.port);
+                let started = http::start(http_addr, prometheus, shutdown_rx.clone())
+                    .await
+                    .map_err(|source| StartError::HttpBind {
+                        addr: http_addr,
+                        source,
+                    })?;
+                Some(started)
+            }
+            false => None,
+        };
         let state = BrokerState::open(config).map_err(StartError::Store)?;
         let (dormitory, poll) = Dormitory::new().map_err(StartError::Dormitory)?;
         // Only once the store is read back: clients connecting from now on see their sessions.
@@ -67,6 +94,13 @@ impl Broker {
             tasks.clone(),
             shutdown_rx.clone(),
         ));
+        let (http_addr, http_task) = match http {
+            Some((addr, ops, task)) => {
+                ops.set_ready(&state);
+                (Some(addr), Some(task))
+            }
+            None => (None, None),
+        };
         let accept_task = tokio::spawn(accept_loop(
             listener,
             state,
@@ -76,8 +110,10 @@ impl Broker {
         ));
         Ok(Broker {
             local_addr,
+            http_addr,
             shutdown,
             accept_task,
+            http_task,
             dormitory,
         })
     }
@@ -85,6 +121,11 @@ impl Broker {
     /// The address the MQTT listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the operations HTTP listener, when `[http] enabled`.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Connections currently dormant (quiet, without a task; `limits.dormant_after_ms`).
@@ -98,6 +139,9 @@ impl Broker {
         let _ = self.shutdown.send(true);
         if let Err(e) = self.accept_task.await {
             warn!(error = %e, "accept loop ended abnormally");
+        }
+        if let Some(t) = self.http_task {
+            let _ = t.await;
         }
     }
 }

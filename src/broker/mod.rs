@@ -37,6 +37,7 @@ pub struct BrokerState {
     /// The store, when persistence is on.
     durable: Option<durable::Durable>,
     shutting_down: AtomicBool,
+    started: Instant,
 }
 
 /// What publishing one message did.
@@ -70,6 +71,7 @@ impl BrokerState {
             retained: Retained::default(),
             durable: None,
             shutting_down: AtomicBool::new(false),
+            started: Instant::now(),
         }
     }
 
@@ -96,6 +98,7 @@ impl BrokerState {
             .collect();
         // Wills go out once every session is back, so persistent subscribers get them.
         for (msg, _) in ended_wills {
+            metrics::will_published();
             state.publish(Arc::new(msg), None);
         }
         for (client_id, generation) in due {
@@ -175,6 +178,7 @@ impl BrokerState {
     fn publish_will(&self, client_id: &Arc<str>, generation: u64) {
         if let Some((will, expiry, stored)) = self.registry.take_will(client_id, generation) {
             let disconnected = will.disconnected;
+            metrics::will_published();
             self.publish(will.msg, None);
             if let Some(d) = self.durable.as_ref().filter(|_| stored) {
                 d.session_disconnected(client_id, expiry, disconnected, None);
@@ -384,6 +388,7 @@ impl BrokerState {
             None => (None, None),
         };
         if let Some(msg) = will_now {
+            metrics::will_published();
             self.publish(msg, None);
         }
         let now = std::time::SystemTime::now();
@@ -457,6 +462,7 @@ impl BrokerState {
             }
         }
         if let Some(will) = will {
+            metrics::will_published();
             self.publish(will.msg, None);
         }
     }
@@ -571,6 +577,23 @@ impl BrokerState {
                 .unsubscribe(share.as_deref(), &plain, session.client_id());
         }
         true
+    }
+
+    /// What the broker holds now, for the gauges read at scrape time. Walks every session (a
+    /// lock per mailbox) and every retained message: meant for a scrape every few seconds.
+    pub fn snapshot(&self) -> metrics::Snapshot {
+        let (online, offline, queued) = self.registry.stats();
+        let (retained, retained_bytes) = self.retained.stats();
+        metrics::Snapshot {
+            sessions_online: online,
+            sessions_offline: offline,
+            subscriptions: self.router.len(),
+            queued,
+            inflight: crate::session::inflight_total(),
+            retained,
+            retained_bytes,
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+        }
     }
 
     /// Number of known sessions (connected or parked).

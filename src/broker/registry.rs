@@ -259,6 +259,19 @@ impl Registry {
         }
     }
 
+    /// Sessions connected, sessions parked, and deliveries queued for all of them.
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let (mut online, mut offline, mut queued) = (0, 0, 0);
+        for e in self.clients.iter() {
+            match e.state {
+                State::Connected => online += 1,
+                State::Parked { .. } => offline += 1,
+            }
+            queued += e.mailbox.len();
+        }
+        (online, offline, queued)
+    }
+
     /// Number of known client ids (connected or parked).
     pub fn len(&self) -> usize {
         self.clients.len()

@@ -28,6 +28,15 @@ impl Retained {
         }
     }
 
+    /// Number of retained messages and their payload bytes.
+    pub fn stats(&self) -> (usize, usize) {
+        let map = self.by_topic.read();
+        (
+            map.len(),
+            map.values().map(|m| m.publish.payload.len()).sum(),
+        )
+    }
+
     /// Retained messages whose topic matches `filter`, unexpired, in topic order.
     pub fn matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
         if !filter.contains(['+', '#']) {

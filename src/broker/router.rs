@@ -92,6 +92,8 @@ pub struct RouteOutcome {
 #[derive(Debug, Default)]
 pub struct Router {
     trie: RwLock<SubscriptionTrie<FilterSubs>>,
+    /// Subscriptions in the trie, shared ones included.
+    count: AtomicUsize,
 }
 
 struct Target<'a> {
@@ -135,9 +137,15 @@ impl Router {
             }
             None => {
                 list.push(sub);
+                self.count.fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
+    }
+
+    /// Number of subscriptions.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
     }
 
     /// Removes one client's subscription; true if it existed.
@@ -160,6 +168,9 @@ impl Router {
             subs.groups.retain(|g| !g.members.is_empty());
             subs.is_empty()
         });
+        if found {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
         found
     }
 

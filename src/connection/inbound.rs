@@ -96,7 +96,6 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
-        metrics::publish_received(p.qos as u8, p.payload.len());
         self.resolve_alias(&mut p)?;
         let limits = &self.state.config.limits;
         let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {

@@ -114,6 +114,7 @@ impl Io {
             cx,
             &mut self.inbuf
         ))?;
+        crate::metrics::bytes_received(n);
         // Reads that fill the room ask for more next time; small ones for less.
         if n == room && self.read_size < MAX_READ {
             self.read_size *= 2;
@@ -129,6 +130,7 @@ impl Io {
             return Poll::Pending;
         }
         let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &self.outbuf))?;
+        crate::metrics::bytes_sent(n);
         self.outbuf.advance(n);
         Poll::Ready(Ok(Done::Wrote))
     }
@@ -186,18 +188,23 @@ impl Io {
         } else if self.decoder.version_hint() == Some(ProtocolVersion::V5) {
             (ProtocolVersion::V5, e.reason_code())
         } else {
+            metrics::malformed(e.reason_code() as u8);
             metrics::protocol_violation(e.reason_code() as u8);
             return;
         };
+        metrics::malformed(e.reason_code() as u8);
         metrics::connect_refused(reason as u8);
-        let ack = handshake::refusal(reason);
-        let _ = protocol::encode(&Packet::ConnAck(ack), version, &mut self.outbuf);
+        let ack = Packet::ConnAck(handshake::refusal(reason));
+        metrics::packet_sent(&ack);
+        let _ = protocol::encode(&ack, version, &mut self.outbuf);
     }
 
     /// Flushes what is pending (bounded in time) and closes the write side.
     pub(super) async fn close(&mut self) {
         let _ = tokio::time::timeout(FLUSH_ON_CLOSE, async {
-            let _ = self.stream.write_all(&self.outbuf).await;
+            if self.stream.write_all(&self.outbuf).await.is_ok() {
+                crate::metrics::bytes_sent(self.outbuf.len());
+            }
             let _ = self.stream.shutdown().await;
         })
         .await;

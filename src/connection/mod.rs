@@ -112,8 +112,9 @@ pub async fn refuse_busy(stream: TcpStream, state: Arc<BrokerState>) {
             ReasonCode::ServerUnavailable
         };
         metrics::connect_refused(reason as u8);
-        let ack = handshake::refusal(reason);
-        let _ = protocol::encode(&Packet::ConnAck(ack), c.version, &mut io.outbuf);
+        let ack = Packet::ConnAck(handshake::refusal(reason));
+        metrics::packet_sent(&ack);
+        let _ = protocol::encode(&ack, c.version, &mut io.outbuf);
     }
     io.close().await;
 }
@@ -245,7 +246,10 @@ impl Connection {
             _ = shutdown.changed() => Err("broker shutting down".to_string()),
         };
         let connect = match read {
-            Ok(c) => c,
+            Ok(c) => {
+                metrics::connect_received();
+                c
+            }
             Err(end) => {
                 debug!(reason = %end, "closed before CONNECT completed");
                 io.close().await;
@@ -258,8 +262,9 @@ impl Connection {
             Err(reason) => {
                 debug!(?reason, "CONNECT refused");
                 metrics::connect_refused(reason as u8);
-                let ack = handshake::refusal(reason);
-                let _ = protocol::encode(&Packet::ConnAck(ack), version, &mut io.outbuf);
+                let ack = Packet::ConnAck(handshake::refusal(reason));
+                metrics::packet_sent(&ack);
+                let _ = protocol::encode(&ack, version, &mut io.outbuf);
                 io.close().await;
                 return None;
             }
@@ -301,10 +306,21 @@ impl Connection {
                 warn!(error = %e, "session record not stored");
             }
         }
-        let ack = handshake::connack(&accepted, version, attached.session_present, &state.config);
-        if protocol::encode(&Packet::ConnAck(ack), version, &mut io.outbuf).is_err() {
+        let ack = Packet::ConnAck(handshake::connack(
+            &accepted,
+            version,
+            attached.session_present,
+            &state.config,
+        ));
+        if protocol::encode(&ack, version, &mut io.outbuf).is_err() {
             debug!("CONNACK could not be encoded");
         }
+        metrics::packet_sent(&ack);
+        metrics::connected(match version {
+            ProtocolVersion::V31 => "3.1",
+            ProtocolVersion::V311 => "3.1.1",
+            ProtocolVersion::V5 => "5",
+        });
         debug!(version = ?version, clean_start, present = attached.session_present, "connected");
         let now = Instant::now();
         let client = Client {
@@ -438,6 +454,7 @@ impl Connection {
             .keep_alive_deadline()
             .is_some_and(|at| at <= now)
         {
+            metrics::keepalive_timeout();
             return Some(Stop::End(End::KeepAlive));
         }
         if let Some(after) = self.state.config.dormant_after() {
@@ -565,8 +582,12 @@ impl Connection {
             let packet = match self.io.decoder.decode(&mut self.io.inbuf) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(End::violation(e.reason_code(), e.to_string())),
+                Err(e) => {
+                    metrics::malformed(e.reason_code() as u8);
+                    return Err(End::violation(e.reason_code(), e.to_string()));
+                }
             };
+            metrics::packet_received(&packet);
             self.client.last_packet = Instant::now();
             self.handle_packet(packet)?;
         }

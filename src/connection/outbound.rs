@@ -103,7 +103,16 @@ impl Outbound {
         }
         if let Err(e) = p.encode(self.version, out) {
             tracing::warn!(error = %e, "PUBLISH could not be encoded");
+            return;
         }
+        thread_local! {
+            static SENT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        }
+        let n = SENT.with(|c| {
+            c.set(c.get().wrapping_add(1));
+            c.get()
+        });
+        crate::metrics::publish_sent(d.qos as u8, dup, d.msg.accepted, now, n);
     }
 
     /// Appends an ack or control packet. Without Request Problem Information, Reason String and
@@ -118,6 +127,7 @@ impl Outbound {
             out.truncate(start);
             return;
         }
+        crate::metrics::packet_sent(&packet);
         let too_big = self
             .max_packet_size
             .is_some_and(|max| out.len() - start > max.get() as usize);

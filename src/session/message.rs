@@ -17,6 +17,9 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The client that published it (for No Local), `None` for wills and broker messages.
     pub publisher: Option<Arc<str>>,
+    /// When Tern accepted it (or read it back from the store): the start of the in-broker
+    /// delivery latency.
+    pub accepted: Instant,
 }
 
 impl Message {
@@ -34,6 +37,7 @@ impl Message {
             publish,
             expires_at,
             publisher,
+            accepted: now,
         }
     }
 

@@ -7,10 +7,20 @@
 mod message;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 pub use message::{Delivery, Message, SharedTag};
+
+/// Outbound QoS 1/2 flows in progress across every session (for the metrics): kept by each
+/// change to a session's inflight list, and by a session's drop.
+static INFLIGHT: AtomicI64 = AtomicI64::new(0);
+
+/// Outbound QoS 1/2 deliveries sent and not yet completed, in all sessions.
+pub fn inflight_total() -> i64 {
+    INFLIGHT.load(Ordering::Relaxed)
+}
 
 use crate::protocol::{QoS, ReasonCode, SubscriptionOptions};
 
@@ -162,6 +172,7 @@ impl Session {
             state: OutState::Published,
             delivery: Some(delivery.clone()),
         });
+        INFLIGHT.fetch_add(1, Ordering::Relaxed);
         Some((pkid, delivery))
     }
 
@@ -187,6 +198,7 @@ impl Session {
     pub fn puback(&mut self, pkid: u16) -> Option<u64> {
         let i = self.position(pkid, OutState::Published, QoS::AtLeastOnce)?;
         let entry = self.inflight.remove(i)?;
+        INFLIGHT.fetch_sub(1, Ordering::Relaxed);
         Some(entry.delivery.map_or(0, |d| d.seq))
     }
 
@@ -202,6 +214,7 @@ impl Session {
     /// was stored, in sending order: sent again on resume, with DUP, under the same ids.
     pub fn restore_inflight(&mut self, restored: Vec<(u16, Delivery)>) {
         let first = self.inflight.len();
+        INFLIGHT.fetch_add(restored.len() as i64, Ordering::Relaxed);
         for (pkid, delivery) in restored {
             self.inflight.push_back(Inflight {
                 pkid,
@@ -221,6 +234,7 @@ impl Session {
 
     /// A PUBREL that was outstanding when the session was stored: sent again on resume.
     pub fn restore_released(&mut self, pkid: u16) {
+        INFLIGHT.fetch_add(1, Ordering::Relaxed);
         self.inflight.push_back(Inflight {
             pkid,
             qos: QoS::ExactlyOnce,
@@ -242,6 +256,7 @@ impl Session {
             return PubRecOutcome::Unknown;
         };
         if reason.is_error() {
+            INFLIGHT.fetch_sub(1, Ordering::Relaxed);
             let seq = self
                 .inflight
                 .remove(i)
@@ -262,6 +277,7 @@ impl Session {
         match self.position(pkid, OutState::Released, QoS::ExactlyOnce) {
             Some(i) => {
                 self.inflight.remove(i);
+                INFLIGHT.fetch_sub(1, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -294,6 +310,7 @@ impl Session {
             }
             _ => true,
         });
+        INFLIGHT.fetch_sub(taken.len() as i64, Ordering::Relaxed);
         taken
     }
 

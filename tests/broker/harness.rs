@@ -26,6 +26,9 @@ impl TestBroker {
         let mut config = Config::default();
         config.listener.bind = "127.0.0.1".parse().expect("literal address");
         config.listener.port = 0;
+        // In-process brokers share the test process: no HTTP listener (the binary's is tested
+        // through a child process).
+        config.http.enabled = false;
         tweak(&mut config);
         let broker = Broker::start(config).await.expect("broker starts");
         TestBroker {

@@ -1,12 +1,14 @@
 //! Integration tests: a real broker on a real socket, driven by independent clients.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod child;
 mod connect;
 mod dormant;
 mod harness;
 mod keepalive;
 mod limits;
 mod malformed;
+mod ops;
 mod persistence;
 mod probe;
 mod publish_qos;

@@ -1,84 +1,13 @@
 //! The durable store, through the real binary: Tern runs as a child process with
 //! `[persistence] enabled`, is killed with SIGKILL, and restarted on the same directory.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use crate::child::ChildBroker;
 use crate::support::*;
 use crate::wire::*;
-
-/// A `tern` process on an ephemeral port.
-struct ChildBroker {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ChildBroker {
-    /// Starts the binary with persistence in `dir` (on or off) and waits until it listens.
-    fn start(dir: &Path, persistence: bool, durability: &str) -> ChildBroker {
-        ChildBroker::start_with(dir, persistence, durability, "")
-    }
-
-    /// Like [`ChildBroker::start`], with `extra` TOML (other sections) in the config file.
-    fn start_with(dir: &Path, persistence: bool, durability: &str, extra: &str) -> ChildBroker {
-        let config = dir.join("tern.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[listener]\nbind = \"127.0.0.1\"\nport = 0\n\n[persistence]\nenabled = {persistence}\npath = {:?}\ndurability = \"{durability}\"\n\n{extra}",
-                dir.join("data")
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the log until the listener's address appears, then keeps draining it.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split("address=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-                {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("tern started and logged its address");
-        ChildBroker { child, addr }
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ChildBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Waits until what the client's earlier packets caused is in the store: acknowledgements are
 /// written without waiting, but the store applies writes in order and a persistent session's

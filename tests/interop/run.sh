@@ -18,6 +18,8 @@ if [ -n "${INTEROP_EXTERNAL:-}" ] && [ -z "${INTEROP_PORT:-}" ]; then
   echo "interop: INTEROP_EXTERNAL=1 needs INTEROP_PORT"; exit 2
 fi
 PORT=${INTEROP_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+# Tern's HTTP listener (/metrics, /health, /ready).
+HTTP_PORT=${INTEROP_HTTP_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 WORK=$(mktemp -d)
 RUN=$$ # makes topics and client ids unique to this run (matters with a reused external broker)
 BROKER_PID=""
@@ -50,7 +52,7 @@ if [ -z "${INTEROP_EXTERNAL:-}" ]; then
     cargo build --release --bin tern # a no-op when the binary is up to date
   fi
   [ -x "$BIN" ] || { echo "interop: $BIN is not an executable"; exit 2; }
-  "$BIN" --bind 127.0.0.1 --port "$PORT" 2>"$WORK/broker.log" &
+  "$BIN" --bind 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" 2>"$WORK/broker.log" &
   BROKER_PID=$!
 fi
 up=0

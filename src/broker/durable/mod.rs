@@ -899,6 +899,7 @@ fn decode_message(
         publish,
         expires_at,
         publisher: None,
+        accepted: now,
     }))
 }
 

@@ -1,0 +1,86 @@
+//! The real `tern` binary as a child process, configured through a file, killed with SIGKILL or
+//! stopped with a signal: for the tests of what only a process shows (persistence across
+//! `kill -9`, the HTTP listener, signals).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `tern` process on an ephemeral port.
+pub struct ChildBroker {
+    child: Child,
+    /// The MQTT listener.
+    pub addr: SocketAddr,
+    /// The HTTP listener (/metrics, /health, /ready).
+    pub http: SocketAddr,
+}
+
+impl ChildBroker {
+    /// Starts the binary with persistence in `dir` (on or off) and waits until it listens.
+    pub fn start(dir: &Path, persistence: bool, durability: &str) -> ChildBroker {
+        ChildBroker::start_with(dir, persistence, durability, "")
+    }
+
+    /// Like [`ChildBroker::start`], with `extra` TOML (other sections) in the config file.
+    pub fn start_with(dir: &Path, persistence: bool, durability: &str, extra: &str) -> ChildBroker {
+        let config = dir.join("tern.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[listener]\nbind = \"127.0.0.1\"\nport = 0\n\n[http]\nport = 0\n\n[persistence]\nenabled = {persistence}\npath = {:?}\ndurability = \"{durability}\"\n\n{extra}",
+                dir.join("data")
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the log until both listeners' addresses appear, then keeps draining it.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            let (mut mqtt, mut http) = (None, None);
+            let after = |line: &str, key: &str| {
+                line.split(key)
+                    .nth(1)
+                    .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/').next())
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            };
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                mqtt = mqtt.or_else(|| after(&line, " address="));
+                http = http.or_else(|| after(&line, "url=http://"));
+                if let (Some(m), Some(h)) = (mqtt, http) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send((m, h));
+                    }
+                }
+            }
+        });
+        let (addr, http) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("tern started and logged its addresses");
+        ChildBroker { child, addr, http }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

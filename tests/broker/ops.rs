@@ -1,0 +1,222 @@
+//! The operations HTTP listener of the real binary: `/metrics` figures move by exactly what
+//! clients did, `/health` and `/ready` answer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::child::ChildBroker;
+use crate::support::*;
+use crate::wire::*;
+
+/// `GET path` over a fresh connection: status code and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: tern\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("HTTP response in time")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head and body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, body.to_string())
+}
+
+/// The scraped value of the series `name` whose labels include every one of `labels`
+/// (`key="value"`), or 0 if there is none.
+fn value(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            n == name && labels.iter().all(|want| rest.contains(want))
+        })
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .sum()
+}
+
+struct Scrape(String);
+
+impl Scrape {
+    async fn take(b: &ChildBroker) -> Scrape {
+        let (status, body) = get(b.http, "/metrics").await;
+        assert_eq!(status, 200);
+        Scrape(body)
+    }
+
+    fn get(&self, name: &str, labels: &[&str]) -> f64 {
+        value(&self.0, name, labels)
+    }
+}
+
+/// Scrapes until `name{labels}` equals `want` (a gauge that follows a connection's end, which
+/// the client sees a moment before the broker books it).
+async fn wait_for(b: &ChildBroker, name: &str, labels: &[&str], want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = Scrape::take(b).await.get(name, labels);
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}{labels:?} = {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every figure moves by what the clients did: connections by protocol version, messages and
+/// packets by QoS and type, bytes, sessions online and offline, subscriptions, queued and
+/// inflight messages, retained messages and bytes, malformed packets, help text for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_what_clients_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start(dir.path(), false, "fsync");
+    let before = Scrape::take(&b).await;
+    for name in [
+        "tern_connections",
+        "tern_messages_received_total",
+        "tern_sessions",
+        "tern_delivery_latency_seconds",
+    ] {
+        assert!(
+            before.0.contains(&format!("# HELP {name} ")),
+            "no help for {name}"
+        );
+    }
+
+    let (mut sub, _) = connect_persistent(b.addr, V5, "msub", false).await;
+    sub_all(&mut sub, V5, &["m/#"], 1).await;
+    let mut publ = RawClient::connected(b.addr, V311, "mpub").await;
+    for i in 0..10u8 {
+        pub_msg(&mut publ, V311, "m/x", 1, &[i]).await;
+    }
+    for i in 0..5u8 {
+        pub_msg(&mut publ, V311, "m/y", 0, &[i]).await;
+    }
+    for _ in 0..15 {
+        recv_acked(&mut sub, V5).await;
+    }
+    retain(&mut publ, "r/a", b"abc").await;
+    let now = Scrape::take(&b).await;
+    let delta = |name: &str, labels: &[&str]| now.get(name, labels) - before.get(name, labels);
+    assert_eq!(delta("tern_connections_total", &["protocol=\"5\""]), 1.0);
+    assert_eq!(
+        delta("tern_connections_total", &["protocol=\"3.1.1\""]),
+        1.0
+    );
+    assert_eq!(now.get("tern_connections", &["listener=\"tcp\""]), 2.0);
+    // 10 + 1 retained at QoS 1, 5 at QoS 0.
+    assert_eq!(delta("tern_messages_received_total", &["qos=\"1\""]), 11.0);
+    assert_eq!(delta("tern_messages_received_total", &["qos=\"0\""]), 5.0);
+    assert_eq!(delta("tern_messages_sent_total", &["qos=\"1\""]), 10.0);
+    assert_eq!(delta("tern_messages_sent_total", &["qos=\"0\""]), 5.0);
+    assert_eq!(
+        delta("tern_packets_received_total", &["type=\"puback\""]),
+        10.0
+    );
+    assert_eq!(delta("tern_packets_sent_total", &["type=\"puback\""]), 11.0);
+    assert_eq!(
+        delta("tern_packets_received_total", &["type=\"connect\""]),
+        2.0
+    );
+    assert_eq!(delta("tern_packets_sent_total", &["type=\"connack\""]), 2.0);
+    assert_eq!(delta("tern_packets_sent_total", &["type=\"suback\""]), 1.0);
+    assert!(delta("tern_received_bytes_total", &[]) > 15.0 * 6.0);
+    assert!(delta("tern_sent_bytes_total", &[]) > 15.0 * 6.0);
+    assert_eq!(now.get("tern_sessions", &["state=\"online\""]), 2.0);
+    assert_eq!(now.get("tern_subscriptions", &[]), 1.0);
+    assert_eq!(now.get("tern_retained_messages", &[]), 1.0);
+    assert_eq!(now.get("tern_retained_bytes", &[]), 3.0);
+    assert_eq!(now.get("tern_inflight_messages", &[]), 0.0);
+    assert!(now.get("tern_uptime_seconds", &[]) > 0.0);
+
+    // Offline: its session is parked and what is published waits in its queue.
+    sub.send(&disconnect()).await;
+    wait_for(&b, "tern_sessions", &["state=\"offline\""], 1.0).await;
+    for i in 0..3u8 {
+        pub_msg(&mut publ, V311, "m/z", 1, &[i]).await;
+    }
+    let now = Scrape::take(&b).await;
+    assert_eq!(now.get("tern_sessions", &["state=\"online\""]), 1.0);
+    assert_eq!(now.get("tern_queued_messages", &[]), 3.0);
+
+    // Back, it takes them but acknowledges none: three inflight.
+    let (mut sub, present) = connect_persistent(b.addr, V5, "msub", false).await;
+    assert!(present);
+    for _ in 0..3 {
+        sub.recv_publish(V5).await;
+    }
+    let now = Scrape::take(&b).await;
+    assert_eq!(now.get("tern_inflight_messages", &[]), 3.0);
+    assert_eq!(now.get("tern_queued_messages", &[]), 0.0);
+
+    // Garbage: one malformed packet, that connection closed, the others unaffected.
+    let mut bad = RawClient::connected(b.addr, V311, "mbad").await;
+    bad.send(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]).await;
+    bad.expect_closed().await;
+    let after = Scrape::take(&b).await;
+    assert_eq!(
+        after.get("tern_malformed_packets_total", &[])
+            - now.get("tern_malformed_packets_total", &[]),
+        1.0
+    );
+    pub_msg(&mut publ, V311, "m/ok", 0, b"still").await;
+    assert_eq!(sub.recv_publish(V5).await.payload, b"still");
+    b.kill9();
+}
+
+async fn retain(c: &mut RawClient, topic: &str, payload: &[u8]) {
+    send_flow(c, Publish::new(V311, topic, payload).qos(1, 0).retain(true)).await;
+}
+
+/// In-broker delivery latency is a Prometheus histogram, sampled one delivery in 64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_latency_is_a_histogram() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start(dir.path(), false, "fsync");
+    let mut sub = RawClient::connected(b.addr, V5, "lsub").await;
+    sub.subscribe(V5, "l/#", 0).await;
+    let mut publ = RawClient::connected(b.addr, V5, "lpub").await;
+    for i in 0..256u32 {
+        pub_msg(&mut publ, V5, "l/x", 0, &i.to_be_bytes()).await;
+    }
+    for _ in 0..256 {
+        sub.recv_publish(V5).await;
+    }
+    let s = Scrape::take(&b).await;
+    assert!(s
+        .0
+        .contains("# TYPE tern_delivery_latency_seconds histogram"));
+    let count = s.get("tern_delivery_latency_seconds_count", &[]);
+    assert!((1.0..=256.0).contains(&count), "samples: {count}");
+    assert_eq!(
+        s.get("tern_delivery_latency_seconds_bucket", &["le=\"+Inf\""]),
+        count
+    );
+    b.kill9();
+}
+
+/// `/health` and `/ready` answer 200 on a running broker; other paths 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start(dir.path(), true, "fsync");
+    assert_eq!(get(b.http, "/health").await, (200, "ok\n".to_string()));
+    assert_eq!(get(b.http, "/ready").await, (200, "ready\n".to_string()));
+    assert_eq!(get(b.http, "/nothing").await.0, 404);
+    b.kill9();
+}
