@@ -84,6 +84,7 @@ pub async fn start(
 }
 
 async fn scrape(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
+    metrics::sync();
     if let Some(state) = ops.state.get() {
         metrics::set_snapshot(&state.snapshot());
     }

@@ -355,12 +355,17 @@ impl Connection {
     /// Resends unacknowledged messages, in order, DUP set [MQTT-4.4.0-1].
     fn resend(&mut self) {
         let now = std::time::Instant::now();
+        let mut counts = metrics::Counts::default();
         for r in self.client.session.resend() {
             match r {
                 Resend::Publish { pkid, delivery } => {
-                    self.client
+                    if self
+                        .client
                         .out
-                        .publish(&mut self.io.outbuf, delivery, pkid, true, now);
+                        .publish(&mut self.io.outbuf, delivery, pkid, true, now)
+                    {
+                        counts.publish(delivery.qos as u8, false);
+                    }
                 }
                 Resend::PubRel(pkid) => {
                     self.client.out.ack(
@@ -373,6 +378,7 @@ impl Connection {
                 }
             }
         }
+        metrics::sent(&counts);
     }
 
     async fn run(&mut self) -> Stop {
@@ -578,6 +584,13 @@ impl Connection {
 
     /// Decodes and handles every complete packet in the read buffer.
     fn handle_input(&mut self) -> Result<(), End> {
+        let mut counts = metrics::Counts::default();
+        let r = self.handle_packets(&mut counts);
+        metrics::received(&counts);
+        r
+    }
+
+    fn handle_packets(&mut self, counts: &mut metrics::Counts) -> Result<(), End> {
         loop {
             let packet = match self.io.decoder.decode(&mut self.io.inbuf) {
                 Ok(Some(p)) => p,
@@ -587,7 +600,7 @@ impl Connection {
                     return Err(End::violation(e.reason_code(), e.to_string()));
                 }
             };
-            metrics::packet_received(&packet);
+            counts.packet(&packet);
             self.client.last_packet = Instant::now();
             self.handle_packet(packet)?;
         }
@@ -610,6 +623,7 @@ impl Connection {
         let now = std::time::Instant::now();
         let taken = scratch.len();
         let mut sent = Vec::new();
+        let mut counts = metrics::Counts::default();
         for d in scratch.drain(..) {
             let seq = d.seq;
             if !self.client.out.fits(&d, now) {
@@ -624,9 +638,13 @@ impl Connection {
                     if seq != 0 && d.qos == crate::protocol::QoS::ExactlyOnce {
                         sent.push((pkid, seq));
                     }
-                    self.client
+                    if self
+                        .client
                         .out
-                        .publish(&mut self.io.outbuf, &d, pkid, false, now);
+                        .publish(&mut self.io.outbuf, &d, pkid, false, now)
+                    {
+                        counts.publish(d.qos as u8, true);
+                    }
                     if seq != 0 && d.qos == crate::protocol::QoS::AtMostOnce {
                         // A stored QoS 0 delivery (queued while offline) is done once sent.
                         self.state.store_delivered(&self.client.session, seq);
@@ -638,6 +656,7 @@ impl Connection {
                 }
             }
         }
+        metrics::sent(&counts);
         if let Some(t) = self.state.store_sent(&self.client.session, &sent) {
             // A later ticket completes after any earlier one: it is the only gate needed.
             self.write_gate = Some(t);

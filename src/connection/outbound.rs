@@ -88,7 +88,7 @@ impl Outbound {
         pkid: u16,
         dup: bool,
         now: Instant,
-    ) {
+    ) -> bool {
         let mut p = self.outgoing(d, pkid, dup, now);
         if self.alias_max > 0 {
             let aliases = self.aliases.get_or_insert_with(Box::default);
@@ -103,16 +103,12 @@ impl Outbound {
         }
         if let Err(e) = p.encode(self.version, out) {
             tracing::warn!(error = %e, "PUBLISH could not be encoded");
-            return;
+            return false;
         }
-        thread_local! {
-            static SENT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        if !dup {
+            crate::metrics::delivery_latency(d.msg.accepted, now);
         }
-        let n = SENT.with(|c| {
-            c.set(c.get().wrapping_add(1));
-            c.get()
-        });
-        crate::metrics::publish_sent(d.qos as u8, dup, d.msg.accepted, now, n);
+        true
     }
 
     /// Appends an ack or control packet. Without Request Problem Information, Reason String and

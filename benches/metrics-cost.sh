@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# What metrics cost: the QoS 0 scenarios (fan-in, fan-out, pairs-qos0) against Tern with its
+# metrics on (the default: Prometheus recorder installed, HTTP listener up) and off
+# (`[http] enabled = false`: no recorder, every metric call a no-op), alternately, in one run.
+# Prints medians and on/off ratios; issue 4's target is within 5% (ratio >= 0.95).
+# Usage: benches/metrics-cost.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=5
+[ "${1:-}" = --quick ] && REPS=1
+cargo build --release --bins --quiet
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "broker on port $1 did not start" >&2; exit 1
+}
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+ON=$(free_port)
+target/release/tern --bind 127.0.0.1 --port "$ON" --http-port 0 2>/dev/null &
+PIDS+=($!)
+OFF=$(free_port)
+printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n' "$OFF" >"$WORK/off.toml"
+target/release/tern --config "$WORK/off.toml" 2>/dev/null &
+PIDS+=($!)
+wait_port "$ON"; wait_port "$OFF"
+
+messages() { case "$1" in fan-in) echo 20000 ;; fan-out) echo 2000 ;; *) echo 4000 ;; esac; }
+run_one() {
+  target/release/tern-bench --port "$1" --scenario "$2" --messages "$(messages "$2")" 2>&1 \
+    | grep RESULT | field msgs_per_s
+}
+
+{
+  echo "Tern metrics on vs off, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores; medians of $REPS"
+  printf '%-11s %14s %14s %7s\n' scenario "on msgs/s" "off msgs/s" "on/off"
+} >"$WORK/table.txt"
+for s in fan-in fan-out pairs-qos0; do
+  : >"$WORK/on"; : >"$WORK/off"
+  for _ in $(seq 1 "$REPS"); do
+    run_one "$ON" "$s" >>"$WORK/on"
+    run_one "$OFF" "$s" >>"$WORK/off"
+  done
+  on=$(median <"$WORK/on"); off=$(median <"$WORK/off")
+  printf '%-11s %14s %14s %7s\n' "$s" "$on" "$off" "$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')" >>"$WORK/table.txt"
+done
+cat "$WORK/table.txt"
+mkdir -p benches/results
+cp "$WORK/table.txt" benches/results/metrics-cost-latest.txt
