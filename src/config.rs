@@ -135,6 +135,20 @@ impl Default for HttpConfig {
 pub struct LogConfig {
     /// A `tracing` filter: `error`, `warn`, `info`, `debug`, `trace`, or directives like `tern=debug`.
     pub level: String,
+    /// `text` (one readable line per event) or `json` (one JSON object per line, for log
+    /// collectors).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for ListenerConfig {
@@ -168,6 +182,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_string(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -203,6 +218,9 @@ pub enum ConfigError {
     },
 }
 
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "TERN_";
+
 impl Config {
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -216,11 +234,66 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names the source in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
+        Config::from_toml_with_env(text, origin, std::iter::empty())
+    }
+
+    /// Like [`Config::from_toml`], with environment overrides applied on top: a variable
+    /// `TERN_SECTION__KEY` sets `key` of `[section]` (`TERN_LIMITS__MAX_CONNECTIONS=500`). The
+    /// value is read as a TOML literal (number, boolean, quoted string) or else as a plain
+    /// string. Errors name the variable.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |path: &str, e: &dyn std::fmt::Display| ConfigError::Parse {
+            path: path.to_string(),
             message: e.to_string(),
-        })?;
-        config.validate(origin)?;
+        };
+        let overrides: Vec<(String, String)> = env
+            .filter(|(name, _)| {
+                name.strip_prefix(ENV_PREFIX)
+                    .is_some_and(|rest| rest.contains("__"))
+            })
+            .collect();
+        if overrides.is_empty() {
+            // Straight from the text: serde then sees the full range of each field's type.
+            let config: Config = toml::from_str(text).map_err(|e| parse_error(origin, &e))?;
+            config.validate(origin)?;
+            return Ok(config);
+        }
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, &e))?;
+        let mut overridden = Vec::new();
+        for (name, raw) in overrides {
+            let Some((section, key)) = name
+                .strip_prefix(ENV_PREFIX)
+                .and_then(|rest| rest.split_once("__"))
+            else {
+                continue;
+            };
+            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()));
+            let section = table
+                .entry(section.to_lowercase())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match section {
+                toml::Value::Table(t) => {
+                    t.insert(key.to_lowercase(), value);
+                }
+                _ => return Err(parse_error(&name, &"not a section")),
+            }
+            overridden.push(name);
+        }
+        let origin = match overridden.is_empty() {
+            true => origin.to_string(),
+            false => format!("{origin} with environment {}", overridden.join(", ")),
+        };
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| parse_error(&origin, &e))?;
+        config.validate(&origin)?;
         Ok(config)
     }
 
@@ -321,6 +394,51 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate("<defaults>").expect("defaults");
+    }
+
+    /// `TERN_SECTION__KEY` overrides the file, typed as TOML; bad ones are errors naming the
+    /// variable.
+    #[test]
+    fn environment_overrides_keys() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let c = Config::from_toml_with_env(
+            "[limits]\nmax_connections = 5\n",
+            "t.toml",
+            env(&[
+                ("TERN_LIMITS__MAX_CONNECTIONS", "500"),
+                ("TERN_LOG__LEVEL", "debug"),
+                ("TERN_HTTP__ENABLED", "false"),
+                ("TERN_LISTENER__BIND", "\"127.0.0.1\""),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_connections, 500);
+        assert_eq!(c.log.level, "debug");
+        assert!(!c.http.enabled);
+        assert_eq!(c.listener.bind.to_string(), "127.0.0.1");
+        let err =
+            Config::from_toml_with_env("", "t.toml", env(&[("TERN_LIMITS__MAX_CONECTIONS", "5")]))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("TERN_LIMITS__MAX_CONECTIONS") && err.contains("max_conections"),
+            "{err}"
+        );
+        let err =
+            Config::from_toml_with_env("", "t.toml", env(&[("TERN_LIMITS__RECEIVE_MAXIMUM", "0")]))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("TERN_LIMITS__RECEIVE_MAXIMUM") && err.contains("limits.receive_maximum"),
+            "{err}"
+        );
     }
 
     #[test]

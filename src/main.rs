@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tern::config::LogFormat;
 use tern::{Broker, Config};
 
 #[global_allocator]
@@ -29,6 +30,10 @@ struct Cli {
     /// any free port, logged).
     #[arg(long, value_name = "N")]
     http_port: Option<u16>,
+    /// Log filter (overrides `log.level`; `RUST_LOG` overrides both): error, warn, info, debug,
+    /// trace, or directives such as `tern=debug`.
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -127,10 +132,15 @@ fn check_store(path: &std::path::Path) -> ExitCode {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut config = match &cli.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
+    let (text, origin) = match &cli.config {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (String::new(), "<defaults>".to_string()),
     };
+    let mut config = Config::from_toml_with_env(&text, &origin, std::env::vars())?;
     if let Some(port) = cli.port {
         config.listener.port = port;
     }
@@ -140,6 +150,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(port) = cli.http_port {
         config.http.port = port;
     }
+    if let Some(filter) = &cli.log {
+        config.log.level = filter.clone();
+    }
     config.validate("<command line>")?;
     Ok(config)
 }
@@ -148,12 +161,16 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => fmt.json().init(),
         // Colour codes only for a terminal, not for journald or a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 fn run(config: Config) -> anyhow::Result<()> {

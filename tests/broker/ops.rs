@@ -220,3 +220,111 @@ async fn health_and_ready() {
     assert_eq!(get(b.http, "/nothing").await.0, 404);
     b.kill9();
 }
+
+/// Runs `tern` with `args` and extra environment; exit code, stdout, stderr.
+fn tern(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Environment variables `TERN_SECTION__KEY` override the file; CLI flags override both.
+#[test]
+fn environment_and_flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.toml");
+    std::fs::write(
+        &file,
+        "[limits]\nmax_connections = 5\n[log]\nlevel = \"warn\"\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = tern(
+        &["--config", f, "--log", "debug", "check-config"],
+        &[
+            ("TERN_LIMITS__MAX_CONNECTIONS", "7"),
+            ("TERN_HTTP__PORT", "9999"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("max_connections: 7"), "{out}");
+    assert!(out.contains("port: 9999"), "{out}");
+    assert!(out.contains("level: \"debug\""), "{out}");
+}
+
+/// Every kind of bad configuration is an error (exit status 2) naming where it came from, the
+/// key, and what is allowed.
+#[test]
+fn bad_configuration_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    let f = file.to_str().unwrap().to_string();
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "[limits]\nmax_conections = 5\n",
+            &["bad.toml", "max_conections"],
+        ),
+        (
+            "[limits]\nmax_connections = \"many\"\n",
+            &["bad.toml", "max_connections"],
+        ),
+        (
+            "[limits]\nreceive_maximum = 0\n",
+            &["bad.toml", "limits.receive_maximum", "1 to 65535"],
+        ),
+        ("[log]\nformat = \"xml\"\n", &["bad.toml", "xml", "json"]),
+        ("[listener\n", &["bad.toml"]),
+    ];
+    for (text, wanted) in cases {
+        std::fs::write(&file, text).unwrap();
+        let (code, _, err) = tern(&["--config", &f, "check-config"], &[]);
+        assert_eq!(code, 2, "{text}: {err}");
+        for w in wanted {
+            assert!(err.contains(w), "{text}: {err:?} lacks {w}");
+        }
+    }
+    let (code, _, err) = tern(&["--config", "/nonexistent/tern.toml", "check-config"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/tern.toml"), "{err}");
+    let (code, _, err) = tern(&["check-config"], &[("TERN_LIMITS__MAX_PACKET_SIZE", "1")]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("TERN_LIMITS__MAX_PACKET_SIZE") && err.contains("limits.max_packet_size"),
+        "{err}"
+    );
+}
+
+/// `[log] format = "json"` writes one JSON object per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["--bind", "127.0.0.1", "--port", "0", "--http-port", "0"])
+        .env("TERN_LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listener ready"))
+    })
+    .await
+    .unwrap()
+    .expect("a ready line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with('{') && first.ends_with('}'), "{first}");
+    assert!(first.contains("\"level\":\"INFO\""), "{first}");
+}
