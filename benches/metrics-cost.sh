@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What metrics cost: the QoS 0 scenarios (fan-in, fan-out, pairs-qos0) against Tern with its
-# metrics on (the default: Prometheus recorder installed, HTTP listener up) and off
-# (`[http] enabled = false`: no recorder, every metric call a no-op), alternately, in one run.
+# metrics on (the default: Prometheus recorder installed, HTTP listener up, $SYS every 10 s) and
+# off (`[http] enabled = false`, `[sys] interval_secs = 0`: no recorder, no counting),
+# alternately, in one run.
 # Prints medians and on/off ratios; issue 4's target is within 5% (ratio >= 0.95).
 # Usage: benches/metrics-cost.sh [--quick]
 set -euo pipefail
@@ -28,7 +29,7 @@ ON=$(free_port)
 target/release/tern --bind 127.0.0.1 --port "$ON" --http-port 0 2>/dev/null &
 PIDS+=($!)
 OFF=$(free_port)
-printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n' "$OFF" >"$WORK/off.toml"
+printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[sys]\ninterval_secs = 0\n' "$OFF" >"$WORK/off.toml"
 target/release/tern --config "$WORK/off.toml" 2>/dev/null &
 PIDS+=($!)
 wait_port "$ON"; wait_port "$OFF"

@@ -26,6 +26,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[http]`.
     pub http: HttpConfig,
+    /// `[sys]`.
+    pub sys: SysConfig,
 }
 
 /// `[listener]`: where plain MQTT over TCP is served.
@@ -126,6 +128,20 @@ impl Default for HttpConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 9883,
         }
+    }
+}
+
+/// `[sys]`: the `$SYS/broker/…` topics.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SysConfig {
+    /// Seconds between two publications (Mosquitto's `sys_interval`); 0 = none.
+    pub interval_secs: u64,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig { interval_secs: 10 }
     }
 }
 
@@ -304,6 +320,9 @@ impl Config {
             key,
             allowed,
         };
+        if self.sys.interval_secs > 86_400 {
+            return Err(invalid("sys.interval_secs", "0 (off) to 86400 seconds"));
+        }
         let l = &self.limits;
         if l.max_connections == 0 {
             return Err(invalid("limits.max_connections", "an integer ≥ 1"));

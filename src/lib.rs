@@ -9,6 +9,7 @@ pub mod protocol;
 mod server;
 pub mod session;
 pub mod store;
+mod sys;
 pub mod topic;
 
 pub use config::Config;

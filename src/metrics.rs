@@ -312,14 +312,56 @@ fn hot() -> &'static Hot {
     })
 }
 
+/// Keeps the per-message counters even without a Prometheus recorder (for `$SYS`).
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Running totals of the per-message counters (for `$SYS`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Packets of every type received.
+    pub packets_in: u64,
+    /// Packets of every type sent.
+    pub packets_out: u64,
+    /// PUBLISH packets received.
+    pub publish_in: u64,
+    /// PUBLISH packets sent (first sends).
+    pub publish_out: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// Deliveries refused at a full queue.
+    pub dropped: u64,
+}
+
+fn total(slot: usize) -> u64 {
+    SHARDED
+        .iter()
+        .map(|s| s.0[slot].load(Ordering::Relaxed))
+        .fold(0, u64::wrapping_add)
+}
+
+fn total_of(slots: std::ops::Range<usize>) -> u64 {
+    slots.map(total).fold(0, u64::wrapping_add)
+}
+
+/// The per-message counters summed over every thread.
+pub fn totals() -> Totals {
+    Totals {
+        packets_in: total_of(PACKETS_IN..PACKETS_IN + 15),
+        packets_out: total_of(PACKETS_OUT..PACKETS_OUT + 15),
+        publish_in: total_of(RECEIVED_QOS..RECEIVED_QOS + 3),
+        publish_out: total_of(SENT_QOS..SENT_QOS + 3),
+        bytes_in: total(BYTES_IN),
+        bytes_out: total(BYTES_OUT),
+        dropped: total(DROPPED_QUEUE_FULL),
+    }
+}
+
 /// Publishes the sharded counters' sums (called when Prometheus scrapes).
 pub fn sync() {
-    let total = |slot: usize| -> u64 {
-        SHARDED
-            .iter()
-            .map(|s| s.0[slot].load(Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
-    };
     let hot = hot();
     for (slot, counter) in &hot.counters {
         counter.absolute(total(*slot));

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use crate::broker::BrokerState;
 use crate::config::Config;
 use crate::connection::{self, Dormitory};
-use crate::{http, metrics};
+use crate::{http, metrics, sys};
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -94,6 +94,11 @@ impl Broker {
             tasks.clone(),
             shutdown_rx.clone(),
         ));
+        if state.config.sys.interval_secs > 0 {
+            metrics::enable();
+            let every = Duration::from_secs(state.config.sys.interval_secs);
+            tokio::spawn(sys::run(Arc::clone(&state), every, shutdown_rx.clone()));
+        }
         let (http_addr, http_task) = match http {
             Some((addr, ops, task)) => {
                 ops.set_ready(&state);

@@ -243,6 +243,15 @@ impl BrokerState {
         }
     }
 
+    /// Retains (in memory only) and routes a message the broker itself publishes about its
+    /// own process (`$SYS`): nothing of it is stored, and a restart starts it afresh.
+    pub fn publish_volatile(&self, msg: Arc<Message>) {
+        if msg.publish.retain {
+            self.retained.update(&msg);
+        }
+        metrics::routed(&self.router.route(&msg, None));
+    }
+
     /// The store of `session`, if it is stored.
     fn store_of(&self, session: &Session) -> Option<&durable::Durable> {
         self.durable.as_ref().filter(|_| session.stored)

@@ -84,7 +84,8 @@ async fn wait_for(b: &ChildBroker, name: &str, labels: &[&str], want: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_what_clients_do() {
     let dir = tempfile::tempdir().unwrap();
-    let b = ChildBroker::start(dir.path(), false, "fsync");
+    // No $SYS: its retained messages would move the retained figures on their own.
+    let b = ChildBroker::start_with(dir.path(), false, "fsync", "[sys]\ninterval_secs = 0\n");
     let before = Scrape::take(&b).await;
     for name in [
         "tern_connections",
@@ -327,4 +328,57 @@ async fn json_logs() {
     let _ = child.wait();
     assert!(first.starts_with('{') && first.ends_with('}'), "{first}");
     assert!(first.contains("\"level\":\"INFO\""), "{first}");
+}
+
+/// `$SYS/broker/…` topics, Mosquitto's names, retained: a subscriber to `$SYS/#` gets the
+/// version, uptime and client counts that match what is connected; `#` does not match them; a
+/// client cannot publish there (v5: PUBACK 0x87 Not authorized, nothing delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_topics_describe_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start_with(dir.path(), false, "fsync", "[sys]\ninterval_secs = 1\n");
+    let mut all = RawClient::connected(b.addr, V311, "sysall").await;
+    all.subscribe(V311, "#", 0).await;
+    let mut sys = RawClient::connected(b.addr, V311, "sysread").await;
+    sys.subscribe(V311, "$SYS/#", 0).await;
+    // Retained copies first, then fresh rounds each second; read until a round shows both
+    // clients connected.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = std::collections::HashMap::new();
+    loop {
+        let r = tokio::time::timeout_at(deadline, sys.recv_publish(V311))
+            .await
+            .expect("$SYS values in time");
+        let value = String::from_utf8_lossy(&r.payload).into_owned();
+        seen.insert(r.topic.clone(), value);
+        if seen
+            .get("$SYS/broker/clients/connected")
+            .map(String::as_str)
+            == Some("2")
+            && seen.contains_key("$SYS/broker/uptime")
+        {
+            break;
+        }
+    }
+    assert!(seen["$SYS/broker/version"].starts_with("tern version "));
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"));
+    // A client publishing under $SYS is refused and nothing reaches the readers.
+    let mut bad = RawClient::connected(b.addr, V5, "sysbad").await;
+    bad.send(
+        &Publish::new(V5, "$SYS/broker/uptime", b"forever")
+            .qos(1, 7)
+            .build(),
+    )
+    .await;
+    let (pkid, reason) = parse_ack(&bad.recv_expect(PUBACK).await);
+    assert_eq!((pkid, reason), (7, 0x87));
+    // `#` saw none of it: a fence is the first thing it gets.
+    pub_msg(&mut bad, V5, "fence", 0, b"fence").await;
+    assert_eq!(all.recv_publish(V311).await.payload, b"fence");
+    // The next rounds never carry the client's value.
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while let Ok(r) = tokio::time::timeout_at(until, sys.recv_publish(V311)).await {
+        assert_ne!(r.payload, b"forever");
+    }
+    b.kill9();
 }
