@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-for tool in mosquitto_pub mosquitto_sub python3 stdbuf; do
+for tool in mosquitto_pub mosquitto_sub python3 stdbuf curl; do
   command -v "$tool" >/dev/null || { echo "interop: $tool is not installed (see .ci/run)"; exit 2; }
 done
 
@@ -243,6 +243,53 @@ if python3 -c 'import paho.mqtt.client as m; m.CallbackAPIVersion' 2>/dev/null; 
   fi
 else
   fail "paho" "paho-mqtt 2.x is not installed (pip install 'paho-mqtt>=2,<3')"
+fi
+
+# Prometheus (Tern only): the exposition passes promtool's checks, and a real Prometheus server
+# scrapes it and answers a query for a Tern series.
+if [ -n "$BROKER_PID" ]; then
+  if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    fail "prometheus" "promtool/prometheus not installed (apt-get install prometheus; see .ci/run)"
+  else
+    if curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics.txt" \
+      && promtool check metrics <"$WORK/metrics.txt" >"$WORK/promtool.out" 2>&1; then
+      pass "promtool check metrics: $(grep -c '^# TYPE tern_' "$WORK/metrics.txt") Tern metrics, no problems"
+    else
+      fail "promtool check metrics" "$(head -5 "$WORK/promtool.out" 2>/dev/null || echo 'no /metrics')"
+    fi
+    PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat >"$WORK/prometheus.yml" <<YML
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: tern
+    static_configs:
+      - targets: ["127.0.0.1:$HTTP_PORT"]
+YML
+    prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prom" \
+      --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
+    PROM_PID=$!
+    found=""
+    for _ in $(seq 1 300); do # 30 s at most
+      if curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query?query=tern_uptime_seconds" >"$WORK/query.json" 2>/dev/null \
+        && grep -q '"__name__":"tern_uptime_seconds"' "$WORK/query.json"; then
+        found=1; break
+      fi
+      sleep 0.1
+    done
+    kill "$PROM_PID" 2>/dev/null || true
+    wait "$PROM_PID" 2>/dev/null || true
+    if [ -n "$found" ]; then
+      pass "Prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}') scrapes Tern: tern_uptime_seconds queryable"
+    else
+      fail "Prometheus scrape" "no tern_uptime_seconds after 30 s: $(tail -3 "$WORK/prometheus.log")"
+    fi
+  fi
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/ready")" = 200 ]; then
+    pass "GET /ready: 200"
+  else
+    fail "GET /ready" "not 200"
+  fi
 fi
 
 if [ -n "$BROKER_PID" ]; then
