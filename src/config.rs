@@ -28,6 +28,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[sys]`.
     pub sys: SysConfig,
+    /// `[shutdown]`.
+    pub shutdown: ShutdownConfig,
 }
 
 /// `[listener]`: where plain MQTT over TCP is served.
@@ -142,6 +144,21 @@ pub struct SysConfig {
 impl Default for SysConfig {
     fn default() -> Self {
         SysConfig { interval_secs: 10 }
+    }
+}
+
+/// `[shutdown]`: what SIGTERM/SIGINT do.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Seconds clients get to receive their DISCONNECT and the store to be flushed before Tern
+    /// exits anyway.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_secs: 5 }
     }
 }
 
@@ -320,6 +337,9 @@ impl Config {
             key,
             allowed,
         };
+        if !(1..=3_600).contains(&self.shutdown.grace_secs) {
+            return Err(invalid("shutdown.grace_secs", "1 to 3600 seconds"));
+        }
         if self.sys.interval_secs > 86_400 {
             return Err(invalid("sys.interval_secs", "0 (off) to 86400 seconds"));
         }

@@ -16,9 +16,6 @@ use crate::config::Config;
 use crate::connection::{self, Dormitory};
 use crate::{http, metrics, sys};
 
-/// How long shutdown waits for connections to say goodbye.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -51,6 +48,7 @@ pub enum StartError {
 
 /// A running broker. Call [`Broker::shutdown`] to stop it.
 pub struct Broker {
+    state: Arc<BrokerState>,
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
@@ -108,12 +106,13 @@ impl Broker {
         };
         let accept_task = tokio::spawn(accept_loop(
             listener,
-            state,
+            Arc::clone(&state),
             shutdown_rx,
             dormitory.clone(),
             tasks,
         ));
         Ok(Broker {
+            state,
             local_addr,
             http_addr,
             shutdown,
@@ -138,15 +137,24 @@ impl Broker {
         self.dormitory.len()
     }
 
-    /// Stops accepting, disconnects every client (v5: DISCONNECT 0x8B) and waits for them, at
-    /// most a few seconds.
+    /// Stops accepting, disconnects every client (v5: DISCONNECT 0x8B), waits for them to hand
+    /// their sessions back, and flushes the store: at most `shutdown.grace_secs` in all.
     pub async fn shutdown(self) {
+        let grace = Duration::from_secs(self.state.config.shutdown.grace_secs);
+        let deadline = tokio::time::Instant::now() + grace;
         let _ = self.shutdown.send(true);
         if let Err(e) = self.accept_task.await {
             warn!(error = %e, "accept loop ended abnormally");
         }
+        if let Some(flushed) = self.state.flush_store() {
+            match tokio::time::timeout_at(deadline, flushed.wait()).await {
+                Ok(Ok(())) => debug!("store flushed"),
+                Ok(Err(e)) => warn!(error = %e, "store flush failed"),
+                Err(_) => warn!("store not flushed within the shutdown grace period"),
+            }
+        }
         if let Some(t) = self.http_task {
-            let _ = t.await;
+            let _ = tokio::time::timeout_at(deadline, t).await;
         }
     }
 }
@@ -197,10 +205,8 @@ async fn accept_loop(
     drop(listener);
     state.begin_shutdown();
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
+    let grace = Duration::from_secs(state.config.shutdown.grace_secs);
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         warn!(
             remaining = tasks.len(),
             "connections still open after the shutdown grace period"

@@ -243,6 +243,12 @@ impl BrokerState {
         }
     }
 
+    /// Completes once everything written to the store so far is durable (shutdown); `None`
+    /// without persistence.
+    pub fn flush_store(&self) -> Option<crate::store::Ticket> {
+        self.durable.as_ref().map(durable::Durable::flush)
+    }
+
     /// Retains (in memory only) and routes a message the broker itself publishes about its
     /// own process (`$SYS`): nothing of it is stored, and a restart starts it afresh.
     pub fn publish_volatile(&self, msg: Arc<Message>) {

@@ -824,3 +824,32 @@ async fn session_present_holds_across_an_immediate_kill_9() {
         broker.kill9();
     }
 }
+
+/// SIGTERM flushes the store: an acknowledgement Tern wrote without waiting (a subscriber's
+/// PUBACK) is durable once Tern has exited 0, so the message is not delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow batches: the acknowledgement is still waiting for its batch when SIGTERM comes.
+    let slow = "batch_wait_us = 500000\n";
+    let broker = ChildBroker::start_with(dir.path(), true, "fsync", slow);
+    let (mut s, _) = connect_persistent(broker.addr, V5, "term", false).await;
+    sub_all(&mut s, V5, &["t/#"], 1).await;
+    let mut publ = RawClient::connected(broker.addr, V5, "tpub").await;
+    pub_msg(&mut publ, V5, "t/x", 1, b"once").await;
+    let r = s.recv_publish(V5).await;
+    s.send(&puback(r.pkid)).await;
+    // PINGRESP: the PUBACK before it was handled (its write submitted).
+    s.send(&pingreq()).await;
+    s.recv_expect(PINGRESP).await;
+    assert_eq!(broker.terminate(), Some(0));
+
+    let broker = ChildBroker::start_with(dir.path(), true, "fsync", slow);
+    let (mut s, present) = connect_persistent(broker.addr, V5, "term", false).await;
+    assert!(present);
+    let mut fence = RawClient::connected(broker.addr, V5, "tfence").await;
+    pub_msg(&mut fence, V5, "t/fence", 0, b"fence").await;
+    let again = collect_until(&mut s, V5, b"fence").await;
+    assert!(again.is_empty(), "delivered again: {:?}", payloads(&again));
+    broker.kill9();
+}

@@ -279,6 +279,11 @@ impl Durable {
         self.pending.lock().len()
     }
 
+    /// Completes once everything submitted before is applied (batches apply in order).
+    pub fn flush(&self) -> Ticket {
+        self.committer.submit(Vec::new())
+    }
+
     /// Collects the writes of one PUBLISH.
     pub fn batch(&self) -> PublishBatch<'_> {
         PublishBatch {
