@@ -104,3 +104,40 @@ async fn ready(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn status(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.split_whitespace().nth(1).unwrap().to_string()
+    }
+
+    /// `/health` answers from the start; `/ready` only once the broker is up (503 while the store
+    /// is being read back).
+    #[tokio::test]
+    async fn ready_only_once_the_broker_is_up() {
+        let prometheus = crate::metrics::install().unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let (addr, ops, _task) = super::start("127.0.0.1:0".parse().unwrap(), prometheus, rx)
+            .await
+            .unwrap();
+        assert_eq!(status(addr, "/health").await, "200");
+        assert_eq!(status(addr, "/ready").await, "503");
+        let state = std::sync::Arc::new(crate::broker::BrokerState::new(
+            crate::config::Config::default(),
+        ));
+        ops.set_ready(&state);
+        assert_eq!(status(addr, "/ready").await, "200");
+        assert_eq!(status(addr, "/metrics").await, "200");
+    }
+}

@@ -382,3 +382,35 @@ async fn sys_topics_describe_the_broker() {
     }
     b.kill9();
 }
+
+/// Names `tern_…` in `text` (a metric name is letters, digits and underscores).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("tern_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every series the Grafana dashboard (deploy/) queries is one Tern declares.
+#[test]
+fn grafana_dashboard_uses_declared_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let declared = metric_names(&std::fs::read_to_string(root.join("src/metrics.rs")).unwrap());
+    let dashboard = std::fs::read_to_string(root.join("deploy/grafana-dashboard.json")).unwrap();
+    let used = metric_names(&dashboard);
+    assert!(used.len() >= 10, "{used:?}");
+    for name in used {
+        let base = name.strip_suffix("_bucket").unwrap_or(&name).to_string();
+        assert!(
+            declared.contains(&base),
+            "dashboard queries undeclared {name}"
+        );
+    }
+}
