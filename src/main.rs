@@ -9,6 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tern::config::LogFormat;
 use tern::{Broker, Config};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -75,13 +78,13 @@ fn main() -> ExitCode {
         Some(Command::Store {
             action: StoreAction::Check,
         }) => {
-            init_logging(&config);
+            let _ = init_logging(&config);
             return check_store(&config.persistence.path);
         }
         None => {}
     }
-    init_logging(&config);
-    match run(config) {
+    let log = init_logging(&config);
+    match run(config, &cli, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -157,42 +160,73 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => fmt.json().init(),
-        // Colour codes only for a terminal, not for journald or a log file.
-        LogFormat::Text => fmt
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
+/// Changes the log filter of the running process (SIGHUP).
+type LogReload = reload::Handle<EnvFilter, Registry>;
+
+/// The log filter: `RUST_LOG` if set, else `log.level`.
+fn log_filter(config: &Config) -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn init_logging(config: &Config) -> LogReload {
+    let (filter, handle) = reload::Layer::new(log_filter(config));
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        // Colour codes only for a terminal, not for journald or a log file.
+        LogFormat::Text => registry
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .init(),
+    }
+    handle
+}
+
+fn run(config: Config, cli: &Cli, log: &LogReload) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
         let broker = Broker::start(config).await?;
-        wait_for_signal().await?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => { r.context("cannot watch SIGINT")?; break; }
+                _ = term.recv() => break,
+                _ = hup.recv() => reload(&broker, cli, log),
+            }
+        }
         tracing::info!("shutting down");
         broker.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
-        _ = term.recv() => {}
+/// SIGHUP: reads the configuration again (file, environment, flags) and puts in force what can
+/// change while running; a bad file changes nothing.
+fn reload(broker: &Broker, cli: &Cli, log: &LogReload) {
+    let config = match load_config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload refused; the running configuration stays");
+            return;
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_none() {
+        if let Err(e) = log.reload(log_filter(&config)) {
+            tracing::warn!(error = %e, "log filter not reloaded");
+        }
     }
-    Ok(())
+    for key in broker.reload(config) {
+        tracing::warn!(
+            key,
+            "changed, but only a restart applies it; the running value stays"
+        );
+    }
+    tracing::info!("configuration reloaded");
 }

@@ -92,11 +92,12 @@ impl Broker {
             tasks.clone(),
             shutdown_rx.clone(),
         ));
-        if state.config.sys.interval_secs > 0 {
+        // Without a reader (no HTTP listener, no $SYS) nothing is counted until a reload turns
+        // $SYS on.
+        if state.config().sys.interval_secs > 0 || state.config().http.enabled {
             metrics::enable();
-            let every = Duration::from_secs(state.config.sys.interval_secs);
-            tokio::spawn(sys::run(Arc::clone(&state), every, shutdown_rx.clone()));
         }
+        tokio::spawn(sys::run(Arc::clone(&state), shutdown_rx.clone()));
         let (http_addr, http_task) = match http {
             Some((addr, ops, task)) => {
                 ops.set_ready(&state);
@@ -127,6 +128,15 @@ impl Broker {
         self.local_addr
     }
 
+    /// Puts reloaded settings in force (SIGHUP); returns the keys that changed but need a
+    /// restart (they keep their running values).
+    pub fn reload(&self, config: crate::Config) -> Vec<&'static str> {
+        if config.sys.interval_secs > 0 {
+            metrics::enable();
+        }
+        self.state.reload(config)
+    }
+
     /// The address of the operations HTTP listener, when `[http] enabled`.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
@@ -140,7 +150,7 @@ impl Broker {
     /// Stops accepting, disconnects every client (v5: DISCONNECT 0x8B), waits for them to hand
     /// their sessions back, and flushes the store: at most `shutdown.grace_secs` in all.
     pub async fn shutdown(self) {
-        let grace = Duration::from_secs(self.state.config.shutdown.grace_secs);
+        let grace = Duration::from_secs(self.state.config().shutdown.grace_secs);
         let deadline = tokio::time::Instant::now() + grace;
         let _ = self.shutdown.send(true);
         if let Err(e) = self.accept_task.await {
@@ -184,7 +194,7 @@ async fn accept_loop(
     dormitory: Dormitory,
     tasks: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
+    let permits = Arc::new(Semaphore::new(state.config().limits.max_connections));
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -205,7 +215,7 @@ async fn accept_loop(
     drop(listener);
     state.begin_shutdown();
     tasks.close();
-    let grace = Duration::from_secs(state.config.shutdown.grace_secs);
+    let grace = Duration::from_secs(state.config().shutdown.grace_secs);
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         warn!(
             remaining = tasks.len(),

@@ -43,16 +43,26 @@ struct Rates {
     bytes_sent: Load,
 }
 
-/// Publishes the `$SYS` topics now and every `interval` until `shutdown` flips.
-pub async fn run(state: Arc<BrokerState>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+/// How often a disabled publisher looks whether a reload turned it on.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Publishes the `$SYS` topics now and every `[sys] interval_secs` (read each round, so a
+/// reload changes it) until `shutdown` flips.
+pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
     let mut rates = Rates::default();
-    let mut tick = tokio::time::interval(interval);
     let mut previous = Instant::now();
+    let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+        let interval = state.config().sys.interval_secs;
+        if interval == 0 {
+            wait = IDLE_CHECK;
+            continue;
+        }
+        wait = Duration::from_secs(interval);
         let now = Instant::now();
         let secs = now.duration_since(previous).as_secs_f64().max(0.001);
         previous = now;

@@ -10,6 +10,8 @@ mod router;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 pub use durable::{check as check_store, StoreReport};
@@ -29,8 +31,9 @@ use crate::topic;
 
 /// Shared broker state; one per running broker.
 pub struct BrokerState {
-    /// Settings in force.
-    pub config: Config,
+    /// Settings in force; replaced whole by a reload (SIGHUP), so a reader sees one
+    /// consistent version.
+    config: ArcSwap<Config>,
     registry: Registry,
     router: Router,
     retained: Retained,
@@ -65,7 +68,7 @@ impl BrokerState {
     /// Empty state with these settings.
     pub fn new(config: Config) -> BrokerState {
         BrokerState {
-            config,
+            config: ArcSwap::from_pointee(config),
             registry: Registry::default(),
             router: Router::default(),
             retained: Retained::default(),
@@ -82,8 +85,9 @@ impl BrokerState {
         let mut state = BrokerState::new(config);
         let mut sessions = Vec::new();
         let mut ended_wills = Vec::new();
-        if state.config.persistence.enabled {
-            let (durable, recovered) = durable::Durable::open(&state.config.persistence)?;
+        let persistence = state.config().persistence.clone();
+        if persistence.enabled {
+            let (durable, recovered) = durable::Durable::open(&persistence)?;
             for msg in &recovered.retained {
                 state.retained.update(msg);
             }
@@ -112,7 +116,8 @@ impl BrokerState {
         self: &Arc<Self>,
         stored: durable::StoredSession,
     ) -> Option<(Arc<str>, u64)> {
-        let limits = &self.config.limits;
+        let config = self.config();
+        let limits = &config.limits;
         let client_id: Arc<str> = stored.client_id.into();
         let mut session = Session::new(
             Arc::clone(&client_id),
@@ -122,7 +127,7 @@ impl BrokerState {
         session.stored = true;
         let mailbox = Arc::new(Mailbox::new(
             limits.max_queued_messages,
-            self.config.session.queue_qos0_offline,
+            config.session.queue_qos0_offline,
         ));
         for (filter, sub) in stored.subscriptions {
             let Ok((share, plain)) = topic::parse_subscription(&filter, usize::MAX) else {
@@ -243,6 +248,40 @@ impl BrokerState {
         }
     }
 
+    /// The settings in force (a reload replaces them; keep the guard only briefly).
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Puts reloaded settings in force. What only a restart can change (listeners, the store,
+    /// the log format) is kept as it is; returns the keys that changed there, to report.
+    pub fn reload(&self, mut new: Config) -> Vec<&'static str> {
+        let old = self.config.load_full();
+        let mut ignored = Vec::new();
+        if new.listener != old.listener {
+            ignored.push("listener");
+            new.listener = old.listener.clone();
+        }
+        if new.http != old.http {
+            ignored.push("http");
+            new.http = old.http.clone();
+        }
+        if new.persistence != old.persistence {
+            ignored.push("persistence");
+            new.persistence = old.persistence.clone();
+        }
+        if new.log.format != old.log.format {
+            ignored.push("log.format");
+            new.log.format = old.log.format;
+        }
+        if new.limits.max_connections != old.limits.max_connections {
+            ignored.push("limits.max_connections");
+            new.limits.max_connections = old.limits.max_connections;
+        }
+        self.config.store(Arc::new(new));
+        ignored
+    }
+
     /// Completes once everything written to the store so far is durable (shutdown); `None`
     /// without persistence.
     pub fn flush_store(&self) -> Option<crate::store::Ticket> {
@@ -328,7 +367,8 @@ impl BrokerState {
         window: u16,
         will: Option<(&Message, u32)>,
     ) -> Attached {
-        let limits = &self.config.limits;
+        let config = self.config();
+        let limits = &config.limits;
         let mut attached = self
             .registry
             .attach(
@@ -337,7 +377,7 @@ impl BrokerState {
                 || {
                     Mailbox::new(
                         limits.max_queued_messages,
-                        self.config.session.queue_qos0_offline,
+                        config.session.queue_qos0_offline,
                     )
                 },
                 || Session::new(Arc::clone(client_id), expiry_interval, window),
@@ -518,7 +558,8 @@ impl BrokerState {
         id: Option<u32>,
         v5: bool,
     ) -> SubscribeResult {
-        let limits = &self.config.limits;
+        let config = self.config();
+        let limits = &config.limits;
         let refused = |code| {
             SubscribeResult::Refused(if v5 {
                 code

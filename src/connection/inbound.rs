@@ -97,7 +97,7 @@ impl Connection {
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
         self.resolve_alias(&mut p)?;
-        let limits = &self.state.config.limits;
+        let limits = &self.state.config().limits;
         let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {
             metrics::limit_hit("max_topic_levels");
             debug!(topic = %p.topic, error = %e, "PUBLISH refused");
@@ -180,7 +180,7 @@ impl Connection {
         let Some(alias) = p.properties.topic_alias.take() else {
             return Ok(());
         };
-        if alias == 0 || alias > self.state.config.limits.topic_alias_maximum {
+        if alias == 0 || alias > self.state.config().limits.topic_alias_maximum {
             return Err(End::violation(
                 ReasonCode::TopicAliasInvalid,
                 "[MQTT-3.3.2-9] topic alias out of range",

@@ -103,8 +103,8 @@ fn resume(
 /// Answers a connection over `max_connections`: reads its CONNECT and refuses it (v5: 0x97
 /// Quota exceeded; v3: 0x03 Server unavailable).
 pub async fn refuse_busy(stream: TcpStream, state: Arc<BrokerState>) {
-    let mut io = Io::new(stream, state.config.limits.max_packet_size);
-    let deadline = Instant::now() + state.config.connect_timeout();
+    let mut io = Io::new(stream, state.config().limits.max_packet_size);
+    let deadline = Instant::now() + state.config().connect_timeout();
     if let Ok(c) = io.read_connect(deadline).await {
         let reason = if c.version.is_v5() {
             ReasonCode::QuotaExceeded
@@ -239,8 +239,8 @@ impl Connection {
         dormitory: Dormitory,
         slot: Slot,
     ) -> Option<Box<Self>> {
-        let mut io = Io::new(stream, state.config.limits.max_packet_size);
-        let deadline = Instant::now() + state.config.connect_timeout();
+        let mut io = Io::new(stream, state.config().limits.max_packet_size);
+        let deadline = Instant::now() + state.config().connect_timeout();
         let read = tokio::select! {
             r = io.read_connect(deadline) => r,
             _ = shutdown.changed() => Err("broker shutting down".to_string()),
@@ -257,7 +257,7 @@ impl Connection {
             }
         };
         let version = connect.version;
-        let accepted = match handshake::accept(&connect, &state.config) {
+        let accepted = match handshake::accept(&connect, &state.config()) {
             Ok(a) => a,
             Err(reason) => {
                 debug!(?reason, "CONNECT refused");
@@ -288,7 +288,7 @@ impl Connection {
         // The store keeps the will of a persistent session, so a crash still publishes it.
         let stored_will = will
             .as_ref()
-            .filter(|_| state.config.persistence.enabled && accepted.session_expiry > 0)
+            .filter(|_| state.config().persistence.enabled && accepted.session_expiry > 0)
             .map(|w| (will_message(w.clone()), w.delay_interval.unwrap_or(0)));
         let mut attached = state
             .attach(
@@ -310,7 +310,7 @@ impl Connection {
             &accepted,
             version,
             attached.session_present,
-            &state.config,
+            &state.config(),
         ));
         if protocol::encode(&ack, version, &mut io.outbuf).is_err() {
             debug!("CONNACK could not be encoded");
@@ -463,7 +463,7 @@ impl Connection {
             metrics::keepalive_timeout();
             return Some(Stop::End(End::KeepAlive));
         }
-        if let Some(after) = self.state.config.dormant_after() {
+        if let Some(after) = self.state.config().dormant_after() {
             if self.last_activity + after <= now && self.is_idle() {
                 return Some(Stop::Quiet);
             }
@@ -570,7 +570,11 @@ impl Connection {
         let now = Instant::now();
         let next = next_wake(&state, &client, now, now);
         Some(Box::new(Connection {
-            io: Io::for_version(stream, state.config.limits.max_packet_size, client.version),
+            io: Io::for_version(
+                stream,
+                state.config().limits.max_packet_size,
+                client.version,
+            ),
             client_id: Arc::clone(client.session.client_id()),
             state,
             timer: Box::pin(tokio::time::sleep_until(next)),
@@ -749,7 +753,7 @@ fn next_wake(
 ) -> Instant {
     /// Re-check once a day when nothing else is due.
     const FAR: Duration = Duration::from_secs(86_400);
-    let mut next = match state.config.dormant_after() {
+    let mut next = match state.config().dormant_after() {
         // Not before a quarter of the period: a busy-but-idle-looking moment is re-checked
         // soon, not in a spin.
         Some(after) => (last_activity + after).max(now + after / 4),

@@ -6,11 +6,14 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A `tern` process on an ephemeral port.
 pub struct ChildBroker {
     child: Child,
+    /// Every log line so far.
+    log: Arc<Mutex<Vec<String>>>,
     /// The MQTT listener.
     pub addr: SocketAddr,
     /// The HTTP listener (/metrics, /health, /ready).
@@ -45,6 +48,8 @@ impl ChildBroker {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&log);
         // Reads the log until both listeners' addresses appear, then keeps draining it.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -56,6 +61,7 @@ impl ChildBroker {
                     .and_then(|a| a.parse::<SocketAddr>().ok())
             };
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 mqtt = mqtt.or_else(|| after(&line, " address="));
                 http = http.or_else(|| after(&line, "url=http://"));
                 if let (Some(m), Some(h)) = (mqtt, http) {
@@ -68,7 +74,41 @@ impl ChildBroker {
         let (addr, http) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("tern started and logged its addresses");
-        ChildBroker { child, addr, http }
+        ChildBroker {
+            child,
+            log,
+            addr,
+            http,
+        }
+    }
+
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hup(&self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    }
+
+    /// Waits (at most 10 s) until the `n`th log line containing `needle` appears; returns it.
+    pub fn wait_log(&self, needle: &str, n: usize) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<String> = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            if found.len() >= n {
+                return found[n - 1].clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line {n} with {needle:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, then waits (at most 15 s) for the exit; its exit code.

@@ -414,3 +414,50 @@ fn grafana_dashboard_uses_declared_metrics() {
         );
     }
 }
+
+/// SIGHUP reloads the file: a limit changes for the running broker, a listener change is
+/// reported as needing a restart (and not applied), and a broken file changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start_with(
+        dir.path(),
+        false,
+        "fsync",
+        "[limits]\nmax_subscriptions_per_client = 1\n",
+    );
+    let two = |id: &'static str| async move {
+        let mut c = RawClient::connected(b.addr, V5, id).await;
+        let first = sub_raw(&mut c, V5, &[("a/1", 0)], &[]).await;
+        let second = sub_raw(&mut c, V5, &[("a/2", 0)], &[]).await;
+        (first[0], second[0])
+    };
+    assert_eq!(two("hup1").await, (0x00, 0x97));
+    let file = dir.path().join("tern.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let reloaded = text
+        .replace(
+            "max_subscriptions_per_client = 1",
+            "max_subscriptions_per_client = 10",
+        )
+        .replace(
+            "bind = \"127.0.0.1\"\nport = 0\n\n[http]",
+            "bind = \"0.0.0.0\"\nport = 0\n\n[http]",
+        );
+    assert_ne!(reloaded, text);
+    std::fs::write(&file, &reloaded).unwrap();
+    b.hup();
+    b.wait_log("configuration reloaded", 1);
+    let warning = b.wait_log("only a restart applies it", 1);
+    assert!(warning.contains("listener"), "{warning}");
+    assert_eq!(two("hup2").await, (0x00, 0x00));
+    // Still on its first address: the listener change was not applied.
+    RawClient::connected(b.addr, V311, "hup3").await;
+
+    std::fs::write(&file, "[limits\n").unwrap();
+    b.hup();
+    let refused = b.wait_log("reload refused", 1);
+    assert!(refused.contains("tern.toml"), "{refused}");
+    assert_eq!(two("hup4").await, (0x00, 0x00));
+    b.kill9();
+}
