@@ -26,11 +26,11 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 ON=$(free_port)
-target/release/tern --bind 127.0.0.1 --port "$ON" --http-port 0 2>/dev/null &
+target/release/tern --bind 127.0.0.1 --port "$ON" --http-port 0 --log warn 2>/dev/null &
 PIDS+=($!)
 OFF=$(free_port)
 printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[sys]\ninterval_secs = 0\n' "$OFF" >"$WORK/off.toml"
-target/release/tern --config "$WORK/off.toml" 2>/dev/null &
+target/release/tern --config "$WORK/off.toml" --log warn 2>/dev/null &
 PIDS+=($!)
 wait_port "$ON"; wait_port "$OFF"
 

@@ -46,12 +46,12 @@ start_broker() {
     off)
       printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[limits]\nmax_queued_messages = %s\n' \
         "$port" "$queued" >"$dir/t.toml"
-      target/release/tern --config "$dir/t.toml" --http-port 0 2>/dev/null &
+      target/release/tern --config "$dir/t.toml" --http-port 0 --log warn 2>/dev/null &
       ;;
     *)
       printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[limits]\nmax_queued_messages = %s\n[persistence]\nenabled = true\npath = "%s/data"\ndurability = "%s"\n' \
         "$port" "$queued" "$dir" "$kind" >"$dir/t.toml"
-      target/release/tern --config "$dir/t.toml" --http-port 0 2>"$dir/log" &
+      target/release/tern --config "$dir/t.toml" --http-port 0 --log warn 2>"$dir/log" &
       ;;
   esac
   PID=$!

@@ -44,13 +44,14 @@ max_connections -1
 max_queued_messages 1000
 persistence false
 log_dest none
-# Tern sets TCP_NODELAY on every connection; give Mosquitto the same.
+# Tern sets TCP_NODELAY on every connection; give Mosquitto the same. Neither logs per
+# connection (log_dest none; Tern --log warn).
 set_tcp_nodelay true
 CONF
 "$MOSQUITTO" -c "$WORK/mosquitto.conf" &
 MPID=$!; PIDS+=("$MPID")
 TPORT=$(free_port)
-target/release/tern --bind 127.0.0.1 --port "$TPORT" --http-port 0 2>"$WORK/tern.log" &
+target/release/tern --bind 127.0.0.1 --port "$TPORT" --http-port 0 --log warn 2>"$WORK/tern.log" &
 TPID=$!; PIDS+=("$TPID")
 wait_port "$MPORT"; wait_port "$TPORT"
 
@@ -73,7 +74,7 @@ run_one() {
     local fresh fport before after line
     fport=$(free_port)
     if [ "$port" = "$TPORT" ]; then
-      target/release/tern --bind 127.0.0.1 --port "$fport" --http-port 0 2>/dev/null &
+      target/release/tern --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
     else
       sed "s/^listener .*/listener $fport 127.0.0.1/" "$WORK/mosquitto.conf" >"$WORK/idle.conf"
       "$MOSQUITTO" -c "$WORK/idle.conf" &

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
-use tracing::{debug, debug_span, warn, Instrument};
+use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::broker::{BrokerState, Mailbox};
 use crate::metrics;
@@ -260,7 +260,7 @@ impl Connection {
         let accepted = match handshake::accept(&connect, &state.config()) {
             Ok(a) => a,
             Err(reason) => {
-                debug!(?reason, "CONNECT refused");
+                info!(client_id = %connect.client_id, ?reason, "CONNECT refused");
                 metrics::connect_refused(reason as u8);
                 let ack = Packet::ConnAck(handshake::refusal(reason));
                 metrics::packet_sent(&ack);
@@ -321,7 +321,13 @@ impl Connection {
             ProtocolVersion::V311 => "3.1.1",
             ProtocolVersion::V5 => "5",
         });
-        debug!(version = ?version, clean_start, present = attached.session_present, "connected");
+        info!(
+            client_id = %client_id,
+            version = ?version,
+            clean_start,
+            present = attached.session_present,
+            "client connected"
+        );
         let now = Instant::now();
         let client = Client {
             version,
@@ -674,13 +680,14 @@ impl Connection {
 
     /// Sends the final DISCONNECT (v5), hands the session back and publishes the will if due.
     async fn finish(mut self: Box<Self>, end: End) {
+        let client_id = &*self.client_id;
         match &end {
             End::Violation(code, why) => {
                 metrics::protocol_violation(*code as u8);
-                debug!(reason = ?code, why, "closing connection");
+                info!(client_id, reason = ?code, why, "client disconnected: protocol violation");
             }
-            End::Lost(why) => debug!(why, "connection lost"),
-            other => debug!(end = ?other, "connection ended"),
+            End::Lost(why) => info!(client_id, why, "client disconnected: connection lost"),
+            other => info!(client_id, end = ?other, "client disconnected"),
         }
         if self.client.version.is_v5() {
             if let Some(reason) = end.reason() {

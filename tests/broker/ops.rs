@@ -461,3 +461,23 @@ async fn sighup_reloads_the_configuration() {
     assert_eq!(two("hup4").await, (0x00, 0x00));
     b.kill9();
 }
+
+/// SIGTERM: connected v5 clients get DISCONNECT 0x8B (Server shutting down), the process exits
+/// 0, and connects and disconnects were logged at info with the client id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_says_goodbye_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start(dir.path(), false, "fsync");
+    let mut c = RawClient::connected(b.addr, V5, "bye5").await;
+    let line = b.wait_log("client connected", 1);
+    assert!(line.contains("INFO") && line.contains("bye5"), "{line}");
+    let addr = b.addr;
+    let code = tokio::task::spawn_blocking(move || b.terminate())
+        .await
+        .unwrap();
+    let (first, body) = c.recv_packet().await;
+    assert_eq!(first, DISCONNECT);
+    assert_eq!(body.first(), Some(&0x8B));
+    assert_eq!(code, Some(0));
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
