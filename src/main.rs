@@ -43,8 +43,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Checks the configuration and prints it, without starting.
-    CheckConfig,
+    /// Checks the configuration (FILE, or --config) and prints the effective settings
+    /// (file, environment and flags merged), without starting.
+    CheckConfig {
+        /// The file to check (instead of --config).
+        file: Option<PathBuf>,
+    },
     /// Works on the persistence store (`[persistence] path`) while Tern is stopped.
     Store {
         #[command(subcommand)]
@@ -70,7 +74,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::CheckConfig) => {
+        Some(Command::CheckConfig { .. }) => {
             println!("{config:#?}");
             println!("configuration OK");
             return ExitCode::SUCCESS;
@@ -135,7 +139,11 @@ fn check_store(path: &std::path::Path) -> ExitCode {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let (text, origin) = match &cli.config {
+    let file = match &cli.command {
+        Some(Command::CheckConfig { file: Some(f) }) => Some(f),
+        _ => cli.config.as_ref(),
+    };
+    let (text, origin) = match file {
         Some(path) => (
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?,

@@ -100,6 +100,8 @@ const KICKED: u8 = 2;
 /// Its session is in the store: QoS 1/2 deliveries to it are stored before the publisher is
 /// acknowledged.
 const STORED: u8 = 4;
+/// Deliveries were refused at the limit since the queue last drained (logged once per episode).
+const OVERFLOWED: u8 = 8;
 
 /// One client's queue of pending deliveries.
 #[derive(Debug)]
@@ -161,6 +163,12 @@ impl Mailbox {
         } else {
             self.flags.fetch_and(!STORED, Ordering::AcqRel);
         }
+    }
+
+    /// A delivery was refused at the limit: true if it is the first since the queue last
+    /// emptied (worth one log line, not one per message).
+    pub fn note_overflow(&self) -> bool {
+        self.flags.fetch_or(OVERFLOWED, Ordering::AcqRel) & OVERFLOWED == 0
     }
 
     /// Tells the connection draining this mailbox to close (takeover).
@@ -312,6 +320,9 @@ impl Mailbox {
             return;
         }
         let Some(spill) = &mut inner.spill else {
+            if self.flags.load(Ordering::Relaxed) & OVERFLOWED != 0 {
+                self.flags.fetch_and(!OVERFLOWED, Ordering::AcqRel);
+            }
             return;
         };
         while out.len() < max {
@@ -338,6 +349,7 @@ impl Mailbox {
         }
         if spill.is_empty() {
             inner.spill = None;
+            self.flags.fetch_and(!OVERFLOWED, Ordering::AcqRel);
         }
     }
 

@@ -243,7 +243,15 @@ impl Router {
                         r.record(&t.sub.client_id, &d);
                     }
                 }
-                Err(DropReason::QueueFull) => outcome.dropped_queue_full += 1,
+                Err(DropReason::QueueFull) => {
+                    outcome.dropped_queue_full += 1;
+                    if t.sub.mailbox.note_overflow() {
+                        tracing::info!(
+                            client_id = %t.sub.client_id,
+                            "queue full (max_queued_messages): messages for this client are being dropped"
+                        );
+                    }
+                }
                 Err(DropReason::Offline) => {}
             }
         }

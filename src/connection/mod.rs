@@ -611,6 +611,7 @@ impl Connection {
                 }
             };
             counts.packet(&packet);
+            tracing::trace!(client_id = %self.client_id, ?packet, "received");
             self.client.last_packet = Instant::now();
             self.handle_packet(packet)?;
         }

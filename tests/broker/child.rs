@@ -111,6 +111,16 @@ impl ChildBroker {
         }
     }
 
+    /// Log lines so far containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// SIGTERM, then waits (at most 15 s) for the exit; its exit code.
     pub fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();

@@ -259,6 +259,10 @@ fn environment_and_flags_override_the_file() {
     assert!(out.contains("max_connections: 7"), "{out}");
     assert!(out.contains("port: 9999"), "{out}");
     assert!(out.contains("level: \"debug\""), "{out}");
+    // `tern check-config FILE` names the file directly.
+    let (code, out, err) = tern(&["check-config", f], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("max_connections: 5"), "{out}");
 }
 
 /// Every kind of bad configuration is an error (exit status 2) naming where it came from, the
@@ -480,4 +484,35 @@ async fn sigterm_says_goodbye_and_exits_0() {
     assert_eq!(body.first(), Some(&0x8B));
     assert_eq!(code, Some(0));
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// A full queue drops messages, counts each drop, and says so once at info (not once per
+/// message) until the client has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_overflow_is_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start_with(
+        dir.path(),
+        false,
+        "fsync",
+        "[limits]\nmax_queued_messages = 2\n[sys]\ninterval_secs = 0\n",
+    );
+    let (mut s, _) = connect_persistent(b.addr, V5, "slow", false).await;
+    sub_all(&mut s, V5, &["q/#"], 1).await;
+    s.send(&disconnect()).await;
+    wait_for(&b, "tern_sessions", &["state=\"offline\""], 1.0).await;
+    let mut publ = RawClient::connected(b.addr, V5, "fast").await;
+    for i in 0..6u8 {
+        pub_msg(&mut publ, V5, "q/x", 1, &[i]).await;
+    }
+    let line = b.wait_log("queue full", 1);
+    assert!(line.contains("INFO") && line.contains("slow"), "{line}");
+    let scrape = Scrape::take(&b).await;
+    assert_eq!(
+        scrape.get("tern_publishes_dropped_total", &["reason=\"queue_full\""]),
+        4.0
+    );
+    // The log line for the publishes above came before their PUBACKs: all of it is in.
+    assert_eq!(b.log_count("queue full"), 1);
+    b.kill9();
 }
