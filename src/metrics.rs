@@ -43,7 +43,8 @@ const PACKET_TYPES: [&str; 15] = [
 const LATENCY_SAMPLE: u64 = 64;
 
 /// Installs the Prometheus recorder (once per process; later calls return the same handle)
-/// and declares every metric. Call before the broker starts, so [`hot`] registers real handles.
+/// and declares every metric. Call before the broker starts, so the per-message series are
+/// registered with it.
 pub fn install() -> Result<PrometheusHandle, String> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(h) = HANDLE.get() {
@@ -459,7 +460,7 @@ pub fn packet_sent(p: &Packet) {
 }
 
 /// A delivery of a message accepted at `accepted` is being written at `now`: one in
-/// [`LATENCY_SAMPLE`] is recorded (counted per thread, so sampling shares nothing).
+/// 64 is recorded (counted per thread, so sampling shares nothing).
 pub fn delivery_latency(accepted: Instant, now: Instant) {
     thread_local! {
         static N: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
