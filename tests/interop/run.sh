@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop: drives the broker with Mosquitto's command-line clients (v3.1.1 and v5, crossed) and
-# a paho-mqtt script. Every wait is bounded (-W/-C on clients, bounded polling loops); the only
-# fixed wait is the negative "no will" check, where nothing is expected to happen.
+# a paho-mqtt script, and (Tern only) Prometheus and SIGHUP. Every wait is bounded (-W/-C on
+# clients, bounded polling loops); the only fixed waits are the negative checks ("no will", "no
+# $SYS before the reload"), where nothing is expected to happen.
 # Prints "PASS name" / "FAIL name: why" per case and, last, "N passed, M failed" alone on a line.
 #   TERN_BIN=path        broker binary (default: target/release/tern, built with cargo)
 #   INTEROP_PORT=N       port to use (default: a free one)
@@ -290,6 +291,27 @@ YML
   else
     fail "GET /ready" "not 200"
   fi
+fi
+
+# SIGHUP on a second release broker started from a file with $SYS off: after the file turns
+# $SYS on and the broker gets SIGHUP, $SYS/broker/uptime is published.
+if [ -n "$BROKER_PID" ]; then
+  HUP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[sys]\ninterval_secs = 0\n' "$HUP_PORT" >"$WORK/hup.toml"
+  "$BIN" --config "$WORK/hup.toml" 2>"$WORK/hup.log" &
+  HUP_PID=$!
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$HUP_PORT") 2>/dev/null && break; sleep 0.1; done
+  before=$(mosquitto_sub -h 127.0.0.1 -p "$HUP_PORT" -t '$SYS/broker/uptime' -C 1 -W 2 2>/dev/null || true)
+  sed -i 's/^interval_secs = 0$/interval_secs = 1/' "$WORK/hup.toml"
+  kill -HUP "$HUP_PID"
+  after=$(mosquitto_sub -h 127.0.0.1 -p "$HUP_PORT" -t '$SYS/broker/uptime' -C 1 -W 10 2>/dev/null || true)
+  if [ -z "$before" ] && [ -n "$after" ] && grep -q "configuration reloaded" "$WORK/hup.log"; then
+    pass "SIGHUP reload: \$SYS turned on in the file is published ($after)"
+  else
+    fail "SIGHUP reload" "before: '$before', after: '$after', log: $(tail -2 "$WORK/hup.log")"
+  fi
+  kill "$HUP_PID" 2>/dev/null || true
+  wait "$HUP_PID" 2>/dev/null || true
 fi
 
 if [ -n "$BROKER_PID" ]; then
