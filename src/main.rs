@@ -49,6 +49,16 @@ enum Command {
         /// The file to check (instead of --config).
         file: Option<PathBuf>,
     },
+    /// Writes a development CA, a server certificate (localhost, 127.0.0.1, ::1 and any
+    /// --host) and a client certificate, with their keys, as PEM files into DIR (see
+    /// certs/README.md). For trying TLS, not for production.
+    GenCerts {
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+        /// Another DNS name or IP address for the server certificate (repeatable).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+    },
     /// Works on the persistence store (`[persistence] path`) while Tern is stopped.
     Store {
         #[command(subcommand)]
@@ -66,6 +76,20 @@ enum StoreAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::GenCerts { dir, hosts }) = &cli.command {
+        return match tern::certs::generate(dir, hosts) {
+            Ok(files) => {
+                for f in files {
+                    println!("wrote {}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tern: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -85,7 +109,7 @@ fn main() -> ExitCode {
             let _ = init_logging(&config);
             return check_store(&config.persistence.path);
         }
-        None => {}
+        Some(Command::GenCerts { .. }) | None => {}
     }
     let log = init_logging(&config);
     match run(config, &cli, &log) {
