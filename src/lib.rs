@@ -11,6 +11,7 @@ mod server;
 pub mod session;
 pub mod store;
 mod sys;
+pub mod transport;
 pub mod topic;
 
 pub use config::Config;

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use crate::broker::BrokerState;
 use crate::config::Config;
 use crate::connection::{self, Dormitory};
+use crate::transport::Stream;
 use crate::{http, metrics, sys};
 
 /// Why the broker could not start.
@@ -82,8 +83,7 @@ impl Broker {
         };
         let state = BrokerState::open(config).map_err(StartError::Store)?;
         let (dormitory, poll) = Dormitory::new().map_err(StartError::Dormitory)?;
-        // Only once the store is read back: clients connecting from now on see their sessions.
-        info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
+
         // A counter, not a JoinSet: no per-connection bookkeeping beyond one reference.
         let tasks = TaskTracker::new();
         tasks.spawn(dormitory.clone().run(
@@ -105,6 +105,9 @@ impl Broker {
             }
             None => (None, None),
         };
+        // Only once the store is read back (and /ready says so): clients connecting from now on
+        // see their sessions.
+        info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
         let accept_task = tokio::spawn(accept_loop(
             listener,
             Arc::clone(&state),
@@ -242,7 +245,7 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared<'_>) {
     match Arc::clone(shared.permits).try_acquire_owned() {
         Ok(permit) => {
             tasks.spawn(connection::serve(
-                stream,
+                Stream::Tcp(stream),
                 peer,
                 state,
                 shared.shutdown.clone(),
@@ -254,7 +257,7 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared<'_>) {
             metrics::limit_hit("max_connections");
             debug!(%peer, "connection refused: max_connections reached");
             tasks.spawn(async move {
-                connection::refuse_busy(stream, state).await;
+                connection::refuse_busy(Stream::Tcp(stream), state).await;
                 metrics::connection_closed();
             });
         }

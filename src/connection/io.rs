@@ -1,4 +1,4 @@
-//! Byte-level I/O of one connection: readiness-driven reads and writes over the TCP socket,
+//! Byte-level I/O of one connection: readiness-driven reads and writes over its stream (TCP or TLS),
 //! buffers taken only while bytes are in flight, the CONNECT read by an absolute deadline, and
 //! the bounded flush at close.
 
@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::handshake;
 use crate::metrics;
+use crate::transport::Stream;
 use crate::protocol::{self, Connect, DecodeError, Decoder, Packet, ProtocolVersion, ReasonCode};
 
 /// Smallest and largest room kept for one read.
@@ -33,7 +33,7 @@ pub(super) enum Done {
 /// client holds no buffer at all: memory is taken when bytes arrive and given back once they
 /// are handled.
 pub(super) struct Io {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) inbuf: BytesMut,
     pub(super) outbuf: BytesMut,
     /// Room taken for the next read: small for quiet clients, doubled while reads fill it.
@@ -42,7 +42,7 @@ pub(super) struct Io {
 }
 
 impl Io {
-    pub(super) fn new(stream: TcpStream, max_packet_size: u32) -> Io {
+    pub(super) fn new(stream: Stream, max_packet_size: u32) -> Io {
         Io {
             stream,
             inbuf: BytesMut::new(),
@@ -54,7 +54,7 @@ impl Io {
 
     /// I/O for a connection past its CONNECT (one waking from dormancy).
     pub(super) fn for_version(
-        stream: TcpStream,
+        stream: Stream,
         max_packet_size: u32,
         version: ProtocolVersion,
     ) -> Io {

@@ -29,6 +29,7 @@ use crate::protocol::{
     self, Ack, Connect, Disconnect, LastWill, Packet, ProtocolVersion, Publish, ReasonCode,
 };
 use crate::session::{Delivery, Message, Resend, Session};
+use crate::transport::Stream;
 use crate::store::Ticket;
 
 use dormant::Dormant;
@@ -48,7 +49,7 @@ const BATCH: usize = 256;
 /// The handshake and the goodbye run in their own heap futures, so the task of a connected
 /// client holds only what its main loop needs (memory per idle client).
 pub fn serve(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     state: Arc<BrokerState>,
     shutdown: watch::Receiver<bool>,
@@ -102,7 +103,7 @@ fn resume(
 
 /// Answers a connection over `max_connections`: reads its CONNECT and refuses it (v5: 0x97
 /// Quota exceeded; v3: 0x03 Server unavailable).
-pub async fn refuse_busy(stream: TcpStream, state: Arc<BrokerState>) {
+pub async fn refuse_busy(stream: Stream, state: Arc<BrokerState>) {
     let mut io = Io::new(stream, state.config().limits.max_packet_size);
     let deadline = Instant::now() + state.config().connect_timeout();
     if let Ok(c) = io.read_connect(deadline).await {
@@ -233,7 +234,7 @@ enum Stop {
 impl Connection {
     /// Reads and answers the CONNECT, attaches the session; `None` if the connection ended.
     async fn open(
-        stream: TcpStream,
+        stream: Stream,
         state: Arc<BrokerState>,
         mut shutdown: watch::Receiver<bool>,
         dormitory: Dormitory,
@@ -343,7 +344,11 @@ impl Connection {
             _slot: slot,
         };
         let timer = Box::pin(tokio::time::sleep_until(next_wake(
-            &state, &client, now, now,
+            &state,
+            &client,
+            io.stream.is_tcp(),
+            now,
+            now,
         )));
         Some(Box::new(Connection {
             io,
@@ -469,12 +474,23 @@ impl Connection {
             metrics::keepalive_timeout();
             return Some(Stop::End(End::KeepAlive));
         }
-        if let Some(after) = self.state.config().dormant_after() {
+        if let Some(after) = self
+            .state
+            .config()
+            .dormant_after()
+            .filter(|_| self.io.stream.is_tcp())
+        {
             if self.last_activity + after <= now && self.is_idle() {
                 return Some(Stop::Quiet);
             }
         }
-        let next = next_wake(&self.state, &self.client, self.last_activity, now);
+        let next = next_wake(
+            &self.state,
+            &self.client,
+            self.io.stream.is_tcp(),
+            self.last_activity,
+            now,
+        );
         self.timer.as_mut().reset(next);
         None
     }
@@ -544,7 +560,15 @@ impl Connection {
             client,
             ..
         } = *self;
-        let stream = match io.stream.into_std() {
+        let tcp = match io.stream.into_tcp() {
+            Ok(tcp) => tcp,
+            Err(_) => {
+                // Not reached: only plain TCP connections are offered dormancy (`can_sleep`).
+                Client::detach(client, &state, End::Lost("not a TCP stream".into()));
+                return Err(None);
+            }
+        };
+        let stream = match tcp.into_std() {
             Ok(s) => s,
             Err(e) => {
                 debug!(error = %e, "socket lost while going dormant");
@@ -574,10 +598,10 @@ impl Connection {
             }
         };
         let now = Instant::now();
-        let next = next_wake(&state, &client, now, now);
+        let next = next_wake(&state, &client, true, now, now);
         Some(Box::new(Connection {
             io: Io::for_version(
-                stream,
+                Stream::Tcp(stream),
                 state.config().limits.max_packet_size,
                 client.version,
             ),
@@ -756,12 +780,13 @@ fn poll_front(acks: &mut VecDeque<HeldAck>, cx: &mut Context<'_>) -> Poll<()> {
 fn next_wake(
     state: &BrokerState,
     client: &Client,
+    can_sleep: bool,
     last_activity: Instant,
     now: Instant,
 ) -> Instant {
     /// Re-check once a day when nothing else is due.
     const FAR: Duration = Duration::from_secs(86_400);
-    let mut next = match state.config().dormant_after() {
+    let mut next = match state.config().dormant_after().filter(|_| can_sleep) {
         // Not before a quarter of the period: a busy-but-idle-looking moment is re-checked
         // soon, not in a spin.
         Some(after) => (last_activity + after).max(now + after / 4),
