@@ -16,6 +16,8 @@ use crate::store::Durability;
 pub struct Config {
     /// The MQTT listener.
     pub listener: ListenerConfig,
+    /// More listeners (`[[listeners]]`), e.g. TLS; the one above stays.
+    pub listeners: Vec<ExtraListener>,
     /// Protocol limits, each counted when hit.
     pub limits: LimitsConfig,
     /// Session behaviour.
@@ -109,6 +111,46 @@ impl Default for PersistenceConfig {
             batch_wait_us: 0,
         }
     }
+}
+
+/// One more MQTT listener (`[[listeners]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraListener {
+    /// `tcp` or `tls`.
+    pub kind: ListenerKind,
+    /// Address to listen on.
+    #[serde(default = "any_address")]
+    pub bind: IpAddr,
+    /// Port (0: any free one, logged).
+    pub port: u16,
+    /// TLS: PEM certificate chain (server certificate first).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// TLS: PEM private key (PKCS#8, PKCS#1 or SEC1; RSA or ECDSA).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// TLS: seconds a client has to complete the handshake.
+    #[serde(default = "ten_seconds")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn any_address() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
+
+fn ten_seconds() -> u64 {
+    10
+}
+
+/// What a listener speaks below MQTT.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
 }
 
 /// `[http]`: the operations listener (`/metrics` for Prometheus, `/health`, `/ready`).
@@ -249,6 +291,18 @@ pub enum ConfigError {
         /// What is allowed.
         allowed: &'static str,
     },
+    /// A value of one `[[listeners]]` entry outside what is allowed.
+    #[error("config file {path}: key `listeners[{index}].{key}`: {allowed}")]
+    InvalidListener {
+        /// The file.
+        path: String,
+        /// Position in `[[listeners]]`, from 0.
+        index: usize,
+        /// Key within the entry.
+        key: &'static str,
+        /// What is allowed.
+        allowed: &'static str,
+    },
 }
 
 /// Prefix of the environment variables that override configuration keys.
@@ -337,6 +391,31 @@ impl Config {
             key,
             allowed,
         };
+        for (index, l) in self.listeners.iter().enumerate() {
+            let bad = |key, allowed| ConfigError::InvalidListener {
+                path: origin.to_string(),
+                index,
+                key,
+                allowed,
+            };
+            if l.kind == ListenerKind::Tls {
+                if l.cert.is_none() {
+                    return Err(bad(
+                        "cert",
+                        "a PEM certificate chain file (required for kind = \"tls\")",
+                    ));
+                }
+                if l.key.is_none() {
+                    return Err(bad(
+                        "key",
+                        "a PEM private key file (required for kind = \"tls\")",
+                    ));
+                }
+            }
+            if !(1..=3_600).contains(&l.handshake_timeout_secs) {
+                return Err(bad("handshake_timeout_secs", "1 to 3600 seconds"));
+            }
+        }
         if !(1..=3_600).contains(&self.shutdown.grace_secs) {
             return Err(invalid("shutdown.grace_secs", "1 to 3600 seconds"));
         }

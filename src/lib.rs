@@ -11,8 +11,8 @@ mod server;
 pub mod session;
 pub mod store;
 mod sys;
-pub mod transport;
 pub mod topic;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{Broker, StartError};

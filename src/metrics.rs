@@ -519,6 +519,12 @@ pub fn malformed(reason: u8) {
         .increment(1);
 }
 
+/// A TLS handshake did not complete (`error`: refused or not TLS at all, e.g. plain MQTT on the
+/// TLS port; `timeout`).
+pub fn tls_handshake_failed(reason: &'static str) {
+    ::metrics::counter!("tern_tls_handshake_failures_total", "reason" => reason).increment(1);
+}
+
 /// A connection was closed for keep-alive silence.
 pub fn keepalive_timeout() {
     ::metrics::counter!("tern_keepalive_timeouts_total").increment(1);

@@ -13,8 +13,9 @@ use tracing::{debug, info, warn};
 
 use crate::broker::BrokerState;
 use crate::config::Config;
+use crate::config::ListenerKind;
 use crate::connection::{self, Dormitory};
-use crate::transport::Stream;
+use crate::transport::{self, Stream};
 use crate::{http, metrics, sys};
 
 /// Why the broker could not start.
@@ -34,6 +35,14 @@ pub enum StartError {
     /// The epoll set for dormant connections could not be created.
     #[error("cannot create the epoll set for idle connections: {0}")]
     Dormitory(std::io::Error),
+    /// A TLS listener's certificate or key could not be used.
+    #[error("TLS listener on {addr}: {source}")]
+    Tls {
+        /// The listener's address.
+        addr: SocketAddr,
+        /// Why.
+        source: crate::transport::TlsError,
+    },
     /// The operations HTTP listener (`[http]`) could not be bound.
     #[error("cannot listen on {addr} for HTTP (metrics, health; keys http.bind, http.port, or http.enabled = false): {source}")]
     HttpBind {
@@ -51,6 +60,7 @@ pub enum StartError {
 pub struct Broker {
     state: Arc<BrokerState>,
     local_addr: SocketAddr,
+    extra_addrs: Vec<(ListenerKind, SocketAddr)>,
     http_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
@@ -66,6 +76,23 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+        let mut extra = Vec::new();
+        for l in &config.listeners {
+            let addr = SocketAddr::new(l.bind, l.port);
+            let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let tls = match (l.kind, &l.cert, &l.key) {
+                (ListenerKind::Tls, Some(cert), Some(key)) => Some(Tls {
+                    acceptor: transport::tls_acceptor(cert, key)
+                        .map_err(|source| StartError::Tls { addr, source })?,
+                    timeout: Duration::from_secs(l.handshake_timeout_secs),
+                }),
+                _ => None,
+            };
+            extra.push((l.kind, bound, listener, tls));
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let http = match config.http.enabled {
             true => {
@@ -108,16 +135,24 @@ impl Broker {
         // Only once the store is read back (and /ready says so): clients connecting from now on
         // see their sessions.
         info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
-        let accept_task = tokio::spawn(accept_loop(
-            listener,
-            Arc::clone(&state),
-            shutdown_rx,
-            dormitory.clone(),
+        let ctx = Accept {
+            state: Arc::clone(&state),
+            permits: Arc::new(Semaphore::new(state.config().limits.max_connections)),
+            shutdown: shutdown_rx,
+            dormitory: dormitory.clone(),
             tasks,
-        ));
+        };
+        let mut extra_addrs = Vec::new();
+        for (kind, bound, listener, tls) in extra {
+            info!(address = %bound, kind = ?kind, "MQTT listener ready");
+            extra_addrs.push((kind, bound));
+            tokio::spawn(accept_more(listener, tls, ctx.clone()));
+        }
+        let accept_task = tokio::spawn(accept_loop(listener, ctx));
         Ok(Broker {
             state,
             local_addr,
+            extra_addrs,
             http_addr,
             shutdown,
             accept_task,
@@ -138,6 +173,11 @@ impl Broker {
             metrics::enable();
         }
         self.state.reload(config)
+    }
+
+    /// The addresses of the `[[listeners]]`, in order, with their kind.
+    pub fn listener_addrs(&self) -> &[(ListenerKind, SocketAddr)] {
+        &self.extra_addrs
     }
 
     /// The address of the operations HTTP listener, when `[http] enabled`.
@@ -190,22 +230,53 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// A TLS listener's acceptor and handshake deadline.
+#[derive(Clone)]
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    timeout: Duration,
+}
+
+/// What every accepted connection is started with, shared by all listeners.
+#[derive(Clone)]
+struct Accept {
     state: Arc<BrokerState>,
-    mut shutdown: watch::Receiver<bool>,
+    /// `limits.max_connections`, across every listener.
+    permits: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
     dormitory: Dormitory,
     tasks: TaskTracker,
-) {
-    let permits = Arc::new(Semaphore::new(state.config().limits.max_connections));
+}
+
+/// The default listener's loop; when it stops (shutdown) it tells every connection to say
+/// goodbye and waits for them, at most `shutdown.grace_secs`.
+async fn accept_loop(listener: TcpListener, mut ctx: Accept) {
+    accept_until_shutdown(&listener, None, &mut ctx).await;
+    drop(listener);
+    ctx.state.begin_shutdown();
+    ctx.tasks.close();
+    let grace = Duration::from_secs(ctx.state.config().shutdown.grace_secs);
+    if tokio::time::timeout(grace, ctx.tasks.wait()).await.is_err() {
+        warn!(
+            remaining = ctx.tasks.len(),
+            "connections still open after the shutdown grace period"
+        );
+    }
+}
+
+/// A `[[listeners]]` loop: accepts until shutdown (the default listener's loop does the rest).
+async fn accept_more(listener: TcpListener, tls: Option<Tls>, mut ctx: Accept) {
+    accept_until_shutdown(&listener, tls.as_ref(), &mut ctx).await;
+}
+
+async fn accept_until_shutdown(listener: &TcpListener, tls: Option<&Tls>, ctx: &mut Accept) {
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = ctx.shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     metrics::connection_accepted();
-                    let shared = Shared { tasks: &tasks, state: &state, permits: &permits, shutdown: &shutdown, dormitory: &dormitory };
-                    spawn_connection(stream, peer, &shared);
+                    spawn_connection(stream, peer, tls, ctx);
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -215,53 +286,65 @@ async fn accept_loop(
             },
         }
     }
-    drop(listener);
-    state.begin_shutdown();
-    tasks.close();
-    let grace = Duration::from_secs(state.config().shutdown.grace_secs);
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        warn!(
-            remaining = tasks.len(),
-            "connections still open after the shutdown grace period"
-        );
-    }
 }
 
-/// What every accepted connection is started with.
-struct Shared<'a> {
-    tasks: &'a TaskTracker,
-    state: &'a Arc<BrokerState>,
-    permits: &'a Arc<Semaphore>,
-    shutdown: &'a watch::Receiver<bool>,
-    dormitory: &'a Dormitory,
-}
-
-fn spawn_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared<'_>) {
+fn spawn_connection(stream: TcpStream, peer: SocketAddr, tls: Option<&Tls>, ctx: &Accept) {
     if cfg!(not(target_os = "linux")) {
         let _ = stream.set_nodelay(true);
     }
-    let state = Arc::clone(shared.state);
-    let tasks = shared.tasks;
-    match Arc::clone(shared.permits).try_acquire_owned() {
-        Ok(permit) => {
-            tasks.spawn(connection::serve(
-                Stream::Tcp(stream),
-                peer,
-                state,
-                shared.shutdown.clone(),
-                shared.dormitory.clone(),
-                connection::Slot::new(permit),
-            ));
+    let state = Arc::clone(&ctx.state);
+    let Ok(permit) = Arc::clone(&ctx.permits).try_acquire_owned() else {
+        metrics::limit_hit("max_connections");
+        debug!(%peer, "connection refused: max_connections reached");
+        match tls {
+            // CONNACK 0x97/0x03 needs a session: over TLS the connection is just closed.
+            Some(_) => metrics::connection_closed(),
+            None => {
+                ctx.tasks.spawn(async move {
+                    connection::refuse_busy(Stream::Tcp(stream), state).await;
+                    metrics::connection_closed();
+                });
+            }
         }
-        Err(_) => {
-            metrics::limit_hit("max_connections");
-            debug!(%peer, "connection refused: max_connections reached");
-            tasks.spawn(async move {
-                connection::refuse_busy(Stream::Tcp(stream), state).await;
-                metrics::connection_closed();
-            });
+        return;
+    };
+    let slot = connection::Slot::new(permit);
+    let (shutdown, dormitory) = (ctx.shutdown.clone(), ctx.dormitory.clone());
+    let Some(tls) = tls.cloned() else {
+        ctx.tasks.spawn(connection::serve(
+            Stream::Tcp(stream),
+            peer,
+            state,
+            shutdown,
+            dormitory,
+            slot,
+        ));
+        return;
+    };
+    // The handshake runs here, in the connection's own task, by a deadline: a stalled or
+    // plaintext client costs only itself.
+    let mut stopping = ctx.shutdown.clone();
+    ctx.tasks.spawn(async move {
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(tls.timeout, tls.acceptor.accept(stream)) => r,
+            // Shutdown does not wait for a handshake.
+            _ = stopping.changed() => return,
+        };
+        match handshake {
+            Ok(Ok(stream)) => {
+                let stream = Stream::Tls(Box::new(stream));
+                connection::serve(stream, peer, state, shutdown, dormitory, slot).await;
+            }
+            Ok(Err(e)) => {
+                metrics::tls_handshake_failed("error");
+                debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                metrics::tls_handshake_failed("timeout");
+                debug!(%peer, "TLS handshake timed out");
+            }
         }
-    }
+    });
 }
 
 #[cfg(test)]

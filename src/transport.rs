@@ -129,7 +129,11 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .collect::<Result<_, _>>()
         .map_err(|e| file_err("certificate chain", cert, e.to_string()))?;
     if chain.is_empty() {
-        return Err(file_err("certificate chain", cert, "no CERTIFICATE in it".into()));
+        return Err(file_err(
+            "certificate chain",
+            cert,
+            "no CERTIFICATE in it".into(),
+        ));
     }
     let private = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| file_err("private key", key, e.to_string()))?;

@@ -262,6 +262,10 @@ impl BrokerState {
             ignored.push("listener");
             new.listener = old.listener.clone();
         }
+        if new.listeners != old.listeners {
+            ignored.push("listeners");
+            new.listeners = old.listeners.clone();
+        }
         if new.http != old.http {
             ignored.push("http");
             new.http = old.http.clone();

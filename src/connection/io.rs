@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::handshake;
 use crate::metrics;
-use crate::transport::Stream;
 use crate::protocol::{self, Connect, DecodeError, Decoder, Packet, ProtocolVersion, ReasonCode};
+use crate::transport::Stream;
 
 /// Smallest and largest room kept for one read.
 const MIN_READ: usize = 128;

@@ -29,8 +29,8 @@ use crate::protocol::{
     self, Ack, Connect, Disconnect, LastWill, Packet, ProtocolVersion, Publish, ReasonCode,
 };
 use crate::session::{Delivery, Message, Resend, Session};
-use crate::transport::Stream;
 use crate::store::Ticket;
+use crate::transport::Stream;
 
 use dormant::Dormant;
 use io::{Done, Io};
@@ -705,14 +705,16 @@ impl Connection {
 
     /// Sends the final DISCONNECT (v5), hands the session back and publishes the will if due.
     async fn finish(mut self: Box<Self>, end: End) {
-        let client_id = &*self.client_id;
+        let client_id = &self.client_id;
         match &end {
             End::Violation(code, why) => {
                 metrics::protocol_violation(*code as u8);
-                info!(client_id, reason = ?code, why, "client disconnected: protocol violation");
+                info!(client_id = %client_id, reason = ?code, why, "client disconnected: protocol violation");
             }
-            End::Lost(why) => info!(client_id, why, "client disconnected: connection lost"),
-            other => info!(client_id, end = ?other, "client disconnected"),
+            End::Lost(why) => {
+                info!(client_id = %client_id, why, "client disconnected: connection lost")
+            }
+            other => info!(client_id = %client_id, end = ?other, "client disconnected"),
         }
         if self.client.version.is_v5() {
             if let Some(reason) = end.reason() {

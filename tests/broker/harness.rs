@@ -37,6 +37,12 @@ impl TestBroker {
         }
     }
 
+    /// The address of `[[listeners]]` entry `i`.
+    pub fn listener_addr(&self, i: usize) -> std::net::SocketAddr {
+        let broker = self.broker.as_ref().expect("broker running");
+        broker.listener_addrs()[i].1
+    }
+
     /// Port, for clients that take host and port separately.
     pub fn port(&self) -> u16 {
         self.addr.port()

@@ -21,6 +21,7 @@ mod shutdown;
 mod subscribe;
 mod support;
 mod takeover;
+mod tls;
 mod v5_features;
 mod will;
 mod wire;

@@ -21,7 +21,28 @@ pub struct V4 {
 impl V4 {
     /// Connects to 127.0.0.1:`port` with a clean session and waits for CONNACK.
     pub async fn connect(port: u16, id: &str) -> V4 {
+        V4::connect_with(rumqttc::MqttOptions::new(id, "127.0.0.1", port)).await
+    }
+
+    /// Connects over TLS to 127.0.0.1:`port`, trusting the PEM CA `ca` (ALPN `mqtt`), with an
+    /// optional client certificate and key (PEM).
+    pub async fn connect_tls(
+        port: u16,
+        id: &str,
+        ca: Vec<u8>,
+        client_auth: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> V4 {
         let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_transport(rumqttc::Transport::tls(
+            ca,
+            client_auth,
+            Some(vec![b"mqtt".to_vec()]),
+        ));
+        V4::connect_with(opts).await
+    }
+
+    /// Connects with `opts` and waits for CONNACK.
+    pub async fn connect_with(mut opts: rumqttc::MqttOptions) -> V4 {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_inflight(100);
         let (client, mut el) = rumqttc::AsyncClient::new(opts, 1000);

@@ -53,7 +53,12 @@ if [ -z "${INTEROP_EXTERNAL:-}" ]; then
     cargo build --release --bin tern # a no-op when the binary is up to date
   fi
   [ -x "$BIN" ] || { echo "interop: $BIN is not an executable"; exit 2; }
-  "$BIN" --bind 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" 2>"$WORK/broker.log" &
+  # A TLS listener too, with development certificates from `tern gen-certs`.
+  TLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$BIN" gen-certs "$WORK/certs" >/dev/null
+  printf '[[listeners]]\nkind = "tls"\nbind = "127.0.0.1"\nport = %s\ncert = "%s"\nkey = "%s"\n' \
+    "$TLS_PORT" "$WORK/certs/server.pem" "$WORK/certs/server.key" >"$WORK/tern.toml"
+  "$BIN" --config "$WORK/tern.toml" --bind 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" 2>"$WORK/broker.log" &
   BROKER_PID=$!
 fi
 up=0
@@ -244,6 +249,33 @@ if python3 -c 'import paho.mqtt.client as m; m.CallbackAPIVersion' 2>/dev/null; 
   fi
 else
   fail "paho" "paho-mqtt 2.x is not installed (pip install 'paho-mqtt>=2,<3')"
+fi
+
+# TLS (Tern only): mosquitto clients with --cafile, both ways between the TLS and TCP listeners.
+if [ -n "$BROKER_PID" ]; then
+  T=(-h localhost -p "$TLS_PORT" --cafile "$WORK/certs/ca.pem")
+  if start_sub tls_sub "${T[@]}" -t "tls-$RUN/#" -q 1 -C 1 -W 10 -v; then
+    mosquitto_pub "${P[@]}" -t "tls-$RUN/in" -q 1 -m "tcp to tls" || true
+    stop_sub tls_sub
+    if grep -q "tls-$RUN/in tcp to tls" "$WORK/tls_sub.out"; then
+      pass "TLS: mosquitto_sub --cafile gets a message published over TCP"
+    else
+      fail "TLS subscriber" "$(tail -3 "$WORK/tls_sub.out")"
+    fi
+  else
+    fail "TLS subscriber" "no SUBACK over TLS: $(tail -3 "$WORK/tls_sub.out")"
+  fi
+  if start_sub tcp_sub -t "tls-$RUN/out" -q 1 -C 1 -W 10 -v; then
+    mosquitto_pub "${T[@]}" -t "tls-$RUN/out" -q 1 -m "tls to tcp" || true
+    stop_sub tcp_sub
+    if grep -q "tls-$RUN/out tls to tcp" "$WORK/tcp_sub.out"; then
+      pass "TLS: mosquitto_pub --cafile reaches a TCP subscriber"
+    else
+      fail "TLS publisher" "$(tail -3 "$WORK/tcp_sub.out")"
+    fi
+  else
+    fail "TLS publisher" "no SUBACK on TCP"
+  fi
 fi
 
 # Prometheus (Tern only): the exposition passes promtool's checks, and a real Prometheus server
