@@ -133,6 +133,18 @@ pub struct ExtraListener {
     /// TLS: seconds a client has to complete the handshake.
     #[serde(default = "ten_seconds")]
     pub handshake_timeout_secs: u64,
+    /// Mutual TLS: PEM file of the CA(s) client certificates are verified against (chain and
+    /// expiry). Without it, clients are not asked for a certificate.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Mutual TLS: refuse clients without a valid certificate (with `client_ca`; default true).
+    /// false: a certificate is asked for and verified if given, but not required.
+    #[serde(default = "yes")]
+    pub require_client_cert: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn any_address() -> IpAddr {
@@ -411,6 +423,9 @@ impl Config {
                         "a PEM private key file (required for kind = \"tls\")",
                     ));
                 }
+            }
+            if l.kind != ListenerKind::Tls && l.client_ca.is_some() {
+                return Err(bad("client_ca", "only for kind = \"tls\""));
             }
             if !(1..=3_600).contains(&l.handshake_timeout_secs) {
                 return Err(bad("handshake_timeout_secs", "1 to 3600 seconds"));

@@ -96,6 +96,11 @@ fn describe() {
         "CONNECTs refused, by CONNACK reason code."
     );
     c!(
+        "tern_tls_handshake_failures_total",
+        Unit::Count,
+        "TLS handshakes that failed (error, e.g. plain MQTT on a TLS port) or timed out."
+    );
+    c!(
         "tern_keepalive_timeouts_total",
         Unit::Count,
         "Connections closed for silence beyond 1.5 x keep-alive."

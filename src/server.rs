@@ -85,8 +85,15 @@ impl Broker {
                 .map_err(|source| StartError::Bind { addr, source })?;
             let tls = match (l.kind, &l.cert, &l.key) {
                 (ListenerKind::Tls, Some(cert), Some(key)) => Some(Tls {
-                    acceptor: transport::tls_acceptor(cert, key)
-                        .map_err(|source| StartError::Tls { addr, source })?,
+                    acceptor: transport::tls_acceptor(
+                        cert,
+                        key,
+                        transport::ClientAuth {
+                            ca: l.client_ca.as_deref(),
+                            required: l.require_client_cert,
+                        },
+                    )
+                    .map_err(|source| StartError::Tls { addr, source })?,
                     timeout: Duration::from_secs(l.handshake_timeout_secs),
                 }),
                 _ => None,

@@ -12,6 +12,15 @@ use crate::wire::*;
 
 /// A broker with a TLS listener on a free port, certificates from `tern gen-certs`.
 async fn tls_broker(dir: &std::path::Path) -> TestBroker {
+    mtls_broker(dir, None, true).await
+}
+
+/// Like [`tls_broker`], verifying client certificates against `client_ca` (required or not).
+async fn mtls_broker(
+    dir: &std::path::Path,
+    client_ca: Option<std::path::PathBuf>,
+    required: bool,
+) -> TestBroker {
     tern::certs::generate(dir, &[]).unwrap();
     let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
     TestBroker::start_with(move |c| {
@@ -22,9 +31,133 @@ async fn tls_broker(dir: &std::path::Path) -> TestBroker {
             cert: Some(cert),
             key: Some(key),
             handshake_timeout_secs: 10,
+            client_ca,
+            require_client_cert: required,
         });
     })
     .await
+}
+
+/// Whether a TLS client (trusting `ca`, presenting `client_auth`) gets a CONNACK.
+async fn tls_connects(port: u16, ca: Vec<u8>, client_auth: Option<(Vec<u8>, Vec<u8>)>) -> bool {
+    let mut opts = rumqttc::MqttOptions::new("probe", "127.0.0.1", port);
+    opts.set_transport(rumqttc::Transport::tls(
+        ca,
+        client_auth,
+        Some(vec![b"mqtt".to_vec()]),
+    ));
+    let (_client, mut el) = rumqttc::AsyncClient::new(opts, 10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, el.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => return true,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return false,
+            Err(_) => panic!("no answer in time"),
+        }
+    }
+}
+
+/// A client certificate signed by a CA of its own, expired or not: (CA PEM, cert PEM, key PEM).
+fn own_client_cert(expired: bool) -> (String, Vec<u8>, Vec<u8>) {
+    use rcgen::{
+        date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "device-7");
+    if expired {
+        client.not_before = date_time_ymd(2000, 1, 1);
+        client.not_after = date_time_ymd(2001, 1, 1);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = client.signed_by(&key, &ca).unwrap();
+    (
+        ca.pem(),
+        cert.pem().into_bytes(),
+        key.serialize_pem().into_bytes(),
+    )
+}
+
+/// Mutual TLS: with `require_client_cert`, a client certificate from the configured CA gets in;
+/// none, one from another CA, or an expired one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_verifies_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (own_ca, expired_cert, expired_key) = own_client_cert(true);
+    // Client certificates from `gen-certs`' CA and from the test's own CA (for the expired one).
+    let cas = dir.path().join("client-cas.pem");
+    let certs = tempfile::tempdir().unwrap();
+    tern::certs::generate(certs.path(), &[]).unwrap();
+    let gen_ca = std::fs::read_to_string(certs.path().join("ca.pem")).unwrap();
+    std::fs::write(&cas, format!("{gen_ca}{own_ca}")).unwrap();
+    let b = mtls_broker(dir.path(), Some(cas), true).await;
+    let port = b.listener_addr(0).port();
+    let server_ca = ca(dir.path());
+    let read = |f: &str| std::fs::read(certs.path().join(f)).unwrap();
+    assert!(
+        tls_connects(
+            port,
+            server_ca.clone(),
+            Some((read("client.pem"), read("client.key")))
+        )
+        .await
+    );
+    assert!(
+        !tls_connects(port, server_ca.clone(), None).await,
+        "no certificate"
+    );
+    let other = tempfile::tempdir().unwrap();
+    tern::certs::generate(other.path(), &[]).unwrap();
+    let other_read = |f: &str| std::fs::read(other.path().join(f)).unwrap();
+    assert!(
+        !tls_connects(
+            port,
+            server_ca.clone(),
+            Some((other_read("client.pem"), other_read("client.key")))
+        )
+        .await,
+        "certificate from an unknown CA"
+    );
+    assert!(
+        !tls_connects(port, server_ca.clone(), Some((expired_cert, expired_key))).await,
+        "expired certificate"
+    );
+    // The broker carries on.
+    assert!(
+        tls_connects(
+            port,
+            server_ca,
+            Some((read("client.pem"), read("client.key")))
+        )
+        .await
+    );
+    b.stop().await;
+}
+
+/// With `require_client_cert = false`, a client without a certificate gets in too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    tern::certs::generate(certs.path(), &[]).unwrap();
+    let b = mtls_broker(dir.path(), Some(certs.path().join("ca.pem")), false).await;
+    let port = b.listener_addr(0).port();
+    let read = |f: &str| std::fs::read(certs.path().join(f)).unwrap();
+    assert!(tls_connects(port, ca(dir.path()), None).await);
+    assert!(
+        tls_connects(
+            port,
+            ca(dir.path()),
+            Some((read("client.pem"), read("client.key")))
+        )
+        .await
+    );
+    b.stop().await;
 }
 
 fn ca(dir: &std::path::Path) -> Vec<u8> {

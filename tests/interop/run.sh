@@ -56,8 +56,12 @@ if [ -z "${INTEROP_EXTERNAL:-}" ]; then
   # A TLS listener too, with development certificates from `tern gen-certs`.
   TLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$BIN" gen-certs "$WORK/certs" >/dev/null
+  MTLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   printf '[[listeners]]\nkind = "tls"\nbind = "127.0.0.1"\nport = %s\ncert = "%s"\nkey = "%s"\n' \
     "$TLS_PORT" "$WORK/certs/server.pem" "$WORK/certs/server.key" >"$WORK/tern.toml"
+  # Mutual TLS: client certificates from the same development CA, required.
+  printf '[[listeners]]\nkind = "tls"\nbind = "127.0.0.1"\nport = %s\ncert = "%s"\nkey = "%s"\nclient_ca = "%s"\n' \
+    "$MTLS_PORT" "$WORK/certs/server.pem" "$WORK/certs/server.key" "$WORK/certs/ca.pem" >>"$WORK/tern.toml"
   "$BIN" --config "$WORK/tern.toml" --bind 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" 2>"$WORK/broker.log" &
   BROKER_PID=$!
 fi
@@ -275,6 +279,28 @@ if [ -n "$BROKER_PID" ]; then
     fi
   else
     fail "TLS publisher" "no SUBACK on TCP"
+  fi
+fi
+
+# Mutual TLS (Tern only): with the client certificate it works; without one it is refused.
+if [ -n "$BROKER_PID" ]; then
+  M=(-h localhost -p "$MTLS_PORT" --cafile "$WORK/certs/ca.pem")
+  C=(--cert "$WORK/certs/client.pem" --key "$WORK/certs/client.key")
+  if start_sub mtls_sub "${M[@]}" "${C[@]}" -t "mtls-$RUN" -q 1 -C 1 -W 10 -v; then
+    mosquitto_pub "${M[@]}" "${C[@]}" -t "mtls-$RUN" -q 1 -m "with certificate" || true
+    stop_sub mtls_sub
+    if grep -q "mtls-$RUN with certificate" "$WORK/mtls_sub.out"; then
+      pass "mutual TLS: mosquitto_pub/sub with --cert/--key"
+    else
+      fail "mutual TLS" "$(tail -3 "$WORK/mtls_sub.out")"
+    fi
+  else
+    fail "mutual TLS" "no SUBACK: $(tail -3 "$WORK/mtls_sub.out")"
+  fi
+  if mosquitto_pub "${M[@]}" -t "mtls-$RUN" -q 1 -m "no certificate" >"$WORK/nocert.out" 2>&1; then
+    fail "mutual TLS without a client certificate" "accepted"
+  else
+    pass "mutual TLS: a client without a certificate is refused"
   fi
 fi
 
