@@ -141,6 +141,24 @@ pub struct ExtraListener {
     /// false: a certificate is asked for and verified if given, but not required.
     #[serde(default = "yes")]
     pub require_client_cert: bool,
+    /// Mutual TLS: put the verified client certificate's identity into the connection's user
+    /// name (for authentication and ACLs): its subject common name (`cn`), its first DNS,
+    /// e-mail or URI subject alternative name (`san`), or not (`none`).
+    #[serde(default)]
+    pub identity_as_username: IdentitySource,
+}
+
+/// Where a client certificate's identity comes from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentitySource {
+    /// Not used.
+    #[default]
+    None,
+    /// Subject common name.
+    Cn,
+    /// First DNS, e-mail or URI subject alternative name.
+    San,
 }
 
 fn yes() -> bool {
@@ -423,6 +441,12 @@ impl Config {
                         "a PEM private key file (required for kind = \"tls\")",
                     ));
                 }
+            }
+            if l.identity_as_username != IdentitySource::None && l.client_ca.is_none() {
+                return Err(bad(
+                    "identity_as_username",
+                    "\"none\" unless client_ca is set (only verified certificates name a user)",
+                ));
             }
             if l.kind != ListenerKind::Tls && l.client_ca.is_some() {
                 return Err(bad("client_ca", "only for kind = \"tls\""));

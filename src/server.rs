@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::BrokerState;
 use crate::config::Config;
-use crate::config::ListenerKind;
+use crate::config::{IdentitySource, ListenerKind};
 use crate::connection::{self, Dormitory};
 use crate::transport::{self, Stream};
 use crate::{http, metrics, sys};
@@ -95,6 +95,7 @@ impl Broker {
                     )
                     .map_err(|source| StartError::Tls { addr, source })?,
                     timeout: Duration::from_secs(l.handshake_timeout_secs),
+                    identity: l.identity_as_username,
                 }),
                 _ => None,
             };
@@ -242,6 +243,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 struct Tls {
     acceptor: tokio_rustls::TlsAcceptor,
     timeout: Duration,
+    identity: IdentitySource,
 }
 
 /// What every accepted connection is started with, shared by all listeners.
@@ -320,6 +322,7 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, tls: Option<&Tls>, ctx:
     let Some(tls) = tls.cloned() else {
         ctx.tasks.spawn(connection::serve(
             Stream::Tcp(stream),
+            None,
             peer,
             state,
             shutdown,
@@ -340,7 +343,8 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, tls: Option<&Tls>, ctx:
         match handshake {
             Ok(Ok(stream)) => {
                 let stream = Stream::Tls(Box::new(stream));
-                connection::serve(stream, peer, state, shutdown, dormitory, slot).await;
+                let identity = stream.peer_identity(tls.identity);
+                connection::serve(stream, identity, peer, state, shutdown, dormitory, slot).await;
             }
             Ok(Err(e)) => {
                 metrics::tls_handshake_failed("error");

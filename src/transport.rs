@@ -16,6 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use x509_parser::extensions::GeneralName;
+
+use crate::config::IdentitySource;
 
 /// A client connection's byte stream.
 pub enum Stream {
@@ -42,6 +45,34 @@ impl Stream {
         match self {
             Stream::Tcp(s) => Ok(s),
             other => Err(other),
+        }
+    }
+
+    /// The identity in the client's verified certificate (TLS with client certificates), from
+    /// `source`.
+    pub fn peer_identity(&self, source: IdentitySource) -> Option<String> {
+        let Stream::Tls(tls) = self else {
+            return None;
+        };
+        let der = tls.get_ref().1.peer_certificates()?.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        match source {
+            IdentitySource::None => None,
+            IdentitySource::Cn => cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_string),
+            IdentitySource::San => {
+                let san = cert.subject_alternative_name().ok()??;
+                san.value.general_names.iter().find_map(|name| match name {
+                    GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
+                        Some(s.to_string())
+                    }
+                    _ => None,
+                })
+            }
         }
     }
 

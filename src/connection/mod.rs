@@ -50,6 +50,7 @@ const BATCH: usize = 256;
 /// client holds only what its main loop needs (memory per idle client).
 pub fn serve(
     stream: Stream,
+    identity: Option<String>,
     peer: SocketAddr,
     state: Arc<BrokerState>,
     shutdown: watch::Receiver<bool>,
@@ -58,7 +59,8 @@ pub fn serve(
 ) -> impl Future<Output = ()> + Send {
     let span = debug_span!("conn", %peer, client_id = tracing::field::Empty);
     let open = Box::pin(
-        Connection::open(stream, state, shutdown, dormitory, slot).instrument(span.clone()),
+        Connection::open(stream, identity, state, shutdown, dormitory, slot)
+            .instrument(span.clone()),
     );
     async move {
         let Some(mut conn) = open.await else {
@@ -235,6 +237,7 @@ impl Connection {
     /// Reads and answers the CONNECT, attaches the session; `None` if the connection ended.
     async fn open(
         stream: Stream,
+        identity: Option<String>,
         state: Arc<BrokerState>,
         mut shutdown: watch::Receiver<bool>,
         dormitory: Dormitory,
@@ -247,8 +250,12 @@ impl Connection {
             _ = shutdown.changed() => Err("broker shutting down".to_string()),
         };
         let connect = match read {
-            Ok(c) => {
+            Ok(mut c) => {
                 metrics::connect_received();
+                if identity.is_some() {
+                    // The verified certificate names the user, whatever the CONNECT says.
+                    c.username = identity;
+                }
                 c
             }
             Err(end) => {
@@ -275,6 +282,7 @@ impl Connection {
             clean_start,
             will,
             properties: props,
+            username: connect_username,
             ..
         } = *connect;
         let out = Outbound::new(
@@ -324,6 +332,7 @@ impl Connection {
         });
         info!(
             client_id = %client_id,
+            username = connect_username.as_deref().unwrap_or(""),
             version = ?version,
             clean_start,
             present = attached.session_present,

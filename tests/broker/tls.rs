@@ -33,6 +33,7 @@ async fn mtls_broker(
             handshake_timeout_secs: 10,
             client_ca,
             require_client_cert: required,
+            identity_as_username: Default::default(),
         });
     })
     .await
@@ -272,4 +273,44 @@ async fn a_client_with_another_ca_is_refused() {
         "connected without trusting the CA: {first:?}"
     );
     b.stop().await;
+}
+
+/// `identity_as_username = "cn"`: the verified certificate's common name becomes the client's
+/// user name, whatever its CONNECT says (seen in the broker's connect log line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_identity_becomes_the_username() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    tern::certs::generate(&certs, &[]).unwrap();
+    let extra = format!(
+        "[[listeners]]\nkind = \"tls\"\nbind = \"127.0.0.1\"\nport = 0\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\nidentity_as_username = \"cn\"\n",
+        certs.join("server.pem"),
+        certs.join("server.key"),
+        certs.join("ca.pem"),
+    );
+    let b = crate::child::ChildBroker::start_with(dir.path(), false, "fsync", &extra);
+    let line = b.wait_log("kind=Tls", 1);
+    let port: u16 = line
+        .split("address=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .expect("TLS listener address")
+        .port();
+    let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+    let mut opts = rumqttc::MqttOptions::new("device", "127.0.0.1", port);
+    opts.set_credentials("claimed-name", "pw");
+    opts.set_transport(rumqttc::Transport::tls(
+        read("ca.pem"),
+        Some((read("client.pem"), read("client.key"))),
+        Some(vec![b"mqtt".to_vec()]),
+    ));
+    let c = V4::connect_with(opts).await;
+    let connected = b.wait_log("client_id=device", 1);
+    assert!(
+        connected.contains("username=\"tern-client\""),
+        "{connected}"
+    );
+    drop(c);
+    b.kill9();
 }
