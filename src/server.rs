@@ -13,7 +13,10 @@ use tracing::{debug, info, warn};
 
 use crate::broker::BrokerState;
 use crate::config::Config;
-use crate::config::{IdentitySource, ListenerKind};
+use arc_swap::ArcSwap;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ExtraListener, IdentitySource, ListenerKind};
 use crate::connection::{self, Dormitory};
 use crate::transport::{self, Stream};
 use crate::{http, metrics, sys};
@@ -61,6 +64,8 @@ pub struct Broker {
     state: Arc<BrokerState>,
     local_addr: SocketAddr,
     extra_addrs: Vec<(ListenerKind, SocketAddr)>,
+    /// Each TLS listener's settings and its acceptor, swapped when SIGHUP reloads the files.
+    tls_listeners: Vec<(ExtraListener, Arc<ArcSwap<TlsAcceptor>>)>,
     http_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
@@ -77,28 +82,26 @@ impl Broker {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let mut extra = Vec::new();
+        let mut tls_listeners = Vec::new();
         for l in &config.listeners {
             let addr = SocketAddr::new(l.bind, l.port);
             let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
             let bound = listener
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;
-            let tls = match (l.kind, &l.cert, &l.key) {
-                (ListenerKind::Tls, Some(cert), Some(key)) => Some(Tls {
-                    acceptor: transport::tls_acceptor(
-                        cert,
-                        key,
-                        transport::ClientAuth {
-                            ca: l.client_ca.as_deref(),
-                            required: l.require_client_cert,
-                        },
-                    )
-                    .map_err(|source| StartError::Tls { addr, source })?,
+            let tls = match l.kind {
+                ListenerKind::Tls => Some(Tls {
+                    acceptor: Arc::new(ArcSwap::from_pointee(
+                        acceptor_for(l).map_err(|source| StartError::Tls { addr, source })?,
+                    )),
                     timeout: Duration::from_secs(l.handshake_timeout_secs),
                     identity: l.identity_as_username,
                 }),
-                _ => None,
+                ListenerKind::Tcp => None,
             };
+            if let Some(t) = &tls {
+                tls_listeners.push((l.clone(), Arc::clone(&t.acceptor)));
+            }
             extra.push((l.kind, bound, listener, tls));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -161,6 +164,7 @@ impl Broker {
             state,
             local_addr,
             extra_addrs,
+            tls_listeners,
             http_addr,
             shutdown,
             accept_task,
@@ -179,6 +183,19 @@ impl Broker {
     pub fn reload(&self, config: crate::Config) -> Vec<&'static str> {
         if config.sys.interval_secs > 0 {
             metrics::enable();
+        }
+        // Certificates and keys are read again from the same files: new handshakes use them,
+        // connections already up keep theirs. A file that cannot be used keeps the old ones.
+        for (l, acceptor) in &self.tls_listeners {
+            match acceptor_for(l) {
+                Ok(fresh) => {
+                    acceptor.store(Arc::new(fresh));
+                    info!(port = l.port, "TLS certificate and key reloaded");
+                }
+                Err(e) => {
+                    warn!(port = l.port, error = %e, "TLS files not reloaded; the running ones stay")
+                }
+            }
         }
         self.state.reload(config)
     }
@@ -238,10 +255,29 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// A TLS listener's acceptor and handshake deadline.
+/// The TLS acceptor for a `[[listeners]]` entry of kind `tls`, from its files.
+fn acceptor_for(l: &ExtraListener) -> Result<TlsAcceptor, transport::TlsError> {
+    let missing = |what| transport::TlsError::File {
+        what,
+        path: String::new(),
+        message: "not configured".into(),
+    };
+    transport::tls_acceptor(
+        l.cert
+            .as_deref()
+            .ok_or_else(|| missing("certificate chain"))?,
+        l.key.as_deref().ok_or_else(|| missing("private key"))?,
+        transport::ClientAuth {
+            ca: l.client_ca.as_deref(),
+            required: l.require_client_cert,
+        },
+    )
+}
+
+/// A TLS listener's acceptor (swapped by a reload) and handshake deadline.
 #[derive(Clone)]
 struct Tls {
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Arc<ArcSwap<TlsAcceptor>>,
     timeout: Duration,
     identity: IdentitySource,
 }
@@ -336,7 +372,7 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, tls: Option<&Tls>, ctx:
     let mut stopping = ctx.shutdown.clone();
     ctx.tasks.spawn(async move {
         let handshake = tokio::select! {
-            r = tokio::time::timeout(tls.timeout, tls.acceptor.accept(stream)) => r,
+            r = tokio::time::timeout(tls.timeout, tls.acceptor.load().accept(stream)) => r,
             // Shutdown does not wait for a handshake.
             _ = stopping.changed() => return,
         };

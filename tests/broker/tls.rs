@@ -314,3 +314,52 @@ async fn certificate_identity_becomes_the_username() {
     drop(c);
     b.kill9();
 }
+
+/// SIGHUP reads the certificate and key files again: new handshakes use the new ones, a
+/// connection made before keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_certificates_without_dropping_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    tern::certs::generate(&certs, &[]).unwrap();
+    let extra = format!(
+        "[[listeners]]\nkind = \"tls\"\nbind = \"127.0.0.1\"\nport = 0\ncert = {:?}\nkey = {:?}\n",
+        certs.join("server.pem"),
+        certs.join("server.key"),
+    );
+    let b = crate::child::ChildBroker::start_with(dir.path(), false, "fsync", &extra);
+    let port: u16 = b
+        .wait_log("kind=Tls", 1)
+        .split("address=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .expect("TLS listener address")
+        .port();
+    let old_ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    let mut before = V4::connect_tls(port, "before", old_ca.clone(), None).await;
+    before.subscribe("r", rumqttc::QoS::AtMostOnce).await;
+
+    // A new CA, server certificate and key in the same files.
+    tern::certs::generate(&certs, &[]).unwrap();
+    let new_ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    assert_ne!(old_ca, new_ca);
+    b.hup();
+    b.wait_log("TLS certificate and key reloaded", 1);
+    assert!(
+        tls_connects(port, new_ca.clone(), None).await,
+        "new certificate not in use"
+    );
+    assert!(
+        !tls_connects(port, old_ca, None).await,
+        "old certificate still in use"
+    );
+    let after = V4::connect_tls(port, "after", new_ca, None).await;
+    after
+        .client
+        .publish("r", rumqttc::QoS::AtMostOnce, false, b"alive".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(&before.next_publish().await.payload[..], b"alive");
+    b.kill9();
+}
