@@ -161,6 +161,17 @@ async fn optional_client_certificates() {
     b.stop().await;
 }
 
+/// The port of a child broker's TLS listener, from its log.
+fn tls_port(b: &crate::child::ChildBroker) -> u16 {
+    b.wait_log("kind=Tls", 1)
+        .split("address=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .expect("TLS listener address")
+        .port()
+}
+
 fn ca(dir: &std::path::Path) -> Vec<u8> {
     std::fs::read(dir.join("ca.pem")).unwrap()
 }
@@ -289,14 +300,7 @@ async fn certificate_identity_becomes_the_username() {
         certs.join("ca.pem"),
     );
     let b = crate::child::ChildBroker::start_with(dir.path(), false, "fsync", &extra);
-    let line = b.wait_log("kind=Tls", 1);
-    let port: u16 = line
-        .split("address=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        .expect("TLS listener address")
-        .port();
+    let port = tls_port(&b);
     let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
     let mut opts = rumqttc::MqttOptions::new("device", "127.0.0.1", port);
     opts.set_credentials("claimed-name", "pw");
@@ -328,14 +332,7 @@ async fn sighup_reloads_certificates_without_dropping_anyone() {
         certs.join("server.key"),
     );
     let b = crate::child::ChildBroker::start_with(dir.path(), false, "fsync", &extra);
-    let port: u16 = b
-        .wait_log("kind=Tls", 1)
-        .split("address=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        .expect("TLS listener address")
-        .port();
+    let port = tls_port(&b);
     let old_ca = std::fs::read(certs.join("ca.pem")).unwrap();
     let mut before = V4::connect_tls(port, "before", old_ca.clone(), None).await;
     before.subscribe("r", rumqttc::QoS::AtMostOnce).await;

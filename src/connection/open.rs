@@ -1,0 +1,158 @@
+//! The first phase of a connection: read the CONNECT by an absolute deadline, apply the
+//! handshake rules, attach the session (taking it over if needed) and answer with CONNACK.
+
+use super::*;
+
+impl Connection {
+    /// Reads and answers the CONNECT, attaches the session; `None` if the connection ended.
+    pub(super) async fn open(
+        stream: Stream,
+        identity: Option<String>,
+        state: Arc<BrokerState>,
+        mut shutdown: watch::Receiver<bool>,
+        dormitory: Dormitory,
+        slot: Slot,
+    ) -> Option<Box<Self>> {
+        let mut io = Io::new(stream, state.config().limits.max_packet_size);
+        let deadline = Instant::now() + state.config().connect_timeout();
+        let read = tokio::select! {
+            r = io.read_connect(deadline) => r,
+            _ = shutdown.changed() => Err("broker shutting down".to_string()),
+        };
+        let connect = match read {
+            Ok(mut c) => {
+                metrics::connect_received();
+                if identity.is_some() {
+                    // The verified certificate names the user, whatever the CONNECT says.
+                    c.username = identity;
+                }
+                c
+            }
+            Err(end) => {
+                debug!(reason = %end, "closed before CONNECT completed");
+                io.close().await;
+                return None;
+            }
+        };
+        let version = connect.version;
+        let accepted = match handshake::accept(&connect, &state.config()) {
+            Ok(a) => a,
+            Err(reason) => {
+                info!(client_id = %connect.client_id, ?reason, "CONNECT refused");
+                metrics::connect_refused(reason as u8);
+                let ack = Packet::ConnAck(handshake::refusal(reason));
+                metrics::packet_sent(&ack);
+                let _ = protocol::encode(&ack, version, &mut io.outbuf);
+                io.close().await;
+                return None;
+            }
+        };
+        // Keep only what the connection needs: the CONNECT itself is not held across awaits.
+        let Connect {
+            clean_start,
+            will,
+            properties: props,
+            username: connect_username,
+            ..
+        } = *connect;
+        let out = Outbound::new(
+            version,
+            props.maximum_packet_size,
+            props.topic_alias_maximum.unwrap_or(0),
+            props.request_problem_information != Some(0),
+        );
+        drop(props);
+        let client_id: Arc<str> = accepted.client_id.as_str().into();
+        tracing::Span::current().record("client_id", &*client_id);
+        // The store keeps the will of a persistent session, so a crash still publishes it.
+        let stored_will = will
+            .as_ref()
+            .filter(|_| state.config().persistence.enabled && accepted.session_expiry > 0)
+            .map(|w| (will_message(w.clone()), w.delay_interval.unwrap_or(0)));
+        let mut attached = state
+            .attach(
+                &client_id,
+                clean_start,
+                accepted.session_expiry,
+                accepted.window,
+                stored_will.as_ref().map(|(m, d)| (m, *d)),
+            )
+            .await;
+        if let Some(stored) = attached.stored.take().filter(|_| attached.session_present) {
+            // "Session present" is a promise that holds across a crash: the session's record
+            // is durable first.
+            if let Err(e) = stored.wait().await {
+                warn!(error = %e, "session record not stored");
+            }
+        }
+        let ack = Packet::ConnAck(handshake::connack(
+            &accepted,
+            version,
+            attached.session_present,
+            &state.config(),
+        ));
+        if protocol::encode(&ack, version, &mut io.outbuf).is_err() {
+            debug!("CONNACK could not be encoded");
+        }
+        metrics::packet_sent(&ack);
+        metrics::connected(match version {
+            ProtocolVersion::V31 => "3.1",
+            ProtocolVersion::V311 => "3.1.1",
+            ProtocolVersion::V5 => "5",
+        });
+        info!(
+            client_id = %client_id,
+            username = connect_username.as_deref().unwrap_or(""),
+            version = ?version,
+            clean_start,
+            present = attached.session_present,
+            "client connected"
+        );
+        let now = Instant::now();
+        let client = Client {
+            version,
+            connect_expiry_zero: accepted.session_expiry == 0,
+            session: attached.session,
+            mailbox: attached.mailbox,
+            generation: attached.generation,
+            will: will.map(Box::new),
+            keep_alive: accepted.keep_alive,
+            last_packet: now,
+            inbound_aliases: Box::default(),
+            out,
+            _slot: slot,
+        };
+        let timer = Box::pin(tokio::time::sleep_until(next_wake(
+            &state,
+            &client,
+            io.stream.is_tcp(),
+            now,
+            now,
+        )));
+        Some(Box::new(Connection {
+            io,
+            state,
+            client_id,
+            timer,
+            last_activity: now,
+            pending_acks: VecDeque::new(),
+            write_gate: None,
+            dormitory,
+            client,
+        }))
+    }
+}
+
+/// The will as a message to route.
+pub(super) fn will_message(w: LastWill) -> Message {
+    let publish = Publish {
+        dup: false,
+        qos: w.qos,
+        retain: w.retain,
+        topic: w.topic,
+        pkid: 0,
+        payload: w.payload,
+        properties: w.properties,
+    };
+    Message::new(publish, None, std::time::Instant::now())
+}
