@@ -117,7 +117,7 @@ impl Default for PersistenceConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ExtraListener {
-    /// `tcp` or `tls`.
+    /// `tcp`, `tls`, `ws` or `wss`.
     pub kind: ListenerKind,
     /// Address to listen on.
     #[serde(default = "any_address")]
@@ -130,9 +130,17 @@ pub struct ExtraListener {
     /// TLS: PEM private key (PKCS#8, PKCS#1 or SEC1; RSA or ECDSA).
     #[serde(default)]
     pub key: Option<PathBuf>,
-    /// TLS: seconds a client has to complete the handshake.
+    /// TLS and WebSockets: seconds a client has to complete the TLS handshake and WebSocket
+    /// upgrade.
     #[serde(default = "ten_seconds")]
     pub handshake_timeout_secs: u64,
+    /// WebSockets: the URL path MQTT is served on (other paths get 404).
+    #[serde(default = "mqtt_path")]
+    pub path: String,
+    /// Connections open at once on this listener (within `limits.max_connections`); `None`:
+    /// only the broker-wide limit.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
     /// Mutual TLS: PEM file of the CA(s) client certificates are verified against (chain and
     /// expiry). Without it, clients are not asked for a certificate.
     #[serde(default)]
@@ -146,6 +154,25 @@ pub struct ExtraListener {
     /// e-mail or URI subject alternative name (`san`), or not (`none`).
     #[serde(default)]
     pub identity_as_username: IdentitySource,
+}
+
+impl ExtraListener {
+    /// A listener of `kind` on `port` (any address) with every other key at its default.
+    pub fn new(kind: ListenerKind, port: u16) -> ExtraListener {
+        ExtraListener {
+            kind,
+            bind: any_address(),
+            port,
+            cert: None,
+            key: None,
+            handshake_timeout_secs: ten_seconds(),
+            path: mqtt_path(),
+            max_connections: None,
+            client_ca: None,
+            require_client_cert: yes(),
+            identity_as_username: IdentitySource::None,
+        }
+    }
 }
 
 /// Where a client certificate's identity comes from.
@@ -173,6 +200,10 @@ fn ten_seconds() -> u64 {
     10
 }
 
+fn mqtt_path() -> String {
+    "/mqtt".into()
+}
+
 /// What a listener speaks below MQTT.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -181,6 +212,22 @@ pub enum ListenerKind {
     Tcp,
     /// TLS over TCP.
     Tls,
+    /// WebSocket over TCP.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl ListenerKind {
+    /// Whether it needs a certificate and key.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+    }
+
+    /// Whether MQTT travels in WebSocket frames.
+    pub fn is_ws(self) -> bool {
+        matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
 }
 
 /// `[http]`: the operations listener (`/metrics` for Prometheus, `/health`, `/ready`).
@@ -428,19 +475,31 @@ impl Config {
                 key,
                 allowed,
             };
-            if l.kind == ListenerKind::Tls {
+            if l.kind.is_tls() {
                 if l.cert.is_none() {
                     return Err(bad(
                         "cert",
-                        "a PEM certificate chain file (required for kind = \"tls\")",
+                        "a PEM certificate chain file (required for kind = \"tls\" and \"wss\")",
                     ));
                 }
                 if l.key.is_none() {
                     return Err(bad(
                         "key",
-                        "a PEM private key file (required for kind = \"tls\")",
+                        "a PEM private key file (required for kind = \"tls\" and \"wss\")",
                     ));
                 }
+            } else if l.cert.is_some() || l.key.is_some() {
+                let key = if l.cert.is_some() { "cert" } else { "key" };
+                return Err(bad(key, "only for kind = \"tls\" or \"wss\""));
+            }
+            if l.kind.is_ws() && !l.path.starts_with('/') {
+                return Err(bad(
+                    "path",
+                    "a URL path starting with / (default \"/mqtt\")",
+                ));
+            }
+            if l.max_connections == Some(0) {
+                return Err(bad("max_connections", "an integer ≥ 1 (or leave it out)"));
             }
             if l.identity_as_username != IdentitySource::None && l.client_ca.is_none() {
                 return Err(bad(
@@ -448,8 +507,8 @@ impl Config {
                     "\"none\" unless client_ca is set (only verified certificates name a user)",
                 ));
             }
-            if l.kind != ListenerKind::Tls && l.client_ca.is_some() {
-                return Err(bad("client_ca", "only for kind = \"tls\""));
+            if !l.kind.is_tls() && l.client_ca.is_some() {
+                return Err(bad("client_ca", "only for kind = \"tls\" or \"wss\""));
             }
             if !(1..=3_600).contains(&l.handshake_timeout_secs) {
                 return Err(bad("handshake_timeout_secs", "1 to 3600 seconds"));
@@ -643,6 +702,39 @@ mod tests {
         let c = Config::from_toml(include_str!("../config/tern.toml"), "config/tern.toml")
             .expect("documented config parses");
         assert_eq!(c, Config::default());
+    }
+
+    /// WebSocket listeners: path and per-listener limit parsed; files only for TLS kinds;
+    /// each mistake names the listener and key.
+    #[test]
+    fn websocket_listeners() {
+        let c = Config::from_toml(
+            "[[listeners]]\nkind = \"ws\"\nport = 8080\n[[listeners]]\nkind = \"wss\"\nport = 8443\ncert = \"c.pem\"\nkey = \"k.pem\"\npath = \"/\"\nmax_connections = 10\n",
+            "t.toml",
+        )
+        .expect("parse");
+        assert_eq!(c.listeners[0].path, "/mqtt");
+        assert_eq!(c.listeners[0].max_connections, None);
+        assert_eq!(c.listeners[1].path, "/");
+        assert_eq!(c.listeners[1].max_connections, Some(10));
+        for (toml, key) in [
+            ("kind = \"wss\"\nport = 1\n", "cert"),
+            ("kind = \"ws\"\nport = 1\ncert = \"c.pem\"\n", "cert"),
+            ("kind = \"ws\"\nport = 1\npath = \"mqtt\"\n", "path"),
+            (
+                "kind = \"ws\"\nport = 1\nmax_connections = 0\n",
+                "max_connections",
+            ),
+            (
+                "kind = \"ws\"\nport = 1\nclient_ca = \"ca.pem\"\n",
+                "client_ca",
+            ),
+        ] {
+            let err = Config::from_toml(&format!("[[listeners]]\n{toml}"), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains("t.toml"), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -101,6 +101,11 @@ fn describe() {
         "TLS handshakes that failed (error, e.g. plain MQTT on a TLS port) or timed out."
     );
     c!(
+        "tern_ws_upgrade_failures_total",
+        Unit::Count,
+        "WebSocket upgrades refused (error: not a valid upgrade, wrong path or subprotocol) or timed out."
+    );
+    c!(
         "tern_keepalive_timeouts_total",
         Unit::Count,
         "Connections closed for silence beyond 1.5 x keep-alive."
@@ -528,6 +533,12 @@ pub fn malformed(reason: u8) {
 /// TLS port; `timeout`).
 pub fn tls_handshake_failed(reason: &'static str) {
     ::metrics::counter!("tern_tls_handshake_failures_total", "reason" => reason).increment(1);
+}
+
+/// A WebSocket upgrade did not complete (`error`: not a WebSocket request, wrong path or
+/// subprotocol; `timeout`).
+pub fn ws_upgrade_failed(reason: &'static str) {
+    ::metrics::counter!("tern_ws_upgrade_failures_total", "reason" => reason).increment(1);
 }
 
 /// A connection was closed for keep-alive silence.

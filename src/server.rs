@@ -15,9 +15,10 @@ use crate::broker::BrokerState;
 use crate::config::Config;
 use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::{ExtraListener, IdentitySource, ListenerKind};
-use crate::connection::{self, Dormitory};
+use crate::connection::{self, Dormitory, Limit};
 use crate::transport::{self, Stream};
 use crate::{http, metrics, sys};
 
@@ -66,6 +67,8 @@ pub struct Broker {
     extra_addrs: Vec<(ListenerKind, SocketAddr)>,
     /// Each TLS listener's settings and its acceptor, swapped when SIGHUP reloads the files.
     tls_listeners: Vec<(ExtraListener, Arc<ArcSwap<TlsAcceptor>>)>,
+    /// `limits.max_connections`, across every listener.
+    limit: Arc<Limit>,
     http_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
@@ -81,6 +84,7 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
+        let limit = Limit::new(config.limits.max_connections, None);
         let mut extra = Vec::new();
         let mut tls_listeners = Vec::new();
         for l in &config.listeners {
@@ -89,20 +93,12 @@ impl Broker {
             let bound = listener
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;
-            let tls = match l.kind {
-                ListenerKind::Tls => Some(Tls {
-                    acceptor: Arc::new(ArcSwap::from_pointee(
-                        acceptor_for(l).map_err(|source| StartError::Tls { addr, source })?,
-                    )),
-                    timeout: Duration::from_secs(l.handshake_timeout_secs),
-                    identity: l.identity_as_username,
-                }),
-                ListenerKind::Tcp => None,
-            };
-            if let Some(t) = &tls {
+            let transport = Transport::for_listener(l, &config, &limit)
+                .map_err(|source| StartError::Tls { addr, source })?;
+            if let Some(t) = &transport.tls {
                 tls_listeners.push((l.clone(), Arc::clone(&t.acceptor)));
             }
-            extra.push((l.kind, bound, listener, tls));
+            extra.push((l.kind, bound, listener, transport));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let http = match config.http.enabled {
@@ -148,23 +144,24 @@ impl Broker {
         info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
         let ctx = Accept {
             state: Arc::clone(&state),
-            permits: Arc::new(Semaphore::new(state.config().limits.max_connections)),
+            refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
             shutdown: shutdown_rx,
             dormitory: dormitory.clone(),
             tasks,
         };
         let mut extra_addrs = Vec::new();
-        for (kind, bound, listener, tls) in extra {
+        for (kind, bound, listener, transport) in extra {
             info!(address = %bound, kind = ?kind, "MQTT listener ready");
             extra_addrs.push((kind, bound));
-            tokio::spawn(accept_more(listener, tls, ctx.clone()));
+            tokio::spawn(accept_more(listener, transport, ctx.clone()));
         }
-        let accept_task = tokio::spawn(accept_loop(listener, ctx));
+        let accept_task = tokio::spawn(accept_loop(listener, Transport::tcp(&limit), ctx));
         Ok(Broker {
             state,
             local_addr,
             extra_addrs,
             tls_listeners,
+            limit,
             http_addr,
             shutdown,
             accept_task,
@@ -184,6 +181,7 @@ impl Broker {
         if config.sys.interval_secs > 0 {
             metrics::enable();
         }
+        self.limit.set_max(config.limits.max_connections);
         // Certificates and keys are read again from the same files: new handshakes use them,
         // connections already up keep theirs. A file that cannot be used keeps the old ones.
         for (l, acceptor) in &self.tls_listeners {
@@ -271,23 +269,133 @@ fn acceptor_for(l: &ExtraListener) -> Result<TlsAcceptor, transport::TlsError> {
             ca: l.client_ca.as_deref(),
             required: l.require_client_cert,
         },
+        // Browsers and WebSocket libraries offer `http/1.1` and fail without it.
+        if l.kind.is_ws() {
+            &["http/1.1"]
+        } else {
+            &["mqtt"]
+        },
     )
 }
 
-/// A TLS listener's acceptor (swapped by a reload) and handshake deadline.
+/// Connections over a limit that are still answered with a CONNACK (after their TLS and
+/// WebSocket handshakes); beyond these, a flood is just closed.
+const MAX_REFUSING: usize = 1024;
+
+/// A TLS listener's acceptor (swapped by a reload) and where client identities come from.
 #[derive(Clone)]
 struct Tls {
     acceptor: Arc<ArcSwap<TlsAcceptor>>,
-    timeout: Duration,
     identity: IdentitySource,
+}
+
+/// A WebSocket listener's path and frame settings.
+struct Ws {
+    path: String,
+    config: WebSocketConfig,
+}
+
+/// How one listener turns an accepted socket into a client's [`Stream`], and its limit.
+#[derive(Clone)]
+struct Transport {
+    tls: Option<Tls>,
+    ws: Option<Arc<Ws>>,
+    /// Bounds the TLS handshake and WebSocket upgrade together.
+    handshake_timeout: Duration,
+    limit: Arc<Limit>,
+}
+
+impl Transport {
+    /// The default listener's: plain TCP under the broker-wide limit.
+    fn tcp(limit: &Arc<Limit>) -> Transport {
+        Transport {
+            tls: None,
+            ws: None,
+            handshake_timeout: Duration::ZERO,
+            limit: Arc::clone(limit),
+        }
+    }
+
+    fn for_listener(
+        l: &ExtraListener,
+        config: &Config,
+        limit: &Arc<Limit>,
+    ) -> Result<Transport, transport::TlsError> {
+        let tls = match l.kind.is_tls() {
+            true => Some(Tls {
+                acceptor: Arc::new(ArcSwap::from_pointee(acceptor_for(l)?)),
+                identity: l.identity_as_username,
+            }),
+            false => None,
+        };
+        let ws = l.kind.is_ws().then(|| {
+            Arc::new(Ws {
+                path: l.path.clone(),
+                config: transport::ws::config(config.limits.max_packet_size),
+            })
+        });
+        Ok(Transport {
+            tls,
+            ws,
+            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+            limit: Limit::new(
+                l.max_connections.unwrap_or(usize::MAX),
+                Some(Arc::clone(limit)),
+            ),
+        })
+    }
+
+    fn is_plain_tcp(&self) -> bool {
+        self.tls.is_none() && self.ws.is_none()
+    }
+
+    /// The TLS handshake and WebSocket upgrade, as this listener needs, within its deadline;
+    /// failures are counted and logged here.
+    async fn establish(&self, stream: TcpStream, peer: SocketAddr) -> Option<Stream> {
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let mut stream = Stream::Tcp(stream);
+        if let Some(tls) = &self.tls {
+            let tcp = stream.into_tcp().ok()?;
+            match tokio::time::timeout_at(deadline, tls.acceptor.load().accept(tcp)).await {
+                Ok(Ok(s)) => stream = Stream::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    metrics::tls_handshake_failed("error");
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    metrics::tls_handshake_failed("timeout");
+                    debug!(%peer, "TLS handshake timed out");
+                    return None;
+                }
+            }
+        }
+        if let Some(ws) = &self.ws {
+            let upgrade = transport::ws::accept(stream, &ws.path, ws.config);
+            match tokio::time::timeout_at(deadline, upgrade).await {
+                Ok(Ok(s)) => stream = Stream::Ws(Box::new(s)),
+                Ok(Err(e)) => {
+                    metrics::ws_upgrade_failed("error");
+                    debug!(%peer, error = %e, "WebSocket upgrade refused");
+                    return None;
+                }
+                Err(_) => {
+                    metrics::ws_upgrade_failed("timeout");
+                    debug!(%peer, "WebSocket upgrade timed out");
+                    return None;
+                }
+            }
+        }
+        Some(stream)
+    }
 }
 
 /// What every accepted connection is started with, shared by all listeners.
 #[derive(Clone)]
 struct Accept {
     state: Arc<BrokerState>,
-    /// `limits.max_connections`, across every listener.
-    permits: Arc<Semaphore>,
+    /// Connections over a limit being answered ([`MAX_REFUSING`]).
+    refusals: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
     dormitory: Dormitory,
     tasks: TaskTracker,
@@ -295,8 +403,8 @@ struct Accept {
 
 /// The default listener's loop; when it stops (shutdown) it tells every connection to say
 /// goodbye and waits for them, at most `shutdown.grace_secs`.
-async fn accept_loop(listener: TcpListener, mut ctx: Accept) {
-    accept_until_shutdown(&listener, None, &mut ctx).await;
+async fn accept_loop(listener: TcpListener, transport: Transport, mut ctx: Accept) {
+    accept_until_shutdown(&listener, &transport, &mut ctx).await;
     drop(listener);
     ctx.state.begin_shutdown();
     ctx.tasks.close();
@@ -310,18 +418,18 @@ async fn accept_loop(listener: TcpListener, mut ctx: Accept) {
 }
 
 /// A `[[listeners]]` loop: accepts until shutdown (the default listener's loop does the rest).
-async fn accept_more(listener: TcpListener, tls: Option<Tls>, mut ctx: Accept) {
-    accept_until_shutdown(&listener, tls.as_ref(), &mut ctx).await;
+async fn accept_more(listener: TcpListener, transport: Transport, mut ctx: Accept) {
+    accept_until_shutdown(&listener, &transport, &mut ctx).await;
 }
 
-async fn accept_until_shutdown(listener: &TcpListener, tls: Option<&Tls>, ctx: &mut Accept) {
+async fn accept_until_shutdown(listener: &TcpListener, transport: &Transport, ctx: &mut Accept) {
     loop {
         tokio::select! {
             _ = ctx.shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     metrics::connection_accepted();
-                    spawn_connection(stream, peer, tls, ctx);
+                    spawn_connection(stream, peer, transport, ctx);
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -333,29 +441,19 @@ async fn accept_until_shutdown(listener: &TcpListener, tls: Option<&Tls>, ctx: &
     }
 }
 
-fn spawn_connection(stream: TcpStream, peer: SocketAddr, tls: Option<&Tls>, ctx: &Accept) {
+fn spawn_connection(stream: TcpStream, peer: SocketAddr, transport: &Transport, ctx: &Accept) {
     if cfg!(not(target_os = "linux")) {
         let _ = stream.set_nodelay(true);
     }
     let state = Arc::clone(&ctx.state);
-    let Ok(permit) = Arc::clone(&ctx.permits).try_acquire_owned() else {
+    let Some(slot) = connection::Slot::take(&transport.limit) else {
         metrics::limit_hit("max_connections");
         debug!(%peer, "connection refused: max_connections reached");
-        match tls {
-            // CONNACK 0x97/0x03 needs a session: over TLS the connection is just closed.
-            Some(_) => metrics::connection_closed(),
-            None => {
-                ctx.tasks.spawn(async move {
-                    connection::refuse_busy(Stream::Tcp(stream), state).await;
-                    metrics::connection_closed();
-                });
-            }
-        }
+        refuse(stream, peer, transport, ctx);
         return;
     };
-    let slot = connection::Slot::new(permit);
     let (shutdown, dormitory) = (ctx.shutdown.clone(), ctx.dormitory.clone());
-    let Some(tls) = tls.cloned() else {
+    if transport.is_plain_tcp() {
         ctx.tasks.spawn(connection::serve(
             Stream::Tcp(stream),
             None,
@@ -366,31 +464,48 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, tls: Option<&Tls>, ctx:
             slot,
         ));
         return;
-    };
-    // The handshake runs here, in the connection's own task, by a deadline: a stalled or
+    }
+    // The handshakes run here, in the connection's own task, by a deadline: a stalled or
     // plaintext client costs only itself.
     let mut stopping = ctx.shutdown.clone();
+    let transport = transport.clone();
     ctx.tasks.spawn(async move {
-        let handshake = tokio::select! {
-            r = tokio::time::timeout(tls.timeout, tls.acceptor.load().accept(stream)) => r,
+        let stream = tokio::select! {
+            s = transport.establish(stream, peer) => s,
             // Shutdown does not wait for a handshake.
-            _ = stopping.changed() => return,
+            _ = stopping.changed() => None,
         };
-        match handshake {
-            Ok(Ok(stream)) => {
-                let stream = Stream::Tls(Box::new(stream));
-                let identity = stream.peer_identity(tls.identity);
-                connection::serve(stream, identity, peer, state, shutdown, dormitory, slot).await;
-            }
-            Ok(Err(e)) => {
-                metrics::tls_handshake_failed("error");
-                debug!(%peer, error = %e, "TLS handshake failed");
-            }
-            Err(_) => {
-                metrics::tls_handshake_failed("timeout");
-                debug!(%peer, "TLS handshake timed out");
-            }
+        let Some(stream) = stream else {
+            return;
+        };
+        let identity = transport
+            .tls
+            .as_ref()
+            .and_then(|t| stream.peer_identity(t.identity));
+        connection::serve(stream, identity, peer, state, shutdown, dormitory, slot).await;
+    });
+}
+
+/// Answers a connection over a limit with CONNACK 0x97 (v5) / 0x03 (v3.1.1), after its TLS and
+/// WebSocket handshakes, while fewer than [`MAX_REFUSING`] are being answered.
+fn refuse(stream: TcpStream, peer: SocketAddr, transport: &Transport, ctx: &Accept) {
+    let Ok(refusing) = Arc::clone(&ctx.refusals).try_acquire_owned() else {
+        metrics::connection_closed();
+        return;
+    };
+    let state = Arc::clone(&ctx.state);
+    let transport = transport.clone();
+    let mut stopping = ctx.shutdown.clone();
+    ctx.tasks.spawn(async move {
+        let stream = tokio::select! {
+            s = transport.establish(stream, peer) => s,
+            _ = stopping.changed() => None,
+        };
+        if let Some(stream) = stream {
+            connection::refuse_busy(stream, state).await;
         }
+        drop(refusing);
+        metrics::connection_closed();
     });
 }
 

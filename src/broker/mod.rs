@@ -278,10 +278,6 @@ impl BrokerState {
             ignored.push("log.format");
             new.log.format = old.log.format;
         }
-        if new.limits.max_connections != old.limits.max_connections {
-            ignored.push("limits.max_connections");
-            new.limits.max_connections = old.limits.max_connections;
-        }
         self.config.store(Arc::new(new));
         ignored
     }

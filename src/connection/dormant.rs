@@ -272,8 +272,6 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use tokio::sync::Semaphore;
-
     use super::*;
     use crate::broker::Mailbox;
     use crate::connection::outbound::Outbound;
@@ -293,7 +291,7 @@ mod tests {
             last_packet: Instant::now(),
             inbound_aliases: Box::default(),
             out: Outbound::new(ProtocolVersion::V311, None, 0, true),
-            _slot: Slot::new(Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()),
+            _slot: Slot::take(&crate::connection::Limit::new(1, None)).unwrap(),
         }
     }
 

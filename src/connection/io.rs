@@ -38,6 +38,9 @@ pub(super) struct Io {
     pub(super) outbuf: BytesMut,
     /// Room taken for the next read: small for quiet clients, doubled while reads fill it.
     read_size: usize,
+    /// TLS and WebSockets may accept bytes they cannot pass on yet (the socket was full):
+    /// they are flushed once the output buffer is empty.
+    unflushed: bool,
     pub(super) decoder: Decoder,
 }
 
@@ -48,6 +51,7 @@ impl Io {
             inbuf: BytesMut::new(),
             outbuf: BytesMut::new(),
             read_size: MIN_READ,
+            unflushed: false,
             decoder: Decoder::new(max_packet_size),
         }
     }
@@ -124,14 +128,21 @@ impl Io {
         Poll::Ready(Ok(n))
     }
 
-    /// Writes what is pending, as much as the socket takes.
+    /// Writes what is pending, as much as the stream takes, then flushes what a TLS or
+    /// WebSocket layer kept back.
     fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Done>> {
         if self.outbuf.is_empty() {
-            return Poll::Pending;
+            if !self.unflushed {
+                return Poll::Pending;
+            }
+            std::task::ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+            self.unflushed = false;
+            return Poll::Ready(Ok(Done::Wrote));
         }
         let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &self.outbuf))?;
         crate::metrics::bytes_sent(n);
         self.outbuf.advance(n);
+        self.unflushed = !self.stream.is_tcp();
         Poll::Ready(Ok(Done::Wrote))
     }
 

@@ -25,3 +25,4 @@ mod tls;
 mod v5_features;
 mod will;
 mod wire;
+mod ws;

@@ -41,6 +41,12 @@ impl V4 {
         V4::connect_with(opts).await
     }
 
+    /// Connects over a WebSocket to `url` (`ws://127.0.0.1:PORT/mqtt`, or `wss://` trusting
+    /// the PEM CA `ca`, with an optional client certificate and key).
+    pub async fn connect_ws(url: &str, id: &str, tls: Option<WsTls>) -> V4 {
+        V4::connect_with(ws_options(url, id, tls)).await
+    }
+
     /// Connects with `opts` and waits for CONNACK.
     pub async fn connect_with(mut opts: rumqttc::MqttOptions) -> V4 {
         opts.set_keep_alive(Duration::from_secs(30));
@@ -120,7 +126,18 @@ pub struct V5 {
 impl V5 {
     /// Connects to 127.0.0.1:`port` with Clean Start and waits for CONNACK.
     pub async fn connect(port: u16, id: &str) -> V5 {
-        let mut opts = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
+        V5::connect_with(rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port)).await
+    }
+
+    /// Connects over a WebSocket to `url` (`ws://127.0.0.1:PORT/mqtt`).
+    pub async fn connect_ws(url: &str, id: &str) -> V5 {
+        let mut opts = rumqttc::v5::MqttOptions::new(id, url, 0);
+        opts.set_transport(rumqttc::Transport::Ws);
+        V5::connect_with(opts).await
+    }
+
+    /// Connects with `opts` and waits for CONNACK.
+    pub async fn connect_with(mut opts: rumqttc::v5::MqttOptions) -> V5 {
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 1000);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -171,4 +188,17 @@ impl Drop for V5 {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// For `wss://`: the PEM CA to trust, and an optional client certificate and key (PEM).
+pub type WsTls = (Vec<u8>, Option<(Vec<u8>, Vec<u8>)>);
+
+/// rumqttc options for a WebSocket connection to `url` (the port is taken from it).
+pub fn ws_options(url: &str, id: &str, tls: Option<WsTls>) -> rumqttc::MqttOptions {
+    let mut opts = rumqttc::MqttOptions::new(id, url, 0);
+    opts.set_transport(match tls {
+        None => rumqttc::Transport::Ws,
+        Some((ca, client_auth)) => rumqttc::Transport::wss(ca, client_auth, None),
+    });
+    opts
 }

@@ -25,15 +25,12 @@ async fn mtls_broker(
     let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
     TestBroker::start_with(move |c| {
         c.listeners.push(ExtraListener {
-            kind: ListenerKind::Tls,
             bind: "127.0.0.1".parse().unwrap(),
-            port: 0,
             cert: Some(cert),
             key: Some(key),
-            handshake_timeout_secs: 10,
             client_ca,
             require_client_cert: required,
-            identity_as_username: Default::default(),
+            ..ExtraListener::new(ListenerKind::Tls, 0)
         });
     })
     .await

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-for tool in mosquitto_pub mosquitto_sub python3 stdbuf curl; do
+for tool in mosquitto_pub mosquitto_sub python3 stdbuf curl node; do
   command -v "$tool" >/dev/null || { echo "interop: $tool is not installed (see .ci/run)"; exit 2; }
 done
 
@@ -19,6 +19,8 @@ if [ -n "${INTEROP_EXTERNAL:-}" ] && [ -z "${INTEROP_PORT:-}" ]; then
   echo "interop: INTEROP_EXTERNAL=1 needs INTEROP_PORT"; exit 2
 fi
 PORT=${INTEROP_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+[ -d tests/interop/js/node_modules/mqtt ] || {
+  echo "interop: MQTT.js is not installed: npm ci --prefix tests/interop/js (see .ci/run)"; exit 2; }
 # Tern's HTTP listener (/metrics, /health, /ready).
 HTTP_PORT=${INTEROP_HTTP_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 WORK=$(mktemp -d)
@@ -62,6 +64,12 @@ if [ -z "${INTEROP_EXTERNAL:-}" ]; then
   # Mutual TLS: client certificates from the same development CA, required.
   printf '[[listeners]]\nkind = "tls"\nbind = "127.0.0.1"\nport = %s\ncert = "%s"\nkey = "%s"\nclient_ca = "%s"\n' \
     "$MTLS_PORT" "$WORK/certs/server.pem" "$WORK/certs/server.key" "$WORK/certs/ca.pem" >>"$WORK/tern.toml"
+  # WebSockets, plain and over TLS, on the default path /mqtt.
+  WS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  WSS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  printf '[[listeners]]\nkind = "ws"\nbind = "127.0.0.1"\nport = %s\n' "$WS_PORT" >>"$WORK/tern.toml"
+  printf '[[listeners]]\nkind = "wss"\nbind = "127.0.0.1"\nport = %s\ncert = "%s"\nkey = "%s"\n' \
+    "$WSS_PORT" "$WORK/certs/server.pem" "$WORK/certs/server.key" >>"$WORK/tern.toml"
   "$BIN" --config "$WORK/tern.toml" --bind 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" 2>"$WORK/broker.log" &
   BROKER_PID=$!
 fi
@@ -301,6 +309,56 @@ if [ -n "$BROKER_PID" ]; then
     fail "mutual TLS without a client certificate" "accepted"
   else
     pass "mutual TLS: a client without a certificate is refused"
+  fi
+fi
+
+# WebSockets (Tern only): MQTT.js, the browser client, under node, over ws:// and wss://, talking
+# to mosquitto clients on TCP both ways.
+# start_js NAME ARGS...: a background MQTT.js subscriber writing to $WORK/NAME.out; returns 0 once
+# its SUBACK arrived.
+start_js() {
+  local name=$1; shift
+  node tests/interop/js/mqttjs.js sub "$@" >"$WORK/$name.out" 2>&1 &
+  echo $! >"$WORK/$name.pid"
+  wait_line "$name" '^SUBSCRIBED'
+}
+if [ -n "$BROKER_PID" ]; then
+  WS_URL="ws://127.0.0.1:$WS_PORT/mqtt"
+  if start_sub ws_in -t "ws-$RUN/up" -q 1 -C 1 -W 10 -v; then
+    node tests/interop/js/mqttjs.js pub "$WS_URL" "ws-$RUN/up" "from mqtt.js" >"$WORK/js_pub.out" 2>&1 || true
+    stop_sub ws_in
+    if grep -q "ws-$RUN/up from mqtt.js" "$WORK/ws_in.out"; then
+      pass "WebSocket: MQTT.js publishes over ws:// to mosquitto_sub on TCP"
+    else
+      fail "MQTT.js publisher over ws://" "$(tail -3 "$WORK/js_pub.out" "$WORK/ws_in.out" | oneline)"
+    fi
+  else
+    fail "MQTT.js publisher over ws://" "no SUBACK on TCP"
+  fi
+  for v in "" --v5; do
+    if start_js "ws_out$v" "$WS_URL" "ws-$RUN/down$v" 1 $v; then
+      pub -t "ws-$RUN/down$v" -q 1 -m "to mqtt.js"
+      stop_sub "ws_out$v"
+      if grep -q "ws-$RUN/down$v to mqtt.js" "$WORK/ws_out$v.out"; then
+        pass "WebSocket: mosquitto_pub on TCP reaches an MQTT.js subscriber over ws:// (${v:-v3.1.1})"
+      else
+        fail "MQTT.js subscriber over ws:// ${v:-v3.1.1}" "$(tail -3 "$WORK/ws_out$v.out" | oneline)"
+      fi
+    else
+      fail "MQTT.js subscriber over ws:// ${v:-v3.1.1}" "no SUBACK: $(tail -3 "$WORK/ws_out$v.out" | oneline)"
+    fi
+  done
+  WSS_URL="wss://localhost:$WSS_PORT/mqtt"
+  if start_js wss_out "$WSS_URL" "wss-$RUN" 1 --ca "$WORK/certs/ca.pem"; then
+    pub -t "wss-$RUN" -q 1 -m "over wss"
+    stop_sub wss_out
+    if grep -q "wss-$RUN over wss" "$WORK/wss_out.out"; then
+      pass "WebSocket over TLS: MQTT.js subscriber over wss:// (--ca) gets a TCP publish"
+    else
+      fail "MQTT.js over wss://" "$(tail -3 "$WORK/wss_out.out" | oneline)"
+    fi
+  else
+    fail "MQTT.js over wss://" "no SUBACK: $(tail -3 "$WORK/wss_out.out" | oneline)"
   fi
 fi
 
