@@ -2,7 +2,9 @@
 # Runs the same scenarios against Tern and Mosquitto (Debian's package) in one run and prints
 # medians and Tern/Mosquitto ratios; ratio >= 1.0 always means Tern did better.
 #   benches/run.sh [--quick] [scenario ...]
-# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 latency idle (default: all).
+# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 latency idle tls-connects tls-pairs-qos0
+# (default: all). The TLS ones use one certificate and key (from `tern gen-certs`) for both
+# brokers, TLS 1.3 as both negotiate it, and full handshakes (the client never resumes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,7 @@ for a in "$@"; do
     *) SCENARIOS+=("$a") ;;
   esac
 done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 latency idle)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 latency idle tls-connects tls-pairs-qos0)
 REPS=3
 [ "$QUICK" = 1 ] && REPS=1
 
@@ -48,19 +50,38 @@ log_dest none
 # connection (log_dest none; Tern --log warn).
 set_tcp_nodelay true
 CONF
-"$MOSQUITTO" -c "$WORK/mosquitto.conf" &
+# Both brokers also listen for MQTT over TLS with the same certificate and key.
+target/release/tern gen-certs "$WORK/certs" >/dev/null
+# Mosquitto started as root runs as user mosquitto: it must be able to read the (throwaway) key.
+chmod 755 "$WORK" "$WORK/certs"; chmod 644 "$WORK/certs/server.key"
+MTLS=$(free_port)
+TTLS=$(free_port)
+cat "$WORK/mosquitto.conf" - >"$WORK/mosquitto-tls.conf" <<CONF
+listener $MTLS 127.0.0.1
+certfile $WORK/certs/server.pem
+keyfile $WORK/certs/server.key
+CONF
+cat >"$WORK/tern.toml" <<CONF
+[[listeners]]
+kind = "tls"
+bind = "127.0.0.1"
+port = $TTLS
+cert = "$WORK/certs/server.pem"
+key = "$WORK/certs/server.key"
+CONF
+"$MOSQUITTO" -c "$WORK/mosquitto-tls.conf" &
 MPID=$!; PIDS+=("$MPID")
 TPORT=$(free_port)
-target/release/tern --bind 127.0.0.1 --port "$TPORT" --http-port 0 --log warn 2>"$WORK/tern.log" &
+target/release/tern --config "$WORK/tern.toml" --bind 127.0.0.1 --port "$TPORT" --http-port 0 --log warn 2>"$WORK/tern.log" &
 TPID=$!; PIDS+=("$TPID")
-wait_port "$MPORT"; wait_port "$TPORT"
+wait_port "$MPORT"; wait_port "$TPORT"; wait_port "$MTLS"; wait_port "$TTLS"
 
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 messages() {
   case "$1" in
     fan-in) echo $((QUICK ? 5000 : 20000)) ;;   # per publisher (8)
     fan-out) echo $((QUICK ? 500 : 2000)) ;;    # published, x200 deliveries
-    pairs-*) echo $((QUICK ? 1000 : 4000)) ;;   # per pair (100)
+    pairs-* | tls-pairs-*) echo $((QUICK ? 1000 : 4000)) ;;   # per pair (100)
     *) echo 0 ;;
   esac
 }
@@ -96,8 +117,19 @@ run_one() {
     echo "$(echo "$line" | field conn_per_s) $(( (after - before) * 1024 / 10000 )) 0 0 0"
     return
   fi
-  local line
-  line=$(target/release/tern-bench --port "$port" --scenario "$scenario" --messages "$(messages "$scenario")" 2>&1 | grep RESULT || true)
+  local line tls=()
+  if [[ "$scenario" == tls-* ]]; then
+    tls=(--cafile "$WORK/certs/ca.pem")
+    if [ "$port" = "$TPORT" ]; then port=$TTLS; else port=$MTLS; fi
+  fi
+  if [ "$scenario" = tls-connects ]; then
+    # Full TLS handshakes then CONNECT/CONNACK, 64 at a time; connections per second.
+    line=$(target/release/tern-bench --port "$port" --scenario idle --connections $((QUICK ? 500 : 2000)) --hold-secs 0 "${tls[@]}" 2>&1 | grep RESULT || true)
+    [ -n "$line" ] || { echo "0 0 0 1 0"; return; }
+    echo "$(echo "$line" | field conn_per_s) 0 0 0 0"
+    return
+  fi
+  line=$(target/release/tern-bench --port "$port" --scenario "${scenario#tls-}" --messages "$(messages "$scenario")" "${tls[@]}" 2>&1 | grep RESULT || true)
   [ -n "$line" ] || { echo "0 0 0 1 0"; return; }
   echo "$(echo "$line" | field msgs_per_s) $(echo "$line" | field p50_us) $(echo "$line" | field p99_us) $(echo "$line" | field lost) $(echo "$line" | field dup)"
 }
@@ -107,8 +139,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
 OUT="$WORK/table.txt"
 {
   echo "Tern vs Mosquitto, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores"
-  echo "command: benches/run.sh $*; medians of $REPS runs ($((REPS + 2)) for latency and idle, the noisiest); ratio >= 1.0 means Tern is better"
-  printf '%-11s %-18s %12s %12s %7s\n' scenario metric tern mosquitto ratio
+  echo "command: benches/run.sh $*; medians of $REPS runs ($((REPS + 2)) for latency, idle and tls-connects, the noisiest); ratio >= 1.0 means Tern is better"
+  printf '%-15s %-18s %12s %12s %7s\n' scenario metric tern mosquitto ratio
 } >"$OUT"
 LOSS=0
 for s in "${SCENARIOS[@]}"; do
@@ -117,7 +149,7 @@ for s in "${SCENARIOS[@]}"; do
   # Latency at a low rate and the connect rate are mostly the kernel's and the scheduler's
   # (both brokers make the same system calls per message and per connection): more runs,
   # steadier medians.
-  case "$s" in latency | idle) reps=$((REPS + 2)) ;; esac
+  case "$s" in latency | idle | tls-connects) reps=$((REPS + 2)) ;; esac
   for _ in $(seq 1 "$reps"); do
     run_one "$s" "$TPORT" "$TPID" >>"$WORK/t"
     run_one "$s" "$MPORT" "$MPID" >>"$WORK/m"
@@ -127,13 +159,15 @@ for s in "${SCENARIOS[@]}"; do
   lost_m=$(awk '{s+=$4+$5} END {print s+0}' "$WORK/m")
   lost=$((lost_t + lost_m))
   LOSS=$((LOSS + lost))
-  if [ "$s" = idle ]; then
-    printf '%-11s %-18s %12s %12s %7s\n' "$s" "connects/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
-    printf '%-11s %-18s %12s %12s %7s\n' "$s" "bytes/connection" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
+  if [ "$s" = tls-connects ]; then
+    printf '%-15s %-18s %12s %12s %7s\n' "$s" "handshakes/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
+  elif [ "$s" = idle ]; then
+    printf '%-15s %-18s %12s %12s %7s\n' "$s" "connects/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
+    printf '%-15s %-18s %12s %12s %7s\n' "$s" "bytes/connection" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
   else
-    printf '%-11s %-18s %12s %12s %7s\n' "$s" "msgs/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
-    printf '%-11s %-18s %12s %12s %7s\n' "$s" "p50 latency (us)" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
-    printf '%-11s %-18s %12s %12s %7s\n' "$s" "p99 latency (us)" "$(col t 3)" "$(col m 3)" "$(ratio "$(col m 3)" "$(col t 3)")" >>"$OUT"
+    printf '%-15s %-18s %12s %12s %7s\n' "$s" "msgs/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
+    printf '%-15s %-18s %12s %12s %7s\n' "$s" "p50 latency (us)" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
+    printf '%-15s %-18s %12s %12s %7s\n' "$s" "p99 latency (us)" "$(col t 3)" "$(col m 3)" "$(ratio "$(col m 3)" "$(col t 3)")" >>"$OUT"
   fi
   [ "$lost" = 0 ] || echo "$s: messages lost or duplicated: tern $lost_t, mosquitto $lost_m" >>"$OUT"
 done

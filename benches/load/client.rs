@@ -2,13 +2,97 @@
 //! PUBACK, DISCONNECT. Writes are buffered and flushed in batches; reads parse every packet in
 //! a large buffer. Independent of Tern's codec on purpose.
 
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Set by [`use_tls`]: every connection is then made over TLS.
+static TLS: OnceLock<TlsConnector> = OnceLock::new();
+
+/// Makes every later connection a TLS one, trusting the PEM CA in `ca` for the name
+/// `localhost`. Sessions are never resumed: each connection is a full handshake, as for a
+/// fleet of devices reconnecting after an outage.
+pub fn use_tls(ca: &Path) -> Result<()> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))? {
+        roots.add(c?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    let _ = TLS.set(TlsConnector::from(Arc::new(config)));
+    Ok(())
+}
+
+/// The receiving half of a TCP or TLS connection.
+enum ReadSide {
+    Tcp(OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// The sending half of a TCP or TLS connection.
+enum WriteSide {
+    Tcp(OwnedWriteHalf),
+    Tls(WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ReadSide::Tcp(h) => Pin::new(h).poll_read(cx, buf),
+            ReadSide::Tls(h) => Pin::new(h).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Tcp(h) => Pin::new(h).poll_write(cx, buf),
+            WriteSide::Tls(h) => Pin::new(h).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(h) => Pin::new(h).poll_flush(cx),
+            WriteSide::Tls(h) => Pin::new(h).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Tcp(h) => Pin::new(h).poll_shutdown(cx),
+            WriteSide::Tls(h) => Pin::new(h).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Bytes of the payload header: publisher id (4), sequence (8), send time in ns (8), padding.
 pub const HEADER_LEN: usize = 24;
@@ -49,13 +133,13 @@ pub enum Incoming {
 
 /// Receiving side.
 pub struct Reader {
-    half: OwnedReadHalf,
+    half: ReadSide,
     buf: BytesMut,
 }
 
 /// Sending side.
 pub struct Writer {
-    half: OwnedWriteHalf,
+    half: WriteSide,
     buf: BytesMut,
     next_pkid: u16,
 }
@@ -102,7 +186,18 @@ impl Client {
             .await
             .with_context(|| format!("connect to {host}:{port}"))?;
         stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
+        let (r, w) = match TLS.get() {
+            None => {
+                let (r, w) = stream.into_split();
+                (ReadSide::Tcp(r), WriteSide::Tcp(w))
+            }
+            Some(tls) => {
+                let name = ServerName::try_from("localhost")?;
+                let stream = tls.connect(name, stream).await.context("TLS handshake")?;
+                let (r, w) = tokio::io::split(stream);
+                (ReadSide::Tls(r), WriteSide::Tls(w))
+            }
+        };
         let mut c = Client {
             reader: Reader {
                 half: r,

@@ -58,6 +58,9 @@ struct Args {
     /// Seconds `idle` holds its connections open after printing (the script reads memory then).
     #[arg(long, default_value_t = 3)]
     hold_secs: u64,
+    /// Connect over TLS, trusting this PEM CA (server name `localhost`), full handshakes.
+    #[arg(long)]
+    cafile: Option<std::path::PathBuf>,
 }
 
 /// What a scenario measured.
@@ -588,6 +591,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if args.payload < client::HEADER_LEN {
         bail!("--payload must be at least {}", client::HEADER_LEN);
+    }
+    if let Some(ca) = &args.cafile {
+        client::use_tls(ca)?;
     }
     let outcome = match args.scenario.as_str() {
         "fan-in" => throughput(&args, 8, 1, false, 0).await?,
