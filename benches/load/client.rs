@@ -83,10 +83,7 @@ impl AsyncWrite for WriteSide {
         }
     }
 
-    fn poll_shutdown(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             WriteSide::Tcp(h) => Pin::new(h).poll_shutdown(cx),
             WriteSide::Tls(h) => Pin::new(h).poll_shutdown(cx),
