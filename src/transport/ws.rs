@@ -48,7 +48,7 @@ pub enum UpgradeError {
 }
 
 /// Upgrades `stream` to a WebSocket carrying MQTT if the request is for `path` and, when it
-/// names subprotocols, offers one of [`SUBPROTOCOLS`] (chosen in the response, as RFC 6455
+/// names subprotocols, offers `mqtt` or `mqttv3.1` (the one chosen is in the response, as RFC 6455
 /// requires). Other paths get 404, other subprotocols 400.
 pub async fn accept(
     stream: Stream,
