@@ -32,6 +32,37 @@ pub struct Config {
     pub sys: SysConfig,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
+    /// `[auth]`: who may connect and what they may do.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: Mosquitto-compatible password and ACL files.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `user:hash` lines as `mosquitto_passwd` or `tern passwd` write them.
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto ACL file (`user`, `topic`, `pattern` lines); none: every client may publish
+    /// and subscribe to everything.
+    pub acl_file: Option<PathBuf>,
+    /// Whether clients without credentials get in, for listeners that do not say. Default:
+    /// yes when nothing to authenticate with is configured (no password file, no listener
+    /// with `identity_as_username`), otherwise no.
+    pub allow_anonymous: Option<bool>,
+    /// A user name from a verified client certificate (`identity_as_username`) is a login by
+    /// itself, without a password.
+    pub certificate_login: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            password_file: None,
+            acl_file: None,
+            allow_anonymous: None,
+            certificate_login: true,
+        }
+    }
 }
 
 /// `[listener]`: where plain MQTT over TCP is served.
@@ -42,6 +73,8 @@ pub struct ListenerConfig {
     pub bind: IpAddr,
     /// TCP port; 0 picks a free one.
     pub port: u16,
+    /// Overrides `auth.allow_anonymous` for this listener.
+    pub allow_anonymous: Option<bool>,
 }
 
 /// `[limits]`.
@@ -141,6 +174,9 @@ pub struct ExtraListener {
     /// only the broker-wide limit.
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// Overrides `auth.allow_anonymous` for this listener.
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
     /// Mutual TLS: PEM file of the CA(s) client certificates are verified against (chain and
     /// expiry). Without it, clients are not asked for a certificate.
     #[serde(default)]
@@ -168,6 +204,7 @@ impl ExtraListener {
             handshake_timeout_secs: ten_seconds(),
             path: mqtt_path(),
             max_connections: None,
+            allow_anonymous: None,
             client_ca: None,
             require_client_cert: yes(),
             identity_as_username: IdentitySource::None,
@@ -308,6 +345,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 1883,
+            allow_anonymous: None,
         }
     }
 }

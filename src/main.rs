@@ -59,6 +59,30 @@ enum Command {
         #[arg(long = "host", value_name = "NAME")]
         hosts: Vec<String>,
     },
+    /// Manages a password file like `mosquitto_passwd`: adds or updates USER (asking for the
+    /// password twice, or taking it from the command line with -b), or deletes it (-D). Writes
+    /// `$7$` PBKDF2-SHA512 hashes, which Mosquitto 2.0 reads too.
+    Passwd {
+        /// Create (or overwrite) the file instead of updating it.
+        #[arg(short = 'c')]
+        create: bool,
+        /// Batch mode: the password is the third argument.
+        #[arg(short = 'b')]
+        batch: bool,
+        /// Delete USER.
+        #[arg(short = 'D', conflicts_with_all = ["create", "batch"])]
+        delete: bool,
+        /// PBKDF2 iterations for new hashes.
+        #[arg(short = 'I', long, default_value_t = tern::auth::passwd::DEFAULT_ITERATIONS,
+              value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        iterations: u32,
+        /// The password file.
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// The password (with -b only).
+        password: Option<String>,
+    },
     /// Works on the persistence store (`[persistence] path`) while Tern is stopped.
     Store {
         #[command(subcommand)]
@@ -90,6 +114,29 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Passwd {
+        create,
+        batch,
+        delete,
+        iterations,
+        file,
+        user,
+        password,
+    }) = &cli.command
+    {
+        let edit = PasswdEdit {
+            create: *create,
+            delete: *delete,
+            iterations: *iterations,
+        };
+        return match passwd(&edit, file, user, *batch, password.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tern passwd: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -99,6 +146,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::CheckConfig { .. }) => {
+            if let Err(e) = tern::auth::Auth::new(&config) {
+                eprintln!("tern: {e}");
+                return ExitCode::from(2);
+            }
             println!("{config:#?}");
             println!("configuration OK");
             return ExitCode::SUCCESS;
@@ -109,7 +160,7 @@ fn main() -> ExitCode {
             let _ = init_logging(&config);
             return check_store(&config.persistence.path);
         }
-        Some(Command::GenCerts { .. }) | None => {}
+        Some(Command::GenCerts { .. } | Command::Passwd { .. }) | None => {}
     }
     let log = init_logging(&config);
     match run(config, &cli, &log) {
@@ -261,4 +312,56 @@ fn reload(broker: &Broker, cli: &Cli, log: &LogReload) {
         );
     }
     tracing::info!("configuration reloaded");
+}
+
+/// What `tern passwd` is to do besides setting a password.
+struct PasswdEdit {
+    create: bool,
+    delete: bool,
+    iterations: u32,
+}
+
+/// `tern passwd`: edits `file` as `mosquitto_passwd` would.
+fn passwd(
+    edit: &PasswdEdit,
+    file: &std::path::Path,
+    user: &str,
+    batch: bool,
+    password: Option<&str>,
+) -> anyhow::Result<()> {
+    use anyhow::{bail, Context};
+    use tern::auth::passwd::{Hash, PasswordFile};
+    if user.contains(':') || user.is_empty() {
+        bail!("a user name must be non-empty and must not contain ':'");
+    }
+    let mut pw = if edit.create {
+        PasswordFile::default()
+    } else {
+        PasswordFile::load(file)?
+    };
+    if edit.delete {
+        if !pw.remove(user) {
+            bail!("user {user} is not in {}", file.display());
+        }
+        return Ok(pw.save(file)?);
+    }
+    let password = match (batch, password) {
+        (true, Some(p)) => p.to_string(),
+        (true, None) => bail!("-b needs the password as the third argument"),
+        (false, Some(_)) => bail!("a password on the command line needs -b"),
+        (false, None) => {
+            let first = rpassword::prompt_password("Password: ").context("reading the password")?;
+            let again =
+                rpassword::prompt_password("Reenter password: ").context("reading the password")?;
+            if first != again {
+                bail!("passwords do not match");
+            }
+            first
+        }
+    };
+    if password.is_empty() {
+        bail!("empty passwords are not allowed");
+    }
+    pw.set(user, Hash::new(password.as_bytes(), edit.iterations));
+    Ok(pw.save(file)?)
 }

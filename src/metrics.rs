@@ -101,6 +101,16 @@ fn describe() {
         "TLS handshakes that failed (error, e.g. plain MQTT on a TLS port) or timed out."
     );
     c!(
+        "tern_auth_failures_total",
+        Unit::Count,
+        "Connections refused by authentication (bad_credentials: unknown user or wrong password; not_authorized: e.g. anonymous where that is off)."
+    );
+    c!(
+        "tern_acl_denied_total",
+        Unit::Count,
+        "Actions the ACL refused: publish, subscribe, read (a delivery not made), will, retained."
+    );
+    c!(
         "tern_ws_upgrade_failures_total",
         Unit::Count,
         "WebSocket upgrades refused (error: not a valid upgrade, wrong path or subprotocol) or timed out."
@@ -539,6 +549,16 @@ pub fn tls_handshake_failed(reason: &'static str) {
 /// subprotocol; `timeout`).
 pub fn ws_upgrade_failed(reason: &'static str) {
     ::metrics::counter!("tern_ws_upgrade_failures_total", "reason" => reason).increment(1);
+}
+
+/// A login was refused (`bad_credentials`, `not_authorized`).
+pub fn auth_failed(reason: &'static str) {
+    ::metrics::counter!("tern_auth_failures_total", "reason" => reason).increment(1);
+}
+
+/// The ACL refused an action (`publish`, `subscribe`, `read`, `will`, `retained`).
+pub fn acl_denied(action: &'static str) {
+    ::metrics::counter!("tern_acl_denied_total", "action" => action).increment(1);
 }
 
 /// A connection was closed for keep-alive silence.

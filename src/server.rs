@@ -36,6 +36,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("{0}")]
     Store(crate::store::StoreError),
+    /// The password or ACL file could not be used.
+    #[error("{0}")]
+    Auth(crate::auth::AuthError),
     /// The epoll set for dormant connections could not be created.
     #[error("cannot create the epoll set for idle connections: {0}")]
     Dormitory(std::io::Error),
@@ -115,7 +118,9 @@ impl Broker {
             }
             false => None,
         };
-        let state = BrokerState::open(config).map_err(StartError::Store)?;
+        let auth = crate::auth::Auth::new(&config).map_err(StartError::Auth)?;
+        let state = BrokerState::open(config, auth).map_err(StartError::Store)?;
+        warn_if_open(&state.config());
         let (dormitory, poll) = Dormitory::new().map_err(StartError::Dormitory)?;
 
         // A counter, not a JoinSet: no per-connection bookkeeping beyond one reference.
@@ -155,7 +160,11 @@ impl Broker {
             extra_addrs.push((kind, bound));
             tokio::spawn(accept_more(listener, transport, ctx.clone()));
         }
-        let accept_task = tokio::spawn(accept_loop(listener, Transport::tcp(&limit), ctx));
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            Transport::tcp(&limit, state.config().listener.allow_anonymous),
+            ctx,
+        ));
         Ok(Broker {
             state,
             local_addr,
@@ -195,6 +204,11 @@ impl Broker {
                 }
             }
         }
+        if let Err(e) = self.state.auth().reload(&config) {
+            tracing::error!(error = %e, "password and ACL files not reloaded; the running rules stay");
+        } else if config.auth.password_file.is_some() || config.auth.acl_file.is_some() {
+            info!("password and ACL files reloaded");
+        }
         self.state.reload(config)
     }
 
@@ -232,6 +246,22 @@ impl Broker {
         if let Some(t) = self.http_task {
             let _ = tokio::time::timeout_at(deadline, t).await;
         }
+    }
+}
+
+/// Says loudly when anyone may connect and do anything.
+fn warn_if_open(config: &Config) {
+    let anonymous = crate::auth::allow_anonymous(config, config.listener.allow_anonymous)
+        || config
+            .listeners
+            .iter()
+            .any(|l| crate::auth::allow_anonymous(config, l.allow_anonymous));
+    if anonymous && !crate::auth::authentication_configured(config) {
+        warn!(
+            acl = config.auth.acl_file.is_some(),
+            "no authentication configured: any client may connect (set [auth] password_file, \
+             or allow_anonymous = false; see README \"Securing Tern\")"
+        );
     }
 }
 
@@ -303,16 +333,19 @@ struct Transport {
     /// Bounds the TLS handshake and WebSocket upgrade together.
     handshake_timeout: Duration,
     limit: Arc<Limit>,
+    /// The listener's own `allow_anonymous`.
+    allow_anonymous: Option<bool>,
 }
 
 impl Transport {
     /// The default listener's: plain TCP under the broker-wide limit.
-    fn tcp(limit: &Arc<Limit>) -> Transport {
+    fn tcp(limit: &Arc<Limit>, allow_anonymous: Option<bool>) -> Transport {
         Transport {
             tls: None,
             ws: None,
             handshake_timeout: Duration::ZERO,
             limit: Arc::clone(limit),
+            allow_anonymous,
         }
     }
 
@@ -342,6 +375,7 @@ impl Transport {
                 l.max_connections.unwrap_or(usize::MAX),
                 Some(Arc::clone(limit)),
             ),
+            allow_anonymous: l.allow_anonymous,
         })
     }
 
@@ -454,10 +488,14 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, transport: &Transport, 
     };
     let (shutdown, dormitory) = (ctx.shutdown.clone(), ctx.dormitory.clone());
     if transport.is_plain_tcp() {
+        let origin = connection::Origin {
+            peer,
+            cert_identity: None,
+            allow_anonymous: transport.allow_anonymous,
+        };
         ctx.tasks.spawn(connection::serve(
             Stream::Tcp(stream),
-            None,
-            peer,
+            origin,
             state,
             shutdown,
             dormitory,
@@ -478,11 +516,15 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, transport: &Transport, 
         let Some(stream) = stream else {
             return;
         };
-        let identity = transport
-            .tls
-            .as_ref()
-            .and_then(|t| stream.peer_identity(t.identity));
-        connection::serve(stream, identity, peer, state, shutdown, dormitory, slot).await;
+        let origin = connection::Origin {
+            peer,
+            cert_identity: transport
+                .tls
+                .as_ref()
+                .and_then(|t| stream.peer_identity(t.identity)),
+            allow_anonymous: transport.allow_anonymous,
+        };
+        connection::serve(stream, origin, state, shutdown, dormitory, slot).await;
     });
 }
 

@@ -23,11 +23,13 @@ use registry::{Detached, Registry};
 use retained::Retained;
 use router::{Router, Subscriber};
 
+use crate::auth::{Access, Auth, Identity};
 use crate::config::Config;
 use crate::metrics;
 use crate::protocol::{ReasonCode, RetainHandling, SubscriptionOptions};
 use crate::session::{Delivery, Message, Session, Subscription, NEVER_EXPIRES};
 use crate::topic;
+use dashmap::DashMap;
 
 /// Shared broker state; one per running broker.
 pub struct BrokerState {
@@ -41,6 +43,11 @@ pub struct BrokerState {
     durable: Option<durable::Durable>,
     shutting_down: AtomicBool,
     started: Instant,
+    /// Who may connect and what they may do.
+    auth: Auth,
+    /// User names of clients that logged in with one, for authorizing their deliveries and
+    /// wills; a client missing here is anonymous.
+    usernames: DashMap<Arc<str>, Arc<str>>,
 }
 
 /// What publishing one message did.
@@ -65,9 +72,11 @@ pub enum SubscribeResult {
 }
 
 impl BrokerState {
-    /// Empty state with these settings.
+    /// Empty state with these settings, everyone allowed everything (no auth files read).
     pub fn new(config: Config) -> BrokerState {
         BrokerState {
+            auth: Auth::permissive(),
+            usernames: DashMap::new(),
             config: ArcSwap::from_pointee(config),
             registry: Registry::default(),
             router: Router::default(),
@@ -81,8 +90,9 @@ impl BrokerState {
     /// State with these settings and, when persistence is on, what the store holds: retained
     /// messages, and persistent sessions parked with their subscriptions and the expiry time
     /// they have left. Runs inside the runtime (expiry timers start here).
-    pub fn open(config: Config) -> Result<Arc<BrokerState>, crate::store::StoreError> {
+    pub fn open(config: Config, auth: Auth) -> Result<Arc<BrokerState>, crate::store::StoreError> {
         let mut state = BrokerState::new(config);
+        state.auth = auth;
         let mut sessions = Vec::new();
         let mut ended_wills = Vec::new();
         let persistence = state.config().persistence.clone();
@@ -102,8 +112,7 @@ impl BrokerState {
             .collect();
         // Wills go out once every session is back, so persistent subscribers get them.
         for (msg, _) in ended_wills {
-            metrics::will_published();
-            state.publish(Arc::new(msg), None);
+            state.publish_will_message(Arc::new(msg));
         }
         for (client_id, generation) in due {
             state.publish_will(&client_id, generation);
@@ -183,8 +192,7 @@ impl BrokerState {
     fn publish_will(&self, client_id: &Arc<str>, generation: u64) {
         if let Some((will, expiry, stored)) = self.registry.take_will(client_id, generation) {
             let disconnected = will.disconnected;
-            metrics::will_published();
-            self.publish(will.msg, None);
+            self.publish_will_message(will.msg);
             if let Some(d) = self.durable.as_ref().filter(|_| stored) {
                 d.session_disconnected(client_id, expiry, disconnected, None);
             }
@@ -226,7 +234,7 @@ impl BrokerState {
             self.retained.update(&msg);
         }
         let Some(d) = &self.durable else {
-            let outcome = self.router.route(&msg, None);
+            let outcome = self.route(&msg, None);
             metrics::routed(&outcome);
             return Published {
                 outcome,
@@ -237,7 +245,7 @@ impl BrokerState {
         if msg.publish.retain {
             batch.retain(&msg);
         }
-        let outcome = self.router.route(&msg, Some(&mut batch));
+        let outcome = self.route(&msg, Some(&mut batch));
         metrics::routed(&outcome);
         if let Some((client_id, pkid)) = inbound_qos2 {
             batch.inbound_qos2(client_id, pkid);
@@ -246,6 +254,63 @@ impl BrokerState {
             outcome,
             durable: batch.submit(),
         }
+    }
+
+    /// Routes `msg` to every subscriber allowed to read it.
+    fn route(
+        &self,
+        msg: &Arc<Message>,
+        recorder: Option<&mut dyn router::Recorder>,
+    ) -> RouteOutcome {
+        let Some(authorizer) = self.auth.authorizer() else {
+            return self.router.route(msg, recorder, None);
+        };
+        let may_read = |client_id: &Arc<str>| {
+            let ok = authorizer.allows(&self.identity(client_id), msg.topic(), Access::Read);
+            if !ok {
+                metrics::acl_denied("read");
+            }
+            ok
+        };
+        self.router.route(msg, recorder, Some(&may_read))
+    }
+
+    /// Who `client_id` is, as far as authorization goes.
+    pub fn identity(&self, client_id: &Arc<str>) -> Identity {
+        Identity {
+            client_id: Arc::clone(client_id),
+            username: self.usernames.get(client_id).map(|u| Arc::clone(&u)),
+        }
+    }
+
+    /// Authentication and authorization.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Records who `client_id` logged in as (None: anonymous).
+    pub fn set_username(&self, client_id: &Arc<str>, username: Option<&str>) {
+        match username {
+            Some(u) => {
+                self.usernames.insert(Arc::clone(client_id), Arc::from(u));
+            }
+            None => {
+                self.usernames.remove(client_id);
+            }
+        }
+    }
+
+    /// Publishes a will, if its client may still publish to its topic.
+    fn publish_will_message(&self, msg: Arc<Message>) {
+        if let (Some(a), Some(client_id)) = (self.auth.authorizer(), msg.publisher.as_ref()) {
+            if !a.allows(&self.identity(client_id), msg.topic(), Access::Write) {
+                metrics::acl_denied("will");
+                tracing::info!(client_id = %client_id, topic = msg.topic(), "will not published: the ACL forbids its topic");
+                return;
+            }
+        }
+        metrics::will_published();
+        self.publish(msg, None);
     }
 
     /// The settings in force (a reload replaces them; keep the guard only briefly).
@@ -294,7 +359,7 @@ impl BrokerState {
         if msg.publish.retain {
             self.retained.update(&msg);
         }
-        metrics::routed(&self.router.route(&msg, None));
+        metrics::routed(&self.route(&msg, None));
     }
 
     /// The store of `session`, if it is stored.
@@ -443,8 +508,7 @@ impl BrokerState {
             None => (None, None),
         };
         if let Some(msg) = will_now {
-            metrics::will_published();
-            self.publish(msg, None);
+            self.publish_will_message(msg);
         }
         let now = std::time::SystemTime::now();
         let pending = will_later.as_ref().map(|(msg, _)| PendingWill {
@@ -517,9 +581,9 @@ impl BrokerState {
             }
         }
         if let Some(will) = will {
-            metrics::will_published();
-            self.publish(will.msg, None);
+            self.publish_will_message(will.msg);
         }
+        self.usernames.remove(session.client_id());
     }
 
     /// Hands QoS 1/2 messages that came through shared subscriptions, and that this client did

@@ -79,6 +79,9 @@ pub trait Recorder {
     fn defer(&mut self, client_id: &Arc<str>, mailbox: &Arc<Mailbox>);
 }
 
+/// Whether the client with this id may receive the message being routed (ACLs).
+pub type ReadCheck<'a> = &'a dyn Fn(&Arc<str>) -> bool;
+
 /// What routing one message did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RouteOutcome {
@@ -178,10 +181,12 @@ impl Router {
     /// With a `recorder`, QoS 1/2 deliveries to stored sessions (not through shared
     /// subscriptions, which may move between members) get a sequence number and are recorded
     /// once queued.
+    /// With `may_read`, only clients it allows get the message (ACLs).
     pub fn route(
         &self,
         msg: &Arc<Message>,
         mut recorder: Option<&mut dyn Recorder>,
+        may_read: Option<ReadCheck<'_>>,
     ) -> RouteOutcome {
         let trie = self.trie.read();
         let mut targets: Vec<Target<'_>> = Vec::new();
@@ -212,6 +217,9 @@ impl Router {
             }
         });
         merge_overlapping(&mut targets);
+        if let Some(may_read) = may_read {
+            targets.retain(|t| may_read(&t.sub.client_id));
+        }
         let mut outcome = RouteOutcome::default();
         for t in targets {
             let mut delivery = Delivery {

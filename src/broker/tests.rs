@@ -53,7 +53,7 @@ fn overlapping_subscriptions_deliver_once() {
     let m = online_mailbox();
     router.subscribe(None, "a/#", sub("c", &m, QoS::AtMostOnce, Some(1)));
     router.subscribe(None, "a/+", sub("c", &m, QoS::ExactlyOnce, Some(2)));
-    router.route(&message("a/b", QoS::ExactlyOnce, false, b"x"), None);
+    router.route(&message("a/b", QoS::ExactlyOnce, false, b"x"), None, None);
     let got = drain(&m);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].qos, QoS::ExactlyOnce);
@@ -68,7 +68,7 @@ fn qos_is_downgraded() {
     let router = Router::default();
     let m = online_mailbox();
     router.subscribe(None, "t", sub("c", &m, QoS::AtLeastOnce, None));
-    router.route(&message("t", QoS::ExactlyOnce, false, b"x"), None);
+    router.route(&message("t", QoS::ExactlyOnce, false, b"x"), None, None);
     assert_eq!(drain(&m)[0].qos, QoS::AtLeastOnce);
 }
 
@@ -81,13 +81,13 @@ fn shared_group_round_robin() {
     router.subscribe(Some("g"), "t", sub("a", &a, QoS::AtLeastOnce, None));
     router.subscribe(Some("g"), "t", sub("b", &b, QoS::AtLeastOnce, None));
     for _ in 0..10 {
-        router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None);
+        router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None, None);
     }
     assert_eq!(drain(&a).len(), 5);
     assert_eq!(drain(&b).len(), 5);
     b.set_online(false);
     for _ in 0..4 {
-        router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None);
+        router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None, None);
     }
     assert_eq!(
         drain(&a).len(),
@@ -104,7 +104,7 @@ fn redistribute_excludes_leaver() {
     let b = online_mailbox();
     router.subscribe(Some("g"), "t", sub("a", &a, QoS::AtLeastOnce, None));
     router.subscribe(Some("g"), "t", sub("b", &b, QoS::AtLeastOnce, None));
-    router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None);
+    router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None, None);
     let mut got = drain(&a);
     got.extend(drain(&b));
     let d = got.pop().expect("one delivery");
@@ -125,7 +125,7 @@ fn no_local_skips_publisher() {
     let mut s = sub("pub", &m, QoS::AtMostOnce, None);
     s.options.no_local = true;
     router.subscribe(None, "t", s);
-    router.route(&message("t", QoS::AtMostOnce, false, b"x"), None);
+    router.route(&message("t", QoS::AtMostOnce, false, b"x"), None, None);
     assert!(drain(&m).is_empty());
 }
 
@@ -137,7 +137,7 @@ fn unsubscribe_stops_delivery() {
     router.subscribe(None, "t", sub("c", &m, QoS::AtMostOnce, None));
     assert!(router.unsubscribe(None, "t", "c"));
     assert!(!router.unsubscribe(None, "t", "c"));
-    router.route(&message("t", QoS::AtMostOnce, false, b"x"), None);
+    router.route(&message("t", QoS::AtMostOnce, false, b"x"), None, None);
     assert!(drain(&m).is_empty());
 }
 
@@ -221,7 +221,7 @@ async fn ended_session_releases_its_stored_messages() {
     let mut config = crate::config::Config::default();
     config.persistence.enabled = true;
     config.persistence.path = dir.path().join("data");
-    let state = super::BrokerState::open(config).unwrap();
+    let state = super::BrokerState::open(config, crate::auth::Auth::permissive()).unwrap();
     let opts = SubscriptionOptions {
         qos: QoS::AtLeastOnce,
         ..SubscriptionOptions::default()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 use super::{Connection, End};
+use crate::auth::Access;
 use crate::broker::{Published, SubscribeResult};
 use crate::metrics;
 use crate::protocol::{
@@ -104,6 +105,19 @@ impl Connection {
             Some(ReasonCode::TopicNameInvalid)
         } else if p.topic == "$SYS" || p.topic.starts_with("$SYS/") {
             Some(ReasonCode::NotAuthorized)
+        } else if !self.may(&p.topic, Access::Write) {
+            metrics::acl_denied("publish");
+            debug!(topic = %p.topic, "PUBLISH refused by the ACL");
+            // v3.1.1 has no way to say so: acknowledged and dropped, as the spec requires.
+            if !self.client.version.is_v5() {
+                if p.qos == QoS::ExactlyOnce && !self.client.session.inbound_qos2_pending(p.pkid) {
+                    // PUBREL will find it, and PUBCOMP ends the flow as usual.
+                    self.client.session.inbound_qos2_begin(p.pkid);
+                }
+                self.ack_publish(&p, ReasonCode::Success);
+                return Ok(());
+            }
+            Some(ReasonCode::NotAuthorized)
         } else {
             None
         };
@@ -156,6 +170,14 @@ impl Connection {
             QoS::ExactlyOnce => self.ack_in_order(durable, Packet::PubRec(ack), Vec::new()),
         }
         Ok(())
+    }
+
+    /// Whether the ACL in force lets this client read or write `topic`.
+    fn may(&self, topic: &str, access: Access) -> bool {
+        match self.state.auth().authorizer() {
+            None => true,
+            Some(a) => a.allows(&self.state.identity(&self.client_id), topic, access),
+        }
     }
 
     fn ack_publish(&mut self, p: &Publish, reason: ReasonCode) {
@@ -218,7 +240,24 @@ impl Connection {
         let v5 = self.client.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        let authorizer = self.state.auth().authorizer();
+        let identity = authorizer
+            .as_ref()
+            .map(|_| self.state.identity(&self.client_id));
         for f in &s.filters {
+            if let (Some(a), Some(who)) = (&authorizer, &identity) {
+                // A filter nothing under which may be read is refused; wider ones are granted
+                // and filtered per message.
+                let bare = topic::parse_subscription(&f.filter, usize::MAX)
+                    .map(|(_, bare)| bare)
+                    .unwrap_or_else(|_| f.filter.clone());
+                if !a.may_subscribe(who, &bare) {
+                    metrics::acl_denied("subscribe");
+                    debug!(filter = %f.filter, "SUBSCRIBE refused by the ACL");
+                    reasons.push(ReasonCode::NotAuthorized);
+                    continue;
+                }
+            }
             match self.state.subscribe(
                 &mut self.client.session,
                 &self.client.mailbox,
@@ -229,7 +268,16 @@ impl Connection {
             ) {
                 SubscribeResult::Granted(code, msgs) => {
                     reasons.push(code);
-                    retained.extend(msgs);
+                    match (&authorizer, &identity) {
+                        (Some(a), Some(who)) => retained.extend(msgs.into_iter().filter(|d| {
+                            let ok = a.allows(who, d.msg.topic(), Access::Read);
+                            if !ok {
+                                metrics::acl_denied("retained");
+                            }
+                            ok
+                        })),
+                        _ => retained.extend(msgs),
+                    }
                 }
                 SubscribeResult::Refused(code) => reasons.push(code),
                 SubscribeResult::ProtocolError => {

@@ -53,17 +53,15 @@ const BATCH: usize = 256;
 /// client holds only what its main loop needs (memory per idle client).
 pub fn serve(
     stream: Stream,
-    identity: Option<String>,
-    peer: SocketAddr,
+    origin: Origin,
     state: Arc<BrokerState>,
     shutdown: watch::Receiver<bool>,
     dormitory: Dormitory,
     slot: Slot,
 ) -> impl Future<Output = ()> + Send {
-    let span = debug_span!("conn", %peer, client_id = tracing::field::Empty);
+    let span = debug_span!("conn", peer = %origin.peer, client_id = tracing::field::Empty);
     let open = Box::pin(
-        Connection::open(stream, identity, state, shutdown, dormitory, slot)
-            .instrument(span.clone()),
+        Connection::open(stream, origin, state, shutdown, dormitory, slot).instrument(span.clone()),
     );
     async move {
         let Some(mut conn) = open.await else {
@@ -104,6 +102,17 @@ fn resume(
         }
     }
     .instrument(span)
+}
+
+/// Where a connection comes from, as the listener saw it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The identity in its verified client certificate (mutual TLS, `identity_as_username`).
+    pub cert_identity: Option<String>,
+    /// The listener's own `allow_anonymous`, if it sets one.
+    pub allow_anonymous: Option<bool>,
 }
 
 /// Answers a connection over `max_connections`: reads its CONNECT and refuses it (v5: 0x97

@@ -2,12 +2,13 @@
 //! handshake rules, attach the session (taking it over if needed) and answer with CONNACK.
 
 use super::*;
+use crate::auth::{self, Access, Identity, Login, Verdict};
 
 impl Connection {
     /// Reads and answers the CONNECT, attaches the session; `None` if the connection ended.
     pub(super) async fn open(
         stream: Stream,
-        identity: Option<String>,
+        origin: Origin,
         state: Arc<BrokerState>,
         mut shutdown: watch::Receiver<bool>,
         dormitory: Dormitory,
@@ -22,9 +23,9 @@ impl Connection {
         let connect = match read {
             Ok(mut c) => {
                 metrics::connect_received();
-                if identity.is_some() {
+                if origin.cert_identity.is_some() {
                     // The verified certificate names the user, whatever the CONNECT says.
-                    c.username = identity;
+                    c.username = origin.cert_identity.clone();
                 }
                 c
             }
@@ -47,14 +48,59 @@ impl Connection {
                 return None;
             }
         };
+        let client_id: Arc<str> = accepted.client_id.as_str().into();
+        let login = Login {
+            client_id: Arc::clone(&client_id),
+            username: connect.username.clone(),
+            password: connect.password.as_ref().map(|p| p.to_vec()),
+            certified: origin.cert_identity.is_some(),
+            allow_anonymous: auth::allow_anonymous(&state.config(), origin.allow_anonymous),
+        };
+        let verdict = tokio::select! {
+            v = state.auth().login(login, origin.peer.ip()) => v,
+            _ = shutdown.changed() => Verdict::NotAuthorized,
+        };
+        let refused = match verdict {
+            Verdict::Allowed => None,
+            Verdict::BadCredentials => Some(("bad_credentials", ReasonCode::BadUserNameOrPassword)),
+            Verdict::NotAuthorized => Some(("not_authorized", ReasonCode::NotAuthorized)),
+        };
+        if let Some((why, reason)) = refused {
+            warn!(
+                client_id = %client_id,
+                username = connect.username.as_deref().unwrap_or(""),
+                peer = %origin.peer,
+                reason = why,
+                "login refused"
+            );
+            metrics::auth_failed(why);
+            metrics::connect_refused(reason as u8);
+            let ack = Packet::ConnAck(handshake::refusal(reason));
+            metrics::packet_sent(&ack);
+            let _ = protocol::encode(&ack, version, &mut io.outbuf);
+            io.close().await;
+            return None;
+        }
         // Keep only what the connection needs: the CONNECT itself is not held across awaits.
         let Connect {
             clean_start,
-            will,
+            mut will,
             properties: props,
             username: connect_username,
             ..
         } = *connect;
+        let identity = Identity {
+            client_id: Arc::clone(&client_id),
+            username: connect_username.as_deref().map(Arc::from),
+        };
+        if let (Some(w), Some(acl)) = (&will, state.auth().authorizer()) {
+            if !acl.allows(&identity, &w.topic, Access::Write) {
+                // Never published; the client is still let in, as Mosquitto does.
+                metrics::acl_denied("will");
+                info!(client_id = %client_id, topic = %w.topic, "will dropped: the ACL forbids its topic");
+                will = None;
+            }
+        }
         let out = Outbound::new(
             version,
             props.maximum_packet_size,
@@ -62,13 +108,13 @@ impl Connection {
             props.request_problem_information != Some(0),
         );
         drop(props);
-        let client_id: Arc<str> = accepted.client_id.as_str().into();
         tracing::Span::current().record("client_id", &*client_id);
         // The store keeps the will of a persistent session, so a crash still publishes it.
         let stored_will = will
             .as_ref()
             .filter(|_| state.config().persistence.enabled && accepted.session_expiry > 0)
             .map(|w| (will_message(w.clone()), w.delay_interval.unwrap_or(0)));
+        state.set_username(&client_id, connect_username.as_deref());
         let mut attached = state
             .attach(
                 &client_id,
