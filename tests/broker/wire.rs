@@ -850,6 +850,28 @@ impl RawClient {
         }
     }
 
+    /// A client on a TCP connection opened elsewhere (e.g. from a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
+        stream.set_nodelay(true).expect("set_nodelay");
+        RawClient {
+            stream,
+            buf: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Connects, sends `connect` and returns the CONNACK whatever its code (and the client).
+    pub async fn try_handshake(
+        addr: SocketAddr,
+        level: u8,
+        connect: &Connect,
+    ) -> (RawClient, Connack) {
+        let mut c = RawClient::connect(addr).await;
+        c.send(&connect.build()).await;
+        let body = c.recv_expect(CONNACK).await;
+        (c, parse_connack(level, &body))
+    }
+
     /// Connects and completes an MQTT handshake with `connect`, asserting CONNACK success.
     pub async fn handshake(addr: SocketAddr, level: u8, connect: &Connect) -> (RawClient, Connack) {
         let mut c = RawClient::connect(addr).await;
