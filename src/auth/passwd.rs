@@ -15,8 +15,9 @@ use subtle::ConstantTimeEq;
 /// what OWASP advises for PBKDF2-HMAC-SHA512 divided by 10, a balance with fleets that reconnect
 /// all at once (each login costs one hash; about 20 ms of one core here).
 pub const DEFAULT_ITERATIONS: u32 = 21_000;
-/// Salt bytes for new hashes (Mosquitto 2.0 uses 12, 2.1 64; both read any length).
-const SALT_LEN: usize = 16;
+/// Salt bytes for new hashes: Mosquitto 2.0 reads exactly 12 (2.1 writes 64 and still reads
+/// 12); Tern reads any length.
+const SALT_LEN: usize = 12;
 /// PBKDF2 output bytes, as Mosquitto.
 const HASH_LEN: usize = 64;
 /// More than this and a file's hash would take seconds to check: refused at load.

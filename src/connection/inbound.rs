@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::{Connection, End};
 use crate::auth::Access;
@@ -107,7 +107,9 @@ impl Connection {
             Some(ReasonCode::NotAuthorized)
         } else if !self.may(&p.topic, Access::Write) {
             metrics::acl_denied("publish");
-            debug!(topic = %p.topic, "PUBLISH refused by the ACL");
+            if log_now() {
+                info!(client_id = %self.client_id, topic = %p.topic, "PUBLISH refused by the ACL (logged at most once a second)");
+            }
             // v3.1.1 has no way to say so: acknowledged and dropped, as the spec requires.
             if !self.client.version.is_v5() {
                 if p.qos == QoS::ExactlyOnce && !self.client.session.inbound_qos2_pending(p.pkid) {
@@ -253,7 +255,7 @@ impl Connection {
                     .unwrap_or_else(|_| f.filter.clone());
                 if !a.may_subscribe(who, &bare) {
                     metrics::acl_denied("subscribe");
-                    debug!(filter = %f.filter, "SUBSCRIBE refused by the ACL");
+                    info!(client_id = %self.client_id, filter = %f.filter, "SUBSCRIBE refused by the ACL");
                     reasons.push(ReasonCode::NotAuthorized);
                     continue;
                 }
@@ -342,4 +344,15 @@ impl Connection {
             will: d.reason == ReasonCode::DisconnectWithWill,
         }
     }
+}
+
+/// True at most once a second, broker-wide: a client publishing where it may not would
+/// otherwise flood the log (every refusal is counted in `tern_acl_denied_total` anyway).
+fn log_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.swap(now, Ordering::Relaxed) != now
 }

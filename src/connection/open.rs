@@ -149,6 +149,7 @@ impl Connection {
         info!(
             client_id = %client_id,
             username = connect_username.as_deref().unwrap_or(""),
+            peer = %origin.peer,
             version = ?version,
             clean_start,
             present = attached.session_present,

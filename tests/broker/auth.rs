@@ -437,3 +437,52 @@ async fn files_are_checked_at_start_and_reloaded_on_sighup() {
     assert_eq!(connack(b.addr, V5, &carol).await, 0);
     b.terminate();
 }
+
+/// `tern passwd` creates, updates and deletes users like `mosquitto_passwd`, writing `$7$`
+/// hashes the broker accepts.
+#[test]
+fn tern_passwd_edits_password_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    let f = file.to_str().unwrap();
+    let tern = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .arg("passwd")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert_eq!(
+        tern(&["-c", "-b", "-I", "1000", f, "dev1", "one"]).0,
+        Some(0)
+    );
+    assert_eq!(tern(&["-b", "-I", "1000", f, "dev2", "two"]).0, Some(0));
+    assert_eq!(tern(&["-b", "-I", "1000", f, "dev1", "uno"]).0, Some(0));
+    let pw = PasswordFile::load(&file).unwrap();
+    assert_eq!(pw.len(), 2);
+    assert!(pw.get("dev1").unwrap().verify(b"uno"));
+    assert!(pw.get("dev2").unwrap().verify(b"two"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("dev1:$7$1000$"), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only the owner may read it: {mode:o}");
+    }
+    assert_eq!(tern(&["-D", f, "dev1"]).0, Some(0));
+    assert!(PasswordFile::load(&file).unwrap().get("dev1").is_none());
+    let (code, err) = tern(&["-D", f, "nobody"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nobody"), "{err}");
+    let (code, err) = tern(&[f, "dev3", "pw"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "a password on the command line needs -b: {err}"
+    );
+}

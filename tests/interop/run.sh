@@ -430,6 +430,67 @@ if [ -n "$BROKER_PID" ]; then
   wait "$HUP_PID" 2>/dev/null || true
 fi
 
+# Authentication (Tern only): a password file made by mosquitto_passwd logs users into Tern, an
+# ACL keeps a '#' subscriber to what it may read, and a file written by `tern passwd` logs users
+# into Mosquitto 2.0.
+if [ -n "$BROKER_PID" ]; then
+  MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+  if ! command -v mosquitto_passwd >/dev/null || [ ! -x "$MOSQUITTO" ]; then
+    fail "authentication" "mosquitto and mosquitto_passwd not installed (apt-get install mosquitto; see .ci/run)"
+  else
+    AUTH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mosquitto_passwd -c -b "$WORK/passwd" alice alice-pw
+    mosquitto_passwd -b "$WORK/passwd" bob bob-pw
+    printf 'user alice\ntopic readwrite alice/#\ntopic read public/#\nuser bob\ntopic write #\n' >"$WORK/acl"
+    printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[auth]\npassword_file = "%s"\nacl_file = "%s"\n' \
+      "$AUTH_PORT" "$WORK/passwd" "$WORK/acl" >"$WORK/auth.toml"
+    "$BIN" --config "$WORK/auth.toml" 2>"$WORK/auth.log" &
+    AUTH_PID=$!
+    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$AUTH_PORT") 2>/dev/null && break; sleep 0.1; done
+    A=(-h 127.0.0.1 -p "$AUTH_PORT")
+    if mosquitto_pub "${A[@]}" -u alice -P alice-pw -t alice/x -m ok -q 1 2>"$WORK/auth1.err" \
+      && ! mosquitto_pub "${A[@]}" -u alice -P wrong -t alice/x -m no 2>"$WORK/auth2.err" \
+      && ! mosquitto_pub "${A[@]}" -t alice/x -m anonymous 2>"$WORK/auth3.err"; then
+      pass "auth: a mosquitto_passwd file logs alice in; a wrong password and anonymous are refused ($(head -1 "$WORK/auth2.err" | tr -d '\n'); $(head -1 "$WORK/auth3.err" | tr -d '\n'))"
+    else
+      fail "auth: mosquitto_passwd file" "$(cat "$WORK/auth1.err" "$WORK/auth2.err" "$WORK/auth3.err" | oneline)"
+    fi
+    stdbuf -oL mosquitto_sub "${A[@]}" -u alice -P alice-pw -d -t '#' -q 1 -v -C 2 -W 10 >"$WORK/acl_sub.out" 2>&1 &
+    echo $! >"$WORK/acl_sub.pid"
+    if wait_line acl_sub '^Client .* received SUBACK'; then
+      for t in private/y alice/x other/z public/z; do
+        mosquitto_pub "${A[@]}" -u bob -P bob-pw -t "$t" -m "to $t" -q 1 || true
+      done
+      stop_sub acl_sub
+      got=$(payloads acl_sub | oneline)
+      if [ "$got" = "alice/x to alice/x|public/z to public/z" ]; then
+        pass "auth: ACL: alice's '#' subscription gets only alice/x and public/z"
+      else
+        fail "auth: ACL filtering" "got '$got'"
+      fi
+    else
+      fail "auth: ACL filtering" "no SUBACK: $(tail -3 "$WORK/acl_sub.out" | oneline)"
+    fi
+    kill "$AUTH_PID" 2>/dev/null || true
+    wait "$AUTH_PID" 2>/dev/null || true
+    # The other way round: `tern passwd` writes, Mosquitto reads.
+    "$BIN" passwd -c -b "$WORK/tern-passwd" carol carol-pw
+    MQ_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    printf 'listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\nuser root\n' "$MQ_PORT" "$WORK/tern-passwd" >"$WORK/mosquitto-auth.conf"
+    "$MOSQUITTO" -c "$WORK/mosquitto-auth.conf" >"$WORK/mosquitto-auth.log" 2>&1 &
+    MQ_PID=$!
+    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$MQ_PORT") 2>/dev/null && break; sleep 0.1; done
+    if mosquitto_pub -h 127.0.0.1 -p "$MQ_PORT" -u carol -P carol-pw -t t -m ok 2>"$WORK/mq1.err" \
+      && ! mosquitto_pub -h 127.0.0.1 -p "$MQ_PORT" -u carol -P wrong -t t -m no 2>/dev/null; then
+      pass "auth: a tern passwd file logs carol into Mosquitto $("$MOSQUITTO" -h 2>/dev/null | head -1 | awk '{print $3}'); a wrong password is refused"
+    else
+      fail "auth: tern passwd file in Mosquitto" "$(cat "$WORK/mq1.err" | oneline); $(tail -3 "$WORK/mosquitto-auth.log" | oneline)"
+    fi
+    kill "$MQ_PID" 2>/dev/null || true
+    wait "$MQ_PID" 2>/dev/null || true
+  fi
+fi
+
 if [ -n "$BROKER_PID" ]; then
   if ! kill -0 "$BROKER_PID" 2>/dev/null; then
     fail "broker alive after all cases" "the broker died during the run"
