@@ -486,3 +486,102 @@ fn tern_passwd_edits_password_files() {
         "a password on the command line needs -b: {err}"
     );
 }
+
+/// With anonymous access off, clients without valid credentials get nothing in or out, however
+/// they order or mangle their bytes: PUBLISH and SUBSCRIBE before CONNECT, pipelined after a
+/// refused CONNECT (anonymous, wrong password, user name only, MQTT 3.1), and random packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_in_or_out_without_credentials() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let b = secured(dir.path(), |_| {}).await;
+    let mut admin = as_user(b.addr, V5, "admin", "admin").await;
+    admin
+        .send(
+            &wire::Publish::new(V5, "secret/retained", b"r")
+                .qos(1, 1)
+                .retain(true)
+                .build(),
+        )
+        .await;
+    admin.recv_expect(wire::PUBACK).await;
+    admin.subscribe(V5, "#", 0).await;
+    let attempts: Vec<(u8, Vec<u8>)> = vec![
+        (V311, Vec::new()),
+        (V311, login(V311, "x1", None, None).build()),
+        (V5, login(V5, "x2", None, None).build()),
+        (V5, login(V5, "x3", Some("alice"), Some("wrong")).build()),
+        (V311, login(V311, "x4", Some("alice"), None).build()),
+        (V311, login(wire::V31, "x5", None, None).build()),
+        (
+            V5,
+            login(V5, "x6", Some("nobody"), Some("alice-pw")).build(),
+        ),
+    ];
+    for (level, connect) in attempts {
+        let mut c = RawClient::connect(b.addr).await;
+        let bytes = [
+            connect,
+            wire::publish(level, "leak/in", 0, 0, b"leak"),
+            wire::publish(level, "leak/in", 1, 5, b"leak"),
+            wire::subscribe(level, 2, &[("#", 0), ("secret/#", 1)], &[]),
+        ]
+        .concat();
+        let _ = c.try_send(&bytes).await;
+        for (first, body) in c.expect_closed().await {
+            assert!(
+                first == wire::CONNACK && body.get(1).is_some_and(|r| *r != 0),
+                "only a refusal may come back: {first:#04x} {body:02x?}"
+            );
+        }
+    }
+    // Random packets, seeded so a failure repeats.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7e51);
+    for i in 0..100 {
+        let mut c = RawClient::connect(b.addr).await;
+        let mut bytes = Vec::new();
+        for _ in 0..rng.random_range(1..6) {
+            let body: Vec<u8> = (0..rng.random_range(0..40)).map(|_| rng.random()).collect();
+            let first = match rng.random_range(0..4) {
+                0 => wire::CONNECT,
+                1 => wire::PUBLISH | (rng.random_range(0..3u8) << 1),
+                2 => wire::SUBSCRIBE,
+                _ => rng.random(),
+            };
+            bytes.extend(wire::packet(first, &body));
+        }
+        let _ = c.try_send(&bytes).await;
+        for (first, body) in c.expect_closed().await {
+            assert!(
+                first == wire::CONNACK && body.get(1).is_some_and(|r| *r != 0),
+                "attempt {i}: only a refusal may come back: {first:#04x} {body:02x?}"
+            );
+        }
+    }
+    // Nothing reached the subscriber: after the retained message its subscription brought, the
+    // next thing it sees is its own fence.
+    admin
+        .send(&wire::publish(V5, "admin/fence", 0, 0, b"fence"))
+        .await;
+    let got = collect_until(&mut admin, V5, b"fence").await;
+    let topics: Vec<&str> = got.iter().map(|r| r.topic.as_str()).collect();
+    assert_eq!(topics, ["secret/retained"]);
+    b.stop().await;
+}
+
+/// With nothing to authenticate with, the broker is open and says so at start; with a password
+/// file it does not.
+#[test]
+fn an_open_broker_warns_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = ChildBroker::start(dir.path(), false, "fsync");
+    open.wait_log("no authentication configured: any client may connect", 1);
+    open.terminate();
+    let dir = tempfile::tempdir().unwrap();
+    let (pw, _) = write_files(dir.path());
+    let extra = format!("[auth]\npassword_file = \"{}\"\n", pw.display());
+    let closed = ChildBroker::start_with(dir.path(), false, "fsync", &extra);
+    closed.wait_log("MQTT listener ready", 1);
+    assert_eq!(closed.log_count("no authentication configured"), 0);
+    closed.terminate();
+}
