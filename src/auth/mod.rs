@@ -68,6 +68,12 @@ pub enum Verdict {
 pub trait Authenticator: Send + Sync {
     /// The decision for `login`.
     fn authenticate(&self, login: &Login) -> Verdict;
+
+    /// Whether deciding `login` may block (hash a password, ask a server); if not, it is
+    /// decided on the connection's own thread, without a hand-off.
+    fn may_block(&self, _login: &Login) -> bool {
+        true
+    }
 }
 
 /// Decides what a connected client may publish, subscribe to and receive. Called per message:
@@ -115,6 +121,12 @@ impl Authenticator for Files {
             _ if login.allow_anonymous => Verdict::Allowed,
             _ => Verdict::NotAuthorized,
         }
+    }
+
+    fn may_block(&self, login: &Login) -> bool {
+        login.username.is_some()
+            && self.passwords.is_some()
+            && !(login.certified && self.certificate_login)
     }
 }
 
@@ -194,19 +206,35 @@ impl Auth {
     /// the recent failures from the same address; other addresses are not slowed.
     pub async fn login(&self, login: Login, peer: IpAddr) -> Verdict {
         let authenticator = Arc::clone(&self.rules.load().authenticator);
-        let verdict = match self.hashing.acquire().await {
-            Ok(_permit) => tokio::task::spawn_blocking(move || authenticator.authenticate(&login))
-                .await
-                .unwrap_or(Verdict::NotAuthorized),
-            Err(_) => Verdict::NotAuthorized,
+        let verdict = if !authenticator.may_block(&login) {
+            authenticator.authenticate(&login)
+        } else {
+            self.decide_off_thread(authenticator, login).await
         };
         match verdict {
             Verdict::Allowed => {
-                self.failures.lock().remove(&peer);
+                let mut failures = self.failures.lock();
+                if !failures.is_empty() {
+                    failures.remove(&peer);
+                }
             }
             _ => tokio::time::sleep(self.note_failure(peer)).await,
         }
         verdict
+    }
+
+    /// Runs a blocking decision on tokio's blocking threads, a few at a time.
+    async fn decide_off_thread(
+        &self,
+        authenticator: Arc<dyn Authenticator>,
+        login: Login,
+    ) -> Verdict {
+        match self.hashing.acquire().await {
+            Ok(_permit) => tokio::task::spawn_blocking(move || authenticator.authenticate(&login))
+                .await
+                .unwrap_or(Verdict::NotAuthorized),
+            Err(_) => Verdict::NotAuthorized,
+        }
     }
 
     /// Records a failure from `peer`; the delay before its refusal.
