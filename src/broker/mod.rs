@@ -598,7 +598,17 @@ impl BrokerState {
                     if d.shared.is_some() && d.qos != crate::protocol::QoS::AtMostOnce =>
                 {
                     let seq = d.seq;
-                    match self.router.redistribute(d, session.client_id()) {
+                    let authorizer = self.auth.authorizer();
+                    let topic = d.msg.topic().to_string();
+                    let may_read = |id: &Arc<str>| {
+                        authorizer
+                            .as_ref()
+                            .is_none_or(|a| a.allows(&self.identity(id), &topic, Access::Read))
+                    };
+                    let check: Option<router::ReadCheck<'_>> = authorizer
+                        .as_ref()
+                        .map(|_| &may_read as router::ReadCheck<'_>);
+                    match self.router.redistribute(d, session.client_id(), check) {
                         // A stored member keeps it stored (its acknowledgement releases it);
                         // otherwise this session's share in the store is released now.
                         Ok(true) => {}

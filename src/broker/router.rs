@@ -34,8 +34,9 @@ struct Group {
 }
 
 impl Group {
-    /// The next member round-robin, preferring connected ones, never `exclude`.
-    fn pick(&self, exclude: Option<&str>) -> Option<&Subscriber> {
+    /// The next member round-robin, preferring connected ones, never `exclude`, only those
+    /// `may_read` allows.
+    fn pick(&self, exclude: Option<&str>, may_read: Option<ReadCheck<'_>>) -> Option<&Subscriber> {
         let n = self.members.len();
         if n == 0 {
             return None;
@@ -43,7 +44,8 @@ impl Group {
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let candidates = (0..n)
             .map(|i| &self.members[(start + i) % n])
-            .filter(|m| Some(&*m.client_id) != exclude);
+            .filter(|m| Some(&*m.client_id) != exclude)
+            .filter(|m| may_read.is_none_or(|ok| ok(&m.client_id)));
         let mut fallback = None;
         for m in candidates {
             if m.mailbox.is_online() {
@@ -196,6 +198,9 @@ impl Router {
                 if s.options.no_local && Some(&*s.client_id) == publisher {
                     continue;
                 }
+                if may_read.is_some_and(|ok| !ok(&s.client_id)) {
+                    continue;
+                }
                 targets.push(Target {
                     sub: s,
                     qos: msg.qos().min(s.options.qos),
@@ -205,7 +210,7 @@ impl Router {
                 });
             }
             for g in &subs.groups {
-                if let Some(s) = g.pick(None) {
+                if let Some(s) = g.pick(None, may_read) {
                     targets.push(Target {
                         sub: s,
                         qos: msg.qos().min(s.options.qos),
@@ -217,9 +222,6 @@ impl Router {
             }
         });
         merge_overlapping(&mut targets);
-        if let Some(may_read) = may_read {
-            targets.retain(|t| may_read(&t.sub.client_id));
-        }
         let mut outcome = RouteOutcome::default();
         for t in targets {
             let mut delivery = Delivery {
@@ -269,7 +271,12 @@ impl Router {
     /// Sends a shared-subscription delivery to another member of its group than `exclude`;
     /// true if that member's session is stored. Gives the delivery back if the group has no
     /// other member.
-    pub fn redistribute(&self, delivery: Delivery, exclude: &str) -> Result<bool, Delivery> {
+    pub fn redistribute(
+        &self,
+        delivery: Delivery,
+        exclude: &str,
+        may_read: Option<ReadCheck<'_>>,
+    ) -> Result<bool, Delivery> {
         let Some(tag) = delivery.shared.clone() else {
             return Err(delivery);
         };
@@ -277,7 +284,7 @@ impl Router {
         let member = trie
             .get(&tag.filter)
             .and_then(|subs| subs.groups.iter().find(|g| g.tag.group == tag.group))
-            .and_then(|g| g.pick(Some(exclude)));
+            .and_then(|g| g.pick(Some(exclude), may_read));
         match member {
             Some(m) => {
                 let mut d = delivery;

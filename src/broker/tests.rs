@@ -109,12 +109,17 @@ fn redistribute_excludes_leaver() {
     got.extend(drain(&b));
     let d = got.pop().expect("one delivery");
     for _ in 0..3 {
-        router.redistribute(d.clone(), "a").expect("b takes it");
+        router
+            .redistribute(d.clone(), "a", None)
+            .expect("b takes it");
     }
     assert_eq!(drain(&b).len(), 3);
     assert!(drain(&a).is_empty());
     assert!(router.unsubscribe(Some("g"), "t", "b"));
-    assert!(router.redistribute(d, "a").is_err(), "no other member left");
+    assert!(
+        router.redistribute(d, "a", None).is_err(),
+        "no other member left"
+    );
 }
 
 /// No Local: a client's own messages are not sent back to it [MQTT-3.8.3-3].
@@ -262,4 +267,26 @@ async fn ended_session_releases_its_stored_messages() {
         0,
         "message kept after every recipient ended"
     );
+}
+
+/// With a read check (ACL), only allowed clients get a message: a direct subscriber is skipped,
+/// and a shared group hands it to a member that may read it.
+#[test]
+fn read_check_filters_direct_and_shared_subscribers() {
+    let router = Router::default();
+    let (a, b, c) = (online_mailbox(), online_mailbox(), online_mailbox());
+    router.subscribe(None, "t", sub("a", &a, QoS::AtMostOnce, None));
+    router.subscribe(Some("g"), "t", sub("b", &b, QoS::AtMostOnce, None));
+    router.subscribe(Some("g"), "t", sub("c", &c, QoS::AtMostOnce, None));
+    let only_c = |id: &Arc<str>| &**id == "c";
+    for _ in 0..4 {
+        router.route(
+            &message("t", QoS::AtMostOnce, false, b"x"),
+            None,
+            Some(&only_c),
+        );
+    }
+    assert!(drain(&a).is_empty());
+    assert!(drain(&b).is_empty());
+    assert_eq!(drain(&c).len(), 4);
 }

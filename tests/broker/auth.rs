@@ -393,6 +393,18 @@ async fn files_are_checked_at_start_and_reloaded_on_sighup() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken-pw") && err.contains("line 1"), "{err}");
+    // Starting the broker itself with it fails the same way, before listening.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["--port", "0", "--http-port", "0"])
+        .env(
+            "TERN_AUTH__PASSWORD_FILE",
+            format!("\"{}\"", bad_pw.display()),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("broken-pw") && err.contains("line 1"), "{err}");
 
     let b = ChildBroker::start_with(dir.path(), false, "fsync", &extra);
     let mut admin = as_user(b.addr, V5, "admin", "admin").await;
