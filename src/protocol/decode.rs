@@ -1,4 +1,5 @@
-//! Client-to-server decoding: framing (fixed header, remaining length, maximum packet size
+//! Client-to-server decoding (and, for Tern's own client side, server-to-client through
+//! [`Decoder::client`] and `from_server`): framing (fixed header, remaining length, maximum packet size
 //! before the body is buffered), per-type flag rules, then the body. CONNECT, DISCONNECT, AUTH and
 //! PINGREQ and every v5 property block are decoded here; the bodies of PUBLISH, SUBSCRIBE,
 //! UNSUBSCRIBE and the acks are checked here and then parsed by mqttbytes.
@@ -6,7 +7,7 @@
 use bytes::{Bytes, BytesMut};
 use mqttbytes::FixedHeader;
 
-use super::reader::{read_properties, Props, Reader, Scope};
+use super::reader::{read_properties, read_properties_from, Props, Reader, Scope};
 use super::*;
 
 type Result<T> = std::result::Result<T, DecodeError>;
@@ -17,13 +18,15 @@ pub struct Decoder {
     version: Option<ProtocolVersion>,
     hint: Option<ProtocolVersion>,
     max_packet_size: u32,
+    /// Decodes what a server sends (Tern as a client: the bridge).
+    from_server: bool,
 }
 
 /// The fixed header of a frame whose bytes are all buffered.
-struct Frame {
-    byte1: u8,
-    header_len: usize,
-    remaining: usize,
+pub(super) struct Frame {
+    pub(super) byte1: u8,
+    pub(super) header_len: usize,
+    pub(super) remaining: usize,
 }
 
 /// Reads the fixed header at the start of `buf`: `Ok(None)` if it is not complete yet.
@@ -62,6 +65,18 @@ impl Decoder {
             version: None,
             hint: None,
             max_packet_size,
+            from_server: false,
+        }
+    }
+
+    /// A decoder for what a server sends to us as a client that connected with `version`:
+    /// CONNACK, PUBLISH, the acks, SUBACK, UNSUBACK, PINGRESP, DISCONNECT, AUTH.
+    pub fn client(max_packet_size: u32, version: ProtocolVersion) -> Decoder {
+        Decoder {
+            version: Some(version),
+            hint: Some(version),
+            max_packet_size,
+            from_server: true,
         }
     }
 
@@ -72,6 +87,7 @@ impl Decoder {
             version: Some(version),
             hint: Some(version),
             max_packet_size,
+            from_server: false,
         }
     }
 
@@ -109,6 +125,9 @@ impl Decoder {
         }
         let bytes = buf.split_to(total).freeze();
         let packet_type = frame.byte1 >> 4;
+        if let (true, Some(version)) = (self.from_server, self.version) {
+            return super::from_server::decode(version, &frame, bytes).map(Some);
+        }
         let Some(version) = self.version else {
             if packet_type != 1 {
                 return Err(DecodeError::Protocol(
@@ -144,7 +163,7 @@ impl Decoder {
 }
 
 /// [MQTT-2.1.3-1] The low nibble of byte 1 must be exactly `expected`.
-fn check_flags(byte1: u8, expected: u8) -> Result<()> {
+pub(super) fn check_flags(byte1: u8, expected: u8) -> Result<()> {
     if byte1 & 0x0F != expected {
         return Err(DecodeError::Malformed(
             "[MQTT-2.1.3-1] reserved fixed-header flags are wrong",
@@ -286,7 +305,7 @@ fn decode_packet(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> Resul
     let header = FixedHeader::new(frame.byte1, frame.header_len - 1, frame.remaining);
     match frame.byte1 >> 4 {
         1 => Err(DecodeError::Protocol("[MQTT-3.1.0-2] second CONNECT")),
-        3 => decode_publish(version, frame, header, bytes),
+        3 => decode_publish(version, frame, header, bytes, false),
         4 | 5 | 7 => {
             check_flags(frame.byte1, 0)?;
             let ack = decode_ack(v5, frame, header, bytes)?;
@@ -331,15 +350,16 @@ fn decode_packet(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> Resul
 }
 
 /// mqttbytes only ever sees a complete, checked frame; any error it still reports is malformed.
-fn from_mqttbytes(_: mqttbytes::Error) -> DecodeError {
+pub(super) fn from_mqttbytes(_: mqttbytes::Error) -> DecodeError {
     DecodeError::Malformed("packet body does not parse")
 }
 
-fn decode_publish(
+pub(super) fn decode_publish(
     version: ProtocolVersion,
     frame: &Frame,
     header: FixedHeader,
     bytes: Bytes,
+    from_server: bool,
 ) -> Result<Packet> {
     let qos = QoS::from_u8((frame.byte1 >> 1) & 0x03)
         .ok_or(DecodeError::Malformed("[MQTT-3.3.1-4] PUBLISH with QoS 3"))?;
@@ -358,7 +378,7 @@ fn decode_publish(
         ));
     }
     let properties = if version.is_v5() {
-        publish_properties(read_properties(&mut r, Scope::Publish)?)?
+        publish_properties(read_properties_from(&mut r, Scope::Publish, from_server)?)?
     } else {
         PublishProperties::default()
     };
@@ -395,7 +415,12 @@ const DISCONNECT_REASONS: [u8; 29] = [
     0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 
-fn decode_ack(v5: bool, frame: &Frame, header: FixedHeader, bytes: Bytes) -> Result<Ack> {
+pub(super) fn decode_ack(
+    v5: bool,
+    frame: &Frame,
+    header: FixedHeader,
+    bytes: Bytes,
+) -> Result<Ack> {
     let mut r = Reader::new(bytes.slice(frame.header_len..));
     let pkid = r.u16()?;
     if pkid == 0 {
@@ -533,7 +558,7 @@ fn decode_unsubscribe(
     }))
 }
 
-fn decode_disconnect(v5: bool, mut r: Reader) -> Result<Packet> {
+pub(super) fn decode_disconnect(v5: bool, mut r: Reader) -> Result<Packet> {
     let mut d = Disconnect::default();
     if !v5 {
         if !r.is_empty() {
@@ -566,7 +591,7 @@ fn decode_disconnect(v5: bool, mut r: Reader) -> Result<Packet> {
     Ok(Packet::Disconnect(d))
 }
 
-fn decode_auth(mut r: Reader) -> Result<Packet> {
+pub(super) fn decode_auth(mut r: Reader) -> Result<Packet> {
     let mut a = Auth::default();
     if r.is_empty() {
         return Ok(Packet::Auth(a));

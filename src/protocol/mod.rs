@@ -6,6 +6,7 @@
 mod decode;
 mod encode;
 mod error;
+mod from_server;
 mod outgoing;
 mod reader;
 mod types;

@@ -120,6 +120,8 @@ pub(crate) enum Scope {
     Unsubscribe = 1 << 5,
     Disconnect = 1 << 6,
     Auth = 1 << 7,
+    /// Only in what a server sends (read by the bridge's client side).
+    ConnAck = 1 << 8,
 }
 
 const CONNECT: u16 = Scope::Connect as u16;
@@ -129,9 +131,11 @@ const ACK: u16 = Scope::Ack as u16;
 const SUBSCRIBE: u16 = Scope::Subscribe as u16;
 const DISCONNECT: u16 = Scope::Disconnect as u16;
 const AUTH: u16 = Scope::Auth as u16;
-const ALL: u16 = 0xFF;
+const CONNACK: u16 = Scope::ConnAck as u16;
+const ALL: u16 = 0x1FF;
 
-/// Every property a client may send, as parsed from one property block.
+/// Every property a client may send (and, read from a server, what a CONNACK carries), as
+/// parsed from one property block.
 #[derive(Debug, Default)]
 pub(crate) struct Props {
     pub payload_format_indicator: Option<u8>,
@@ -153,6 +157,14 @@ pub(crate) struct Props {
     pub maximum_packet_size: Option<u32>,
     pub server_reference: Option<String>,
     pub user_properties: UserProperties,
+    pub assigned_client_identifier: Option<String>,
+    pub server_keep_alive: Option<u16>,
+    pub response_information: Option<String>,
+    pub maximum_qos: Option<u8>,
+    pub retain_available: Option<u8>,
+    pub wildcard_subscription_available: Option<u8>,
+    pub subscription_identifiers_available: Option<u8>,
+    pub shared_subscription_available: Option<u8>,
 }
 
 fn set<T>(slot: &mut Option<T>, v: T) -> Result<()> {
@@ -176,6 +188,25 @@ fn flag(r: &mut Reader, what: &'static str) -> Result<u8> {
 /// Reads a property block (length, then properties) allowed in `scope`. Unknown identifiers are
 /// malformed; known ones outside their packet, and duplicates, are protocol errors.
 pub(crate) fn read_properties(r: &mut Reader, scope: Scope) -> Result<Props> {
+    read_properties_from(r, scope, false)
+}
+
+/// Properties a server may send but a client may not, by where they may appear.
+fn server_only(id: u32) -> u16 {
+    match id {
+        0x0B => PUBLISH,
+        0x11 | 0x12 | 0x13 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F | 0x21 | 0x22 | 0x24 | 0x25
+        | 0x27 | 0x28 | 0x29 | 0x2A => CONNACK,
+        _ => 0,
+    }
+}
+
+/// [`read_properties`] for a block a server sent (`from_server`) or a client sent.
+pub(crate) fn read_properties_from(
+    r: &mut Reader,
+    scope: Scope,
+    from_server: bool,
+) -> Result<Props> {
     let len = r.varint()? as usize;
     let mut block = Reader::new(r.take(len)?);
     let mut p = Props::default();
@@ -184,6 +215,8 @@ pub(crate) fn read_properties(r: &mut Reader, scope: Scope) -> Result<Props> {
         let id = block.varint()?;
         let allowed = match id {
             0x01 | 0x02 | 0x03 | 0x08 | 0x09 => PUBLISH | WILL,
+            // A server's PUBLISH carries the Subscription Identifiers it matched.
+            0x0B if from_server && scope == PUBLISH => PUBLISH,
             0x0B if scope == PUBLISH => {
                 return Err(DecodeError::Protocol(
                     "[MQTT-3.3.4-6] a PUBLISH from a client carries a Subscription Identifier",
@@ -205,6 +238,11 @@ pub(crate) fn read_properties(r: &mut Reader, scope: Scope) -> Result<Props> {
                     "[MQTT-2.2.2-?] unknown property identifier",
                 ))
             }
+        };
+        let allowed = if from_server {
+            allowed | server_only(id)
+        } else {
+            allowed
         };
         if allowed & scope == 0 {
             return Err(DecodeError::Protocol(
@@ -231,8 +269,45 @@ pub(crate) fn read_properties(r: &mut Reader, scope: Scope) -> Result<Props> {
                         "[MQTT-3.8.2-?] subscription identifier 0",
                     ));
                 }
-                set(&mut p.subscription_identifier, v)?
+                if from_server {
+                    // Several may come; the first is kept.
+                    p.subscription_identifier.get_or_insert(v);
+                } else {
+                    set(&mut p.subscription_identifier, v)?
+                }
             }
+            0x12 => set(&mut p.assigned_client_identifier, b.string()?)?,
+            0x13 => set(&mut p.server_keep_alive, b.u16()?)?,
+            0x1A => set(&mut p.response_information, b.string()?)?,
+            0x24 => set(
+                &mut p.maximum_qos,
+                flag(b, "[MQTT-3.2.2-?] maximum QoS other than 0 or 1")?,
+            )?,
+            0x25 => set(
+                &mut p.retain_available,
+                flag(b, "[MQTT-3.2.2-?] retain available other than 0 or 1")?,
+            )?,
+            0x28 => set(
+                &mut p.wildcard_subscription_available,
+                flag(
+                    b,
+                    "[MQTT-3.2.2-?] wildcard subscription available other than 0 or 1",
+                )?,
+            )?,
+            0x29 => set(
+                &mut p.subscription_identifiers_available,
+                flag(
+                    b,
+                    "[MQTT-3.2.2-?] subscription identifiers available other than 0 or 1",
+                )?,
+            )?,
+            0x2A => set(
+                &mut p.shared_subscription_available,
+                flag(
+                    b,
+                    "[MQTT-3.2.2-?] shared subscription available other than 0 or 1",
+                )?,
+            )?,
             0x11 => set(&mut p.session_expiry_interval, b.u32()?)?,
             0x15 => set(&mut p.authentication_method, b.string()?)?,
             0x16 => set(&mut p.authentication_data, b.binary()?)?,

@@ -168,6 +168,7 @@ fn full_publish_properties() -> PublishProperties {
 
 mod encoding;
 mod framing;
+mod from_server;
 mod gaps;
 mod properties;
 mod proptests;
