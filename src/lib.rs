@@ -1,6 +1,7 @@
 //! Tern, an MQTT 3.1.1 and 5.0 broker.
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod certs;
 pub mod config;

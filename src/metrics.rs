@@ -100,6 +100,31 @@ fn describe() {
         Unit::Count,
         "TLS handshakes that failed (error, e.g. plain MQTT on a TLS port) or timed out."
     );
+    g!(
+        "tern_bridge_connected",
+        Unit::Count,
+        "1 while the bridge's link to its remote broker is up, else 0."
+    );
+    g!(
+        "tern_bridge_queued_messages",
+        Unit::Count,
+        "Messages waiting in the bridge's queue to go to the remote."
+    );
+    c!(
+        "tern_bridge_messages_total",
+        Unit::Count,
+        "Messages a bridge forwarded (out: to the remote, acknowledged where QoS > 0; in: from it)."
+    );
+    c!(
+        "tern_bridge_dropped_total",
+        Unit::Count,
+        "Messages for the remote dropped because the bridge's queue was full (max_queued_messages)."
+    );
+    c!(
+        "tern_bridge_reconnects_total",
+        Unit::Count,
+        "Connection attempts to the remote after the first."
+    );
     c!(
         "tern_auth_failures_total",
         Unit::Count,
@@ -549,6 +574,33 @@ pub fn tls_handshake_failed(reason: &'static str) {
 /// subprotocol; `timeout`).
 pub fn ws_upgrade_failed(reason: &'static str) {
     ::metrics::counter!("tern_ws_upgrade_failures_total", "reason" => reason).increment(1);
+}
+
+/// Whether bridge `name`'s link is up.
+pub fn bridge_connected(name: &str, up: bool) {
+    ::metrics::gauge!("tern_bridge_connected", "bridge" => name.to_string())
+        .set(f64::from(u8::from(up)));
+}
+
+/// Bridge `name`'s queue holds `n` messages.
+pub fn bridge_queued(name: &str, n: usize) {
+    ::metrics::gauge!("tern_bridge_queued_messages", "bridge" => name.to_string()).set(n as f64);
+}
+
+/// Bridge `name` forwarded `n` messages `direction` (`out`, `in`).
+pub fn bridge_forwarded(name: &str, direction: &'static str, n: u64) {
+    ::metrics::counter!("tern_bridge_messages_total", "bridge" => name.to_string(), "direction" => direction)
+        .increment(n);
+}
+
+/// Bridge `name`'s queue refused `n` messages.
+pub fn bridge_dropped(name: &str, n: u64) {
+    ::metrics::counter!("tern_bridge_dropped_total", "bridge" => name.to_string()).increment(n);
+}
+
+/// Bridge `name` tries again.
+pub fn bridge_reconnect(name: &str) {
+    ::metrics::counter!("tern_bridge_reconnects_total", "bridge" => name.to_string()).increment(1);
 }
 
 /// A login was refused (`bad_credentials`, `not_authorized`).

@@ -77,6 +77,7 @@ pub struct Broker {
     accept_task: JoinHandle<()>,
     http_task: Option<JoinHandle<()>>,
     dormitory: Dormitory,
+    bridges: crate::bridge::Bridges,
 }
 
 impl Broker {
@@ -137,6 +138,7 @@ impl Broker {
             metrics::enable();
         }
         tokio::spawn(sys::run(Arc::clone(&state), shutdown_rx.clone()));
+        let bridges = crate::bridge::Bridges::start(&state);
         let (http_addr, http_task) = match http {
             Some((addr, ops, task)) => {
                 ops.set_ready(&state);
@@ -176,6 +178,7 @@ impl Broker {
             accept_task,
             http_task,
             dormitory,
+            bridges,
         })
     }
 
@@ -191,6 +194,7 @@ impl Broker {
             metrics::enable();
         }
         self.limit.set_max(config.limits.max_connections);
+        self.bridges.reload(&config.bridge);
         // Certificates and keys are read again from the same files: new handshakes use them,
         // connections already up keep theirs. A file that cannot be used keeps the old ones.
         for (l, acceptor) in &self.tls_listeners {
@@ -232,6 +236,8 @@ impl Broker {
     pub async fn shutdown(self) {
         let grace = Duration::from_secs(self.state.config().shutdown.grace_secs);
         let deadline = tokio::time::Instant::now() + grace;
+        // Bridges first: their sessions are parked (and stored) before the store is flushed.
+        self.bridges.shutdown().await;
         let _ = self.shutdown.send(true);
         if let Err(e) = self.accept_task.await {
             warn!(error = %e, "accept loop ended abnormally");

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::{Access, Identity};
+use crate::topic::matches;
 
 /// Why an ACL file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -220,24 +221,6 @@ fn substitute(filter: &str, who: &Identity) -> Option<String> {
         }
     }
     Some(out.join("/"))
-}
-
-/// Whether topic name `topic` matches filter `filter`.
-fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
 }
 
 /// Whether every topic filter `inner` matches is matched by `outer`.

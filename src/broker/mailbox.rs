@@ -9,7 +9,7 @@
 //! messages queued for offline sessions cost 16 bytes each here, not a million messages.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
@@ -113,6 +113,8 @@ pub struct Mailbox {
     /// [`ONLINE`], [`KICKED`], [`STORED`].
     flags: AtomicU8,
     queue_qos0_offline: bool,
+    /// Deliveries refused at the limit, until [`Mailbox::take_dropped`] (bridges count them).
+    dropped: AtomicU32,
 }
 
 impl Mailbox {
@@ -124,6 +126,7 @@ impl Mailbox {
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
             flags: AtomicU8::new(0),
             queue_qos0_offline,
+            dropped: AtomicU32::new(0),
         }
     }
 
@@ -187,6 +190,11 @@ impl Mailbox {
         self.signal();
     }
 
+    /// Deliveries refused at the limit since the last call.
+    pub fn take_dropped(&self) -> u32 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+
     /// Queues a delivery and wakes the connection.
     pub fn push(&self, delivery: Delivery) -> Result<(), DropReason> {
         if delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline && !self.is_online() {
@@ -197,6 +205,7 @@ impl Mailbox {
             if inner.len() >= self.limit as usize
                 && (delivery.qos == QoS::AtMostOnce || !inner.drop_oldest_qos0())
             {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Err(DropReason::QueueFull);
             }
             match &mut inner.spill {
@@ -228,6 +237,7 @@ impl Mailbox {
         let waker = {
             let mut inner = self.inner.lock();
             if inner.len() >= self.limit as usize && !inner.drop_oldest_qos0() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Err(DropReason::QueueFull);
             }
             inner

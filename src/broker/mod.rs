@@ -266,6 +266,10 @@ impl BrokerState {
             return self.router.route(msg, recorder, None);
         };
         let may_read = |client_id: &Arc<str>| {
+            // A bridge forwards what its rules say; the remote enforces its own ACL.
+            if client_id.starts_with(crate::bridge::LOCAL_ID_PREFIX) {
+                return true;
+            }
             let ok = authorizer.allows(&self.identity(client_id), msg.topic(), Access::Read);
             if !ok {
                 metrics::acl_denied("read");
@@ -432,19 +436,29 @@ impl BrokerState {
         window: u16,
         will: Option<(&Message, u32)>,
     ) -> Attached {
+        let limit = self.config().limits.max_queued_messages;
+        self.attach_with_queue(client_id, clean_start, expiry_interval, window, will, limit)
+            .await
+    }
+
+    /// [`BrokerState::attach`] with a queue of `queue_limit` deliveries (for a new mailbox;
+    /// a resumed one keeps its own): the bridges' local sessions.
+    pub async fn attach_with_queue(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        expiry_interval: u32,
+        window: u16,
+        will: Option<(&Message, u32)>,
+        queue_limit: usize,
+    ) -> Attached {
         let config = self.config();
-        let limits = &config.limits;
         let mut attached = self
             .registry
             .attach(
                 client_id,
                 clean_start,
-                || {
-                    Mailbox::new(
-                        limits.max_queued_messages,
-                        config.session.queue_qos0_offline,
-                    )
-                },
+                || Mailbox::new(queue_limit, config.session.queue_qos0_offline),
                 || Session::new(Arc::clone(client_id), expiry_interval, window),
             )
             .await;

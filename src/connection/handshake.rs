@@ -41,6 +41,13 @@ pub fn accept(connect: &Connect, config: &Config) -> Result<Accepted, ReasonCode
         if connect.version == ProtocolVersion::V31 && connect.client_id.len() > 23 {
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
+        // Reserved for the bridges' own sessions: a client could otherwise take one over.
+        if connect
+            .client_id
+            .starts_with(crate::bridge::LOCAL_ID_PREFIX)
+        {
+            return Err(ReasonCode::ClientIdentifierNotValid);
+        }
         (connect.client_id.clone(), false)
     };
     let max = config.limits.max_keepalive;

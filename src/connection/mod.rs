@@ -746,7 +746,8 @@ mod size_budget {
         );
         // 112 is the allocator's size class a Session lands in anyway.
         assert!(size_of::<crate::session::Session>() <= 112);
-        // 72: the pointer to the spill (deliveries kept in the store only) took it past 64.
-        assert!(size_of::<crate::broker::Mailbox>() <= 72);
+        // Held in an Arc (16 bytes of counts): 80 + 16 stays in jemalloc's 96-byte class,
+        // where the spill pointer had already taken it.
+        assert!(size_of::<crate::broker::Mailbox>() <= 80);
     }
 }

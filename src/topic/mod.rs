@@ -15,3 +15,22 @@ mod proptests;
 pub use error::TopicError;
 pub use trie::SubscriptionTrie;
 pub use validate::{parse_subscription, validate_topic_filter, validate_topic_name};
+
+/// Whether topic name `topic` matches filter `filter` (one pair; the trie does this for many
+/// filters at once). A `$` topic is not matched by a leading wildcard.
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod auth;
+mod bridge;
 mod certs;
 mod child;
 mod connect;

@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::store::Durability;
 
+mod bridge;
+pub use bridge::{BridgeConfig, Direction, TopicRule};
+
 /// Everything Tern can be told. Field names are the TOML keys; `config/tern.toml` documents each.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -34,6 +37,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `[auth]`: who may connect and what they may do.
     pub auth: AuthConfig,
+    /// `[[bridge]]`: links to remote brokers.
+    pub bridge: Vec<BridgeConfig>,
 }
 
 /// `[auth]`: Mosquitto-compatible password and ACL files.
@@ -406,6 +411,18 @@ pub enum ConfigError {
         /// What is allowed.
         allowed: &'static str,
     },
+    /// A `[[bridge]]` entry is not usable.
+    #[error("config file {path}: key `bridge[{index}].{key}`: {allowed}")]
+    InvalidBridge {
+        /// The file.
+        path: String,
+        /// Position in `[[bridge]]`, from 0.
+        index: usize,
+        /// Key within the entry.
+        key: &'static str,
+        /// What is allowed.
+        allowed: &'static str,
+    },
     /// A value of one `[[listeners]]` entry outside what is allowed.
     #[error("config file {path}: key `listeners[{index}].{key}`: {allowed}")]
     InvalidListener {
@@ -550,6 +567,20 @@ impl Config {
             }
             if !(1..=3_600).contains(&l.handshake_timeout_secs) {
                 return Err(bad("handshake_timeout_secs", "1 to 3600 seconds"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (index, b) in self.bridge.iter().enumerate() {
+            let problem = b.problem().or_else(|| {
+                (!names.insert(b.name.as_str())).then_some(("name", "unique among [[bridge]]"))
+            });
+            if let Some((key, allowed)) = problem {
+                return Err(ConfigError::InvalidBridge {
+                    path: origin.to_string(),
+                    index,
+                    key,
+                    allowed,
+                });
             }
         }
         if !(1..=3_600).contains(&self.shutdown.grace_secs) {
@@ -737,7 +768,7 @@ mod tests {
     /// config/tern.toml documents every key with its default: it must parse to the defaults.
     #[test]
     fn documented_file_matches_defaults() {
-        let c = Config::from_toml(include_str!("../config/tern.toml"), "config/tern.toml")
+        let c = Config::from_toml(include_str!("../../config/tern.toml"), "config/tern.toml")
             .expect("documented config parses");
         assert_eq!(c, Config::default());
     }

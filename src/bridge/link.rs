@@ -1,0 +1,764 @@
+//! One bridge: its local session, and connections to the remote broker, one after another,
+//! with exponential backoff and jitter between them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::LOCAL_ID_PREFIX;
+use crate::broker::{BrokerState, Mailbox, Published};
+use crate::config::BridgeConfig;
+use crate::metrics;
+use crate::protocol::{
+    self, Ack, ConnAck, Connect, ConnectProperties, Decoder, Disconnect, Packet, ProtocolVersion,
+    Publish, PublishProperties, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeFilter,
+    SubscriptionOptions,
+};
+use crate::session::{Message, PubRecOutcome, Resend, Session, NEVER_EXPIRES};
+use crate::topic;
+
+/// Bounds connecting, the TLS handshake and waiting for CONNACK and SUBACK.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Deliveries moved from the mailbox per turn.
+const BATCH: usize = 64;
+/// Output waiting for the remote beyond which no more deliveries are taken.
+const HIGH_WATER: usize = 64 * 1024;
+
+/// A byte stream to the remote: TCP or TLS.
+trait Remote: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Remote for T {}
+
+/// A rule with its prefixes applied.
+struct Rule {
+    local_filter: String,
+    remote_filter: String,
+    local_prefix: String,
+    remote_prefix: String,
+    qos: QoS,
+    out: bool,
+    inbound: bool,
+}
+
+fn rules(cfg: &BridgeConfig) -> Vec<Rule> {
+    cfg.topics
+        .iter()
+        .map(|t| Rule {
+            local_filter: format!("{}{}", t.local_prefix, t.pattern),
+            remote_filter: format!("{}{}", t.remote_prefix, t.pattern),
+            local_prefix: t.local_prefix.clone(),
+            remote_prefix: t.remote_prefix.clone(),
+            qos: QoS::from_u8(t.qos).unwrap_or(QoS::AtLeastOnce),
+            out: t.direction.out(),
+            inbound: t.direction.inbound(),
+        })
+        .collect()
+}
+
+/// The remote topic for local topic `t`, by the first `out` rule that matches it.
+fn to_remote(rules: &[Rule], t: &str) -> Option<String> {
+    rules
+        .iter()
+        .filter(|r| r.out && topic::matches(&r.local_filter, t))
+        .find_map(|r| {
+            t.strip_prefix(r.local_prefix.as_str())
+                .map(|rest| format!("{}{rest}", r.remote_prefix))
+        })
+}
+
+/// The local topic and QoS for remote topic `t`, by the first `in` rule that matches it.
+fn to_local(rules: &[Rule], t: &str) -> Option<(String, QoS)> {
+    rules
+        .iter()
+        .filter(|r| r.inbound && topic::matches(&r.remote_filter, t))
+        .find_map(|r| {
+            t.strip_prefix(r.remote_prefix.as_str())
+                .map(|rest| (format!("{}{rest}", r.local_prefix), r.qos))
+        })
+}
+
+/// Why a connection to the remote ended.
+enum End {
+    /// The bridge is stopping (shutdown, reload).
+    Stopped,
+    /// Lost or refused; try again.
+    Lost(String),
+}
+
+/// Runs bridge `cfg` until `stop`: attaches its local session, then keeps a connection to the
+/// remote up, reconnecting with backoff. Its session is parked when it stops, queue and all.
+pub(super) async fn run(
+    cfg: BridgeConfig,
+    state: Arc<BrokerState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let local_id: Arc<str> = Arc::from(format!("{LOCAL_ID_PREFIX}{}", cfg.name));
+    let attached = state
+        .attach_with_queue(
+            &local_id,
+            false,
+            NEVER_EXPIRES,
+            cfg.max_inflight,
+            None,
+            cfg.max_queued_messages,
+        )
+        .await;
+    let mut session = attached.session;
+    let mailbox = attached.mailbox;
+    let generation = attached.generation;
+    let rules = rules(&cfg);
+    subscribe_locally(&cfg, &rules, &state, &mut session, &mailbox).await;
+    connection_state(&state, &cfg.name, false);
+    let mut delay = cfg.reconnect_min_ms;
+    let mut attempts = 0u64;
+    'outer: loop {
+        for addr in &cfg.addresses {
+            if *stop.borrow() || mailbox.take_kick() {
+                break 'outer;
+            }
+            if attempts > 0 {
+                metrics::bridge_reconnect(&cfg.name);
+            }
+            attempts += 1;
+            let connected = tokio::select! {
+                c = tokio::time::timeout(HANDSHAKE, Link::connect(&cfg, addr)) => c,
+                _ = stop.changed() => break 'outer,
+            };
+            let (mut link, ack) = match connected {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    warn!(bridge = %cfg.name, %addr, error = %e, "bridge cannot connect");
+                    continue;
+                }
+                Err(_) => {
+                    warn!(bridge = %cfg.name, %addr, "bridge connect timed out");
+                    continue;
+                }
+            };
+            info!(bridge = %cfg.name, %addr, session_present = ack.session_present, "bridge connected");
+            delay = cfg.reconnect_min_ms;
+            metrics::bridge_connected(&cfg.name, true);
+            connection_state(&state, &cfg.name, true);
+            let ctx = Ctx {
+                cfg: &cfg,
+                rules: &rules,
+                state: &state,
+                mailbox: &mailbox,
+            };
+            let end = link.serve(&ctx, &mut session, &ack, &mut stop).await;
+            metrics::bridge_connected(&cfg.name, false);
+            connection_state(&state, &cfg.name, false);
+            match end {
+                End::Stopped => break 'outer,
+                End::Lost(why) => warn!(bridge = %cfg.name, %addr, why, "bridge disconnected"),
+            }
+        }
+        // Exponential backoff with jitter: between half and all of the current delay.
+        let wait = delay / 2 + rand::random_range(0..=delay / 2);
+        delay = (delay.saturating_mul(2)).min(cfg.reconnect_max_ms);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    state.detach(&local_id, generation, session, &mailbox, None);
+    info!(bridge = %cfg.name, "bridge session parked");
+}
+
+/// Subscribes the local session to the `out` rules (No Local: what the bridge brought in does
+/// not go back; retained messages only for a new subscription) and drops subscriptions no rule
+/// asks for any more; stored before the bridge goes on.
+async fn subscribe_locally(
+    cfg: &BridgeConfig,
+    rules: &[Rule],
+    state: &Arc<BrokerState>,
+    session: &mut Session,
+    mailbox: &Arc<Mailbox>,
+) {
+    let wanted: Vec<&Rule> = rules.iter().filter(|r| r.out).collect();
+    let stale: Vec<String> = session
+        .subscriptions()
+        .keys()
+        .filter(|f| !wanted.iter().any(|r| &r.local_filter == *f))
+        .cloned()
+        .collect();
+    for f in &stale {
+        state.unsubscribe(session, f);
+    }
+    for r in &wanted {
+        let options = SubscriptionOptions {
+            qos: r.qos,
+            no_local: true,
+            retain_as_published: true,
+            retain_handling: RetainHandling::SendIfNew,
+        };
+        if let crate::broker::SubscribeResult::Refused(code) =
+            state.subscribe(session, mailbox, &r.local_filter, options, None, true)
+        {
+            warn!(bridge = %cfg.name, filter = %r.local_filter, ?code, "bridge cannot subscribe locally");
+        }
+    }
+    let mut filters: Vec<&str> = wanted.iter().map(|r| r.local_filter.as_str()).collect();
+    filters.extend(stale.iter().map(String::as_str));
+    if let Some(t) = state.persist_subscriptions(session, &filters) {
+        if let Err(e) = t.wait().await {
+            warn!(bridge = %cfg.name, error = %e, "bridge subscriptions not stored");
+        }
+    }
+}
+
+/// `$SYS/broker/connection/NAME/state`, 1 or 0, retained, as Mosquitto publishes it.
+fn connection_state(state: &BrokerState, name: &str, up: bool) {
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: true,
+        topic: format!("$SYS/broker/connection/{name}/state"),
+        pkid: 0,
+        payload: if up { "1" } else { "0" }.into(),
+        properties: PublishProperties::default(),
+    };
+    state.publish_volatile(Arc::new(Message::new(
+        publish,
+        None,
+        std::time::Instant::now(),
+    )));
+}
+
+/// What a connection's handlers share.
+struct Ctx<'a> {
+    cfg: &'a BridgeConfig,
+    rules: &'a [Rule],
+    state: &'a Arc<BrokerState>,
+    mailbox: &'a Arc<Mailbox>,
+}
+
+/// One connection to the remote.
+struct Link {
+    rd: ReadHalf<Box<dyn Remote>>,
+    wr: WriteHalf<Box<dyn Remote>>,
+    decoder: Decoder,
+    inbuf: BytesMut,
+    outbuf: BytesMut,
+    version: ProtocolVersion,
+    keep_alive: Duration,
+    last_write: Instant,
+    ping_sent: Option<Instant>,
+    /// QoS 2 messages from the remote published here, until its PUBREL.
+    inbound_qos2: HashSet<u16>,
+    /// Packet id of our SUBSCRIBE until its SUBACK.
+    subscribing: Option<u16>,
+}
+
+/// What woke the connection.
+enum Event {
+    Read(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
+    Mail,
+    Timer,
+    Stop,
+}
+
+impl Link {
+    /// Connects to `addr` (TLS with `cafile`), sends CONNECT and reads the CONNACK.
+    async fn connect(cfg: &BridgeConfig, addr: &str) -> Result<(Link, ConnAck), String> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Remote> = match &cfg.cafile {
+            None => Box::new(tcp),
+            Some(_) => {
+                let connector = tls_connector(cfg)?;
+                let host = cfg.server_name.clone().unwrap_or_else(|| {
+                    addr.rsplit_once(':')
+                        .map_or(addr, |(h, _)| h)
+                        .trim_matches(['[', ']'])
+                        .to_string()
+                });
+                let name = rustls_pki_types::ServerName::try_from(host)
+                    .map_err(|e| format!("server name: {e}"))?;
+                Box::new(
+                    connector
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| format!("TLS: {e}"))?,
+                )
+            }
+        };
+        let version = if cfg.is_v5() {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V311
+        };
+        let (rd, wr) = tokio::io::split(stream);
+        let mut link = Link {
+            rd,
+            wr,
+            decoder: Decoder::client(
+                crate::config::LimitsConfig::default().max_packet_size,
+                version,
+            ),
+            inbuf: BytesMut::new(),
+            outbuf: BytesMut::new(),
+            version,
+            keep_alive: Duration::from_secs(u64::from(cfg.keep_alive_secs)),
+            last_write: Instant::now(),
+            ping_sent: None,
+            inbound_qos2: HashSet::new(),
+            subscribing: None,
+        };
+        let connect = Connect {
+            version,
+            client_id: cfg.remote_client_id(),
+            clean_start: cfg.clean_start,
+            keep_alive: cfg.keep_alive_secs,
+            username: cfg.username.clone(),
+            password: cfg.password.clone().map(Into::into),
+            will: None,
+            properties: ConnectProperties {
+                session_expiry_interval: cfg.is_v5().then_some(cfg.session_expiry_secs),
+                ..ConnectProperties::default()
+            },
+        };
+        link.send(&Packet::Connect(Box::new(connect)));
+        link.flush().await.map_err(|e| format!("write: {e}"))?;
+        match link.next_packet().await? {
+            Packet::ConnAck(ack) if ack.reason == ReasonCode::Success => Ok((link, ack)),
+            Packet::ConnAck(ack) => Err(format!("refused: {:?}", ack.reason)),
+            other => Err(format!("expected CONNACK, got {other:?}")),
+        }
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        if let Err(e) = protocol::encode(packet, self.version, &mut self.outbuf) {
+            warn!(error = %e, "bridge: packet could not be encoded");
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.wr.write_all(&self.outbuf).await?;
+        self.outbuf.clear();
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// Reads until one packet is decoded (only while connecting).
+    async fn next_packet(&mut self) -> Result<Packet, String> {
+        loop {
+            match self.decoder.decode(&mut self.inbuf) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => return Err(format!("from the remote: {e}")),
+            }
+            match self.rd.read_buf(&mut self.inbuf).await {
+                Ok(0) => return Err("closed by the remote".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+
+    /// Serves the connection: subscribes the `in` rules, resends what the remote has not
+    /// acknowledged, then forwards both ways until the link fails or the bridge stops.
+    async fn serve(
+        &mut self,
+        ctx: &Ctx<'_>,
+        session: &mut Session,
+        ack: &ConnAck,
+        stop: &mut watch::Receiver<bool>,
+    ) -> End {
+        let window = ack
+            .properties
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(ctx.cfg.max_inflight);
+        session.set_window(window);
+        if let Some(ka) = ack.properties.server_keep_alive {
+            self.keep_alive = Duration::from_secs(u64::from(ka));
+        }
+        self.subscribe_remote(ctx, session);
+        let mut scratch = Vec::new();
+        loop {
+            if self.subscribing.is_none() {
+                if let Err(end) = self.pump(ctx, session, &mut scratch).await {
+                    return end;
+                }
+            }
+            let ev = self.wait(ctx, stop).await;
+            match ev {
+                Event::Read(Ok(0)) => return End::Lost("closed by the remote".into()),
+                Event::Read(Err(e)) | Event::Wrote(Err(e)) => return End::Lost(e.to_string()),
+                Event::Read(Ok(_)) => {
+                    if let Err(end) = self.handle_input(ctx, session).await {
+                        return end;
+                    }
+                }
+                Event::Wrote(Ok(n)) => {
+                    self.outbuf.advance(n);
+                    self.last_write = Instant::now();
+                }
+                Event::Mail => {
+                    if ctx.mailbox.take_kick() {
+                        return self.goodbye().await;
+                    }
+                }
+                Event::Timer => {
+                    if self
+                        .ping_sent
+                        .is_some_and(|at| at.elapsed() >= self.keep_alive)
+                    {
+                        return End::Lost("no PINGRESP within keep-alive".into());
+                    }
+                    if self.ping_sent.is_none() {
+                        self.send(&Packet::PingReq);
+                        self.ping_sent = Some(Instant::now());
+                    }
+                }
+                Event::Stop => return self.goodbye().await,
+            }
+        }
+    }
+
+    /// Waits for the next thing to do: bytes from the remote, room to write, deliveries, the
+    /// keep-alive timer, or the stop signal.
+    async fn wait(&mut self, ctx: &Ctx<'_>, stop: &mut watch::Receiver<bool>) -> Event {
+        let keep_alive = self.keep_alive.max(Duration::from_secs(1));
+        let timer = match self.ping_sent {
+            Some(at) => at + keep_alive,
+            None => self.last_write + keep_alive,
+        };
+        let (rd, wr, inbuf, outbuf) = (&mut self.rd, &mut self.wr, &mut self.inbuf, &self.outbuf);
+        let writing = !outbuf.is_empty();
+        tokio::select! {
+            r = rd.read_buf(inbuf) => Event::Read(r),
+            w = wr.write(outbuf), if writing => Event::Wrote(w),
+            _ = ctx.mailbox.notified() => Event::Mail,
+            _ = tokio::time::sleep_until(timer), if self.keep_alive > Duration::ZERO => Event::Timer,
+            _ = stop.changed() => Event::Stop,
+        }
+    }
+
+    /// DISCONNECT (normal) and close, bounded in time.
+    async fn goodbye(&mut self) -> End {
+        self.send(&Packet::Disconnect(Disconnect::default()));
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.flush().await;
+            let _ = self.wr.shutdown().await;
+        })
+        .await;
+        End::Stopped
+    }
+
+    /// SUBSCRIBE for the `in` rules (No Local with MQTT 5: what we send never comes back).
+    /// Deliveries wait for the SUBACK, so its packet id cannot collide with theirs.
+    fn subscribe_remote(&mut self, ctx: &Ctx<'_>, session: &Session) {
+        let v5 = self.version.is_v5();
+        let filters: Vec<SubscribeFilter> = ctx
+            .rules
+            .iter()
+            .filter(|r| r.inbound)
+            .map(|r| SubscribeFilter {
+                filter: r.remote_filter.clone(),
+                options: SubscriptionOptions {
+                    qos: r.qos,
+                    no_local: v5,
+                    retain_as_published: v5,
+                    retain_handling: RetainHandling::SendIfNew,
+                },
+            })
+            .collect();
+        let in_use: HashSet<u16> = session
+            .resend()
+            .map(|r| match r {
+                Resend::Publish { pkid, .. } | Resend::PubRel(pkid) => pkid,
+            })
+            .collect();
+        if !filters.is_empty() {
+            let pkid = (1..=u16::MAX)
+                .rev()
+                .find(|p| !in_use.contains(p))
+                .unwrap_or(1);
+            self.send(&Packet::Subscribe(Subscribe {
+                pkid,
+                filters,
+                subscription_identifier: None,
+                user_properties: Vec::new(),
+            }));
+            self.subscribing = Some(pkid);
+        } else {
+            self.resend(ctx, session);
+        }
+    }
+
+    /// What the remote has not acknowledged, again, in order, DUP set.
+    fn resend(&mut self, ctx: &Ctx<'_>, session: &Session) {
+        let now = std::time::Instant::now();
+        let mut packets = Vec::new();
+        for r in session.resend() {
+            match r {
+                Resend::Publish { pkid, delivery } => {
+                    if let Some(p) = remote_publish(ctx, delivery, pkid, true, now) {
+                        packets.push(p);
+                    }
+                }
+                Resend::PubRel(pkid) => packets.push(Packet::PubRel(Ack {
+                    pkid,
+                    ..Ack::default()
+                })),
+            }
+        }
+        for p in &packets {
+            self.send(p);
+        }
+    }
+
+    /// Moves deliveries from the local queue to the remote, within the remote's window.
+    async fn pump(
+        &mut self,
+        ctx: &Ctx<'_>,
+        session: &mut Session,
+        scratch: &mut Vec<crate::session::Delivery>,
+    ) -> Result<(), End> {
+        let dropped = ctx.mailbox.take_dropped();
+        if dropped > 0 {
+            metrics::bridge_dropped(&ctx.cfg.name, u64::from(dropped));
+        }
+        if self.outbuf.len() >= HIGH_WATER {
+            return Ok(());
+        }
+        let state = ctx.state;
+        ctx.mailbox
+            .drain_into(scratch, BATCH, session.window_free(), &mut |seq| {
+                state.load_stored(session, seq)
+            });
+        metrics::bridge_queued(&ctx.cfg.name, ctx.mailbox.len());
+        if scratch.is_empty() {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let mut sent = Vec::new();
+        let mut packets = Vec::new();
+        let mut qos0 = 0;
+        for d in scratch.drain(..) {
+            let seq = d.seq;
+            match session.start(d, now) {
+                Some((pkid, d)) => {
+                    if seq != 0 && d.qos == QoS::ExactlyOnce {
+                        sent.push((pkid, seq));
+                    }
+                    match remote_publish(ctx, &d, pkid, false, now) {
+                        Some(p) => packets.push(p),
+                        None => debug!(topic = d.msg.topic(), "no out rule for this topic"),
+                    }
+                    if d.qos == QoS::AtMostOnce {
+                        qos0 += 1;
+                        if seq != 0 {
+                            state.store_delivered(session, seq);
+                        }
+                    }
+                }
+                None => state.store_delivered(session, seq),
+            }
+        }
+        metrics::bridge_forwarded(&ctx.cfg.name, "out", qos0);
+        // A stored QoS 2 delivery goes out only once the store knows it was sent.
+        if let Some(t) = state.store_sent(session, &sent) {
+            if let Err(e) = t.wait().await {
+                return Err(End::Lost(format!("store: {e}")));
+            }
+        }
+        for p in &packets {
+            self.send(p);
+        }
+        Ok(())
+    }
+
+    /// Handles every complete packet read.
+    async fn handle_input(&mut self, ctx: &Ctx<'_>, session: &mut Session) -> Result<(), End> {
+        loop {
+            let packet = match self.decoder.decode(&mut self.inbuf) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(End::Lost(format!("from the remote: {e}"))),
+            };
+            self.handle(ctx, session, packet).await?;
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        ctx: &Ctx<'_>,
+        session: &mut Session,
+        packet: Packet,
+    ) -> Result<(), End> {
+        let state = ctx.state;
+        match packet {
+            Packet::PubAck(a) => {
+                if let Some(seq) = session.puback(a.pkid) {
+                    state.store_acked(session, a.pkid, seq);
+                    metrics::bridge_forwarded(&ctx.cfg.name, "out", 1);
+                }
+            }
+            Packet::PubRec(a) => match session.pubrec(a.pkid, a.reason) {
+                PubRecOutcome::SendPubRel { seq } => {
+                    if seq != 0 {
+                        if let Some(t) = state.store_released(session, a.pkid, seq) {
+                            if let Err(e) = t.wait().await {
+                                return Err(End::Lost(format!("store: {e}")));
+                            }
+                        }
+                    }
+                    self.send(&Packet::PubRel(Ack {
+                        pkid: a.pkid,
+                        ..Ack::default()
+                    }));
+                }
+                PubRecOutcome::Ended { seq } => state.store_acked(session, a.pkid, seq),
+                PubRecOutcome::Unknown => {}
+            },
+            Packet::PubComp(a) => {
+                if session.pubcomp(a.pkid) {
+                    state.store_completed(session, a.pkid);
+                    metrics::bridge_forwarded(&ctx.cfg.name, "out", 1);
+                }
+            }
+            Packet::Publish(p) => self.inbound(ctx, p).await?,
+            Packet::PubRel(a) => {
+                self.inbound_qos2.remove(&a.pkid);
+                self.send(&Packet::PubComp(Ack {
+                    pkid: a.pkid,
+                    ..Ack::default()
+                }));
+            }
+            Packet::SubAck(s) if Some(s.pkid) == self.subscribing => {
+                self.subscribing = None;
+                for (r, code) in ctx.rules.iter().filter(|r| r.inbound).zip(&s.reasons) {
+                    if (*code as u8) >= 0x80 {
+                        warn!(bridge = %ctx.cfg.name, filter = %r.remote_filter, ?code, "the remote refused a bridge subscription");
+                    }
+                }
+                self.resend(ctx, session);
+            }
+            Packet::PingResp => self.ping_sent = None,
+            Packet::Disconnect(d) => {
+                return Err(End::Lost(format!(
+                    "DISCONNECT from the remote: {:?}",
+                    d.reason
+                )))
+            }
+            Packet::SubAck(_) | Packet::UnsubAck(_) => {}
+            other => return Err(End::Lost(format!("unexpected from the remote: {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// A message from the remote: published here under its local topic, acknowledged once
+    /// it is as safe here as the QoS promises (stored, with persistence on).
+    async fn inbound(&mut self, ctx: &Ctx<'_>, p: Publish) -> Result<(), End> {
+        let (pkid, qos) = (p.pkid, p.qos);
+        if qos == QoS::ExactlyOnce && self.inbound_qos2.contains(&pkid) {
+            self.send(&Packet::PubRec(Ack {
+                pkid,
+                ..Ack::default()
+            }));
+            return Ok(());
+        }
+        let mapped = to_local(ctx.rules, &p.topic).filter(|(t, _)| {
+            topic::validate_topic_name(t, usize::MAX).is_ok() && !t.starts_with('$')
+        });
+        if let Some((local, max_qos)) = mapped {
+            let mut p = p;
+            p.topic = local;
+            p.qos = p.qos.min(max_qos);
+            let local_id: Arc<str> = Arc::from(format!("{LOCAL_ID_PREFIX}{}", ctx.cfg.name));
+            let msg = Arc::new(Message::new(p, Some(local_id), std::time::Instant::now()));
+            let Published { durable, .. } = ctx.state.publish(msg, None);
+            if let Some(t) = durable.filter(|_| qos != QoS::AtMostOnce) {
+                if let Err(e) = t.wait().await {
+                    return Err(End::Lost(format!("store: {e}")));
+                }
+            }
+            metrics::bridge_forwarded(&ctx.cfg.name, "in", 1);
+        } else {
+            debug!(bridge = %ctx.cfg.name, topic = %p.topic, "message from the remote matches no in rule");
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(Ack {
+                pkid,
+                ..Ack::default()
+            })),
+            QoS::ExactlyOnce => {
+                self.inbound_qos2.insert(pkid);
+                self.send(&Packet::PubRec(Ack {
+                    pkid,
+                    ..Ack::default()
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The PUBLISH to the remote for local delivery `d`, under its remote topic.
+fn remote_publish(
+    ctx: &Ctx<'_>,
+    d: &crate::session::Delivery,
+    pkid: u16,
+    dup: bool,
+    now: std::time::Instant,
+) -> Option<Packet> {
+    let topic = to_remote(ctx.rules, d.msg.topic())?;
+    let mut properties = d.msg.publish.properties.clone();
+    properties.message_expiry_interval = d.msg.remaining_expiry(now);
+    properties.subscription_identifiers.clear();
+    properties.topic_alias = None;
+    Some(Packet::Publish(Publish {
+        dup,
+        qos: d.qos,
+        retain: d.retain,
+        topic,
+        pkid,
+        payload: d.msg.publish.payload.clone(),
+        properties,
+    }))
+}
+
+/// A rustls connector trusting `cafile`, presenting `certfile`/`keyfile` if given.
+fn tls_connector(cfg: &BridgeConfig) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = cfg.cafile.as_deref().ok_or("no cafile")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        let c = c.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match (&cfg.certfile, &cfg.keyfile) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| format!("{}: {e}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", cert.display()))?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
