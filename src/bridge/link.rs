@@ -1,7 +1,7 @@
 //! One bridge: its local session, and connections to the remote broker, one after another,
 //! with exponential backoff and jitter between them.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,9 @@ use crate::topic;
 
 /// Bounds connecting, the TLS handshake and waiting for CONNACK and SUBACK.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long, and how many, messages sent on a 3.1.1 link are remembered to spot echoes.
+const ECHO_MEMORY: Duration = Duration::from_secs(30);
+const MAX_ECHOES: usize = 10_000;
 /// Deliveries moved from the mailbox per turn.
 const BATCH: usize = 64;
 /// Output waiting for the remote beyond which no more deliveries are taken.
@@ -254,6 +257,9 @@ struct Link {
     inbound_qos2: HashSet<u16>,
     /// Packet id of our SUBSCRIBE until its SUBACK.
     subscribing: Option<u16>,
+    /// MQTT 3.1.1 has no No Local: what we sent recently (topic and payload hashed), so that
+    /// the remote echoing it back to our own subscription is recognised and dropped.
+    echoes: VecDeque<(u64, Instant)>,
 }
 
 /// What woke the connection.
@@ -313,6 +319,7 @@ impl Link {
             ping_sent: None,
             inbound_qos2: HashSet::new(),
             subscribing: None,
+            echoes: VecDeque::new(),
         };
         let connect = Connect {
             version,
@@ -333,6 +340,38 @@ impl Link {
             Packet::ConnAck(ack) if ack.reason == ReasonCode::Success => Ok((link, ack)),
             Packet::ConnAck(ack) => Err(format!("refused: {:?}", ack.reason)),
             other => Err(format!("expected CONNACK, got {other:?}")),
+        }
+    }
+
+    /// Sends `packet`, remembering a PUBLISH on a 3.1.1 link (see [`Link::echoes`]).
+    fn send_publish(&mut self, packet: &Packet) {
+        if let (Packet::Publish(p), false) = (packet, self.version.is_v5()) {
+            let now = Instant::now();
+            while self
+                .echoes
+                .front()
+                .is_some_and(|(_, at)| now.duration_since(*at) > ECHO_MEMORY)
+                || self.echoes.len() >= MAX_ECHOES
+            {
+                self.echoes.pop_front();
+            }
+            self.echoes.push_back((echo_key(&p.topic, &p.payload), now));
+        }
+        self.send(packet);
+    }
+
+    /// Whether `p` is the remote echoing back something we sent (3.1.1 links); forgets it.
+    fn is_echo(&mut self, p: &Publish) -> bool {
+        if self.version.is_v5() {
+            return false;
+        }
+        let key = echo_key(&p.topic, &p.payload);
+        match self.echoes.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                self.echoes.remove(i);
+                true
+            }
+            None => false,
         }
     }
 
@@ -515,7 +554,7 @@ impl Link {
             }
         }
         for p in &packets {
-            self.send(p);
+            self.send_publish(p);
         }
     }
 
@@ -575,7 +614,7 @@ impl Link {
             }
         }
         for p in &packets {
-            self.send(p);
+            self.send_publish(p);
         }
         Ok(())
     }
@@ -670,13 +709,18 @@ impl Link {
             }));
             return Ok(());
         }
+        // Crossed a bridge here before, or our own message echoed by a 3.1.1 remote: it goes
+        // no further (bridge loops).
+        let been_here =
+            super::visited(&p.properties.user_properties, ctx.state.id()) || self.is_echo(&p);
         let mapped = to_local(ctx.rules, &p.topic).filter(|(t, _)| {
-            topic::validate_topic_name(t, usize::MAX).is_ok() && !t.starts_with('$')
+            !been_here && topic::validate_topic_name(t, usize::MAX).is_ok() && !t.starts_with('$')
         });
         if let Some((local, max_qos)) = mapped {
             let mut p = p;
             p.topic = local;
             p.qos = p.qos.min(max_qos);
+            super::add_to_path(&mut p.properties.user_properties, ctx.state.id());
             let local_id: Arc<str> = Arc::from(format!("{LOCAL_ID_PREFIX}{}", ctx.cfg.name));
             let msg = Arc::new(Message::new(p, Some(local_id), std::time::Instant::now()));
             let Published { durable, .. } = ctx.state.publish(msg, None);
@@ -707,6 +751,14 @@ impl Link {
     }
 }
 
+fn echo_key(topic: &str, payload: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    topic.hash(&mut h);
+    payload.hash(&mut h);
+    h.finish()
+}
+
 /// The PUBLISH to the remote for local delivery `d`, under its remote topic.
 fn remote_publish(
     ctx: &Ctx<'_>,
@@ -720,6 +772,9 @@ fn remote_publish(
     properties.message_expiry_interval = d.msg.remaining_expiry(now);
     properties.subscription_identifiers.clear();
     properties.topic_alias = None;
+    if ctx.cfg.is_v5() {
+        super::add_to_path(&mut properties.user_properties, ctx.state.id());
+    }
     Some(Packet::Publish(Publish {
         dup,
         qos: d.qos,

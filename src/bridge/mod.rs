@@ -6,7 +6,12 @@
 //! use `protocol` and `session`: there is no second codec.
 //!
 //! Loops: the local subscription has No Local (what the bridge brought in never goes back
-//! out), and with MQTT 5 so has the remote one (what it sent never comes back).
+//! out), and with MQTT 5 so has the remote one (what it sent never comes back). Between
+//! brokers that each bridge to the other, a message carries the ids of the Tern brokers it
+//! crossed a bridge at, coming in or going out (user property [`PATH_PROPERTY`], on MQTT 5
+//! links); a broker drops one that has been through it already, so nothing circles. Mutual
+//! bridges of the same topics still give two routes between the brokers: bridge a topic from
+//! one side (one bridge with `both`) to get each message once.
 
 mod link;
 
@@ -24,6 +29,27 @@ use crate::config::BridgeConfig;
 
 /// Client ids of the bridges' local sessions start with this; clients may not use it.
 pub const LOCAL_ID_PREFIX: &str = "$bridge/";
+
+/// User property naming, comma-separated, the brokers where a message crossed a bridge.
+pub const PATH_PROPERTY: &str = "tern-bridge-path";
+
+/// Whether a message with these user properties has crossed a bridge at broker `id` already.
+pub fn visited(user_properties: &[(String, String)], id: &str) -> bool {
+    user_properties
+        .iter()
+        .any(|(k, v)| k == PATH_PROPERTY && v.split(',').any(|b| b == id))
+}
+
+/// Adds broker `id` to a message's path.
+fn add_to_path(user_properties: &mut Vec<(String, String)>, id: &str) {
+    match user_properties.iter_mut().find(|(k, _)| k == PATH_PROPERTY) {
+        Some((_, v)) => {
+            v.push(',');
+            v.push_str(id);
+        }
+        None => user_properties.push((PATH_PROPERTY.to_string(), id.to_string())),
+    }
+}
 
 /// A running bridge task and how to stop it.
 struct Running {

@@ -43,6 +43,9 @@ pub struct BrokerState {
     durable: Option<durable::Durable>,
     shutting_down: AtomicBool,
     started: Instant,
+    /// This broker's name in bridged messages' path (random per start): a message whose path
+    /// names it has been here before and is dropped (bridge loops).
+    id: String,
     /// Who may connect and what they may do.
     auth: Auth,
     /// User names of clients that logged in with one, for authorizing their deliveries and
@@ -84,6 +87,7 @@ impl BrokerState {
             durable: None,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
+            id: format!("{:016x}", rand::random::<u64>()),
         }
     }
 
@@ -277,6 +281,11 @@ impl BrokerState {
             ok
         };
         self.router.route(msg, recorder, Some(&may_read))
+    }
+
+    /// This broker's id in bridged messages' path.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Who `client_id` is, as far as authorization goes.

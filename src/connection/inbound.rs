@@ -130,6 +130,13 @@ impl Connection {
             self.ack_publish(&p, reason);
             return Ok(());
         }
+        if crate::bridge::visited(&p.properties.user_properties, self.state.id()) {
+            // Left this broker through a bridge before: a loop between bridged brokers.
+            // Acknowledged (it was delivered here already) and dropped.
+            metrics::dropped("bridge_loop");
+            self.ack_publish(&p, ReasonCode::Success);
+            return Ok(());
+        }
         if p.qos == QoS::ExactlyOnce {
             if self.client.session.inbound_qos2_pending(p.pkid) {
                 // A resend before PUBREL: acknowledge again, forward nothing [MQTT-4.3.3-10].

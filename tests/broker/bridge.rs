@@ -87,3 +87,101 @@ async fn forwards_both_ways_with_prefixes() {
         cloud.stop().await;
     }
 }
+
+/// A port free right now (for brokers that must know each other's address in advance).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One bridge with `both`: a message published on either side reaches each side's subscriber
+/// exactly once and never comes back (No Local at both ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_loop_with_a_both_ways_bridge() {
+    for protocol in ["5", "3.1.1"] {
+        let b = TestBroker::start().await;
+        let mut cfg = bridge(
+            "peer",
+            b.port(),
+            vec![rule("t/#", Direction::Both, 1, "", "")],
+        );
+        cfg.protocol = protocol.into();
+        let a = TestBroker::start_with(|c| c.bridge.push(cfg)).await;
+        wait_connected(a.port(), "peer").await;
+        let (mut sa, mut sb) = (
+            V4::connect(a.port(), "sa").await,
+            V4::connect(b.port(), "sb").await,
+        );
+        sa.subscribe("t/#", QoS::AtLeastOnce).await;
+        sb.subscribe("t/#", QoS::AtLeastOnce).await;
+        let pa = V4::connect(a.port(), "pa").await;
+        let pb = V4::connect(b.port(), "pb").await;
+        pa.client
+            .publish("t/1", QoS::AtLeastOnce, false, "from a")
+            .await
+            .unwrap();
+        pb.client
+            .publish("t/2", QoS::AtLeastOnce, false, "from b")
+            .await
+            .unwrap();
+        for s in [&mut sa, &mut sb] {
+            let mut got = vec![
+                String::from_utf8_lossy(&s.next_publish().await.payload).to_string(),
+                String::from_utf8_lossy(&s.next_publish().await.payload).to_string(),
+            ];
+            got.sort();
+            assert_eq!(got, ["from a", "from b"], "v{protocol}");
+            let extra =
+                tokio::time::timeout(std::time::Duration::from_millis(300), s.next_publish()).await;
+            assert!(extra.is_err(), "v{protocol}: nothing more: {extra:?}");
+        }
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
+/// Two brokers that each bridge the same topics both ways to the other: a message reaches each
+/// side's subscriber (at most twice, there being two routes) and then nothing circles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_loop_when_two_brokers_bridge_each_other() {
+    let (pa, pb) = (free_port(), free_port());
+    let both = |port| bridge("peer", port, vec![rule("t/#", Direction::Both, 1, "", "")]);
+    let a = TestBroker::start_with(|c| {
+        c.listener.port = pa;
+        c.bridge.push(both(pb));
+    })
+    .await;
+    let b = TestBroker::start_with(|c| {
+        c.listener.port = pb;
+        c.bridge.push(both(pa));
+    })
+    .await;
+    wait_connected(pa, "peer").await;
+    wait_connected(pb, "peer").await;
+    let mut sa = V4::connect(pa, "sa").await;
+    let mut sb = V4::connect(pb, "sb").await;
+    sa.subscribe("t/#", QoS::AtLeastOnce).await;
+    sb.subscribe("t/#", QoS::AtLeastOnce).await;
+    let pub_a = V4::connect(pa, "pub-a").await;
+    pub_a
+        .client
+        .publish("t/1", QoS::AtLeastOnce, false, "from a")
+        .await
+        .unwrap();
+    for s in [&mut sa, &mut sb] {
+        let mut n = 0;
+        while let Ok(p) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), s.next_publish()).await
+        {
+            assert_eq!(&p.payload[..], b"from a");
+            n += 1;
+            assert!(n <= 2, "a message keeps coming back");
+        }
+        assert!(n >= 1, "delivered");
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -28,11 +28,22 @@ impl ChildBroker {
 
     /// Like [`ChildBroker::start`], with `extra` TOML (other sections) in the config file.
     pub fn start_with(dir: &Path, persistence: bool, durability: &str, extra: &str) -> ChildBroker {
+        ChildBroker::start_at(dir, persistence, durability, extra, 0)
+    }
+
+    /// Like [`ChildBroker::start_with`], listening on `port` (0: any free one).
+    pub fn start_at(
+        dir: &Path,
+        persistence: bool,
+        durability: &str,
+        extra: &str,
+        port: u16,
+    ) -> ChildBroker {
         let config = dir.join("tern.toml");
         std::fs::write(
             &config,
             format!(
-                "[listener]\nbind = \"127.0.0.1\"\nport = 0\n\n[http]\nport = 0\n\n[persistence]\nenabled = {persistence}\npath = {:?}\ndurability = \"{durability}\"\n\n{extra}",
+                "[listener]\nbind = \"127.0.0.1\"\nport = {port}\n\n[http]\nport = 0\n\n[persistence]\nenabled = {persistence}\npath = {:?}\ndurability = \"{durability}\"\n\n{extra}",
                 dir.join("data")
             ),
         )
