@@ -5,6 +5,7 @@
 use rumqttc::QoS;
 use tern::config::{BridgeConfig, Direction, TopicRule};
 
+use crate::child::ChildBroker;
 use crate::harness::TestBroker;
 use crate::rmq::V4;
 
@@ -184,4 +185,124 @@ async fn no_loop_when_two_brokers_bridge_each_other() {
     }
     a.stop().await;
     b.stop().await;
+}
+
+/// The `[[bridge]]` TOML of an edge forwarding `data/#` at QoS 1 to `port`.
+fn edge_toml(port: u16) -> String {
+    format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"127.0.0.1:{port}\"]\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n\n[[bridge.topics]]\npattern = \"data/#\"\ndirection = \"out\"\nqos = 1\n"
+    )
+}
+
+/// Payload numbers as they arrived, until `last` has; asserts every number up to `last`
+/// arrived and, duplicates aside (QoS 1 allows them), in order.
+async fn collect_numbers(sub: &mut V4, last: u32) -> Vec<u32> {
+    let mut got = Vec::new();
+    while got.last() != Some(&last) {
+        let p = sub.next_publish().await;
+        got.push(String::from_utf8_lossy(&p.payload).parse::<u32>().unwrap());
+    }
+    got
+}
+
+fn assert_all_in_order(got: &[u32], last: u32) {
+    let mut firsts = Vec::new();
+    for n in got {
+        if !firsts.contains(n) {
+            firsts.push(*n);
+        }
+    }
+    assert_eq!(firsts, (1..=last).collect::<Vec<_>>(), "arrivals: {got:?}");
+}
+
+/// The cloud's application: a persistent session subscribed (QoS 1) to `data/#`. Coming back
+/// (`subscribe` false) it does not subscribe again: its session has the subscription, and
+/// what was queued for it arrives before any SUBACK would.
+async fn cloud_subscriber(port: u16, subscribe: bool) -> V4 {
+    let mut opts = rumqttc::MqttOptions::new("cloud-app", "127.0.0.1", port);
+    opts.set_clean_session(false);
+    let mut s = V4::connect_with(opts).await;
+    if subscribe {
+        s.subscribe("data/#", QoS::AtLeastOnce).await;
+    }
+    s
+}
+
+/// The cloud is killed (`kill -9`) and started again from its store while devices keep
+/// publishing QoS 1 messages to the edge: after it returns, every message arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_outage_loses_nothing() {
+    let (cloud_dir, edge_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = free_port();
+    let cloud = ChildBroker::start_at(cloud_dir.path(), true, "fsync", "", port);
+    let edge = ChildBroker::start_with(edge_dir.path(), true, "fsync", &edge_toml(port));
+    wait_connected(edge.addr.port(), "cloud").await;
+    let mut app = cloud_subscriber(port, true).await;
+    let device = V4::connect(edge.addr.port(), "device").await;
+    let publish = |n: u32| {
+        let c = device.client.clone();
+        async move {
+            c.publish(
+                format!("data/{}", n % 3),
+                QoS::AtLeastOnce,
+                false,
+                n.to_string(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    for n in 1..=50 {
+        publish(n).await;
+    }
+    let mut got = collect_numbers(&mut app, 50).await;
+    cloud.kill9();
+    drop(app);
+    for n in 51..=150 {
+        publish(n).await;
+    }
+    // The edge acknowledged all of them (its store has them) while the cloud was away.
+    let cloud = ChildBroker::start_at(cloud_dir.path(), true, "fsync", "", port);
+    let mut app = cloud_subscriber(port, false).await;
+    got.extend(collect_numbers(&mut app, 150).await);
+    assert_all_in_order(&got, 150);
+    drop(cloud);
+}
+
+/// The edge is killed (`kill -9`) while its bridge queue holds messages (the cloud is down):
+/// started again, it sends them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_crash_keeps_the_bridge_queue() {
+    let (cloud_dir, edge_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = free_port();
+    // The cloud first, so the app's persistent session is there to queue for it.
+    let cloud = ChildBroker::start_at(cloud_dir.path(), true, "fsync", "", port);
+    drop(cloud_subscriber(port, true).await);
+    cloud.terminate();
+    let edge = ChildBroker::start_with(edge_dir.path(), true, "fsync", &edge_toml(port));
+    let mut opts = rumqttc::MqttOptions::new("device", "127.0.0.1", edge.addr.port());
+    opts.set_inflight(10);
+    let device = V4::connect_with(opts).await;
+    let mut acks = 0;
+    for n in 1..=200u32 {
+        device
+            .client
+            .publish("data/x", QoS::AtLeastOnce, false, n.to_string())
+            .await
+            .unwrap();
+    }
+    // Wait for the edge's PUBACKs: from then on the messages are its to keep.
+    let mut device = device;
+    while acks < 200 {
+        device
+            .wait_for(|p| matches!(p, rumqttc::Packet::PubAck(_)))
+            .await;
+        acks += 1;
+    }
+    edge.kill9();
+    let _cloud = ChildBroker::start_at(cloud_dir.path(), true, "fsync", "", port);
+    let _edge = ChildBroker::start_with(edge_dir.path(), true, "fsync", &edge_toml(port));
+    let mut app = cloud_subscriber(port, false).await;
+    let got = collect_numbers(&mut app, 200).await;
+    assert_all_in_order(&got, 200);
 }
