@@ -491,6 +491,101 @@ if [ -n "$BROKER_PID" ]; then
   fi
 fi
 
+# Bridge (Tern only): a Tern edge bridged over TLS with a client certificate to a real
+# Mosquitto that requires one, forwarding both ways with prefixes.
+if [ -n "$BROKER_PID" ]; then
+  MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+  if [ ! -x "$MOSQUITTO" ]; then
+    fail "bridge to Mosquitto" "mosquitto not installed (apt-get install mosquitto; see .ci/run)"
+  else
+    CLOUD_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    CLOUD_TLS=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    EDGE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    chmod 755 "$WORK" "$WORK/certs"; chmod 644 "$WORK/certs/server.key"
+    cat >"$WORK/mosquitto-cloud.conf" <<CONF
+user root
+allow_anonymous true
+listener $CLOUD_PORT 127.0.0.1
+listener $CLOUD_TLS 127.0.0.1
+cafile $WORK/certs/ca.pem
+certfile $WORK/certs/server.pem
+keyfile $WORK/certs/server.key
+require_certificate true
+CONF
+    "$MOSQUITTO" -c "$WORK/mosquitto-cloud.conf" >"$WORK/mosquitto-cloud.log" 2>&1 &
+    CLOUD_PID=$!
+    cat >"$WORK/edge.toml" <<TOML
+[listener]
+bind = "127.0.0.1"
+port = $EDGE_PORT
+[http]
+enabled = false
+
+[[bridge]]
+name = "cloud"
+addresses = ["127.0.0.1:$CLOUD_TLS"]
+cafile = "$WORK/certs/ca.pem"
+certfile = "$WORK/certs/client.pem"
+keyfile = "$WORK/certs/client.key"
+server_name = "localhost"
+reconnect_min_ms = 100
+reconnect_max_ms = 1000
+
+[[bridge.topics]]
+pattern = "telemetry/#"
+direction = "out"
+qos = 1
+remote_prefix = "site1/"
+
+[[bridge.topics]]
+pattern = "cmd/#"
+direction = "in"
+qos = 1
+remote_prefix = "site1/"
+TOML
+    "$BIN" --config "$WORK/edge.toml" 2>"$WORK/edge.log" &
+    EDGE_PID=$!
+    up=""
+    for _ in $(seq 1 50); do
+      up=$(mosquitto_sub -h 127.0.0.1 -p "$EDGE_PORT" -t '$SYS/broker/connection/cloud/state' -C 1 -W 1 2>/dev/null || true)
+      [ "$up" = 1 ] && break
+      sleep 0.2
+    done
+    if [ "$up" != 1 ]; then
+      fail "bridge to Mosquitto over TLS" "not connected: $(grep -i bridge "$WORK/edge.log" | tail -2 | oneline); $(tail -2 "$WORK/mosquitto-cloud.log" | oneline)"
+    else
+      stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$CLOUD_PORT" -d -t 'site1/#' -q 1 -v -C 1 -W 10 >"$WORK/cloud_sub.out" 2>&1 &
+      echo $! >"$WORK/cloud_sub.pid"
+      if wait_line cloud_sub '^Client .* received SUBACK'; then
+        mosquitto_pub -h 127.0.0.1 -p "$EDGE_PORT" -t telemetry/temp -m 21.5 -q 1 || true
+        stop_sub cloud_sub
+        if grep -q "site1/telemetry/temp 21.5" "$WORK/cloud_sub.out"; then
+          pass "bridge: edge telemetry/temp reaches Mosquitto as site1/telemetry/temp (TLS, client certificate)"
+        else
+          fail "bridge out to Mosquitto" "$(payloads cloud_sub | oneline)"
+        fi
+      else
+        fail "bridge out to Mosquitto" "no SUBACK from Mosquitto"
+      fi
+      stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$EDGE_PORT" -d -t 'cmd/#' -q 1 -v -C 1 -W 10 >"$WORK/edge_sub.out" 2>&1 &
+      echo $! >"$WORK/edge_sub.pid"
+      if wait_line edge_sub '^Client .* received SUBACK'; then
+        mosquitto_pub -h 127.0.0.1 -p "$CLOUD_PORT" -t site1/cmd/reboot -m now -q 1 || true
+        stop_sub edge_sub
+        if grep -q "cmd/reboot now" "$WORK/edge_sub.out"; then
+          pass "bridge: Mosquitto site1/cmd/reboot reaches the edge as cmd/reboot"
+        else
+          fail "bridge in from Mosquitto" "$(payloads edge_sub | oneline)"
+        fi
+      else
+        fail "bridge in from Mosquitto" "no SUBACK from the edge"
+      fi
+    fi
+    kill "$EDGE_PID" "$CLOUD_PID" 2>/dev/null || true
+    wait "$EDGE_PID" "$CLOUD_PID" 2>/dev/null || true
+  fi
+fi
+
 if [ -n "$BROKER_PID" ]; then
   if ! kill -0 "$BROKER_PID" 2>/dev/null; then
     fail "broker alive after all cases" "the broker died during the run"
