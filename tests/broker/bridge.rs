@@ -306,3 +306,42 @@ async fn edge_crash_keeps_the_bridge_queue() {
     let got = collect_numbers(&mut app, 200).await;
     assert_all_in_order(&got, 200);
 }
+
+/// SIGHUP adds a bridge, changes its rules and removes it, without restarting the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_follow_reloads() {
+    let cloud = TestBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = ChildBroker::start(dir.path(), false, "fsync");
+    let file = dir.path().join("tern.toml");
+    let base = std::fs::read_to_string(&file).unwrap();
+    let with_prefix = |prefix: &str| {
+        format!(
+            "{base}\n[[bridge]]\nname = \"up\"\naddresses = [\"127.0.0.1:{}\"]\n\n[[bridge.topics]]\npattern = \"x/#\"\ndirection = \"out\"\nremote_prefix = \"{prefix}\"\n",
+            cloud.port()
+        )
+    };
+    let mut sub = V4::connect(cloud.port(), "sub").await;
+    sub.subscribe("#", QoS::AtLeastOnce).await;
+    let device = V4::connect(edge.addr.port(), "device").await;
+    for (round, prefix) in ["one/", "two/"].into_iter().enumerate() {
+        std::fs::write(&file, with_prefix(prefix)).unwrap();
+        edge.hup();
+        edge.wait_log("configuration reloaded", round + 1);
+        edge.wait_log("bridge connected", round + 1);
+        device
+            .client
+            .publish("x/1", QoS::AtLeastOnce, false, prefix)
+            .await
+            .unwrap();
+        let got = sub.next_publish().await;
+        assert_eq!(got.topic, format!("{prefix}x/1"));
+    }
+    // Removed: the link goes down, the cloud sees the bridge disconnect.
+    std::fs::write(&file, &base).unwrap();
+    edge.hup();
+    edge.wait_log("bridge stopped (removed or changed)", 2);
+    edge.wait_log("bridge session parked", 2);
+    edge.terminate();
+    cloud.stop().await;
+}
