@@ -806,6 +806,50 @@ mod tests {
         }
     }
 
+    /// The commented `[[bridge]]` example in config/tern.toml is a valid bridge.
+    #[test]
+    fn documented_bridge_example_parses() {
+        let doc = include_str!("../../config/tern.toml");
+        let start = doc.find("# [[bridge]]").expect("example");
+        let end = doc[start..].find("\n\n[").expect("end") + start;
+        let toml: String = doc[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").or(l.strip_prefix('#')).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::from_toml(&toml, "example").expect("parses and validates");
+        assert_eq!(c.bridge.len(), 1);
+        assert_eq!(c.bridge[0].topics[0].remote_prefix, "site7/");
+        assert_eq!(c.bridge[0].addresses.len(), 2);
+    }
+
+    /// Each kind of bad bridge names `bridge[N].key`.
+    #[test]
+    fn bad_bridges_are_named() {
+        let one = "[[bridge]]\nname = \"a\"\naddresses = [\"h:1\"]\n[[bridge.topics]]\npattern = \"t/#\"\ndirection = \"out\"\n";
+        assert!(Config::from_toml(one, "t.toml").is_ok());
+        for (bad, key) in [
+            (one.replace("\"a\"", "\"a b\""), "bridge[0].name"),
+            (one.replace("\"h:1\"", "\"h\""), "bridge[0].addresses"),
+            (
+                one.replace("\"t/#\"", "\"t/#/x\""),
+                "bridge[0].topics.pattern",
+            ),
+            (
+                one.replace("direction = \"out\"\n", "direction = \"out\"\nqos = 3\n"),
+                "bridge[0].topics.qos",
+            ),
+            (format!("{one}{one}"), "bridge[1].name"),
+            (
+                one.replace("name = \"a\"\n", "name = \"a\"\ncertfile = \"c.pem\"\n"),
+                "bridge[0].certfile",
+            ),
+        ] {
+            let err = Config::from_toml(&bad, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("t.toml"), "{key}: {err}");
+        }
+    }
+
     #[test]
     fn partial_file_keeps_other_defaults() {
         let c = Config::from_toml("[listener]\nport = 1999\n", "t.toml").expect("parse");
