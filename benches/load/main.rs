@@ -36,7 +36,7 @@ struct Args {
     /// Broker port.
     #[arg(long)]
     port: u16,
-    /// fan-in | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline | fill | queue |
+    /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline | fill | queue |
     /// drain
     #[arg(long)]
     scenario: String,
@@ -58,6 +58,10 @@ struct Args {
     /// Seconds `idle` holds its connections open after printing (the script reads memory then).
     #[arg(long, default_value_t = 3)]
     hold_secs: u64,
+    /// Port the subscribers connect to, when it is not --port (another broker, behind a
+    /// bridge).
+    #[arg(long)]
+    sub_port: Option<u16>,
     /// Connect over TLS, trusting this PEM CA (server name `localhost`), full handshakes.
     #[arg(long)]
     cafile: Option<std::path::PathBuf>,
@@ -182,7 +186,8 @@ async fn subscribers(
 ) -> Result<Vec<tokio::task::JoinHandle<Result<()>>>> {
     let mut tasks = Vec::new();
     for i in 0..n {
-        let mut c = Client::connect(&args.host, args.port, &format!("{prefix}-sub-{i}")).await?;
+        let port = args.sub_port.unwrap_or(args.port);
+        let mut c = Client::connect(&args.host, port, &format!("{prefix}-sub-{i}")).await?;
         c.subscribe(&filter(i), qos).await?;
         let tally = Arc::clone(tally);
         let window = window(i);
@@ -598,6 +603,7 @@ async fn main() -> Result<()> {
     let outcome = match args.scenario.as_str() {
         "fan-in" => throughput(&args, 8, 1, false, 0).await?,
         "fan-out" => throughput(&args, 1, 200, false, 0).await?,
+        "fan-in-qos1" => throughput(&args, 8, 1, false, 1).await?,
         "pairs-qos0" => throughput(&args, 100, 100, true, 0).await?,
         "pairs-qos1" => throughput(&args, 100, 100, true, 1).await?,
         "latency" => latency(&args).await?,
