@@ -37,7 +37,7 @@ struct Args {
     #[arg(long)]
     port: u16,
     /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline | fill | queue |
-    /// drain
+    /// drain | publish
     #[arg(long)]
     scenario: String,
     /// Client id prefix shared by `queue` and a later `drain` (default: from the process id).
@@ -513,6 +513,37 @@ async fn queue_for_offline(
     .await
 }
 
+/// One publisher sends `messages` QoS 1 messages to `bench/{prefix}` (at most `ACK_WINDOW`
+/// unacknowledged) and returns once every one is acknowledged: a backlog for whatever
+/// subscribes elsewhere (`benches/bridge.sh` fills a bridge's queue with it). Unlike
+/// `mosquitto_pub -l`, which may disconnect with messages still unsent, every message is sent.
+async fn publish(args: &Args) -> Result<Outcome> {
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("publish-{}", std::process::id()));
+    let topic = format!("bench/{prefix}");
+    let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+    let publishers = Publishers {
+        count: 1,
+        per_pub: args.messages,
+        qos: 1,
+        epoch: Instant::now(),
+        prefix: &prefix,
+    };
+    let started = publish_all(
+        args,
+        publishers,
+        |_| topic.clone(),
+        |_| vec![Arc::clone(&unlimited)],
+    )
+    .await?;
+    Ok(Outcome {
+        msgs_per_s: args.messages as f64 / started.elapsed().as_secs_f64(),
+        ..Outcome::default()
+    })
+}
+
 /// Fills a broker for the restart measurement: `connections` persistent sessions subscribe at
 /// QoS 1 to one topic and go offline, then `messages` QoS 1 messages are published to it (each
 /// queued for every session) and `retained` retained messages on topics of their own.
@@ -611,6 +642,7 @@ async fn main() -> Result<()> {
         "offline" => offline(&args).await?,
         "fill" => fill(&args).await?,
         "queue" => queue(&args).await?,
+        "publish" => publish(&args).await?,
         "drain" => drain_sessions(&args).await?,
         other => bail!("unknown scenario {other}"),
     };

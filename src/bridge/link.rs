@@ -333,6 +333,9 @@ impl Link {
                 session_expiry_interval: cfg.is_v5().then_some(cfg.session_expiry_secs),
                 ..ConnectProperties::default()
             },
+            // Not every broker accepts the 3.1.1 bridge bit, so it is not sent; the echo filter
+            // keeps a 3.1.1 link from looping instead.
+            bridge: false,
         };
         link.send(&Packet::Connect(Box::new(connect)));
         link.flush().await.map_err(|e| format!("write: {e}"))?;

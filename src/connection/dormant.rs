@@ -283,6 +283,7 @@ mod tests {
         Client {
             version: ProtocolVersion::V311,
             connect_expiry_zero: true,
+            bridge: false,
             session: Box::new(Session::new("c".into(), 0, 10)),
             mailbox: Arc::clone(mailbox),
             generation: 1,

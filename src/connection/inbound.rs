@@ -254,6 +254,12 @@ impl Connection {
             .as_ref()
             .map(|_| self.state.identity(&self.client_id));
         for f in &s.filters {
+            let mut options = f.options;
+            // No Local is not allowed on shared subscriptions [MQTT-3.8.3-4].
+            if self.client.bridge && !f.filter.starts_with("$share/") {
+                options.no_local = true;
+                options.retain_as_published = true;
+            }
             if let (Some(a), Some(who)) = (&authorizer, &identity) {
                 // A filter nothing under which may be read is refused; wider ones are granted
                 // and filtered per message.
@@ -271,7 +277,7 @@ impl Connection {
                 &mut self.client.session,
                 &self.client.mailbox,
                 &f.filter,
-                f.options,
+                options,
                 s.subscription_identifier,
                 v5,
             ) {

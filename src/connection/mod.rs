@@ -197,6 +197,9 @@ struct Client {
     version: ProtocolVersion,
     /// The client sent Session Expiry 0 in CONNECT: DISCONNECT may not raise it [MQTT-3.14.2-2].
     connect_expiry_zero: bool,
+    /// A v3 bridge (protocol level with the top bit, see `Connect::bridge`): its
+    /// subscriptions are No Local and Retain As Published.
+    bridge: bool,
     session: Box<Session>,
     mailbox: Arc<Mailbox>,
     generation: u64,

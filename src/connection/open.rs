@@ -87,6 +87,7 @@ impl Connection {
             mut will,
             properties: props,
             username: connect_username,
+            bridge,
             ..
         } = *connect;
         let identity = Identity {
@@ -151,6 +152,7 @@ impl Connection {
             username = connect_username.as_deref().unwrap_or(""),
             peer = %origin.peer,
             version = ?version,
+            bridge,
             clean_start,
             present = attached.session_present,
             "client connected"
@@ -159,6 +161,7 @@ impl Connection {
         let client = Client {
             version,
             connect_expiry_zero: accepted.session_expiry == 0,
+            bridge,
             session: attached.session,
             mailbox: attached.mailbox,
             generation: attached.generation,

@@ -146,9 +146,10 @@ impl Decoder {
         let mut r = Reader::new(body);
         let name = r.binary()?;
         let level = r.u8()?;
-        let version = match (&name[..], level) {
+        let bridge = level & 0x80 != 0;
+        let version = match (&name[..], level & !0x80) {
             (b"MQTT", 4) => ProtocolVersion::V311,
-            (b"MQTT", 5) => ProtocolVersion::V5,
+            (b"MQTT", 5) if !bridge => ProtocolVersion::V5,
             (b"MQIsdp", 3) => ProtocolVersion::V31,
             _ => {
                 return Err(DecodeError::UnsupportedProtocol {
@@ -158,7 +159,9 @@ impl Decoder {
             }
         };
         self.hint = Some(version);
-        connect_body(version, &mut r)
+        let mut connect = connect_body(version, &mut r)?;
+        connect.bridge = bridge;
+        Ok(connect)
     }
 }
 
@@ -260,6 +263,7 @@ fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
             authentication_method: props.authentication_method,
             authentication_data: props.authentication_data,
         },
+        bridge: false,
     })
 }
 

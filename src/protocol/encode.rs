@@ -292,7 +292,7 @@ fn connect(c: &Connect, b: &mut BytesMut) -> Result<()> {
     };
     let v5 = c.version.is_v5();
     put_binary(b, name)?;
-    b.put_u8(level);
+    b.put_u8(if c.bridge && !v5 { level | 0x80 } else { level });
     let mut flags = 0u8;
     if c.clean_start {
         flags |= 0x02;

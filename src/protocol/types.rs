@@ -68,6 +68,11 @@ pub struct Connect {
     pub will: Option<LastWill>,
     /// v5 properties (default for v3).
     pub properties: ConnectProperties,
+    /// v3.1/3.1.1 only: the protocol level had its top bit set (0x83, 0x84), which Mosquitto's
+    /// bridges send (`try_private`) to say the client is another broker's bridge. Such a
+    /// client's subscriptions are No Local and Retain As Published, as Mosquitto and EMQX
+    /// treat them, so messages do not loop back and retained flags cross intact.
+    pub bridge: bool,
 }
 
 /// v5 CONNECT properties.

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{TestBroker, WAIT};
+use crate::support::{pub_msg, recv_acked, send_flow, sub_all, sub_raw};
 use crate::wire::*;
 
 /// Asserts the connection is closed and that whatever came before the close was at most one
@@ -37,7 +38,8 @@ async fn expect_refused_or_closed(c: &mut RawClient, level: u8, allowed: &[u8]) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_protocol_level_gets_connack_0x01_then_close() {
     let broker = TestBroker::start().await;
-    for level in [0u8, 1, 2, 6, 0x7F] {
+    // 0x85: the bridge bit (below) is a v3 convention, not defined for v5.
+    for level in [0u8, 1, 2, 6, 0x7F, 0x85, 0x86] {
         let mut c = RawClient::connect(broker.addr).await;
         c.send(
             &Connect::new(level, "badlevel")
@@ -51,6 +53,54 @@ async fn unsupported_protocol_level_gets_connack_0x01_then_close() {
             vec![(CONNACK, vec![0x00, 0x01])],
             "protocol level {level}: expected CONNACK 20 02 00 01 then close"
         );
+    }
+    assert_broker_serves(broker.addr, V311).await;
+    broker.stop().await;
+}
+
+/// A v3 protocol level with its top bit set (0x83, 0x84) is what Mosquitto's bridges send
+/// (`try_private`, on by default): it is accepted, and such a bridge's subscriptions are No Local
+/// (its own messages do not come back) and Retain As Published (live retained messages keep
+/// their flag), as Mosquitto does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_protocol_level_gets_no_local_and_retain_as_published() {
+    let broker = TestBroker::start().await;
+    for (level, name) in [(V311, "MQTT"), (V31, "MQIsdp")] {
+        let topic = |t: &str| format!("bridged/{level}/{t}");
+        let connect = Connect::new(level | 0x80, &format!("edge-{level}")).protocol_name(name);
+        let (mut bridge, ack) = RawClient::handshake(broker.addr, level, &connect).await;
+        assert_eq!(ack.reason, 0, "level {:#04x} refused", level | 0x80);
+        sub_all(&mut bridge, level, &[&topic("#")], 1).await;
+        pub_msg(&mut bridge, level, &topic("own"), 1, b"own").await;
+        let mut device = RawClient::connected(broker.addr, V311, &format!("dev-{level}")).await;
+        send_flow(
+            &mut device,
+            Publish::new(V311, &topic("kept"), b"kept")
+                .qos(1, 0)
+                .retain(true),
+        )
+        .await;
+        pub_msg(&mut device, V311, &topic("live"), 1, b"live").await;
+        // Its own message would have been routed first.
+        let first = recv_acked(&mut bridge, level).await;
+        assert_eq!(first.payload, b"kept", "first delivery: {first:?}");
+        assert!(first.retain, "retain flag not kept for a bridge: {first:?}");
+        let second = recv_acked(&mut bridge, level).await;
+        assert_eq!(second.payload, b"live");
+        assert!(!second.retain);
+        // The same level without the bit: an ordinary client, which gets its own messages.
+        let mut plain = RawClient::connected(broker.addr, level, &format!("plain-{level}")).await;
+        sub_raw(&mut plain, level, &[(&topic("p"), 1)], &[]).await;
+        pub_msg(&mut plain, level, &topic("p"), 1, b"p").await;
+        let got = recv_acked(&mut plain, level).await;
+        assert_eq!(got.payload, b"p");
+        send_flow(
+            &mut device,
+            Publish::new(V311, &topic("kept"), b"")
+                .qos(1, 0)
+                .retain(true),
+        )
+        .await;
     }
     assert_broker_serves(broker.addr, V311).await;
     broker.stop().await;

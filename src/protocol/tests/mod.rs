@@ -140,6 +140,7 @@ fn connect(version: ProtocolVersion) -> Connect {
         password: None,
         will: None,
         properties: ConnectProperties::default(),
+        bridge: false,
     }
 }
 

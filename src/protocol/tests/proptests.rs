@@ -311,6 +311,7 @@ fn valid_connect() -> impl Strategy<Value = Connect> {
         proptest::option::of(bytes(20)),
         proptest::option::of(will),
         props,
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -322,6 +323,7 @@ fn valid_connect() -> impl Strategy<Value = Connect> {
                 password,
                 mut will,
                 properties,
+                bridge,
             )| {
                 let v5 = version.is_v5();
                 if let (false, Some(w)) = (v5, will.as_mut()) {
@@ -346,6 +348,8 @@ fn valid_connect() -> impl Strategy<Value = Connect> {
                     } else {
                         ConnectProperties::default()
                     },
+                    // The bridge bit exists for v3 only.
+                    bridge: bridge && !v5,
                 }
             },
         )

@@ -35,6 +35,7 @@ fn v5_connect_with_will_and_all_properties_round_trips() {
             authentication_method: Some("SCRAM".into()),
             authentication_data: Some(Bytes::from_static(b"\x00data")),
         },
+        bridge: false,
     };
     let mut bytes = BytesMut::new();
     encode(
@@ -66,10 +67,26 @@ fn v3_connect_with_will_round_trips() {
                 properties: PublishProperties::default(),
             }),
             properties: ConnectProperties::default(),
+            bridge: false,
         };
-        let mut bytes = BytesMut::new();
-        encode(&Packet::Connect(Box::new(c.clone())), version, &mut bytes).unwrap();
-        assert_eq!(first(&bytes).unwrap(), Packet::Connect(Box::new(c)));
+        for bridge in [false, true] {
+            let c = Connect {
+                bridge,
+                ..c.clone()
+            };
+            let mut bytes = BytesMut::new();
+            encode(&Packet::Connect(Box::new(c.clone())), version, &mut bytes).unwrap();
+            // The protocol level (after the 2-byte length and the name) carries the bridge bit.
+            let level = bytes[2
+                + 2
+                + if version == ProtocolVersion::V31 {
+                    6
+                } else {
+                    4
+                }];
+            assert_eq!(level & 0x80 != 0, bridge);
+            assert_eq!(first(&bytes).unwrap(), Packet::Connect(Box::new(c)));
+        }
     }
 }
 
