@@ -110,6 +110,11 @@ fn describe() {
         Unit::Count,
         "Messages waiting in the bridge's queue to go to the remote."
     );
+    g!(
+        "tern_bridge_queued_bytes",
+        Unit::Bytes,
+        "Payload bytes of the messages waiting in the bridge's queue (bounded by max_queued_bytes)."
+    );
     c!(
         "tern_bridge_messages_total",
         Unit::Count,
@@ -582,9 +587,10 @@ pub fn bridge_connected(name: &str, up: bool) {
         .set(f64::from(u8::from(up)));
 }
 
-/// Bridge `name`'s queue holds `n` messages.
-pub fn bridge_queued(name: &str, n: usize) {
+/// Bridge `name`'s queue holds `n` messages of `bytes` payload bytes.
+pub fn bridge_queued(name: &str, n: usize, bytes: u64) {
     ::metrics::gauge!("tern_bridge_queued_messages", "bridge" => name.to_string()).set(n as f64);
+    ::metrics::gauge!("tern_bridge_queued_bytes", "bridge" => name.to_string()).set(bytes as f64);
 }
 
 /// Bridge `name` forwarded `n` messages `direction` (`out`, `in`).

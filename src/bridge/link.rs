@@ -21,7 +21,7 @@ use crate::protocol::{
     Publish, PublishProperties, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeFilter,
     SubscriptionOptions,
 };
-use crate::session::{Message, PubRecOutcome, Resend, Session, NEVER_EXPIRES};
+use crate::session::{Message, PubRecOutcome, Resend, Session};
 use crate::topic;
 
 /// Bounds connecting, the TLS handshake and waiting for CONNACK and SUBACK.
@@ -103,13 +103,11 @@ pub(super) async fn run(
 ) {
     let local_id: Arc<str> = Arc::from(format!("{LOCAL_ID_PREFIX}{}", cfg.name));
     let attached = state
-        .attach_with_queue(
+        .attach_bridge(
             &local_id,
-            false,
-            NEVER_EXPIRES,
             cfg.max_inflight,
-            None,
             cfg.max_queued_messages,
+            cfg.max_queued_bytes,
         )
         .await;
     let mut session = attached.session;
@@ -165,13 +163,31 @@ pub(super) async fn run(
         // Exponential backoff with jitter: between half and all of the current delay.
         let wait = delay / 2 + rand::random_range(0..=delay / 2);
         delay = (delay.saturating_mul(2)).min(cfg.reconnect_max_ms);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = stop.changed() => break,
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+        // The queue's gauges stay current while the link is down.
+        loop {
+            report_queue(&cfg.name, &mailbox);
+            let next = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = stop.changed() => break 'outer,
+            }
+            if next == deadline {
+                break;
+            }
         }
     }
     state.detach(&local_id, generation, session, &mailbox, None);
     info!(bridge = %cfg.name, "bridge session parked");
+}
+
+/// Updates the bridge's queue gauges and counts what its queue dropped since the last call.
+fn report_queue(name: &str, mailbox: &Mailbox) {
+    let dropped = mailbox.take_dropped();
+    if dropped > 0 {
+        metrics::bridge_dropped(name, u64::from(dropped));
+    }
+    metrics::bridge_queued(name, mailbox.len(), mailbox.queued_bytes());
 }
 
 /// Subscribes the local session to the `out` rules (No Local: what the bridge brought in does
@@ -568,10 +584,6 @@ impl Link {
         session: &mut Session,
         scratch: &mut Vec<crate::session::Delivery>,
     ) -> Result<(), End> {
-        let dropped = ctx.mailbox.take_dropped();
-        if dropped > 0 {
-            metrics::bridge_dropped(&ctx.cfg.name, u64::from(dropped));
-        }
         if self.outbuf.len() >= HIGH_WATER {
             return Ok(());
         }
@@ -580,7 +592,7 @@ impl Link {
             .drain_into(scratch, BATCH, session.window_free(), &mut |seq| {
                 state.load_stored(session, seq)
             });
-        metrics::bridge_queued(&ctx.cfg.name, ctx.mailbox.len());
+        report_queue(&ctx.cfg.name, ctx.mailbox);
         if scratch.is_empty() {
             return Ok(());
         }

@@ -7,6 +7,9 @@
 //! or far behind, is queued as its sequence number only ([`Mailbox::push_stored`]); its
 //! message stays in the store and is read back when the connection drains it. So a million
 //! messages queued for offline sessions cost 16 bytes each here, not a million messages.
+//!
+//! A bridge's mailbox may also be bounded in payload bytes ([`Mailbox::set_bounds`]): each
+//! entry keeps its payload size, so the total stays exact as entries come and go.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
@@ -20,7 +23,7 @@ use crate::session::Delivery;
 /// Why a delivery was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// The queue was at `max_queued_messages`.
+    /// The queue was at `max_queued_messages` (or a bridge's `max_queued_bytes`).
     QueueFull,
     /// QoS 0 for an offline client, not queued by configuration.
     Offline,
@@ -32,8 +35,8 @@ pub enum Queued {
     /// With its message.
     Ready(Delivery),
     /// Only its sequence number: the message, and this client's options for it, are in the
-    /// store.
-    Stored(u64),
+    /// store. With its payload size.
+    Stored(u64, u32),
 }
 
 impl Queued {
@@ -41,15 +44,21 @@ impl Queued {
     pub fn seq(&self) -> u64 {
         match self {
             Queued::Ready(d) => d.seq,
-            Queued::Stored(seq) => *seq,
+            Queued::Stored(seq, _) => *seq,
         }
     }
+}
+
+/// The payload size a delivery counts for against a byte bound.
+pub fn payload_bytes(d: &Delivery) -> u32 {
+    u32::try_from(d.msg.publish.payload.len()).unwrap_or(u32::MAX)
 }
 
 /// An entry behind the in-memory queue, 16 bytes: most are sequence numbers.
 #[derive(Debug)]
 enum Spilled {
-    Seq(u64),
+    /// Sequence number and payload size.
+    Seq(u64, u32),
     /// A delivery that arrived with its message while the spill was not empty (order is kept).
     Held(Box<Delivery>),
 }
@@ -69,6 +78,19 @@ struct Inner {
     /// Who to wake on the next signal: the connection's task while it runs, the dormitory's
     /// waker while it is dormant (a plain slot, not a `Notify`: one consumer at a time).
     waker: Option<Waker>,
+    /// A bridge's byte bound and drop count; `None` for clients (one pointer in every mailbox).
+    budget: Option<Box<Budget>>,
+}
+
+/// What a bridge's queue counts beyond its length.
+#[derive(Debug)]
+struct Budget {
+    /// Payload bytes queued at most; `u64::MAX` for no bound.
+    max_bytes: u64,
+    /// Payload bytes queued now.
+    bytes: u64,
+    /// Deliveries refused at a bound since [`Mailbox::take_dropped`].
+    dropped: u32,
 }
 
 impl Inner {
@@ -76,19 +98,75 @@ impl Inner {
         self.queue.len() + self.spill.as_ref().map_or(0, |s| s.len())
     }
 
-    /// Makes room by dropping the oldest QoS 0 message held in memory; false if there is none.
-    fn drop_oldest_qos0(&mut self) -> bool {
-        if let Some(i) = self.queue.iter().position(|d| d.qos == QoS::AtMostOnce) {
-            self.queue.remove(i);
-            return true;
+    /// Whether one more delivery of `bytes` payload bytes would pass a bound.
+    fn full(&self, limit: u32, bytes: u32) -> bool {
+        self.len() >= limit as usize
+            || self
+                .budget
+                .as_ref()
+                .is_some_and(|b| b.bytes.saturating_add(u64::from(bytes)) > b.max_bytes)
+    }
+
+    /// Makes room for `bytes` more by dropping the oldest QoS 0 messages held in memory;
+    /// false if that is not enough (whatever was dropped stays dropped: QoS 0 goes first).
+    fn make_room(&mut self, limit: u32, bytes: u32) -> bool {
+        while self.full(limit, bytes) {
+            if !self.drop_oldest_qos0() {
+                return false;
+            }
         }
-        let Some(spill) = &mut self.spill else {
-            return false;
+        true
+    }
+
+    /// Drops the oldest QoS 0 message held in memory; false if there is none.
+    fn drop_oldest_qos0(&mut self) -> bool {
+        let dropped = match self.queue.iter().position(|d| d.qos == QoS::AtMostOnce) {
+            Some(i) => self.queue.remove(i).map(|d| payload_bytes(&d)),
+            None => self.spill.as_mut().and_then(|spill| {
+                let oldest = spill
+                    .iter()
+                    .position(|s| matches!(s, Spilled::Held(d) if d.qos == QoS::AtMostOnce))?;
+                match spill.remove(oldest)? {
+                    Spilled::Held(d) => Some(payload_bytes(&d)),
+                    Spilled::Seq(_, bytes) => Some(bytes),
+                }
+            }),
         };
-        let oldest = spill
-            .iter()
-            .position(|s| matches!(s, Spilled::Held(d) if d.qos == QoS::AtMostOnce));
-        oldest.and_then(|i| spill.remove(i)).is_some()
+        match dropped {
+            Some(bytes) => {
+                self.count_out(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn count_in(&mut self, bytes: u32) {
+        if let Some(b) = &mut self.budget {
+            b.bytes = b.bytes.saturating_add(u64::from(bytes));
+        }
+    }
+
+    fn count_out(&mut self, bytes: u32) {
+        if let Some(b) = &mut self.budget {
+            b.bytes = b.bytes.saturating_sub(u64::from(bytes));
+        }
+    }
+
+    fn count_dropped(&mut self) {
+        if let Some(b) = &mut self.budget {
+            b.dropped = b.dropped.saturating_add(1);
+        }
+    }
+
+    /// Payload bytes of everything queued, counted afresh.
+    fn total_bytes(&self) -> u64 {
+        let queued = self.queue.iter().map(|d| u64::from(payload_bytes(d)));
+        let spilled = self.spill.iter().flat_map(|s| s.iter()).map(|s| match s {
+            Spilled::Seq(_, bytes) => u64::from(*bytes),
+            Spilled::Held(d) => u64::from(payload_bytes(d)),
+        });
+        queued.chain(spilled).sum()
     }
 }
 
@@ -109,12 +187,11 @@ pub struct Mailbox {
     inner: Mutex<Inner>,
     /// Set by every push, kick and wake; cleared by the one consumer that sees it.
     signalled: AtomicBool,
-    limit: u32,
+    /// At most this many deliveries queued (a bridge's may change on reload).
+    limit: AtomicU32,
     /// [`ONLINE`], [`KICKED`], [`STORED`].
     flags: AtomicU8,
     queue_qos0_offline: bool,
-    /// Deliveries refused at the limit, until [`Mailbox::take_dropped`] (bridges count them).
-    dropped: AtomicU32,
 }
 
 impl Mailbox {
@@ -123,11 +200,35 @@ impl Mailbox {
         Mailbox {
             inner: Mutex::new(Inner::default()),
             signalled: AtomicBool::new(false),
-            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            limit: AtomicU32::new(u32::try_from(limit).unwrap_or(u32::MAX)),
             flags: AtomicU8::new(0),
             queue_qos0_offline,
-            dropped: AtomicU32::new(0),
         }
+    }
+
+    /// Bounds a bridge's queue: at most `limit` deliveries and, if given, `max_bytes` payload
+    /// bytes, from the next push on (what is queued already stays). Its drops are counted
+    /// from now on ([`Mailbox::take_dropped`]).
+    pub fn set_bounds(&self, limit: usize, max_bytes: Option<u64>) {
+        self.limit
+            .store(u32::try_from(limit).unwrap_or(u32::MAX), Ordering::Relaxed);
+        let mut inner = self.inner.lock();
+        let bytes = inner.total_bytes();
+        let dropped = inner.budget.as_ref().map_or(0, |b| b.dropped);
+        inner.budget = Some(Box::new(Budget {
+            max_bytes: max_bytes.unwrap_or(u64::MAX),
+            bytes,
+            dropped,
+        }));
+    }
+
+    /// Payload bytes queued, for a mailbox with bounds ([`Mailbox::set_bounds`]); 0 otherwise.
+    pub fn queued_bytes(&self) -> u64 {
+        self.inner.lock().budget.as_ref().map_or(0, |b| b.bytes)
+    }
+
+    fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// Whether a connection is draining this mailbox.
@@ -190,9 +291,14 @@ impl Mailbox {
         self.signal();
     }
 
-    /// Deliveries refused at the limit since the last call.
+    /// Deliveries refused at a bound since the last call, for a mailbox with bounds
+    /// ([`Mailbox::set_bounds`]); 0 otherwise.
     pub fn take_dropped(&self) -> u32 {
-        self.dropped.swap(0, Ordering::Relaxed)
+        let mut inner = self.inner.lock();
+        inner
+            .budget
+            .as_mut()
+            .map_or(0, |b| std::mem::take(&mut b.dropped))
     }
 
     /// Queues a delivery and wakes the connection.
@@ -200,14 +306,17 @@ impl Mailbox {
         if delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline && !self.is_online() {
             return Err(DropReason::Offline);
         }
+        let bytes = payload_bytes(&delivery);
+        let limit = self.limit();
         let waker = {
             let mut inner = self.inner.lock();
-            if inner.len() >= self.limit as usize
-                && (delivery.qos == QoS::AtMostOnce || !inner.drop_oldest_qos0())
+            if inner.full(limit, bytes)
+                && (delivery.qos == QoS::AtMostOnce || !inner.make_room(limit, bytes))
             {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                inner.count_dropped();
                 return Err(DropReason::QueueFull);
             }
+            inner.count_in(bytes);
             match &mut inner.spill {
                 Some(spill) => spill.push_back(Spilled::Held(Box::new(delivery))),
                 None => inner.queue.push_back(delivery),
@@ -231,19 +340,22 @@ impl Mailbox {
         inner.spill.is_some() || inner.queue.len() >= SPILL_AT
     }
 
-    /// Queues stored message `seq` by its sequence number (it must be readable from the store,
-    /// or about to be, by the time the connection drains it) and wakes the connection.
-    pub fn push_stored(&self, seq: u64) -> Result<(), DropReason> {
+    /// Queues stored message `seq`, of `bytes` payload bytes, by its sequence number (it must
+    /// be readable from the store, or about to be, by the time the connection drains it) and
+    /// wakes the connection.
+    pub fn push_stored(&self, seq: u64, bytes: u32) -> Result<(), DropReason> {
+        let limit = self.limit();
         let waker = {
             let mut inner = self.inner.lock();
-            if inner.len() >= self.limit as usize && !inner.drop_oldest_qos0() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            if !inner.make_room(limit, bytes) {
+                inner.count_dropped();
                 return Err(DropReason::QueueFull);
             }
+            inner.count_in(bytes);
             inner
                 .spill
                 .get_or_insert_with(Box::default)
-                .push_back(Spilled::Seq(seq));
+                .push_back(Spilled::Seq(seq, bytes));
             self.signalled.store(true, Ordering::Release);
             inner.waker.take()
         };
@@ -253,23 +365,32 @@ impl Mailbox {
         Ok(())
     }
 
-    /// Appends stored messages read back at start, in order, whatever the limit (they were
-    /// within it when stored).
-    pub fn restore(&self, seqs: Vec<u64>) {
+    /// Appends stored messages read back at start (sequence number and payload size), in
+    /// order, whatever the limit (they were within it when stored).
+    pub fn restore(&self, seqs: Vec<(u64, u32)>) {
         if seqs.is_empty() {
             return;
         }
-        self.inner
-            .lock()
-            .spill
-            .get_or_insert_with(Box::default)
-            .extend(seqs.into_iter().map(Spilled::Seq));
+        let mut inner = self.inner.lock();
+        for (_, bytes) in &seqs {
+            inner.count_in(*bytes);
+        }
+        inner.spill.get_or_insert_with(Box::default).extend(
+            seqs.into_iter()
+                .map(|(seq, bytes)| Spilled::Seq(seq, bytes)),
+        );
     }
 
     /// Puts deliveries back at the front, in order (messages taken back from a session).
     pub fn push_front_all(&self, queued: Vec<Queued>) {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
+        for q in &queued {
+            inner.count_in(match q {
+                Queued::Ready(d) => payload_bytes(d),
+                Queued::Stored(_, bytes) => *bytes,
+            });
+        }
         if queued.iter().all(|q| matches!(q, Queued::Ready(_))) {
             for q in queued.into_iter().rev() {
                 if let Queued::Ready(d) = q {
@@ -283,7 +404,7 @@ impl Mailbox {
             .into_iter()
             .map(|q| match q {
                 Queued::Ready(d) => Spilled::Held(Box::new(d)),
-                Queued::Stored(seq) => Spilled::Seq(seq),
+                Queued::Stored(seq, bytes) => Spilled::Seq(seq, bytes),
             })
             .collect();
         spill.extend(inner.queue.drain(..).map(|d| Spilled::Held(Box::new(d))));
@@ -319,6 +440,9 @@ impl Mailbox {
                 Some(_) => {}
             }
             if let Some(d) = q.pop_front() {
+                if let Some(b) = &mut inner.budget {
+                    b.bytes = b.bytes.saturating_sub(u64::from(payload_bytes(&d)));
+                }
                 out.push(d);
             }
         }
@@ -339,17 +463,23 @@ impl Mailbox {
             let qos = match spill.front() {
                 None => break,
                 // Stored deliveries are QoS 1/2 unless QoS 0 ones are stored too.
-                Some(Spilled::Seq(_)) => QoS::AtLeastOnce,
+                Some(Spilled::Seq(..)) => QoS::AtLeastOnce,
                 Some(Spilled::Held(d)) => d.qos,
             };
             if qos != QoS::AtMostOnce && window == 0 {
                 break;
             }
-            let delivery = match spill.pop_front() {
-                Some(Spilled::Seq(seq)) => load(seq),
-                Some(Spilled::Held(d)) => Some(*d),
-                None => None,
+            let (delivery, bytes) = match spill.pop_front() {
+                Some(Spilled::Seq(seq, bytes)) => (load(seq), bytes),
+                Some(Spilled::Held(d)) => {
+                    let bytes = payload_bytes(&d);
+                    (Some(*d), bytes)
+                }
+                None => (None, 0),
             };
+            if let Some(b) = &mut inner.budget {
+                b.bytes = b.bytes.saturating_sub(u64::from(bytes));
+            }
             if let Some(d) = delivery {
                 if d.qos != QoS::AtMostOnce {
                     window = window.saturating_sub(1);
@@ -367,7 +497,7 @@ impl Mailbox {
     pub fn stored_seqs(&self) -> Vec<u64> {
         let inner = self.inner.lock();
         let spilled = inner.spill.iter().flat_map(|s| s.iter()).map(|s| match s {
-            Spilled::Seq(seq) => *seq,
+            Spilled::Seq(seq, _) => *seq,
             Spilled::Held(d) => d.seq,
         });
         inner
@@ -383,11 +513,14 @@ impl Mailbox {
     pub fn take_all(&self) -> Vec<Queued> {
         let (queue, spill) = {
             let mut inner = self.inner.lock();
+            if let Some(b) = &mut inner.budget {
+                b.bytes = 0;
+            }
             (std::mem::take(&mut inner.queue), inner.spill.take())
         };
         let mut all: Vec<Queued> = queue.into_iter().map(Queued::Ready).collect();
         all.extend(spill.into_iter().flat_map(|s| *s).map(|s| match s {
-            Spilled::Seq(seq) => Queued::Stored(seq),
+            Spilled::Seq(seq, bytes) => Queued::Stored(seq, bytes),
             Spilled::Held(d) => Queued::Ready(*d),
         }));
         all

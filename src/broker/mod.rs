@@ -446,13 +446,30 @@ impl BrokerState {
         will: Option<(&Message, u32)>,
     ) -> Attached {
         let limit = self.config().limits.max_queued_messages;
-        self.attach_with_queue(client_id, clean_start, expiry_interval, window, will, limit)
+        self.attach_queue(client_id, clean_start, expiry_interval, window, will, limit)
             .await
     }
 
+    /// A bridge's local session, always persistent: like [`BrokerState::attach`], with its
+    /// queue bounded by `max_messages` deliveries and `max_bytes` payload bytes (a session
+    /// read back from the store, or kept from before a reload, gets these bounds too).
+    pub async fn attach_bridge(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        window: u16,
+        max_messages: usize,
+        max_bytes: Option<u64>,
+    ) -> Attached {
+        let attached = self
+            .attach_queue(client_id, false, NEVER_EXPIRES, window, None, max_messages)
+            .await;
+        attached.mailbox.set_bounds(max_messages, max_bytes);
+        attached
+    }
+
     /// [`BrokerState::attach`] with a queue of `queue_limit` deliveries (for a new mailbox;
-    /// a resumed one keeps its own): the bridges' local sessions.
-    pub async fn attach_with_queue(
+    /// a resumed one keeps its own).
+    async fn attach_queue(
         self: &Arc<Self>,
         client_id: &Arc<str>,
         clean_start: bool,
@@ -492,7 +509,7 @@ impl BrokerState {
                     .take_all()
                     .into_iter()
                     .filter_map(|q| match q {
-                        Queued::Stored(seq) => {
+                        Queued::Stored(seq, _) => {
                             seqs.push(seq);
                             durable.read(session.client_id(), seq).map(Queued::Ready)
                         }

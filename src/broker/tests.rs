@@ -169,6 +169,69 @@ fn mailbox_bound_drops_qos0_first() {
     assert!(drain(&m).iter().all(|d| d.qos == QoS::AtLeastOnce));
 }
 
+/// A bridge's byte bound: the payload bytes queued stay exact as entries come and go (in
+/// memory, by sequence number, read back at start, taken away); at the bound QoS 0 goes
+/// first, then new messages are refused and counted; draining makes room again.
+#[test]
+fn mailbox_byte_bound() {
+    let m = Mailbox::new(1000, false);
+    m.set_online(true);
+    m.restore(vec![(1, 10)]);
+    m.set_bounds(1000, Some(100));
+    assert_eq!(
+        m.queued_bytes(),
+        10,
+        "what was queued before the bounds counts"
+    );
+    let d = |qos, payload: &'static [u8]| Delivery {
+        msg: message("t", qos, false, payload),
+        qos,
+        retain: false,
+        sub_ids: Vec::new(),
+        shared: None,
+        seq: 0,
+    };
+    let forty = &[b'x'; 40];
+    m.push(d(QoS::AtMostOnce, forty)).expect("room");
+    m.push_stored(2, 40).expect("room");
+    assert_eq!(m.queued_bytes(), 90);
+    assert_eq!(
+        m.push(d(QoS::AtMostOnce, b"0123456789x")),
+        Err(DropReason::QueueFull)
+    );
+    // A QoS 1 message evicts the QoS 0 one to fit.
+    m.push(d(QoS::AtLeastOnce, b"0123456789x"))
+        .expect("room after eviction");
+    assert_eq!(m.queued_bytes(), 61);
+    assert_eq!(m.push_stored(3, 40), Err(DropReason::QueueFull));
+    assert_eq!(m.take_dropped(), 2);
+    assert_eq!(m.take_dropped(), 0);
+    let mut out = Vec::new();
+    let mut load = |seq: u64| {
+        Some(Delivery {
+            seq,
+            ..d(QoS::AtLeastOnce, b"")
+        })
+    };
+    m.drain_into(&mut out, 2, 10, &mut load);
+    assert_eq!(out.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        m.queued_bytes(),
+        11,
+        "counted by the size queued, not what loads back"
+    );
+    m.push_stored(3, 40).expect("room after draining");
+    let taken = m.take_all();
+    assert_eq!(taken.len(), 2);
+    assert_eq!(m.queued_bytes(), 0);
+    m.push_front_all(taken);
+    assert_eq!(m.queued_bytes(), 51);
+    // Without bounds nothing is counted.
+    let plain = Mailbox::new(10, false);
+    plain.push_stored(1, 40).expect("room");
+    assert_eq!((plain.queued_bytes(), plain.take_dropped()), (0, 0));
+}
+
 /// A full window holds back QoS 1/2 messages and everything behind them, keeping order.
 #[test]
 fn drain_respects_window_and_order() {

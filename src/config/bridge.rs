@@ -53,6 +53,10 @@ pub struct BridgeConfig {
     /// new QoS 1/2 messages are dropped and counted (`tern_bridge_dropped_total`).
     #[serde(default = "hundred_thousand")]
     pub max_queued_messages: usize,
+    /// Payload bytes waiting to go out, at most (none by default); the same overflow policy.
+    /// Mosquitto's `max_queued_bytes`, per bridge.
+    #[serde(default)]
+    pub max_queued_bytes: Option<u64>,
     /// Unacknowledged QoS 1/2 messages in flight to the remote.
     #[serde(default = "inflight")]
     pub max_inflight: u16,
@@ -147,6 +151,12 @@ impl BridgeConfig {
         }
         if self.max_queued_messages == 0 {
             return Some(("max_queued_messages", "an integer ≥ 1"));
+        }
+        if self.max_queued_bytes == Some(0) {
+            return Some((
+                "max_queued_bytes",
+                "an integer ≥ 1 (leave it out for no byte bound)",
+            ));
         }
         if self.max_inflight == 0 {
             return Some(("max_inflight", "1 to 65535"));

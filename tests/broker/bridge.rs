@@ -7,6 +7,7 @@ use tern::config::{BridgeConfig, Direction, TopicRule};
 
 use crate::child::ChildBroker;
 use crate::harness::TestBroker;
+use crate::ops::wait_for;
 use crate::rmq::V4;
 
 /// A bridge named `name` to `port` with `topics` (everything else at its default).
@@ -305,6 +306,66 @@ async fn edge_crash_keeps_the_bridge_queue() {
     let mut app = cloud_subscriber(port, false).await;
     let got = collect_numbers(&mut app, 200).await;
     assert_all_in_order(&got, 200);
+}
+
+/// The bridge's queue bounds, in messages and in payload bytes, hold for a fresh session and
+/// for one read back after `kill -9`: the bridge's own `max_queued_messages` (not the
+/// broker's smaller `limits.max_queued_messages`), and `max_queued_bytes` counting what was
+/// queued before the crash. What does not fit is dropped and counted; the rest arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_queue_bounds_hold_across_a_crash() {
+    let (cloud_dir, edge_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = free_port();
+    let cloud = ChildBroker::start_at(cloud_dir.path(), true, "fsync", "", port);
+    drop(cloud_subscriber(port, true).await);
+    cloud.terminate();
+    let edge_config = format!(
+        "[limits]\nmax_queued_messages = 10\n\n[[bridge]]\nname = \"cloud\"\naddresses = [\"127.0.0.1:{port}\"]\nreconnect_min_ms = 50\nreconnect_max_ms = 300\nmax_queued_messages = 100\nmax_queued_bytes = 400\n\n[[bridge.topics]]\npattern = \"data/#\"\ndirection = \"out\"\nqos = 1\n"
+    );
+    // Ten payload bytes each: 40 fit in 400 bytes.
+    async fn publish_acked(port: u16, id: &str, numbers: std::ops::RangeInclusive<u32>) {
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_inflight(10);
+        let mut device = V4::connect_with(opts).await;
+        let count = numbers.clone().count();
+        for n in numbers {
+            device
+                .client
+                .publish("data/x", QoS::AtLeastOnce, false, format!("{n:010}"))
+                .await
+                .unwrap();
+        }
+        for _ in 0..count {
+            device
+                .wait_for(|p| matches!(p, rumqttc::Packet::PubAck(_)))
+                .await;
+        }
+    }
+    let edge = ChildBroker::start_with(edge_dir.path(), true, "fsync", &edge_config);
+    publish_acked(edge.addr.port(), "device-1", 1..=30).await;
+    wait_for(
+        &edge,
+        "tern_bridge_queued_bytes",
+        &["bridge=\"cloud\""],
+        300.0,
+    )
+    .await;
+    edge.kill9();
+    let edge = ChildBroker::start_with(edge_dir.path(), true, "fsync", &edge_config);
+    publish_acked(edge.addr.port(), "device-2", 31..=60).await;
+    let labels = ["bridge=\"cloud\""];
+    wait_for(&edge, "tern_bridge_queued_messages", &labels, 40.0).await;
+    wait_for(&edge, "tern_bridge_queued_bytes", &labels, 400.0).await;
+    wait_for(&edge, "tern_bridge_dropped_total", &labels, 20.0).await;
+    let _cloud = ChildBroker::start_at(cloud_dir.path(), true, "fsync", "", port);
+    let mut app = cloud_subscriber(port, false).await;
+    let mut got = collect_numbers(&mut app, 40).await;
+    // Room again: the next message goes through, right behind the 40th.
+    publish_acked(edge.addr.port(), "device-3", 61..=61).await;
+    got.extend(collect_numbers(&mut app, 61).await);
+    got.retain(|n| *n != 61);
+    assert_all_in_order(&got, 40);
+    wait_for(&edge, "tern_bridge_queued_bytes", &labels, 0.0).await;
 }
 
 /// SIGHUP adds a bridge, changes its rules and removes it, without restarting the broker.

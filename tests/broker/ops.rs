@@ -63,7 +63,7 @@ impl Scrape {
 
 /// Scrapes until `name{labels}` equals `want` (a gauge that follows a connection's end, which
 /// the client sees a moment before the broker books it).
-async fn wait_for(b: &ChildBroker, name: &str, labels: &[&str], want: f64) {
+pub async fn wait_for(b: &ChildBroker, name: &str, labels: &[&str], want: f64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let got = Scrape::take(b).await.get(name, labels);

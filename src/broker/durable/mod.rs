@@ -53,9 +53,9 @@ pub struct StoredSession {
     pub remaining: u32,
     /// Its subscriptions: filter (with any `$share/` prefix) and options.
     pub subscriptions: Vec<(String, Subscription)>,
-    /// Sequence numbers of its queued and unsent stored messages, in order (the messages stay
-    /// in the store until sent).
-    pub queue: Vec<u64>,
+    /// Sequence numbers of its queued and unsent stored messages, with their payload sizes,
+    /// in order (the messages stay in the store until sent).
+    pub queue: Vec<(u64, u32)>,
     /// Packet ids of outbound QoS 2 flows at PUBREL (sent again on resume).
     pub released: Vec<u16>,
     /// Deliveries sent and not acknowledged, with their packet ids (sent again on resume,
@@ -175,8 +175,11 @@ impl PublishBatch<'_> {
             None => committer.submit(self.ops),
         };
         if let Some(seq) = settle {
+            let bytes = self.message.as_ref().map_or(0, |m| {
+                u32::try_from(m.publish.payload.len()).unwrap_or(u32::MAX)
+            });
             for (client_id, mailbox) in self.deferred {
-                if mailbox.push_stored(seq).is_err() {
+                if mailbox.push_stored(seq, bytes).is_err() {
                     crate::metrics::dropped("queue_full");
                     self.durable.delivered(&client_id, seq);
                 }

@@ -283,6 +283,45 @@ pub(super) fn message_expired(record: &[u8], wall_now: SystemTime) -> Result<boo
     Ok(expires != 0 && UNIX_EPOCH + Duration::from_millis(expires) <= wall_now)
 }
 
+/// The payload size of a stored message record, read from its framing alone (a queue's byte
+/// bound counts it without decoding the message); 0 if the record is not well formed.
+pub(super) fn payload_len(record: &[u8]) -> u32 {
+    fn var_int(r: &mut &[u8]) -> Option<usize> {
+        let mut value = 0usize;
+        for shift in [0, 7, 14, 21] {
+            let b = *r.first()?;
+            *r = &r[1..];
+            value |= usize::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    fn skip(r: &mut &[u8], n: usize) -> Option<()> {
+        *r = r.get(n..)?;
+        Some(())
+    }
+    let parse = || -> Option<usize> {
+        // Format byte and expiry, then the PUBLISH as a v5 packet.
+        let mut r = record.get(9..)?;
+        let byte1 = *r.first()?;
+        skip(&mut r, 1)?;
+        let remaining = var_int(&mut r)?;
+        let body = r.get(..remaining)?;
+        let mut b = body;
+        let topic_len = usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]));
+        skip(&mut b, 2 + topic_len)?;
+        if (byte1 >> 1) & 0x03 != 0 {
+            skip(&mut b, 2)?;
+        }
+        let props = var_int(&mut b)?;
+        skip(&mut b, props)?;
+        Some(b.len())
+    };
+    parse().map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 /// A stored message; `Ok(None)` if it has expired.
 pub(super) fn decode_message(
     record: &[u8],

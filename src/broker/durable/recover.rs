@@ -204,6 +204,7 @@ fn recover_log(
         // Decoded only for deliveries sent before the stop (resent at once); the others are
         // read back when their client drains its queue.
         let mut msg: Option<Arc<Message>> = None;
+        let mut bytes: Option<u32> = None;
         let mut owed = 0u32;
         for r in recipients {
             let Some(&i) = index.get(&r.client_id) else {
@@ -215,7 +216,8 @@ fn recover_log(
             let session = &mut recovered.sessions[i];
             let Some(&pkid) = session.sent.get(&seq) else {
                 owed += 1;
-                session.queue.push(seq);
+                let bytes = *bytes.get_or_insert_with(|| payload_len(body));
+                session.queue.push((seq, bytes));
                 continue;
             };
             if msg.is_none() {
@@ -269,13 +271,17 @@ fn resend_in_order(
     let Some(last_sent) = session.inflight.iter().map(|(_, d)| d.seq).max() else {
         return Ok(());
     };
-    let earlier = session.queue.iter().take_while(|s| **s < last_sent).count();
+    let earlier = session
+        .queue
+        .iter()
+        .take_while(|(s, _)| *s < last_sent)
+        .count();
     let mut qos0 = Vec::new();
-    for seq in session.queue.drain(..earlier).collect::<Vec<_>>() {
+    for (seq, bytes) in session.queue.drain(..earlier).collect::<Vec<_>>() {
         let record = engine.get(Space::Queue, &seq.to_be_bytes())?;
         match record.map(|r| delivery_for(&r, &session.client_id, seq, now)) {
             // Nothing to resend for QoS 0: it stays queued, ahead of the rest.
-            Some(Ok(Some(d))) if d.qos == QoS::AtMostOnce => qos0.push(seq),
+            Some(Ok(Some(d))) if d.qos == QoS::AtMostOnce => qos0.push((seq, bytes)),
             Some(Ok(Some(d))) => session.inflight.push((0, d)),
             Some(Ok(None)) => {}
             _ => {

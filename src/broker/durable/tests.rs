@@ -21,6 +21,27 @@ fn message(expiry: Option<u32>) -> Message {
     Message::new(publish, None, Instant::now())
 }
 
+/// The payload size read from a stored record's framing matches the message, whatever its
+/// QoS, properties and size (a multi-byte remaining length); garbage reads as 0.
+#[test]
+fn payload_len_reads_the_framing() {
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        for len in [0usize, 1, 7, 200, 20_000, 3_000_000] {
+            let mut m = message(Some(60));
+            m.publish.qos = qos;
+            m.publish.payload = bytes::Bytes::from(vec![b'x'; len]);
+            let record = encode_message(&m);
+            assert_eq!(
+                payload_len(&record),
+                u32::try_from(len).unwrap(),
+                "{qos:?} {len}"
+            );
+        }
+    }
+    assert_eq!(payload_len(b""), 0);
+    assert_eq!(payload_len(&[MESSAGE_RECORD_V1; 40]), 0);
+}
+
 /// A stored message comes back with topic, payload, QoS, retain flag and properties, and
 /// with the expiry it had left.
 #[test]
@@ -166,7 +187,10 @@ fn stored_messages_go_to_recipients_still_owed() {
             .map(|s| s.queue.clone())
             .unwrap()
     };
-    assert_eq!(queue_of("a"), vec![7]);
+    // With its payload size, read from the record's framing.
+    let size = u32::try_from(msg.publish.payload.len()).unwrap();
+    assert!(size > 0);
+    assert_eq!(queue_of("a"), vec![(7, size)]);
     let now = (Instant::now(), SystemTime::now());
     let d = delivery_for(&log(&["a", "b", "gone"]), "a", 7, now)
         .unwrap()
