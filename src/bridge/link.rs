@@ -269,8 +269,6 @@ struct Link {
     keep_alive: Duration,
     last_write: Instant,
     ping_sent: Option<Instant>,
-    /// QoS 2 messages from the remote published here, until its PUBREL.
-    inbound_qos2: HashSet<u16>,
     /// Packet id of our SUBSCRIBE until its SUBACK.
     subscribing: Option<u16>,
     /// MQTT 3.1.1 has no No Local: what we sent recently (topic and payload hashed), so that
@@ -333,7 +331,6 @@ impl Link {
             keep_alive: Duration::from_secs(u64::from(cfg.keep_alive_secs)),
             last_write: Instant::now(),
             ping_sent: None,
-            inbound_qos2: HashSet::new(),
             subscribing: None,
             echoes: VecDeque::new(),
         };
@@ -438,6 +435,13 @@ impl Link {
             .unwrap_or(u16::MAX)
             .min(ctx.cfg.max_inflight);
         session.set_window(window);
+        if !ack.session_present {
+            // The remote starts afresh: its packet ids of QoS 2 messages we received mean
+            // nothing any more (and will be reused for new messages).
+            for pkid in session.inbound_qos2_take() {
+                ctx.state.store_inbound_released(session, pkid);
+            }
+        }
         if let Some(ka) = ack.properties.server_keep_alive {
             self.keep_alive = Duration::from_secs(u64::from(ka));
         }
@@ -683,9 +687,11 @@ impl Link {
                     metrics::bridge_forwarded(&ctx.cfg.name, "out", 1);
                 }
             }
-            Packet::Publish(p) => self.inbound(ctx, p).await?,
+            Packet::Publish(p) => self.inbound(ctx, session, p).await?,
             Packet::PubRel(a) => {
-                self.inbound_qos2.remove(&a.pkid);
+                if session.inbound_qos2_release(a.pkid) {
+                    state.store_inbound_released(session, a.pkid);
+                }
                 self.send(&Packet::PubComp(Ack {
                     pkid: a.pkid,
                     ..Ack::default()
@@ -714,10 +720,18 @@ impl Link {
     }
 
     /// A message from the remote: published here under its local topic, acknowledged once
-    /// it is as safe here as the QoS promises (stored, with persistence on).
-    async fn inbound(&mut self, ctx: &Ctx<'_>, p: Publish) -> Result<(), End> {
+    /// it is as safe here as the QoS promises (stored, with persistence on). A QoS 2 message's
+    /// packet id is kept in the local session until PUBREL (in the store with it, like a
+    /// client's): the remote sending it again, after a reconnect or a restart here, is not
+    /// published twice.
+    async fn inbound(
+        &mut self,
+        ctx: &Ctx<'_>,
+        session: &mut Session,
+        p: Publish,
+    ) -> Result<(), End> {
         let (pkid, qos) = (p.pkid, p.qos);
-        if qos == QoS::ExactlyOnce && self.inbound_qos2.contains(&pkid) {
+        if qos == QoS::ExactlyOnce && session.inbound_qos2_pending(pkid) {
             self.send(&Packet::PubRec(Ack {
                 pkid,
                 ..Ack::default()
@@ -736,9 +750,11 @@ impl Link {
             p.topic = local;
             p.qos = p.qos.min(max_qos);
             super::add_to_path(&mut p.properties.user_properties, ctx.state.id());
-            let local_id: Arc<str> = Arc::from(format!("{LOCAL_ID_PREFIX}{}", ctx.cfg.name));
+            let local_id: Arc<str> = Arc::clone(session.client_id());
             let msg = Arc::new(Message::new(p, Some(local_id), std::time::Instant::now()));
-            let Published { durable, .. } = ctx.state.publish(msg, None);
+            let inbound_qos2 = (qos == QoS::ExactlyOnce && session.stored)
+                .then_some((&**session.client_id(), pkid));
+            let Published { durable, .. } = ctx.state.publish(msg, inbound_qos2);
             if let Some(t) = durable.filter(|_| qos != QoS::AtMostOnce) {
                 if let Err(e) = t.wait().await {
                     return Err(End::Lost(format!("store: {e}")));
@@ -755,7 +771,7 @@ impl Link {
                 ..Ack::default()
             })),
             QoS::ExactlyOnce => {
-                self.inbound_qos2.insert(pkid);
+                session.inbound_qos2_begin(pkid);
                 self.send(&Packet::PubRec(Ack {
                     pkid,
                     ..Ack::default()

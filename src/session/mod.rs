@@ -330,6 +330,12 @@ impl Session {
         self.inbound_qos2.remove(&pkid)
     }
 
+    /// Forgets every inbound QoS 2 packet id awaiting PUBREL, returning them (a bridge's
+    /// remote that lost its session).
+    pub fn inbound_qos2_take(&mut self) -> Vec<u16> {
+        std::mem::take(&mut self.inbound_qos2).into_iter().collect()
+    }
+
     /// Inbound QoS 2 messages awaiting PUBREL (counted against our Receive Maximum).
     pub fn inbound_qos2_len(&self) -> usize {
         self.inbound_qos2.len()

@@ -6,9 +6,13 @@ use rumqttc::QoS;
 use tern::config::{BridgeConfig, Direction, TopicRule};
 
 use crate::child::ChildBroker;
-use crate::harness::TestBroker;
+use crate::harness::{TestBroker, WAIT};
 use crate::ops::wait_for;
 use crate::rmq::V4;
+use crate::wire::{
+    parse_ack, pubrel, Publish, RawClient, CONNACK, CONNECT, PUBCOMP, PUBREC, SUBACK, SUBSCRIBE,
+    V311,
+};
 
 /// A bridge named `name` to `port` with `topics` (everything else at its default).
 pub fn bridge(name: &str, port: u16, topics: Vec<TopicRule>) -> BridgeConfig {
@@ -405,4 +409,72 @@ async fn bridges_follow_reloads() {
     edge.wait_log("bridge session parked", 2);
     edge.terminate();
     cloud.stop().await;
+}
+
+/// Accepts a bridge's connection on a raw remote: CONNACK with `present`, SUBACK granting QoS
+/// 2 for its one `in` rule.
+async fn accept_bridge(remote: &tokio::net::TcpListener, present: bool) -> RawClient {
+    let (stream, _) = tokio::time::timeout(WAIT, remote.accept())
+        .await
+        .expect("the bridge connects")
+        .unwrap();
+    let mut c = RawClient::from_stream(stream);
+    c.recv_expect(CONNECT).await;
+    c.send(&[CONNACK, 2, u8::from(present), 0]).await;
+    let sub = c.recv_expect(SUBSCRIBE).await;
+    c.send(&[SUBACK, 3, sub[0], sub[1], 2]).await;
+    c
+}
+
+/// A QoS 2 message from the remote is published here once, even when the remote sends it again
+/// after the edge was killed (`kill -9`) between acknowledging it (PUBREC) and PUBREL; and once
+/// the remote has lost its session, a packet id still awaiting PUBREL here is free for a new
+/// message. The remote is raw bytes on a socket, to send exactly what a remote may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_qos2_is_exactly_once_across_an_edge_crash() {
+    let remote = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = remote.local_addr().unwrap().port();
+    let edge_dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"127.0.0.1:{port}\"]\nprotocol = \"3.1.1\"\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n\n[[bridge.topics]]\npattern = \"cmd/#\"\ndirection = \"in\"\nqos = 2\n"
+    );
+    let edge = ChildBroker::start_with(edge_dir.path(), true, "fsync", &config);
+    let mut link = accept_bridge(&remote, false).await;
+    link.send(&Publish::new(V311, "cmd/a", b"once").qos(2, 7).build())
+        .await;
+    assert_eq!(parse_ack(&link.recv_expect(PUBREC).await).0, 7);
+    edge.kill9();
+    drop(link);
+    let edge = ChildBroker::start_with(edge_dir.path(), true, "fsync", &config);
+    let mut device = V4::connect(edge.addr.port(), "device").await;
+    device.subscribe("cmd/#", QoS::ExactlyOnce).await;
+    let mut link = accept_bridge(&remote, true).await;
+    // The remote did not get our PUBREC: it sends the message again, which is not published.
+    link.send(
+        &Publish::new(V311, "cmd/a", b"once")
+            .qos(2, 7)
+            .dup(true)
+            .build(),
+    )
+    .await;
+    assert_eq!(parse_ack(&link.recv_expect(PUBREC).await).0, 7);
+    link.send(&pubrel(7)).await;
+    assert_eq!(parse_ack(&link.recv_expect(PUBCOMP).await).0, 7);
+    link.send(&Publish::new(V311, "cmd/b", b"fence").build())
+        .await;
+    let p = device.next_publish().await;
+    assert_eq!(&p.payload[..], b"fence", "published twice: {p:?}");
+    // Packet id 8 awaits PUBREL here when the remote comes back without its session and
+    // reuses 8 for a new message: that one is published.
+    link.send(&Publish::new(V311, "cmd/c", b"pending").qos(2, 8).build())
+        .await;
+    assert_eq!(parse_ack(&link.recv_expect(PUBREC).await).0, 8);
+    assert_eq!(&device.next_publish().await.payload[..], b"pending");
+    drop(link);
+    let mut link = accept_bridge(&remote, false).await;
+    link.send(&Publish::new(V311, "cmd/c", b"new").qos(2, 8).build())
+        .await;
+    assert_eq!(parse_ack(&link.recv_expect(PUBREC).await).0, 8);
+    assert_eq!(&device.next_publish().await.payload[..], b"new");
+    drop(edge);
 }
