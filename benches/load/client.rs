@@ -259,6 +259,16 @@ impl Client {
         self.reader.next().await
     }
 
+    /// Queues PUBACK, written only once no further packet is already buffered to read (one
+    /// write per burst, as a client that batches acknowledgements does).
+    pub async fn puback_batched(&mut self, pkid: u16) -> Result<()> {
+        self.writer.puback(pkid);
+        if !self.reader.has_packet() {
+            self.writer.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Sends PUBACK (flushed at once).
     pub async fn puback(&mut self, pkid: u16) -> Result<()> {
         self.writer.puback(pkid);
@@ -303,6 +313,21 @@ impl Reader {
                 return Ok(None);
             }
         }
+    }
+
+    /// Whether a whole packet is already buffered.
+    fn has_packet(&self) -> bool {
+        let mut len = 0usize;
+        for i in 1..5 {
+            let Some(&b) = self.buf.get(i) else {
+                return false;
+            };
+            len |= usize::from(b & 0x7F) << (7 * (i - 1));
+            if b & 0x80 == 0 {
+                return self.buf.len() >= i + 1 + len;
+            }
+        }
+        false
     }
 
     fn parse(&mut self) -> Result<Option<(u8, Bytes)>> {

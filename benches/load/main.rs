@@ -37,7 +37,7 @@ struct Args {
     #[arg(long)]
     port: u16,
     /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline | fill | queue |
-    /// drain | publish
+    /// drain | publish | collect | await-received
     #[arg(long)]
     scenario: String,
     /// Client id prefix shared by `queue` and a later `drain` (default: from the process id).
@@ -62,6 +62,12 @@ struct Args {
     /// bridge).
     #[arg(long)]
     sub_port: Option<u16>,
+    /// `collect` with `--prefix`: subscribe the persistent session, then leave.
+    #[arg(long)]
+    subscribe_only: bool,
+    /// Port of a Tern broker's HTTP listener (`await-received`).
+    #[arg(long)]
+    http_port: Option<u16>,
     /// Connect over TLS, trusting this PEM CA (server name `localhost`), full handshakes.
     #[arg(long)]
     cafile: Option<std::path::PathBuf>,
@@ -154,13 +160,25 @@ impl Order {
 
 /// A subscriber's receive loop: acknowledges QoS 1, checks order, and releases one permit of
 /// `window` per message.
-async fn receive(mut c: Client, tally: Arc<Tally>, window: Option<Arc<Semaphore>>) -> Result<()> {
+async fn receive(c: Client, tally: Arc<Tally>, window: Option<Arc<Semaphore>>) -> Result<()> {
+    receive_with(c, tally, window, false).await
+}
+
+/// [`receive`], acknowledging each burst in one write when `batch_acks`.
+async fn receive_with(
+    mut c: Client,
+    tally: Arc<Tally>,
+    window: Option<Arc<Semaphore>>,
+    batch_acks: bool,
+) -> Result<()> {
     let mut order = Order(Vec::new());
     loop {
         match c.next().await? {
             Incoming::Publish { pkid, payload } => {
-                if let Some(id) = pkid {
-                    c.puback(id).await?;
+                match (pkid, batch_acks) {
+                    (Some(id), true) => c.puback_batched(id).await?,
+                    (Some(id), false) => c.puback(id).await?,
+                    (None, _) => {}
                 }
                 order.check(&tally, &payload);
                 if let Some(w) = &window {
@@ -544,6 +562,104 @@ async fn publish(args: &Args) -> Result<Outcome> {
     })
 }
 
+/// One QoS 1 subscriber to `bench/#` receives until `messages` messages arrived, checking
+/// order and duplicates per publisher: the receiving end of a backlog built elsewhere
+/// (`benches/bridge.sh`). Without `--prefix` it subscribes, prints `READY` and receives. With
+/// `--prefix P` its session `P-collect` is persistent: `--subscribe-only` subscribes, prints
+/// `READY` and leaves (messages queue for it); without, it comes back (no new SUBSCRIBE, which
+/// would race what is queued) and receives. It acknowledges each burst in one write. Waits up
+/// to 5 minutes for the first message, then gives up after 10 s without one.
+async fn collect(args: &Args) -> Result<Outcome> {
+    let epoch = Instant::now();
+    let tally = Tally::new(epoch)?;
+    let c = match &args.prefix {
+        None => {
+            let id = format!("collect-{}", std::process::id());
+            let mut c = Client::connect(&args.host, args.port, &id).await?;
+            c.subscribe("bench/#", 1).await?;
+            println!("READY");
+            c
+        }
+        Some(prefix) => {
+            let id = format!("{prefix}-collect");
+            let mut c = Client::connect_with(&args.host, args.port, &id, false).await?;
+            if args.subscribe_only {
+                c.subscribe("bench/#", 1).await?;
+                c.disconnect().await?;
+                println!("READY");
+                return Ok(Outcome::default());
+            }
+            c
+        }
+    };
+    let task = tokio::spawn(receive_with(c, Arc::clone(&tally), None, true));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (mut last, mut stalled) = (0, Instant::now());
+    loop {
+        let got = tally.received.load(Ordering::Relaxed) + tally.gaps.load(Ordering::Relaxed);
+        if got >= args.messages {
+            break;
+        }
+        if got != last {
+            (last, stalled) = (got, Instant::now());
+        } else if (last > 0 && stalled.elapsed() > Duration::from_secs(10))
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task.abort();
+    Ok(tally.outcome(0.0, args.messages))
+}
+
+/// The value of Tern's `tern_messages_received_total` (every QoS) from its HTTP listener on
+/// `port`; `None` if it does not answer within 100 ms (e.g. stopped with SIGSTOP).
+async fn tern_received(port: u16) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scrape = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tern\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        let total: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("tern_messages_received_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        Some(total as u64)
+    };
+    tokio::time::timeout(Duration::from_millis(100), scrape)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Reads a Tern broker's received-message count (HTTP on `--http-port`), prints `READY`, then
+/// scrapes every 2 ms until it grew by `messages` (or 5 minutes passed; `lost` counts what
+/// is missing): when a cloud has taken in a backlog from a bridge.
+async fn await_received(args: &Args) -> Result<Outcome> {
+    let port = args.http_port.context("--http-port is required")?;
+    let base = tern_received(port)
+        .await
+        .context("no metrics from --http-port")?;
+    println!("READY");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut now = base;
+    while now < base + args.messages && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        now = tern_received(port).await.unwrap_or(now);
+    }
+    Ok(Outcome {
+        lost: (base + args.messages).saturating_sub(now),
+        ..Outcome::default()
+    })
+}
+
 /// Fills a broker for the restart measurement: `connections` persistent sessions subscribe at
 /// QoS 1 to one topic and go offline, then `messages` QoS 1 messages are published to it (each
 /// queued for every session) and `retained` retained messages on topics of their own.
@@ -643,6 +759,8 @@ async fn main() -> Result<()> {
         "fill" => fill(&args).await?,
         "queue" => queue(&args).await?,
         "publish" => publish(&args).await?,
+        "collect" => collect(&args).await?,
+        "await-received" => await_received(&args).await?,
         "drain" => drain_sessions(&args).await?,
         other => bail!("unknown scenario {other}"),
     };

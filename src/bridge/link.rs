@@ -33,6 +33,8 @@ const MAX_ECHOES: usize = 10_000;
 const BATCH: usize = 64;
 /// Output waiting for the remote beyond which no more deliveries are taken.
 const HIGH_WATER: usize = 64 * 1024;
+/// Bytes of room a read from the remote gets.
+const READ_ROOM: usize = 16 * 1024;
 
 /// A byte stream to the remote: TCP or TLS.
 trait Remote: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -496,6 +498,10 @@ impl Link {
             Some(at) => at + keep_alive,
             None => self.last_write + keep_alive,
         };
+        // Room for a burst of acknowledgements in one read (an empty BytesMut reads 64 bytes).
+        if self.inbuf.capacity() - self.inbuf.len() < READ_ROOM / 4 {
+            self.inbuf.reserve(READ_ROOM);
+        }
         let (rd, wr, inbuf, outbuf) = (&mut self.rd, &mut self.wr, &mut self.inbuf, &self.outbuf);
         let writing = !outbuf.is_empty();
         tokio::select! {

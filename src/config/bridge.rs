@@ -57,7 +57,9 @@ pub struct BridgeConfig {
     /// Mosquitto's `max_queued_bytes`, per bridge.
     #[serde(default)]
     pub max_queued_bytes: Option<u64>,
-    /// Unacknowledged QoS 1/2 messages in flight to the remote.
+    /// Unacknowledged QoS 1/2 messages in flight to the remote (a v5 remote's Receive Maximum
+    /// lowers it). Large, so a backlog drains at link speed over a long round trip; after a
+    /// lost link at most this many QoS 1 messages may arrive twice.
     #[serde(default = "inflight")]
     pub max_inflight: u16,
     /// First wait before reconnecting, in milliseconds; doubled per failure up to
@@ -206,7 +208,7 @@ fn hundred_thousand() -> usize {
     100_000
 }
 fn inflight() -> u16 {
-    100
+    1000
 }
 fn second() -> u64 {
     1_000
