@@ -586,6 +586,57 @@ TOML
   fi
 fi
 
+# Bridge (Tern only): a Mosquitto edge bridged `both` ways to Tern with Mosquitto's defaults,
+# so it announces itself as a bridge (protocol level 0x84): accepted at once, and what it
+# publishes does not come back to it (No Local for bridges, as Mosquitto gives them).
+if [ -n "$BROKER_PID" ] && [ -x "${MOSQUITTO:-/nonexistent}" ]; then
+  MEDGE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat >"$WORK/mosquitto-edge.conf" <<CONF
+user root
+allow_anonymous true
+listener $MEDGE_PORT 127.0.0.1
+connection tern
+address 127.0.0.1:$PORT
+topic sensors/# both 1 "" gw2/
+restart_timeout 1
+CONF
+  "$MOSQUITTO" -c "$WORK/mosquitto-edge.conf" >"$WORK/mosquitto-edge.log" 2>&1 &
+  MEDGE_PID=$!
+  up=""
+  # Within the first attempt: a refused bridge bit would cost Mosquitto a retry.
+  for _ in $(seq 1 20); do
+    up=$(mosquitto_sub -h 127.0.0.1 -p "$MEDGE_PORT" -t '$SYS/broker/connection/+/state' -C 1 -W 1 2>/dev/null || true)
+    [ "$up" = 1 ] && break
+    sleep 0.1
+  done
+  if [ "$up" != 1 ]; then
+    fail "Mosquitto bridge to Tern" "not connected: $(tail -3 "$WORK/mosquitto-edge.log" | oneline)"
+  else
+    P_EDGE=(-h 127.0.0.1 -p "$MEDGE_PORT")
+    stdbuf -oL mosquitto_sub "${P_EDGE[@]}" -d -t 'sensors/#' -q 1 -v >"$WORK/medge_sub.out" 2>&1 &
+    echo $! >"$WORK/medge_sub.pid"
+    if wait_line medge_sub '^Client .* received SUBACK' && start_sub tern_gw2 -t 'gw2/sensors/#' -q 1 -v -C 1 -W 10; then
+      mosquitto_pub "${P_EDGE[@]}" -t sensors/t -m 20 -q 1 || true
+      stop_sub tern_gw2
+      # The fence goes the other way, behind any echo of sensors/t on the same link.
+      pub -t gw2/sensors/fence -m end -q 1
+      wait_line medge_sub '^sensors/fence end' || true
+      kill "$(cat "$WORK/medge_sub.pid")" 2>/dev/null || true
+      wait "$(cat "$WORK/medge_sub.pid")" 2>/dev/null || true
+      got=$(payloads medge_sub | oneline)
+      if grep -q "gw2/sensors/t 20" "$WORK/tern_gw2.out" && [ "$got" = "sensors/t 20|sensors/fence end" ]; then
+        pass "Mosquitto bridge (bridge bit) to Tern: both ways, nothing echoed back"
+      else
+        fail "Mosquitto bridge to Tern" "on Tern: $(payloads tern_gw2 | oneline); on the edge: $got"
+      fi
+    else
+      fail "Mosquitto bridge to Tern" "no SUBACK"
+    fi
+  fi
+  kill "$MEDGE_PID" 2>/dev/null || true
+  wait "$MEDGE_PID" 2>/dev/null || true
+fi
+
 if [ -n "$BROKER_PID" ]; then
   if ! kill -0 "$BROKER_PID" 2>/dev/null; then
     fail "broker alive after all cases" "the broker died during the run"
