@@ -1,7 +1,7 @@
 //! One bridge: its local session, and connections to the remote broker, one after another,
 //! with exponential backoff and jitter between them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::echo::Echoes;
+use super::rules::{rules, to_local, to_remote, Rule};
+use super::tls::connector as tls_connector;
 use super::LOCAL_ID_PREFIX;
 use crate::broker::{BrokerState, Mailbox, Published};
 use crate::config::BridgeConfig;
@@ -26,9 +29,6 @@ use crate::topic;
 
 /// Bounds connecting, the TLS handshake and waiting for CONNACK and SUBACK.
 const HANDSHAKE: Duration = Duration::from_secs(10);
-/// How long, and how many, messages sent on a 3.1.1 link are remembered to spot echoes.
-const ECHO_MEMORY: Duration = Duration::from_secs(30);
-const MAX_ECHOES: usize = 10_000;
 /// Deliveries moved from the mailbox per turn.
 const BATCH: usize = 64;
 /// Output waiting for the remote beyond which no more deliveries are taken.
@@ -39,54 +39,6 @@ const READ_ROOM: usize = 16 * 1024;
 /// A byte stream to the remote: TCP or TLS.
 trait Remote: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Remote for T {}
-
-/// A rule with its prefixes applied.
-struct Rule {
-    local_filter: String,
-    remote_filter: String,
-    local_prefix: String,
-    remote_prefix: String,
-    qos: QoS,
-    out: bool,
-    inbound: bool,
-}
-
-fn rules(cfg: &BridgeConfig) -> Vec<Rule> {
-    cfg.topics
-        .iter()
-        .map(|t| Rule {
-            local_filter: format!("{}{}", t.local_prefix, t.pattern),
-            remote_filter: format!("{}{}", t.remote_prefix, t.pattern),
-            local_prefix: t.local_prefix.clone(),
-            remote_prefix: t.remote_prefix.clone(),
-            qos: QoS::from_u8(t.qos).unwrap_or(QoS::AtLeastOnce),
-            out: t.direction.out(),
-            inbound: t.direction.inbound(),
-        })
-        .collect()
-}
-
-/// The remote topic for local topic `t`, by the first `out` rule that matches it.
-fn to_remote(rules: &[Rule], t: &str) -> Option<String> {
-    rules
-        .iter()
-        .filter(|r| r.out && topic::matches(&r.local_filter, t))
-        .find_map(|r| {
-            t.strip_prefix(r.local_prefix.as_str())
-                .map(|rest| format!("{}{rest}", r.remote_prefix))
-        })
-}
-
-/// The local topic and QoS for remote topic `t`, by the first `in` rule that matches it.
-fn to_local(rules: &[Rule], t: &str) -> Option<(String, QoS)> {
-    rules
-        .iter()
-        .filter(|r| r.inbound && topic::matches(&r.remote_filter, t))
-        .find_map(|r| {
-            t.strip_prefix(r.remote_prefix.as_str())
-                .map(|rest| (format!("{}{rest}", r.local_prefix), r.qos))
-        })
-}
 
 /// Why a connection to the remote ended.
 enum End {
@@ -273,9 +225,9 @@ struct Link {
     ping_sent: Option<Instant>,
     /// Packet id of our SUBSCRIBE until its SUBACK.
     subscribing: Option<u16>,
-    /// MQTT 3.1.1 has no No Local: what we sent recently (topic and payload hashed), so that
-    /// the remote echoing it back to our own subscription is recognised and dropped.
-    echoes: VecDeque<(u64, Instant)>,
+    /// MQTT 3.1.1 has no No Local: what we sent recently, so that the remote echoing it back
+    /// to our own subscription is recognised and dropped.
+    echoes: Echoes,
 }
 
 /// What woke the connection.
@@ -334,7 +286,7 @@ impl Link {
             last_write: Instant::now(),
             ping_sent: None,
             subscribing: None,
-            echoes: VecDeque::new(),
+            echoes: Echoes::default(),
         };
         let connect = Connect {
             version,
@@ -364,33 +316,14 @@ impl Link {
     /// Sends `packet`, remembering a PUBLISH on a 3.1.1 link (see [`Link::echoes`]).
     fn send_publish(&mut self, packet: &Packet) {
         if let (Packet::Publish(p), false) = (packet, self.version.is_v5()) {
-            let now = Instant::now();
-            while self
-                .echoes
-                .front()
-                .is_some_and(|(_, at)| now.duration_since(*at) > ECHO_MEMORY)
-                || self.echoes.len() >= MAX_ECHOES
-            {
-                self.echoes.pop_front();
-            }
-            self.echoes.push_back((echo_key(&p.topic, &p.payload), now));
+            self.echoes.remember(&p.topic, &p.payload, Instant::now());
         }
         self.send(packet);
     }
 
     /// Whether `p` is the remote echoing back something we sent (3.1.1 links); forgets it.
     fn is_echo(&mut self, p: &Publish) -> bool {
-        if self.version.is_v5() {
-            return false;
-        }
-        let key = echo_key(&p.topic, &p.payload);
-        match self.echoes.iter().position(|(k, _)| *k == key) {
-            Some(i) => {
-                self.echoes.remove(i);
-                true
-            }
-            None => false,
-        }
+        !self.version.is_v5() && self.echoes.take(&p.topic, &p.payload)
     }
 
     fn send(&mut self, packet: &Packet) {
@@ -788,14 +721,6 @@ impl Link {
     }
 }
 
-fn echo_key(topic: &str, payload: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    topic.hash(&mut h);
-    payload.hash(&mut h);
-    h.finish()
-}
-
 /// The PUBLISH to the remote for local delivery `d`, under its remote topic.
 fn remote_publish(
     ctx: &Ctx<'_>,
@@ -821,36 +746,4 @@ fn remote_publish(
         payload: d.msg.publish.payload.clone(),
         properties,
     }))
-}
-
-/// A rustls connector trusting `cafile`, presenting `certfile`/`keyfile` if given.
-fn tls_connector(cfg: &BridgeConfig) -> Result<tokio_rustls::TlsConnector, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let ca = cfg.cafile.as_deref().ok_or("no cafile")?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
-        let c = c.map_err(|e| format!("{}: {e}", ca.display()))?;
-        roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let config = match (&cfg.certfile, &cfg.keyfile) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| format!("{}: {e}", cert.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| e.to_string())?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

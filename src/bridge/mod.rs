@@ -13,7 +13,10 @@
 //! bridges of the same topics still give two routes between the brokers: bridge a topic from
 //! one side (one bridge with `both`) to get each message once.
 
+mod echo;
 mod link;
+mod rules;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,150 @@
+//! Listener settings: `[listener]` (plain MQTT over TCP) and `[[listeners]]` (TCP, TLS,
+//! WebSockets, each with its own limits and client-certificate rules).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[listener]`: where plain MQTT over TCP is served.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Address to bind, like `mosquitto`'s `listener 1883 ADDR`.
+    pub bind: IpAddr,
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+    /// Overrides `auth.allow_anonymous` for this listener.
+    pub allow_anonymous: Option<bool>,
+}
+
+/// One more MQTT listener (`[[listeners]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraListener {
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub kind: ListenerKind,
+    /// Address to listen on.
+    #[serde(default = "any_address")]
+    pub bind: IpAddr,
+    /// Port (0: any free one, logged).
+    pub port: u16,
+    /// TLS: PEM certificate chain (server certificate first).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// TLS: PEM private key (PKCS#8, PKCS#1 or SEC1; RSA or ECDSA).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// TLS and WebSockets: seconds a client has to complete the TLS handshake and WebSocket
+    /// upgrade.
+    #[serde(default = "ten_seconds")]
+    pub handshake_timeout_secs: u64,
+    /// WebSockets: the URL path MQTT is served on (other paths get 404).
+    #[serde(default = "mqtt_path")]
+    pub path: String,
+    /// Connections open at once on this listener (within `limits.max_connections`); `None`:
+    /// only the broker-wide limit.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Overrides `auth.allow_anonymous` for this listener.
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+    /// Mutual TLS: PEM file of the CA(s) client certificates are verified against (chain and
+    /// expiry). Without it, clients are not asked for a certificate.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Mutual TLS: refuse clients without a valid certificate (with `client_ca`; default true).
+    /// false: a certificate is asked for and verified if given, but not required.
+    #[serde(default = "yes")]
+    pub require_client_cert: bool,
+    /// Mutual TLS: put the verified client certificate's identity into the connection's user
+    /// name (for authentication and ACLs): its subject common name (`cn`), its first DNS,
+    /// e-mail or URI subject alternative name (`san`), or not (`none`).
+    #[serde(default)]
+    pub identity_as_username: IdentitySource,
+}
+
+impl ExtraListener {
+    /// A listener of `kind` on `port` (any address) with every other key at its default.
+    pub fn new(kind: ListenerKind, port: u16) -> ExtraListener {
+        ExtraListener {
+            kind,
+            bind: any_address(),
+            port,
+            cert: None,
+            key: None,
+            handshake_timeout_secs: ten_seconds(),
+            path: mqtt_path(),
+            max_connections: None,
+            allow_anonymous: None,
+            client_ca: None,
+            require_client_cert: yes(),
+            identity_as_username: IdentitySource::None,
+        }
+    }
+}
+
+/// Where a client certificate's identity comes from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentitySource {
+    /// Not used.
+    #[default]
+    None,
+    /// Subject common name.
+    Cn,
+    /// First DNS, e-mail or URI subject alternative name.
+    San,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn any_address() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
+
+fn ten_seconds() -> u64 {
+    10
+}
+
+fn mqtt_path() -> String {
+    "/mqtt".into()
+}
+
+/// What a listener speaks below MQTT.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket over TCP.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl ListenerKind {
+    /// Whether it needs a certificate and key.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+    }
+
+    /// Whether MQTT travels in WebSocket frames.
+    pub fn is_ws(self) -> bool {
+        matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 1883,
+            allow_anonymous: None,
+        }
+    }
+}
