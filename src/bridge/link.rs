@@ -225,9 +225,36 @@ struct Link {
     ping_sent: Option<Instant>,
     /// Packet id of our SUBSCRIBE until its SUBACK.
     subscribing: Option<u16>,
+    /// What the remote takes, from its CONNACK.
+    limits: RemoteLimits,
+    /// Scratch space to measure a PUBLISH against the remote's Maximum Packet Size.
+    sizer: BytesMut,
     /// MQTT 3.1.1 has no No Local: what we sent recently, so that the remote echoing it back
     /// to our own subscription is recognised and dropped.
     echoes: Echoes,
+}
+
+/// What a v5 remote said it takes (3.1.1: no limits). Sending beyond them is a protocol
+/// error: the remote would disconnect, and the same message would come first again on every
+/// reconnect, so the bridge would never move on.
+struct RemoteLimits {
+    max_qos: QoS,
+    retain: bool,
+    max_packet: usize,
+}
+
+impl RemoteLimits {
+    fn from(ack: &ConnAck) -> RemoteLimits {
+        let p = &ack.properties;
+        RemoteLimits {
+            max_qos: p
+                .maximum_qos
+                .and_then(QoS::from_u8)
+                .unwrap_or(QoS::ExactlyOnce),
+            retain: p.retain_available != Some(0),
+            max_packet: p.maximum_packet_size.map_or(usize::MAX, |n| n as usize),
+        }
+    }
 }
 
 /// What woke the connection.
@@ -286,6 +313,8 @@ impl Link {
             last_write: Instant::now(),
             ping_sent: None,
             subscribing: None,
+            limits: RemoteLimits::from(&ConnAck::default()),
+            sizer: BytesMut::new(),
             echoes: Echoes::default(),
         };
         let connect = Connect {
@@ -370,6 +399,7 @@ impl Link {
             .unwrap_or(u16::MAX)
             .min(ctx.cfg.max_inflight);
         session.set_window(window);
+        self.limits = RemoteLimits::from(ack);
         if !ack.session_present {
             // The remote starts afresh: its packet ids of QoS 2 messages we received mean
             // nothing any more (and will be reused for new messages).
@@ -459,7 +489,7 @@ impl Link {
 
     /// SUBSCRIBE for the `in` rules (No Local with MQTT 5: what we send never comes back).
     /// Deliveries wait for the SUBACK, so its packet id cannot collide with theirs.
-    fn subscribe_remote(&mut self, ctx: &Ctx<'_>, session: &Session) {
+    fn subscribe_remote(&mut self, ctx: &Ctx<'_>, session: &mut Session) {
         let v5 = self.version.is_v5();
         let filters: Vec<SubscribeFilter> = ctx
             .rules
@@ -499,14 +529,27 @@ impl Link {
     }
 
     /// What the remote has not acknowledged, again, in order, DUP set.
-    fn resend(&mut self, ctx: &Ctx<'_>, session: &Session) {
+    fn resend(&mut self, ctx: &Ctx<'_>, session: &mut Session) {
         let now = std::time::Instant::now();
         let mut packets = Vec::new();
+        let mut abandoned = Vec::new();
         for r in session.resend() {
             match r {
                 Resend::Publish { pkid, delivery } => {
-                    if let Some(p) = remote_publish(ctx, delivery, pkid, true, now) {
-                        packets.push(p);
+                    let checked = match delivery.qos <= self.limits.max_qos {
+                        true => self.outgoing(ctx, delivery, now),
+                        false => Err("its QoS is above the remote's Maximum QoS"),
+                    };
+                    match checked {
+                        Ok(mut p) => {
+                            p.pkid = pkid;
+                            p.dup = true;
+                            packets.push(Packet::Publish(p));
+                        }
+                        Err(why) => {
+                            warn!(bridge = %ctx.cfg.name, topic = delivery.msg.topic(), why, "message not forwarded");
+                            abandoned.push((pkid, delivery.qos));
+                        }
                     }
                 }
                 Resend::PubRel(pkid) => packets.push(Packet::PubRel(Ack {
@@ -518,6 +561,44 @@ impl Link {
         for p in &packets {
             self.send_publish(p);
         }
+        // Ended here, as the remote refusing them would end them (a failover to a remote that
+        // takes less than the one they were first sent to).
+        for (pkid, qos) in abandoned {
+            metrics::bridge_dropped(&ctx.cfg.name, 1);
+            let seq = match qos {
+                QoS::ExactlyOnce => match session.pubrec(pkid, ReasonCode::UnspecifiedError) {
+                    PubRecOutcome::Ended { seq } => seq,
+                    _ => 0,
+                },
+                _ => session.puback(pkid).unwrap_or(0),
+            };
+            ctx.state.store_acked(session, pkid, seq);
+        }
+    }
+
+    /// The PUBLISH to the remote for local delivery `d` (packet id still 0), under its remote
+    /// topic and within the remote's limits; why not, if it cannot go.
+    fn outgoing(
+        &mut self,
+        ctx: &Ctx<'_>,
+        d: &crate::session::Delivery,
+        now: std::time::Instant,
+    ) -> Result<Publish, &'static str> {
+        let mut p = remote_publish(ctx, d, now).ok_or("no out rule for its topic any more")?;
+        p.retain &= self.limits.retain;
+        if self.limits.max_packet < usize::MAX {
+            self.sizer.clear();
+            // Any non-zero packet id encodes to the same size.
+            let probe = Publish {
+                pkid: 1,
+                ..p.clone()
+            };
+            let encoded = protocol::encode(&Packet::Publish(probe), self.version, &mut self.sizer);
+            if encoded.is_err() || self.sizer.len() > self.limits.max_packet {
+                return Err("larger than the remote's Maximum Packet Size");
+            }
+        }
+        Ok(p)
     }
 
     /// Moves deliveries from the local queue to the remote, within the remote's window.
@@ -543,17 +624,26 @@ impl Link {
         let mut sent = Vec::new();
         let mut packets = Vec::new();
         let mut qos0 = 0;
-        for d in scratch.drain(..) {
+        for mut d in scratch.drain(..) {
             let seq = d.seq;
+            d.qos = d.qos.min(self.limits.max_qos);
+            // What cannot go out never takes a place in the window.
+            let mut publish = match self.outgoing(ctx, &d, now) {
+                Ok(p) => p,
+                Err(why) => {
+                    warn!(bridge = %ctx.cfg.name, topic = d.msg.topic(), why, "message not forwarded");
+                    metrics::bridge_dropped(&ctx.cfg.name, 1);
+                    state.store_delivered(session, seq);
+                    continue;
+                }
+            };
             match session.start(d, now) {
                 Some((pkid, d)) => {
                     if seq != 0 && d.qos == QoS::ExactlyOnce {
                         sent.push((pkid, seq));
                     }
-                    match remote_publish(ctx, &d, pkid, false, now) {
-                        Some(p) => packets.push(p),
-                        None => debug!(topic = d.msg.topic(), "no out rule for this topic"),
-                    }
+                    publish.pkid = pkid;
+                    packets.push(Packet::Publish(publish));
                     if d.qos == QoS::AtMostOnce {
                         qos0 += 1;
                         if seq != 0 {
@@ -721,14 +811,12 @@ impl Link {
     }
 }
 
-/// The PUBLISH to the remote for local delivery `d`, under its remote topic.
+/// The PUBLISH to the remote for local delivery `d`, under its remote topic (packet id 0).
 fn remote_publish(
     ctx: &Ctx<'_>,
     d: &crate::session::Delivery,
-    pkid: u16,
-    dup: bool,
     now: std::time::Instant,
-) -> Option<Packet> {
+) -> Option<Publish> {
     let topic = to_remote(ctx.rules, d.msg.topic())?;
     let mut properties = d.msg.publish.properties.clone();
     properties.message_expiry_interval = d.msg.remaining_expiry(now);
@@ -737,13 +825,13 @@ fn remote_publish(
     if ctx.cfg.is_v5() {
         super::add_to_path(&mut properties.user_properties, ctx.state.id());
     }
-    Some(Packet::Publish(Publish {
-        dup,
+    Some(Publish {
+        dup: false,
         qos: d.qos,
         retain: d.retain,
         topic,
-        pkid,
+        pkid: 0,
         payload: d.msg.publish.payload.clone(),
         properties,
-    }))
+    })
 }

@@ -10,8 +10,8 @@ use crate::harness::{TestBroker, WAIT};
 use crate::ops::wait_for;
 use crate::rmq::V4;
 use crate::wire::{
-    parse_ack, pubrel, Publish, RawClient, CONNACK, CONNECT, PUBCOMP, PUBREC, SUBACK, SUBSCRIBE,
-    V311,
+    parse_ack, parse_publish, pubrel, Publish, RawClient, CONNACK, CONNECT, PUBACK, PUBCOMP,
+    PUBREC, SUBACK, SUBSCRIBE, V311, V5,
 };
 
 /// A bridge named `name` to `port` with `topics` (everything else at its default).
@@ -477,4 +477,62 @@ async fn inbound_qos2_is_exactly_once_across_an_edge_crash() {
     assert_eq!(parse_ack(&link.recv_expect(PUBREC).await).0, 8);
     assert_eq!(&device.next_publish().await.payload[..], b"new");
     drop(edge);
+}
+
+/// A v5 remote's CONNACK limits are kept: QoS capped at its Maximum QoS, no RETAIN when it has
+/// no retained messages, and a message over its Maximum Packet Size dropped and counted rather
+/// than sent (which would get the bridge disconnected, with the same message first again on
+/// every reconnect). What follows still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v5_remotes_limits_are_respected() {
+    let remote = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = remote.local_addr().unwrap().port();
+    let edge_dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"127.0.0.1:{port}\"]\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n\n[[bridge.topics]]\npattern = \"data/#\"\ndirection = \"out\"\nqos = 2\n"
+    );
+    let edge = ChildBroker::start_with(edge_dir.path(), true, "fsync", &config);
+    let (stream, _) = tokio::time::timeout(WAIT, remote.accept())
+        .await
+        .expect("the bridge connects")
+        .unwrap();
+    let mut link = RawClient::from_stream(stream);
+    link.recv_expect(CONNECT).await;
+    // Maximum QoS 1, Retain Available 0, Maximum Packet Size 200.
+    link.send(&[CONNACK, 12, 0, 0, 9, 0x24, 1, 0x25, 0, 0x27, 0, 0, 0, 200])
+        .await;
+    let device = V4::connect(edge.addr.port(), "device").await;
+    device
+        .client
+        .publish("data/big", QoS::AtLeastOnce, false, vec![b'x'; 500])
+        .await
+        .unwrap();
+    device
+        .client
+        .publish("data/r", QoS::ExactlyOnce, true, "kept")
+        .await
+        .unwrap();
+    let (first, body) = link.recv_packet().await;
+    let p = parse_publish(V5, first, &body);
+    assert_eq!(
+        (p.topic.as_str(), p.qos, p.retain, &p.payload[..]),
+        ("data/r", 1, false, &b"kept"[..]),
+        "{p:?}"
+    );
+    link.send(&[PUBACK, 2, (p.pkid >> 8) as u8, p.pkid as u8])
+        .await;
+    wait_for(
+        &edge,
+        "tern_bridge_dropped_total",
+        &["bridge=\"cloud\""],
+        1.0,
+    )
+    .await;
+    wait_for(
+        &edge,
+        "tern_bridge_messages_total",
+        &["bridge=\"cloud\"", "direction=\"out\""],
+        1.0,
+    )
+    .await;
 }
