@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::echo::Echoes;
-use super::rules::{rules, to_local, to_remote, Rule};
+use super::outgoing::Shaper;
+use super::rules::{rules, to_local, Rule};
 use super::tls::connector as tls_connector;
 use super::LOCAL_ID_PREFIX;
 use crate::broker::{BrokerState, Mailbox, Published};
@@ -225,36 +226,11 @@ struct Link {
     ping_sent: Option<Instant>,
     /// Packet id of our SUBSCRIBE until its SUBACK.
     subscribing: Option<u16>,
-    /// What the remote takes, from its CONNACK.
-    limits: RemoteLimits,
-    /// Scratch space to measure a PUBLISH against the remote's Maximum Packet Size.
-    sizer: BytesMut,
+    /// Deliveries as PUBLISHes the remote takes (its CONNACK's limits).
+    shaper: Shaper,
     /// MQTT 3.1.1 has no No Local: what we sent recently, so that the remote echoing it back
     /// to our own subscription is recognised and dropped.
     echoes: Echoes,
-}
-
-/// What a v5 remote said it takes (3.1.1: no limits). Sending beyond them is a protocol
-/// error: the remote would disconnect, and the same message would come first again on every
-/// reconnect, so the bridge would never move on.
-struct RemoteLimits {
-    max_qos: QoS,
-    retain: bool,
-    max_packet: usize,
-}
-
-impl RemoteLimits {
-    fn from(ack: &ConnAck) -> RemoteLimits {
-        let p = &ack.properties;
-        RemoteLimits {
-            max_qos: p
-                .maximum_qos
-                .and_then(QoS::from_u8)
-                .unwrap_or(QoS::ExactlyOnce),
-            retain: p.retain_available != Some(0),
-            max_packet: p.maximum_packet_size.map_or(usize::MAX, |n| n as usize),
-        }
-    }
 }
 
 /// What woke the connection.
@@ -313,8 +289,7 @@ impl Link {
             last_write: Instant::now(),
             ping_sent: None,
             subscribing: None,
-            limits: RemoteLimits::from(&ConnAck::default()),
-            sizer: BytesMut::new(),
+            shaper: Shaper::new(version, &ConnAck::default()),
             echoes: Echoes::default(),
         };
         let connect = Connect {
@@ -399,7 +374,7 @@ impl Link {
             .unwrap_or(u16::MAX)
             .min(ctx.cfg.max_inflight);
         session.set_window(window);
-        self.limits = RemoteLimits::from(ack);
+        self.shaper = Shaper::new(self.version, ack);
         if !ack.session_present {
             // The remote starts afresh: its packet ids of QoS 2 messages we received mean
             // nothing any more (and will be reused for new messages).
@@ -535,23 +510,17 @@ impl Link {
         let mut abandoned = Vec::new();
         for r in session.resend() {
             match r {
-                Resend::Publish { pkid, delivery } => {
-                    let checked = match delivery.qos <= self.limits.max_qos {
-                        true => self.outgoing(ctx, delivery, now),
-                        false => Err("its QoS is above the remote's Maximum QoS"),
-                    };
-                    match checked {
-                        Ok(mut p) => {
-                            p.pkid = pkid;
-                            p.dup = true;
-                            packets.push(Packet::Publish(p));
-                        }
-                        Err(why) => {
-                            warn!(bridge = %ctx.cfg.name, topic = delivery.msg.topic(), why, "message not forwarded");
-                            abandoned.push((pkid, delivery.qos));
-                        }
+                Resend::Publish { pkid, delivery } => match self.outgoing(ctx, delivery, now) {
+                    Ok(mut p) => {
+                        p.pkid = pkid;
+                        p.dup = true;
+                        packets.push(Packet::Publish(p));
                     }
-                }
+                    Err(why) => {
+                        warn!(bridge = %ctx.cfg.name, topic = delivery.msg.topic(), why, "message not forwarded");
+                        abandoned.push((pkid, delivery.qos));
+                    }
+                },
                 Resend::PubRel(pkid) => packets.push(Packet::PubRel(Ack {
                     pkid,
                     ..Ack::default()
@@ -576,29 +545,16 @@ impl Link {
         }
     }
 
-    /// The PUBLISH to the remote for local delivery `d` (packet id still 0), under its remote
-    /// topic and within the remote's limits; why not, if it cannot go.
+    /// The PUBLISH to the remote for local delivery `d` (packet id still 0); why not, if it
+    /// cannot go (see [`Shaper`]).
     fn outgoing(
         &mut self,
         ctx: &Ctx<'_>,
         d: &crate::session::Delivery,
         now: std::time::Instant,
     ) -> Result<Publish, &'static str> {
-        let mut p = remote_publish(ctx, d, now).ok_or("no out rule for its topic any more")?;
-        p.retain &= self.limits.retain;
-        if self.limits.max_packet < usize::MAX {
-            self.sizer.clear();
-            // Any non-zero packet id encodes to the same size.
-            let probe = Publish {
-                pkid: 1,
-                ..p.clone()
-            };
-            let encoded = protocol::encode(&Packet::Publish(probe), self.version, &mut self.sizer);
-            if encoded.is_err() || self.sizer.len() > self.limits.max_packet {
-                return Err("larger than the remote's Maximum Packet Size");
-            }
-        }
-        Ok(p)
+        let path_id = ctx.cfg.is_v5().then(|| ctx.state.id());
+        self.shaper.publish(ctx.rules, path_id, d, now)
     }
 
     /// Moves deliveries from the local queue to the remote, within the remote's window.
@@ -626,7 +582,7 @@ impl Link {
         let mut qos0 = 0;
         for mut d in scratch.drain(..) {
             let seq = d.seq;
-            d.qos = d.qos.min(self.limits.max_qos);
+            d.qos = d.qos.min(self.shaper.max_qos());
             // What cannot go out never takes a place in the window.
             let mut publish = match self.outgoing(ctx, &d, now) {
                 Ok(p) => p,
@@ -809,29 +765,4 @@ impl Link {
         }
         Ok(())
     }
-}
-
-/// The PUBLISH to the remote for local delivery `d`, under its remote topic (packet id 0).
-fn remote_publish(
-    ctx: &Ctx<'_>,
-    d: &crate::session::Delivery,
-    now: std::time::Instant,
-) -> Option<Publish> {
-    let topic = to_remote(ctx.rules, d.msg.topic())?;
-    let mut properties = d.msg.publish.properties.clone();
-    properties.message_expiry_interval = d.msg.remaining_expiry(now);
-    properties.subscription_identifiers.clear();
-    properties.topic_alias = None;
-    if ctx.cfg.is_v5() {
-        super::add_to_path(&mut properties.user_properties, ctx.state.id());
-    }
-    Some(Publish {
-        dup: false,
-        qos: d.qos,
-        retain: d.retain,
-        topic,
-        pkid: 0,
-        payload: d.msg.publish.payload.clone(),
-        properties,
-    })
 }

@@ -15,6 +15,7 @@
 
 mod echo;
 mod link;
+mod outgoing;
 mod rules;
 mod tls;
 
