@@ -34,6 +34,8 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 const BATCH: usize = 64;
 /// Output waiting for the remote beyond which no more deliveries are taken.
 const HIGH_WATER: usize = 64 * 1024;
+/// The largest packet MQTT can frame: 1 byte of header, 4 of length, 268,435,455 of body.
+const MQTT_MAX_PACKET: u32 = 268_435_460;
 /// Bytes of room a read from the remote gets.
 const READ_ROOM: usize = 16 * 1024;
 
@@ -73,6 +75,10 @@ pub(super) async fn run(
     connection_state(&state, &cfg.name, false);
     let mut delay = cfg.reconnect_min_ms;
     let mut attempts = 0u64;
+    // MQTT 5 remotes are told our packet size limit and discard what is larger [MQTT-3.1.2-25];
+    // a 3.1.1 remote cannot be told, so from it any size MQTT allows is read rather than a
+    // larger message closing the link on every reconnect.
+    let max_packet = state.config().limits.max_packet_size;
     'outer: loop {
         for addr in &cfg.addresses {
             if *stop.borrow() || mailbox.take_kick() {
@@ -83,7 +89,7 @@ pub(super) async fn run(
             }
             attempts += 1;
             let connected = tokio::select! {
-                c = tokio::time::timeout(HANDSHAKE, Link::connect(&cfg, addr)) => c,
+                c = tokio::time::timeout(HANDSHAKE, Link::connect(&cfg, addr, max_packet)) => c,
                 _ = stop.changed() => break 'outer,
             };
             let (mut link, ack) = match connected {
@@ -244,7 +250,11 @@ enum Event {
 
 impl Link {
     /// Connects to `addr` (TLS with `cafile`), sends CONNECT and reads the CONNACK.
-    async fn connect(cfg: &BridgeConfig, addr: &str) -> Result<(Link, ConnAck), String> {
+    async fn connect(
+        cfg: &BridgeConfig,
+        addr: &str,
+        max_packet: u32,
+    ) -> Result<(Link, ConnAck), String> {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -279,7 +289,11 @@ impl Link {
             rd,
             wr,
             decoder: Decoder::client(
-                crate::config::LimitsConfig::default().max_packet_size,
+                if version.is_v5() {
+                    max_packet
+                } else {
+                    MQTT_MAX_PACKET
+                },
                 version,
             ),
             inbuf: BytesMut::new(),
@@ -302,6 +316,7 @@ impl Link {
             will: None,
             properties: ConnectProperties {
                 session_expiry_interval: cfg.is_v5().then_some(cfg.session_expiry_secs),
+                maximum_packet_size: cfg.is_v5().then_some(max_packet),
                 ..ConnectProperties::default()
             },
             // Not every broker accepts the 3.1.1 bridge bit, so it is not sent; the echo filter

@@ -479,7 +479,7 @@ async fn inbound_qos2_is_exactly_once_across_an_edge_crash() {
     drop(edge);
 }
 
-/// A v5 remote's CONNACK limits are kept: QoS capped at its Maximum QoS, no RETAIN when it has
+/// The bridge tells a v5 remote its packet size limit, and keeps the remote's CONNACK limits: QoS capped at its Maximum QoS, no RETAIN when it has
 /// no retained messages, and a message over its Maximum Packet Size dropped and counted rather
 /// than sent (which would get the bridge disconnected, with the same message first again on
 /// every reconnect). What follows still goes through.
@@ -497,7 +497,13 @@ async fn a_v5_remotes_limits_are_respected() {
         .expect("the bridge connects")
         .unwrap();
     let mut link = RawClient::from_stream(stream);
-    link.recv_expect(CONNECT).await;
+    let connect = link.recv_expect(CONNECT).await;
+    // Our own Maximum Packet Size (the default 1 MiB) is in the CONNECT properties, so the
+    // remote discards larger messages rather than sending them [MQTT-3.1.2-25].
+    assert!(
+        connect.windows(5).any(|w| w == [0x27, 0, 0x10, 0, 0]),
+        "no Maximum Packet Size in CONNECT: {connect:02x?}"
+    );
     // Maximum QoS 1, Retain Available 0, Maximum Packet Size 200.
     link.send(&[CONNACK, 12, 0, 0, 9, 0x24, 1, 0x25, 0, 0x27, 0, 0, 0, 200])
         .await;
