@@ -79,6 +79,8 @@ pub(super) async fn run(
     // a 3.1.1 remote cannot be told, so from it any size MQTT allows is read rather than a
     // larger message closing the link on every reconnect.
     let max_packet = state.config().limits.max_packet_size;
+    // Mosquitto's try_private: dropped for good once a remote refuses it.
+    let mut bridge_bit = cfg.try_private && !cfg.is_v5();
     'outer: loop {
         for addr in &cfg.addresses {
             if *stop.borrow() || mailbox.take_kick() {
@@ -89,13 +91,20 @@ pub(super) async fn run(
             }
             attempts += 1;
             let connected = tokio::select! {
-                c = tokio::time::timeout(HANDSHAKE, Link::connect(&cfg, addr, max_packet)) => c,
+                c = tokio::time::timeout(HANDSHAKE, Link::connect(&cfg, addr, max_packet, bridge_bit)) => c,
                 _ = stop.changed() => break 'outer,
             };
             let (mut link, ack) = match connected {
                 Ok(Ok(c)) => c,
+                Ok(Err(e)) if e.maybe_bridge_bit => {
+                    // Like Mosquitto: the same remote again at once, without the bit.
+                    info!(bridge = %cfg.name, %addr, error = %e.why, "the remote does not take the bridge bit (try_private); connecting without it");
+                    bridge_bit = false;
+                    attempts = 0;
+                    continue 'outer;
+                }
                 Ok(Err(e)) => {
-                    warn!(bridge = %cfg.name, %addr, error = %e, "bridge cannot connect");
+                    warn!(bridge = %cfg.name, %addr, error = %e.why, "bridge cannot connect");
                     continue;
                 }
                 Err(_) => {
@@ -237,6 +246,24 @@ struct Link {
     /// MQTT 3.1.1 has no No Local: what we sent recently, so that the remote echoing it back
     /// to our own subscription is recognised and dropped.
     echoes: Echoes,
+    /// The remote took our 3.1.1 bridge bit: it gives our subscriptions No Local itself.
+    bridge_bit: bool,
+}
+
+/// Why connecting to the remote failed.
+struct Failure {
+    why: String,
+    /// The remote may have refused the 3.1.1 bridge bit: worth trying again without it.
+    maybe_bridge_bit: bool,
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Failure {
+        Failure {
+            why,
+            maybe_bridge_bit: false,
+        }
+    }
 }
 
 /// What woke the connection.
@@ -254,7 +281,8 @@ impl Link {
         cfg: &BridgeConfig,
         addr: &str,
         max_packet: u32,
-    ) -> Result<(Link, ConnAck), String> {
+        bridge_bit: bool,
+    ) -> Result<(Link, ConnAck), Failure> {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -305,6 +333,7 @@ impl Link {
             subscribing: None,
             shaper: Shaper::new(version, &ConnAck::default()),
             echoes: Echoes::default(),
+            bridge_bit,
         };
         let connect = Connect {
             version,
@@ -319,22 +348,30 @@ impl Link {
                 maximum_packet_size: cfg.is_v5().then_some(max_packet),
                 ..ConnectProperties::default()
             },
-            // Not every broker accepts the 3.1.1 bridge bit, so it is not sent; the echo filter
-            // keeps a 3.1.1 link from looping instead.
-            bridge: false,
+            bridge: bridge_bit,
         };
         link.send(&Packet::Connect(Box::new(connect)));
         link.flush().await.map_err(|e| format!("write: {e}"))?;
-        match link.next_packet().await? {
+        // A remote that does not know the bridge bit refuses the protocol level (0x01), or
+        // just closes.
+        let refused = |why: String| Failure {
+            why,
+            maybe_bridge_bit: bridge_bit,
+        };
+        match link.next_packet().await.map_err(refused)? {
             Packet::ConnAck(ack) if ack.reason == ReasonCode::Success => Ok((link, ack)),
-            Packet::ConnAck(ack) => Err(format!("refused: {:?}", ack.reason)),
-            other => Err(format!("expected CONNACK, got {other:?}")),
+            Packet::ConnAck(ack) => Err(Failure {
+                why: format!("refused: {:?}", ack.reason),
+                maybe_bridge_bit: bridge_bit
+                    && ack.reason == ReasonCode::UnsupportedProtocolVersion,
+            }),
+            other => Err(format!("expected CONNACK, got {other:?}").into()),
         }
     }
 
     /// Sends `packet`, remembering a PUBLISH on a 3.1.1 link (see [`Link::echoes`]).
     fn send_publish(&mut self, packet: &Packet) {
-        if let (Packet::Publish(p), false) = (packet, self.version.is_v5()) {
+        if let (Packet::Publish(p), true) = (packet, self.filters_echoes()) {
             self.echoes.remember(&p.topic, &p.payload, Instant::now());
         }
         self.send(packet);
@@ -342,7 +379,12 @@ impl Link {
 
     /// Whether `p` is the remote echoing back something we sent (3.1.1 links); forgets it.
     fn is_echo(&mut self, p: &Publish) -> bool {
-        !self.version.is_v5() && self.echoes.take(&p.topic, &p.payload)
+        self.filters_echoes() && self.echoes.take(&p.topic, &p.payload)
+    }
+
+    /// Whether nothing on the remote's side keeps our messages from coming back to us.
+    fn filters_echoes(&self) -> bool {
+        !self.version.is_v5() && !self.bridge_bit
     }
 
     fn send(&mut self, packet: &Packet) {

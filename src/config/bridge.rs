@@ -18,6 +18,12 @@ pub struct BridgeConfig {
     /// back) or "3.1.1".
     #[serde(default = "v5")]
     pub protocol: String,
+    /// With "3.1.1": announce the bridge to the remote with the top bit of the protocol level,
+    /// as Mosquitto's `try_private` (default true). Mosquitto, EMQX and Tern then treat its
+    /// subscriptions as No Local, so nothing echoes back; a remote that refuses it gets a
+    /// plain CONNECT at once, and the echo filter guards the link instead.
+    #[serde(default = "yes")]
+    pub try_private: bool,
     /// Client id on the remote; default `tern-bridge-NAME`.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -203,6 +209,9 @@ fn one_day() -> u32 {
 }
 fn sixty() -> u16 {
     60
+}
+fn yes() -> bool {
+    true
 }
 fn hundred_thousand() -> usize {
     100_000

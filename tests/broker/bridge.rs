@@ -107,7 +107,8 @@ fn free_port() -> u16 {
 /// exactly once and never comes back (No Local at both ends).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_loop_with_a_both_ways_bridge() {
-    for protocol in ["5", "3.1.1"] {
+    // 3.1.1 with the bridge bit (the remote gives No Local) and without (the echo filter).
+    for (protocol, try_private) in [("5", true), ("3.1.1", true), ("3.1.1", false)] {
         let b = TestBroker::start().await;
         let mut cfg = bridge(
             "peer",
@@ -115,6 +116,7 @@ async fn no_loop_with_a_both_ways_bridge() {
             vec![rule("t/#", Direction::Both, 1, "", "")],
         );
         cfg.protocol = protocol.into();
+        cfg.try_private = try_private;
         let a = TestBroker::start_with(|c| c.bridge.push(cfg)).await;
         wait_connected(a.port(), "peer").await;
         let (mut sa, mut sb) = (
@@ -139,10 +141,13 @@ async fn no_loop_with_a_both_ways_bridge() {
                 String::from_utf8_lossy(&s.next_publish().await.payload).to_string(),
             ];
             got.sort();
-            assert_eq!(got, ["from a", "from b"], "v{protocol}");
+            assert_eq!(got, ["from a", "from b"], "v{protocol} {try_private}");
             let extra =
                 tokio::time::timeout(std::time::Duration::from_millis(300), s.next_publish()).await;
-            assert!(extra.is_err(), "v{protocol}: nothing more: {extra:?}");
+            assert!(
+                extra.is_err(),
+                "v{protocol} {try_private}: nothing more: {extra:?}"
+            );
         }
         a.stop().await;
         b.stop().await;
@@ -541,4 +546,48 @@ async fn a_v5_remotes_limits_are_respected() {
         1.0,
     )
     .await;
+}
+
+/// With "3.1.1" the bridge announces itself with the protocol level's top bit, as Mosquitto's
+/// `try_private` does; a remote that refuses that level (CONNACK 0x01) gets a plain CONNECT at
+/// once, not after the reconnect backoff (a minute here), and the link works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3_1_1_bridge_falls_back_from_the_bridge_bit_at_once() {
+    let remote = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = remote.local_addr().unwrap().port();
+    let edge_dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"127.0.0.1:{port}\"]\nprotocol = \"3.1.1\"\nreconnect_min_ms = 60000\nreconnect_max_ms = 60000\n\n[[bridge.topics]]\npattern = \"data/#\"\ndirection = \"out\"\nqos = 1\n"
+    );
+    let edge = ChildBroker::start_with(edge_dir.path(), false, "fsync", &config);
+    let accept = || async {
+        let (stream, _) = tokio::time::timeout(WAIT, remote.accept())
+            .await
+            .expect("the bridge connects")
+            .unwrap();
+        let mut link = RawClient::from_stream(stream);
+        let connect = link.recv_expect(CONNECT).await;
+        // Protocol name "MQTT" (2 + 4 bytes), then the level.
+        (link, connect[6])
+    };
+    let (mut first, level) = accept().await;
+    assert_eq!(level, 0x84, "the first CONNECT carries the bridge bit");
+    first.send(&[CONNACK, 2, 0, 1]).await;
+    let (mut link, level) = accept().await;
+    assert_eq!(level, 0x04, "then a plain 3.1.1 CONNECT");
+    link.send(&[CONNACK, 2, 0, 0]).await;
+    wait_connected(edge.addr.port(), "cloud").await;
+    let device = V4::connect(edge.addr.port(), "device").await;
+    device
+        .client
+        .publish("data/x", QoS::AtLeastOnce, false, "through")
+        .await
+        .unwrap();
+    let (first_byte, body) = link.recv_packet().await;
+    let p = parse_publish(V311, first_byte, &body);
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("data/x", &b"through"[..])
+    );
+    drop(first);
 }
