@@ -514,6 +514,10 @@ require_certificate true
 CONF
     "$MOSQUITTO" -c "$WORK/mosquitto-cloud.conf" >"$WORK/mosquitto-cloud.log" 2>&1 &
     CLOUD_PID=$!
+    # MQTT 5 (No Local on the remote subscription), then 3.1.1 (the bridge bit, which
+    # Mosquitto answers with No Local for the bridge's subscriptions).
+    for proto in 5 3.1.1; do
+    site="site-v$proto"
     cat >"$WORK/edge.toml" <<TOML
 [listener]
 bind = "127.0.0.1"
@@ -523,6 +527,8 @@ enabled = false
 
 [[bridge]]
 name = "cloud"
+protocol = "$proto"
+client_id = "edge-v$proto"
 addresses = ["127.0.0.1:$CLOUD_TLS"]
 cafile = "$WORK/certs/ca.pem"
 certfile = "$WORK/certs/client.pem"
@@ -535,13 +541,19 @@ reconnect_max_ms = 1000
 pattern = "telemetry/#"
 direction = "out"
 qos = 1
-remote_prefix = "site1/"
+remote_prefix = "$site/"
 
 [[bridge.topics]]
 pattern = "cmd/#"
 direction = "in"
 qos = 1
-remote_prefix = "site1/"
+remote_prefix = "$site/"
+
+[[bridge.topics]]
+pattern = "chat/#"
+direction = "both"
+qos = 1
+remote_prefix = "$site/"
 TOML
     "$BIN" --config "$WORK/edge.toml" 2>"$WORK/edge.log" &
     EDGE_PID=$!
@@ -552,35 +564,61 @@ TOML
       sleep 0.2
     done
     if [ "$up" != 1 ]; then
-      fail "bridge to Mosquitto over TLS" "not connected: $(grep -i bridge "$WORK/edge.log" | tail -2 | oneline); $(tail -2 "$WORK/mosquitto-cloud.log" | oneline)"
+      fail "bridge to Mosquitto over TLS (v$proto)" "not connected: $(grep -i bridge "$WORK/edge.log" | tail -2 | oneline); $(tail -2 "$WORK/mosquitto-cloud.log" | oneline)"
     else
-      stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$CLOUD_PORT" -d -t 'site1/#' -q 1 -v -C 1 -W 10 >"$WORK/cloud_sub.out" 2>&1 &
+      stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$CLOUD_PORT" -d -t "$site/telemetry/#" -q 1 -v -C 1 -W 10 >"$WORK/cloud_sub.out" 2>&1 &
       echo $! >"$WORK/cloud_sub.pid"
       if wait_line cloud_sub '^Client .* received SUBACK'; then
         mosquitto_pub -h 127.0.0.1 -p "$EDGE_PORT" -t telemetry/temp -m 21.5 -q 1 || true
         stop_sub cloud_sub
-        if grep -q "site1/telemetry/temp 21.5" "$WORK/cloud_sub.out"; then
-          pass "bridge: edge telemetry/temp reaches Mosquitto as site1/telemetry/temp (TLS, client certificate)"
+        if grep -q "$site/telemetry/temp 21.5" "$WORK/cloud_sub.out"; then
+          pass "bridge (v$proto): edge telemetry/temp reaches Mosquitto as $site/telemetry/temp (TLS, client certificate)"
         else
-          fail "bridge out to Mosquitto" "$(payloads cloud_sub | oneline)"
+          fail "bridge out to Mosquitto (v$proto)" "$(payloads cloud_sub | oneline)"
         fi
       else
-        fail "bridge out to Mosquitto" "no SUBACK from Mosquitto"
+        fail "bridge out to Mosquitto (v$proto)" "no SUBACK from Mosquitto"
       fi
       stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$EDGE_PORT" -d -t 'cmd/#' -q 1 -v -C 1 -W 10 >"$WORK/edge_sub.out" 2>&1 &
       echo $! >"$WORK/edge_sub.pid"
       if wait_line edge_sub '^Client .* received SUBACK'; then
-        mosquitto_pub -h 127.0.0.1 -p "$CLOUD_PORT" -t site1/cmd/reboot -m now -q 1 || true
+        mosquitto_pub -h 127.0.0.1 -p "$CLOUD_PORT" -t "$site/cmd/reboot" -m now -q 1 || true
         stop_sub edge_sub
         if grep -q "cmd/reboot now" "$WORK/edge_sub.out"; then
-          pass "bridge: Mosquitto site1/cmd/reboot reaches the edge as cmd/reboot"
+          pass "bridge (v$proto): Mosquitto $site/cmd/reboot reaches the edge as cmd/reboot"
         else
-          fail "bridge in from Mosquitto" "$(payloads edge_sub | oneline)"
+          fail "bridge in from Mosquitto (v$proto)" "$(payloads edge_sub | oneline)"
         fi
       else
-        fail "bridge in from Mosquitto" "no SUBACK from the edge"
+        fail "bridge in from Mosquitto (v$proto)" "no SUBACK from the edge"
+      fi
+      # Both ways: what the edge sends is not echoed back by Mosquitto. The fence comes the
+      # other way on the same link, behind any echo.
+      stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$EDGE_PORT" -d -t 'chat/#' -q 1 -v >"$WORK/chat_sub.out" 2>&1 &
+      echo $! >"$WORK/chat_sub.pid"
+      if wait_line chat_sub '^Client .* received SUBACK'; then
+        stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$CLOUD_PORT" -d -t "$site/chat/#" -q 1 -v -C 1 -W 10 >"$WORK/cloud_chat.out" 2>&1 &
+        echo $! >"$WORK/cloud_chat.pid"
+        wait_line cloud_chat '^Client .* received SUBACK' || true
+        mosquitto_pub -h 127.0.0.1 -p "$EDGE_PORT" -t chat/x -m hi -q 1 || true
+        stop_sub cloud_chat
+        mosquitto_pub -h 127.0.0.1 -p "$CLOUD_PORT" -t "$site/chat/fence" -m end -q 1 || true
+        wait_line chat_sub '^chat/fence end' || true
+        kill "$(cat "$WORK/chat_sub.pid")" 2>/dev/null || true
+        wait "$(cat "$WORK/chat_sub.pid")" 2>/dev/null || true
+        got=$(payloads chat_sub | oneline)
+        if grep -q "$site/chat/x hi" "$WORK/cloud_chat.out" && [ "$got" = "chat/x hi|chat/fence end" ]; then
+          pass "bridge (v$proto): both ways with Mosquitto, nothing echoed back"
+        else
+          fail "bridge both ways with Mosquitto (v$proto)" "on Mosquitto: $(payloads cloud_chat | oneline); on the edge: $got"
+        fi
+      else
+        fail "bridge both ways with Mosquitto (v$proto)" "no SUBACK from the edge"
       fi
     fi
+    kill "$EDGE_PID" 2>/dev/null || true
+    wait "$EDGE_PID" 2>/dev/null || true
+    done
     kill "$EDGE_PID" "$CLOUD_PID" 2>/dev/null || true
     wait "$EDGE_PID" "$CLOUD_PID" 2>/dev/null || true
   fi
