@@ -15,6 +15,7 @@
 
 mod echo;
 mod link;
+mod local;
 mod outgoing;
 mod rules;
 mod tls;

@@ -416,15 +416,21 @@ async fn bridges_follow_reloads() {
     cloud.stop().await;
 }
 
-/// Accepts a bridge's connection on a raw remote: CONNACK with `present`, SUBACK granting QoS
-/// 2 for its one `in` rule.
-async fn accept_bridge(remote: &tokio::net::TcpListener, present: bool) -> RawClient {
+/// Accepts a bridge's connection on a raw remote and reads its CONNECT (body returned).
+async fn accept_connect(remote: &tokio::net::TcpListener) -> (RawClient, Vec<u8>) {
     let (stream, _) = tokio::time::timeout(WAIT, remote.accept())
         .await
         .expect("the bridge connects")
         .unwrap();
     let mut c = RawClient::from_stream(stream);
-    c.recv_expect(CONNECT).await;
+    let connect = c.recv_expect(CONNECT).await;
+    (c, connect)
+}
+
+/// Accepts a bridge's connection on a raw remote: CONNACK with `present`, SUBACK granting QoS
+/// 2 for its one `in` rule.
+async fn accept_bridge(remote: &tokio::net::TcpListener, present: bool) -> RawClient {
+    let (mut c, _) = accept_connect(remote).await;
     c.send(&[CONNACK, 2, u8::from(present), 0]).await;
     let sub = c.recv_expect(SUBSCRIBE).await;
     c.send(&[SUBACK, 3, sub[0], sub[1], 2]).await;
@@ -497,12 +503,7 @@ async fn a_v5_remotes_limits_are_respected() {
         "[[bridge]]\nname = \"cloud\"\naddresses = [\"127.0.0.1:{port}\"]\nreconnect_min_ms = 50\nreconnect_max_ms = 300\n\n[[bridge.topics]]\npattern = \"data/#\"\ndirection = \"out\"\nqos = 2\n"
     );
     let edge = ChildBroker::start_with(edge_dir.path(), true, "fsync", &config);
-    let (stream, _) = tokio::time::timeout(WAIT, remote.accept())
-        .await
-        .expect("the bridge connects")
-        .unwrap();
-    let mut link = RawClient::from_stream(stream);
-    let connect = link.recv_expect(CONNECT).await;
+    let (mut link, connect) = accept_connect(&remote).await;
     // Our own Maximum Packet Size (the default 1 MiB) is in the CONNECT properties, so the
     // remote discards larger messages rather than sending them [MQTT-3.1.2-25].
     assert!(
@@ -560,21 +561,12 @@ async fn a_3_1_1_bridge_falls_back_from_the_bridge_bit_at_once() {
         "[[bridge]]\nname = \"cloud\"\naddresses = [\"127.0.0.1:{port}\"]\nprotocol = \"3.1.1\"\nreconnect_min_ms = 60000\nreconnect_max_ms = 60000\n\n[[bridge.topics]]\npattern = \"data/#\"\ndirection = \"out\"\nqos = 1\n"
     );
     let edge = ChildBroker::start_with(edge_dir.path(), false, "fsync", &config);
-    let accept = || async {
-        let (stream, _) = tokio::time::timeout(WAIT, remote.accept())
-            .await
-            .expect("the bridge connects")
-            .unwrap();
-        let mut link = RawClient::from_stream(stream);
-        let connect = link.recv_expect(CONNECT).await;
-        // Protocol name "MQTT" (2 + 4 bytes), then the level.
-        (link, connect[6])
-    };
-    let (mut first, level) = accept().await;
-    assert_eq!(level, 0x84, "the first CONNECT carries the bridge bit");
+    // The level follows the protocol name "MQTT" (2 + 4 bytes).
+    let (mut first, connect) = accept_connect(&remote).await;
+    assert_eq!(connect[6], 0x84, "the first CONNECT carries the bridge bit");
     first.send(&[CONNACK, 2, 0, 1]).await;
-    let (mut link, level) = accept().await;
-    assert_eq!(level, 0x04, "then a plain 3.1.1 CONNECT");
+    let (mut link, connect) = accept_connect(&remote).await;
+    assert_eq!(connect[6], 0x04, "then a plain 3.1.1 CONNECT");
     link.send(&[CONNACK, 2, 0, 0]).await;
     wait_connected(edge.addr.port(), "cloud").await;
     let device = V4::connect(edge.addr.port(), "device").await;

@@ -121,6 +121,35 @@ pub() {
 # Message lines of a -d subscriber's output (libmosquitto's debug lines start with "Client ").
 payloads() { grep -v -E '^(Client |Subscribed|Timed out|\s*$)' "$WORK/$1.out" || true; }
 oneline() { tr '\n' '|' | sed 's/|$//'; }
+# no_echo LABEL EDGE_PORT EDGE_FILTER CLOUD_PORT CLOUD_FILTER TOPIC REMOTE_TOPIC REMOTE_FENCE
+#         LOCAL_FENCE: a broker bridged both ways. A message published on the edge at TOPIC
+# reaches the cloud as REMOTE_TOPIC and does not come back: a fence published on the cloud at
+# REMOTE_FENCE, behind any echo on the same link, is the edge subscriber's next and last
+# message (as LOCAL_FENCE).
+no_echo() {
+  local label=$1 eport=$2 efilter=$3 cport=$4 cfilter=$5 topic=$6 rtopic=$7 rfence=$8 lfence=$9 got
+  stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$eport" -d -t "$efilter" -q 1 -v >"$WORK/echo_edge.out" 2>&1 &
+  echo $! >"$WORK/echo_edge.pid"
+  stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$cport" -d -t "$cfilter" -q 1 -v -C 1 -W 10 >"$WORK/echo_cloud.out" 2>&1 &
+  echo $! >"$WORK/echo_cloud.pid"
+  if wait_line echo_edge '^Client .* received SUBACK' && wait_line echo_cloud '^Client .* received SUBACK'; then
+    mosquitto_pub -h 127.0.0.1 -p "$eport" -t "$topic" -m hi -q 1 || true
+    stop_sub echo_cloud
+    mosquitto_pub -h 127.0.0.1 -p "$cport" -t "$rfence" -m end -q 1 || true
+    wait_line echo_edge "^$lfence end" || true
+    got=$(payloads echo_edge | oneline)
+    if grep -q "^$rtopic hi" "$WORK/echo_cloud.out" && [ "$got" = "$topic hi|$lfence end" ]; then
+      pass "$label"
+    else
+      fail "$label" "on the cloud: $(payloads echo_cloud | oneline); on the edge: $got"
+    fi
+  else
+    fail "$label" "no SUBACK"
+  fi
+  stop_sub echo_cloud
+  kill "$(cat "$WORK/echo_edge.pid")" 2>/dev/null || true
+  wait "$(cat "$WORK/echo_edge.pid")" 2>/dev/null || true
+}
 
 # --- QoS 0/1/2, subscriber and publisher of either version. A marker published after the
 # message bounds the wait and checks the count: exactly the message and the marker arrive.
@@ -592,29 +621,8 @@ TOML
       else
         fail "bridge in from Mosquitto (v$proto)" "no SUBACK from the edge"
       fi
-      # Both ways: what the edge sends is not echoed back by Mosquitto. The fence comes the
-      # other way on the same link, behind any echo.
-      stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$EDGE_PORT" -d -t 'chat/#' -q 1 -v >"$WORK/chat_sub.out" 2>&1 &
-      echo $! >"$WORK/chat_sub.pid"
-      if wait_line chat_sub '^Client .* received SUBACK'; then
-        stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$CLOUD_PORT" -d -t "$site/chat/#" -q 1 -v -C 1 -W 10 >"$WORK/cloud_chat.out" 2>&1 &
-        echo $! >"$WORK/cloud_chat.pid"
-        wait_line cloud_chat '^Client .* received SUBACK' || true
-        mosquitto_pub -h 127.0.0.1 -p "$EDGE_PORT" -t chat/x -m hi -q 1 || true
-        stop_sub cloud_chat
-        mosquitto_pub -h 127.0.0.1 -p "$CLOUD_PORT" -t "$site/chat/fence" -m end -q 1 || true
-        wait_line chat_sub '^chat/fence end' || true
-        kill "$(cat "$WORK/chat_sub.pid")" 2>/dev/null || true
-        wait "$(cat "$WORK/chat_sub.pid")" 2>/dev/null || true
-        got=$(payloads chat_sub | oneline)
-        if grep -q "$site/chat/x hi" "$WORK/cloud_chat.out" && [ "$got" = "chat/x hi|chat/fence end" ]; then
-          pass "bridge (v$proto): both ways with Mosquitto, nothing echoed back"
-        else
-          fail "bridge both ways with Mosquitto (v$proto)" "on Mosquitto: $(payloads cloud_chat | oneline); on the edge: $got"
-        fi
-      else
-        fail "bridge both ways with Mosquitto (v$proto)" "no SUBACK from the edge"
-      fi
+      no_echo "bridge (v$proto): both ways with Mosquitto, nothing echoed back" \
+        "$EDGE_PORT" 'chat/#' "$CLOUD_PORT" "$site/chat/#" chat/x "$site/chat/x" "$site/chat/fence" chat/fence
     fi
     kill "$EDGE_PID" 2>/dev/null || true
     wait "$EDGE_PID" 2>/dev/null || true
@@ -650,26 +658,8 @@ CONF
   if [ "$up" != 1 ]; then
     fail "Mosquitto bridge to Tern" "not connected: $(tail -3 "$WORK/mosquitto-edge.log" | oneline)"
   else
-    P_EDGE=(-h 127.0.0.1 -p "$MEDGE_PORT")
-    stdbuf -oL mosquitto_sub "${P_EDGE[@]}" -d -t 'sensors/#' -q 1 -v >"$WORK/medge_sub.out" 2>&1 &
-    echo $! >"$WORK/medge_sub.pid"
-    if wait_line medge_sub '^Client .* received SUBACK' && start_sub tern_gw2 -t 'gw2/sensors/#' -q 1 -v -C 1 -W 10; then
-      mosquitto_pub "${P_EDGE[@]}" -t sensors/t -m 20 -q 1 || true
-      stop_sub tern_gw2
-      # The fence goes the other way, behind any echo of sensors/t on the same link.
-      pub -t gw2/sensors/fence -m end -q 1
-      wait_line medge_sub '^sensors/fence end' || true
-      kill "$(cat "$WORK/medge_sub.pid")" 2>/dev/null || true
-      wait "$(cat "$WORK/medge_sub.pid")" 2>/dev/null || true
-      got=$(payloads medge_sub | oneline)
-      if grep -q "gw2/sensors/t 20" "$WORK/tern_gw2.out" && [ "$got" = "sensors/t 20|sensors/fence end" ]; then
-        pass "Mosquitto bridge (bridge bit) to Tern: both ways, nothing echoed back"
-      else
-        fail "Mosquitto bridge to Tern" "on Tern: $(payloads tern_gw2 | oneline); on the edge: $got"
-      fi
-    else
-      fail "Mosquitto bridge to Tern" "no SUBACK"
-    fi
+    no_echo "Mosquitto bridge (bridge bit) to Tern: both ways, nothing echoed back" \
+      "$MEDGE_PORT" 'sensors/#' "$PORT" 'gw2/sensors/#' sensors/t gw2/sensors/t gw2/sensors/fence sensors/fence
   fi
   kill "$MEDGE_PID" 2>/dev/null || true
   wait "$MEDGE_PID" 2>/dev/null || true
