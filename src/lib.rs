@@ -7,6 +7,7 @@ pub mod certs;
 pub mod config;
 mod connection;
 mod http;
+mod logged;
 pub mod metrics;
 pub mod protocol;
 mod server;

@@ -96,6 +96,11 @@ fn describe() {
         "CONNECTs refused, by CONNACK reason code."
     );
     c!(
+        "tern_unexpected_acks_total",
+        Unit::Count,
+        "Acknowledgements from clients that no flow waited for, by packet and kind (unknown packet id, or wrong_flow: the connection is closed)."
+    );
+    c!(
         "tern_tls_handshake_failures_total",
         Unit::Count,
         "TLS handshakes that failed (error, e.g. plain MQTT on a TLS port) or timed out."
@@ -560,6 +565,14 @@ pub fn limit_hit(limit: &'static str) {
 /// A connection ended for a protocol violation with this reason code.
 pub fn protocol_violation(reason: u8) {
     ::metrics::counter!("tern_protocol_violations_total", "reason_code" => format!("0x{reason:02X}"))
+        .increment(1);
+}
+
+/// An acknowledgement (`packet`: PUBACK, PUBREC, PUBREL, PUBCOMP) that no flow waited for:
+/// `kind` `unknown` (no flow under its packet id) or `wrong_flow` (a flow of another QoS or
+/// stage: the connection is closed for it).
+pub fn unexpected_ack(packet: &'static str, kind: &'static str) {
+    ::metrics::counter!("tern_unexpected_acks_total", "packet" => packet, "kind" => kind)
         .increment(1);
 }
 

@@ -1,6 +1,7 @@
 //! One bridge: its local session, and connections to the remote broker, one after another,
 //! with exponential backoff and jitter between them.
 
+use crate::logged::clip;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -505,7 +506,7 @@ impl Link {
                         packets.push(Packet::Publish(p));
                     }
                     Err(why) => {
-                        warn!(bridge = %ctx.cfg.name, topic = delivery.msg.topic(), why, "message not forwarded");
+                        warn!(bridge = %ctx.cfg.name, topic = %clip(delivery.msg.topic()), why, "message not forwarded");
                         abandoned.push((pkid, delivery.qos));
                     }
                 },
@@ -575,7 +576,7 @@ impl Link {
             let mut publish = match self.outgoing(ctx, &d, now) {
                 Ok(p) => p,
                 Err(why) => {
-                    warn!(bridge = %ctx.cfg.name, topic = d.msg.topic(), why, "message not forwarded");
+                    warn!(bridge = %ctx.cfg.name, topic = %clip(d.msg.topic()), why, "message not forwarded");
                     metrics::bridge_dropped(&ctx.cfg.name, 1);
                     state.store_delivered(session, seq);
                     continue;
@@ -632,7 +633,7 @@ impl Link {
         let state = ctx.state;
         match packet {
             Packet::PubAck(a) => {
-                if let Some(seq) = session.puback(a.pkid) {
+                if let Ok(seq) = session.puback(a.pkid) {
                     state.store_acked(session, a.pkid, seq);
                     metrics::bridge_forwarded(&ctx.cfg.name, "out", 1);
                 }
@@ -652,10 +653,10 @@ impl Link {
                     }));
                 }
                 PubRecOutcome::Ended { seq } => state.store_acked(session, a.pkid, seq),
-                PubRecOutcome::Unknown => {}
+                PubRecOutcome::Unexpected(_) => {}
             },
             Packet::PubComp(a) => {
-                if session.pubcomp(a.pkid) {
+                if session.pubcomp(a.pkid).is_ok() {
                     state.store_completed(session, a.pkid);
                     metrics::bridge_forwarded(&ctx.cfg.name, "out", 1);
                 }
@@ -735,7 +736,7 @@ impl Link {
             }
             metrics::bridge_forwarded(&ctx.cfg.name, "in", 1);
         } else {
-            debug!(bridge = %ctx.cfg.name, topic = %p.topic, "message from the remote matches no in rule");
+            debug!(bridge = %ctx.cfg.name, topic = %clip(&p.topic), "message from the remote matches no in rule");
         }
         match qos {
             QoS::AtMostOnce => {}

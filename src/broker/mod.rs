@@ -8,6 +8,7 @@ mod registry;
 mod retained;
 mod router;
 
+use crate::logged::clip;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -318,7 +319,7 @@ impl BrokerState {
         if let (Some(a), Some(client_id)) = (self.auth.authorizer(), msg.publisher.as_ref()) {
             if !a.allows(&self.identity(client_id), msg.topic(), Access::Write) {
                 metrics::acl_denied("will");
-                tracing::info!(client_id = %client_id, topic = msg.topic(), "will not published: the ACL forbids its topic");
+                tracing::info!(client_id = %clip(client_id), topic = %clip(msg.topic()), "will not published: the ACL forbids its topic");
                 return;
             }
         }
@@ -597,7 +598,7 @@ impl BrokerState {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
             if let Some((session, will, mailbox)) = state.registry.expire(&id, generation) {
-                tracing::debug!(client_id = %id, "session expired");
+                tracing::debug!(client_id = %clip(&id), "session expired");
                 state.end_session(&session, will, mailbox.take_all());
             }
         });
@@ -684,7 +685,7 @@ impl BrokerState {
         let (share, plain) = match topic::parse_subscription(filter, limits.max_topic_levels) {
             Ok(parsed) => parsed,
             Err(e) => {
-                tracing::debug!(client_id = %session.client_id(), filter, error = %e, "invalid topic filter");
+                tracing::debug!(client_id = %clip(session.client_id()), filter = %clip(filter), error = %e, "invalid topic filter");
                 return refused(ReasonCode::TopicFilterInvalid);
             }
         };
@@ -692,7 +693,8 @@ impl BrokerState {
             return SubscribeResult::ProtocolError;
         }
         let exists = session.subscriptions().contains_key(filter);
-        if !exists && session.subscriptions().len() >= limits.max_subscriptions_per_client {
+        let max = limits.max_subscriptions_per_client;
+        if !exists && max > 0 && session.subscriptions().len() >= max {
             metrics::limit_hit("max_subscriptions_per_client");
             return refused(ReasonCode::QuotaExceeded);
         }

@@ -3,6 +3,7 @@
 //! matching Subscription Identifier, and once per shared-subscription group, round-robin among its
 //! connected members. It never touches a socket or a session.
 
+use crate::logged::clip;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -257,7 +258,7 @@ impl Router {
                     outcome.dropped_queue_full += 1;
                     if t.sub.mailbox.note_overflow() {
                         tracing::info!(
-                            client_id = %t.sub.client_id,
+                            client_id = %clip(&t.sub.client_id),
                             "queue full (max_queued_messages): messages for this client are being dropped"
                         );
                     }

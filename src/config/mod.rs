@@ -87,9 +87,9 @@ pub struct LimitsConfig {
     pub receive_maximum: u16,
     /// Messages waiting for one client beyond its inflight window, online or offline.
     pub max_queued_messages: usize,
-    /// Levels allowed in a topic name or filter.
+    /// Levels allowed in a topic name or filter (Mosquitto allows 201: 200 separators).
     pub max_topic_levels: usize,
-    /// Subscriptions one client may hold.
+    /// Subscriptions one client may hold; 0 for no limit (Mosquitto has none).
     pub max_subscriptions_per_client: usize,
     /// Topic Alias Maximum advertised to v5 clients (0 disables inbound aliases).
     pub topic_alias_maximum: u16,
@@ -222,8 +222,8 @@ impl Default for LimitsConfig {
             max_inflight_messages: 20,
             receive_maximum: 100,
             max_queued_messages: 1000,
-            max_topic_levels: 128,
-            max_subscriptions_per_client: 1000,
+            max_topic_levels: 256,
+            max_subscriptions_per_client: 0,
             topic_alias_maximum: 10,
             max_keepalive: 0,
             connect_timeout_secs: 10,
@@ -469,12 +469,6 @@ impl Config {
         }
         if l.max_topic_levels == 0 {
             return Err(invalid("limits.max_topic_levels", "an integer ≥ 1"));
-        }
-        if l.max_subscriptions_per_client == 0 {
-            return Err(invalid(
-                "limits.max_subscriptions_per_client",
-                "an integer ≥ 1",
-            ));
         }
         let p = &self.persistence;
         if p.batch_max_operations == 0 {

@@ -2,6 +2,7 @@
 //! and the broker. Each returns `Err(End)` when the packet ends the connection, with the reason
 //! code the spec gives.
 
+use crate::logged::clip;
 use std::sync::Arc;
 
 use tracing::{debug, info};
@@ -14,19 +15,20 @@ use crate::protocol::{
     Ack, AckProperties, Disconnect, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
 };
-use crate::session::{Message, PubRecOutcome};
+use crate::session::{Message, PubRecOutcome, Unexpected};
 use crate::topic;
 
 impl Connection {
     pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), End> {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
-            Packet::PubAck(a) => {
-                if let Some(seq) = self.client.session.puback(a.pkid) {
+            Packet::PubAck(a) => match self.client.session.puback(a.pkid) {
+                Ok(seq) => {
                     self.state.store_acked(&self.client.session, a.pkid, seq);
+                    Ok(())
                 }
-                Ok(())
-            }
+                Err(e) => self.unexpected_ack("PUBACK", a.pkid, e),
+            },
             Packet::PubRec(a) => {
                 match self.client.session.pubrec(a.pkid, a.reason) {
                     PubRecOutcome::SendPubRel { seq } => {
@@ -46,7 +48,25 @@ impl Connection {
                     PubRecOutcome::Ended { seq } => {
                         self.state.store_acked(&self.client.session, a.pkid, seq);
                     }
-                    PubRecOutcome::Unknown => {}
+                    PubRecOutcome::Unexpected(Unexpected::Unknown) if a.reason.is_error() => {
+                        // Refusing a message we do not know of: nothing to release.
+                        metrics::unexpected_ack("PUBREC", "unknown");
+                    }
+                    PubRecOutcome::Unexpected(Unexpected::Unknown) => {
+                        // The client must be able to end its flow: PUBREL, in v5 saying the id
+                        // is not known [MQTT-4.3.3-4]; 3.1.1 has no reason code.
+                        metrics::unexpected_ack("PUBREC", "unknown");
+                        debug!(client_id = %clip(&self.client_id), pkid = a.pkid, "PUBREC for an unknown packet identifier");
+                        let rel = Packet::PubRel(Ack {
+                            pkid: a.pkid,
+                            reason: ReasonCode::PacketIdentifierNotFound,
+                            ..Ack::default()
+                        });
+                        self.ack_in_order(None, rel, Vec::new());
+                    }
+                    PubRecOutcome::Unexpected(e) => {
+                        return self.unexpected_ack("PUBREC", a.pkid, e)
+                    }
                 }
                 Ok(())
             }
@@ -56,6 +76,7 @@ impl Connection {
                         .store_inbound_released(&self.client.session, a.pkid);
                     ReasonCode::Success
                 } else {
+                    metrics::unexpected_ack("PUBREL", "unknown");
                     ReasonCode::PacketIdentifierNotFound
                 };
                 self.ack(Packet::PubComp(Ack {
@@ -65,12 +86,13 @@ impl Connection {
                 }));
                 Ok(())
             }
-            Packet::PubComp(a) => {
-                if self.client.session.pubcomp(a.pkid) {
+            Packet::PubComp(a) => match self.client.session.pubcomp(a.pkid) {
+                Ok(()) => {
                     self.state.store_completed(&self.client.session, a.pkid);
+                    Ok(())
                 }
-                Ok(())
-            }
+                Err(e) => self.unexpected_ack("PUBCOMP", a.pkid, e),
+            },
             Packet::Subscribe(s) => self.on_subscribe(s),
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
@@ -92,8 +114,36 @@ impl Connection {
         }
     }
 
+    /// An acknowledgement no flow waits for. An unknown packet id (acknowledged twice, or
+    /// after the flow was dropped) is counted and ignored, as Mosquitto does; one of the wrong
+    /// flow (PUBACK for QoS 2, PUBREC for QoS 1, PUBCOMP before PUBREL) breaks the QoS
+    /// protocol: v5 Protocol Error [MQTT-4.3.2-1] [MQTT-4.3.3-1], 3.1.1 close [MQTT-4.8.0-1].
+    fn unexpected_ack(
+        &mut self,
+        packet: &'static str,
+        pkid: u16,
+        e: Unexpected,
+    ) -> Result<(), End> {
+        match e {
+            Unexpected::Unknown => {
+                metrics::unexpected_ack(packet, "unknown");
+                debug!(client_id = %clip(&self.client_id), pkid, packet, "acknowledgement for an unknown packet identifier");
+                Ok(())
+            }
+            Unexpected::WrongFlow => {
+                metrics::unexpected_ack(packet, "wrong_flow");
+                Err(End::violation(
+                    ReasonCode::ProtocolError,
+                    format!("{packet} for packet identifier {pkid}, which is in another QoS flow [MQTT-4.3.2-1] [MQTT-4.3.3-1]"),
+                ))
+            }
+        }
+    }
+
     pub(super) fn ack(&mut self, packet: Packet) {
-        self.client.out.ack(&mut self.io.outbuf, packet);
+        if !self.client.out.ack(&mut self.io.outbuf, packet) {
+            self.unsendable = true;
+        }
     }
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
@@ -101,14 +151,14 @@ impl Connection {
         let limits = &self.state.config().limits;
         let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {
             metrics::limit_hit("max_topic_levels");
-            debug!(topic = %p.topic, error = %e, "PUBLISH refused");
+            debug!(client_id = %clip(&self.client_id), topic = %clip(&p.topic), error = %e, "PUBLISH refused");
             Some(ReasonCode::TopicNameInvalid)
         } else if p.topic == "$SYS" || p.topic.starts_with("$SYS/") {
             Some(ReasonCode::NotAuthorized)
         } else if !self.may(&p.topic, Access::Write) {
             metrics::acl_denied("publish");
             if log_now() {
-                info!(client_id = %self.client_id, topic = %p.topic, "PUBLISH refused by the ACL (logged at most once a second)");
+                info!(client_id = %clip(&self.client_id), topic = %clip(&p.topic), "PUBLISH refused by the ACL (logged at most once a second)");
             }
             // v3.1.1 has no way to say so: acknowledged and dropped, as the spec requires.
             if !self.client.version.is_v5() {
@@ -199,7 +249,7 @@ impl Connection {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.ack_in_order(None, Packet::PubAck(ack), Vec::new()),
             QoS::ExactlyOnce => {
-                // A refused QoS 2 message ends its flow at PUBREC [MQTT-4.3.3-?]; an accepted
+                // A refused QoS 2 message ends its flow at PUBREC [MQTT-4.3.3-9]; an accepted
                 // resend keeps its packet id until PUBREL.
                 self.ack_in_order(None, Packet::PubRec(ack), Vec::new());
             }
@@ -228,7 +278,7 @@ impl Connection {
                 None => {
                     return Err(End::violation(
                         ReasonCode::ProtocolError,
-                        "[MQTT-3.3.4-?] unknown topic alias",
+                        "MQTT 5 §3.3.2.3.4: unknown topic alias",
                     ))
                 }
             }
@@ -268,7 +318,7 @@ impl Connection {
                     .unwrap_or_else(|_| f.filter.clone());
                 if !a.may_subscribe(who, &bare) {
                     metrics::acl_denied("subscribe");
-                    info!(client_id = %self.client_id, filter = %f.filter, "SUBSCRIBE refused by the ACL");
+                    info!(client_id = %clip(&self.client_id), filter = %clip(&f.filter), "SUBSCRIBE refused by the ACL");
                     reasons.push(ReasonCode::NotAuthorized);
                     continue;
                 }

@@ -20,6 +20,10 @@ const MIN_READ: usize = 128;
 const MAX_READ: usize = 64 * 1024;
 /// How long the final DISCONNECT and pending bytes may take to flush.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
+/// After a last word (DISCONNECT, refusing CONNACK), how long and how much of what the client
+/// still sends is read and discarded before the socket closes.
+const LINGER_FOR: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// What one turn of socket I/O did.
 pub(super) enum Done {
@@ -208,6 +212,36 @@ impl Io {
         let ack = Packet::ConnAck(handshake::refusal(reason));
         metrics::packet_sent(&ack);
         let _ = protocol::encode(&ack, version, &mut self.outbuf);
+    }
+
+    /// Closes after a last word to the client, if one is pending: flushes it, shuts the write side, then reads
+    /// and discards what the client still sends (at most 2 s or 64 KiB), so that closing with
+    /// unread input does not reset the connection and destroy the last word before the client
+    /// has read it.
+    pub(super) async fn close_gracefully(&mut self) {
+        let last_word = !self.outbuf.is_empty();
+        self.close().await;
+        if last_word {
+            self.linger().await;
+        }
+    }
+
+    /// Reads and discards input until the client closes, [`LINGER_BYTES`] were read or
+    /// [`LINGER_FOR`] passed. Call after [`Io::close`].
+    pub(super) async fn linger(&mut self) {
+        self.inbuf.clear();
+        let mut discarded = 0;
+        let _ = tokio::time::timeout(LINGER_FOR, async {
+            while discarded < LINGER_BYTES {
+                self.inbuf.clear();
+                match self.read_some().await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => discarded += n,
+                }
+            }
+        })
+        .await;
+        self.inbuf = BytesMut::new();
     }
 
     /// Flushes what is pending (bounded in time) and closes the write side.

@@ -11,6 +11,7 @@ mod outbound;
 
 pub use dormant::Dormitory;
 
+use crate::logged::clip;
 use open::will_message;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -68,6 +69,13 @@ pub fn serve(
             return;
         };
         conn.resend();
+        // Packets that came with the CONNECT (pipelined, or in the same WebSocket frame or TLS
+        // record) are already buffered: handle them now, not when more bytes arrive.
+        if !conn.io.inbuf.is_empty() {
+            if let Err(end) = conn.handle_input() {
+                return Box::pin(conn.finish(end)).await;
+            }
+        }
         drive(conn).await;
     }
     .instrument(span)
@@ -94,7 +102,7 @@ fn resume(
     dormitory: Dormitory,
 ) -> impl Future<Output = ()> + Send {
     let client_id = Arc::clone(dormant.client.session.client_id());
-    let span = debug_span!("conn", client_id = &*client_id);
+    let span = debug_span!("conn", client_id = %clip(&client_id));
     async move {
         metrics::connection_dormant(false);
         if let Some(conn) = Connection::wake(dormant, state, dormitory) {
@@ -131,7 +139,7 @@ pub async fn refuse_busy(stream: Stream, state: Arc<BrokerState>) {
         metrics::packet_sent(&ack);
         let _ = protocol::encode(&ack, c.version, &mut io.outbuf);
     }
-    io.close().await;
+    io.close_gracefully().await;
 }
 
 /// Why a connected client's connection ends.
@@ -188,6 +196,9 @@ struct Connection {
     /// their packet ids are stored.
     write_gate: Option<Ticket>,
     dormitory: Dormitory,
+    /// A packet other than PUBLISH could not be sent within the client's Maximum Packet Size:
+    /// the connection cannot go on [MQTT-3.1.2-24].
+    unsendable: bool,
     client: Client,
 }
 
@@ -336,6 +347,12 @@ impl Connection {
             }
             if self.client.mailbox.take_kick() {
                 return Stop::End(End::TakenOver);
+            }
+            if self.unsendable {
+                return Stop::End(End::violation(
+                    ReasonCode::PacketTooLarge,
+                    "[MQTT-3.1.2-24] a packet for the client exceeds its Maximum Packet Size",
+                ));
             }
             if let Err(end) = self.pump(&mut scratch) {
                 return Stop::End(end);
@@ -546,6 +563,7 @@ impl Connection {
             pending_acks: VecDeque::new(),
             write_gate: None,
             dormitory,
+            unsendable: false,
             client,
         }))
     }
@@ -569,7 +587,7 @@ impl Connection {
                 }
             };
             counts.packet(&packet);
-            tracing::trace!(client_id = %self.client_id, ?packet, "received");
+            tracing::trace!(client_id = %clip(&self.client_id), ?packet, "received");
             self.client.last_packet = Instant::now();
             self.handle_packet(packet)?;
         }
@@ -643,12 +661,12 @@ impl Connection {
         match &end {
             End::Violation(code, why) => {
                 metrics::protocol_violation(*code as u8);
-                info!(client_id = %client_id, reason = ?code, why, "client disconnected: protocol violation");
+                info!(client_id = %clip(client_id), reason = ?code, why, "client disconnected: protocol violation");
             }
             End::Lost(why) => {
-                info!(client_id = %client_id, why, "client disconnected: connection lost")
+                info!(client_id = %clip(client_id), why, "client disconnected: connection lost")
             }
-            other => info!(client_id = %client_id, end = ?other, "client disconnected"),
+            other => info!(client_id = %clip(client_id), end = ?other, "client disconnected"),
         }
         if self.client.version.is_v5() {
             if let Some(reason) = end.reason() {
@@ -662,6 +680,7 @@ impl Connection {
                 self.ack(Packet::Disconnect(d));
             }
         }
+        let last_word = !self.io.outbuf.is_empty() && !matches!(end, End::Lost(_));
         let Connection {
             mut io,
             state,
@@ -669,7 +688,11 @@ impl Connection {
             ..
         } = *self;
         io.close().await;
+        // The session is handed back before lingering: a takeover does not wait for it.
         Client::detach(client, &state, end);
+        if last_word {
+            io.linger().await;
+        }
     }
 }
 

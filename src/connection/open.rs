@@ -31,7 +31,7 @@ impl Connection {
             }
             Err(end) => {
                 debug!(reason = %end, "closed before CONNECT completed");
-                io.close().await;
+                io.close_gracefully().await;
                 return None;
             }
         };
@@ -39,12 +39,12 @@ impl Connection {
         let accepted = match handshake::accept(&connect, &state.config()) {
             Ok(a) => a,
             Err(reason) => {
-                info!(client_id = %connect.client_id, ?reason, "CONNECT refused");
+                info!(client_id = %clip(&connect.client_id), ?reason, "CONNECT refused");
                 metrics::connect_refused(reason as u8);
                 let ack = Packet::ConnAck(handshake::refusal(reason));
                 metrics::packet_sent(&ack);
                 let _ = protocol::encode(&ack, version, &mut io.outbuf);
-                io.close().await;
+                io.close_gracefully().await;
                 return None;
             }
         };
@@ -67,8 +67,8 @@ impl Connection {
         };
         if let Some((why, reason)) = refused {
             warn!(
-                client_id = %client_id,
-                username = connect.username.as_deref().unwrap_or(""),
+                client_id = %clip(&client_id),
+                username = ?clip(connect.username.as_deref().unwrap_or("")),
                 peer = %origin.peer,
                 reason = why,
                 "login refused"
@@ -78,7 +78,7 @@ impl Connection {
             let ack = Packet::ConnAck(handshake::refusal(reason));
             metrics::packet_sent(&ack);
             let _ = protocol::encode(&ack, version, &mut io.outbuf);
-            io.close().await;
+            io.close_gracefully().await;
             return None;
         }
         // Keep only what the connection needs: the CONNECT itself is not held across awaits.
@@ -98,18 +98,27 @@ impl Connection {
             if !acl.allows(&identity, &w.topic, Access::Write) {
                 // Never published; the client is still let in, as Mosquitto does.
                 metrics::acl_denied("will");
-                info!(client_id = %client_id, topic = %w.topic, "will dropped: the ACL forbids its topic");
+                info!(client_id = %clip(&client_id), topic = %clip(&w.topic), "will dropped: the ACL forbids its topic");
                 will = None;
             }
         }
-        let out = Outbound::new(
+        let mut out = Outbound::new(
             version,
             props.maximum_packet_size,
             props.topic_alias_maximum.unwrap_or(0),
             props.request_problem_information != Some(0),
         );
         drop(props);
-        tracing::Span::current().record("client_id", &*client_id);
+        let probe = handshake::connack(&accepted, version, false, &state.config());
+        if !out.fits_control(Packet::ConnAck(probe)) {
+            // Not even a bare CONNACK fits what the client accepts [MQTT-3.1.2-24]: nothing
+            // can be said, so nothing is attached.
+            info!(client_id = %clip(&client_id), "CONNECT refused: its Maximum Packet Size is too small for a CONNACK");
+            metrics::connect_refused(ReasonCode::PacketTooLarge as u8);
+            io.close().await;
+            return None;
+        }
+        tracing::Span::current().record("client_id", tracing::field::display(clip(&client_id)));
         // The store keeps the will of a persistent session, so a crash still publishes it.
         let stored_will = will
             .as_ref()
@@ -138,18 +147,16 @@ impl Connection {
             attached.session_present,
             &state.config(),
         ));
-        if protocol::encode(&ack, version, &mut io.outbuf).is_err() {
-            debug!("CONNACK could not be encoded");
-        }
-        metrics::packet_sent(&ack);
+        // Shrunk to the client's Maximum Packet Size if need be (checked above that it can be).
+        out.ack(&mut io.outbuf, ack);
         metrics::connected(match version {
             ProtocolVersion::V31 => "3.1",
             ProtocolVersion::V311 => "3.1.1",
             ProtocolVersion::V5 => "5",
         });
         info!(
-            client_id = %client_id,
-            username = connect_username.as_deref().unwrap_or(""),
+            client_id = %clip(&client_id),
+            username = ?clip(connect_username.as_deref().unwrap_or("")),
             peer = %origin.peer,
             version = ?version,
             bridge,
@@ -188,6 +195,7 @@ impl Connection {
             pending_acks: VecDeque::new(),
             write_gate: None,
             dormitory,
+            unsendable: false,
             client,
         }))
     }

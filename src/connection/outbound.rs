@@ -111,30 +111,86 @@ impl Outbound {
         true
     }
 
-    /// Appends an ack or control packet. Without Request Problem Information, Reason String and
-    /// User Properties are left out [MQTT-3.1.2-29].
-    pub fn ack(&mut self, out: &mut BytesMut, mut packet: Packet) {
-        if !self.problem_info && !matches!(packet, Packet::Disconnect(_)) {
+    /// Appends an ack or control packet within the client's Maximum Packet Size
+    /// [MQTT-3.1.2-24]: optional properties are left out until it fits (Reason String and User
+    /// Properties first [MQTT-3.1.2-25], then a CONNACK's capability properties). Without
+    /// Request Problem Information, Reason String and User Properties are left out anyway
+    /// [MQTT-3.1.2-29]. False if even the bare packet is too large: nothing was written, and
+    /// the connection cannot go on.
+    pub fn ack(&mut self, out: &mut BytesMut, packet: Packet) -> bool {
+        match self.encode_within(out, packet) {
+            Some(sent) => {
+                crate::metrics::packet_sent(&sent);
+                true
+            }
+            None => {
+                crate::metrics::dropped("too_large");
+                false
+            }
+        }
+    }
+
+    /// Whether `packet` (a CONNACK about to be sent) can be sent within the client's Maximum
+    /// Packet Size, once what may be left out is.
+    pub fn fits_control(&self, packet: Packet) -> bool {
+        self.encode_within(&mut BytesMut::new(), packet).is_some()
+    }
+
+    /// Encodes `packet` into `out`, shrunk until it fits; returns it as written, or `None`
+    /// (nothing written) when it cannot fit.
+    fn encode_within(&self, out: &mut BytesMut, mut packet: Packet) -> Option<Packet> {
+        if !self.problem_info && !matches!(packet, Packet::Disconnect(_) | Packet::ConnAck(_)) {
             strip_problem_info(&mut packet);
         }
         let start = out.len();
-        if let Err(e) = protocol::encode(&packet, self.version, out) {
-            tracing::warn!(error = %e, "packet could not be encoded");
+        let mut step = 0;
+        loop {
+            if let Err(e) = protocol::encode(&packet, self.version, out) {
+                tracing::warn!(error = %e, "packet could not be encoded");
+                out.truncate(start);
+                return Some(packet);
+            }
+            let fits = self
+                .max_packet_size
+                .is_none_or(|max| out.len() - start <= max.get() as usize);
+            if fits {
+                return Some(packet);
+            }
             out.truncate(start);
-            return;
-        }
-        crate::metrics::packet_sent(&packet);
-        let too_big = self
-            .max_packet_size
-            .is_some_and(|max| out.len() - start > max.get() as usize);
-        if too_big {
-            // Leave out Reason String and User Properties rather than exceed what the client
-            // accepts [MQTT-3.1.2-25].
-            out.truncate(start);
-            strip_problem_info(&mut packet);
-            let _ = protocol::encode(&packet, self.version, out);
+            if !shrink(&mut packet, step) {
+                return None;
+            }
+            step += 1;
         }
     }
+}
+
+/// Leaves out the next optional part of `packet` (`step` 0 first); false when nothing is left
+/// to leave out.
+fn shrink(packet: &mut Packet, step: usize) -> bool {
+    if step == 0 {
+        strip_problem_info(packet);
+        return true;
+    }
+    let Packet::ConnAck(c) = packet else {
+        return false;
+    };
+    let p = &mut c.properties;
+    match step {
+        // Absent, these mean what Tern sends anyway: available.
+        1 => {
+            p.retain_available = None;
+            p.wildcard_subscription_available = None;
+            p.subscription_identifiers_available = None;
+            p.shared_subscription_available = None;
+        }
+        // Absent: the client sends no aliases.
+        2 => p.topic_alias_maximum = None,
+        3 => p.maximum_packet_size = None,
+        4 => p.receive_maximum = None,
+        _ => return false,
+    }
+    true
 }
 
 fn strip_problem_info(packet: &mut Packet) {
@@ -147,6 +203,11 @@ fn strip_problem_info(packet: &mut Packet) {
         Packet::Disconnect(d) => {
             d.properties.reason_string = None;
             d.properties.user_properties.clear();
+            return;
+        }
+        Packet::ConnAck(c) => {
+            c.properties.reason_string = None;
+            c.properties.user_properties.clear();
             return;
         }
         _ => return,

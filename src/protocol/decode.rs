@@ -110,6 +110,15 @@ impl Decoder {
     /// Removes one complete packet from the front of `buf`; `Ok(None)` if more bytes are needed.
     /// After an error the connection must be closed: the stream position is lost.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>> {
+        if let (None, false, Some(&byte1)) = (self.version, self.from_server, buf.first()) {
+            // Known from the first byte: no need to wait for the rest of the packet, or for the
+            // CONNECT deadline.
+            if byte1 >> 4 != 1 {
+                return Err(DecodeError::Protocol(
+                    "[MQTT-3.1.0-1] the first packet is not CONNECT",
+                ));
+            }
+        }
         let Some(frame) = fixed_header(buf)? else {
             return Ok(None);
         };
@@ -134,8 +143,8 @@ impl Decoder {
                     "[MQTT-3.1.0-1] the first packet is not CONNECT",
                 ));
             }
-            check_flags(frame.byte1, 0)?;
             let connect = self.decode_connect(bytes.slice(frame.header_len..))?;
+            check_flags(connect.version, frame.byte1, 0)?;
             self.version = Some(connect.version);
             return Ok(Some(Packet::Connect(Box::new(connect))));
         };
@@ -151,11 +160,17 @@ impl Decoder {
             (b"MQTT", 4) => ProtocolVersion::V311,
             (b"MQTT", 5) if !bridge => ProtocolVersion::V5,
             (b"MQIsdp", 3) => ProtocolVersion::V31,
-            _ => {
+            (b"MQTT" | b"MQIsdp", _) => {
                 return Err(DecodeError::UnsupportedProtocol {
                     name: String::from_utf8_lossy(&name).into_owned(),
                     level,
                 })
+            }
+            // Not MQTT at all: no CONNACK, whose format would be a guess.
+            _ => {
+                return Err(DecodeError::Protocol(
+                    "[MQTT-3.1.2-1] protocol name is not MQTT",
+                ))
             }
         };
         self.hint = Some(version);
@@ -165,9 +180,10 @@ impl Decoder {
     }
 }
 
-/// [MQTT-2.1.3-1] The low nibble of byte 1 must be exactly `expected`.
-pub(super) fn check_flags(byte1: u8, expected: u8) -> Result<()> {
-    if byte1 & 0x0F != expected {
+/// [MQTT-2.1.3-1] (3.1.1: [MQTT-2.2.2-2]) The low nibble of byte 1 must be exactly `expected`.
+/// MQTT 3.1 has no such rule: its clients set DUP and QoS bits on other packets too.
+pub(super) fn check_flags(version: ProtocolVersion, byte1: u8, expected: u8) -> Result<()> {
+    if version != ProtocolVersion::V31 && byte1 & 0x0F != expected {
         return Err(DecodeError::Malformed(
             "[MQTT-2.1.3-1] reserved fixed-header flags are wrong",
         ));
@@ -178,7 +194,8 @@ pub(super) fn check_flags(byte1: u8, expected: u8) -> Result<()> {
 fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
     let v5 = version.is_v5();
     let flags = r.u8()?;
-    if flags & 0x01 != 0 {
+    // MQTT 3.1 left the bit unspecified; 3.1.1 and 5.0 reserve it.
+    if flags & 0x01 != 0 && version != ProtocolVersion::V31 {
         return Err(DecodeError::Malformed(
             "[MQTT-3.1.2-3] CONNECT reserved flag is set",
         ));
@@ -209,7 +226,7 @@ fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
     };
     if props.authentication_data.is_some() && props.authentication_method.is_none() {
         return Err(DecodeError::Protocol(
-            "[MQTT-3.1.2-?] Authentication Data without an Authentication Method",
+            "MQTT 5 §3.1.2.11.10: Authentication Data without an Authentication Method",
         ));
     }
     let client_id = r.string()?;
@@ -288,19 +305,29 @@ fn publish_properties(p: Props) -> Result<PublishProperties> {
     })
 }
 
-/// [MQTT-3.3.2-2] / [MQTT-4.7.3-1] A topic name is non-empty and has no wildcard.
+/// [MQTT-3.3.2-2] / [MQTT-4.7.3-1] A topic name is non-empty and has no wildcard: a name that
+/// breaks this is a malformed packet (MQTT 5 §4.13.1), not one the server declines (0x90).
 fn check_topic_name(topic: &str) -> Result<()> {
     if topic.is_empty() {
-        return Err(DecodeError::TopicNameInvalid(
-            "[MQTT-4.7.3-1] empty topic name",
-        ));
+        return Err(DecodeError::Malformed("[MQTT-4.7.3-1] empty topic name"));
     }
     if topic.contains(['+', '#']) {
-        return Err(DecodeError::TopicNameInvalid(
+        return Err(DecodeError::Malformed(
             "[MQTT-3.3.2-2] topic name contains a wildcard",
         ));
     }
     Ok(())
+}
+
+/// A topic filter of SUBSCRIBE or UNSUBSCRIBE that breaks the filter grammar is a malformed
+/// packet ([MQTT-4.7.1-1], [MQTT-4.7.3-1]; 3.1.1 [MQTT-4.8.0-1]); a bad `$share/` form a
+/// protocol error ([MQTT-4.8.2-1], [MQTT-4.8.2-2]). Level limits are the broker's, checked later.
+fn check_filter(filter: &str) -> Result<()> {
+    match crate::topic::split_subscription(filter, usize::MAX) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_share_syntax() => Err(DecodeError::Protocol(e.rule())),
+        Err(e) => Err(DecodeError::Malformed(e.rule())),
+    }
 }
 
 fn decode_packet(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> Result<Packet> {
@@ -311,7 +338,7 @@ fn decode_packet(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> Resul
         1 => Err(DecodeError::Protocol("[MQTT-3.1.0-2] second CONNECT")),
         3 => decode_publish(version, frame, header, bytes, false),
         4 | 5 | 7 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             let ack = decode_ack(v5, frame, header, bytes)?;
             Ok(match frame.byte1 >> 4 {
                 4 => Packet::PubAck(ack),
@@ -320,30 +347,30 @@ fn decode_packet(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> Resul
             })
         }
         6 => {
-            check_flags(frame.byte1, 0b0010)?;
+            check_flags(version, frame.byte1, 0b0010)?;
             Ok(Packet::PubRel(decode_ack(v5, frame, header, bytes)?))
         }
         8 => {
-            check_flags(frame.byte1, 0b0010)?;
+            check_flags(version, frame.byte1, 0b0010)?;
             decode_subscribe(v5, header, bytes, body)
         }
         10 => {
-            check_flags(frame.byte1, 0b0010)?;
+            check_flags(version, frame.byte1, 0b0010)?;
             decode_unsubscribe(v5, header, bytes, body)
         }
         12 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             if frame.remaining != 0 {
                 return Err(DecodeError::Malformed("[MQTT-3.12] PINGREQ with a body"));
             }
             Ok(Packet::PingReq)
         }
         14 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             decode_disconnect(v5, body)
         }
         15 if v5 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             decode_auth(body)
         }
         0 | 15 => Err(DecodeError::Malformed("[MQTT-2.1.2] reserved packet type")),
@@ -389,7 +416,7 @@ pub(super) fn decode_publish(
     if topic.is_empty() && version.is_v5() {
         if properties.topic_alias.is_none() {
             return Err(DecodeError::Protocol(
-                "[MQTT-3.3.2-?] empty topic name without a Topic Alias",
+                "MQTT 5 §3.3.2.3.4: empty topic name without a Topic Alias",
             ));
         }
     } else {
@@ -475,13 +502,19 @@ fn subscription_options(v5: bool, byte: u8) -> Result<SubscriptionOptions> {
             "[MQTT-3.8.3-5] reserved subscription option bits set",
         ));
     }
-    let qos = QoS::from_u8(byte & 0x03)
-        .ok_or(DecodeError::Malformed("[MQTT-3.8.3-4] subscription QoS 3"))?;
+    // 3.1.1 makes it malformed [MQTT-3-8.3-4]; either way the connection closes.
+    let qos = QoS::from_u8(byte & 0x03).ok_or(DecodeError::Protocol(
+        "MQTT 5 §3.8.3.1: Maximum QoS 3 in subscription options",
+    ))?;
     let retain_handling = match (byte >> 4) & 0x03 {
         0 => RetainHandling::SendAtSubscribe,
         1 => RetainHandling::SendIfNew,
         2 => RetainHandling::DoNotSend,
-        _ => return Err(DecodeError::Protocol("[MQTT-3.8.3-?] retain handling 3")),
+        _ => {
+            return Err(DecodeError::Protocol(
+                "MQTT 5 §3.8.3.1: Retain Handling 3 in subscription options",
+            ))
+        }
     };
     Ok(SubscriptionOptions {
         qos,
@@ -504,6 +537,7 @@ fn decode_subscribe(v5: bool, header: FixedHeader, bytes: Bytes, mut r: Reader) 
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
+        check_filter(&filter)?;
         let options = subscription_options(v5, r.u8()?)?;
         filters.push(SubscribeFilter { filter, options });
     }
@@ -543,7 +577,9 @@ fn decode_unsubscribe(
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
-        filters.push(r.string()?);
+        let filter = r.string()?;
+        check_filter(&filter)?;
+        filters.push(filter);
     }
     if filters.is_empty() {
         return Err(DecodeError::Protocol(
@@ -606,7 +642,7 @@ pub(super) fn decode_auth(mut r: Reader) -> Result<Packet> {
         0x19 => ReasonCode::ReAuthenticate,
         _ => {
             return Err(DecodeError::Malformed(
-                "[MQTT-3.15.2-?] invalid AUTH reason code",
+                "MQTT 5 §3.15.2.1: reason code not allowed in AUTH",
             ))
         }
     };

@@ -98,7 +98,9 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) -> 
             0x10
         }
         Packet::ConnAck(c) => {
-            connack(c, v5, &mut b)?;
+            // MQTT 3.1 has no Session Present flag: the byte is reserved, 0.
+            let present = c.session_present && version != ProtocolVersion::V31;
+            connack(c, present, v5, &mut b)?;
             0x20
         }
         Packet::Publish(p) => return encode_publish(p, version, out),
@@ -220,8 +222,8 @@ fn v3_return_code(reason: ReasonCode) -> u8 {
     }
 }
 
-fn connack(c: &ConnAck, v5: bool, b: &mut BytesMut) -> Result<()> {
-    b.put_u8(u8::from(c.session_present));
+fn connack(c: &ConnAck, present: bool, v5: bool, b: &mut BytesMut) -> Result<()> {
+    b.put_u8(u8::from(present));
     if !v5 {
         b.put_u8(v3_return_code(c.reason));
         return Ok(());

@@ -20,9 +20,6 @@ pub enum DecodeError {
         /// The limit.
         max: u32,
     },
-    /// A PUBLISH topic name that is empty or holds a wildcard.
-    #[error("topic name invalid: {0}")]
-    TopicNameInvalid(&'static str),
     /// A v5 Topic Alias of 0 [MQTT-3.3.2-8].
     #[error("[MQTT-3.3.2-8] topic alias 0")]
     TopicAliasZero,
@@ -43,7 +40,6 @@ impl DecodeError {
             DecodeError::Malformed(_) => ReasonCode::MalformedPacket,
             DecodeError::Protocol(_) => ReasonCode::ProtocolError,
             DecodeError::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
-            DecodeError::TopicNameInvalid(_) => ReasonCode::TopicNameInvalid,
             DecodeError::TopicAliasZero => ReasonCode::TopicAliasInvalid,
             DecodeError::UnsupportedProtocol { .. } => ReasonCode::UnsupportedProtocolVersion,
         }

@@ -35,12 +35,12 @@ pub(super) fn decode(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> R
     let header = FixedHeader::new(frame.byte1, frame.header_len - 1, frame.remaining);
     match frame.byte1 >> 4 {
         2 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             connack(v5, body).map(Packet::ConnAck)
         }
         3 => decode_publish(version, frame, header, bytes, true),
         4 | 5 | 7 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             let ack = decode_ack(v5, frame, header, bytes)?;
             Ok(match frame.byte1 >> 4 {
                 4 => Packet::PubAck(ack),
@@ -49,30 +49,30 @@ pub(super) fn decode(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> R
             })
         }
         6 => {
-            check_flags(frame.byte1, 0b0010)?;
+            check_flags(version, frame.byte1, 0b0010)?;
             Ok(Packet::PubRel(decode_ack(v5, frame, header, bytes)?))
         }
         9 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             suback(v5, body).map(Packet::SubAck)
         }
         11 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             unsuback(v5, body).map(Packet::UnsubAck)
         }
         13 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             if frame.remaining != 0 {
                 return Err(DecodeError::Malformed("[MQTT-3.13] PINGRESP with a body"));
             }
             Ok(Packet::PingResp)
         }
         14 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             decode_disconnect(v5, body)
         }
         15 if v5 => {
-            check_flags(frame.byte1, 0)?;
+            check_flags(version, frame.byte1, 0)?;
             decode_auth(body)
         }
         0 | 15 => Err(DecodeError::Malformed("[MQTT-2.1.2] reserved packet type")),
@@ -94,7 +94,7 @@ fn connack(v5: bool, mut r: Reader) -> Result<ConnAck> {
         ReasonCode::from_u8(code)
             .filter(|_| CONNACK_REASONS.contains(&code))
             .ok_or(DecodeError::Malformed(
-                "[MQTT-3.2.2-?] reason code not allowed in CONNACK",
+                "MQTT 5 §3.2.2.2: reason code not allowed in CONNACK",
             ))?
     } else {
         match code {
@@ -106,7 +106,7 @@ fn connack(v5: bool, mut r: Reader) -> Result<ConnAck> {
             5 => ReasonCode::NotAuthorized,
             _ => {
                 return Err(DecodeError::Malformed(
-                    "[MQTT-3.2.2-?] CONNACK return code above 5",
+                    "MQTT 3.1.1 §3.2.2.3: CONNACK return code above 5",
                 ))
             }
         }
@@ -204,7 +204,7 @@ fn unsuback(v5: bool, mut r: Reader) -> Result<UnsubAck> {
         let reason = ReasonCode::from_u8(code)
             .filter(|_| UNSUBACK_REASONS.contains(&code))
             .ok_or(DecodeError::Malformed(
-                "[MQTT-3.11.3-?] reason code not allowed in UNSUBACK",
+                "MQTT 5 §3.11.3: reason code not allowed in UNSUBACK",
             ))?;
         reasons.push(reason);
     }

@@ -170,7 +170,7 @@ pub(crate) struct Props {
 fn set<T>(slot: &mut Option<T>, v: T) -> Result<()> {
     if slot.is_some() {
         return Err(DecodeError::Protocol(
-            "[MQTT-2.2.2-?] property included more than once",
+            "MQTT 5 §2.2.2.2: property included more than once",
         ));
     }
     *slot = Some(v);
@@ -185,8 +185,9 @@ fn flag(r: &mut Reader, what: &'static str) -> Result<u8> {
     Ok(v)
 }
 
-/// Reads a property block (length, then properties) allowed in `scope`. Unknown identifiers are
-/// malformed; known ones outside their packet, and duplicates, are protocol errors.
+/// Reads a property block (length, then properties) allowed in `scope`. Unknown identifiers,
+/// and known ones outside their packet, are malformed (MQTT 5 §2.2.2.2); duplicates and
+/// values a property does not allow are protocol errors.
 pub(crate) fn read_properties(r: &mut Reader, scope: Scope) -> Result<Props> {
     read_properties_from(r, scope, false)
 }
@@ -235,7 +236,7 @@ pub(crate) fn read_properties_from(
             0x12 | 0x13 | 0x1A | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 0,
             _ => {
                 return Err(DecodeError::Malformed(
-                    "[MQTT-2.2.2-?] unknown property identifier",
+                    "MQTT 5 §2.2.2.2: unknown property identifier",
                 ))
             }
         };
@@ -245,8 +246,9 @@ pub(crate) fn read_properties_from(
             allowed
         };
         if allowed & scope == 0 {
-            return Err(DecodeError::Protocol(
-                "[MQTT-2.2.2-?] property not allowed in this packet",
+            // "An Identifier which is not valid for its packet type" makes a malformed packet.
+            return Err(DecodeError::Malformed(
+                "MQTT 5 §2.2.2.2: property not allowed in this packet",
             ));
         }
         let b = &mut block;
@@ -255,7 +257,7 @@ pub(crate) fn read_properties_from(
                 &mut p.payload_format_indicator,
                 flag(
                     b,
-                    "[MQTT-3.3.2-?] payload format indicator other than 0 or 1",
+                    "MQTT 5 §3.3.2.3.2: payload format indicator other than 0 or 1",
                 )?,
             )?,
             0x02 => set(&mut p.message_expiry_interval, b.u32()?)?,
@@ -266,7 +268,7 @@ pub(crate) fn read_properties_from(
                 let v = b.varint()?;
                 if v == 0 {
                     return Err(DecodeError::Protocol(
-                        "[MQTT-3.8.2-?] subscription identifier 0",
+                        "MQTT 5 §3.8.2.1.2: subscription identifier 0",
                     ));
                 }
                 if from_server {
@@ -281,31 +283,31 @@ pub(crate) fn read_properties_from(
             0x1A => set(&mut p.response_information, b.string()?)?,
             0x24 => set(
                 &mut p.maximum_qos,
-                flag(b, "[MQTT-3.2.2-?] maximum QoS other than 0 or 1")?,
+                flag(b, "MQTT 5 §3.2.2.3.4: maximum QoS other than 0 or 1")?,
             )?,
             0x25 => set(
                 &mut p.retain_available,
-                flag(b, "[MQTT-3.2.2-?] retain available other than 0 or 1")?,
+                flag(b, "MQTT 5 §3.2.2.3.5: retain available other than 0 or 1")?,
             )?,
             0x28 => set(
                 &mut p.wildcard_subscription_available,
                 flag(
                     b,
-                    "[MQTT-3.2.2-?] wildcard subscription available other than 0 or 1",
+                    "MQTT 5 §3.2.2.3.11: wildcard subscription available other than 0 or 1",
                 )?,
             )?,
             0x29 => set(
                 &mut p.subscription_identifiers_available,
                 flag(
                     b,
-                    "[MQTT-3.2.2-?] subscription identifiers available other than 0 or 1",
+                    "MQTT 5 §3.2.2.3.12: subscription identifiers available other than 0 or 1",
                 )?,
             )?,
             0x2A => set(
                 &mut p.shared_subscription_available,
                 flag(
                     b,
-                    "[MQTT-3.2.2-?] shared subscription available other than 0 or 1",
+                    "MQTT 5 §3.2.2.3.13: shared subscription available other than 0 or 1",
                 )?,
             )?,
             0x11 => set(&mut p.session_expiry_interval, b.u32()?)?,
@@ -315,7 +317,7 @@ pub(crate) fn read_properties_from(
                 &mut p.request_problem_information,
                 flag(
                     b,
-                    "[MQTT-3.1.2-?] request problem information other than 0 or 1",
+                    "MQTT 5 §3.1.2.11.7: request problem information other than 0 or 1",
                 )?,
             )?,
             0x18 => set(&mut p.will_delay_interval, b.u32()?)?,
@@ -323,7 +325,7 @@ pub(crate) fn read_properties_from(
                 &mut p.request_response_information,
                 flag(
                     b,
-                    "[MQTT-3.1.2-?] request response information other than 0 or 1",
+                    "MQTT 5 §3.1.2.11.6: request response information other than 0 or 1",
                 )?,
             )?,
             0x1C => set(&mut p.server_reference, b.string()?)?,
@@ -331,7 +333,9 @@ pub(crate) fn read_properties_from(
             0x21 => {
                 let v = b.u16()?;
                 if v == 0 {
-                    return Err(DecodeError::Protocol("[MQTT-3.1.2-?] receive maximum 0"));
+                    return Err(DecodeError::Protocol(
+                        "MQTT 5 §3.1.2.11.3: receive maximum 0",
+                    ));
                 }
                 set(&mut p.receive_maximum, v)?
             }
@@ -352,12 +356,16 @@ pub(crate) fn read_properties_from(
                 let v = b.u32()?;
                 if v == 0 {
                     return Err(DecodeError::Protocol(
-                        "[MQTT-3.1.2-?] maximum packet size 0",
+                        "MQTT 5 §3.1.2.11.4: maximum packet size 0",
                     ));
                 }
                 set(&mut p.maximum_packet_size, v)?
             }
-            _ => return Err(DecodeError::Malformed("unknown property identifier")),
+            _ => {
+                return Err(DecodeError::Malformed(
+                    "MQTT 5 §2.2.2.2: unknown property identifier",
+                ))
+            }
         }
     }
     Ok(p)

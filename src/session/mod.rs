@@ -69,6 +69,16 @@ pub enum Resend<'a> {
     PubRel(u16),
 }
 
+/// What an acknowledgement that matches no flow waiting for it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unexpected {
+    /// No message is in flight under this packet id (e.g. acknowledged twice).
+    Unknown,
+    /// The packet id belongs to a flow that does not take this acknowledgement: PUBACK for a
+    /// QoS 2 message, PUBREC for a QoS 1 one, PUBCOMP before PUBREL. A protocol violation.
+    WrongFlow,
+}
+
 /// What a PUBREC means for the outbound flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PubRecOutcome {
@@ -83,8 +93,8 @@ pub enum PubRecOutcome {
         /// Stored sequence of the delivery.
         seq: u64,
     },
-    /// No such packet id awaits PUBREC.
-    Unknown,
+    /// No such packet id awaits PUBREC, or it awaits another acknowledgement.
+    Unexpected(Unexpected),
 }
 
 /// The state of one client's session.
@@ -187,19 +197,21 @@ impl Session {
         }
     }
 
-    fn position(&self, pkid: u16, state: OutState, qos: QoS) -> Option<usize> {
-        self.inflight
-            .iter()
-            .position(|e| e.pkid == pkid && e.state == state && e.qos == qos)
+    fn position(&self, pkid: u16, state: OutState, qos: QoS) -> Result<usize, Unexpected> {
+        match self.inflight.iter().position(|e| e.pkid == pkid) {
+            None => Err(Unexpected::Unknown),
+            Some(i) if self.inflight[i].state == state && self.inflight[i].qos == qos => Ok(i),
+            Some(_) => Err(Unexpected::WrongFlow),
+        }
     }
 
     /// PUBACK from the client: the delivery's stored sequence (0: not stored) if it ended a
     /// QoS 1 flow.
-    pub fn puback(&mut self, pkid: u16) -> Option<u64> {
+    pub fn puback(&mut self, pkid: u16) -> Result<u64, Unexpected> {
         let i = self.position(pkid, OutState::Published, QoS::AtLeastOnce)?;
-        let entry = self.inflight.remove(i)?;
+        let entry = self.inflight.remove(i).ok_or(Unexpected::Unknown)?;
         INFLIGHT.fetch_sub(1, Ordering::Relaxed);
-        Some(entry.delivery.map_or(0, |d| d.seq))
+        Ok(entry.delivery.map_or(0, |d| d.seq))
     }
 
     /// Stored sequence numbers of the messages inflight (sent, not yet acknowledged).
@@ -247,13 +259,14 @@ impl Session {
     pub fn pubrec(&mut self, pkid: u16, reason: ReasonCode) -> PubRecOutcome {
         if self
             .position(pkid, OutState::Released, QoS::ExactlyOnce)
-            .is_some()
+            .is_ok()
         {
-            // A duplicate PUBREC: PUBREL again [MQTT-4.3.3-?].
+            // A duplicate PUBREC: PUBREL again [MQTT-4.3.3-4].
             return PubRecOutcome::SendPubRel { seq: 0 };
         }
-        let Some(i) = self.position(pkid, OutState::Published, QoS::ExactlyOnce) else {
-            return PubRecOutcome::Unknown;
+        let i = match self.position(pkid, OutState::Published, QoS::ExactlyOnce) {
+            Ok(i) => i,
+            Err(e) => return PubRecOutcome::Unexpected(e),
         };
         if reason.is_error() {
             INFLIGHT.fetch_sub(1, Ordering::Relaxed);
@@ -272,16 +285,12 @@ impl Session {
         PubRecOutcome::SendPubRel { seq }
     }
 
-    /// PUBCOMP from the client; true if it ended a QoS 2 flow.
-    pub fn pubcomp(&mut self, pkid: u16) -> bool {
-        match self.position(pkid, OutState::Released, QoS::ExactlyOnce) {
-            Some(i) => {
-                self.inflight.remove(i);
-                INFLIGHT.fetch_sub(1, Ordering::Relaxed);
-                true
-            }
-            None => false,
-        }
+    /// PUBCOMP from the client: `Ok` if it ended a QoS 2 flow.
+    pub fn pubcomp(&mut self, pkid: u16) -> Result<(), Unexpected> {
+        let i = self.position(pkid, OutState::Released, QoS::ExactlyOnce)?;
+        self.inflight.remove(i);
+        INFLIGHT.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// What to send again, in the original order, when the session resumes [MQTT-4.4.0-1].

@@ -37,10 +37,10 @@ fn qos1_flow_allocates_and_releases_ids() {
     assert_ne!(a, 0);
     assert_ne!(a, b);
     assert_eq!(s.inflight_len(), 2);
-    assert_eq!(s.puback(a), Some(0));
+    assert_eq!(s.puback(a), Ok(0));
     assert_eq!(
         s.puback(a),
-        None,
+        Err(Unexpected::Unknown),
         "a second PUBACK for the same id is unknown"
     );
     assert_eq!(s.inflight_len(), 1);
@@ -57,13 +57,22 @@ fn qos0_takes_no_packet_id() {
     assert_eq!(s.window_free(), 1);
 }
 
-/// [MQTT-4.3.3-?] QoS 2 outbound: PUBREC → PUBREL, PUBCOMP ends; a refused PUBREC ends at once.
+/// [MQTT-4.3.3-4] [MQTT-4.3.3-5] QoS 2 outbound: PUBREC → PUBREL, PUBCOMP ends; a refused PUBREC ends at once.
 #[test]
 fn qos2_flow() {
     let mut s = session(10);
     let now = Instant::now();
     let (id, _) = s.start(delivery(QoS::ExactlyOnce, 1), now).unwrap();
-    assert!(!s.pubcomp(id), "PUBCOMP before PUBREC is unknown");
+    assert_eq!(
+        s.pubcomp(id),
+        Err(Unexpected::WrongFlow),
+        "PUBCOMP before PUBREL is a flow violation"
+    );
+    assert_eq!(
+        s.puback(id),
+        Err(Unexpected::WrongFlow),
+        "PUBACK of a QoS 2 flow"
+    );
     assert_eq!(
         s.pubrec(id, ReasonCode::Success),
         PubRecOutcome::SendPubRel { seq: 0 }
@@ -73,7 +82,8 @@ fn qos2_flow() {
         PubRecOutcome::SendPubRel { seq: 0 }
     );
     assert!(matches!(s.resend().next(), Some(Resend::PubRel(x)) if x == id));
-    assert!(s.pubcomp(id));
+    assert_eq!(s.pubcomp(id), Ok(()));
+    assert_eq!(s.pubcomp(id), Err(Unexpected::Unknown));
     assert_eq!(s.inflight_len(), 0);
     let (id, _) = s.start(delivery(QoS::ExactlyOnce, 2), now).unwrap();
     assert_eq!(
@@ -91,7 +101,7 @@ fn resend_keeps_order() {
     let ids: Vec<u16> = (0..5)
         .map(|n| s.start(delivery(QoS::AtLeastOnce, n), now).unwrap().0)
         .collect();
-    assert_eq!(s.puback(ids[2]), Some(0));
+    assert_eq!(s.puback(ids[2]), Ok(0));
     let again: Vec<u16> = s
         .resend()
         .map(|r| match r {

@@ -23,10 +23,12 @@ pub enum TopicError {
     #[error("[MQTT-3.3.2-2] topic name contains a wildcard")]
     WildcardInTopicName,
     /// `#` is not the whole last level of a filter.
-    #[error("[MQTT-4.7.1-2] '#' must be the last level and occupy it entirely")]
+    #[error(
+        "[MQTT-4.7.1-1] (3.1.1: [MQTT-4.7.1-2]) '#' must be the last level and occupy it entirely"
+    )]
     MultiLevelWildcardNotLast,
     /// `+` shares a level with other characters.
-    #[error("[MQTT-4.7.1-3] '+' must occupy an entire level")]
+    #[error("[MQTT-4.7.1-2] (3.1.1: [MQTT-4.7.1-3]) '+' must occupy an entire level")]
     SingleLevelWildcardNotWholeLevel,
     /// More levels than the configured maximum (a broker limit, not a spec rule).
     #[error("topic has {levels} levels, more than the configured maximum {max}")]
@@ -45,4 +47,40 @@ pub enum TopicError {
     /// The ShareName is not followed by `/` and a non-empty topic filter.
     #[error("[MQTT-4.8.2-2] ShareName must be followed by '/' and a topic filter")]
     MissingShareFilter,
+}
+
+impl TopicError {
+    /// The rule broken, as a fixed message (without the figures of [`TopicError::TooLong`] and
+    /// [`TopicError::TooManyLevels`]), for errors that must be `'static`.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            TopicError::Empty => "[MQTT-4.7.3-1] topic must be at least one character long",
+            TopicError::TooLong { .. } => "[MQTT-4.7.3-3] topic longer than 65535 bytes",
+            TopicError::NullCharacter => "[MQTT-4.7.3-2] topic contains the null character U+0000",
+            TopicError::WildcardInTopicName => "[MQTT-3.3.2-2] topic name contains a wildcard",
+            TopicError::MultiLevelWildcardNotLast => {
+                "[MQTT-4.7.1-1] (3.1.1: [MQTT-4.7.1-2]) '#' must be the last level and occupy it entirely"
+            }
+            TopicError::SingleLevelWildcardNotWholeLevel => {
+                "[MQTT-4.7.1-2] (3.1.1: [MQTT-4.7.1-3]) '+' must occupy an entire level"
+            }
+            TopicError::TooManyLevels { .. } => "topic has more levels than the configured maximum",
+            TopicError::EmptyShareName => "[MQTT-4.8.2-1] shared subscription has an empty ShareName",
+            TopicError::InvalidShareName => "[MQTT-4.8.2-2] ShareName must not contain '/', '+' or '#'",
+            TopicError::MissingShareFilter => {
+                "[MQTT-4.8.2-2] ShareName must be followed by '/' and a topic filter"
+            }
+        }
+    }
+
+    /// Whether the error is in the `$share/{ShareName}/` syntax (a protocol error in MQTT 5)
+    /// rather than in the topic filter's own grammar (a malformed packet).
+    pub fn is_share_syntax(&self) -> bool {
+        matches!(
+            self,
+            TopicError::EmptyShareName
+                | TopicError::InvalidShareName
+                | TopicError::MissingShareFilter
+        )
+    }
 }

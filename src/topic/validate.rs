@@ -65,9 +65,15 @@ pub fn parse_subscription(
     s: &str,
     max_levels: usize,
 ) -> Result<(Option<String>, String), TopicError> {
+    let (share, filter) = split_subscription(s, max_levels)?;
+    Ok((share.map(str::to_owned), filter.to_owned()))
+}
+
+/// [`parse_subscription`] without allocating: the ShareName and filter borrow from `s`.
+pub fn split_subscription(s: &str, max_levels: usize) -> Result<(Option<&str>, &str), TopicError> {
     let Some(rest) = s.strip_prefix(SHARE_PREFIX) else {
         validate_topic_filter(s, max_levels)?;
-        return Ok((None, s.to_owned()));
+        return Ok((None, s));
     };
     if s.len() > MAX_TOPIC_BYTES {
         return Err(TopicError::TooLong { len: s.len() });
@@ -90,7 +96,7 @@ pub fn parse_subscription(
         _ => return Err(TopicError::MissingShareFilter),
     };
     validate_topic_filter(filter, max_levels)?;
-    Ok((Some(name.to_owned()), filter.to_owned()))
+    Ok((Some(name), filter))
 }
 
 #[cfg(test)]

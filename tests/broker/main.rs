@@ -7,6 +7,7 @@ mod certs;
 mod child;
 mod connect;
 mod dormant;
+mod exactness;
 mod harness;
 mod keepalive;
 mod limits;

@@ -1036,6 +1036,33 @@ impl RawClient {
         }
     }
 
+    /// Like [`RawClient::expect_disconnect_or_close`], accepting any v5 reason in `reasons`;
+    /// `Err` describes what came instead.
+    pub async fn expect_disconnect_or_close_in(
+        &mut self,
+        level: u8,
+        reasons: &[u8],
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Event::Packet(f, b) => got.push((f, b)),
+                Event::Closed => break,
+                Event::Timeout => return Err(format!("still open; got {got:02x?}")),
+            }
+        }
+        let other: Vec<_> = got.iter().filter(|(f, _)| f & 0xF0 != PUBLISH).collect();
+        match (level == V5, other.as_slice()) {
+            (false, []) => Ok(()),
+            (true, [(DISCONNECT, b)]) if reasons.contains(&parse_disconnect(b).0) => Ok(()),
+            _ => Err(format!(
+                "expected a close (v5: DISCONNECT {reasons:02x?}), got {got:02x?}"
+            )),
+        }
+    }
+
     /// Subscribes to one filter and asserts the SUBACK grants it (reason < 0x80).
     pub async fn subscribe(&mut self, level: u8, filter: &str, qos: u8) {
         self.send(&subscribe(level, 1, &[(filter, qos)], &[])).await;

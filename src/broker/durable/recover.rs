@@ -2,6 +2,7 @@
 //! flows and wills, and the stored messages each session is still owed.
 
 use super::*;
+use crate::logged::clip;
 
 /// Reads every retained message back; returns the deletes for records that expired or could not
 /// be read.
@@ -285,7 +286,7 @@ fn resend_in_order(
             Some(Ok(Some(d))) => session.inflight.push((0, d)),
             Some(Ok(None)) => {}
             _ => {
-                warn!(client_id = %session.client_id, seq, "unreadable stored message dropped");
+                warn!(client_id = %clip(&session.client_id), seq, "unreadable stored message dropped");
                 *unreadable += 1;
             }
         }

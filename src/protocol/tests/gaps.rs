@@ -236,8 +236,9 @@ fn will_topic_must_be_a_topic_name() {
     let p = first(&ok).unwrap();
     assert!(matches!(&p, Packet::Connect(c)
         if c.will.as_ref().is_some_and(|w| w.topic == "t" && w.payload == Bytes::from_static(b"p"))));
+    // Malformed (MQTT 5 §4.13.1), not a name the server declines (0x90).
     let wildcard = connect_bytes(b"MQTT", 4, 0x06, &[0, 1, b'x', 0, 1, b'#', 0, 0]);
-    assert_eq!(code(first(&wildcard)), 0x90);
+    assert_eq!(code(first(&wildcard)), 0x81);
     let nul = connect_bytes(b"MQTT", 4, 0x06, &[0, 1, b'x', 0, 2, b'a', 0, 0, 0]);
     assert_eq!(code(first(&nul)), 0x81);
 }
@@ -274,13 +275,17 @@ fn unsupported_protocol_level_is_refused() {
     ));
 }
 
-/// [MQTT-3.1.2-1] An unknown protocol name is refused; level 5 asks for a v5 CONNACK (0x84).
+/// [MQTT-3.1.2-1] A protocol name other than MQTT (or 3.1's MQIsdp) is not MQTT at all: an
+/// error without a CONNACK (no version is hinted), whatever the level says.
 #[test]
 fn unsupported_protocol_name_is_refused() {
-    let e = first(&connect_bytes(b"MQTX", 5, 0x02, &[0, 1, b'x'])).unwrap_err();
-    assert!(matches!(&e, DecodeError::UnsupportedProtocol { name, level: 5 } if name == "MQTX"));
-    assert!(e.wants_v5_connack());
-    assert_eq!(e.reason_code() as u8, 0x84);
+    for level in [3, 4, 5] {
+        let mut d = Decoder::new(1024);
+        let mut buf = BytesMut::from(&connect_bytes(b"MQTX", level, 0x02, &[0, 1, b'x'])[..]);
+        let e = d.decode(&mut buf).unwrap_err();
+        assert!(matches!(e, DecodeError::Protocol(_)), "{e:?}");
+        assert_eq!(d.version_hint(), None);
+    }
 }
 
 /// The refused CONNECT's level is remembered so the refusal uses the right CONNACK version.

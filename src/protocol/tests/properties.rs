@@ -25,28 +25,28 @@ fn repeated_user_property_is_valid() {
     );
 }
 
-/// [MQTT-2.2.2-2] A known property that does not belong in the packet is a protocol error.
+/// MQTT 5 §2.2.2.2: a known property that does not belong in the packet makes it malformed.
 #[test]
-fn property_not_allowed_in_packet_is_a_protocol_error() {
+fn property_not_allowed_in_packet_is_malformed() {
     // Session Expiry Interval in PUBLISH.
     assert_eq!(
         code(after_connect(
             5,
             &v5_publish_with_props(&[0x11, 0, 0, 0, 1])
         )),
-        0x82
+        0x81
     );
     // Server-only Maximum QoS in PUBLISH and in CONNECT.
     assert_eq!(
         code(after_connect(5, &v5_publish_with_props(&[0x24, 1]))),
-        0x82
+        0x81
     );
-    assert_eq!(code(first(&v5_connect_with_props(&[0x24, 1]))), 0x82);
+    assert_eq!(code(first(&v5_connect_with_props(&[0x24, 1]))), 0x81);
     // Topic Alias in CONNECT.
-    assert_eq!(code(first(&v5_connect_with_props(&[0x23, 0, 1]))), 0x82);
+    assert_eq!(code(first(&v5_connect_with_props(&[0x23, 0, 1]))), 0x81);
     // Reason String in SUBSCRIBE.
-    let sub = [0x82, 0x0B, 0, 1, 4, 0x1F, 0, 1, b'r', 0, 1, b't', 0];
-    assert_eq!(code(after_connect(5, &sub)), 0x82);
+    let sub = [0x81, 0x0B, 0, 1, 4, 0x1F, 0, 1, b'r', 0, 1, b't', 0];
+    assert_eq!(code(after_connect(5, &sub)), 0x81);
 }
 
 /// [MQTT-2.2.2] An unknown property identifier is malformed (0x81).
@@ -93,7 +93,7 @@ fn response_topic_with_wildcard_is_a_protocol_error() {
     assert_eq!(code(after_connect(5, &p)), 0x82);
 }
 
-/// [MQTT-3.1.2-?] Receive Maximum 0 in CONNECT is a protocol error (0x82).
+/// MQTT 5 §3.1.2.11.3: Receive Maximum 0 in CONNECT is a protocol error (0x82).
 #[test]
 fn receive_maximum_0_is_a_protocol_error() {
     assert_eq!(code(first(&v5_connect_with_props(&[0x21, 0, 0]))), 0x82);
@@ -101,7 +101,7 @@ fn receive_maximum_0_is_a_protocol_error() {
     assert!(matches!(p, Packet::Connect(c) if c.properties.receive_maximum == Some(1)));
 }
 
-/// [MQTT-3.1.2-?] Maximum Packet Size 0 in CONNECT is a protocol error (0x82).
+/// MQTT 5 §3.1.2.11.4: Maximum Packet Size 0 in CONNECT is a protocol error (0x82).
 #[test]
 fn maximum_packet_size_0_is_a_protocol_error() {
     assert_eq!(
@@ -112,14 +112,14 @@ fn maximum_packet_size_0_is_a_protocol_error() {
     assert!(matches!(p, Packet::Connect(c) if c.properties.maximum_packet_size == Some(256)));
 }
 
-/// [MQTT-3.1.2-?] Request Problem/Response Information other than 0 or 1 is a protocol error.
+/// MQTT 5 §3.1.2.11.6, §3.1.2.11.7: Request Problem/Response Information other than 0 or 1 is a protocol error.
 #[test]
 fn request_information_flags_above_1_are_protocol_errors() {
     assert_eq!(code(first(&v5_connect_with_props(&[0x17, 2]))), 0x82);
     assert_eq!(code(first(&v5_connect_with_props(&[0x19, 2]))), 0x82);
 }
 
-/// [MQTT-3.1.2-?] (v5 §3.1.2.11.10) Authentication Data without an Authentication Method is a
+/// MQTT 5 §3.1.2.11.10: Authentication Data without an Authentication Method is a
 /// protocol error.
 #[test]
 fn authentication_data_without_method_is_a_protocol_error() {
@@ -147,7 +147,7 @@ fn truncated_property_block_is_malformed() {
     assert_eq!(code(first(&c)), 0x81);
 }
 
-/// [MQTT-3.1.3-?] Will properties: Will Delay Interval is allowed, Topic Alias is not.
+/// MQTT 5 §3.1.3.2: Will properties: Will Delay Interval is allowed, Topic Alias is not.
 #[test]
 fn will_properties_are_checked() {
     // flags: will, clean start; props empty; client id "x"; will props; will topic "t"; payload "".
@@ -161,6 +161,6 @@ fn will_properties_are_checked() {
     assert!(
         matches!(p, Packet::Connect(c) if c.will.as_ref().is_some_and(|w| w.delay_interval == Some(9)))
     );
-    assert_eq!(code(first(&will(&[0x23, 0, 1]))), 0x82);
-    assert_eq!(code(first(&will(&[0x11, 0, 0, 0, 1]))), 0x82);
+    assert_eq!(code(first(&will(&[0x23, 0, 1]))), 0x81);
+    assert_eq!(code(first(&will(&[0x11, 0, 0, 0, 1]))), 0x81);
 }

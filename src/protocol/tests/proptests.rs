@@ -44,6 +44,29 @@ fn topic_name() -> impl Strategy<Value = String> {
     "[^\u{0}+#]{1,24}"
 }
 
+/// A valid topic filter: levels of text or `+`, maybe a last `#`, maybe a `$share/` group.
+fn topic_filter() -> impl Strategy<Value = String> {
+    let level = prop_oneof![3 => "[^\u{0}/+#]{0,6}", 1 => Just("+".to_string())];
+    (
+        proptest::collection::vec(level, 1..5),
+        any::<bool>(),
+        proptest::option::of("[^\u{0}/+#]{1,6}"),
+    )
+        .prop_map(|(levels, hash, share)| {
+            let mut f = levels.join("/");
+            if f.is_empty() {
+                f.push('x');
+            }
+            if hash {
+                f.push_str("/#");
+            }
+            match share {
+                Some(name) => format!("$share/{name}/{f}"),
+                None => f,
+            }
+        })
+}
+
 fn qos() -> impl Strategy<Value = QoS> {
     prop_oneof![
         Just(QoS::AtMostOnce),
@@ -173,7 +196,7 @@ fn ack(version: ProtocolVersion, release: bool) -> impl Strategy<Value = Ack> {
 fn subscribe(version: ProtocolVersion) -> impl Strategy<Value = Subscribe> {
     let v5 = version.is_v5();
     let filter = (
-        "[^\u{0}]{1,12}",
+        topic_filter(),
         qos(),
         any::<bool>(),
         any::<bool>(),
@@ -220,7 +243,7 @@ fn client_packet(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         1 => ack(version, true).prop_map(Packet::PubRel),
         1 => ack(version, true).prop_map(Packet::PubComp),
         2 => subscribe(version).prop_map(Packet::Subscribe),
-        1 => (1u16.., proptest::collection::vec("[^\u{0}]{1,12}", 1..4), user_properties())
+        1 => (1u16.., proptest::collection::vec(topic_filter(), 1..4), user_properties())
             .prop_map(move |(pkid, filters, user)| Packet::Unsubscribe(Unsubscribe {
                 pkid,
                 filters,

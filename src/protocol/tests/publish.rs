@@ -23,30 +23,30 @@ fn publish_topic_not_utf8_is_malformed() {
     );
 }
 
-/// [MQTT-3.3.2-2] A topic name with `#` (`a/#`) is invalid (0x90).
+/// [MQTT-3.3.2-2] A topic name with `#` (`a/#`) is invalid (0x81).
 #[test]
 fn publish_topic_with_hash_is_invalid() {
     assert_eq!(
         code(after_connect(4, &[0x30, 0x05, 0, 3, b'a', b'/', b'#'])),
-        0x90
+        0x81
     );
     assert_eq!(
         code(after_connect(5, &[0x30, 0x06, 0, 3, b'a', b'/', b'#', 0])),
-        0x90
+        0x81
     );
 }
 
-/// [MQTT-3.3.2-2] A topic name `+` is invalid (0x90).
+/// [MQTT-3.3.2-2] A topic name `+` is invalid (0x81).
 #[test]
 fn publish_topic_with_plus_is_invalid() {
-    assert_eq!(code(after_connect(4, &[0x30, 0x03, 0, 1, b'+'])), 0x90);
-    assert_eq!(code(after_connect(5, &[0x30, 0x04, 0, 1, b'+', 0])), 0x90);
+    assert_eq!(code(after_connect(4, &[0x30, 0x03, 0, 1, b'+'])), 0x81);
+    assert_eq!(code(after_connect(5, &[0x30, 0x04, 0, 1, b'+', 0])), 0x81);
 }
 
-/// [MQTT-4.7.3-1] An empty topic name is invalid in v3.1.1 (0x90).
+/// [MQTT-4.7.3-1] An empty topic name is invalid in v3.1.1 (0x81).
 #[test]
 fn v3_publish_with_empty_topic_is_invalid() {
-    assert_eq!(code(after_connect(4, &[0x30, 0x02, 0, 0])), 0x90);
+    assert_eq!(code(after_connect(4, &[0x30, 0x02, 0, 0])), 0x81);
 }
 
 /// [MQTT-3.3.2-8] A v5 PUBLISH with an empty topic and no Topic Alias is a protocol error.

@@ -52,14 +52,12 @@ fn v5_subscribe_reserved_option_bits_are_malformed() {
 
 /// [MQTT-3.8.3-4] Subscription QoS 3 is malformed.
 #[test]
-fn subscribe_qos_3_is_malformed() {
-    assert_eq!(
-        code(after_connect(4, &[0x82, 0x06, 0, 1, 0, 1, b't', 0x03])),
-        0x81
-    );
+fn subscribe_qos_3_is_a_protocol_error() {
+    // 3.1.1 closes either way; MQTT 5 §3.8.3.1 names it a Protocol Error.
+    assert!(after_connect(4, &[0x82, 0x06, 0, 1, 0, 1, b't', 0x03]).is_err());
     assert_eq!(
         code(after_connect(5, &[0x82, 0x07, 0, 1, 0, 0, 1, b't', 0x03])),
-        0x81
+        0x82
     );
 }
 
@@ -72,7 +70,7 @@ fn subscribe_retain_handling_3_is_a_protocol_error() {
     );
 }
 
-/// [MQTT-3.8.2-?] Subscription Identifier is decoded; 0 is a protocol error.
+/// MQTT 5 §3.8.2.1.2: Subscription Identifier is decoded; 0 is a protocol error.
 #[test]
 fn subscription_identifier_is_decoded_and_0_refused() {
     let sub = [0x82, 0x0A, 0, 1, 3, 0x0B, 0x80, 0x01, 0, 1, b't', 1];
@@ -86,13 +84,39 @@ fn subscription_identifier_is_decoded_and_0_refused() {
 
 /// [MQTT-1.5.3-2] A filter with U+0000 is malformed; filter syntax is left to the broker.
 #[test]
-fn subscribe_filter_is_utf8_checked_only() {
+fn subscribe_filter_grammar_is_checked() {
     assert_eq!(
         code(after_connect(4, &[0x82, 0x07, 0, 1, 0, 2, b'a', 0, 0])),
         0x81
     );
-    let p = after_connect(4, &[0x82, 0x08, 0, 1, 0, 3, b'a', b'+', b'b', 1]).unwrap();
-    assert!(matches!(p, Packet::Subscribe(s) if s.filters[0].filter == "a+b"));
+    // A wildcard that is not a whole level, an empty filter, `#` not last: malformed.
+    for (v, filter) in [
+        (4, &b"a+b"[..]),
+        (5, b"a+b"),
+        (4, b""),
+        (5, b"#/a"),
+        (4, b"a/#/b"),
+    ] {
+        let mut sub = vec![0x82, 0, 0, 1];
+        if v == 5 {
+            sub.push(0);
+        }
+        sub.extend_from_slice(&[0, filter.len() as u8]);
+        sub.extend_from_slice(filter);
+        sub.push(1);
+        sub[1] = (sub.len() - 2) as u8;
+        assert_eq!(code(after_connect(v, &sub)), 0x81, "{filter:?}");
+    }
+    // A bad `$share/` form: a protocol error.
+    for filter in [&b"$share/p"[..], b"$share/p/", b"$share//t", b"$share/a+/t"] {
+        let mut sub = vec![0x82, 0, 0, 1, 0, 0, filter.len() as u8];
+        sub.extend_from_slice(filter);
+        sub.push(1);
+        sub[1] = (sub.len() - 2) as u8;
+        assert_eq!(code(after_connect(5, &sub)), 0x82, "{filter:?}");
+    }
+    let p = after_connect(4, &[0x82, 0x08, 0, 1, 0, 3, b'a', b'/', b'+', 1]).unwrap();
+    assert!(matches!(p, Packet::Subscribe(s) if s.filters[0].filter == "a/+"));
 }
 
 /// [MQTT-3.8.3-4] No Local on a `$share/` filter decodes: the 0x82 is the broker's (it parses
