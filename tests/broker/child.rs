@@ -122,7 +122,12 @@ impl ChildBroker {
         }
     }
 
-    /// Log lines so far containing `needle`.
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// How many log lines so far contain `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log
             .lock()

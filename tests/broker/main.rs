@@ -18,6 +18,7 @@ mod probe;
 mod publish_qos;
 mod retain;
 mod rmq;
+mod robustness;
 mod session;
 mod shared;
 mod shutdown;

@@ -238,6 +238,32 @@ async fn packets_span_frames_and_frames_hold_packets() {
     b.stop().await;
 }
 
+/// Bytes read before the session starts reach the session: a frame holding CONNECT,
+/// SUBSCRIBE and PINGREQ gets CONNACK, SUBACK and PINGRESP (not only the CONNACK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_with_connect_and_more_is_read_whole() {
+    let b = ws_broker(|_| {}).await;
+    let port = b.listener_addr(0).port();
+    for level in [V311, L5] {
+        let mut ws = raw_ws(port, "/mqtt", Some("mqtt")).await.unwrap();
+        let all = [
+            Connect::new(level, &format!("one-frame{level}")).build(),
+            wire::subscribe(level, 3, &[("one/frame", 1)], &[]),
+            wire::packet(wire::PINGREQ, &[]),
+        ]
+        .concat();
+        ws.frame(&all).await;
+        let (first, body) = ws.packet().await;
+        assert_eq!(first, wire::CONNACK);
+        assert_eq!(wire::parse_connack(level, &body).reason, 0);
+        let (first, body) = ws.packet().await;
+        assert_eq!(first, wire::SUBACK);
+        assert_eq!(wire::parse_suback(level, &body), (3, vec![1]));
+        assert_eq!(ws.packet().await.0, wire::PINGRESP);
+    }
+    b.stop().await;
+}
+
 /// Upgrades to another path (404), with another subprotocol (400), plain MQTT on the WebSocket
 /// port, a stalled socket, and a text frame are all refused or closed, and a good client still
 /// gets in after them. Without a subprotocol header the upgrade is accepted.
