@@ -16,6 +16,7 @@ mod persistence;
 mod probe;
 mod publish_qos;
 mod retain;
+mod retain_stream;
 mod rmq;
 mod session;
 mod shared;
