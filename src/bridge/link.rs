@@ -557,10 +557,12 @@ impl Link {
             return Ok(());
         }
         let state = ctx.state;
-        ctx.mailbox
-            .drain_into(scratch, BATCH, session.window_free(), &mut |seq| {
-                state.load_stored(session, seq)
-            });
+        ctx.mailbox.drain_into(
+            scratch,
+            BATCH,
+            session.window_free(),
+            &mut state.feed(session),
+        );
         report_queue(&ctx.cfg.name, ctx.mailbox);
         if scratch.is_empty() {
             return Ok(());

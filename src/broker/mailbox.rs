@@ -10,6 +10,12 @@
 //!
 //! A bridge's mailbox may also be bounded in payload bytes ([`Mailbox::set_bounds`]): each
 //! entry keeps its payload size, so the total stays exact as entries come and go.
+//!
+//! The retained messages a subscription brings are queued as one marker, a
+//! [`RetainedStream`] ([`Mailbox::push_retained`]), at the place of its SUBACK: what was queued
+//! before goes first, what is pushed after waits behind it, and draining walks the retained
+//! store lazily in its place, paced by the client's window and socket ([`Source`]). However
+//! many retained messages match, they cost one entry here and never count against the limit.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
@@ -17,6 +23,7 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
+use super::retained::RetainedStream;
 use crate::protocol::QoS;
 use crate::session::Delivery;
 
@@ -37,6 +44,8 @@ pub enum Queued {
     /// Only its sequence number: the message, and this client's options for it, are in the
     /// store. With its payload size.
     Stored(u64, u32),
+    /// The retained messages of a subscription not sent yet (never stored).
+    Retained(Box<RetainedStream>),
 }
 
 impl Queued {
@@ -45,8 +54,39 @@ impl Queued {
         match self {
             Queued::Ready(d) => d.seq,
             Queued::Stored(seq, _) => *seq,
+            Queued::Retained(_) => 0,
         }
     }
+}
+
+/// What draining needs from the broker: stored messages read back and retained streams
+/// stepped (the mailbox holds only their keys and cursors).
+pub trait Source {
+    /// Stored message `seq` as a delivery to this mailbox's client; `None` (expired,
+    /// unreadable) skips it.
+    fn load(&mut self, seq: u64) -> Option<Delivery>;
+
+    /// Appends to `out` the stream's next retained messages as deliveries: at most `room`,
+    /// stopping before a QoS 1/2 one once `window` of them were added (the cursor stays before
+    /// it, so order is kept), within a bounded amount of work.
+    fn stream_retained(
+        &mut self,
+        stream: &mut RetainedStream,
+        out: &mut Vec<Delivery>,
+        room: usize,
+        window: usize,
+    ) -> Streamed;
+}
+
+/// How a step of a retained stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streamed {
+    /// Every retained message was sent: the marker goes, draining continues behind it.
+    Done,
+    /// Held by a full window: acknowledgements resume it.
+    Blocked,
+    /// More to send; the drainer is signalled to come back.
+    More,
 }
 
 /// The payload size a delivery counts for against a byte bound.
@@ -61,6 +101,35 @@ enum Spilled {
     Seq(u64, u32),
     /// A delivery that arrived with its message while the spill was not empty (order is kept).
     Held(Box<Delivery>),
+    /// A subscription's retained messages, walked in this place as the mailbox drains.
+    Retained(Box<RetainedStream>),
+}
+
+impl Spilled {
+    fn into_queued(self) -> Queued {
+        match self {
+            Spilled::Seq(seq, bytes) => Queued::Stored(seq, bytes),
+            Spilled::Held(d) => Queued::Ready(*d),
+            Spilled::Retained(s) => Queued::Retained(s),
+        }
+    }
+
+    fn from_queued(q: Queued) -> Spilled {
+        match q {
+            Queued::Ready(d) => Spilled::Held(Box::new(d)),
+            Queued::Stored(seq, bytes) => Spilled::Seq(seq, bytes),
+            Queued::Retained(s) => Spilled::Retained(s),
+        }
+    }
+
+    /// Payload bytes it counts for against a byte bound (a marker counts none).
+    fn bytes(&self) -> u32 {
+        match self {
+            Spilled::Seq(_, bytes) => *bytes,
+            Spilled::Held(d) => payload_bytes(d),
+            Spilled::Retained(_) => 0,
+        }
+    }
 }
 
 /// Beyond this many queued deliveries, stored ones are queued by sequence number only, even
@@ -126,15 +195,12 @@ impl Inner {
                 let oldest = spill
                     .iter()
                     .position(|s| matches!(s, Spilled::Held(d) if d.qos == QoS::AtMostOnce))?;
-                match spill.remove(oldest)? {
-                    Spilled::Held(d) => Some(payload_bytes(&d)),
-                    Spilled::Seq(_, bytes) => Some(bytes),
-                }
+                spill.remove(oldest).map(|s| s.bytes())
             }),
         };
         match dropped {
             Some(bytes) => {
-                self.count_out(bytes);
+                self.count_out(u64::from(bytes));
                 true
             }
             None => false,
@@ -147,9 +213,9 @@ impl Inner {
         }
     }
 
-    fn count_out(&mut self, bytes: u32) {
+    fn count_out(&mut self, bytes: u64) {
         if let Some(b) = &mut self.budget {
-            b.bytes = b.bytes.saturating_sub(u64::from(bytes));
+            b.bytes = b.bytes.saturating_sub(bytes);
         }
     }
 
@@ -162,10 +228,11 @@ impl Inner {
     /// Payload bytes of everything queued, counted afresh.
     fn total_bytes(&self) -> u64 {
         let queued = self.queue.iter().map(|d| u64::from(payload_bytes(d)));
-        let spilled = self.spill.iter().flat_map(|s| s.iter()).map(|s| match s {
-            Spilled::Seq(_, bytes) => u64::from(*bytes),
-            Spilled::Held(d) => u64::from(payload_bytes(d)),
-        });
+        let spilled = self
+            .spill
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(|s| u64::from(s.bytes()));
         queued.chain(spilled).sum()
     }
 }
@@ -381,6 +448,25 @@ impl Mailbox {
         );
     }
 
+    /// Queues a subscription's retained messages as one marker, at this place in the order:
+    /// everything queued before goes first, everything pushed after waits until the stream is
+    /// done. Never refused (it is not a message: the limit bounds what is held, not what a
+    /// subscription matches); it counts as one entry.
+    pub fn push_retained(&self, stream: RetainedStream) {
+        let waker = {
+            let mut inner = self.inner.lock();
+            inner
+                .spill
+                .get_or_insert_with(Box::default)
+                .push_back(Spilled::Retained(Box::new(stream)));
+            self.signalled.store(true, Ordering::Release);
+            inner.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     /// Puts deliveries back at the front, in order (messages taken back from a session).
     pub fn push_front_all(&self, queued: Vec<Queued>) {
         let mut inner = self.inner.lock();
@@ -389,6 +475,7 @@ impl Mailbox {
             inner.count_in(match q {
                 Queued::Ready(d) => payload_bytes(d),
                 Queued::Stored(_, bytes) => *bytes,
+                Queued::Retained(_) => 0,
             });
         }
         if queued.iter().all(|q| matches!(q, Queued::Ready(_))) {
@@ -399,14 +486,9 @@ impl Mailbox {
             }
             return;
         }
-        // Some are in the store only: everything queued goes behind them, in the spill.
-        let mut spill: VecDeque<Spilled> = queued
-            .into_iter()
-            .map(|q| match q {
-                Queued::Ready(d) => Spilled::Held(Box::new(d)),
-                Queued::Stored(seq, bytes) => Spilled::Seq(seq, bytes),
-            })
-            .collect();
+        // Some are in the store only, or are retained streams: everything queued goes behind
+        // them, in the spill.
+        let mut spill: VecDeque<Spilled> = queued.into_iter().map(Spilled::from_queued).collect();
         spill.extend(inner.queue.drain(..).map(|d| Spilled::Held(Box::new(d))));
         if let Some(old) = inner.spill.take() {
             spill.extend(*old);
@@ -416,18 +498,21 @@ impl Mailbox {
 
     /// Moves up to `max` deliveries into `out`, in order, stopping at the first QoS 1/2 delivery
     /// once `window` such deliveries were taken (so order is kept behind a full window).
-    /// Deliveries queued by sequence number are read back through `load`; `None` (expired,
-    /// unreadable) skips one.
+    /// Deliveries queued by sequence number are read back through `source` (`None`: expired,
+    /// unreadable, skipped); a retained stream is stepped through it in its place, outside the
+    /// lock, and removed once done. If it took `max` and more is queued, or a stream has more
+    /// to send than one step gave, the mailbox stays signalled so the drainer comes back even
+    /// if nothing it took could be written.
     pub fn drain_into(
         &self,
         out: &mut Vec<Delivery>,
         max: usize,
         mut window: usize,
-        load: &mut dyn FnMut(u64) -> Option<Delivery>,
+        source: &mut dyn Source,
     ) {
         let mut inner = self.inner.lock();
-        let inner = &mut *inner;
         let q = &mut inner.queue;
+        let mut freed = 0u64;
         while out.len() < max {
             match q.front() {
                 None => break,
@@ -440,9 +525,7 @@ impl Mailbox {
                 Some(_) => {}
             }
             if let Some(d) = q.pop_front() {
-                if let Some(b) = &mut inner.budget {
-                    b.bytes = b.bytes.saturating_sub(u64::from(payload_bytes(&d)));
-                }
+                freed += u64::from(payload_bytes(&d));
                 out.push(d);
             }
         }
@@ -450,46 +533,92 @@ impl Mailbox {
             // A burst's room is not kept once the client has caught up.
             *q = VecDeque::new();
         }
-        if !q.is_empty() {
+        inner.count_out(freed);
+        if !inner.queue.is_empty() {
+            self.come_back(out.len() >= max);
             return;
         }
-        let Some(spill) = &mut inner.spill else {
-            if self.flags.load(Ordering::Relaxed) & OVERFLOWED != 0 {
-                self.flags.fetch_and(!OVERFLOWED, Ordering::AcqRel);
-            }
-            return;
-        };
-        while out.len() < max {
-            let qos = match spill.front() {
-                None => break,
-                // Stored deliveries are QoS 1/2 unless QoS 0 ones are stored too.
-                Some(Spilled::Seq(..)) => QoS::AtLeastOnce,
-                Some(Spilled::Held(d)) => d.qos,
-            };
-            if qos != QoS::AtMostOnce && window == 0 {
-                break;
-            }
-            let (delivery, bytes) = match spill.pop_front() {
-                Some(Spilled::Seq(seq, bytes)) => (load(seq), bytes),
-                Some(Spilled::Held(d)) => {
-                    let bytes = payload_bytes(&d);
-                    (Some(*d), bytes)
+        loop {
+            let Some(spill) = &mut inner.spill else {
+                if self.flags.load(Ordering::Relaxed) & OVERFLOWED != 0 {
+                    self.flags.fetch_and(!OVERFLOWED, Ordering::AcqRel);
                 }
-                None => (None, 0),
+                return;
             };
-            if let Some(b) = &mut inner.budget {
-                b.bytes = b.bytes.saturating_sub(u64::from(bytes));
-            }
-            if let Some(d) = delivery {
-                if d.qos != QoS::AtMostOnce {
-                    window = window.saturating_sub(1);
+            let mut freed = 0u64;
+            let mut stream = None;
+            while out.len() < max {
+                let qos = match spill.front() {
+                    None => break,
+                    Some(Spilled::Retained(_)) => {
+                        if let Some(Spilled::Retained(s)) = spill.pop_front() {
+                            stream = Some(s);
+                        }
+                        break;
+                    }
+                    // Stored deliveries are QoS 1/2 unless QoS 0 ones are stored too.
+                    Some(Spilled::Seq(..)) => QoS::AtLeastOnce,
+                    Some(Spilled::Held(d)) => d.qos,
+                };
+                if qos != QoS::AtMostOnce && window == 0 {
+                    break;
                 }
-                out.push(d);
+                let Some(next) = spill.pop_front() else { break };
+                freed += u64::from(next.bytes());
+                let delivery = match next {
+                    Spilled::Seq(seq, _) => source.load(seq),
+                    Spilled::Held(d) => Some(*d),
+                    Spilled::Retained(_) => None,
+                };
+                if let Some(d) = delivery {
+                    if d.qos != QoS::AtMostOnce {
+                        window = window.saturating_sub(1);
+                    }
+                    out.push(d);
+                }
+            }
+            let done = spill.is_empty() && stream.is_none();
+            inner.count_out(freed);
+            let Some(mut stream) = stream else {
+                if done {
+                    inner.spill = None;
+                    self.flags.fetch_and(!OVERFLOWED, Ordering::AcqRel);
+                } else {
+                    self.come_back(out.len() >= max);
+                }
+                return;
+            };
+            // Stepped without the lock, so the router is never held up by the walk; what it
+            // pushes meanwhile goes behind (the spill stays, if empty, until the stream is
+            // put back or done; only this drainer takes from it).
+            drop(inner);
+            let before = out.len();
+            let streamed = source.stream_retained(&mut stream, out, max - before, window);
+            let sent_qos12 = out[before..]
+                .iter()
+                .filter(|d| d.qos != QoS::AtMostOnce)
+                .count();
+            window = window.saturating_sub(sent_qos12);
+            inner = self.inner.lock();
+            match streamed {
+                Streamed::Done => {}
+                Streamed::Blocked | Streamed::More => {
+                    inner
+                        .spill
+                        .get_or_insert_with(Box::default)
+                        .push_front(Spilled::Retained(stream));
+                    self.come_back(streamed == Streamed::More);
+                    return;
+                }
             }
         }
-        if spill.is_empty() {
-            inner.spill = None;
-            self.flags.fetch_and(!OVERFLOWED, Ordering::AcqRel);
+    }
+
+    /// Keeps the mailbox signalled when the drainer stopped for its own bounds (`again`), not
+    /// for lack of window: it then comes back without waiting for a push.
+    fn come_back(&self, again: bool) {
+        if again {
+            self.signalled.store(true, Ordering::Release);
         }
     }
 
@@ -499,6 +628,7 @@ impl Mailbox {
         let spilled = inner.spill.iter().flat_map(|s| s.iter()).map(|s| match s {
             Spilled::Seq(seq, _) => *seq,
             Spilled::Held(d) => d.seq,
+            Spilled::Retained(_) => 0,
         });
         inner
             .queue
@@ -509,7 +639,8 @@ impl Mailbox {
             .collect()
     }
 
-    /// Takes every queued delivery, in order (for redistribution or discard).
+    /// Takes every queued delivery and retained stream, in order (for redistribution or
+    /// discard).
     pub fn take_all(&self) -> Vec<Queued> {
         let (queue, spill) = {
             let mut inner = self.inner.lock();
@@ -519,10 +650,7 @@ impl Mailbox {
             (std::mem::take(&mut inner.queue), inner.spill.take())
         };
         let mut all: Vec<Queued> = queue.into_iter().map(Queued::Ready).collect();
-        all.extend(spill.into_iter().flat_map(|s| *s).map(|s| match s {
-            Spilled::Seq(seq, bytes) => Queued::Stored(seq, bytes),
-            Spilled::Held(d) => Queued::Ready(*d),
-        }));
+        all.extend(spill.into_iter().flat_map(|s| *s).map(Spilled::into_queued));
         all
     }
 
@@ -543,11 +671,17 @@ impl Mailbox {
     }
 
     fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Counts against the task's tokio budget like any tokio resource: a drainer that keeps
+        // itself signalled (a long retained stream whose messages all fail to go out) still
+        // yields to the other tasks on its thread.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         if self.signalled.swap(false, Ordering::AcqRel) {
+            coop.made_progress();
             return Poll::Ready(());
         }
         self.set_waker(cx.waker());
         if self.signalled.swap(false, Ordering::AcqRel) {
+            coop.made_progress();
             return Poll::Ready(());
         }
         Poll::Pending

@@ -7,6 +7,7 @@ mod mailbox;
 mod registry;
 mod retained;
 mod router;
+mod subscribe;
 
 use crate::logged::clip;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +17,11 @@ use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 pub use durable::{check as check_store, StoreReport};
-pub use mailbox::{Mailbox, Queued};
+pub use mailbox::{Mailbox, Queued, Source, Streamed};
 pub use registry::{Attached, PendingWill};
+pub use retained::RetainedStream;
 pub use router::RouteOutcome;
+pub use subscribe::{Feed, SubscribeResult};
 
 use registry::{Detached, Registry};
 use retained::Retained;
@@ -27,8 +30,7 @@ use router::{Router, Subscriber};
 use crate::auth::{Access, Auth, Identity};
 use crate::config::Config;
 use crate::metrics;
-use crate::protocol::{ReasonCode, RetainHandling, SubscriptionOptions};
-use crate::session::{Delivery, Message, Session, Subscription, NEVER_EXPIRES};
+use crate::session::{Delivery, Message, Session, NEVER_EXPIRES};
 use crate::topic;
 use dashmap::DashMap;
 
@@ -62,17 +64,6 @@ pub struct Published {
     /// Completes once the message's durable part (its retained copy) is on disk; the publisher
     /// is acknowledged only then.
     pub durable: Option<crate::store::Ticket>,
-}
-
-/// Result of one filter of a SUBSCRIBE.
-#[derive(Debug)]
-pub enum SubscribeResult {
-    /// Granted at this QoS; retained messages to send follow.
-    Granted(ReasonCode, Vec<Delivery>),
-    /// Refused with this reason.
-    Refused(ReasonCode),
-    /// No Local on a shared subscription [MQTT-3.8.3-4]: a protocol error for the connection.
-    ProtocolError,
 }
 
 impl BrokerState {
@@ -202,21 +193,6 @@ impl BrokerState {
                 d.session_disconnected(client_id, expiry, disconnected, None);
             }
         }
-    }
-
-    /// Records, for a persistent session, the current state of `filters` (subscribed or not);
-    /// `None` when nothing is stored for it. SUBACK and UNSUBACK wait for the ticket.
-    pub fn persist_subscriptions(
-        &self,
-        session: &Session,
-        filters: &[&str],
-    ) -> Option<crate::store::Ticket> {
-        let durable = self.durable.as_ref().filter(|_| session.stored)?;
-        let changes: Vec<(&str, Option<&Subscription>)> = filters
-            .iter()
-            .map(|f| (*f, session.subscriptions().get(*f)))
-            .collect();
-        Some(durable.subscriptions(session.client_id(), &changes))
     }
 
     /// Marks the broker as stopping and wakes every connected client's task so it says goodbye.
@@ -518,6 +494,8 @@ impl BrokerState {
                             seqs.push(d.seq);
                             Some(Queued::Ready(d))
                         }
+                        // Its walk goes on where it stood: it was never stored.
+                        Queued::Retained(s) => Some(Queued::Retained(s)),
                     })
                     .collect();
                 seqs.retain(|s| *s != 0);
@@ -661,94 +639,6 @@ impl BrokerState {
             }
         }
         mailbox.push_front_all(keep);
-    }
-
-    /// Validates and records one filter of a SUBSCRIBE for `session`.
-    pub fn subscribe(
-        &self,
-        session: &mut Session,
-        mailbox: &Arc<Mailbox>,
-        filter: &str,
-        options: SubscriptionOptions,
-        id: Option<u32>,
-        v5: bool,
-    ) -> SubscribeResult {
-        let config = self.config();
-        let limits = &config.limits;
-        let refused = |code| {
-            SubscribeResult::Refused(if v5 {
-                code
-            } else {
-                ReasonCode::UnspecifiedError
-            })
-        };
-        let (share, plain) = match topic::parse_subscription(filter, limits.max_topic_levels) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                tracing::debug!(client_id = %clip(session.client_id()), filter = %clip(filter), error = %e, "invalid topic filter");
-                return refused(ReasonCode::TopicFilterInvalid);
-            }
-        };
-        if share.is_some() && options.no_local {
-            return SubscribeResult::ProtocolError;
-        }
-        let exists = session.subscriptions().contains_key(filter);
-        let max = limits.max_subscriptions_per_client;
-        if !exists && max > 0 && session.subscriptions().len() >= max {
-            metrics::limit_hit("max_subscriptions_per_client");
-            return refused(ReasonCode::QuotaExceeded);
-        }
-        session.subscribe(filter.to_string(), Subscription { options, id });
-        self.router.subscribe(
-            share.as_deref(),
-            &plain,
-            Subscriber {
-                client_id: Arc::clone(session.client_id()),
-                mailbox: Arc::clone(mailbox),
-                options,
-                id,
-            },
-        );
-        let send_retained = share.is_none()
-            && match options.retain_handling {
-                RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNew => !exists,
-                RetainHandling::DoNotSend => false,
-            };
-        let retained = if send_retained {
-            self.retained
-                .matching(&plain, Instant::now())
-                .into_iter()
-                .map(|msg| Delivery {
-                    qos: msg.qos().min(options.qos),
-                    msg,
-                    retain: true,
-                    sub_ids: id.into_iter().collect(),
-                    shared: None,
-                    seq: 0,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let granted = match options.qos {
-            crate::protocol::QoS::AtMostOnce => ReasonCode::Success,
-            crate::protocol::QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
-            crate::protocol::QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
-        };
-        SubscribeResult::Granted(granted, retained)
-    }
-
-    /// Removes one subscription of `session`; false if it did not exist.
-    pub fn unsubscribe(&self, session: &mut Session, filter: &str) -> bool {
-        if !session.unsubscribe(filter) {
-            return false;
-        }
-        if let Ok((share, plain)) = topic::parse_subscription(filter, usize::MAX) {
-            self.router
-                .unsubscribe(share.as_deref(), &plain, session.client_id());
-        }
-        true
     }
 
     /// What the broker holds now, for the gauges read at scrape time. Walks every session (a

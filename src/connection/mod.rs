@@ -27,12 +27,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use crate::broker::{BrokerState, Mailbox};
+use crate::broker::{BrokerState, Mailbox, RetainedStream};
 use crate::metrics;
 use crate::protocol::{
     self, Ack, Connect, Disconnect, LastWill, Packet, ProtocolVersion, Publish, ReasonCode,
 };
-use crate::session::{Delivery, Message, Resend, Session};
+use crate::session::{Message, Resend, Session};
 use crate::store::Ticket;
 use crate::transport::Stream;
 
@@ -296,8 +296,8 @@ struct HeldAck {
     /// `None`: nothing to wait for, only earlier acknowledgements.
     ticket: Option<Ticket>,
     packet: Packet,
-    /// Deliveries that must follow it (retained messages after a SUBACK).
-    then: Vec<Delivery>,
+    /// Retained messages that must follow it (after a SUBACK), queued when it is sent.
+    then: Vec<RetainedStream>,
 }
 
 /// Why [`Connection::run`] returned.
@@ -455,9 +455,9 @@ impl Connection {
             && self.client.mailbox.is_empty()
     }
 
-    /// Sends `ack` (then queues `then`) once `durable` completes and every earlier held
-    /// acknowledgement is sent.
-    fn ack_in_order(&mut self, durable: Option<Ticket>, ack: Packet, then: Vec<Delivery>) {
+    /// Sends `ack` (then queues the retained streams `then`) once `durable` completes and every
+    /// earlier held acknowledgement is sent.
+    fn ack_in_order(&mut self, durable: Option<Ticket>, ack: Packet, then: Vec<RetainedStream>) {
         if durable.is_none() && self.pending_acks.is_empty() {
             self.send_ack(ack, then);
         } else {
@@ -469,12 +469,12 @@ impl Connection {
         }
     }
 
-    fn send_ack(&mut self, ack: Packet, then: Vec<Delivery>) {
+    /// Writes `ack` and queues `then` behind everything queued so far: retained messages go
+    /// after their SUBACK and before whatever is published from now on.
+    fn send_ack(&mut self, ack: Packet, then: Vec<RetainedStream>) {
         self.ack(ack);
-        for d in then {
-            if self.client.mailbox.push(d).is_err() {
-                metrics::dropped("queue_full");
-            }
+        for stream in then {
+            self.client.mailbox.push_retained(stream);
         }
     }
 
@@ -598,12 +598,11 @@ impl Connection {
         if self.io.outbuf.len() >= HIGH_WATER {
             return Ok(());
         }
-        let (state, session) = (&self.state, &self.client.session);
+        let session = &self.client.session;
+        let mut feed = self.state.feed(session);
         self.client
             .mailbox
-            .drain_into(scratch, BATCH, session.window_free(), &mut |seq| {
-                state.load_stored(session, seq)
-            });
+            .drain_into(scratch, BATCH, session.window_free(), &mut feed);
         if scratch.is_empty() {
             return Ok(());
         }

@@ -17,6 +17,7 @@ mod persistence;
 mod probe;
 mod publish_qos;
 mod retain;
+mod retain_stream;
 mod rmq;
 mod robustness;
 mod session;

@@ -295,7 +295,8 @@ async fn deferred_delivery_is_queued_by_number_and_read_back() {
     ticket.wait().await.unwrap();
     assert!(durable.unsettled.lock().is_empty());
     let mut out = Vec::new();
-    mailbox.drain_into(&mut out, 10, 10, &mut |s| durable.load("sleeper", s));
+    let mut load = crate::broker::tests::Loads(|s| durable.load("sleeper", s));
+    mailbox.drain_into(&mut out, 10, 10, &mut load);
     assert_eq!(out.len(), 1);
     for got in [&early, &out[0]] {
         assert_eq!(got.seq, seq);

@@ -1,0 +1,206 @@
+//! SUBSCRIBE and UNSUBSCRIBE on the broker's side, and what a mailbox reads through as it
+//! drains ([`Feed`]): stored messages, and the retained messages a subscription brought,
+//! walked lazily in the mailbox's order with the ACL's read check per message.
+
+use crate::logged::clip;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::mailbox::{Source, Streamed};
+use super::retained::{RetainedStream, Step};
+use super::router::Subscriber;
+use super::{BrokerState, Mailbox};
+use crate::auth::Access;
+use crate::metrics;
+use crate::protocol::{QoS, ReasonCode, RetainHandling, SubscriptionOptions};
+use crate::session::{Delivery, Session, Subscription};
+use crate::topic;
+
+/// Result of one filter of a SUBSCRIBE.
+#[derive(Debug)]
+pub enum SubscribeResult {
+    /// Granted at this QoS, with the retained messages to send after the SUBACK, if any match
+    /// (see [`super::Mailbox::push_retained`]).
+    Granted(ReasonCode, Option<RetainedStream>),
+    /// Refused with this reason.
+    Refused(ReasonCode),
+    /// No Local on a shared subscription [MQTT-3.8.3-4]: a protocol error for the connection.
+    ProtocolError,
+}
+
+impl BrokerState {
+    /// Records, for a persistent session, the current state of `filters` (subscribed or not);
+    /// `None` when nothing is stored for it. SUBACK and UNSUBACK wait for the ticket.
+    pub fn persist_subscriptions(
+        &self,
+        session: &Session,
+        filters: &[&str],
+    ) -> Option<crate::store::Ticket> {
+        let durable = self.durable.as_ref().filter(|_| session.stored)?;
+        let changes: Vec<(&str, Option<&Subscription>)> = filters
+            .iter()
+            .map(|f| (*f, session.subscriptions().get(*f)))
+            .collect();
+        Some(durable.subscriptions(session.client_id(), &changes))
+    }
+
+    /// Validates and records one filter of a SUBSCRIBE for `session`. The retained messages
+    /// it brings are not collected: a granted result carries a stream over them, begun once
+    /// the subscription is in the router (so nothing published from then on is missed or
+    /// sent twice).
+    pub fn subscribe(
+        &self,
+        session: &mut Session,
+        mailbox: &Arc<Mailbox>,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+        v5: bool,
+    ) -> SubscribeResult {
+        let config = self.config();
+        let limits = &config.limits;
+        let refused = |code| {
+            SubscribeResult::Refused(if v5 {
+                code
+            } else {
+                ReasonCode::UnspecifiedError
+            })
+        };
+        let (share, plain) = match topic::parse_subscription(filter, limits.max_topic_levels) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::debug!(client_id = %clip(session.client_id()), filter = %clip(filter), error = %e, "invalid topic filter");
+                return refused(ReasonCode::TopicFilterInvalid);
+            }
+        };
+        if share.is_some() && options.no_local {
+            return SubscribeResult::ProtocolError;
+        }
+        let exists = session.subscriptions().contains_key(filter);
+        let max = limits.max_subscriptions_per_client;
+        if !exists && max > 0 && session.subscriptions().len() >= max {
+            metrics::limit_hit("max_subscriptions_per_client");
+            return refused(ReasonCode::QuotaExceeded);
+        }
+        session.subscribe(filter.to_string(), Subscription { options, id });
+        self.router.subscribe(
+            share.as_deref(),
+            &plain,
+            Subscriber {
+                client_id: Arc::clone(session.client_id()),
+                mailbox: Arc::clone(mailbox),
+                options,
+                id,
+            },
+        );
+        let send_retained = share.is_none()
+            && match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !exists,
+                RetainHandling::DoNotSend => false,
+            };
+        let retained = if send_retained {
+            self.retained.stream(&plain, options.qos, id)
+        } else {
+            None
+        };
+        let granted = match options.qos {
+            QoS::AtMostOnce => ReasonCode::Success,
+            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+        };
+        SubscribeResult::Granted(granted, retained)
+    }
+
+    /// Removes one subscription of `session`; false if it did not exist.
+    pub fn unsubscribe(&self, session: &mut Session, filter: &str) -> bool {
+        if !session.unsubscribe(filter) {
+            return false;
+        }
+        if let Ok((share, plain)) = topic::parse_subscription(filter, usize::MAX) {
+            self.router
+                .unsubscribe(share.as_deref(), &plain, session.client_id());
+        }
+        true
+    }
+
+    /// What `session`'s mailbox reads through while it drains.
+    pub fn feed<'a>(&'a self, session: &'a Session) -> Feed<'a> {
+        Feed {
+            state: self,
+            session,
+        }
+    }
+}
+
+/// The broker as one client's mailbox sees it while draining ([`Mailbox::drain_into`]).
+pub struct Feed<'a> {
+    state: &'a BrokerState,
+    session: &'a Session,
+}
+
+impl Source for Feed<'_> {
+    fn load(&mut self, seq: u64) -> Option<Delivery> {
+        self.state.load_stored(self.session, seq)
+    }
+
+    /// Retained messages as deliveries at min(their QoS, the granted QoS), RETAIN set, with
+    /// the subscription's identifier; those the ACL does not let the client read are passed
+    /// over and counted.
+    fn stream_retained(
+        &mut self,
+        stream: &mut RetainedStream,
+        out: &mut Vec<Delivery>,
+        mut room: usize,
+        mut window: usize,
+    ) -> Streamed {
+        let client_id = self.session.client_id();
+        // A bridge forwards what its rules say; the remote enforces its own ACL.
+        let authorizer = self
+            .state
+            .auth
+            .authorizer()
+            .filter(|_| !client_id.starts_with(crate::bridge::LOCAL_ID_PREFIX));
+        let who = authorizer.as_ref().map(|_| self.state.identity(client_id));
+        let (granted, sub_id) = (stream.qos, stream.sub_id);
+        let mut blocked = false;
+        let step = self
+            .state
+            .retained
+            .step(stream, Instant::now(), &mut |msg| {
+                let qos = msg.qos().min(granted);
+                if room == 0 {
+                    return ControlFlow::Break(());
+                }
+                if qos != QoS::AtMostOnce && window == 0 {
+                    blocked = true;
+                    return ControlFlow::Break(());
+                }
+                if let (Some(a), Some(who)) = (&authorizer, &who) {
+                    if !a.allows(who, msg.topic(), Access::Read) {
+                        metrics::acl_denied("retained");
+                        return ControlFlow::Continue(());
+                    }
+                }
+                room -= 1;
+                if qos != QoS::AtMostOnce {
+                    window -= 1;
+                }
+                out.push(Delivery {
+                    msg: Arc::clone(msg),
+                    qos,
+                    retain: true,
+                    sub_ids: sub_id.into_iter().collect(),
+                    shared: None,
+                    seq: 0,
+                });
+                ControlFlow::Continue(())
+            });
+        match step {
+            Step::Done => Streamed::Done,
+            Step::Stopped if blocked => Streamed::Blocked,
+            Step::Stopped | Step::Paused => Streamed::More,
+        }
+    }
+}
