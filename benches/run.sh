@@ -2,8 +2,9 @@
 # Runs the same scenarios against Tern and Mosquitto (Debian's package) in one run and prints
 # medians and Tern/Mosquitto ratios; ratio >= 1.0 always means Tern did better.
 #   benches/run.sh [--quick] [scenario ...]
-# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 latency idle tls-connects tls-pairs-qos0
-# (default: all). The TLS ones use one certificate and key (from `tern gen-certs`) for both
+# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 latency idle subs tls-connects tls-pairs-qos0
+# (default: all). `subs`: one client subscribes to 50,000 topics; subscriptions/s and resident
+# bytes per subscription. The TLS ones use one certificate and key (from `tern gen-certs`) for both
 # brokers, TLS 1.3 as both negotiate it, and full handshakes (the client never resumes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ for a in "$@"; do
     *) SCENARIOS+=("$a") ;;
   esac
 done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 latency idle tls-connects tls-pairs-qos0)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 latency idle subs tls-connects tls-pairs-qos0)
 REPS=3
 [ "$QUICK" = 1 ] && REPS=1
 
@@ -90,6 +91,31 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 # One run of a scenario against one broker: prints "msgs p50 p99 lost dup extra".
 run_one() {
   local scenario=$1 port=$2 pid=$3
+  if [ "$scenario" = subs ]; then
+    # A fresh broker each time, as for idle; memory read while the subscriptions are held.
+    local fresh fport before after line n=$((QUICK ? 10000 : 50000))
+    fport=$(free_port)
+    if [ "$port" = "$TPORT" ]; then
+      target/release/tern --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
+    else
+      sed "s/^listener .*/listener $fport 127.0.0.1/" "$WORK/mosquitto.conf" >"$WORK/subs.conf"
+      "$MOSQUITTO" -c "$WORK/subs.conf" &
+    fi
+    fresh=$!
+    wait_port "$fport"
+    before=$(rss "$fresh")
+    target/release/tern-bench --port "$fport" --scenario subs --subscriptions "$n" --hold-secs 3 >"$WORK/subs.out" &
+    local bench=$!
+    for _ in $(seq 1 600); do grep -q RESULT "$WORK/subs.out" && break; sleep 0.1; done
+    sleep 1
+    after=$(rss "$fresh")
+    wait "$bench"
+    kill "$fresh"; wait "$fresh" 2>/dev/null || true
+    line=$(grep RESULT "$WORK/subs.out")
+    # Subscriptions per second; bytes of resident memory per subscription.
+    echo "$(echo "$line" | field msgs_per_s) $(( (after - before) * 1024 / n )) 0 0 0"
+    return
+  fi
   if [ "$scenario" = idle ]; then
     # A fresh broker each time: memory freed by earlier runs would otherwise be reused.
     local fresh fport before after line
@@ -139,7 +165,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
 OUT="$WORK/table.txt"
 {
   echo "Tern vs Mosquitto, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores"
-  echo "command: benches/run.sh $*; medians of $REPS runs ($((REPS + 2)) for latency, idle and tls-connects, the noisiest); ratio >= 1.0 means Tern is better"
+  echo "command: benches/run.sh $*; medians of $REPS runs ($((REPS + 2)) for latency, idle, subs and tls-connects, the noisiest); ratio >= 1.0 means Tern is better"
   printf '%-15s %-18s %12s %12s %7s\n' scenario metric tern mosquitto ratio
 } >"$OUT"
 LOSS=0
@@ -149,7 +175,7 @@ for s in "${SCENARIOS[@]}"; do
   # Latency at a low rate and the connect rate are mostly the kernel's and the scheduler's
   # (both brokers make the same system calls per message and per connection): more runs,
   # steadier medians.
-  case "$s" in latency | idle | tls-connects) reps=$((REPS + 2)) ;; esac
+  case "$s" in latency | idle | subs | tls-connects) reps=$((REPS + 2)) ;; esac
   for _ in $(seq 1 "$reps"); do
     run_one "$s" "$TPORT" "$TPID" >>"$WORK/t"
     run_one "$s" "$MPORT" "$MPID" >>"$WORK/m"
@@ -161,6 +187,9 @@ for s in "${SCENARIOS[@]}"; do
   LOSS=$((LOSS + lost))
   if [ "$s" = tls-connects ]; then
     printf '%-15s %-18s %12s %12s %7s\n' "$s" "handshakes/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
+  elif [ "$s" = subs ]; then
+    printf '%-15s %-18s %12s %12s %7s\n' "$s" "subscriptions/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
+    printf '%-15s %-18s %12s %12s %7s\n' "$s" "bytes/subscription" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
   elif [ "$s" = idle ]; then
     printf '%-15s %-18s %12s %12s %7s\n' "$s" "connects/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
     printf '%-15s %-18s %12s %12s %7s\n' "$s" "bytes/connection" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"

@@ -254,6 +254,31 @@ impl Client {
         }
     }
 
+    /// Subscribes to every filter of `filters` in one SUBSCRIBE and waits for a SUBACK that
+    /// grants them all.
+    pub async fn subscribe_many(&mut self, pkid: u16, filters: &[String], qos: u8) -> Result<()> {
+        let mut body = BytesMut::new();
+        body.put_u16(pkid);
+        for f in filters {
+            put_str(&mut body, f.as_bytes());
+            body.put_u8(qos);
+        }
+        self.writer.frame(0x82, &body);
+        self.writer.flush().await?;
+        loop {
+            match self.reader.packet().await? {
+                Some((0x90, b))
+                    if b.len() == 2 + filters.len() && b[2..].iter().all(|c| *c < 0x80) =>
+                {
+                    return Ok(())
+                }
+                Some((0x90, b)) => bail!("subscriptions refused: {:?}", &b[..b.len().min(16)]),
+                Some(_) => {}
+                None => bail!("closed before SUBACK"),
+            }
+        }
+    }
+
     /// Next incoming packet.
     pub async fn next(&mut self) -> Result<Incoming> {
         self.reader.next().await

@@ -36,8 +36,8 @@ struct Args {
     /// Broker port.
     #[arg(long)]
     port: u16,
-    /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | offline | fill | queue |
-    /// drain | publish | collect | await-received
+    /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | subs | offline |
+    /// fill | queue | drain | publish | collect | await-received
     #[arg(long)]
     scenario: String,
     /// Client id prefix shared by `queue` and a later `drain` (default: from the process id).
@@ -52,6 +52,9 @@ struct Args {
     /// Connections for `idle`; persistent sessions for `fill`.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// Subscriptions `subs` makes on its one client.
+    #[arg(long, default_value_t = 50_000)]
+    subscriptions: usize,
     /// Retained messages for `fill`.
     #[arg(long, default_value_t = 0)]
     retained: u64,
@@ -731,6 +734,32 @@ async fn idle(args: &Args) -> Result<Outcome> {
     })
 }
 
+/// One client subscribes to `--subscriptions` device topics (`dev/N/up`, 500 per SUBSCRIBE,
+/// as a gateway or backend does), then holds them while the script reads the broker's memory.
+/// Its rate (msgs_per_s) is subscriptions granted per second.
+async fn subs(args: &Args) -> Result<()> {
+    let mut c = Client::connect(
+        &args.host,
+        args.port,
+        &format!("subs-{}", std::process::id()),
+    )
+    .await?;
+    let start = Instant::now();
+    let filters: Vec<String> = (0..args.subscriptions)
+        .map(|i| format!("dev/{i}/up"))
+        .collect();
+    for (n, chunk) in filters.chunks(500).enumerate() {
+        c.subscribe_many((n % 65_535) as u16 + 1, chunk, 1).await?;
+    }
+    let outcome = Outcome {
+        msgs_per_s: args.subscriptions as f64 / start.elapsed().as_secs_f64(),
+        ..Outcome::default()
+    };
+    print_result(args, &outcome);
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    c.disconnect().await
+}
+
 fn print_result(args: &Args, o: &Outcome) {
     println!(
         "RESULT scenario={} msgs_per_s={:.0} p50_us={} p99_us={} lost={} dup={} conn_per_s={:.0} drain_ms={}",
@@ -755,6 +784,7 @@ async fn main() -> Result<()> {
         "pairs-qos1" => throughput(&args, 100, 100, true, 1).await?,
         "latency" => latency(&args).await?,
         "idle" => return idle(&args).await.map(|_| ()),
+        "subs" => return subs(&args).await,
         "offline" => offline(&args).await?,
         "fill" => fill(&args).await?,
         "queue" => queue(&args).await?,

@@ -22,8 +22,8 @@ pub(super) fn report_queue(name: &str, mailbox: &Mailbox) {
 }
 
 /// Subscribes the local session to the `out` rules (No Local: what the bridge brought in does
-/// not go back; retained messages only for a new subscription) and drops subscriptions no rule
-/// asks for any more; stored before the bridge goes on.
+/// not go back; retained messages already held are not forwarded, only what is published from
+/// now on) and drops subscriptions no rule asks for any more; stored before the bridge goes on.
 pub(super) async fn subscribe_locally(
     cfg: &BridgeConfig,
     rules: &[Rule],

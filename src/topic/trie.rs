@@ -7,16 +7,18 @@ use std::iter::Peekable;
 use std::str::Split;
 
 /// One level of the trie. `#` is always a last level, so it needs no node of its own.
+/// Kept small: a gateway's 50,000 device filters are mostly nodes with one child or none
+/// (memory per subscription, measured by `benches/run.sh subs`).
 #[derive(Debug, Clone)]
 struct Node<V> {
     /// Value of the filter that ends exactly at this node.
     value: Option<V>,
-    /// Value of the filter that is this node's path followed by `/#`.
-    hash: Option<V>,
+    /// Value of the filter that is this node's path followed by `/#` (boxed: rarer).
+    hash: Option<Box<V>>,
     /// Child for a `+` level.
     plus: Option<Box<Node<V>>>,
     /// Children for literal levels (including the empty level).
-    children: HashMap<Box<str>, Node<V>>,
+    children: Children<V>,
 }
 
 impl<V> Default for Node<V> {
@@ -25,7 +27,85 @@ impl<V> Default for Node<V> {
             value: None,
             hash: None,
             plus: None,
-            children: HashMap::new(),
+            children: Children::Few(Vec::new()),
+        }
+    }
+}
+
+/// Literal children up to this many are a vector searched in order; more, a hash map.
+const FEW: usize = 8;
+
+/// A node's literal children: most nodes have one or none, for which a hash map's smallest
+/// table (four slots and control bytes) would cost several times the child itself.
+#[derive(Debug, Clone)]
+enum Children<V> {
+    /// At most [`FEW`], each vector exactly as long as it needs.
+    Few(Vec<(Box<str>, Node<V>)>),
+    /// More than [`FEW`]. Boxed: the variant stays a pointer wide, so every node is smaller.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<Box<str>, Node<V>>>),
+}
+
+impl<V> Children<V> {
+    fn get(&self, level: &str) -> Option<&Node<V>> {
+        match self {
+            Children::Few(v) => v.iter().find(|(k, _)| **k == *level).map(|(_, n)| n),
+            Children::Many(m) => m.get(level),
+        }
+    }
+
+    fn get_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
+        match self {
+            Children::Few(v) => v.iter_mut().find(|(k, _)| **k == *level).map(|(_, n)| n),
+            Children::Many(m) => m.get_mut(level),
+        }
+    }
+
+    /// The child for `level`, created empty if there is none.
+    fn get_or_default(&mut self, level: &str) -> &mut Node<V> {
+        if let Children::Few(v) = self {
+            if v.len() >= FEW && !v.iter().any(|(k, _)| **k == *level) {
+                *self = Children::Many(Box::new(std::mem::take(v).into_iter().collect()));
+            }
+        }
+        match self {
+            Children::Few(v) => {
+                let i = match v.iter().position(|(k, _)| **k == *level) {
+                    Some(i) => i,
+                    None => {
+                        v.reserve_exact(1);
+                        v.push((Box::from(level), Node::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Children::Many(m) => m.entry(Box::from(level)).or_default(),
+        }
+    }
+
+    fn remove(&mut self, level: &str) {
+        match self {
+            Children::Few(v) => {
+                if let Some(i) = v.iter().position(|(k, _)| **k == *level) {
+                    v.swap_remove(i);
+                    v.shrink_to_fit();
+                }
+            }
+            Children::Many(m) => {
+                m.remove(level);
+                if m.len() <= FEW / 2 {
+                    let few: Vec<_> = std::mem::take(&mut **m).into_iter().collect();
+                    *self = Children::Few(few);
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Few(v) => v.is_empty(),
+            Children::Many(m) => m.is_empty(),
         }
     }
 }
@@ -96,12 +176,15 @@ impl<V> SubscriptionTrie<V> {
                 break &mut node.value;
             };
             if is_trailing_hash(level, &mut rest) {
-                break &mut node.hash;
+                if node.hash.is_none() {
+                    self.len += 1;
+                }
+                return node.hash.get_or_insert_with(|| Box::new(f()));
             }
             node = if level == "+" {
                 node.plus.get_or_insert_with(Box::default)
             } else {
-                node.children.entry(Box::from(level)).or_default()
+                node.children.get_or_default(level)
             };
         };
         if slot.is_none() {
@@ -116,7 +199,7 @@ impl<V> SubscriptionTrie<V> {
         let mut rest = levels(filter);
         while let Some(level) = rest.next() {
             if is_trailing_hash(level, &mut rest) {
-                return node.hash.as_ref();
+                return node.hash.as_deref();
             }
             node = if level == "+" {
                 node.plus.as_deref()?
@@ -133,7 +216,7 @@ impl<V> SubscriptionTrie<V> {
         let mut rest = levels(filter);
         while let Some(level) = rest.next() {
             if is_trailing_hash(level, &mut rest) {
-                return node.hash.as_mut();
+                return node.hash.as_deref_mut();
             }
             node = if level == "+" {
                 node.plus.as_deref_mut()?
@@ -170,7 +253,7 @@ impl<V> SubscriptionTrie<V> {
         let mut rest = topic.split('/');
         let dollar = topic.starts_with('$');
         if !dollar {
-            if let Some(v) = &root.hash {
+            if let Some(v) = root.hash.as_deref() {
                 f(v);
             }
         }
@@ -190,7 +273,7 @@ impl<V> SubscriptionTrie<V> {
 /// Visits matches below `node`, which has matched every topic level consumed from `rest` so far.
 fn match_in<'a, V, F: FnMut(&'a V)>(node: &'a Node<V>, mut rest: Split<'_, char>, f: &mut F) {
     // `x/#` matches `x` itself and everything below it.
-    if let Some(v) = &node.hash {
+    if let Some(v) = node.hash.as_deref() {
         f(v);
     }
     let Some(level) = rest.next() else {
@@ -218,7 +301,11 @@ fn remove_in<V>(
         return take_if(&mut node.value, pred);
     };
     if is_trailing_hash(level, &mut rest) {
-        return take_if(&mut node.hash, pred);
+        let remove = node.hash.as_deref_mut().is_some_and(pred);
+        if remove {
+            node.hash = None;
+        }
+        return remove;
     }
     if level == "+" {
         let Some(child) = node.plus.as_deref_mut() else {
@@ -286,6 +373,30 @@ mod tests {
     }
 
     /// [MQTT-4.7.1-2] `sport/tennis/player1/#` examples from the spec.
+    /// A level with many children (a gateway's device filters) moves from the short vector to
+    /// the hash map and back as filters come and go; lookups, matches and pruning are the same.
+    #[test]
+    fn many_children_at_one_level() {
+        let mut trie = SubscriptionTrie::new();
+        let filters: Vec<String> = (0..100).map(|i| format!("dev/{i}/up")).collect();
+        for f in &filters {
+            trie.get_or_insert_with(f, || f.clone());
+        }
+        trie.get_or_insert_with("dev/+/up", || "dev/+/up".to_owned());
+        assert_eq!(trie.len(), 101);
+        assert_eq!(matches(&trie, "dev/42/up"), ["dev/+/up", "dev/42/up"]);
+        assert_eq!(trie.get("dev/99/up").map(String::as_str), Some("dev/99/up"));
+        for f in &filters[..97] {
+            assert!(trie.remove_if(f, |_| true), "{f}");
+        }
+        assert_eq!(matches(&trie, "dev/98/up"), ["dev/+/up", "dev/98/up"]);
+        assert_eq!(matches(&trie, "dev/5/up"), ["dev/+/up"]);
+        for f in filters[97..].iter().map(String::as_str).chain(["dev/+/up"]) {
+            assert!(trie.remove_if(f, |_| true), "{f}");
+        }
+        assert!(trie.is_empty() && trie.is_pruned());
+    }
+
     #[test]
     fn multi_level_wildcard_matches_parent_and_descendants() {
         let f = ["sport/tennis/player1/#"];
