@@ -264,6 +264,82 @@ async fn a_frame_with_connect_and_more_is_read_whole() {
     b.stop().await;
 }
 
+/// The same over `wss`: TLS, the upgrade, then one frame with CONNECT, SUBSCRIBE and PINGREQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_frame_with_connect_and_more_is_read_whole() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    tern::certs::generate(dir.path(), &[]).unwrap();
+    let p = |f: &str| dir.path().join(f);
+    let (cert, key) = (p("server.pem"), p("server.key"));
+    let b = TestBroker::start_with(move |c| {
+        c.listeners.push(ExtraListener {
+            bind: "127.0.0.1".parse().unwrap(),
+            cert: Some(cert),
+            key: Some(key),
+            ..ExtraListener::new(ListenerKind::Wss, 0)
+        });
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(p("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let port = b.listener_addr(0).port();
+    for level in [V311, L5] {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let mut request = format!("wss://localhost:{port}/mqtt")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "mqtt".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+        let all = [
+            Connect::new(level, &format!("wss-frame{level}")).build(),
+            wire::subscribe(level, 3, &[("one/frame", 1)], &[]),
+            wire::packet(wire::PINGREQ, &[]),
+        ]
+        .concat();
+        ws.send(Message::Binary(all.into())).await.unwrap();
+        let mut buf = Vec::new();
+        let mut firsts = Vec::new();
+        while firsts.len() < 3 {
+            if let Some((len, header)) = whole_packet(&buf) {
+                firsts.push(buf[0]);
+                buf.drain(..header + len);
+                continue;
+            }
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(Message::Binary(data)))) => buf.extend_from_slice(&data),
+                other => {
+                    panic!("v{level}: expected a binary frame after {firsts:02x?}, got {other:?}")
+                }
+            }
+        }
+        assert_eq!(
+            firsts,
+            [wire::CONNACK, wire::SUBACK, wire::PINGRESP],
+            "v{level}"
+        );
+    }
+    b.stop().await;
+}
+
 /// Upgrades to another path (404), with another subprotocol (400), plain MQTT on the WebSocket
 /// port, a stalled socket, and a text frame are all refused or closed, and a good client still
 /// gets in after them. Without a subprotocol header the upgrade is accepted.
