@@ -12,10 +12,20 @@
 #       counted, and duplicates (QoS 1 allows them).
 # Prints medians of 3 and Tern/Mosquitto ratios (>= 1.0: Tern better); exits non-zero if Tern
 # lost a message. Writes benches/results/bridge-latest.txt.
-#   benches/bridge.sh [--quick]
+#   benches/bridge.sh [--quick] [--persistence]
+# --persistence: both edges keep their state on disk (Tern: [persistence], durability fsync, so
+# every message is on disk before the edge acknowledges it; Mosquitto: persistence true, which
+# saves snapshots, not every message).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QUICK=0; [ "${1:-}" = --quick ] && QUICK=1
+QUICK=0; PERSIST=0
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=1 ;;
+    --persistence) PERSIST=1 ;;
+    *) echo "unknown option $a" >&2; exit 2 ;;
+  esac
+done
 REPS=3; [ "$QUICK" = 1 ] && REPS=1
 BACKLOG=$((QUICK ? 20000 : 100000))
 PER_PUB=$((QUICK ? 2000 : 10000))
@@ -26,6 +36,8 @@ fi
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 cargo build --release --bins --quiet
 WORK=$(mktemp -d)
+# Mosquitto started as root runs as user mosquitto: its persistence directory must be its to write.
+mkdir -p "$WORK/mosquitto-data"; chmod 755 "$WORK"; chmod 777 "$WORK/mosquitto-data"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -68,6 +80,10 @@ start_edge() {
 enabled = false
 [log]
 level = "warn"
+[persistence]
+enabled = $([ "$PERSIST" = 1 ] && echo true || echo false)
+path = "$WORK/edge-data-$port"
+durability = "fsync"
 [[bridge]]
 name = "cloud"
 addresses = ["127.0.0.1:$cloud"]
@@ -84,7 +100,8 @@ TOML
     cat >"$WORK/edge.conf" <<CONF
 listener $port 127.0.0.1
 allow_anonymous true
-persistence false
+persistence $([ "$PERSIST" = 1 ] && echo true || echo false)
+persistence_location $WORK/mosquitto-data/
 log_dest none
 set_tcp_nodelay true
 max_queued_messages 200000
@@ -164,7 +181,7 @@ sum() { awk -v c="$2" '{s+=$c} END {print s+0}' "$WORK/$1"; }
 OUT="$WORK/table.txt"
 {
   echo "Bridge: Tern edge vs Mosquitto edge (both bridged to a Tern cloud), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores"
-  echo "command: benches/bridge.sh $*; medians of $REPS runs; ratio >= 1.0 means Tern is better"
+  echo "command: benches/bridge.sh $*; medians of $REPS runs; edges' persistence: $([ "$PERSIST" = 1 ] && echo on || echo off); ratio >= 1.0 means Tern is better"
   printf '%-28s %12s %12s %7s\n' metric tern mosquitto ratio
   printf '%-28s %12s %12s %7s\n' "QoS 1 edge->cloud msgs/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")"
   printf '%-28s %12s %12s %7s\n' "drain $BACKLOG queued (ms)" "$(col t 3)" "$(col m 3)" "$(ratio "$(col m 3)" "$(col t 3)")"
