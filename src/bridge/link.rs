@@ -2,7 +2,6 @@
 //! with exponential backoff and jitter between them.
 
 use crate::logged::clip;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,14 +18,16 @@ use super::outgoing::Shaper;
 use super::rules::{rules, to_local, Rule};
 use super::tls::connector as tls_connector;
 use super::LOCAL_ID_PREFIX;
-use crate::broker::{BrokerState, Mailbox, Published};
+use crate::broker::bridged::add_to_path;
+use crate::broker::{BrokerState, Carrier, Mailbox, Out, Published};
 use crate::config::BridgeConfig;
 use crate::metrics;
 use crate::protocol::{
-    self, Ack, ConnAck, Connect, ConnectProperties, Decoder, Disconnect, Packet, ProtocolVersion,
-    Publish, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeFilter, SubscriptionOptions,
+    self, ConnAck, Connect, ConnectProperties, Decoder, Disconnect, Packet, PacketId,
+    ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeFilter,
+    SubscriptionOptions,
 };
-use crate::session::{Message, PubRecOutcome, Resend, Session};
+use crate::session::{AckOutcome, Effect, Message, Qos2In, Session};
 use crate::topic;
 
 /// Bounds connecting, the TLS handshake and waiting for CONNACK and SUBACK.
@@ -166,13 +167,22 @@ struct Link {
     wr: WriteHalf<Box<dyn Remote>>,
     decoder: Decoder,
     inbuf: BytesMut,
-    outbuf: BytesMut,
-    version: ProtocolVersion,
+    wire: Wire,
     keep_alive: Duration,
     last_write: Instant,
     ping_sent: Option<Instant>,
     /// Packet id of our SUBSCRIBE until its SUBACK.
     subscribing: Option<u16>,
+    /// What the session's flows send, held while the store does not have it yet.
+    carrier: Carrier,
+    /// The session's effects, reused from packet to packet.
+    effects: Vec<Effect>,
+}
+
+/// What goes to the remote, encoded: packets as the remote takes them.
+struct Wire {
+    outbuf: BytesMut,
+    version: ProtocolVersion,
     /// Deliveries as PUBLISHes the remote takes (its CONNACK's limits).
     shaper: Shaper,
     /// MQTT 3.1.1 has no No Local: what we sent recently, so that the remote echoing it back
@@ -203,8 +213,36 @@ enum Event {
     Read(std::io::Result<usize>),
     Wrote(std::io::Result<usize>),
     Mail,
+    /// A store write that held packets waited for is done.
+    Durable,
     Timer,
     Stop,
+}
+
+impl Wire {
+    /// Sends `packet`, remembering a PUBLISH on a 3.1.1 link (see [`Wire::echoes`]).
+    fn send_publish(&mut self, packet: &Packet) {
+        if let (Packet::Publish(p), true) = (packet, self.filters_echoes()) {
+            self.echoes.remember(&p.topic, &p.payload, Instant::now());
+        }
+        self.send(packet);
+    }
+
+    /// Whether `p` is the remote echoing back something we sent (3.1.1 links); forgets it.
+    fn is_echo(&mut self, p: &Publish) -> bool {
+        self.filters_echoes() && self.echoes.take(&p.topic, &p.payload)
+    }
+
+    /// Whether nothing on the remote's side keeps our messages from coming back to us.
+    fn filters_echoes(&self) -> bool {
+        !self.version.is_v5() && !self.bridge_bit
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        if let Err(e) = protocol::encode(packet, self.version, &mut self.outbuf) {
+            warn!(error = %e, "bridge: packet could not be encoded");
+        }
+    }
 }
 
 impl Link {
@@ -257,15 +295,19 @@ impl Link {
                 version,
             ),
             inbuf: BytesMut::new(),
-            outbuf: BytesMut::new(),
-            version,
+            wire: Wire {
+                outbuf: BytesMut::new(),
+                version,
+                shaper: Shaper::new(version, &ConnAck::default()),
+                echoes: Echoes::default(),
+                bridge_bit,
+            },
             keep_alive: Duration::from_secs(u64::from(cfg.keep_alive_secs)),
             last_write: Instant::now(),
             ping_sent: None,
             subscribing: None,
-            shaper: Shaper::new(version, &ConnAck::default()),
-            echoes: Echoes::default(),
-            bridge_bit,
+            carrier: Carrier::default(),
+            effects: Vec::new(),
         };
         let connect = Connect {
             version,
@@ -282,7 +324,7 @@ impl Link {
             },
             bridge: bridge_bit,
         };
-        link.send(&Packet::Connect(Box::new(connect)));
+        link.wire.send(&Packet::Connect(Box::new(connect)));
         link.flush().await.map_err(|e| format!("write: {e}"))?;
         // A remote that does not know the bridge bit refuses the protocol level (0x01), or
         // just closes.
@@ -301,33 +343,9 @@ impl Link {
         }
     }
 
-    /// Sends `packet`, remembering a PUBLISH on a 3.1.1 link (see [`Link::echoes`]).
-    fn send_publish(&mut self, packet: &Packet) {
-        if let (Packet::Publish(p), true) = (packet, self.filters_echoes()) {
-            self.echoes.remember(&p.topic, &p.payload, Instant::now());
-        }
-        self.send(packet);
-    }
-
-    /// Whether `p` is the remote echoing back something we sent (3.1.1 links); forgets it.
-    fn is_echo(&mut self, p: &Publish) -> bool {
-        self.filters_echoes() && self.echoes.take(&p.topic, &p.payload)
-    }
-
-    /// Whether nothing on the remote's side keeps our messages from coming back to us.
-    fn filters_echoes(&self) -> bool {
-        !self.version.is_v5() && !self.bridge_bit
-    }
-
-    fn send(&mut self, packet: &Packet) {
-        if let Err(e) = protocol::encode(packet, self.version, &mut self.outbuf) {
-            warn!(error = %e, "bridge: packet could not be encoded");
-        }
-    }
-
     async fn flush(&mut self) -> std::io::Result<()> {
-        self.wr.write_all(&self.outbuf).await?;
-        self.outbuf.clear();
+        self.wr.write_all(&self.wire.outbuf).await?;
+        self.wire.outbuf.clear();
         self.last_write = Instant::now();
         Ok(())
     }
@@ -363,13 +381,12 @@ impl Link {
             .unwrap_or(u16::MAX)
             .min(ctx.cfg.max_inflight);
         session.set_window(window);
-        self.shaper = Shaper::new(self.version, ack);
+        self.wire.shaper = Shaper::new(self.wire.version, ack);
         if !ack.session_present {
             // The remote starts afresh: its packet ids of QoS 2 messages we received mean
             // nothing any more (and will be reused for new messages).
-            for pkid in session.inbound_qos2_take() {
-                ctx.state.store_inbound_released(session, pkid);
-            }
+            session.forget_inbound_qos2(&mut self.effects);
+            self.carry(ctx, session, None);
         }
         if let Some(ka) = ack.properties.server_keep_alive {
             self.keep_alive = Duration::from_secs(u64::from(ka));
@@ -378,21 +395,24 @@ impl Link {
         let mut scratch = Vec::new();
         loop {
             if self.subscribing.is_none() {
-                if let Err(end) = self.pump(ctx, session, &mut scratch).await {
-                    return end;
-                }
+                self.pump(ctx, session, &mut scratch);
             }
             let ev = self.wait(ctx, stop).await;
             match ev {
                 Event::Read(Ok(0)) => return End::Lost("closed by the remote".into()),
                 Event::Read(Err(e)) | Event::Wrote(Err(e)) => return End::Lost(e.to_string()),
                 Event::Read(Ok(_)) => {
-                    if let Err(end) = self.handle_input(ctx, session).await {
+                    if let Err(end) = self.handle_input(ctx, session) {
+                        return end;
+                    }
+                }
+                Event::Durable => {
+                    if let Err(end) = self.release(ctx, session) {
                         return end;
                     }
                 }
                 Event::Wrote(Ok(n)) => {
-                    self.outbuf.advance(n);
+                    self.wire.outbuf.advance(n);
                     self.last_write = Instant::now();
                 }
                 Event::Mail => {
@@ -408,7 +428,7 @@ impl Link {
                         return End::Lost("no PINGRESP within keep-alive".into());
                     }
                     if self.ping_sent.is_none() {
-                        self.send(&Packet::PingReq);
+                        self.wire.send(&Packet::PingReq);
                         self.ping_sent = Some(Instant::now());
                     }
                 }
@@ -429,11 +449,19 @@ impl Link {
         if self.inbuf.capacity() - self.inbuf.len() < READ_ROOM / 4 {
             self.inbuf.reserve(READ_ROOM);
         }
-        let (rd, wr, inbuf, outbuf) = (&mut self.rd, &mut self.wr, &mut self.inbuf, &self.outbuf);
+        let (rd, wr, inbuf, outbuf) = (
+            &mut self.rd,
+            &mut self.wr,
+            &mut self.inbuf,
+            &self.wire.outbuf,
+        );
         let writing = !outbuf.is_empty();
+        let carrier = &mut self.carrier;
+        let holding = !carrier.is_empty();
         tokio::select! {
             r = rd.read_buf(inbuf) => Event::Read(r),
             w = wr.write(outbuf), if writing => Event::Wrote(w),
+            _ = std::future::poll_fn(|cx| carrier.poll_ready(cx)), if holding => Event::Durable,
             _ = ctx.mailbox.notified() => Event::Mail,
             _ = tokio::time::sleep_until(timer), if self.keep_alive > Duration::ZERO => Event::Timer,
             _ = stop.changed() => Event::Stop,
@@ -442,7 +470,7 @@ impl Link {
 
     /// DISCONNECT (normal) and close, bounded in time.
     async fn goodbye(&mut self) -> End {
-        self.send(&Packet::Disconnect(Disconnect::default()));
+        self.wire.send(&Packet::Disconnect(Disconnect::default()));
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self.flush().await;
             let _ = self.wr.shutdown().await;
@@ -454,7 +482,7 @@ impl Link {
     /// SUBSCRIBE for the `in` rules (No Local with MQTT 5: what we send never comes back).
     /// Deliveries wait for the SUBACK, so its packet id cannot collide with theirs.
     fn subscribe_remote(&mut self, ctx: &Ctx<'_>, session: &mut Session) {
-        let v5 = self.version.is_v5();
+        let v5 = self.wire.version.is_v5();
         let filters: Vec<SubscribeFilter> = ctx
             .rules
             .iter()
@@ -469,18 +497,12 @@ impl Link {
                 },
             })
             .collect();
-        let in_use: HashSet<u16> = session
-            .resend()
-            .map(|r| match r {
-                Resend::Publish { pkid, .. } | Resend::PubRel(pkid) => pkid,
-            })
-            .collect();
         if !filters.is_empty() {
             let pkid = (1..=u16::MAX)
                 .rev()
-                .find(|p| !in_use.contains(p))
+                .find(|p| PacketId::new(*p).is_some_and(|id| !session.in_flight(id)))
                 .unwrap_or(1);
-            self.send(&Packet::Subscribe(Subscribe {
+            self.wire.send(&Packet::Subscribe(Subscribe {
                 pkid,
                 filters,
                 subscription_identifier: None,
@@ -494,185 +516,111 @@ impl Link {
 
     /// What the remote has not acknowledged, again, in order, DUP set.
     fn resend(&mut self, ctx: &Ctx<'_>, session: &mut Session) {
-        let now = std::time::Instant::now();
-        let mut packets = Vec::new();
-        let mut abandoned = Vec::new();
-        for r in session.resend() {
-            match r {
-                Resend::Publish { pkid, delivery } => match self.outgoing(ctx, delivery, now) {
-                    Ok(mut p) => {
-                        p.pkid = pkid;
-                        p.dup = true;
-                        packets.push(Packet::Publish(p));
-                    }
-                    Err(why) => {
-                        warn!(bridge = %ctx.cfg.name, topic = %clip(delivery.msg.topic()), why, "message not forwarded");
-                        abandoned.push((pkid, delivery.qos));
-                    }
-                },
-                Resend::PubRel(pkid) => packets.push(Packet::PubRel(Ack {
-                    pkid,
-                    ..Ack::default()
-                })),
-            }
-        }
-        for p in &packets {
-            self.send_publish(p);
-        }
-        // Ended here, as the remote refusing them would end them (a failover to a remote that
-        // takes less than the one they were first sent to).
-        for (pkid, qos) in abandoned {
-            metrics::bridge_dropped(&ctx.cfg.name, 1);
-            let seq = match qos {
-                QoS::ExactlyOnce => match session.pubrec(pkid, ReasonCode::UnspecifiedError) {
-                    PubRecOutcome::Ended { seq } => seq,
-                    _ => 0,
-                },
-                _ => session.puback(pkid).unwrap_or(0),
-            };
-            ctx.state.store_acked(session, pkid, seq);
-        }
+        session.resend(&mut self.effects);
+        self.carry(ctx, session, None);
     }
 
-    /// The PUBLISH to the remote for local delivery `d` (packet id still 0); why not, if it
-    /// cannot go (see [`Shaper`]).
-    fn outgoing(
-        &mut self,
-        ctx: &Ctx<'_>,
-        d: &crate::session::Delivery,
-        now: std::time::Instant,
-    ) -> Result<Publish, &'static str> {
-        let path_id = ctx.cfg.is_v5().then(|| ctx.state.id());
-        self.shaper.publish(ctx.rules, path_id, d, now)
+    /// Carries out the session's effects (the broker's [`Carrier`]): what may go now is
+    /// written, the rest held until the store has it. A PUBLISH the remote does not take (a
+    /// failover to a remote that takes less than the one it was first sent to, a rule gone
+    /// after a reload) ends as the remote refusing it would end it.
+    fn carry(&mut self, ctx: &Ctx<'_>, session: &mut Session, after: Option<crate::store::Ticket>) {
+        let mut refused = Vec::new();
+        let mut writer = Writer {
+            link: &mut self.wire,
+            ctx,
+            refused: &mut refused,
+            now: std::time::Instant::now(),
+        };
+        self.carrier.carry(
+            ctx.state,
+            ctx.mailbox,
+            session.client_id(),
+            &mut self.effects,
+            after,
+            &mut |o| writer.write(o),
+        );
+        self.abandon(ctx, session, refused);
+    }
+
+    /// Writes held packets whose store writes are durable; a failed write ends the link before
+    /// what depended on it goes out.
+    fn release(&mut self, ctx: &Ctx<'_>, session: &mut Session) -> Result<(), End> {
+        let mut refused = Vec::new();
+        let mut writer = Writer {
+            link: &mut self.wire,
+            ctx,
+            refused: &mut refused,
+            now: std::time::Instant::now(),
+        };
+        let released = self.carrier.release(&mut |o| writer.write(o));
+        self.abandon(ctx, session, refused);
+        released.map_err(|e| End::Lost(format!("store: {e}")))
+    }
+
+    /// Ends the flows of PUBLISHes the remote does not take.
+    fn abandon(&mut self, ctx: &Ctx<'_>, session: &mut Session, refused: Vec<PacketId>) {
+        if refused.is_empty() {
+            return;
+        }
+        for pkid in refused {
+            session.abandon(pkid, "refused_by_remote", &mut self.effects);
+        }
+        self.carry(ctx, session, None);
     }
 
     /// Moves deliveries from the local queue to the remote, within the remote's window.
-    async fn pump(
+    fn pump(
         &mut self,
         ctx: &Ctx<'_>,
         session: &mut Session,
         scratch: &mut Vec<crate::session::Delivery>,
-    ) -> Result<(), End> {
-        if self.outbuf.len() >= HIGH_WATER {
-            return Ok(());
+    ) {
+        if self.wire.outbuf.len() >= HIGH_WATER {
+            return;
         }
-        let state = ctx.state;
         ctx.mailbox.drain_into(
             scratch,
             BATCH,
             session.window_free(),
-            &mut state.feed(session),
+            &mut ctx.state.feed(session),
         );
         report_queue(&ctx.cfg.name, ctx.mailbox);
         if scratch.is_empty() {
-            return Ok(());
+            return;
         }
         let now = std::time::Instant::now();
-        let mut sent = Vec::new();
-        let mut packets = Vec::new();
-        let mut qos0 = 0;
+        let max_qos = self.wire.shaper.max_qos();
         for mut d in scratch.drain(..) {
-            let seq = d.seq;
-            d.qos = d.qos.min(self.shaper.max_qos());
-            // What cannot go out never takes a place in the window.
-            let mut publish = match self.outgoing(ctx, &d, now) {
-                Ok(p) => p,
-                Err(why) => {
-                    warn!(bridge = %ctx.cfg.name, topic = %clip(d.msg.topic()), why, "message not forwarded");
-                    metrics::bridge_dropped(&ctx.cfg.name, 1);
-                    state.store_delivered(session, seq);
-                    continue;
-                }
-            };
-            match session.start(d, now) {
-                Some((pkid, d)) => {
-                    if seq != 0 && d.qos == QoS::ExactlyOnce {
-                        sent.push((pkid, seq));
-                    }
-                    publish.pkid = pkid;
-                    packets.push(Packet::Publish(publish));
-                    if d.qos == QoS::AtMostOnce {
-                        qos0 += 1;
-                        if seq != 0 {
-                            state.store_delivered(session, seq);
-                        }
-                    }
-                }
-                None => state.store_delivered(session, seq),
-            }
+            d.qos = d.qos.min(max_qos);
+            session.start(d, now, &mut self.effects);
         }
-        metrics::bridge_forwarded(&ctx.cfg.name, "out", qos0);
-        // A stored QoS 2 delivery goes out only once the store knows it was sent.
-        if let Some(t) = state.store_sent(session, &sent) {
-            if let Err(e) = t.wait().await {
-                return Err(End::Lost(format!("store: {e}")));
-            }
-        }
-        for p in &packets {
-            self.send_publish(p);
-        }
-        Ok(())
+        self.carry(ctx, session, None);
     }
 
     /// Handles every complete packet read.
-    async fn handle_input(&mut self, ctx: &Ctx<'_>, session: &mut Session) -> Result<(), End> {
+    fn handle_input(&mut self, ctx: &Ctx<'_>, session: &mut Session) -> Result<(), End> {
         loop {
             let packet = match self.decoder.decode(&mut self.inbuf) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Lost(format!("from the remote: {e}"))),
             };
-            self.handle(ctx, session, packet).await?;
+            self.handle(ctx, session, packet)?;
         }
     }
 
-    async fn handle(
-        &mut self,
-        ctx: &Ctx<'_>,
-        session: &mut Session,
-        packet: Packet,
-    ) -> Result<(), End> {
-        let state = ctx.state;
-        match packet {
-            Packet::PubAck(a) => {
-                if let Ok(seq) = session.puback(a.pkid) {
-                    state.store_acked(session, a.pkid, seq);
-                    metrics::bridge_forwarded(&ctx.cfg.name, "out", 1);
-                }
-            }
-            Packet::PubRec(a) => match session.pubrec(a.pkid, a.reason) {
-                PubRecOutcome::SendPubRel { seq } => {
-                    if seq != 0 {
-                        if let Some(t) = state.store_released(session, a.pkid, seq) {
-                            if let Err(e) = t.wait().await {
-                                return Err(End::Lost(format!("store: {e}")));
-                            }
-                        }
-                    }
-                    self.send(&Packet::PubRel(Ack {
-                        pkid: a.pkid,
-                        ..Ack::default()
-                    }));
-                }
-                PubRecOutcome::Ended { seq } => state.store_acked(session, a.pkid, seq),
-                PubRecOutcome::Unexpected(_) => {}
-            },
-            Packet::PubComp(a) => {
-                if session.pubcomp(a.pkid).is_ok() {
-                    state.store_completed(session, a.pkid);
-                    metrics::bridge_forwarded(&ctx.cfg.name, "out", 1);
-                }
-            }
-            Packet::Publish(p) => self.inbound(ctx, session, p).await?,
-            Packet::PubRel(a) => {
-                if session.inbound_qos2_release(a.pkid) {
-                    state.store_inbound_released(session, a.pkid);
-                }
-                self.send(&Packet::PubComp(Ack {
-                    pkid: a.pkid,
-                    ..Ack::default()
-                }));
-            }
+    fn handle(&mut self, ctx: &Ctx<'_>, session: &mut Session, packet: Packet) -> Result<(), End> {
+        let effects = &mut self.effects;
+        let (name, outcome) = match packet {
+            Packet::PubAck(a) => ("PUBACK", session.on_puback(flow_id(a.pkid)?, effects)),
+            Packet::PubRec(a) => (
+                "PUBREC",
+                session.on_pubrec(flow_id(a.pkid)?, a.reason, effects),
+            ),
+            Packet::PubComp(a) => ("PUBCOMP", session.on_pubcomp(flow_id(a.pkid)?, effects)),
+            Packet::PubRel(a) => ("PUBREL", session.on_pubrel(flow_id(a.pkid)?, effects)),
+            Packet::Publish(p) => return self.inbound(ctx, session, p),
             Packet::SubAck(s) if Some(s.pkid) == self.subscribing => {
                 self.subscribing = None;
                 for (r, code) in ctx.rules.iter().filter(|r| r.inbound).zip(&s.reasons) {
@@ -681,18 +629,41 @@ impl Link {
                     }
                 }
                 self.resend(ctx, session);
+                return Ok(());
             }
-            Packet::PingResp => self.ping_sent = None,
+            Packet::PingResp => {
+                self.ping_sent = None;
+                return Ok(());
+            }
             Packet::Disconnect(d) => {
                 return Err(End::Lost(format!(
                     "DISCONNECT from the remote: {:?}",
                     d.reason
                 )))
             }
-            Packet::SubAck(_) | Packet::UnsubAck(_) => {}
+            Packet::SubAck(_) | Packet::UnsubAck(_) => return Ok(()),
             other => return Err(End::Lost(format!("unexpected from the remote: {other:?}"))),
+        };
+        let done = outcome == AckOutcome::Done && matches!(name, "PUBACK" | "PUBCOMP");
+        self.carry(ctx, session, None);
+        match outcome {
+            AckOutcome::Done => {
+                if done {
+                    metrics::bridge_forwarded(&ctx.cfg.name, "out", 1);
+                }
+                Ok(())
+            }
+            AckOutcome::Unknown => {
+                metrics::unexpected_ack(name, "unknown");
+                Ok(())
+            }
+            AckOutcome::WrongFlow => {
+                metrics::unexpected_ack(name, "wrong_flow");
+                Err(End::Lost(format!(
+                    "{name} from the remote for a flow in another QoS or stage"
+                )))
+            }
         }
-        Ok(())
     }
 
     /// A message from the remote: published here under its local topic, acknowledged once
@@ -700,60 +671,96 @@ impl Link {
     /// packet id is kept in the local session until PUBREL (in the store with it, like a
     /// client's): the remote sending it again, after a reconnect or a restart here, is not
     /// published twice.
-    async fn inbound(
-        &mut self,
-        ctx: &Ctx<'_>,
-        session: &mut Session,
-        p: Publish,
-    ) -> Result<(), End> {
-        let (pkid, qos) = (p.pkid, p.qos);
-        if qos == QoS::ExactlyOnce && session.inbound_qos2_pending(pkid) {
-            self.send(&Packet::PubRec(Ack {
-                pkid,
-                ..Ack::default()
-            }));
-            return Ok(());
+    fn inbound(&mut self, ctx: &Ctx<'_>, session: &mut Session, p: Publish) -> Result<(), End> {
+        let (qos, pkid) = (p.qos, PacketId::new(p.pkid));
+        let mut stored_qos2 = None;
+        if let (QoS::ExactlyOnce, Some(id)) = (qos, pkid) {
+            match session.on_publish_qos2(id, usize::MAX, &mut self.effects) {
+                Qos2In::New => {}
+                Qos2In::Duplicate | Qos2In::OverLimit => {
+                    self.carry(ctx, session, None);
+                    return Ok(());
+                }
+            }
+            stored_qos2 = ctx.mailbox.is_stored().then_some(id);
         }
         // Crossed a bridge here before, or our own message echoed by a 3.1.1 remote: it goes
         // no further (bridge loops).
         let been_here =
-            super::visited(&p.properties.user_properties, ctx.state.id()) || self.is_echo(&p);
+            ctx.state.crossed_here(&p.properties.user_properties) || self.wire.is_echo(&p);
         let mapped = to_local(ctx.rules, &p.topic).filter(|(t, _)| {
             !been_here && topic::validate_topic_name(t, usize::MAX).is_ok() && !t.starts_with('$')
         });
+        let mut durable = None;
         if let Some((local, max_qos)) = mapped {
             let mut p = p;
             p.topic = local;
             p.qos = p.qos.min(max_qos);
-            super::add_to_path(&mut p.properties.user_properties, ctx.state.id());
+            add_to_path(&mut p.properties.user_properties, ctx.state.id());
             let local_id: Arc<str> = Arc::clone(session.client_id());
             let msg = Arc::new(Message::new(p, Some(local_id), std::time::Instant::now()));
-            let inbound_qos2 = (qos == QoS::ExactlyOnce && session.stored)
-                .then_some((&**session.client_id(), pkid));
-            let Published { durable, .. } = ctx.state.publish(msg, inbound_qos2);
-            if let Some(t) = durable.filter(|_| qos != QoS::AtMostOnce) {
-                if let Err(e) = t.wait().await {
-                    return Err(End::Lost(format!("store: {e}")));
-                }
-            }
+            let inbound_qos2 = stored_qos2.map(|id| (&**session.client_id(), id));
+            let Published { durable: d, .. } = ctx.state.publish(msg, inbound_qos2);
+            durable = d.filter(|_| qos != QoS::AtMostOnce);
             metrics::bridge_forwarded(&ctx.cfg.name, "in", 1);
         } else {
             debug!(bridge = %ctx.cfg.name, topic = %clip(&p.topic), "message from the remote matches no in rule");
         }
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(Ack {
-                pkid,
-                ..Ack::default()
-            })),
-            QoS::ExactlyOnce => {
-                session.inbound_qos2_begin(pkid);
-                self.send(&Packet::PubRec(Ack {
-                    pkid,
-                    ..Ack::default()
-                }));
-            }
-        }
+        session.acknowledge(qos, pkid, ReasonCode::Success, &mut self.effects);
+        self.carry(ctx, session, durable);
         Ok(())
+    }
+}
+
+/// The packet id of a QoS flow's acknowledgement (never 0: the decoder refuses it).
+fn flow_id(pkid: u16) -> Result<PacketId, End> {
+    PacketId::new(pkid).ok_or_else(|| End::Lost("packet identifier 0 from the remote".into()))
+}
+
+/// Writes what a [`Carrier`] hands out to the remote. A PUBLISH the remote does not take is
+/// not written; its packet id is noted, for the session to end its flow.
+struct Writer<'a, 'c> {
+    link: &'a mut Wire,
+    ctx: &'a Ctx<'c>,
+    refused: &'a mut Vec<PacketId>,
+    now: std::time::Instant,
+}
+
+impl Writer<'_, '_> {
+    fn write(&mut self, o: Out) {
+        let ctx = self.ctx;
+        match o {
+            Out::Reply(r) => self.link.send(&r.packet()),
+            Out::Control(p, _) => self.link.send(&p),
+            Out::Publish {
+                pkid,
+                dup,
+                delivery,
+            } => {
+                let path_id = ctx.cfg.is_v5().then(|| ctx.state.id());
+                match self
+                    .link
+                    .shaper
+                    .publish(ctx.rules, path_id, &delivery, self.now)
+                {
+                    Ok(mut p) => {
+                        p.pkid = pkid.map_or(0, PacketId::get);
+                        p.dup = dup;
+                        self.link.send_publish(&Packet::Publish(p));
+                        if pkid.is_none() {
+                            metrics::bridge_forwarded(&ctx.cfg.name, "out", 1);
+                        }
+                    }
+                    Err(why) => {
+                        warn!(bridge = %ctx.cfg.name, topic = %clip(delivery.msg.topic()), why, "message not forwarded");
+                        match pkid {
+                            Some(id) => self.refused.push(id),
+                            None => metrics::bridge_dropped(&ctx.cfg.name, 1),
+                        }
+                    }
+                }
+            }
+            Out::Dropped(_) => metrics::bridge_dropped(&ctx.cfg.name, 1),
+        }
     }
 }

@@ -56,7 +56,7 @@ pub(super) async fn subscribe_locally(
     }
     let mut filters: Vec<&str> = wanted.iter().map(|r| r.local_filter.as_str()).collect();
     filters.extend(stale.iter().map(String::as_str));
-    if let Some(t) = state.persist_subscriptions(session, &filters) {
+    if let Some(t) = state.persist_subscriptions(session, mailbox, &filters) {
         if let Err(e) = t.wait().await {
             warn!(bridge = %cfg.name, error = %e, "bridge subscriptions not stored");
         }

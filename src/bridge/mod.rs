@@ -32,29 +32,8 @@ use tracing::{info, warn};
 use crate::broker::BrokerState;
 use crate::config::BridgeConfig;
 
-/// Client ids of the bridges' local sessions start with this; clients may not use it.
-pub const LOCAL_ID_PREFIX: &str = "$bridge/";
-
-/// User property naming, comma-separated, the brokers where a message crossed a bridge.
-pub const PATH_PROPERTY: &str = "tern-bridge-path";
-
-/// Whether a message with these user properties has crossed a bridge at broker `id` already.
-pub fn visited(user_properties: &[(String, String)], id: &str) -> bool {
-    user_properties
-        .iter()
-        .any(|(k, v)| k == PATH_PROPERTY && v.split(',').any(|b| b == id))
-}
-
-/// Adds broker `id` to a message's path.
-fn add_to_path(user_properties: &mut Vec<(String, String)>, id: &str) {
-    match user_properties.iter_mut().find(|(k, _)| k == PATH_PROPERTY) {
-        Some((_, v)) => {
-            v.push(',');
-            v.push_str(id);
-        }
-        None => user_properties.push((PATH_PROPERTY.to_string(), id.to_string())),
-    }
-}
+use crate::broker::bridged::add_to_path;
+pub use crate::broker::bridged::{LOCAL_ID_PREFIX, PATH_PROPERTY};
 
 /// A running bridge task and how to stop it.
 struct Running {

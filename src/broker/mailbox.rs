@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use super::retained::RetainedStream;
 use crate::protocol::QoS;
-use crate::session::Delivery;
+use crate::session::{Delivery, Seq};
 
 /// Why a delivery was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,12 +49,12 @@ pub enum Queued {
 }
 
 impl Queued {
-    /// Its sequence number in the store; 0 when not stored.
-    pub fn seq(&self) -> u64 {
+    /// Its sequence number in the store; `None` when not stored.
+    pub fn seq(&self) -> Option<Seq> {
         match self {
             Queued::Ready(d) => d.seq,
-            Queued::Stored(seq, _) => *seq,
-            Queued::Retained(_) => 0,
+            Queued::Stored(seq, _) => Seq::new(*seq),
+            Queued::Retained(_) => None,
         }
     }
 }
@@ -626,16 +626,17 @@ impl Mailbox {
     pub fn stored_seqs(&self) -> Vec<u64> {
         let inner = self.inner.lock();
         let spilled = inner.spill.iter().flat_map(|s| s.iter()).map(|s| match s {
-            Spilled::Seq(seq, _) => *seq,
+            Spilled::Seq(seq, _) => Seq::new(*seq),
             Spilled::Held(d) => d.seq,
-            Spilled::Retained(_) => 0,
+            Spilled::Retained(_) => None,
         });
         inner
             .queue
             .iter()
             .map(|d| d.seq)
             .chain(spilled)
-            .filter(|s| *s != 0)
+            .flatten()
+            .map(Seq::get)
             .collect()
     }
 

@@ -2,6 +2,8 @@
 //! and wills. Connections call in with version-neutral types; nothing here knows about encodings
 //! or sockets.
 
+pub mod bridged;
+mod carrier;
 mod durable;
 mod mailbox;
 mod registry;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
+pub use carrier::{Carrier, Out};
 pub use durable::{check as check_store, StoreReport};
 pub use mailbox::{Mailbox, Queued, Source, Streamed};
 pub use registry::{Attached, PendingWill};
@@ -30,7 +33,7 @@ use router::{Router, Subscriber};
 use crate::auth::{Access, Auth, Identity};
 use crate::config::Config;
 use crate::metrics;
-use crate::session::{Delivery, Message, Session, NEVER_EXPIRES};
+use crate::session::{Delivery, Message, Seq, Session, StoreOp, NEVER_EXPIRES};
 use crate::topic;
 use dashmap::DashMap;
 
@@ -129,7 +132,6 @@ impl BrokerState {
             stored.expiry_interval,
             limits.max_inflight_messages,
         );
-        session.stored = true;
         let mailbox = Arc::new(Mailbox::new(
             limits.max_queued_messages,
             config.session.queue_qos0_offline,
@@ -155,7 +157,7 @@ impl BrokerState {
         }
         session.restore_inflight(stored.inflight);
         for pkid in stored.inbound_qos2 {
-            session.inbound_qos2_begin(pkid);
+            session.restore_inbound_qos2(pkid);
         }
         mailbox.set_stored(true);
         mailbox.restore(stored.queue);
@@ -210,7 +212,11 @@ impl BrokerState {
     /// copy, its deliveries to stored sessions and `inbound_qos2` (the publisher's client id and
     /// packet id, when its session is stored) are written as one batch, whose ticket the
     /// publisher's acknowledgement waits for.
-    pub fn publish(&self, msg: Arc<Message>, inbound_qos2: Option<(&str, u16)>) -> Published {
+    pub fn publish(
+        &self,
+        msg: Arc<Message>,
+        inbound_qos2: Option<(&str, crate::protocol::PacketId)>,
+    ) -> Published {
         if msg.publish.retain {
             self.retained.update(&msg);
         }
@@ -248,7 +254,7 @@ impl BrokerState {
         };
         let may_read = |client_id: &Arc<str>| {
             // A bridge forwards what its rules say; the remote enforces its own ACL.
-            if client_id.starts_with(crate::bridge::LOCAL_ID_PREFIX) {
+            if bridged::is_bridge_session(client_id) {
                 return true;
             }
             let ok = authorizer.allows(&self.identity(client_id), msg.topic(), Access::Read);
@@ -263,6 +269,12 @@ impl BrokerState {
     /// This broker's id in bridged messages' path.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether a message with these user properties left or entered this broker through a
+    /// bridge before: coming back, it would circle between bridged brokers.
+    pub fn crossed_here(&self, user_properties: &crate::protocol::UserProperties) -> bool {
+        bridged::visited(user_properties, &self.id)
     }
 
     /// Who `client_id` is, as far as authorization goes.
@@ -352,64 +364,27 @@ impl BrokerState {
         metrics::routed(&self.route(&msg, None));
     }
 
-    /// The store of `session`, if it is stored.
-    fn store_of(&self, session: &Session) -> Option<&durable::Durable> {
-        self.durable.as_ref().filter(|_| session.stored)
+    /// Stored message `seq` as a delivery to `client_id`, read back from the store; `None` if
+    /// it cannot be (expired, unreadable: counted, and no longer owed).
+    pub fn load_stored(&self, client_id: &str, seq: u64) -> Option<Delivery> {
+        self.durable.as_ref()?.load(client_id, seq)
     }
 
-    /// Stored message `seq` as a delivery to `session`'s client, read back from the store; `None`
-    /// if it cannot be (expired, unreadable: counted, and no longer owed).
-    pub fn load_stored(&self, session: &Session, seq: u64) -> Option<Delivery> {
-        self.durable.as_ref()?.load(session.client_id(), seq)
-    }
-
-    /// The client acknowledged the stored delivery `seq` (0: not stored).
-    pub fn store_delivered(&self, session: &Session, seq: u64) {
-        if let Some(d) = self.store_of(session).filter(|_| seq != 0) {
-            d.delivered(session.client_id(), seq);
-        }
-    }
-
-    /// Stored deliveries `(pkid, seq)` about to be sent: their PUBLISHes wait for the ticket.
-    pub fn store_sent(
+    /// Applies a session's store operations (the [`Effect::Store`](crate::session::Effect) and
+    /// `Durable` ones of its flows), for a session the store keeps (its mailbox says so); a
+    /// no-op otherwise. With `durable`, returns the ticket that completes once they are on
+    /// disk.
+    pub fn apply_store(
         &self,
-        session: &Session,
-        sent: &[(u16, u64)],
+        mailbox: &Mailbox,
+        client_id: &str,
+        ops: &[StoreOp],
+        durable: bool,
     ) -> Option<crate::store::Ticket> {
-        let d = self.store_of(session).filter(|_| !sent.is_empty())?;
-        Some(d.sent(session.client_id(), sent))
-    }
-
-    /// PUBACK (or a refusing PUBREC) for stored delivery `seq` sent under `pkid`.
-    pub fn store_acked(&self, session: &Session, pkid: u16, seq: u64) {
-        if let Some(d) = self.store_of(session).filter(|_| seq != 0) {
-            d.acked(session.client_id(), pkid, seq);
+        if ops.is_empty() || !mailbox.is_stored() {
+            return None;
         }
-    }
-
-    /// PUBREC for QoS 2 delivery `seq` sent with `pkid`: PUBREL waits for the ticket.
-    pub fn store_released(
-        &self,
-        session: &Session,
-        pkid: u16,
-        seq: u64,
-    ) -> Option<crate::store::Ticket> {
-        let d = self.store_of(session)?;
-        Some(d.released(session.client_id(), pkid, seq))
-    }
-
-    /// PUBCOMP for `pkid`.
-    pub fn store_completed(&self, session: &Session, pkid: u16) {
-        if let Some(d) = self.store_of(session) {
-            d.completed(session.client_id(), pkid);
-        }
-    }
-
-    /// PUBREL from the client for its QoS 2 message `pkid`.
-    pub fn store_inbound_released(&self, session: &Session, pkid: u16) {
-        if let Some(d) = self.store_of(session) {
-            d.inbound_released(session.client_id(), pkid);
-        }
+        self.durable.as_ref()?.apply(client_id, ops, durable)
     }
 
     /// Attaches a new connection to the session of `client_id` (taking it over from a live
@@ -467,7 +442,7 @@ impl BrokerState {
             .await;
         if let Some((old, will)) = attached.ended.take() {
             let queued = attached.mailbox.take_all();
-            self.end_session(&old, will, queued);
+            self.end_session(&old, attached.mailbox.is_stored(), will, queued);
         }
         attached.session.expiry_interval = expiry_interval;
         attached.session.set_window(window);
@@ -476,11 +451,11 @@ impl BrokerState {
             if expiry_interval > 0 {
                 attached.stored =
                     Some(durable.session_connected(session, !attached.session_present, will));
-                session.stored = true;
-            } else if session.stored {
+                attached.mailbox.set_stored(true);
+            } else if attached.mailbox.is_stored() {
                 // Resumed without persistence: its messages stay in memory only, read back
                 // from the store before it lets them go.
-                let mut seqs: Vec<u64> = session.stored_seqs().collect();
+                let mut seqs: Vec<u64> = session.stored_seqs().map(Seq::get).collect();
                 let queued: Vec<Queued> = attached
                     .mailbox
                     .take_all()
@@ -491,19 +466,17 @@ impl BrokerState {
                             durable.read(session.client_id(), seq).map(Queued::Ready)
                         }
                         Queued::Ready(d) => {
-                            seqs.push(d.seq);
+                            seqs.extend(d.seq.map(Seq::get));
                             Some(Queued::Ready(d))
                         }
                         // Its walk goes on where it stood: it was never stored.
                         Queued::Retained(s) => Some(Queued::Retained(s)),
                     })
                     .collect();
-                seqs.retain(|s| *s != 0);
                 attached.mailbox.push_front_all(queued);
                 durable.session_ended(session.client_id(), &seqs);
-                session.stored = false;
+                attached.mailbox.set_stored(false);
             }
-            attached.mailbox.set_stored(session.stored);
         }
         attached.mailbox.set_online(true);
         attached
@@ -534,7 +507,7 @@ impl BrokerState {
             msg: Arc::clone(msg),
             disconnected: now,
         });
-        let stored = session.stored;
+        let stored = mailbox.is_stored();
         match self
             .registry
             .detach(client_id, generation, session, pending)
@@ -542,7 +515,7 @@ impl BrokerState {
             Detached::Stale => {}
             Detached::Ended(session, will) => {
                 let queued = mailbox.take_all();
-                self.end_session(&session, will, queued);
+                self.end_session(&session, stored, will, queued);
             }
             Detached::Parked => {
                 if let Some(durable) = self.durable.as_ref().filter(|_| stored) {
@@ -577,19 +550,27 @@ impl BrokerState {
             tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
             if let Some((session, will, mailbox)) = state.registry.expire(&id, generation) {
                 tracing::debug!(client_id = %clip(&id), "session expired");
-                state.end_session(&session, will, mailbox.take_all());
+                let stored = mailbox.is_stored();
+                state.end_session(&session, stored, will, mailbox.take_all());
             }
         });
     }
 
-    /// A session is gone: drop its subscriptions (and its stored record) and send its pending
-    /// will.
-    fn end_session(&self, session: &Session, will: Option<PendingWill>, queued: Vec<Queued>) {
-        if let Some(durable) = self.durable.as_ref().filter(|_| session.stored) {
+    /// A session is gone: drop its subscriptions (and its stored record, when `stored`) and
+    /// send its pending will.
+    fn end_session(
+        &self,
+        session: &Session,
+        stored: bool,
+        will: Option<PendingWill>,
+        queued: Vec<Queued>,
+    ) {
+        if let Some(durable) = self.durable.as_ref().filter(|_| stored) {
             // What it was still owed no longer holds stored messages back.
             let seqs: Vec<u64> = session
                 .stored_seqs()
-                .chain(queued.iter().map(Queued::seq).filter(|s| *s != 0))
+                .chain(queued.iter().filter_map(Queued::seq))
+                .map(Seq::get)
                 .collect();
             durable.session_ended(session.client_id(), &seqs);
         }
@@ -631,7 +612,12 @@ impl BrokerState {
                         // A stored member keeps it stored (its acknowledgement releases it);
                         // otherwise this session's share in the store is released now.
                         Ok(true) => {}
-                        Ok(false) => self.store_delivered(session, seq),
+                        Ok(false) => {
+                            if let Some(seq) = seq {
+                                let ops = [StoreOp::Delivered(seq)];
+                                self.apply_store(mailbox, session.client_id(), &ops, false);
+                            }
+                        }
                         Err(d) => keep.push(Queued::Ready(d)),
                     }
                 }

@@ -223,10 +223,11 @@ impl Registry {
         if e.generation != generation {
             return None;
         }
+        let stored = e.mailbox.is_stored();
         match &mut e.state {
-            State::Parked { will, session } => will
-                .take()
-                .map(|w| (w, session.expiry_interval, session.stored)),
+            State::Parked { will, session } => {
+                will.take().map(|w| (w, session.expiry_interval, stored))
+            }
             State::Connected => None,
         }
     }

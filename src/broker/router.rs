@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 
 use super::mailbox::{DropReason, Mailbox};
 use crate::protocol::{QoS, SubscriptionOptions};
-use crate::session::{Delivery, Message, SharedTag};
+use crate::session::{Delivery, Message, Seq, SharedTag};
 use crate::topic::SubscriptionTrie;
 
 /// One client's subscription, as the router sees it.
@@ -231,11 +231,11 @@ impl Router {
                 retain: t.retain,
                 sub_ids: t.sub_ids,
                 shared: t.shared,
-                seq: 0,
+                seq: None,
             };
             let record = match recorder.as_deref_mut() {
                 Some(r) if t.sub.mailbox.stores(delivery.qos) => {
-                    delivery.seq = r.next_seq();
+                    delivery.seq = Seq::new(r.next_seq());
                     if t.sub.mailbox.keeps_stored_only() {
                         // Offline or far behind: its message waits in the store, not here.
                         r.record(&t.sub.client_id, &delivery);

@@ -30,14 +30,16 @@ pub enum SubscribeResult {
 }
 
 impl BrokerState {
-    /// Records, for a persistent session, the current state of `filters` (subscribed or not);
-    /// `None` when nothing is stored for it. SUBACK and UNSUBACK wait for the ticket.
+    /// Records, for a persistent session (its mailbox says so), the current state of
+    /// `filters` (subscribed or not); `None` when nothing is stored for it. SUBACK and UNSUBACK
+    /// wait for the ticket.
     pub fn persist_subscriptions(
         &self,
         session: &Session,
+        mailbox: &Mailbox,
         filters: &[&str],
     ) -> Option<crate::store::Ticket> {
-        let durable = self.durable.as_ref().filter(|_| session.stored)?;
+        let durable = self.durable.as_ref().filter(|_| mailbox.is_stored())?;
         let changes: Vec<(&str, Option<&Subscription>)> = filters
             .iter()
             .map(|f| (*f, session.subscriptions().get(*f)))
@@ -142,7 +144,7 @@ pub struct Feed<'a> {
 
 impl Source for Feed<'_> {
     fn load(&mut self, seq: u64) -> Option<Delivery> {
-        self.state.load_stored(self.session, seq)
+        self.state.load_stored(self.session.client_id(), seq)
     }
 
     /// Retained messages as deliveries at min(their QoS, the granted QoS), RETAIN set, with
@@ -161,7 +163,7 @@ impl Source for Feed<'_> {
             .state
             .auth
             .authorizer()
-            .filter(|_| !client_id.starts_with(crate::bridge::LOCAL_ID_PREFIX));
+            .filter(|_| !super::bridged::is_bridge_session(client_id));
         let who = authorizer.as_ref().map(|_| self.state.identity(client_id));
         let (granted, sub_id) = (stream.qos, stream.sub_id);
         let mut blocked = false;
@@ -193,7 +195,7 @@ impl Source for Feed<'_> {
                     retain: true,
                     sub_ids: sub_id.into_iter().collect(),
                     shared: None,
-                    seq: 0,
+                    seq: None,
                 });
                 ControlFlow::Continue(())
             });

@@ -42,10 +42,7 @@ pub fn accept(connect: &Connect, config: &Config) -> Result<Accepted, ReasonCode
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
         // Reserved for the bridges' own sessions: a client could otherwise take one over.
-        if connect
-            .client_id
-            .starts_with(crate::bridge::LOCAL_ID_PREFIX)
-        {
+        if crate::broker::bridged::is_bridge_session(&connect.client_id) {
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
         (connect.client_id.clone(), false)

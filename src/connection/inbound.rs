@@ -1,141 +1,84 @@
-//! What a connected client sends: one handler per packet type, driving the session's QoS flows
-//! and the broker. Each returns `Err(End)` when the packet ends the connection, with the reason
-//! code the spec gives.
+//! What a connected client sends: one handler per packet type. The QoS flows are the session's
+//! (its effects carried out by the connection's carrier); the rest is the broker's. Each
+//! handler returns `Err(End)` when the packet ends the connection.
 
 use crate::logged::clip;
 use std::sync::Arc;
 
 use tracing::{debug, info};
 
-use super::{Connection, End};
+use super::{Connection, End, Violation};
 use crate::auth::Access;
 use crate::broker::{Published, SubscribeResult};
 use crate::metrics;
 use crate::protocol::{
-    Ack, AckProperties, Disconnect, Packet, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
-    Unsubscribe,
+    AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    UnsubAck, Unsubscribe,
 };
-use crate::session::{Message, PubRecOutcome, Unexpected};
+use crate::session::{AckOutcome, Message, Qos2In};
 use crate::topic;
 
 impl Connection {
     pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), End> {
-        match packet {
-            Packet::Publish(p) => self.on_publish(p),
-            Packet::PubAck(a) => match self.client.session.puback(a.pkid) {
-                Ok(seq) => {
-                    self.state.store_acked(&self.client.session, a.pkid, seq);
-                    Ok(())
-                }
-                Err(e) => self.unexpected_ack("PUBACK", a.pkid, e),
-            },
+        let session = &mut self.client.session;
+        let effects = &mut self.effects;
+        let (packet_name, pkid, outcome) = match packet {
+            Packet::Publish(p) => return self.on_publish(p),
+            Packet::PubAck(a) => {
+                let pkid = flow_id(a.pkid)?;
+                ("PUBACK", pkid, session.on_puback(pkid, effects))
+            }
             Packet::PubRec(a) => {
-                match self.client.session.pubrec(a.pkid, a.reason) {
-                    PubRecOutcome::SendPubRel { seq } => {
-                        // After PUBREL the PUBLISH must never be sent again: the stored flow
-                        // moves to PUBREL first.
-                        let durable = if seq == 0 {
-                            None
-                        } else {
-                            self.state.store_released(&self.client.session, a.pkid, seq)
-                        };
-                        let rel = Packet::PubRel(Ack {
-                            pkid: a.pkid,
-                            ..Ack::default()
-                        });
-                        self.ack_in_order(durable, rel, Vec::new());
-                    }
-                    PubRecOutcome::Ended { seq } => {
-                        self.state.store_acked(&self.client.session, a.pkid, seq);
-                    }
-                    PubRecOutcome::Unexpected(Unexpected::Unknown) if a.reason.is_error() => {
-                        // Refusing a message we do not know of: nothing to release.
-                        metrics::unexpected_ack("PUBREC", "unknown");
-                    }
-                    PubRecOutcome::Unexpected(Unexpected::Unknown) => {
-                        // The client must be able to end its flow: PUBREL, in v5 saying the id
-                        // is not known [MQTT-4.3.3-4]; 3.1.1 has no reason code.
-                        metrics::unexpected_ack("PUBREC", "unknown");
-                        debug!(client_id = %clip(&self.client_id), pkid = a.pkid, "PUBREC for an unknown packet identifier");
-                        let rel = Packet::PubRel(Ack {
-                            pkid: a.pkid,
-                            reason: ReasonCode::PacketIdentifierNotFound,
-                            ..Ack::default()
-                        });
-                        self.ack_in_order(None, rel, Vec::new());
-                    }
-                    PubRecOutcome::Unexpected(e) => {
-                        return self.unexpected_ack("PUBREC", a.pkid, e)
-                    }
-                }
-                Ok(())
+                let pkid = flow_id(a.pkid)?;
+                ("PUBREC", pkid, session.on_pubrec(pkid, a.reason, effects))
             }
             Packet::PubRel(a) => {
-                let reason = if self.client.session.inbound_qos2_release(a.pkid) {
-                    self.state
-                        .store_inbound_released(&self.client.session, a.pkid);
-                    ReasonCode::Success
-                } else {
-                    metrics::unexpected_ack("PUBREL", "unknown");
-                    ReasonCode::PacketIdentifierNotFound
-                };
-                self.ack(Packet::PubComp(Ack {
-                    pkid: a.pkid,
-                    reason,
-                    ..Ack::default()
-                }));
-                Ok(())
+                let pkid = flow_id(a.pkid)?;
+                ("PUBREL", pkid, session.on_pubrel(pkid, effects))
             }
-            Packet::PubComp(a) => match self.client.session.pubcomp(a.pkid) {
-                Ok(()) => {
-                    self.state.store_completed(&self.client.session, a.pkid);
-                    Ok(())
-                }
-                Err(e) => self.unexpected_ack("PUBCOMP", a.pkid, e),
-            },
-            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::PubComp(a) => {
+                let pkid = flow_id(a.pkid)?;
+                ("PUBCOMP", pkid, session.on_pubcomp(pkid, effects))
+            }
+            Packet::Subscribe(s) => return self.on_subscribe(s),
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
-                Ok(())
+                return Ok(());
             }
             Packet::PingReq => {
                 self.ack(Packet::PingResp);
-                Ok(())
+                return Ok(());
             }
-            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
-            Packet::Auth(_) => Err(End::violation(
-                ReasonCode::ProtocolError,
-                "[MQTT-4.12.0-1] AUTH without an authentication method",
-            )),
-            other => Err(End::violation(
-                ReasonCode::ProtocolError,
-                format!("unexpected packet from client: {other:?}"),
-            )),
-        }
-    }
-
-    /// An acknowledgement no flow waits for. An unknown packet id (acknowledged twice, or
-    /// after the flow was dropped) is counted and ignored, as Mosquitto does; one of the wrong
-    /// flow (PUBACK for QoS 2, PUBREC for QoS 1, PUBCOMP before PUBREL) breaks the QoS
-    /// protocol: v5 Protocol Error [MQTT-4.3.2-1] [MQTT-4.3.3-1], 3.1.1 close [MQTT-4.8.0-1].
-    fn unexpected_ack(
-        &mut self,
-        packet: &'static str,
-        pkid: u16,
-        e: Unexpected,
-    ) -> Result<(), End> {
-        match e {
-            Unexpected::Unknown => {
-                metrics::unexpected_ack(packet, "unknown");
-                debug!(client_id = %clip(&self.client_id), pkid, packet, "acknowledgement for an unknown packet identifier");
-                Ok(())
-            }
-            Unexpected::WrongFlow => {
-                metrics::unexpected_ack(packet, "wrong_flow");
-                Err(End::violation(
-                    ReasonCode::ProtocolError,
-                    format!("{packet} for packet identifier {pkid}, which is in another QoS flow [MQTT-4.3.2-1] [MQTT-4.3.3-1]"),
+            Packet::Disconnect(d) => return Err(self.on_disconnect(d)),
+            Packet::Auth(_) => return Err(Violation::AuthWithoutMethod.into()),
+            // The decoder lets through only what a client may send.
+            other => {
+                return Err(Violation::Decode(crate::protocol::DecodeError::Protocol(
+                    match other {
+                        Packet::Connect(_) => "[MQTT-3.1.0-2] second CONNECT",
+                        _ => "a server-to-client packet sent by a client",
+                    },
                 ))
+                .into())
+            }
+        };
+        self.carry(None);
+        match outcome {
+            AckOutcome::Done => Ok(()),
+            // Answered where MQTT asks for an answer (PUBREL, PUBCOMP with 0x92), otherwise
+            // ignored, as Mosquitto does.
+            AckOutcome::Unknown => {
+                metrics::unexpected_ack(packet_name, "unknown");
+                debug!(client_id = %clip(&self.client_id), pkid = pkid.get(), packet = packet_name, "acknowledgement for an unknown packet identifier");
+                Ok(())
+            }
+            AckOutcome::WrongFlow => {
+                metrics::unexpected_ack(packet_name, "wrong_flow");
+                Err(Violation::WrongFlow {
+                    packet: packet_name,
+                    pkid: pkid.get(),
+                }
+                .into())
             }
         }
     }
@@ -148,10 +91,21 @@ impl Connection {
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
         self.resolve_alias(&mut p)?;
+        let pkid = PacketId::new(p.pkid);
+        if p.qos != QoS::AtMostOnce && pkid.is_none() {
+            // Not reached: the decoder refuses packet id 0 on QoS 1/2.
+            return Err(Violation::Decode(crate::protocol::DecodeError::Malformed(
+                "[MQTT-2.2.1-3] packet identifier 0 on a QoS 1/2 PUBLISH",
+            ))
+            .into());
+        }
         let limits = &self.state.config().limits;
         let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {
             metrics::limit_hit("max_topic_levels");
             debug!(client_id = %clip(&self.client_id), topic = %clip(&p.topic), error = %e, "PUBLISH refused");
+            if !self.client.version.is_v5() {
+                return Err(Violation::TopicNameRefused(e).into());
+            }
             Some(ReasonCode::TopicNameInvalid)
         } else if p.topic == "$SYS" || p.topic.starts_with("$SYS/") {
             Some(ReasonCode::NotAuthorized)
@@ -160,74 +114,87 @@ impl Connection {
             if log_now() {
                 info!(client_id = %clip(&self.client_id), topic = %clip(&p.topic), "PUBLISH refused by the ACL (logged at most once a second)");
             }
-            // v3.1.1 has no way to say so: acknowledged and dropped, as the spec requires.
-            if !self.client.version.is_v5() {
-                if p.qos == QoS::ExactlyOnce && !self.client.session.inbound_qos2_pending(p.pkid) {
-                    // PUBREL will find it, and PUBCOMP ends the flow as usual.
-                    self.client.session.inbound_qos2_begin(p.pkid);
-                }
-                self.ack_publish(&p, ReasonCode::Success);
-                return Ok(());
-            }
-            Some(ReasonCode::NotAuthorized)
-        } else {
-            None
-        };
-        if let Some(reason) = reject {
-            if !self.client.version.is_v5() && reason == ReasonCode::TopicNameInvalid {
-                return Err(End::violation(reason, "topic name refused"));
-            }
-            self.ack_publish(&p, reason);
-            return Ok(());
-        }
-        if crate::bridge::visited(&p.properties.user_properties, self.state.id()) {
+            // v3.1.1 has no way to say so: acknowledged and dropped, as the spec requires
+            // (a QoS 2 flow still runs to PUBCOMP).
+            (self.client.version.is_v5()).then_some(ReasonCode::NotAuthorized)
+        } else if self.state.crossed_here(&p.properties.user_properties) {
             // Left this broker through a bridge before: a loop between bridged brokers.
             // Acknowledged (it was delivered here already) and dropped.
             metrics::dropped("bridge_loop");
-            self.ack_publish(&p, ReasonCode::Success);
-            return Ok(());
+            None
+        } else {
+            return self.forward(p, pkid);
+        };
+        match reject {
+            Some(reason) => self
+                .client
+                .session
+                .acknowledge(p.qos, pkid, reason, &mut self.effects),
+            None => self.accept_unrouted(p.qos, pkid)?,
         }
-        if p.qos == QoS::ExactlyOnce {
-            if self.client.session.inbound_qos2_pending(p.pkid) {
-                // A resend before PUBREL: acknowledge again, forward nothing [MQTT-4.3.3-10].
-                self.ack_publish(&p, ReasonCode::Success);
+        self.carry(None);
+        Ok(())
+    }
+
+    /// Acknowledges a message accepted and not routed (v3.1.1 ACL refusal, bridge loop): a
+    /// QoS 2 flow runs to PUBCOMP as for any other.
+    fn accept_unrouted(&mut self, qos: QoS, pkid: Option<PacketId>) -> Result<(), End> {
+        let session = &mut self.client.session;
+        if let (QoS::ExactlyOnce, Some(id)) = (qos, pkid) {
+            if session.on_publish_qos2(id, usize::MAX, &mut self.effects) == Qos2In::Duplicate {
                 return Ok(());
             }
-            if self.client.version.is_v5()
-                && self.client.session.inbound_qos2_len() >= usize::from(limits.receive_maximum)
-            {
-                return Err(End::violation(
-                    ReasonCode::ReceiveMaximumExceeded,
-                    "[MQTT-3.3.4-7] more unacknowledged QoS 2 messages than Receive Maximum",
-                ));
-            }
-            self.client.session.inbound_qos2_begin(p.pkid);
         }
-        let pkid = p.pkid;
+        session.acknowledge(qos, pkid, ReasonCode::Success, &mut self.effects);
+        Ok(())
+    }
+
+    /// Publishes an accepted message into the broker and acknowledges it once it is as safe as
+    /// its QoS promises (stored, with persistence on). A QoS 2 message sent again before PUBREL
+    /// is acknowledged, not forwarded again.
+    fn forward(&mut self, p: Publish, pkid: Option<PacketId>) -> Result<(), End> {
         let qos = p.qos;
+        let mut stored_qos2 = None;
+        if let (QoS::ExactlyOnce, Some(id)) = (qos, pkid) {
+            // v3.1.1 has no Receive Maximum: only memory bounds it.
+            let max = if self.client.version.is_v5() {
+                usize::from(self.state.config().limits.receive_maximum)
+            } else {
+                usize::MAX
+            };
+            match self
+                .client
+                .session
+                .on_publish_qos2(id, max, &mut self.effects)
+            {
+                Qos2In::New => {}
+                Qos2In::Duplicate => {
+                    self.carry(None);
+                    return Ok(());
+                }
+                Qos2In::OverLimit => return Err(Violation::ReceiveMaximumExceeded.into()),
+            }
+            stored_qos2 = self
+                .client
+                .mailbox
+                .is_stored()
+                .then_some((&*self.client_id, id));
+        }
         let msg = Arc::new(Message::new(
             p,
             Some(Arc::clone(&self.client_id)),
             std::time::Instant::now(),
         ));
-        let inbound_qos2 = (qos == QoS::ExactlyOnce && self.client.session.stored)
-            .then_some((&*self.client_id, pkid));
-        let Published { outcome, durable } = self.state.publish(msg, inbound_qos2);
+        let Published { outcome, durable } = self.state.publish(msg, stored_qos2);
         let reason = if outcome.delivered == 0 && outcome.dropped_queue_full == 0 {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success
         };
-        let ack = Ack {
-            pkid,
-            reason,
-            ..Ack::default()
-        };
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack_in_order(durable, Packet::PubAck(ack), Vec::new()),
-            QoS::ExactlyOnce => self.ack_in_order(durable, Packet::PubRec(ack), Vec::new()),
-        }
+        self.client
+            .session
+            .acknowledge(qos, pkid, reason, &mut self.effects);
+        self.carry(durable);
         Ok(())
     }
 
@@ -239,33 +206,13 @@ impl Connection {
         }
     }
 
-    fn ack_publish(&mut self, p: &Publish, reason: ReasonCode) {
-        let ack = Ack {
-            pkid: p.pkid,
-            reason,
-            properties: AckProperties::default(),
-        };
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack_in_order(None, Packet::PubAck(ack), Vec::new()),
-            QoS::ExactlyOnce => {
-                // A refused QoS 2 message ends its flow at PUBREC [MQTT-4.3.3-9]; an accepted
-                // resend keeps its packet id until PUBREL.
-                self.ack_in_order(None, Packet::PubRec(ack), Vec::new());
-            }
-        }
-    }
-
     /// Replaces a v5 Topic Alias by its topic, recording new aliases [MQTT-3.3.2-12].
     fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), End> {
         let Some(alias) = p.properties.topic_alias.take() else {
             return Ok(());
         };
         if alias == 0 || alias > self.state.config().limits.topic_alias_maximum {
-            return Err(End::violation(
-                ReasonCode::TopicAliasInvalid,
-                "[MQTT-3.3.2-9] topic alias out of range",
-            ));
+            return Err(Violation::TopicAliasOutOfRange(alias).into());
         }
         if p.topic.is_empty() {
             match self
@@ -275,12 +222,7 @@ impl Connection {
                 .and_then(Option::as_ref)
             {
                 Some(t) => p.topic = t.clone(),
-                None => {
-                    return Err(End::violation(
-                        ReasonCode::ProtocolError,
-                        "MQTT 5 §3.3.2.3.4: unknown topic alias",
-                    ))
-                }
+                None => return Err(Violation::UnknownTopicAlias(alias).into()),
             }
         } else {
             let i = usize::from(alias - 1);
@@ -337,18 +279,13 @@ impl Connection {
                     retained.extend(stream);
                 }
                 SubscribeResult::Refused(code) => reasons.push(code),
-                SubscribeResult::ProtocolError => {
-                    return Err(End::violation(
-                        ReasonCode::ProtocolError,
-                        "[MQTT-3.8.3-4] No Local on a shared subscription",
-                    ))
-                }
+                SubscribeResult::ProtocolError => return Err(Violation::NoLocalOnShared.into()),
             }
         }
         let filters: Vec<&str> = s.filters.iter().map(|f| f.filter.as_str()).collect();
-        let durable = self
-            .state
-            .persist_subscriptions(&self.client.session, &filters);
+        let durable =
+            self.state
+                .persist_subscriptions(&self.client.session, &self.client.mailbox, &filters);
         let ack = Packet::SubAck(SubAck {
             pkid: s.pkid,
             reasons,
@@ -356,7 +293,7 @@ impl Connection {
         });
         // Retained messages follow the SUBACK, which follows the stored subscription; they are
         // walked as the mailbox drains, in its order.
-        self.ack_in_order(durable, ack, retained);
+        self.control(ack, retained, durable);
         Ok(())
     }
 
@@ -374,24 +311,21 @@ impl Connection {
             })
             .collect();
         let filters: Vec<&str> = u.filters.iter().map(String::as_str).collect();
-        let durable = self
-            .state
-            .persist_subscriptions(&self.client.session, &filters);
+        let durable =
+            self.state
+                .persist_subscriptions(&self.client.session, &self.client.mailbox, &filters);
         let ack = Packet::UnsubAck(UnsubAck {
             pkid: u.pkid,
             reasons,
             properties: AckProperties::default(),
         });
-        self.ack_in_order(durable, ack, Vec::new());
+        self.control(ack, Vec::new(), durable);
     }
 
     fn on_disconnect(&mut self, d: Disconnect) -> End {
         if let Some(expiry) = d.properties.session_expiry_interval {
             if self.client.connect_expiry_zero && expiry != 0 {
-                return End::violation(
-                    ReasonCode::ProtocolError,
-                    "[MQTT-3.14.2-2] session expiry raised from 0 at DISCONNECT",
-                );
+                return Violation::ExpiryRaised.into();
             }
             self.client.session.expiry_interval = expiry;
         }
@@ -399,6 +333,16 @@ impl Connection {
             will: d.reason == ReasonCode::DisconnectWithWill,
         }
     }
+}
+
+/// The packet id of a QoS flow's acknowledgement (never 0: the decoder refuses it).
+fn flow_id(pkid: u16) -> Result<PacketId, End> {
+    PacketId::new(pkid).ok_or_else(|| {
+        Violation::Decode(crate::protocol::DecodeError::Malformed(
+            "[MQTT-2.2.1-3] packet identifier 0",
+        ))
+        .into()
+    })
 }
 
 /// True at most once a second, broker-wide: a client publishing where it may not would

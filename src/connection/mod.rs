@@ -8,18 +8,18 @@ mod inbound;
 mod io;
 mod open;
 mod outbound;
+mod violation;
 
 pub use dormant::Dormitory;
 
 use crate::logged::clip;
 use open::will_message;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -27,18 +27,19 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use crate::broker::{BrokerState, Mailbox, RetainedStream};
+use crate::broker::{BrokerState, Carrier, Mailbox, Out, RetainedStream};
 use crate::metrics;
 use crate::protocol::{
-    self, Ack, Connect, Disconnect, LastWill, Packet, ProtocolVersion, Publish, ReasonCode,
+    self, Connect, Disconnect, LastWill, Packet, PacketId, ProtocolVersion, Publish, ReasonCode,
 };
-use crate::session::{Message, Resend, Session};
+use crate::session::{Effect, Message, Session};
 use crate::store::Ticket;
 use crate::transport::Stream;
 
 use dormant::Dormant;
 use io::{Done, Io};
 use outbound::Outbound;
+use violation::Violation;
 
 /// Stop reading the mailbox while this much is waiting to be written: a client that does not
 /// read leaves its messages in its bounded mailbox, not in our memory.
@@ -149,8 +150,8 @@ enum End {
     Disconnect { will: bool },
     /// Socket closed or failed without DISCONNECT.
     Lost(String),
-    /// We end it with this reason (v5: sent in DISCONNECT).
-    Violation(ReasonCode, String),
+    /// We end it (v5: with a DISCONNECT saying why).
+    Violation(Violation),
     /// Keep-alive expired [MQTT-3.1.2-24].
     KeepAlive,
     /// Another connection took the client id over.
@@ -159,16 +160,18 @@ enum End {
     Shutdown,
 }
 
-impl End {
-    fn violation(code: ReasonCode, why: impl Into<String>) -> End {
-        End::Violation(code, why.into())
+impl From<Violation> for End {
+    fn from(v: Violation) -> End {
+        End::Violation(v)
     }
+}
 
+impl End {
     /// The DISCONNECT a v5 client gets, if any.
     fn reason(&self) -> Option<ReasonCode> {
         match self {
             End::Disconnect { .. } | End::Lost(_) => None,
-            End::Violation(code, _) => Some(*code),
+            End::Violation(v) => Some(v.reason()),
             End::KeepAlive => Some(ReasonCode::KeepAliveTimeout),
             End::TakenOver => Some(ReasonCode::SessionTakenOver),
             End::Shutdown => Some(ReasonCode::ServerShuttingDown),
@@ -189,12 +192,11 @@ struct Connection {
     timer: Pin<Box<Sleep>>,
     /// Last time the connection read, wrote or took a delivery.
     last_activity: Instant,
-    /// Acknowledgements in the order their packets arrived [MQTT-4.6.0-2] [MQTT-4.6.0-3], each
-    /// held until the store has what it promises.
-    pending_acks: VecDeque<HeldAck>,
-    /// Nothing is written while set: stored deliveries just queued for writing go out only once
-    /// their packet ids are stored.
-    write_gate: Option<Ticket>,
+    /// What the session's flows send, held while the store does not have what it promises yet
+    /// (acknowledgements in the order their packets arrived [MQTT-4.6.0-2] [MQTT-4.6.0-3]).
+    carrier: Carrier,
+    /// The session's effects, reused from packet to packet.
+    effects: Vec<Effect>,
     dormitory: Dormitory,
     /// A packet other than PUBLISH could not be sent within the client's Maximum Packet Size:
     /// the connection cannot go on [MQTT-3.1.2-24].
@@ -291,15 +293,6 @@ impl Drop for Slot {
     }
 }
 
-/// An acknowledgement waiting for the store.
-struct HeldAck {
-    /// `None`: nothing to wait for, only earlier acknowledgements.
-    ticket: Option<Ticket>,
-    packet: Packet,
-    /// Retained messages that must follow it (after a SUBACK), queued when it is sent.
-    then: Vec<RetainedStream>,
-}
-
 /// Why [`Connection::run`] returned.
 enum Stop {
     End(End),
@@ -310,31 +303,83 @@ enum Stop {
 impl Connection {
     /// Resends unacknowledged messages, in order, DUP set [MQTT-4.4.0-1].
     fn resend(&mut self) {
+        self.client.session.resend(&mut self.effects);
+        self.carry(None);
+    }
+
+    /// Carries out the session's effects in `self.effects` (the broker's [`Carrier`]): what may
+    /// go now is encoded into the output buffer, the rest is held until the store has it.
+    /// `after`: a store ticket every packet here waits for too.
+    fn carry(&mut self, after: Option<Ticket>) {
         let now = std::time::Instant::now();
         let mut counts = metrics::Counts::default();
-        for r in self.client.session.resend() {
-            match r {
-                Resend::Publish { pkid, delivery } => {
-                    if self
-                        .client
-                        .out
-                        .publish(&mut self.io.outbuf, delivery, pkid, true, now)
-                    {
-                        counts.publish(delivery.qos as u8, false);
-                    }
-                }
-                Resend::PubRel(pkid) => {
-                    self.client.out.ack(
-                        &mut self.io.outbuf,
-                        Packet::PubRel(Ack {
-                            pkid,
-                            ..Ack::default()
-                        }),
-                    );
-                }
-            }
-        }
+        let client = &mut self.client;
+        let (outbuf, unsendable) = (&mut self.io.outbuf, &mut self.unsendable);
+        let mut send = |o: Out| {
+            write_out(
+                &mut client.out,
+                &client.mailbox,
+                outbuf,
+                unsendable,
+                &mut counts,
+                now,
+                o,
+            )
+        };
+        self.carrier.carry(
+            &self.state,
+            &client.mailbox,
+            &self.client_id,
+            &mut self.effects,
+            after,
+            &mut send,
+        );
         metrics::sent(&counts);
+    }
+
+    /// Sends held packets whose store writes are durable. A failed write ends the connection
+    /// before what depended on it is sent: the client sends its message again, or gets ours
+    /// again on its next connection.
+    fn release(&mut self) -> Result<(), End> {
+        let now = std::time::Instant::now();
+        let mut counts = metrics::Counts::default();
+        let client = &mut self.client;
+        let (outbuf, unsendable) = (&mut self.io.outbuf, &mut self.unsendable);
+        let mut send = |o: Out| {
+            write_out(
+                &mut client.out,
+                &client.mailbox,
+                outbuf,
+                unsendable,
+                &mut counts,
+                now,
+                o,
+            )
+        };
+        let released = self.carrier.release(&mut send);
+        metrics::sent(&counts);
+        released.map_err(|e| Violation::StoreFailed(e.to_string()).into())
+    }
+
+    /// Sends `packet` (SUBACK, UNSUBACK) in order with the acknowledgements, once `after` is
+    /// durable; then queues `then` (retained messages after a SUBACK).
+    fn control(&mut self, packet: Packet, then: Vec<RetainedStream>, after: Option<Ticket>) {
+        let now = std::time::Instant::now();
+        let mut counts = metrics::Counts::default();
+        let client = &mut self.client;
+        let (outbuf, unsendable) = (&mut self.io.outbuf, &mut self.unsendable);
+        let mut send = |o: Out| {
+            write_out(
+                &mut client.out,
+                &client.mailbox,
+                outbuf,
+                unsendable,
+                &mut counts,
+                now,
+                o,
+            )
+        };
+        self.carrier.control(packet, then, after, &mut send);
     }
 
     async fn run(&mut self) -> Stop {
@@ -349,39 +394,20 @@ impl Connection {
                 return Stop::End(End::TakenOver);
             }
             if self.unsendable {
-                return Stop::End(End::violation(
-                    ReasonCode::PacketTooLarge,
-                    "[MQTT-3.1.2-24] a packet for the client exceeds its Maximum Packet Size",
-                ));
+                return Stop::End(Violation::Unsendable.into());
             }
-            if let Err(end) = self.pump(&mut scratch) {
-                return Stop::End(end);
-            }
-            if let Some(gate) = &mut self.write_gate {
-                match gate.result() {
-                    None => {}
-                    Some(Ok(())) => self.write_gate = None,
-                    Some(Err(e)) => {
-                        return Stop::End(End::violation(
-                            ReasonCode::UnspecifiedError,
-                            format!("delivery state could not be stored: {e}"),
-                        ))
-                    }
-                }
-            }
-            let can_write = self.write_gate.is_none();
+            self.pump(&mut scratch);
             self.io.release_idle_buffers();
             let io = &mut self.io;
             // A client that sends but does not read (its acks pile up) is read no further until
             // it catches up: what we owe it stays bounded.
             let can_read = io.outbuf.len() < 4 * HIGH_WATER;
             read_first = !read_first;
-            let acks = &mut self.pending_acks;
-            let acks_pending = !acks.is_empty();
-            let gate = &mut self.write_gate;
+            let carrier = &mut self.carrier;
+            let holding = !carrier.is_empty();
             tokio::select! {
                 biased;
-                done = std::future::poll_fn(|cx| io.poll_io(cx, can_read, can_write, read_first)) => {
+                done = std::future::poll_fn(|cx| io.poll_io(cx, can_read, true, read_first)) => {
                     self.last_activity = Instant::now();
                     match done {
                         Err(e) => return Stop::End(End::Lost(e.to_string())),
@@ -396,12 +422,8 @@ impl Connection {
                 }
                 // Always armed: a kick or shutdown must wake even a client we cannot write to.
                 _ = self.client.mailbox.notified() => self.last_activity = Instant::now(),
-                _ = std::future::poll_fn(|cx| match gate {
-                    Some(t) => t.poll_ready(cx),
-                    None => Poll::Pending,
-                }), if !can_write => {}
-                _ = std::future::poll_fn(|cx| poll_front(acks, cx)), if acks_pending => {
-                    if let Err(end) = self.flush_acks() {
+                _ = std::future::poll_fn(|cx| carrier.poll_ready(cx)), if holding => {
+                    if let Err(end) = self.release() {
                         return Stop::End(end);
                     }
                 }
@@ -450,55 +472,8 @@ impl Connection {
     fn is_idle(&self) -> bool {
         self.io.inbuf.is_empty()
             && self.io.outbuf.is_empty()
-            && self.pending_acks.is_empty()
-            && self.write_gate.is_none()
+            && self.carrier.is_empty()
             && self.client.mailbox.is_empty()
-    }
-
-    /// Sends `ack` (then queues the retained streams `then`) once `durable` completes and every
-    /// earlier held acknowledgement is sent.
-    fn ack_in_order(&mut self, durable: Option<Ticket>, ack: Packet, then: Vec<RetainedStream>) {
-        if durable.is_none() && self.pending_acks.is_empty() {
-            self.send_ack(ack, then);
-        } else {
-            self.pending_acks.push_back(HeldAck {
-                ticket: durable,
-                packet: ack,
-                then,
-            });
-        }
-    }
-
-    /// Writes `ack` and queues `then` behind everything queued so far: retained messages go
-    /// after their SUBACK and before whatever is published from now on.
-    fn send_ack(&mut self, ack: Packet, then: Vec<RetainedStream>) {
-        self.ack(ack);
-        for stream in then {
-            self.client.mailbox.push_retained(stream);
-        }
-    }
-
-    /// Sends the held acknowledgements whose writes are durable, in order. A failed write ends
-    /// the connection unacknowledged: the client will send the message again.
-    fn flush_acks(&mut self) -> Result<(), End> {
-        while let Some(held) = self.pending_acks.front_mut() {
-            if let Some(t) = &mut held.ticket {
-                match t.result() {
-                    None => break,
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => {
-                        return Err(End::violation(
-                            ReasonCode::UnspecifiedError,
-                            format!("message could not be stored: {e}"),
-                        ))
-                    }
-                }
-            }
-            if let Some(held) = self.pending_acks.pop_front() {
-                self.send_ack(held.packet, held.then);
-            }
-        }
-        Ok(())
     }
 
     /// Hands the connection to the dormitory. `Err(Some)`: it stays awake (dormitory closed);
@@ -560,8 +535,8 @@ impl Connection {
             state,
             timer: Box::pin(tokio::time::sleep_until(next)),
             last_activity: now,
-            pending_acks: VecDeque::new(),
-            write_gate: None,
+            carrier: Carrier::default(),
+            effects: Vec::new(),
             dormitory,
             unsendable: false,
             client,
@@ -583,7 +558,7 @@ impl Connection {
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     metrics::malformed(e.reason_code() as u8);
-                    return Err(End::violation(e.reason_code(), e.to_string()));
+                    return Err(Violation::Decode(e).into());
                 }
             };
             counts.packet(&packet);
@@ -594,73 +569,46 @@ impl Connection {
     }
 
     /// Moves ready deliveries from the mailbox into the write buffer, within the window.
-    fn pump(&mut self, scratch: &mut Vec<crate::session::Delivery>) -> Result<(), End> {
+    fn pump(&mut self, scratch: &mut Vec<crate::session::Delivery>) {
         if self.io.outbuf.len() >= HIGH_WATER {
-            return Ok(());
+            return;
         }
-        let session = &self.client.session;
-        let mut feed = self.state.feed(session);
+        let (state, session) = (&self.state, &self.client.session);
+        let mut feed = state.feed(session);
         self.client
             .mailbox
             .drain_into(scratch, BATCH, session.window_free(), &mut feed);
         if scratch.is_empty() {
-            return Ok(());
+            return;
         }
         let now = std::time::Instant::now();
         let taken = scratch.len();
-        let mut sent = Vec::new();
-        let mut counts = metrics::Counts::default();
         for d in scratch.drain(..) {
-            let seq = d.seq;
             if !self.client.out.fits(&d, now) {
-                metrics::dropped("too_large");
-                self.state.store_delivered(&self.client.session, seq);
+                self.client
+                    .session
+                    .drop_delivery(d.seq, "too_large", &mut self.effects);
                 continue;
             }
-            match self.client.session.start(d, now) {
-                Some((pkid, d)) => {
-                    // QoS 2 only: a QoS 1 message may arrive twice anyway, and storing its id
-                    // would cost a write per delivery.
-                    if seq != 0 && d.qos == crate::protocol::QoS::ExactlyOnce {
-                        sent.push((pkid, seq));
-                    }
-                    if self
-                        .client
-                        .out
-                        .publish(&mut self.io.outbuf, &d, pkid, false, now)
-                    {
-                        counts.publish(d.qos as u8, true);
-                    }
-                    if seq != 0 && d.qos == crate::protocol::QoS::AtMostOnce {
-                        // A stored QoS 0 delivery (queued while offline) is done once sent.
-                        self.state.store_delivered(&self.client.session, seq);
-                    }
-                }
-                None => {
-                    metrics::dropped("expired");
-                    self.state.store_delivered(&self.client.session, seq);
-                }
-            }
+            self.client.session.start(d, now, &mut self.effects);
         }
-        metrics::sent(&counts);
-        if let Some(t) = self.state.store_sent(&self.client.session, &sent) {
-            // A later ticket completes after any earlier one: it is the only gate needed.
-            self.write_gate = Some(t);
-        }
+        self.carry(None);
         if taken < BATCH / 8 && scratch.capacity() > BATCH / 8 {
             // After a burst, a trickle does not keep the burst's room.
             *scratch = Vec::new();
         }
-        Ok(())
     }
 
     /// Sends the final DISCONNECT (v5), hands the session back and publishes the will if due.
     async fn finish(mut self: Box<Self>, end: End) {
         let client_id = &self.client_id;
         match &end {
-            End::Violation(code, why) => {
-                metrics::protocol_violation(*code as u8);
-                info!(client_id = %clip(client_id), reason = ?code, why, "client disconnected: protocol violation");
+            End::Violation(v) if v.by_client() => {
+                metrics::protocol_violation(v.reason() as u8);
+                info!(client_id = %clip(client_id), reason = ?v.reason(), why = %v, "client disconnected: protocol violation");
+            }
+            End::Violation(v) => {
+                warn!(client_id = %clip(client_id), reason = ?v.reason(), why = %v, "client disconnected");
             }
             End::Lost(why) => {
                 info!(client_id = %clip(client_id), why, "client disconnected: connection lost")
@@ -673,8 +621,8 @@ impl Connection {
                     reason,
                     ..Disconnect::default()
                 };
-                if let End::Violation(_, why) = &end {
-                    d.properties.reason_string = Some(why.clone());
+                if let End::Violation(v) = &end {
+                    d.properties.reason_string = Some(v.to_string());
                 }
                 self.ack(Packet::Disconnect(d));
             }
@@ -724,11 +672,36 @@ impl Client {
     }
 }
 
-/// Ready when the first held acknowledgement's write has completed.
-fn poll_front(acks: &mut VecDeque<HeldAck>, cx: &mut Context<'_>) -> Poll<()> {
-    match acks.front_mut().and_then(|h| h.ticket.as_mut()) {
-        Some(t) => t.poll_ready(cx),
-        None => Poll::Ready(()),
+/// Writes what a [`Carrier`] hands out: acknowledgements and control packets through the
+/// client's encoder (a control packet that cannot fit its Maximum Packet Size makes the
+/// connection `unsendable`), PUBLISHes with the per-subscriber parts, drops counted.
+fn write_out(
+    out: &mut Outbound,
+    mailbox: &Mailbox,
+    outbuf: &mut bytes::BytesMut,
+    unsendable: &mut bool,
+    counts: &mut metrics::Counts,
+    now: std::time::Instant,
+    o: Out,
+) {
+    match o {
+        Out::Reply(r) => *unsendable |= !out.ack(outbuf, r.packet()),
+        Out::Control(packet, then) => {
+            *unsendable |= !out.ack(outbuf, packet);
+            for stream in then {
+                mailbox.push_retained(stream);
+            }
+        }
+        Out::Publish {
+            pkid,
+            dup,
+            delivery,
+        } => {
+            if out.publish(outbuf, &delivery, pkid.map_or(0, PacketId::get), dup, now) {
+                counts.publish(delivery.qos as u8, !dup);
+            }
+        }
+        Out::Dropped(reason) => metrics::dropped(reason),
     }
 }
 

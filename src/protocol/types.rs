@@ -485,3 +485,40 @@ impl ReasonCode {
         self as u8 >= 0x80
     }
 }
+
+/// The identifier of a QoS 1/2 flow (and of SUBSCRIBE, UNSUBSCRIBE): never 0 [MQTT-2.2.1-3].
+/// A flow's state is keyed by it, so "no id" is `Option<PacketId>`, never a 0 taken for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PacketId(std::num::NonZeroU16);
+
+impl PacketId {
+    /// The id `n`; `None` for 0.
+    pub const fn new(n: u16) -> Option<PacketId> {
+        match std::num::NonZeroU16::new(n) {
+            Some(n) => Some(PacketId(n)),
+            None => None,
+        }
+    }
+
+    /// Its value on the wire.
+    pub const fn get(self) -> u16 {
+        self.0.get()
+    }
+
+    /// The id after this one, 65535 wrapping to 1.
+    pub const fn next(self) -> PacketId {
+        match self.0.checked_add(1) {
+            Some(n) => PacketId(n),
+            None => PacketId(std::num::NonZeroU16::MIN),
+        }
+    }
+
+    /// Id 1.
+    pub const MIN: PacketId = PacketId(std::num::NonZeroU16::MIN);
+}
+
+impl std::fmt::Display for PacketId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}

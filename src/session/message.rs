@@ -67,6 +67,25 @@ impl Message {
     }
 }
 
+/// The key of a stored message: the store's sequence number, never 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seq(std::num::NonZeroU64);
+
+impl Seq {
+    /// Sequence number `n`; `None` for 0.
+    pub const fn new(n: u64) -> Option<Seq> {
+        match std::num::NonZeroU64::new(n) {
+            Some(n) => Some(Seq(n)),
+            None => None,
+        }
+    }
+
+    /// Its value in the store's keys.
+    pub const fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
 /// Which shared subscription a delivery came through, so it can be redistributed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedTag {
@@ -89,6 +108,6 @@ pub struct Delivery {
     pub sub_ids: Vec<u32>,
     /// Set when it came through a shared subscription.
     pub shared: Option<SharedTag>,
-    /// Its key in the subscriber's stored queue; 0 when not stored.
-    pub seq: u64,
+    /// Its key in the subscriber's stored queue; `None` when not stored.
+    pub seq: Option<Seq>,
 }

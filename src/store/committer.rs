@@ -59,6 +59,16 @@ impl Ticket {
     }
 }
 
+#[cfg(test)]
+impl Ticket {
+    /// A ticket completed by hand (send on the returned sender), for tests of what waits for
+    /// the store.
+    pub(crate) fn manual() -> (Ticket, oneshot::Sender<Result<(), StoreError>>) {
+        let (tx, rx) = oneshot::channel();
+        (Ticket::new(rx), tx)
+    }
+}
+
 struct Request {
     ops: Vec<Op>,
     done: Option<oneshot::Sender<Result<(), StoreError>>>,

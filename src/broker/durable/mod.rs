@@ -19,9 +19,9 @@ use super::mailbox::Mailbox;
 use super::router::Recorder;
 use crate::config::PersistenceConfig;
 use crate::protocol::{
-    self, Decoder, Packet, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
+    self, Decoder, Packet, PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
 };
-use crate::session::{Delivery, Message, Session, Subscription, NEVER_EXPIRES};
+use crate::session::{Delivery, Message, Seq, Session, StoreOp, Subscription, NEVER_EXPIRES};
 use crate::store::{
     client_key, client_key_with, BatchPolicy, Committer, Engine, FjallEngine, Op, Space,
     StoreError, Ticket,
@@ -57,15 +57,15 @@ pub struct StoredSession {
     /// in order (the messages stay in the store until sent).
     pub queue: Vec<(u64, u32)>,
     /// Packet ids of outbound QoS 2 flows at PUBREL (sent again on resume).
-    pub released: Vec<u16>,
+    pub released: Vec<PacketId>,
     /// Deliveries sent and not acknowledged, with their packet ids (sent again on resume,
-    /// with DUP, under the same packet id), in sending order; packet id 0 for one that may
+    /// with DUP, under the same packet id), in sending order; no packet id for one that may
     /// have been sent under an id not stored (QoS 1 ids are not), queued before a stored one.
-    pub inflight: Vec<(u16, Delivery)>,
+    pub inflight: Vec<(Option<PacketId>, Delivery)>,
     /// Packet ids of inbound QoS 2 messages awaiting PUBREL (not forwarded again).
-    pub inbound_qos2: Vec<u16>,
+    pub inbound_qos2: Vec<PacketId>,
     /// Packet id of each stored message it was sent and has not acknowledged, by sequence.
-    pub sent: HashMap<u64, u16>,
+    pub sent: HashMap<u64, PacketId>,
     /// Its will, due: the message, seconds of Will Delay left, when the connection ended (a
     /// session connected when Tern stopped counts as disconnected at this start).
     pub will: Option<(Message, u32, SystemTime)>,
@@ -125,10 +125,10 @@ impl PublishBatch<'_> {
     }
 
     /// Records an inbound QoS 2 packet id of `client_id` as awaiting PUBREL.
-    pub fn inbound_qos2(&mut self, client_id: &str, pkid: u16) {
+    pub fn inbound_qos2(&mut self, client_id: &str, pkid: PacketId) {
         self.ops.push(Op::Put(
             Space::InflightIn,
-            client_key_with(client_id, &pkid.to_be_bytes()),
+            client_key_with(client_id, &pkid.get().to_be_bytes()),
             vec![INBOUND_RECORD_V1],
         ));
     }
@@ -382,70 +382,57 @@ impl Durable {
         false
     }
 
-    /// The client acknowledged stored message `seq` (or refused it at QoS 2). Not waited for: a
-    /// lost write only means the message is sent once more.
-    pub fn delivered(&self, client_id: &str, seq: u64) {
+    /// The client is done with stored message `seq` (acknowledged, refused, expired, dropped).
+    /// Not waited for: a lost write only means the message is sent once more.
+    pub(super) fn delivered(&self, client_id: &str, seq: u64) {
         self.committer.submit_detached(self.ack_ops(client_id, seq));
     }
 
-    /// Stored deliveries about to be sent under these packet ids: after a restart they are sent
-    /// again with DUP under the same ids, so the client can tell them from new messages. The
-    /// PUBLISHes go out once the ticket completes.
-    pub fn sent(&self, client_id: &str, sent: &[(u16, u64)]) -> Ticket {
-        let ops = sent
-            .iter()
-            .map(|(pkid, seq)| {
-                let mut v = vec![SENT_RECORD_V1];
-                v.extend_from_slice(&seq.to_be_bytes());
-                Op::Put(
-                    Space::InflightOut,
-                    client_key_with(client_id, &pkid.to_be_bytes()),
-                    v,
-                )
-            })
-            .collect();
-        self.committer.submit(ops)
-    }
-
-    /// PUBACK (or a refusing PUBREC) for a stored delivery sent under `pkid`.
-    pub fn acked(&self, client_id: &str, pkid: u16, seq: u64) {
-        let mut ops = vec![Op::Delete(
-            Space::InflightOut,
-            client_key_with(client_id, &pkid.to_be_bytes()),
-        )];
-        ops.extend(self.ack_ops(client_id, seq));
-        self.committer.submit_detached(ops);
-    }
-
-    /// PUBREC for a stored QoS 2 delivery: the message leaves the queue and the flow is stored
-    /// at PUBREL, which is sent only once that is durable (after it, the PUBLISH must never be
-    /// sent again).
-    pub fn released(&self, client_id: &str, pkid: u16, seq: u64) -> Ticket {
-        let mut ops = vec![Op::Put(
-            Space::InflightOut,
-            client_key_with(client_id, &pkid.to_be_bytes()),
-            vec![RELEASED_RECORD_V1],
-        )];
-        if seq != 0 {
-            ops.extend(self.ack_ops(client_id, seq));
+    /// Applies a session's store operations in one batch: waited for (`Some(ticket)`) when
+    /// `durable`, the ticket completing once all of them are on disk; detached otherwise.
+    pub fn apply(&self, client_id: &str, ops: &[StoreOp], durable: bool) -> Option<Ticket> {
+        let mut writes = Vec::with_capacity(ops.len() * 2);
+        for op in ops {
+            self.writes(client_id, *op, &mut writes);
         }
-        self.committer.submit(ops)
+        if durable {
+            return Some(self.committer.submit(writes));
+        }
+        if !writes.is_empty() {
+            self.committer.submit_detached(writes);
+        }
+        None
     }
 
-    /// PUBCOMP: the outbound QoS 2 flow is over.
-    pub fn completed(&self, client_id: &str, pkid: u16) {
-        self.committer.submit_detached(vec![Op::Delete(
-            Space::InflightOut,
-            client_key_with(client_id, &pkid.to_be_bytes()),
-        )]);
-    }
-
-    /// PUBREL from the client: its inbound QoS 2 packet id is free again.
-    pub fn inbound_released(&self, client_id: &str, pkid: u16) {
-        self.committer.submit_detached(vec![Op::Delete(
-            Space::InflightIn,
-            client_key_with(client_id, &pkid.to_be_bytes()),
-        )]);
+    /// The writes of one store operation of `client_id`'s flows.
+    fn writes(&self, client_id: &str, op: StoreOp, into: &mut Vec<Op>) {
+        let flow = |pkid: PacketId| client_key_with(client_id, &pkid.get().to_be_bytes());
+        match op {
+            StoreOp::Delivered(seq) => into.extend(self.ack_ops(client_id, seq.get())),
+            // After a restart it is sent again under the same id, with DUP.
+            StoreOp::Sent(pkid, seq) => {
+                let mut v = vec![SENT_RECORD_V1];
+                v.extend_from_slice(&seq.get().to_be_bytes());
+                into.push(Op::Put(Space::InflightOut, flow(pkid), v));
+            }
+            StoreOp::Acked(pkid, seq) => {
+                into.push(Op::Delete(Space::InflightOut, flow(pkid)));
+                into.extend(self.ack_ops(client_id, seq.get()));
+            }
+            // The message leaves the queue; the flow is kept at PUBREL.
+            StoreOp::Released(pkid, seq) => {
+                into.push(Op::Put(
+                    Space::InflightOut,
+                    flow(pkid),
+                    vec![RELEASED_RECORD_V1],
+                ));
+                into.extend(self.ack_ops(client_id, seq.get()));
+            }
+            StoreOp::Completed(pkid) => into.push(Op::Delete(Space::InflightOut, flow(pkid))),
+            StoreOp::InboundReleased(pkid) => {
+                into.push(Op::Delete(Space::InflightIn, flow(pkid)));
+            }
+        }
     }
 
     /// Records a persistent session as connected, with its will and Will Delay (it counts as

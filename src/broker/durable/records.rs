@@ -221,7 +221,7 @@ impl Options {
             retain: self.retain,
             sub_ids: self.sub_ids,
             shared: None,
-            seq,
+            seq: Seq::new(seq),
         }
     }
 }

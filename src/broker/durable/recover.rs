@@ -105,7 +105,7 @@ fn recover_sessions(
 
 /// A client's outbound flows at PUBREL, sent-unacknowledged packet ids by sequence, and
 /// inbound QoS 2 packet ids.
-type Flows = (Vec<u16>, HashMap<u64, u16>, Vec<u16>);
+type Flows = (Vec<PacketId>, HashMap<u64, PacketId>, Vec<PacketId>);
 
 fn recover_flows(
     engine: &dyn Engine,
@@ -120,9 +120,9 @@ fn recover_flows(
             let pkid = key
                 .get(prefix.len()..)
                 .and_then(|s| <[u8; 2]>::try_from(s).ok())
-                .map(u16::from_be_bytes);
+                .and_then(|b| PacketId::new(u16::from_be_bytes(b)));
             match pkid {
-                Some(p) if p != 0 && value == [format] => out.push(p),
+                Some(p) if value == [format] => out.push(p),
                 _ => {
                     warn!(%client_id, what, "unreadable flow record dropped");
                     recovered.unreadable += 1;
@@ -140,8 +140,7 @@ fn recover_flows(
         let pkid = key
             .get(prefix.len()..)
             .and_then(|s| <[u8; 2]>::try_from(s).ok())
-            .map(u16::from_be_bytes)
-            .filter(|p| *p != 0);
+            .and_then(|b| PacketId::new(u16::from_be_bytes(b)));
         match (pkid, value) {
             (Some(p), [RELEASED_RECORD_V1]) => released.push(p),
             (Some(p), [SENT_RECORD_V1, seq @ ..]) if seq.len() == 8 => {
@@ -235,14 +234,14 @@ fn recover_log(
             let Some(m) = &msg else { continue };
             owed += 1;
             session.inflight.push((
-                pkid,
+                Some(pkid),
                 Delivery {
                     msg: Arc::clone(m),
                     qos: r.qos,
                     retain: r.retain,
                     sub_ids: r.sub_ids,
                     shared: None,
-                    seq,
+                    seq: Seq::new(seq),
                 },
             ));
         }
@@ -269,7 +268,12 @@ fn resend_in_order(
     now: (Instant, SystemTime),
     unreadable: &mut usize,
 ) -> Result<(), StoreError> {
-    let Some(last_sent) = session.inflight.iter().map(|(_, d)| d.seq).max() else {
+    let Some(last_sent) = session
+        .inflight
+        .iter()
+        .filter_map(|(_, d)| d.seq.map(Seq::get))
+        .max()
+    else {
         return Ok(());
     };
     let earlier = session
@@ -283,7 +287,7 @@ fn resend_in_order(
         match record.map(|r| delivery_for(&r, &session.client_id, seq, now)) {
             // Nothing to resend for QoS 0: it stays queued, ahead of the rest.
             Some(Ok(Some(d))) if d.qos == QoS::AtMostOnce => qos0.push((seq, bytes)),
-            Some(Ok(Some(d))) => session.inflight.push((0, d)),
+            Some(Ok(Some(d))) => session.inflight.push((None, d)),
             Some(Ok(None)) => {}
             _ => {
                 warn!(client_id = %clip(&session.client_id), seq, "unreadable stored message dropped");

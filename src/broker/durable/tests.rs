@@ -150,7 +150,7 @@ fn stored_messages_go_to_recipients_still_owed() {
         retain: false,
         sub_ids: vec![3],
         shared: None,
-        seq: 0,
+        seq: None,
     };
     let log = |recipients: &[&str]| {
         let mut v = vec![LOG_RECORD_V1];
@@ -195,7 +195,10 @@ fn stored_messages_go_to_recipients_still_owed() {
     let d = delivery_for(&log(&["a", "b", "gone"]), "a", 7, now)
         .unwrap()
         .unwrap();
-    assert_eq!((d.seq, d.sub_ids, d.qos), (7, vec![3], QoS::AtLeastOnce));
+    assert_eq!(
+        (d.seq, d.sub_ids, d.qos),
+        (Seq::new(7), vec![3], QoS::AtLeastOnce)
+    );
     assert!(delivery_for(&log(&["b"]), "a", 8, now).is_err());
     assert!(queue_of("b").is_empty());
     assert_eq!(recovered.pending.get(&7), Some(&1));
@@ -226,7 +229,7 @@ async fn acknowledgement_before_submit_releases_the_message() {
         retain: false,
         sub_ids: Vec::new(),
         shared: None,
-        seq,
+        seq: Seq::new(seq),
     };
     batch.record("fast", &d);
     durable.delivered("fast", seq);
@@ -282,7 +285,7 @@ async fn deferred_delivery_is_queued_by_number_and_read_back() {
         retain: true,
         sub_ids: vec![42],
         shared: None,
-        seq,
+        seq: Seq::new(seq),
     };
     let id: Arc<str> = "sleeper".into();
     batch.record(&id, &d);
@@ -299,7 +302,7 @@ async fn deferred_delivery_is_queued_by_number_and_read_back() {
     mailbox.drain_into(&mut out, 10, 10, &mut load);
     assert_eq!(out.len(), 1);
     for got in [&early, &out[0]] {
-        assert_eq!(got.seq, seq);
+        assert_eq!(got.seq, Seq::new(seq));
         assert_eq!(got.qos, QoS::ExactlyOnce);
         assert!(got.retain);
         assert_eq!(got.sub_ids, vec![42]);
@@ -335,7 +338,7 @@ async fn unsettled_records_are_readable_until_applied() {
         retain: false,
         sub_ids: Vec::new(),
         shared: None,
-        seq,
+        seq: Seq::new(seq),
     };
     batch.record("late", &d);
     batch.defer(&"late".into(), &mailbox);

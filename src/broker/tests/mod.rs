@@ -7,7 +7,7 @@ use super::mailbox::{DropReason, Mailbox, Source, Streamed};
 use super::retained::RetainedStream;
 use super::router::{Router, Subscriber};
 use crate::protocol::{Publish, PublishProperties, QoS, SubscriptionOptions};
-use crate::session::{Delivery, Message};
+use crate::session::{Delivery, Message, Seq};
 
 fn message(topic: &str, qos: QoS, retain: bool, payload: &'static [u8]) -> Arc<Message> {
     let publish = Publish {
@@ -175,7 +175,7 @@ fn mailbox_bound_drops_qos0_first() {
         retain: false,
         sub_ids: Vec::new(),
         shared: None,
-        seq: 0,
+        seq: None,
     };
     assert_eq!(m.push(d(QoS::AtMostOnce)), Err(DropReason::Offline));
     m.set_online(true);
@@ -208,7 +208,7 @@ fn mailbox_byte_bound() {
         retain: false,
         sub_ids: Vec::new(),
         shared: None,
-        seq: 0,
+        seq: None,
     };
     let forty = &[b'x'; 40];
     m.push(d(QoS::AtMostOnce, forty)).expect("room");
@@ -228,12 +228,15 @@ fn mailbox_byte_bound() {
     let mut out = Vec::new();
     let mut load = |seq: u64| {
         Some(Delivery {
-            seq,
+            seq: Seq::new(seq),
             ..d(QoS::AtLeastOnce, b"")
         })
     };
     m.drain_into(&mut out, 2, 10, &mut Loads(&mut load));
-    assert_eq!(out.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        out.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        vec![Seq::new(1), Seq::new(2)]
+    );
     assert_eq!(
         m.queued_bytes(),
         11,
@@ -262,7 +265,7 @@ fn drain_respects_window_and_order() {
             retain: false,
             sub_ids: Vec::new(),
             shared: None,
-            seq: 0,
+            seq: None,
         })
         .expect("room");
     }

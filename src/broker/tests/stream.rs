@@ -75,7 +75,7 @@ fn plain(topic: &str) -> Delivery {
         retain: false,
         sub_ids: Vec::new(),
         shared: None,
-        seq: 0,
+        seq: None,
     }
 }
 
@@ -108,7 +108,9 @@ fn retained_marker_keeps_its_place_and_ignores_the_limit() {
     want.push(("a/2".into(), false, 0));
     want.push(("a/new".into(), false, 0));
     assert_eq!(seen(&got), want);
-    assert!(got[1..11].iter().all(|d| d.sub_ids == [7] && d.seq == 0));
+    assert!(got[1..11]
+        .iter()
+        .all(|d| d.sub_ids == [7] && d.seq.is_none()));
 }
 
 /// A full window holds the stream before a QoS 1 message without signalling (the client's

@@ -1,0 +1,79 @@
+//! "Send this only once that is durable", without blocking the task and without reordering:
+//! one [`Gate`] per kind of packet a carrier sends (acknowledgements keep their order
+//! [MQTT-4.6.0-2] [MQTT-4.6.0-3], and so do PUBLISHes). An item behind a store ticket waits for
+//! it; an item behind a waiting item waits for that one, whatever its own ticket.
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
+use crate::store::{StoreError, Ticket};
+
+/// Items held until store writes they depend on are durable, released in the order given.
+#[derive(Debug)]
+pub struct Gate<T> {
+    held: VecDeque<Held<T>>,
+}
+
+#[derive(Debug)]
+struct Held<T> {
+    /// `None`: nothing to wait for but the items before it.
+    ticket: Option<Ticket>,
+    item: T,
+}
+
+impl<T> Default for Gate<T> {
+    fn default() -> Self {
+        Gate {
+            held: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Gate<T> {
+    /// Passes `item` through at once (returned) when it waits for nothing and nothing is held;
+    /// holds it otherwise.
+    pub fn pass(&mut self, ticket: Option<Ticket>, item: T) -> Option<T> {
+        if ticket.is_none() && self.held.is_empty() {
+            return Some(item);
+        }
+        self.held.push_back(Held { ticket, item });
+        None
+    }
+
+    /// Hands every item that may go now to `send`, in order. A failed store write is returned
+    /// (and the items behind it stay held): what depended on it must never go out.
+    pub fn release(&mut self, mut send: impl FnMut(T)) -> Result<(), StoreError> {
+        while let Some(front) = self.held.front_mut() {
+            if let Some(t) = &mut front.ticket {
+                match t.result() {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(())) => {}
+                }
+            }
+            if let Some(held) = self.held.pop_front() {
+                send(held.item);
+            }
+        }
+        if self.held.capacity() > 16 {
+            self.held = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    /// Ready when the first held item may be released (or nothing is held: never ready then).
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.held.front_mut() {
+            None => Poll::Pending,
+            Some(Held { ticket: None, .. }) => Poll::Ready(()),
+            Some(Held {
+                ticket: Some(t), ..
+            }) => t.poll_ready(cx),
+        }
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}

@@ -1,0 +1,90 @@
+//! The session as receiver: the acknowledgement each accepted PUBLISH gets, and the packet ids
+//! of inbound QoS 2 messages between PUBLISH and PUBREL, so a message sent again before PUBREL
+//! is forwarded once [MQTT-4.3.3-10].
+
+use super::effect::{AckOutcome, Effect, Qos2In, Reply, ReplyKind, StoreOp};
+use super::Session;
+use crate::protocol::{PacketId, QoS, ReasonCode};
+
+impl Session {
+    /// An inbound QoS 2 PUBLISH under `pkid`, with at most `receive_maximum` such messages
+    /// awaiting PUBREL. A new one is remembered until PUBREL; one sent again is acknowledged
+    /// again (PUBREC appended) and not forwarded.
+    pub fn on_publish_qos2(
+        &mut self,
+        pkid: PacketId,
+        receive_maximum: usize,
+        out: &mut Vec<Effect>,
+    ) -> Qos2In {
+        if self.inbound_qos2.contains(&pkid) {
+            out.push(Effect::Reply(Reply::new(
+                ReplyKind::PubRec,
+                pkid,
+                ReasonCode::Success,
+            )));
+            return Qos2In::Duplicate;
+        }
+        if self.inbound_qos2.len() >= receive_maximum {
+            return Qos2In::OverLimit;
+        }
+        self.inbound_qos2.insert(pkid);
+        Qos2In::New
+    }
+
+    /// Acknowledges an inbound PUBLISH at `qos` under `pkid` with `reason` (PUBACK or PUBREC;
+    /// nothing at QoS 0). A QoS 2 message refused (reason ≥ 0x80) ends its flow at PUBREC: the
+    /// same id next time is a new message [MQTT-4.3.3-9].
+    pub fn acknowledge(
+        &mut self,
+        qos: QoS,
+        pkid: Option<PacketId>,
+        reason: ReasonCode,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(pkid) = pkid else {
+            return;
+        };
+        let kind = match qos {
+            QoS::AtMostOnce => return,
+            QoS::AtLeastOnce => ReplyKind::PubAck,
+            QoS::ExactlyOnce => {
+                if reason.is_error() {
+                    self.inbound_qos2.remove(&pkid);
+                }
+                ReplyKind::PubRec
+            }
+        };
+        out.push(Effect::Reply(Reply::new(kind, pkid, reason)));
+    }
+
+    /// PUBREL from the sender: the id is free again, PUBCOMP. An unknown id gets PUBCOMP 0x92
+    /// (Packet Identifier not found), so the sender can end its side all the same.
+    pub fn on_pubrel(&mut self, pkid: PacketId, out: &mut Vec<Effect>) -> AckOutcome {
+        let (reason, outcome) = if self.inbound_qos2.remove(&pkid) {
+            out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
+            (ReasonCode::Success, AckOutcome::Done)
+        } else {
+            (ReasonCode::PacketIdentifierNotFound, AckOutcome::Unknown)
+        };
+        out.push(Effect::Reply(Reply::new(ReplyKind::PubComp, pkid, reason)));
+        outcome
+    }
+
+    /// An inbound QoS 2 id that awaited PUBREL when the session was stored.
+    pub fn restore_inbound_qos2(&mut self, pkid: PacketId) {
+        self.inbound_qos2.insert(pkid);
+    }
+
+    /// Forgets every inbound QoS 2 id awaiting PUBREL, in the store too (a bridge's remote that
+    /// lost its session will not send PUBREL for them, and will reuse the ids).
+    pub fn forget_inbound_qos2(&mut self, out: &mut Vec<Effect>) {
+        for pkid in std::mem::take(&mut self.inbound_qos2) {
+            out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
+        }
+    }
+
+    /// Inbound QoS 2 messages awaiting PUBREL (counted against the receive maximum).
+    pub fn inbound_qos2_len(&self) -> usize {
+        self.inbound_qos2.len()
+    }
+}

@@ -1,0 +1,307 @@
+//! The session as sender: QoS 1/2 flows of the messages it delivers (to its client, or a bridge's
+//! to its remote). Packet ids, the inflight window, PUBACK, PUBREC/PUBREL/PUBCOMP, the ordered
+//! resend on resume, and what the store must learn at each step.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::effect::{AckOutcome, Effect, Reply, ReplyKind, StoreOp};
+use super::{Delivery, Seq, Session, INFLIGHT};
+use crate::protocol::{PacketId, QoS, ReasonCode};
+
+/// Where a QoS 1/2 message sent by the session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OutState {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREC received and PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+/// One outbound flow.
+#[derive(Debug, Clone)]
+pub(super) struct Inflight {
+    pub(super) pkid: PacketId,
+    pub(super) qos: QoS,
+    pub(super) state: OutState,
+    /// The message while it may have to be sent again; gone once the receiver has it
+    /// (PUBREC), and for a PUBREL read back from the store.
+    pub(super) delivery: Option<Delivery>,
+}
+
+impl Inflight {
+    fn seq(&self) -> Option<Seq> {
+        self.delivery.as_ref().and_then(|d| d.seq)
+    }
+}
+
+impl Session {
+    /// Sets the outbound window for the current connection (config maximum, capped by the
+    /// receiver's Receive Maximum). Flows already inflight stay; new ones wait below the window.
+    pub fn set_window(&mut self, window: u16) {
+        self.window = window.max(1);
+    }
+
+    /// How many more QoS 1/2 messages may be sent now.
+    pub fn window_free(&self) -> usize {
+        usize::from(self.window).saturating_sub(self.inflight.len())
+    }
+
+    /// Number of unacknowledged outbound messages.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Starts sending `d`: a PUBLISH (QoS 1/2 under a fresh packet id, in the window), or a
+    /// drop if it expired while it waited [MQTT-3.3.2-5]. A stored QoS 2 message goes out only
+    /// once the store knows its packet id; a stored QoS 0 one is done with once sent. The
+    /// caller checks [`Session::window_free`] before starting a QoS 1/2 delivery.
+    pub fn start(&mut self, d: Delivery, now: Instant, out: &mut Vec<Effect>) {
+        if d.msg.is_expired(now) {
+            return self.drop_delivery(d.seq, "expired", out);
+        }
+        if d.qos == QoS::AtMostOnce {
+            let seq = d.seq;
+            out.push(Effect::Publish {
+                pkid: None,
+                dup: false,
+                delivery: d,
+            });
+            if let Some(seq) = seq {
+                out.push(Effect::Store(StoreOp::Delivered(seq)));
+            }
+            return;
+        }
+        let pkid = self.allocate_pkid();
+        if let (QoS::ExactlyOnce, Some(seq)) = (d.qos, d.seq) {
+            // QoS 2 only: a QoS 1 message may arrive twice anyway, and storing its id would
+            // cost a write per delivery.
+            out.push(Effect::Durable(StoreOp::Sent(pkid, seq)));
+        }
+        self.inflight.push_back(Inflight {
+            pkid,
+            qos: d.qos,
+            state: OutState::Published,
+            delivery: Some(d.clone()),
+        });
+        INFLIGHT.fetch_add(1, Ordering::Relaxed);
+        out.push(Effect::Publish {
+            pkid: Some(pkid),
+            dup: false,
+            delivery: d,
+        });
+    }
+
+    /// A delivery the carrier cannot send (`reason`: e.g. too large for the receiver): dropped,
+    /// and no longer owed in the store.
+    pub fn drop_delivery(&mut self, seq: Option<Seq>, reason: &'static str, out: &mut Vec<Effect>) {
+        out.push(Effect::Dropped(reason));
+        if let Some(seq) = seq {
+            out.push(Effect::Store(StoreOp::Delivered(seq)));
+        }
+    }
+
+    fn allocate_pkid(&mut self) -> PacketId {
+        // The window is at most 65535 entries, so a free id always exists.
+        loop {
+            let id = self.next_pkid;
+            self.next_pkid = id.next();
+            if !self.inflight.iter().any(|e| e.pkid == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Where `pkid`'s flow is, if it is in `state` at `qos`.
+    fn position(&self, pkid: PacketId, state: OutState, qos: QoS) -> Result<usize, AckOutcome> {
+        match self.inflight.iter().position(|e| e.pkid == pkid) {
+            None => Err(AckOutcome::Unknown),
+            Some(i) if self.inflight[i].state == state && self.inflight[i].qos == qos => Ok(i),
+            Some(_) => Err(AckOutcome::WrongFlow),
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Inflight> {
+        let entry = self.inflight.remove(i)?;
+        INFLIGHT.fetch_sub(1, Ordering::Relaxed);
+        Some(entry)
+    }
+
+    /// PUBACK from the receiver: a QoS 1 flow ends.
+    pub fn on_puback(&mut self, pkid: PacketId, out: &mut Vec<Effect>) -> AckOutcome {
+        let i = match self.position(pkid, OutState::Published, QoS::AtLeastOnce) {
+            Ok(i) => i,
+            Err(outcome) => return outcome,
+        };
+        if let Some(seq) = self.remove(i).and_then(|e| e.seq()) {
+            out.push(Effect::Store(StoreOp::Acked(pkid, seq)));
+        }
+        AckOutcome::Done
+    }
+
+    /// PUBREC from the receiver: PUBREL, once the store holds the flow at PUBREL (after it the
+    /// PUBLISH is never sent again) [MQTT-4.3.3-4]; a refusal (reason ≥ 0x80) ends the flow
+    /// there [MQTT-4.3.3-9]. A PUBREC for an unknown id is answered with PUBREL 0x92 (Packet
+    /// Identifier not found), so the receiver can end its side.
+    pub fn on_pubrec(
+        &mut self,
+        pkid: PacketId,
+        reason: ReasonCode,
+        out: &mut Vec<Effect>,
+    ) -> AckOutcome {
+        let rel = |reason| Effect::Reply(Reply::new(ReplyKind::PubRel, pkid, reason));
+        let i = match self.position(pkid, OutState::Published, QoS::ExactlyOnce) {
+            Ok(i) => i,
+            Err(AckOutcome::WrongFlow)
+                if self
+                    .position(pkid, OutState::Released, QoS::ExactlyOnce)
+                    .is_ok() =>
+            {
+                // A PUBREC again: PUBREL again [MQTT-4.3.3-4].
+                out.push(rel(ReasonCode::Success));
+                return AckOutcome::Done;
+            }
+            Err(AckOutcome::Unknown) => {
+                if !reason.is_error() {
+                    out.push(rel(ReasonCode::PacketIdentifierNotFound));
+                }
+                return AckOutcome::Unknown;
+            }
+            Err(outcome) => return outcome,
+        };
+        if reason.is_error() {
+            if let Some(seq) = self.remove(i).and_then(|e| e.seq()) {
+                out.push(Effect::Store(StoreOp::Acked(pkid, seq)));
+            }
+            return AckOutcome::Done;
+        }
+        let entry = &mut self.inflight[i];
+        entry.state = OutState::Released;
+        if let Some(seq) = entry.delivery.take().and_then(|d| d.seq) {
+            out.push(Effect::Durable(StoreOp::Released(pkid, seq)));
+        }
+        out.push(rel(ReasonCode::Success));
+        AckOutcome::Done
+    }
+
+    /// PUBCOMP from the receiver: a QoS 2 flow ends.
+    pub fn on_pubcomp(&mut self, pkid: PacketId, out: &mut Vec<Effect>) -> AckOutcome {
+        match self.position(pkid, OutState::Released, QoS::ExactlyOnce) {
+            Ok(i) => {
+                self.remove(i);
+                out.push(Effect::Store(StoreOp::Completed(pkid)));
+                AckOutcome::Done
+            }
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Ends the flow of `pkid`, not yet received, as a refusal would (the carrier cannot send it
+    /// again: e.g. a bridge's new remote takes less than the old one did).
+    pub fn abandon(&mut self, pkid: PacketId, reason: &'static str, out: &mut Vec<Effect>) {
+        let Ok(i) = self
+            .position(pkid, OutState::Published, QoS::AtLeastOnce)
+            .or_else(|_| self.position(pkid, OutState::Published, QoS::ExactlyOnce))
+        else {
+            return;
+        };
+        out.push(Effect::Dropped(reason));
+        if let Some(seq) = self.remove(i).and_then(|e| e.seq()) {
+            out.push(Effect::Store(StoreOp::Acked(pkid, seq)));
+        }
+    }
+
+    /// What the receiver has not acknowledged, again, in the original order [MQTT-4.4.0-1]:
+    /// PUBLISH with DUP set, PUBREL.
+    pub fn resend(&self, out: &mut Vec<Effect>) {
+        for e in &self.inflight {
+            match (e.state, &e.delivery) {
+                (OutState::Published, Some(d)) => out.push(Effect::Publish {
+                    pkid: Some(e.pkid),
+                    dup: true,
+                    delivery: d.clone(),
+                }),
+                (OutState::Published, None) => {}
+                (OutState::Released, _) => out.push(Effect::Reply(Reply::new(
+                    ReplyKind::PubRel,
+                    e.pkid,
+                    ReasonCode::Success,
+                ))),
+            }
+        }
+    }
+
+    /// Whether a flow is in progress under `pkid` (for ids of other packets, e.g. a bridge's
+    /// SUBSCRIBE).
+    pub fn in_flight(&self, pkid: PacketId) -> bool {
+        self.inflight.iter().any(|e| e.pkid == pkid)
+    }
+
+    /// Stored sequence numbers of the messages inflight (sent, not yet acknowledged).
+    pub fn stored_seqs(&self) -> impl Iterator<Item = Seq> + '_ {
+        self.inflight.iter().filter_map(Inflight::seq)
+    }
+
+    /// Deliveries that were sent under these packet ids and not acknowledged when the session
+    /// was stored, in sending order: sent again on resume, with DUP, under the same ids (`None`:
+    /// it may have been sent, its id is not known; a fresh one is given).
+    pub fn restore_inflight(&mut self, restored: Vec<(Option<PacketId>, Delivery)>) {
+        INFLIGHT.fetch_add(restored.len() as i64, Ordering::Relaxed);
+        let mut unknown = Vec::new();
+        for (pkid, delivery) in restored {
+            let at = self.inflight.len();
+            self.inflight.push_back(Inflight {
+                pkid: pkid.unwrap_or(PacketId::MIN),
+                qos: delivery.qos,
+                state: OutState::Published,
+                delivery: Some(delivery),
+            });
+            if pkid.is_none() {
+                unknown.push(at);
+            }
+        }
+        // Fresh ids, clear of every id restored above.
+        for at in unknown {
+            let id = loop {
+                let id = self.next_pkid;
+                self.next_pkid = id.next();
+                if !self
+                    .inflight
+                    .iter()
+                    .enumerate()
+                    .any(|(i, e)| i != at && e.pkid == id)
+                {
+                    break id;
+                }
+            };
+            self.inflight[at].pkid = id;
+        }
+    }
+
+    /// A PUBREL that was outstanding when the session was stored: sent again on resume.
+    pub fn restore_released(&mut self, pkid: PacketId) {
+        INFLIGHT.fetch_add(1, Ordering::Relaxed);
+        self.inflight.push_back(Inflight {
+            pkid,
+            qos: QoS::ExactlyOnce,
+            state: OutState::Released,
+            delivery: None,
+        });
+    }
+
+    /// Takes back inflight messages that came through a shared subscription and that the
+    /// receiver has not received for sure (QoS 1 unacknowledged, QoS 2 before PUBREC), so they
+    /// can go to another member of the group.
+    pub fn take_shared_unreceived(&mut self) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        self.inflight.retain(|e| match &e.delivery {
+            Some(d) if d.shared.is_some() && e.state == OutState::Published => {
+                taken.push(d.clone());
+                false
+            }
+            _ => true,
+        });
+        INFLIGHT.fetch_sub(taken.len() as i64, Ordering::Relaxed);
+        taken
+    }
+}
