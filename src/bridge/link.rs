@@ -119,6 +119,7 @@ pub(super) async fn run(
             metrics::bridge_connected(&cfg.name, true);
             connection_state(&state, &cfg.name, true);
             let ctx = Ctx {
+                local_id: &local_id,
                 cfg: &cfg,
                 rules: &rules,
                 state: &state,
@@ -155,6 +156,8 @@ pub(super) async fn run(
 
 /// What a connection's handlers share.
 struct Ctx<'a> {
+    /// The client id of the bridge's local session.
+    local_id: &'a str,
     cfg: &'a BridgeConfig,
     rules: &'a [Rule],
     state: &'a Arc<BrokerState>,
@@ -525,27 +528,26 @@ impl Link {
     /// failover to a remote that takes less than the one it was first sent to, a rule gone
     /// after a reload) ends as the remote refusing it would end it.
     fn carry(&mut self, ctx: &Ctx<'_>, session: &mut Session, after: Option<crate::store::Ticket>) {
-        let mut refused = Vec::new();
-        let mut writer = Writer {
-            link: &mut self.wire,
-            ctx,
-            refused: &mut refused,
-            now: std::time::Instant::now(),
-        };
-        self.carrier.carry(
-            ctx.state,
-            ctx.mailbox,
-            session.client_id(),
-            &mut self.effects,
-            after,
-            &mut |o| writer.write(o),
-        );
-        self.abandon(ctx, session, refused);
+        self.through_carrier(ctx, session, |carrier, effects, send| {
+            carrier.carry(ctx.state, ctx.mailbox, ctx.local_id, effects, after, send);
+        });
     }
 
     /// Writes held packets whose store writes are durable; a failed write ends the link before
     /// what depended on it goes out.
     fn release(&mut self, ctx: &Ctx<'_>, session: &mut Session) -> Result<(), End> {
+        self.through_carrier(ctx, session, |carrier, _, send| carrier.release(send))
+            .map_err(|e| End::Lost(format!("store: {e}")))
+    }
+
+    /// Runs `f` on the carrier with a [`Writer`] to the remote as its `send`, then ends the
+    /// flows of what the remote did not take.
+    fn through_carrier<R>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        session: &mut Session,
+        f: impl FnOnce(&mut Carrier, &mut Vec<Effect>, &mut dyn FnMut(Out)) -> R,
+    ) -> R {
         let mut refused = Vec::new();
         let mut writer = Writer {
             link: &mut self.wire,
@@ -553,9 +555,11 @@ impl Link {
             refused: &mut refused,
             now: std::time::Instant::now(),
         };
-        let released = self.carrier.release(&mut |o| writer.write(o));
+        let r = f(&mut self.carrier, &mut self.effects, &mut |o| {
+            writer.write(o)
+        });
         self.abandon(ctx, session, refused);
-        released.map_err(|e| End::Lost(format!("store: {e}")))
+        r
     }
 
     /// Ends the flows of PUBLISHes the remote does not take.

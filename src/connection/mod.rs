@@ -311,75 +311,45 @@ impl Connection {
     /// go now is encoded into the output buffer, the rest is held until the store has it.
     /// `after`: a store ticket every packet here waits for too.
     fn carry(&mut self, after: Option<Ticket>) {
-        let now = std::time::Instant::now();
-        let mut counts = metrics::Counts::default();
-        let client = &mut self.client;
-        let (outbuf, unsendable) = (&mut self.io.outbuf, &mut self.unsendable);
-        let mut send = |o: Out| {
-            write_out(
-                &mut client.out,
-                &client.mailbox,
-                outbuf,
-                unsendable,
-                &mut counts,
-                now,
-                o,
-            )
-        };
-        self.carrier.carry(
-            &self.state,
-            &client.mailbox,
-            &self.client_id,
-            &mut self.effects,
-            after,
-            &mut send,
-        );
-        metrics::sent(&counts);
+        self.through_carrier(|carrier, effects, ctx, send| {
+            carrier.carry(ctx.state, ctx.mailbox, ctx.client_id, effects, after, send);
+        });
     }
 
     /// Sends held packets whose store writes are durable. A failed write ends the connection
     /// before what depended on it is sent: the client sends its message again, or gets ours
     /// again on its next connection.
     fn release(&mut self) -> Result<(), End> {
-        let now = std::time::Instant::now();
-        let mut counts = metrics::Counts::default();
-        let client = &mut self.client;
-        let (outbuf, unsendable) = (&mut self.io.outbuf, &mut self.unsendable);
-        let mut send = |o: Out| {
-            write_out(
-                &mut client.out,
-                &client.mailbox,
-                outbuf,
-                unsendable,
-                &mut counts,
-                now,
-                o,
-            )
-        };
-        let released = self.carrier.release(&mut send);
-        metrics::sent(&counts);
-        released.map_err(|e| Violation::StoreFailed(e.to_string()).into())
+        self.through_carrier(|carrier, _, _, send| carrier.release(send))
+            .map_err(|e| Violation::StoreFailed(e.to_string()).into())
     }
 
     /// Sends `packet` (SUBACK, UNSUBACK) in order with the acknowledgements, once `after` is
     /// durable; then queues `then` (retained messages after a SUBACK).
     fn control(&mut self, packet: Packet, then: Vec<RetainedStream>, after: Option<Ticket>) {
+        self.through_carrier(|carrier, _, _, send| carrier.control(packet, then, after, send));
+    }
+
+    /// Runs `f` on the carrier with the connection's writer ([`write_out`]) as its `send`.
+    fn through_carrier<R>(
+        &mut self,
+        f: impl FnOnce(&mut Carrier, &mut Vec<Effect>, CarryCtx<'_>, &mut dyn FnMut(Out)) -> R,
+    ) -> R {
         let now = std::time::Instant::now();
         let mut counts = metrics::Counts::default();
         let client = &mut self.client;
         let (outbuf, unsendable) = (&mut self.io.outbuf, &mut self.unsendable);
-        let mut send = |o: Out| {
-            write_out(
-                &mut client.out,
-                &client.mailbox,
-                outbuf,
-                unsendable,
-                &mut counts,
-                now,
-                o,
-            )
+        let mailbox = &client.mailbox;
+        let ctx = CarryCtx {
+            state: &self.state,
+            mailbox,
+            client_id: &self.client_id,
         };
-        self.carrier.control(packet, then, after, &mut send);
+        let out = &mut client.out;
+        let mut send = |o: Out| write_out(out, mailbox, outbuf, unsendable, &mut counts, now, o);
+        let r = f(&mut self.carrier, &mut self.effects, ctx, &mut send);
+        metrics::sent(&counts);
+        r
     }
 
     async fn run(&mut self) -> Stop {
@@ -670,6 +640,13 @@ impl Client {
             will,
         );
     }
+}
+
+/// Whose effects a carrier carries out.
+struct CarryCtx<'a> {
+    state: &'a BrokerState,
+    mailbox: &'a Mailbox,
+    client_id: &'a str,
 }
 
 /// Writes what a [`Carrier`] hands out: acknowledgements and control packets through the

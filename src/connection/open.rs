@@ -40,11 +40,7 @@ impl Connection {
             Ok(a) => a,
             Err(reason) => {
                 info!(client_id = %clip(&connect.client_id), ?reason, "CONNECT refused");
-                metrics::connect_refused(reason as u8);
-                let ack = Packet::ConnAck(handshake::refusal(reason));
-                metrics::packet_sent(&ack);
-                let _ = protocol::encode(&ack, version, &mut io.outbuf);
-                io.close_gracefully().await;
+                refuse(io, version, reason).await;
                 return None;
             }
         };
@@ -74,11 +70,7 @@ impl Connection {
                 "login refused"
             );
             metrics::auth_failed(why);
-            metrics::connect_refused(reason as u8);
-            let ack = Packet::ConnAck(handshake::refusal(reason));
-            metrics::packet_sent(&ack);
-            let _ = protocol::encode(&ack, version, &mut io.outbuf);
-            io.close_gracefully().await;
+            refuse(io, version, reason).await;
             return None;
         }
         // Keep only what the connection needs: the CONNECT itself is not held across awaits.
@@ -199,6 +191,15 @@ impl Connection {
             client,
         }))
     }
+}
+
+/// Refuses a CONNECT with CONNACK `reason`, the connection's last word.
+async fn refuse(mut io: Io, version: ProtocolVersion, reason: ReasonCode) {
+    metrics::connect_refused(reason as u8);
+    let ack = Packet::ConnAck(handshake::refusal(reason));
+    metrics::packet_sent(&ack);
+    let _ = protocol::encode(&ack, version, &mut io.outbuf);
+    io.close_gracefully().await;
 }
 
 /// The will as a message to route.
