@@ -1,6 +1,7 @@
-//! One task per client: reads and decodes packets, drives the session's flows, drains the
-//! mailbox into one write buffer, and keeps the deadlines (CONNECT, keep-alive). It is the only
-//! place that `select!`s; an error ends this connection alone, with the reason code the spec asks.
+//! One task per client: reads and decodes packets, carries out its session's flows (the
+//! session decides, the connection sends and waits for the store without blocking), drains the
+//! mailbox into one write buffer, and keeps the deadlines (CONNECT, keep-alive). An error ends
+//! this connection alone, with the reason code the spec asks ([`Violation`]).
 
 mod dormant;
 mod handshake;
