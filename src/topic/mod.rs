@@ -4,6 +4,7 @@
 //! Invariant: a `$` topic is never matched by a filter whose first level is a wildcard.
 
 mod error;
+mod filter;
 mod trie;
 mod validate;
 
@@ -13,6 +14,7 @@ mod naive;
 mod proptests;
 
 pub use error::TopicError;
+pub use filter::TopicFilter;
 pub use trie::SubscriptionTrie;
 pub use validate::{
     parse_subscription, split_subscription, validate_topic_filter, validate_topic_name,
