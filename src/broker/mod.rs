@@ -216,7 +216,7 @@ impl BrokerState {
         }
         let Some(d) = &self.durable else {
             let outcome = self.route(&msg, None);
-            metrics::routed(&outcome);
+            metrics::routed(outcome.delivered, outcome.dropped_queue_full);
             return Published {
                 outcome,
                 durable: None,
@@ -227,7 +227,7 @@ impl BrokerState {
             batch.retain(&msg);
         }
         let outcome = self.route(&msg, Some(&mut batch));
-        metrics::routed(&outcome);
+        metrics::routed(outcome.delivered, outcome.dropped_queue_full);
         if let Some((client_id, pkid)) = inbound_qos2 {
             batch.inbound_qos2(client_id, pkid);
         }
@@ -349,7 +349,8 @@ impl BrokerState {
         if msg.publish.retain {
             self.retained.update(&msg);
         }
-        metrics::routed(&self.route(&msg, None));
+        let outcome = self.route(&msg, None);
+        metrics::routed(outcome.delivered, outcome.dropped_queue_full);
     }
 
     /// The store of `session`, if it is stored.
