@@ -112,6 +112,9 @@ async fn metrics_follow_what_clients_do() {
     for _ in 0..15 {
         recv_acked(&mut sub, V5).await;
     }
+    // A fence: the broker reads (and counts) the subscriber's PUBACKs before it writes the
+    // PINGRESP, so the scrape cannot come before them.
+    sub.ping().await;
     retain(&mut publ, "r/a", b"abc").await;
     let now = Scrape::take(&b).await;
     let delta = |name: &str, labels: &[&str]| now.get(name, labels) - before.get(name, labels);
