@@ -13,11 +13,26 @@ use std::time::{Duration, Instant};
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::broker::RouteOutcome;
+use crate::config::ListenerKind;
 use crate::protocol::Packet;
 
-/// The one listener kind so far (TLS and WebSocket listeners come later).
-const LISTENER: &str = "tcp";
+/// Every listener kind, in the order of their slots ([`listener_slot`]).
+const LISTENERS: [ListenerKind; 4] = [
+    ListenerKind::Tcp,
+    ListenerKind::Tls,
+    ListenerKind::Ws,
+    ListenerKind::Wss,
+];
+
+/// The offset of `kind`'s counter within [`OPENED`] and [`CLOSED`].
+fn listener_slot(kind: ListenerKind) -> usize {
+    match kind {
+        ListenerKind::Tcp => 0,
+        ListenerKind::Tls => 1,
+        ListenerKind::Ws => 2,
+        ListenerKind::Wss => 3,
+    }
+}
 
 /// Packet type names, by MQTT packet type number − 1.
 const PACKET_TYPES: [&str; 15] = [
@@ -73,7 +88,7 @@ fn describe() {
     g!(
         "tern_connections",
         Unit::Count,
-        "Open client connections (TCP accepted, not yet closed)."
+        "Open client connections (accepted, not yet closed), by listener kind (tcp, tls, ws, wss)."
     );
     g!(
         "tern_connections_dormant",
@@ -83,12 +98,12 @@ fn describe() {
     c!(
         "tern_connections_accepted_total",
         Unit::Count,
-        "TCP connections accepted."
+        "Connections accepted (before any TLS or WebSocket handshake), by listener kind."
     );
     c!(
         "tern_connections_total",
         Unit::Count,
-        "Clients connected (CONNACK success), by protocol version."
+        "Clients connected (CONNACK success), by listener kind and protocol version."
     );
     c!(
         "tern_connections_refused_total",
@@ -279,9 +294,10 @@ const BYTES_IN: usize = 36;
 const BYTES_OUT: usize = 37;
 const QUEUED: usize = 38;
 const DROPPED_QUEUE_FULL: usize = 39;
+/// Connections opened and closed, one slot per listener kind each.
 const OPENED: usize = 40;
-const CLOSED: usize = 41;
-const SLOTS: usize = 42;
+const CLOSED: usize = 44;
+const SLOTS: usize = 48;
 
 /// Shards of the per-message counters: each thread adds to its own, so no cache line bounces
 /// between cores on every message (a shared atomic per message cost 3-10% of QoS 0 throughput).
@@ -318,7 +334,8 @@ fn bump(slot: usize, n: u64) {
 /// The Prometheus series the sharded counters are published as, registered once.
 struct Hot {
     counters: Vec<(usize, Counter)>,
-    connections: Gauge,
+    /// `tern_connections`, one series per listener kind, in [`LISTENERS`] order.
+    connections: [Gauge; 4],
     latency: Histogram,
 }
 
@@ -362,7 +379,8 @@ fn hot() -> &'static Hot {
         ));
         Hot {
             counters,
-            connections: ::metrics::gauge!("tern_connections", "listener" => LISTENER),
+            connections: LISTENERS
+                .map(|kind| ::metrics::gauge!("tern_connections", "listener" => kind.as_str())),
             latency: ::metrics::histogram!("tern_delivery_latency_seconds"),
         }
     })
@@ -422,8 +440,11 @@ pub fn sync() {
     for (slot, counter) in &hot.counters {
         counter.absolute(total(*slot));
     }
-    hot.connections
-        .set(total(OPENED).wrapping_sub(total(CLOSED)) as i64 as f64);
+    for (kind, gauge) in LISTENERS.iter().zip(&hot.connections) {
+        let slot = listener_slot(*kind);
+        let open = total(OPENED + slot).wrapping_sub(total(CLOSED + slot));
+        gauge.set(open as i64 as f64);
+    }
 }
 
 /// Index of a packet's type in [`PACKET_TYPES`].
@@ -541,13 +562,14 @@ pub fn bytes_sent(n: usize) {
     bump(BYTES_OUT, n as u64);
 }
 
-/// Messages queued for subscribers and deliveries refused at a full queue.
-pub fn routed(outcome: &RouteOutcome) {
-    if outcome.delivered > 0 {
-        bump(QUEUED, outcome.delivered as u64);
+/// One message routed: `delivered` deliveries queued for subscribers, `dropped_queue_full`
+/// refused at a full queue.
+pub fn routed(delivered: usize, dropped_queue_full: usize) {
+    if delivered > 0 {
+        bump(QUEUED, delivered as u64);
     }
-    if outcome.dropped_queue_full > 0 {
-        bump(DROPPED_QUEUE_FULL, outcome.dropped_queue_full as u64);
+    if dropped_queue_full > 0 {
+        bump(DROPPED_QUEUE_FULL, dropped_queue_full as u64);
     }
 }
 
@@ -642,21 +664,23 @@ pub fn will_published() {
     ::metrics::counter!("tern_wills_published_total").increment(1);
 }
 
-/// A connection was accepted (before CONNECT).
-pub fn connection_accepted() {
-    ::metrics::counter!("tern_connections_accepted_total", "listener" => LISTENER).increment(1);
-    bump(OPENED, 1);
+/// A connection was accepted on a `listener` of this kind (before its handshakes and CONNECT).
+pub fn connection_accepted(listener: ListenerKind) {
+    ::metrics::counter!("tern_connections_accepted_total", "listener" => listener.as_str())
+        .increment(1);
+    bump(OPENED + listener_slot(listener), 1);
 }
 
-/// A client connected (CONNACK success) with protocol `version` ("3.1", "3.1.1", "5").
-pub fn connected(version: &'static str) {
-    ::metrics::counter!("tern_connections_total", "listener" => LISTENER, "protocol" => version)
+/// A client connected (CONNACK success) through a `listener` of this kind, with protocol
+/// `version` ("3.1", "3.1.1", "5").
+pub fn connected(listener: ListenerKind, version: &'static str) {
+    ::metrics::counter!("tern_connections_total", "listener" => listener.as_str(), "protocol" => version)
         .increment(1);
 }
 
-/// A connection closed.
-pub fn connection_closed() {
-    bump(CLOSED, 1);
+/// A connection accepted on a `listener` of this kind closed.
+pub fn connection_closed(listener: ListenerKind) {
+    bump(CLOSED + listener_slot(listener), 1);
 }
 
 /// A quiet connection went dormant (`true`) or woke (`false`).

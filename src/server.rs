@@ -1,5 +1,6 @@
-//! The running broker: binds the listener, accepts connections (each served by its own task, so a
-//! slow handshake never blocks accepting), enforces the connection limit, and shuts down cleanly.
+//! The running broker: binds the listeners, accepts connections (each served by its own task, so a
+//! slow handshake never blocks accepting), enforces the connection limits, and shuts down cleanly.
+//! What a listener does below MQTT (TLS, WebSocket upgrade) is its [`Transport`]'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,11 +16,10 @@ use crate::broker::BrokerState;
 use crate::config::Config;
 use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::config::{ExtraListener, IdentitySource, ListenerKind};
+use crate::config::{ExtraListener, ListenerKind};
 use crate::connection::{self, Dormitory, Limit};
-use crate::transport::{self, Stream};
+use crate::transport::{self, Stream, Transport};
 use crate::{http, metrics, sys};
 
 /// Why the broker could not start.
@@ -88,7 +88,7 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        let limit = Limit::new(config.limits.max_connections, None);
+        let limit = Limit::broker(config.limits.max_connections);
         let mut extra = Vec::new();
         let mut tls_listeners = Vec::new();
         for l in &config.listeners {
@@ -97,12 +97,17 @@ impl Broker {
             let bound = listener
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;
-            let transport = Transport::for_listener(l, &config, &limit)
+            let transport = Transport::for_listener(l, config.limits.max_packet_size)
                 .map_err(|source| StartError::Tls { addr, source })?;
-            if let Some(t) = &transport.tls {
-                tls_listeners.push((l.clone(), Arc::clone(&t.acceptor)));
+            if let Some(acceptor) = transport.reloadable_acceptor() {
+                tls_listeners.push((l.clone(), Arc::clone(acceptor)));
             }
-            extra.push((l.kind, bound, listener, transport));
+            let accepting = Listener {
+                limit: Limit::listener(l.kind, l.max_connections.unwrap_or(usize::MAX), &limit),
+                transport,
+                allow_anonymous: l.allow_anonymous,
+            };
+            extra.push((l.kind, bound, listener, accepting));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let http = match config.http.enabled {
@@ -157,16 +162,17 @@ impl Broker {
             tasks,
         };
         let mut extra_addrs = Vec::new();
-        for (kind, bound, listener, transport) in extra {
+        for (kind, bound, listener, accepting) in extra {
             info!(address = %bound, kind = ?kind, "MQTT listener ready");
             extra_addrs.push((kind, bound));
-            tokio::spawn(accept_more(listener, transport, ctx.clone()));
+            tokio::spawn(accept_more(listener, Arc::new(accepting), ctx.clone()));
         }
-        let accept_task = tokio::spawn(accept_loop(
-            listener,
-            Transport::tcp(&limit, state.config().listener.allow_anonymous),
-            ctx,
-        ));
+        let default = Listener {
+            transport: Transport::tcp(),
+            limit: Arc::clone(&limit),
+            allow_anonymous: state.config().listener.allow_anonymous,
+        };
+        let accept_task = tokio::spawn(accept_loop(listener, Arc::new(default), ctx));
         Ok(Broker {
             state,
             local_addr,
@@ -198,7 +204,7 @@ impl Broker {
         // Certificates and keys are read again from the same files: new handshakes use them,
         // connections already up keep theirs. A file that cannot be used keeps the old ones.
         for (l, acceptor) in &self.tls_listeners {
-            match acceptor_for(l) {
+            match transport::acceptor_for(l) {
                 Ok(fresh) => {
                     acceptor.store(Arc::new(fresh));
                     info!(port = l.port, "TLS certificate and key reloaded");
@@ -289,145 +295,17 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// The TLS acceptor for a `[[listeners]]` entry of kind `tls`, from its files.
-fn acceptor_for(l: &ExtraListener) -> Result<TlsAcceptor, transport::TlsError> {
-    let missing = |what| transport::TlsError::File {
-        what,
-        path: String::new(),
-        message: "not configured".into(),
-    };
-    transport::tls_acceptor(
-        l.cert
-            .as_deref()
-            .ok_or_else(|| missing("certificate chain"))?,
-        l.key.as_deref().ok_or_else(|| missing("private key"))?,
-        transport::ClientAuth {
-            ca: l.client_ca.as_deref(),
-            required: l.require_client_cert,
-        },
-        // Browsers and WebSocket libraries offer `http/1.1` and fail without it.
-        if l.kind.is_ws() {
-            &["http/1.1"]
-        } else {
-            &["mqtt"]
-        },
-    )
-}
-
 /// Connections over a limit that are still answered with a CONNACK (after their TLS and
 /// WebSocket handshakes); beyond these, a flood is just closed.
 const MAX_REFUSING: usize = 1024;
 
-/// A TLS listener's acceptor (swapped by a reload) and where client identities come from.
-#[derive(Clone)]
-struct Tls {
-    acceptor: Arc<ArcSwap<TlsAcceptor>>,
-    identity: IdentitySource,
-}
-
-/// A WebSocket listener's path and frame settings.
-struct Ws {
-    path: String,
-    config: WebSocketConfig,
-}
-
-/// How one listener turns an accepted socket into a client's [`Stream`], and its limit.
-#[derive(Clone)]
-struct Transport {
-    tls: Option<Tls>,
-    ws: Option<Arc<Ws>>,
-    /// Bounds the TLS handshake and WebSocket upgrade together.
-    handshake_timeout: Duration,
+/// One listener as its accept loop sees it: how its sockets become streams, the limit its
+/// connections count against, and its own `allow_anonymous`.
+struct Listener {
+    transport: Transport,
+    /// Its own limit within the broker's, or the broker's itself (the default listener).
     limit: Arc<Limit>,
-    /// The listener's own `allow_anonymous`.
     allow_anonymous: Option<bool>,
-}
-
-impl Transport {
-    /// The default listener's: plain TCP under the broker-wide limit.
-    fn tcp(limit: &Arc<Limit>, allow_anonymous: Option<bool>) -> Transport {
-        Transport {
-            tls: None,
-            ws: None,
-            handshake_timeout: Duration::ZERO,
-            limit: Arc::clone(limit),
-            allow_anonymous,
-        }
-    }
-
-    fn for_listener(
-        l: &ExtraListener,
-        config: &Config,
-        limit: &Arc<Limit>,
-    ) -> Result<Transport, transport::TlsError> {
-        let tls = match l.kind.is_tls() {
-            true => Some(Tls {
-                acceptor: Arc::new(ArcSwap::from_pointee(acceptor_for(l)?)),
-                identity: l.identity_as_username,
-            }),
-            false => None,
-        };
-        let ws = l.kind.is_ws().then(|| {
-            Arc::new(Ws {
-                path: l.path.clone(),
-                config: transport::ws::config(config.limits.max_packet_size),
-            })
-        });
-        Ok(Transport {
-            tls,
-            ws,
-            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
-            limit: Limit::new(
-                l.max_connections.unwrap_or(usize::MAX),
-                Some(Arc::clone(limit)),
-            ),
-            allow_anonymous: l.allow_anonymous,
-        })
-    }
-
-    fn is_plain_tcp(&self) -> bool {
-        self.tls.is_none() && self.ws.is_none()
-    }
-
-    /// The TLS handshake and WebSocket upgrade, as this listener needs, within its deadline;
-    /// failures are counted and logged here.
-    async fn establish(&self, stream: TcpStream, peer: SocketAddr) -> Option<Stream> {
-        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
-        let mut stream = Stream::Tcp(stream);
-        if let Some(tls) = &self.tls {
-            let tcp = stream.into_tcp().ok()?;
-            match tokio::time::timeout_at(deadline, tls.acceptor.load().accept(tcp)).await {
-                Ok(Ok(s)) => stream = Stream::Tls(Box::new(s)),
-                Ok(Err(e)) => {
-                    metrics::tls_handshake_failed("error");
-                    debug!(%peer, error = %e, "TLS handshake failed");
-                    return None;
-                }
-                Err(_) => {
-                    metrics::tls_handshake_failed("timeout");
-                    debug!(%peer, "TLS handshake timed out");
-                    return None;
-                }
-            }
-        }
-        if let Some(ws) = &self.ws {
-            let upgrade = transport::ws::accept(stream, &ws.path, ws.config);
-            match tokio::time::timeout_at(deadline, upgrade).await {
-                Ok(Ok(s)) => stream = Stream::Ws(Box::new(s)),
-                Ok(Err(e)) => {
-                    metrics::ws_upgrade_failed("error");
-                    debug!(%peer, error = %e, "WebSocket upgrade refused");
-                    return None;
-                }
-                Err(_) => {
-                    metrics::ws_upgrade_failed("timeout");
-                    debug!(%peer, "WebSocket upgrade timed out");
-                    return None;
-                }
-            }
-        }
-        Some(stream)
-    }
 }
 
 /// What every accepted connection is started with, shared by all listeners.
@@ -443,8 +321,8 @@ struct Accept {
 
 /// The default listener's loop; when it stops (shutdown) it tells every connection to say
 /// goodbye and waits for them, at most `shutdown.grace_secs`.
-async fn accept_loop(listener: TcpListener, transport: Transport, mut ctx: Accept) {
-    accept_until_shutdown(&listener, &transport, &mut ctx).await;
+async fn accept_loop(listener: TcpListener, accepting: Arc<Listener>, mut ctx: Accept) {
+    accept_until_shutdown(&listener, &accepting, &mut ctx).await;
     drop(listener);
     ctx.state.begin_shutdown();
     ctx.tasks.close();
@@ -458,18 +336,22 @@ async fn accept_loop(listener: TcpListener, transport: Transport, mut ctx: Accep
 }
 
 /// A `[[listeners]]` loop: accepts until shutdown (the default listener's loop does the rest).
-async fn accept_more(listener: TcpListener, transport: Transport, mut ctx: Accept) {
-    accept_until_shutdown(&listener, &transport, &mut ctx).await;
+async fn accept_more(listener: TcpListener, accepting: Arc<Listener>, mut ctx: Accept) {
+    accept_until_shutdown(&listener, &accepting, &mut ctx).await;
 }
 
-async fn accept_until_shutdown(listener: &TcpListener, transport: &Transport, ctx: &mut Accept) {
+async fn accept_until_shutdown(
+    listener: &TcpListener,
+    accepting: &Arc<Listener>,
+    ctx: &mut Accept,
+) {
     loop {
         tokio::select! {
             _ = ctx.shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    metrics::connection_accepted();
-                    spawn_connection(stream, peer, transport, ctx);
+                    metrics::connection_accepted(accepting.transport.kind());
+                    spawn_connection(stream, peer, accepting, ctx);
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -481,23 +363,23 @@ async fn accept_until_shutdown(listener: &TcpListener, transport: &Transport, ct
     }
 }
 
-fn spawn_connection(stream: TcpStream, peer: SocketAddr, transport: &Transport, ctx: &Accept) {
+fn spawn_connection(stream: TcpStream, peer: SocketAddr, accepting: &Arc<Listener>, ctx: &Accept) {
     if cfg!(not(target_os = "linux")) {
         let _ = stream.set_nodelay(true);
     }
     let state = Arc::clone(&ctx.state);
-    let Some(slot) = connection::Slot::take(&transport.limit) else {
+    let Some(slot) = connection::Slot::take(&accepting.limit) else {
         metrics::limit_hit("max_connections");
         debug!(%peer, "connection refused: max_connections reached");
-        refuse(stream, peer, transport, ctx);
+        refuse(stream, peer, accepting, ctx);
         return;
     };
     let (shutdown, dormitory) = (ctx.shutdown.clone(), ctx.dormitory.clone());
-    if transport.is_plain_tcp() {
+    if accepting.transport.is_plain_tcp() {
         let origin = connection::Origin {
             peer,
             cert_identity: None,
-            allow_anonymous: transport.allow_anonymous,
+            allow_anonymous: accepting.allow_anonymous,
         };
         ctx.tasks.spawn(connection::serve(
             Stream::Tcp(stream),
@@ -512,10 +394,10 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, transport: &Transport, 
     // The handshakes run here, in the connection's own task, by a deadline: a stalled or
     // plaintext client costs only itself.
     let mut stopping = ctx.shutdown.clone();
-    let transport = transport.clone();
+    let accepting = Arc::clone(accepting);
     ctx.tasks.spawn(async move {
         let stream = tokio::select! {
-            s = transport.establish(stream, peer) => s,
+            s = accepting.transport.establish(stream, peer) => s,
             // Shutdown does not wait for a handshake.
             _ = stopping.changed() => None,
         };
@@ -524,11 +406,8 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, transport: &Transport, 
         };
         let origin = connection::Origin {
             peer,
-            cert_identity: transport
-                .tls
-                .as_ref()
-                .and_then(|t| stream.peer_identity(t.identity)),
-            allow_anonymous: transport.allow_anonymous,
+            cert_identity: accepting.transport.peer_identity(&stream),
+            allow_anonymous: accepting.allow_anonymous,
         };
         connection::serve(stream, origin, state, shutdown, dormitory, slot).await;
     });
@@ -536,24 +415,25 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, transport: &Transport, 
 
 /// Answers a connection over a limit with CONNACK 0x97 (v5) / 0x03 (v3.1.1), after its TLS and
 /// WebSocket handshakes, while fewer than [`MAX_REFUSING`] are being answered.
-fn refuse(stream: TcpStream, peer: SocketAddr, transport: &Transport, ctx: &Accept) {
+fn refuse(stream: TcpStream, peer: SocketAddr, accepting: &Arc<Listener>, ctx: &Accept) {
+    let kind = accepting.transport.kind();
     let Ok(refusing) = Arc::clone(&ctx.refusals).try_acquire_owned() else {
-        metrics::connection_closed();
+        metrics::connection_closed(kind);
         return;
     };
     let state = Arc::clone(&ctx.state);
-    let transport = transport.clone();
+    let accepting = Arc::clone(accepting);
     let mut stopping = ctx.shutdown.clone();
     ctx.tasks.spawn(async move {
         let stream = tokio::select! {
-            s = transport.establish(stream, peer) => s,
+            s = accepting.transport.establish(stream, peer) => s,
             _ = stopping.changed() => None,
         };
         if let Some(stream) = stream {
             connection::refuse_busy(stream, state).await;
         }
         drop(refusing);
-        metrics::connection_closed();
+        metrics::connection_closed(kind);
     });
 }
 

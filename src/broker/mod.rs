@@ -1,6 +1,6 @@
 //! The only code that sees many clients: the registry of sessions, the router, retained messages
-//! and wills. Connections call in with version-neutral types; nothing here knows about encodings
-//! or sockets.
+//! and wills (`wills`: publication and a parked session's timers). Connections call in with
+//! version-neutral types; nothing here knows about encodings or sockets.
 
 pub mod bridged;
 mod carrier;
@@ -10,13 +10,13 @@ mod registry;
 mod retained;
 mod router;
 mod subscribe;
+mod wills;
 
-use crate::logged::clip;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use carrier::{Carrier, Out};
 pub use durable::{check as check_store, StoreReport};
@@ -172,29 +172,14 @@ impl BrokerState {
             None => (None, None),
         };
         let generation = self.registry.restore(Box::new(session), mailbox, pending);
-        if stored.expiry_interval != NEVER_EXPIRES {
-            self.schedule_expiry(&client_id, generation, stored.remaining);
-        }
-        // A will is due after its delay or at session end, whichever comes first.
-        match will_left {
-            Some(0) => Some((client_id, generation)),
-            Some(left) if stored.expiry_interval == NEVER_EXPIRES || left < stored.remaining => {
-                self.schedule_will(&client_id, generation, left);
-                None
-            }
-            _ => None,
-        }
-    }
-
-    /// Publishes the pending will of a parked session now, and stores it as published.
-    fn publish_will(&self, client_id: &Arc<str>, generation: u64) {
-        if let Some((will, expiry, stored)) = self.registry.take_will(client_id, generation) {
-            let disconnected = will.disconnected;
-            self.publish_will_message(will.msg);
-            if let Some(d) = self.durable.as_ref().filter(|_| stored) {
-                d.session_disconnected(client_id, expiry, disconnected, None);
-            }
-        }
+        let will_due = self.start_timers(
+            &client_id,
+            generation,
+            stored.expiry_interval,
+            stored.remaining,
+            will_left,
+        );
+        will_due.then_some((client_id, generation))
     }
 
     /// Marks the broker as stopping and wakes every connected client's task so it says goodbye.
@@ -222,7 +207,7 @@ impl BrokerState {
         }
         let Some(d) = &self.durable else {
             let outcome = self.route(&msg, None);
-            metrics::routed(&outcome);
+            metrics::routed(outcome.delivered, outcome.dropped_queue_full);
             return Published {
                 outcome,
                 durable: None,
@@ -233,7 +218,7 @@ impl BrokerState {
             batch.retain(&msg);
         }
         let outcome = self.route(&msg, Some(&mut batch));
-        metrics::routed(&outcome);
+        metrics::routed(outcome.delivered, outcome.dropped_queue_full);
         if let Some((client_id, pkid)) = inbound_qos2 {
             batch.inbound_qos2(client_id, pkid);
         }
@@ -302,19 +287,6 @@ impl BrokerState {
         }
     }
 
-    /// Publishes a will, if its client may still publish to its topic.
-    fn publish_will_message(&self, msg: Arc<Message>) {
-        if let (Some(a), Some(client_id)) = (self.auth.authorizer(), msg.publisher.as_ref()) {
-            if !a.allows(&self.identity(client_id), msg.topic(), Access::Write) {
-                metrics::acl_denied("will");
-                tracing::info!(client_id = %clip(client_id), topic = %clip(msg.topic()), "will not published: the ACL forbids its topic");
-                return;
-            }
-        }
-        metrics::will_published();
-        self.publish(msg, None);
-    }
-
     /// The settings in force (a reload replaces them; keep the guard only briefly).
     pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
@@ -361,7 +333,8 @@ impl BrokerState {
         if msg.publish.retain {
             self.retained.update(&msg);
         }
-        metrics::routed(&self.route(&msg, None));
+        let outcome = self.route(&msg, None);
+        metrics::routed(outcome.delivered, outcome.dropped_queue_full);
     }
 
     /// Stored message `seq` as a delivery to `client_id`, read back from the store; `None` if
@@ -494,11 +467,7 @@ impl BrokerState {
     ) {
         self.redistribute_shared(&mut session, mailbox);
         let expiry = session.expiry_interval;
-        let (will_now, will_later) = match will {
-            Some((msg, delay)) if delay > 0 && expiry > 0 => (None, Some((msg, delay))),
-            Some((msg, _)) => (Some(msg), None),
-            None => (None, None),
-        };
+        let (will_now, will_later) = wills::at_disconnect(will, expiry);
         if let Some(msg) = will_now {
             self.publish_will_message(msg);
         }
@@ -522,38 +491,11 @@ impl BrokerState {
                     let will = will_later.as_ref().map(|(m, d)| (&**m, *d));
                     durable.session_disconnected(client_id, expiry, now, will);
                 }
-                if let Some((_, delay)) = will_later {
-                    if delay < expiry {
-                        self.schedule_will(client_id, generation, delay);
-                    }
-                }
-                if expiry != NEVER_EXPIRES {
-                    self.schedule_expiry(client_id, generation, expiry);
-                }
+                // Its delay is never 0 here: a will without one went out above.
+                let will_left = will_later.map(|(_, delay)| delay);
+                self.start_timers(client_id, generation, expiry, expiry, will_left);
             }
         }
-    }
-
-    fn schedule_will(self: &Arc<Self>, client_id: &Arc<str>, generation: u64, delay: u32) {
-        let state = Arc::clone(self);
-        let id = Arc::clone(client_id);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-            state.publish_will(&id, generation);
-        });
-    }
-
-    fn schedule_expiry(self: &Arc<Self>, client_id: &Arc<str>, generation: u64, expiry: u32) {
-        let state = Arc::clone(self);
-        let id = Arc::clone(client_id);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-            if let Some((session, will, mailbox)) = state.registry.expire(&id, generation) {
-                tracing::debug!(client_id = %clip(&id), "session expired");
-                let stored = mailbox.is_stored();
-                state.end_session(&session, stored, will, mailbox.take_all());
-            }
-        });
     }
 
     /// A session is gone: drop its subscriptions (and its stored record, when `stored`) and

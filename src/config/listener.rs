@@ -137,6 +137,17 @@ impl ListenerKind {
     pub fn is_ws(self) -> bool {
         matches!(self, ListenerKind::Ws | ListenerKind::Wss)
     }
+
+    /// Its name, as in the configuration file (`tcp`, `tls`, `ws`, `wss`) and in the
+    /// `listener` label of the connection metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Wss => "wss",
+        }
+    }
 }
 
 impl Default for ListenerConfig {

@@ -292,7 +292,7 @@ mod tests {
             last_packet: Instant::now(),
             inbound_aliases: Box::default(),
             out: Outbound::new(ProtocolVersion::V311, None, 0, true),
-            _slot: Slot::take(&crate::connection::Limit::new(1, None)).unwrap(),
+            _slot: Slot::take(&crate::connection::Limit::broker(1)).unwrap(),
         }
     }
 

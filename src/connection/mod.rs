@@ -7,18 +7,19 @@ mod dormant;
 mod handshake;
 mod inbound;
 mod io;
+mod limit;
 mod open;
 mod outbound;
 mod violation;
 
 pub use dormant::Dormitory;
+pub use limit::{Limit, Slot};
 
 use crate::logged::clip;
 use open::will_message;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -225,73 +226,6 @@ struct Client {
     inbound_aliases: Box<[Option<String>]>,
     out: Outbound,
     _slot: Slot,
-}
-
-/// A cap on connections open at once: the broker's (`limits.max_connections`, changed by a
-/// reload) or one listener's, which also counts against the broker's.
-pub struct Limit {
-    open: AtomicUsize,
-    max: AtomicUsize,
-    within: Option<Arc<Limit>>,
-}
-
-impl Limit {
-    /// A cap of `max`, itself counted within `within`.
-    pub fn new(max: usize, within: Option<Arc<Limit>>) -> Arc<Limit> {
-        Arc::new(Limit {
-            open: AtomicUsize::new(0),
-            max: AtomicUsize::new(max),
-            within,
-        })
-    }
-
-    /// A new cap; connections over it stay, new ones wait for room.
-    pub fn set_max(&self, max: usize) {
-        self.max.store(max, Ordering::Relaxed);
-    }
-
-    fn take(&self) -> bool {
-        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max.load(Ordering::Relaxed) {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        match &self.within {
-            Some(outer) if !outer.take() => {
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                false
-            }
-            _ => true,
-        }
-    }
-
-    fn give_back(&self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        if let Some(outer) = &self.within {
-            outer.give_back();
-        }
-    }
-}
-
-/// Holds one place under a [`Limit`] for as long as the client is connected, awake or
-/// dormant; counts the close when it goes.
-pub struct Slot {
-    limit: Arc<Limit>,
-}
-
-impl Slot {
-    /// A place under `limit` (and the limits it is within), if there is room.
-    pub fn take(limit: &Arc<Limit>) -> Option<Slot> {
-        limit.take().then(|| Slot {
-            limit: Arc::clone(limit),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.limit.give_back();
-        metrics::connection_closed();
-    }
 }
 
 /// Why [`Connection::run`] returned.

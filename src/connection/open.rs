@@ -141,11 +141,14 @@ impl Connection {
         ));
         // Shrunk to the client's Maximum Packet Size if need be (checked above that it can be).
         out.ack(&mut io.outbuf, ack);
-        metrics::connected(match version {
-            ProtocolVersion::V31 => "3.1",
-            ProtocolVersion::V311 => "3.1.1",
-            ProtocolVersion::V5 => "5",
-        });
+        metrics::connected(
+            slot.listener_kind(),
+            match version {
+                ProtocolVersion::V31 => "3.1",
+                ProtocolVersion::V311 => "3.1.1",
+                ProtocolVersion::V5 => "5",
+            },
+        );
         info!(
             client_id = %clip(&client_id),
             username = ?clip(connect_username.as_deref().unwrap_or("")),

@@ -1,13 +1,16 @@
-//! Client-to-server decoding (and, for Tern's own client side, server-to-client through
-//! [`Decoder::client`] and `from_server`): framing (fixed header, remaining length, maximum packet size
-//! before the body is buffered), per-type flag rules, then the body. CONNECT, DISCONNECT, AUTH and
-//! PINGREQ and every v5 property block are decoded here; the bodies of PUBLISH, SUBSCRIBE,
-//! UNSUBSCRIBE and the acks are checked here and then parsed by mqttbytes.
+//! The [`Decoder`]: one frame at a time (its fixed header from `frame`, the maximum packet size
+//! checked before the body is buffered), then the body by direction. Client-to-server packets
+//! are decoded here: CONNECT, SUBSCRIBE, UNSUBSCRIBE and PINGREQ, and through `both_ways` the
+//! packets either side sends; for Tern's own client side ([`Decoder::client`], the bridge) what
+//! a server sends goes to `from_server`. The bodies of SUBSCRIBE and UNSUBSCRIBE are checked
+//! here and then parsed by mqttbytes.
 
 use bytes::{Bytes, BytesMut};
 use mqttbytes::FixedHeader;
 
-use super::reader::{read_properties, read_properties_from, Props, Reader, Scope};
+use super::both_ways::{self, check_topic_name, publish_properties, TwoWay};
+use super::frame::{check_flags, fixed_header, Frame};
+use super::reader::{read_properties, Props, Reader, Scope};
 use super::*;
 
 type Result<T> = std::result::Result<T, DecodeError>;
@@ -20,42 +23,6 @@ pub struct Decoder {
     max_packet_size: u32,
     /// Decodes what a server sends (Tern as a client: the bridge).
     from_server: bool,
-}
-
-/// The fixed header of a frame whose bytes are all buffered.
-pub(super) struct Frame {
-    pub(super) byte1: u8,
-    pub(super) header_len: usize,
-    pub(super) remaining: usize,
-}
-
-/// Reads the fixed header at the start of `buf`: `Ok(None)` if it is not complete yet.
-fn fixed_header(buf: &[u8]) -> Result<Option<Frame>> {
-    let Some(&byte1) = buf.first() else {
-        return Ok(None);
-    };
-    let mut remaining = 0usize;
-    for i in 0..4 {
-        let Some(&b) = buf.get(1 + i) else {
-            return Ok(None);
-        };
-        remaining |= usize::from(b & 0x7F) << (7 * i);
-        if b & 0x80 == 0 {
-            if i > 0 && b == 0 {
-                return Err(DecodeError::Malformed(
-                    "[MQTT-1.5.5-1] remaining length not in its shortest form",
-                ));
-            }
-            return Ok(Some(Frame {
-                byte1,
-                header_len: 2 + i,
-                remaining,
-            }));
-        }
-    }
-    Err(DecodeError::Malformed(
-        "[MQTT-1.5.5-1] remaining length longer than 4 bytes",
-    ))
 }
 
 impl Decoder {
@@ -133,7 +100,7 @@ impl Decoder {
             return Ok(None);
         }
         let bytes = buf.split_to(total).freeze();
-        let packet_type = frame.byte1 >> 4;
+        let packet_type = frame.packet_type();
         if let (true, Some(version)) = (self.from_server, self.version) {
             return super::from_server::decode(version, &frame, bytes).map(Some);
         }
@@ -178,17 +145,6 @@ impl Decoder {
         connect.bridge = bridge;
         Ok(connect)
     }
-}
-
-/// [MQTT-2.1.3-1] (3.1.1: [MQTT-2.2.2-2]) The low nibble of byte 1 must be exactly `expected`.
-/// MQTT 3.1 has no such rule: its clients set DUP and QoS bits on other packets too.
-pub(super) fn check_flags(version: ProtocolVersion, byte1: u8, expected: u8) -> Result<()> {
-    if version != ProtocolVersion::V31 && byte1 & 0x0F != expected {
-        return Err(DecodeError::Malformed(
-            "[MQTT-2.1.3-1] reserved fixed-header flags are wrong",
-        ));
-    }
-    Ok(())
 }
 
 fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
@@ -284,41 +240,6 @@ fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
     })
 }
 
-fn publish_properties(p: Props) -> Result<PublishProperties> {
-    if p.response_topic
-        .as_deref()
-        .is_some_and(|t| check_topic_name(t).is_err())
-    {
-        return Err(DecodeError::Protocol(
-            "[MQTT-3.3.2-14] Response Topic is not a valid topic name",
-        ));
-    }
-    Ok(PublishProperties {
-        payload_format_indicator: p.payload_format_indicator,
-        message_expiry_interval: p.message_expiry_interval,
-        topic_alias: p.topic_alias,
-        response_topic: p.response_topic,
-        correlation_data: p.correlation_data,
-        user_properties: p.user_properties,
-        subscription_identifiers: Vec::new(),
-        content_type: p.content_type,
-    })
-}
-
-/// [MQTT-3.3.2-2] / [MQTT-4.7.3-1] A topic name is non-empty and has no wildcard: a name that
-/// breaks this is a malformed packet (MQTT 5 §4.13.1), not one the server declines (0x90).
-fn check_topic_name(topic: &str) -> Result<()> {
-    if topic.is_empty() {
-        return Err(DecodeError::Malformed("[MQTT-4.7.3-1] empty topic name"));
-    }
-    if topic.contains(['+', '#']) {
-        return Err(DecodeError::Malformed(
-            "[MQTT-3.3.2-2] topic name contains a wildcard",
-        ));
-    }
-    Ok(())
-}
-
 /// A topic filter of SUBSCRIBE or UNSUBSCRIBE that breaks the filter grammar is a malformed
 /// packet ([MQTT-4.7.1-1], [MQTT-4.7.3-1]; 3.1.1 [MQTT-4.8.0-1]); a bad `$share/` form a
 /// protocol error ([MQTT-4.8.2-1], [MQTT-4.8.2-2]). Level limits are the broker's, checked later.
@@ -330,26 +251,16 @@ fn check_filter(filter: &str) -> Result<()> {
     }
 }
 
+/// Decodes one complete frame a client sent after its CONNECT.
 fn decode_packet(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> Result<Packet> {
+    if let Some(kind) = TwoWay::of(frame.packet_type(), version) {
+        return both_ways::decode(kind, version, frame, bytes, false);
+    }
     let v5 = version.is_v5();
     let body = Reader::new(bytes.slice(frame.header_len..));
-    let header = FixedHeader::new(frame.byte1, frame.header_len - 1, frame.remaining);
-    match frame.byte1 >> 4 {
+    let header = frame.mqttbytes();
+    match frame.packet_type() {
         1 => Err(DecodeError::Protocol("[MQTT-3.1.0-2] second CONNECT")),
-        3 => decode_publish(version, frame, header, bytes, false),
-        4 | 5 | 7 => {
-            check_flags(version, frame.byte1, 0)?;
-            let ack = decode_ack(v5, frame, header, bytes)?;
-            Ok(match frame.byte1 >> 4 {
-                4 => Packet::PubAck(ack),
-                5 => Packet::PubRec(ack),
-                _ => Packet::PubComp(ack),
-            })
-        }
-        6 => {
-            check_flags(version, frame.byte1, 0b0010)?;
-            Ok(Packet::PubRel(decode_ack(v5, frame, header, bytes)?))
-        }
         8 => {
             check_flags(version, frame.byte1, 0b0010)?;
             decode_subscribe(v5, header, bytes, body)
@@ -365,134 +276,11 @@ fn decode_packet(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> Resul
             }
             Ok(Packet::PingReq)
         }
-        14 => {
-            check_flags(version, frame.byte1, 0)?;
-            decode_disconnect(v5, body)
-        }
-        15 if v5 => {
-            check_flags(version, frame.byte1, 0)?;
-            decode_auth(body)
-        }
         0 | 15 => Err(DecodeError::Malformed("[MQTT-2.1.2] reserved packet type")),
         _ => Err(DecodeError::Protocol(
             "[MQTT-2.1.2] a server-to-client packet sent by a client",
         )),
     }
-}
-
-/// mqttbytes only ever sees a complete, checked frame; any error it still reports is malformed.
-pub(super) fn from_mqttbytes(_: mqttbytes::Error) -> DecodeError {
-    DecodeError::Malformed("packet body does not parse")
-}
-
-pub(super) fn decode_publish(
-    version: ProtocolVersion,
-    frame: &Frame,
-    header: FixedHeader,
-    bytes: Bytes,
-    from_server: bool,
-) -> Result<Packet> {
-    let qos = QoS::from_u8((frame.byte1 >> 1) & 0x03)
-        .ok_or(DecodeError::Malformed("[MQTT-3.3.1-4] PUBLISH with QoS 3"))?;
-    let dup = frame.byte1 & 0x08 != 0;
-    if qos == QoS::AtMostOnce && dup {
-        return Err(DecodeError::Malformed(
-            "[MQTT-3.3.1-2] DUP set on a QoS 0 PUBLISH",
-        ));
-    }
-    // Check what mqttbytes does not: UTF-8 without U+0000, packet id, property rules.
-    let mut r = Reader::new(bytes.slice(frame.header_len..));
-    let topic = r.string()?;
-    if qos != QoS::AtMostOnce && r.u16()? == 0 {
-        return Err(DecodeError::Malformed(
-            "[MQTT-2.2.1-3] packet identifier 0 on a QoS 1/2 PUBLISH",
-        ));
-    }
-    let properties = if version.is_v5() {
-        publish_properties(read_properties_from(&mut r, Scope::Publish, from_server)?)?
-    } else {
-        PublishProperties::default()
-    };
-    if topic.is_empty() && version.is_v5() {
-        if properties.topic_alias.is_none() {
-            return Err(DecodeError::Protocol(
-                "MQTT 5 §3.3.2.3.4: empty topic name without a Topic Alias",
-            ));
-        }
-    } else {
-        check_topic_name(&topic)?;
-    }
-    let (pkid, payload) = if version.is_v5() {
-        let p = mqttbytes::v5::Publish::read(header, bytes).map_err(from_mqttbytes)?;
-        (p.pkid, p.payload)
-    } else {
-        let p = mqttbytes::v4::Publish::read(header, bytes).map_err(from_mqttbytes)?;
-        (p.pkid, p.payload)
-    };
-    Ok(Packet::Publish(Publish {
-        dup,
-        qos,
-        retain: frame.byte1 & 0x01 != 0,
-        topic,
-        pkid,
-        payload,
-        properties,
-    }))
-}
-
-/// Reason codes a DISCONNECT may carry (MQTT 5.0 3.14.2.1).
-const DISCONNECT_REASONS: [u8; 29] = [
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
-    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
-];
-
-pub(super) fn decode_ack(
-    v5: bool,
-    frame: &Frame,
-    header: FixedHeader,
-    bytes: Bytes,
-) -> Result<Ack> {
-    let mut r = Reader::new(bytes.slice(frame.header_len..));
-    let pkid = r.u16()?;
-    if pkid == 0 {
-        return Err(DecodeError::Malformed("[MQTT-2.2.1-3] packet identifier 0"));
-    }
-    if !v5 {
-        r.finish()?;
-        // The v3.1.1 body is just the packet id; mqttbytes agrees or the frame is malformed.
-        mqttbytes::v4::PubAck::read(header, bytes).map_err(from_mqttbytes)?;
-        return Ok(Ack {
-            pkid,
-            ..Ack::default()
-        });
-    }
-    let mut ack = Ack {
-        pkid,
-        ..Ack::default()
-    };
-    if r.is_empty() {
-        return Ok(ack);
-    }
-    let code = r.u8()?;
-    // PUBACK/PUBREC share one list (3.4.2.1, 3.5.2.1), PUBREL/PUBCOMP another (3.6.2.1, 3.7.2.1).
-    let allowed: &[u8] = match frame.byte1 >> 4 {
-        4 | 5 => &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99],
-        _ => &[0x00, 0x92],
-    };
-    ack.reason = ReasonCode::from_u8(code)
-        .filter(|_| allowed.contains(&code))
-        .ok_or(DecodeError::Malformed(
-            "[MQTT-3.4.2-1] reason code not allowed for this packet type",
-        ))?;
-    if !r.is_empty() {
-        let p = read_properties(&mut r, Scope::Ack)?;
-        ack.properties = AckProperties {
-            reason_string: p.reason_string,
-            user_properties: p.user_properties,
-        };
-    }
-    r.finish()?;
-    Ok(ack)
 }
 
 fn subscription_options(v5: bool, byte: u8) -> Result<SubscriptionOptions> {
@@ -548,9 +336,9 @@ fn decode_subscribe(v5: bool, header: FixedHeader, bytes: Bytes, mut r: Reader) 
     }
     // The bytes are valid; mqttbytes must parse them too (v3.1.1 body, v5 filter list).
     if v5 {
-        mqttbytes::v5::Subscribe::read(header, bytes).map_err(from_mqttbytes)?;
+        mqttbytes::v5::Subscribe::read(header, bytes).map_err(DecodeError::from_mqttbytes)?;
     } else {
-        mqttbytes::v4::Subscribe::read(header, bytes).map_err(from_mqttbytes)?;
+        mqttbytes::v4::Subscribe::read(header, bytes).map_err(DecodeError::from_mqttbytes)?;
     }
     Ok(Packet::Subscribe(Subscribe {
         pkid,
@@ -589,72 +377,11 @@ fn decode_unsubscribe(
     // mqttbytes 0.6's v5 UNSUBSCRIBE reader prints to stderr (a stray `dbg!`), so only the
     // v3.1.1 body goes through it.
     if !v5 {
-        mqttbytes::v4::Unsubscribe::read(header, bytes).map_err(from_mqttbytes)?;
+        mqttbytes::v4::Unsubscribe::read(header, bytes).map_err(DecodeError::from_mqttbytes)?;
     }
     Ok(Packet::Unsubscribe(Unsubscribe {
         pkid,
         filters,
         user_properties: props.user_properties,
     }))
-}
-
-pub(super) fn decode_disconnect(v5: bool, mut r: Reader) -> Result<Packet> {
-    let mut d = Disconnect::default();
-    if !v5 {
-        if !r.is_empty() {
-            return Err(DecodeError::Malformed(
-                "[MQTT-3.14.1] DISCONNECT with a body",
-            ));
-        }
-        return Ok(Packet::Disconnect(d));
-    }
-    // v5 short forms: no body means reason 0x00, a lone byte means no properties.
-    if r.is_empty() {
-        return Ok(Packet::Disconnect(d));
-    }
-    let code = r.u8()?;
-    d.reason = ReasonCode::from_u8(code)
-        .filter(|_| DISCONNECT_REASONS.contains(&code))
-        .ok_or(DecodeError::Malformed(
-            "[MQTT-3.14.2-1] reason code not allowed in DISCONNECT",
-        ))?;
-    if !r.is_empty() {
-        let p = read_properties(&mut r, Scope::Disconnect)?;
-        d.properties = DisconnectProperties {
-            session_expiry_interval: p.session_expiry_interval,
-            reason_string: p.reason_string,
-            user_properties: p.user_properties,
-            server_reference: p.server_reference,
-        };
-    }
-    r.finish()?;
-    Ok(Packet::Disconnect(d))
-}
-
-pub(super) fn decode_auth(mut r: Reader) -> Result<Packet> {
-    let mut a = Auth::default();
-    if r.is_empty() {
-        return Ok(Packet::Auth(a));
-    }
-    a.reason = match r.u8()? {
-        0x00 => ReasonCode::Success,
-        0x18 => ReasonCode::ContinueAuthentication,
-        0x19 => ReasonCode::ReAuthenticate,
-        _ => {
-            return Err(DecodeError::Malformed(
-                "MQTT 5 §3.15.2.1: reason code not allowed in AUTH",
-            ))
-        }
-    };
-    if !r.is_empty() {
-        let p = read_properties(&mut r, Scope::Auth)?;
-        a.authentication_method = p.authentication_method;
-        a.authentication_data = p.authentication_data;
-        a.properties = AckProperties {
-            reason_string: p.reason_string,
-            user_properties: p.user_properties,
-        };
-    }
-    r.finish()?;
-    Ok(Packet::Auth(a))
 }

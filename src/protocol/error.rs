@@ -50,6 +50,12 @@ impl DecodeError {
     pub fn wants_v5_connack(&self) -> bool {
         matches!(self, DecodeError::UnsupportedProtocol { level: 5, .. })
     }
+
+    /// mqttbytes only ever sees a complete, checked frame; any error it still reports is
+    /// malformed.
+    pub(super) fn from_mqttbytes(_: mqttbytes::Error) -> DecodeError {
+        DecodeError::Malformed("packet body does not parse")
+    }
 }
 
 /// Why a packet could not be encoded.

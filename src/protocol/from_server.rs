@@ -1,14 +1,12 @@
 //! Server-to-client decoding, for Tern acting as a client (the bridge to another broker):
 //! CONNACK, SUBACK and UNSUBACK bodies and PINGRESP here; PUBLISH, the acks, DISCONNECT and AUTH
-//! through the same checks as from a client, with the properties only a server may send
-//! allowed. A packet only a client may send is a protocol error.
+//! through `both_ways`, the same checks as from a client, with the properties only a server may
+//! send allowed. A packet only a client may send is a protocol error.
 
 use bytes::Bytes;
-use mqttbytes::FixedHeader;
 
-use super::decode::{
-    check_flags, decode_ack, decode_auth, decode_disconnect, decode_publish, Frame,
-};
+use super::both_ways::{self, TwoWay};
+use super::frame::{check_flags, Frame};
 use super::reader::{read_properties_from, Reader, Scope};
 use super::*;
 
@@ -30,27 +28,15 @@ const UNSUBACK_REASONS: [u8; 7] = [0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 
 /// Decodes one complete frame a server sent to a client of `version`.
 pub(super) fn decode(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> Result<Packet> {
+    if let Some(kind) = TwoWay::of(frame.packet_type(), version) {
+        return both_ways::decode(kind, version, frame, bytes, true);
+    }
     let v5 = version.is_v5();
     let body = Reader::new(bytes.slice(frame.header_len..));
-    let header = FixedHeader::new(frame.byte1, frame.header_len - 1, frame.remaining);
-    match frame.byte1 >> 4 {
+    match frame.packet_type() {
         2 => {
             check_flags(version, frame.byte1, 0)?;
             connack(v5, body).map(Packet::ConnAck)
-        }
-        3 => decode_publish(version, frame, header, bytes, true),
-        4 | 5 | 7 => {
-            check_flags(version, frame.byte1, 0)?;
-            let ack = decode_ack(v5, frame, header, bytes)?;
-            Ok(match frame.byte1 >> 4 {
-                4 => Packet::PubAck(ack),
-                5 => Packet::PubRec(ack),
-                _ => Packet::PubComp(ack),
-            })
-        }
-        6 => {
-            check_flags(version, frame.byte1, 0b0010)?;
-            Ok(Packet::PubRel(decode_ack(v5, frame, header, bytes)?))
         }
         9 => {
             check_flags(version, frame.byte1, 0)?;
@@ -66,14 +52,6 @@ pub(super) fn decode(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> R
                 return Err(DecodeError::Malformed("[MQTT-3.13] PINGRESP with a body"));
             }
             Ok(Packet::PingResp)
-        }
-        14 => {
-            check_flags(version, frame.byte1, 0)?;
-            decode_disconnect(v5, body)
-        }
-        15 if v5 => {
-            check_flags(version, frame.byte1, 0)?;
-            decode_auth(body)
         }
         0 | 15 => Err(DecodeError::Malformed("[MQTT-2.1.2] reserved packet type")),
         _ => Err(DecodeError::Protocol(

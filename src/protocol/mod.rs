@@ -3,9 +3,11 @@
 //! (fixed-header flags, sizes, UTF-8 without U+0000, property rules) before anything else sees
 //! it; each failure is a typed [`DecodeError`] that knows its reason code.
 
+mod both_ways;
 mod decode;
 mod encode;
 mod error;
+mod frame;
 mod from_server;
 mod outgoing;
 mod reader;

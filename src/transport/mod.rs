@@ -1,9 +1,11 @@
 //! Transports below MQTT: a connection's byte stream is plain TCP, TLS over TCP, or a WebSocket
 //! over either, and the connection code reads and writes it the same way ([`Stream`]). TLS
 //! listeners load their certificate chain and key at start and on reload ([`tls_acceptor`]);
-//! handshakes (TLS, WebSocket upgrade) run in the connection's own task, bounded in time, so a
-//! stalled or plaintext client never holds up the accept loop.
+//! each listener's [`Transport`] runs the handshakes (TLS, WebSocket upgrade) in the
+//! connection's own task, bounded in time, so a stalled or plaintext client never holds up the
+//! accept loop. Connection limits and MQTT are not this module's.
 
+mod listener;
 mod tls;
 pub mod ws;
 
@@ -17,6 +19,7 @@ use tokio_rustls::server::TlsStream;
 use x509_parser::extensions::GeneralName;
 
 use crate::config::IdentitySource;
+pub use listener::{acceptor_for, Transport};
 pub use tls::{tls_acceptor, ClientAuth, TlsError};
 
 /// A client connection's byte stream.

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::child::ChildBroker;
 use crate::support::*;
 use crate::wire::*;
+use crate::ws::raw_ws;
 
 /// `GET path` over a fresh connection: status code and body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -111,6 +112,9 @@ async fn metrics_follow_what_clients_do() {
     for _ in 0..15 {
         recv_acked(&mut sub, V5).await;
     }
+    // A fence: the broker reads (and counts) the subscriber's PUBACKs before it writes the
+    // PINGRESP, so the scrape cannot come before them.
+    sub.ping().await;
     retain(&mut publ, "r/a", b"abc").await;
     let now = Scrape::take(&b).await;
     let delta = |name: &str, labels: &[&str]| now.get(name, labels) - before.get(name, labels);
@@ -400,6 +404,52 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
         rest = &tail[end..];
     }
     names
+}
+
+/// Connections are counted by the kind of listener they came through: a WebSocket client is
+/// accepted, connected and open under `listener="ws"`, not `tcp`, until it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_labelled_by_listener_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start_with(
+        dir.path(),
+        false,
+        "fsync",
+        "[sys]\ninterval_secs = 0\n\n[[listeners]]\nkind = \"ws\"\nbind = \"127.0.0.1\"\nport = 0\n",
+    );
+    let ready = b.wait_log("kind=Ws", 1);
+    let ws_addr: SocketAddr = ready
+        .split(" address=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("the ws listener's address in its log line");
+    let before = Scrape::take(&b).await;
+    let mut ws = raw_ws(ws_addr.port(), "/mqtt", Some("mqtt")).await.unwrap();
+    ws.frame(&Connect::new(V5, "over-ws").build()).await;
+    assert_eq!(ws.packet().await.0, CONNACK);
+
+    let now = Scrape::take(&b).await;
+    let delta = |name: &str, labels: &[&str]| now.get(name, labels) - before.get(name, labels);
+    assert_eq!(now.get("tern_connections", &["listener=\"ws\""]), 1.0);
+    assert_eq!(now.get("tern_connections", &["listener=\"tcp\""]), 0.0);
+    assert_eq!(
+        delta("tern_connections_accepted_total", &["listener=\"ws\""]),
+        1.0
+    );
+    assert_eq!(
+        delta("tern_connections_accepted_total", &["listener=\"tcp\""]),
+        0.0
+    );
+    assert_eq!(
+        delta(
+            "tern_connections_total",
+            &["listener=\"ws\"", "protocol=\"5\""]
+        ),
+        1.0
+    );
+    drop(ws);
+    wait_for(&b, "tern_connections", &["listener=\"ws\""], 0.0).await;
 }
 
 /// Every series the Grafana dashboard (deploy/) queries is one Tern declares.

@@ -1,4 +1,4 @@
-//! Flow helpers on top of `wire.rs` shared by the messaging tests: complete QoS 1/2 exchanges as
+//! Flow helpers on top of `wire` shared by the messaging tests: complete QoS 1/2 exchanges as
 //! sender or receiver, persistent-session connects for both versions, and "fence" collection.
 //! A fence is a last message from the same publisher: once it arrives, anything that should have
 //! arrived before it has, so negative checks do not depend on a sleep.

@@ -32,13 +32,13 @@ fn ws_url(b: &TestBroker, i: usize) -> String {
 }
 
 /// A raw WebSocket client: sends exact frames, reads MQTT packets back whatever the framing.
-struct RawWs {
+pub struct RawWs {
     ws: WebSocketStream<TcpStream>,
     buf: Vec<u8>,
 }
 
 /// Opens a WebSocket to `path` on `port` offering `protocols` (none: no header).
-async fn raw_ws(port: u16, path: &str, protocols: Option<&str>) -> Result<RawWs, WsError> {
+pub async fn raw_ws(port: u16, path: &str, protocols: Option<&str>) -> Result<RawWs, WsError> {
     let mut request = format!("ws://127.0.0.1:{port}{path}")
         .into_client_request()
         .unwrap();
@@ -70,7 +70,7 @@ async fn raw_ws(port: u16, path: &str, protocols: Option<&str>) -> Result<RawWs,
 }
 
 impl RawWs {
-    async fn frame(&mut self, bytes: &[u8]) {
+    pub async fn frame(&mut self, bytes: &[u8]) {
         self.ws
             .send(Message::Binary(bytes.to_vec().into()))
             .await
@@ -78,7 +78,7 @@ impl RawWs {
     }
 
     /// The next whole MQTT packet (first byte, body), reassembled from however many frames.
-    async fn packet(&mut self) -> (u8, Vec<u8>) {
+    pub async fn packet(&mut self) -> (u8, Vec<u8>) {
         loop {
             if let Some((len, header)) = whole_packet(&self.buf) {
                 let packet: Vec<u8> = self.buf.drain(..header + len).collect();

@@ -1,5 +1,11 @@
 //! The durable store, through the real binary: Tern runs as a child process with
-//! `[persistence] enabled`, is killed with SIGKILL, and restarted on the same directory.
+//! `[persistence] enabled`, is killed with SIGKILL, and restarted on the same directory. Here:
+//! messages and their QoS flows; `retained`, `sessions` (subscriptions, wills, expiry) and
+//! `store` (damage, `tern store check`) beside.
+
+mod retained;
+mod sessions;
+mod store;
 
 use std::path::Path;
 use std::process::Command;
@@ -32,217 +38,18 @@ async fn retain(
     send_flow(c, p).await;
 }
 
-/// Every retained message Tern acknowledged is back after `kill -9` and a restart, with its
-/// QoS and v5 properties; a retained message deleted (empty payload) before the kill stays
-/// deleted. Both durability modes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_retained_messages_survive_kill_9() {
-    for durability in ["fsync", "process"] {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = ChildBroker::start(dir.path(), true, durability);
-        let mut v3 = RawClient::connected(broker.addr, V311, "pub3").await;
-        for i in 0..20 {
-            retain(
-                &mut v3,
-                V311,
-                &format!("keep/{i}"),
-                1 + i % 2,
-                format!("m{i}").as_bytes(),
-                Vec::new(),
-            )
-            .await;
-        }
-        retain(&mut v3, V311, "gone", 1, b"soon deleted", Vec::new()).await;
-        retain(&mut v3, V311, "gone", 1, b"", Vec::new()).await;
-        let mut v5 = RawClient::connected(broker.addr, V5, "pub5").await;
-        let mut props = prop_str(CONTENT_TYPE, "text/plain");
-        props.extend(prop_u32(MESSAGE_EXPIRY, 3600));
-        retain(&mut v5, V5, "props/x", 2, b"with props", props).await;
-        broker.kill9();
-
-        let broker = ChildBroker::start(dir.path(), true, durability);
-        let mut sub = RawClient::connected(broker.addr, V5, "reader").await;
-        sub.subscribe(V5, "#", 2).await;
-        // Retained messages come at SUBSCRIBE; a live message published afterwards closes them.
-        let mut fence = RawClient::connected(broker.addr, V5, "fence").await;
-        pub_msg(&mut fence, V5, "zz/fence", 0, b"fence").await;
-        let mut got = collect_until(&mut sub, V5, b"fence").await;
-        assert_eq!(got.len(), 21, "{durability}: {:?}", payloads(&got));
-        assert!(got.iter().all(|r| r.retain));
-        got.sort_by(|a, b| a.topic.cmp(&b.topic));
-        for i in 0..20 {
-            let r = got
-                .iter()
-                .find(|r| r.topic == format!("keep/{i}"))
-                .unwrap_or_else(|| panic!("{durability}: keep/{i} lost"));
-            assert_eq!(r.payload, format!("m{i}").as_bytes());
-            assert_eq!(r.qos, 1 + i % 2);
-        }
-        let p = got
-            .iter()
-            .find(|r| r.topic == "props/x")
-            .expect("v5 retained lost");
-        assert_eq!(p.payload, b"with props");
-        assert_eq!(
-            all_props(&p.props, CONTENT_TYPE),
-            vec![PropValue::Str("text/plain".into())]
-        );
-        match all_props(&p.props, MESSAGE_EXPIRY).as_slice() {
-            [PropValue::U32(left)] => assert!((3500..=3600).contains(left), "{left}"),
-            other => panic!("message expiry: {other:?}"),
-        }
-        assert!(
-            got.iter().all(|r| r.topic != "gone"),
-            "deleted retained message came back"
-        );
-        broker.kill9();
-    }
-}
-
-/// With persistence off (the default) nothing survives a restart, as documented.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_persistence_retained_messages_are_memory_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = ChildBroker::start(dir.path(), false, "fsync");
-    let mut c = RawClient::connected(broker.addr, V311, "p").await;
-    retain(&mut c, V311, "t", 1, b"x", Vec::new()).await;
-    broker.kill9();
-    assert!(
-        !dir.path().join("data").exists(),
-        "persistence off wrote a store"
-    );
-    let broker = ChildBroker::start(dir.path(), false, "fsync");
-    let mut sub = RawClient::connected(broker.addr, V311, "s").await;
-    sub.subscribe(V311, "#", 1).await;
-    expect_nothing(&mut sub).await;
-}
-
-/// Persistent sessions and their subscriptions survive `kill -9`: a v3.1.1 clean-session-0
-/// client killed while connected and a v5 client with Session Expiry that disconnected both
-/// reconnect to Session Present = 1 and receive what is published to their subscriptions (v5
-/// with its Subscription Identifier); an unsubscribed filter stays gone; a clean session is not
-/// kept.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn persistent_sessions_and_subscriptions_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = ChildBroker::start(dir.path(), true, "process");
-    let (mut v3, present) = connect_persistent(broker.addr, V311, "dev3", false).await;
-    assert!(!present);
-    sub_all(&mut v3, V311, &["cmd/3/#", "old/3"], 1).await;
-    v3.send(&unsubscribe(V311, 9, &["old/3"], &[])).await;
-    v3.recv_expect(UNSUBACK).await;
-    let (mut v5, _) = connect_persistent(broker.addr, V5, "dev5", false).await;
-    v5.send(&subscribe(
-        V5,
-        3,
-        &[("cmd/5/+", 2)],
-        &prop_varint(SUBSCRIPTION_ID, 7),
-    ))
-    .await;
-    v5.recv_expect(SUBACK).await;
-    v5.send(&disconnect()).await;
-    let mut clean = RawClient::connected(broker.addr, V311, "clean3").await;
-    sub_all(&mut clean, V311, &["cmd/#"], 1).await;
-    // v3 is still connected: the kill is its connection's end too.
-    broker.kill9();
-
-    let broker = ChildBroker::start(dir.path(), true, "process");
-    let (mut v3, present) = connect_persistent(broker.addr, V311, "dev3", false).await;
-    assert!(present, "v3.1.1 session lost");
-    let (mut v5, present) = connect_persistent(broker.addr, V5, "dev5", false).await;
-    assert!(present, "v5 session lost");
-    let (_, present) = connect_persistent(broker.addr, V311, "clean3", false).await;
-    assert!(!present, "a clean session was kept");
-
-    let mut publ = RawClient::connected(broker.addr, V5, "pub").await;
-    pub_msg(&mut publ, V5, "old/3", 1, b"unsubscribed").await;
-    pub_msg(&mut publ, V5, "cmd/3/a", 1, b"to v3").await;
-    pub_msg(&mut publ, V5, "cmd/5/a", 2, b"to v5").await;
-    let r = recv_acked(&mut v3, V311).await;
-    assert_eq!(
-        (r.topic.as_str(), r.payload.as_slice()),
-        ("cmd/3/a", &b"to v3"[..])
-    );
-    let r = recv_acked(&mut v5, V5).await;
-    assert_eq!(r.payload, b"to v5");
-    assert_eq!(r.qos, 2);
-    assert_eq!(
-        all_props(&r.props, SUBSCRIPTION_ID),
-        vec![PropValue::Varint(7)]
-    );
-    expect_nothing(&mut v3).await;
-    broker.kill9();
-}
-
-/// Bytes of garbage appended to the journal (a torn last write) lose nothing that was
-/// acknowledged; a store whose files cannot be read at all is moved aside, not fatal: Tern logs
-/// it, starts with an empty store and works.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_store_never_stops_tern_from_starting() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let mut c = RawClient::connected(broker.addr, V311, "p").await;
-    retain(&mut c, V311, "kept", 1, b"x", Vec::new()).await;
-    broker.kill9();
-
-    // A torn tail: garbage after the last complete write.
-    let journal = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "jnl"))
-        .expect("a journal file");
-    let mut bytes = std::fs::read(&journal).unwrap();
-    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-    bytes.truncate(end);
-    bytes.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
-    std::fs::write(&journal, &bytes).unwrap();
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let mut sub = RawClient::connected(broker.addr, V311, "s").await;
-    sub.subscribe(V311, "kept", 1).await;
-    assert_eq!(
-        recv_acked(&mut sub, V311).await.payload,
-        b"x",
-        "lost to a torn tail"
-    );
-    broker.kill9();
-
-    // Every keyspace manifest unreadable: the store cannot be opened.
-    for entry in walk(&data) {
-        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
-        if name == "current" || (name.starts_with('v') && name[1..].parse::<u32>().is_ok()) {
-            std::fs::write(&entry, b"junk").unwrap();
-        }
-    }
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let aside: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("data.damaged-"))
-        .collect();
-    assert_eq!(aside.len(), 1, "damaged store not moved aside: {aside:?}");
-    let mut c = RawClient::connected(broker.addr, V311, "p2").await;
-    retain(&mut c, V311, "new", 1, b"y", Vec::new()).await;
-    broker.kill9();
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let mut sub = RawClient::connected(broker.addr, V311, "s2").await;
-    sub.subscribe(V311, "new", 1).await;
-    assert_eq!(recv_acked(&mut sub, V311).await.payload, b"y");
-    broker.kill9();
-}
-
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+/// Runs `tern --config <dir>/tern.toml store check`; its exit code and standard output.
+fn store_check(dir: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .arg("--config")
+        .arg(dir.join("tern.toml"))
+        .args(["store", "check"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// The core promise: offline persistent subscribers (v3.1.1 clean session 0, v5 Session
@@ -422,67 +229,6 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
         missing.len()
     );
     assert!(acked.len() >= 3 * 184);
-    broker.kill9();
-}
-
-/// Wills survive `kill -9` the way the spec orders them: a crash closes every connection, so
-/// after the restart a v3.1.1 persistent client's will is published at once, a v5 will whose
-/// session ends before its delay is published when the session ends, and one with a long delay
-/// waits. A will published once is not published again after another restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wills_of_persistent_sessions_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let (mut w, _) = connect_persistent(broker.addr, V5, "watcher", false).await;
-    sub_all(&mut w, V5, &["wills/#"], 1).await;
-    w.send(&disconnect()).await;
-    // QoS 1 wills: the watcher is offline when they are published, and QoS 0 is not queued
-    // for offline sessions.
-    let mut w3 = Will::new("wills/3", b"v3 gone");
-    w3.qos = 1;
-    let c3 = persistent_connect(V311, "dying3", false).will(w3);
-    let (_d3, _) = RawClient::handshake(broker.addr, V311, &c3).await;
-    let mut long = Will::new("wills/long", b"later");
-    long.qos = 1;
-    long.props = prop_u32(WILL_DELAY, 1000);
-    let c5 = persistent_connect(V5, "dying5", false).will(long);
-    let (_d5, _) = RawClient::handshake(broker.addr, V5, &c5).await;
-    let mut short = Will::new("wills/short", b"session ended");
-    short.qos = 1;
-    short.props = prop_u32(WILL_DELAY, 100);
-    let cs = Connect::new(V5, "short")
-        .clean(false)
-        .props(prop_u32(SESSION_EXPIRY, 1))
-        .will(short);
-    let (_ds, _) = RawClient::handshake(broker.addr, V5, &cs).await;
-    // Session records are written without waiting, in order with every other store write: a
-    // SUBACK of a persistent session, which waits for its own write, comes after them.
-    let (mut probe, _) = connect_persistent(broker.addr, V5, "probe", false).await;
-    sub_all(&mut probe, V5, &["probe"], 1).await;
-    broker.kill9();
-
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let (mut w, present) = connect_persistent(broker.addr, V5, "watcher", false).await;
-    assert!(present);
-    let first = recv_acked(&mut w, V5).await;
-    assert_eq!(
-        (first.topic.as_str(), first.payload.as_slice()),
-        ("wills/3", &b"v3 gone"[..])
-    );
-    let second = recv_acked(&mut w, V5).await;
-    assert_eq!(second.topic, "wills/short", "a will due at session end");
-    expect_nothing(&mut w).await;
-    w.send(&disconnect()).await;
-    broker.kill9();
-
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let (mut w, _) = connect_persistent(broker.addr, V5, "watcher", false).await;
-    let mut fence = RawClient::connected(broker.addr, V5, "fence").await;
-    pub_msg(&mut fence, V5, "wills/fence", 0, b"fence").await;
-    assert!(
-        collect_until(&mut w, V5, b"fence").await.is_empty(),
-        "a will published twice"
-    );
     broker.kill9();
 }
 
@@ -680,120 +426,6 @@ async fn queued_qos0_messages_are_stored_when_configured() {
     let again = collect_until(&mut s, V5, b"end").await;
     assert!(again.is_empty(), "sent twice: {:?}", payloads(&again));
     broker.kill9();
-}
-
-/// Runs `tern --config <dir>/tern.toml store check`; its exit code and standard output.
-fn store_check(dir: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .arg("--config")
-        .arg(dir.join("tern.toml"))
-        .args(["store", "check"])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-/// `tern store check` reports what a stopped broker's store holds, changes nothing, and refuses a
-/// store another Tern has open.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_check_reports_what_the_store_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let (mut s, _) = connect_persistent(broker.addr, V5, "chk", false).await;
-    sub_all(&mut s, V5, &["c/#", "d/#"], 1).await;
-    s.send(&disconnect()).await;
-    let mut c = RawClient::connected(broker.addr, V311, "cp").await;
-    retain(&mut c, V311, "c/r", 1, b"x", Vec::new()).await;
-    for i in 0..3u8 {
-        pub_msg(&mut c, V311, "d/x", 1, &[i]).await;
-    }
-    let (code, _) = store_check(dir.path());
-    assert_eq!(code, 2, "a store in use must be refused");
-    broker.kill9();
-
-    for _ in 0..2 {
-        let (code, out) = store_check(dir.path());
-        assert_eq!(code, 0, "{out}");
-        let line = |name: &str| {
-            out.lines()
-                .find(|l| l.trim_start().starts_with(name))
-                .and_then(|l| l.split_whitespace().last())
-                .map(str::to_string)
-        };
-        assert_eq!(line("retained messages:").as_deref(), Some("1"), "{out}");
-        assert_eq!(line("persistent sessions:").as_deref(), Some("1"), "{out}");
-        assert_eq!(line("subscriptions:").as_deref(), Some("2"), "{out}");
-        // The retained message went to chk too (c/#): four deliveries.
-        assert_eq!(line("queued deliveries:").as_deref(), Some("4"), "{out}");
-        assert!(out.contains("store OK"), "{out}");
-    }
-    // Read-only: the broker still finds everything.
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let (mut s, present) = connect_persistent(broker.addr, V5, "chk", false).await;
-    assert!(present);
-    let mut fence = RawClient::connected(broker.addr, V5, "chkf").await;
-    pub_msg(&mut fence, V5, "d/fence", 0, b"fence").await;
-    assert_eq!(collect_until(&mut s, V5, b"fence").await.len(), 4);
-    broker.kill9();
-}
-
-/// Session expiry counts the time Tern was down: after a restart, a session whose Session Expiry
-/// Interval ran out while Tern was stopped is gone with its queue (Session Present = 0, nothing
-/// delivered, nothing left in the store), and a longer one is intact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_that_expire_while_tern_is_down_are_gone_with_their_queues() {
-    const SHORT_SECS: u32 = 2;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    for (id, expiry) in [("short", SHORT_SECS), ("long", 3600)] {
-        let connect = Connect::new(V5, id)
-            .clean(true)
-            .props(prop_u32(SESSION_EXPIRY, expiry));
-        let (mut c, _) = RawClient::handshake(broker.addr, V5, &connect).await;
-        sub_all(&mut c, V5, &["e/#"], 1).await;
-        c.send(&disconnect()).await;
-    }
-    let mut publ = RawClient::connected(broker.addr, V5, "epub").await;
-    for i in 0..5u8 {
-        pub_msg(&mut publ, V5, "e/x", 1, &[b'0' + i]).await;
-    }
-    broker.kill9();
-    // Let the short session's expiry run out while Tern is down (counted from its disconnect).
-    let stopped = std::time::Instant::now();
-    std::thread::sleep(
-        Duration::from_secs(u64::from(SHORT_SECS) + 1).saturating_sub(stopped.elapsed()),
-    );
-
-    let broker = ChildBroker::start(dir.path(), true, "fsync");
-    let resume = |id: &str| {
-        Connect::new(V5, id)
-            .clean(false)
-            .props(prop_u32(SESSION_EXPIRY, 3600))
-    };
-    let (mut long, present) = RawClient::handshake(broker.addr, V5, &resume("long")).await;
-    assert!(present.session_present, "the long session was lost");
-    let mut fence = RawClient::connected(broker.addr, V5, "efence").await;
-    pub_msg(&mut fence, V5, "e/fence", 0, b"fence").await;
-    assert_eq!(
-        payloads(&collect_until(&mut long, V5, b"fence").await),
-        vec!["0", "1", "2", "3", "4"]
-    );
-    settle(&mut long, V5).await;
-    let (mut short, ack) = RawClient::handshake(broker.addr, V5, &resume("short")).await;
-    assert!(!ack.session_present, "an expired session came back");
-    pub_msg(&mut fence, V5, "e/fence", 0, b"fence2").await;
-    expect_nothing(&mut short).await;
-    settle(&mut short, V5).await;
-    broker.kill9();
-    // Its queue went with it: only the fresh "short" session (no messages) is left besides
-    // "long", whose messages were acknowledged.
-    let (code, out) = store_check(dir.path());
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("queued deliveries:     0"), "{out}");
-    assert!(out.contains("stored messages:       0"), "{out}");
 }
 
 /// CONNACK with Session Present = 1 is a promise that holds across `kill -9` even for a session

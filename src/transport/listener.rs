@@ -1,0 +1,167 @@
+//! What one listener does below MQTT to each socket it accepts: nothing (plain TCP), a TLS
+//! handshake, a WebSocket upgrade, or both, all within one deadline and in the connection's own
+//! task, so a stalled or plaintext client costs only itself. Knows nothing of connection
+//! limits or MQTT; failures are counted and logged here and the socket is dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tracing::debug;
+
+use super::{tls_acceptor, ws, ClientAuth, Stream, TlsError};
+use crate::config::{ExtraListener, IdentitySource, ListenerKind};
+use crate::metrics;
+
+/// A TLS listener's acceptor (swapped by a reload) and where client identities come from.
+#[derive(Clone)]
+struct Tls {
+    acceptor: Arc<ArcSwap<TlsAcceptor>>,
+    identity: IdentitySource,
+}
+
+/// A WebSocket listener's path and frame settings.
+struct Ws {
+    path: String,
+    config: WebSocketConfig,
+}
+
+/// How one listener turns an accepted socket into a client's [`Stream`]. Cheap to clone (a
+/// handshake task takes a clone).
+#[derive(Clone)]
+pub struct Transport {
+    kind: ListenerKind,
+    tls: Option<Tls>,
+    ws: Option<Arc<Ws>>,
+    /// Bounds the TLS handshake and WebSocket upgrade together.
+    handshake_timeout: Duration,
+}
+
+impl Transport {
+    /// The default listener's: plain TCP, nothing to establish.
+    pub fn tcp() -> Transport {
+        Transport {
+            kind: ListenerKind::Tcp,
+            tls: None,
+            ws: None,
+            handshake_timeout: Duration::ZERO,
+        }
+    }
+
+    /// A `[[listeners]]` entry's, with its TLS files read now; WebSocket frames are bounded a
+    /// little above `max_packet_size`.
+    pub fn for_listener(l: &ExtraListener, max_packet_size: u32) -> Result<Transport, TlsError> {
+        let tls = match l.kind.is_tls() {
+            true => Some(Tls {
+                acceptor: Arc::new(ArcSwap::from_pointee(acceptor_for(l)?)),
+                identity: l.identity_as_username,
+            }),
+            false => None,
+        };
+        let ws = l.kind.is_ws().then(|| {
+            Arc::new(Ws {
+                path: l.path.clone(),
+                config: ws::config(max_packet_size),
+            })
+        });
+        Ok(Transport {
+            kind: l.kind,
+            tls,
+            ws,
+            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+        })
+    }
+
+    /// What the listener speaks below MQTT (the `listener` label of connection metrics).
+    pub fn kind(&self) -> ListenerKind {
+        self.kind
+    }
+
+    /// The TLS acceptor a reload swaps when the certificate files change; `None` without TLS.
+    pub fn reloadable_acceptor(&self) -> Option<&Arc<ArcSwap<TlsAcceptor>>> {
+        self.tls.as_ref().map(|t| &t.acceptor)
+    }
+
+    /// Whether an accepted socket is the client's stream as it is (no handshake to run).
+    pub fn is_plain_tcp(&self) -> bool {
+        self.tls.is_none() && self.ws.is_none()
+    }
+
+    /// The identity in the client's verified certificate, from where this listener says
+    /// (`identity_as_username`); `None` without TLS or without a certificate.
+    pub fn peer_identity(&self, stream: &Stream) -> Option<String> {
+        self.tls
+            .as_ref()
+            .and_then(|t| stream.peer_identity(t.identity))
+    }
+
+    /// The TLS handshake and WebSocket upgrade, as this listener needs, within its deadline;
+    /// failures are counted and logged here.
+    pub async fn establish(&self, stream: TcpStream, peer: SocketAddr) -> Option<Stream> {
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let mut stream = Stream::Tcp(stream);
+        if let Some(tls) = &self.tls {
+            let tcp = stream.into_tcp().ok()?;
+            match tokio::time::timeout_at(deadline, tls.acceptor.load().accept(tcp)).await {
+                Ok(Ok(s)) => stream = Stream::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    metrics::tls_handshake_failed("error");
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    metrics::tls_handshake_failed("timeout");
+                    debug!(%peer, "TLS handshake timed out");
+                    return None;
+                }
+            }
+        }
+        if let Some(ws) = &self.ws {
+            let upgrade = ws::accept(stream, &ws.path, ws.config);
+            match tokio::time::timeout_at(deadline, upgrade).await {
+                Ok(Ok(s)) => stream = Stream::Ws(Box::new(s)),
+                Ok(Err(e)) => {
+                    metrics::ws_upgrade_failed("error");
+                    debug!(%peer, error = %e, "WebSocket upgrade refused");
+                    return None;
+                }
+                Err(_) => {
+                    metrics::ws_upgrade_failed("timeout");
+                    debug!(%peer, "WebSocket upgrade timed out");
+                    return None;
+                }
+            }
+        }
+        Some(stream)
+    }
+}
+
+/// The TLS acceptor for a `[[listeners]]` entry of kind `tls` or `wss`, from its files (at start
+/// and again on reload).
+pub fn acceptor_for(l: &ExtraListener) -> Result<TlsAcceptor, TlsError> {
+    let missing = |what| TlsError::File {
+        what,
+        path: String::new(),
+        message: "not configured".into(),
+    };
+    tls_acceptor(
+        l.cert
+            .as_deref()
+            .ok_or_else(|| missing("certificate chain"))?,
+        l.key.as_deref().ok_or_else(|| missing("private key"))?,
+        ClientAuth {
+            ca: l.client_ca.as_deref(),
+            required: l.require_client_cert,
+        },
+        // Browsers and WebSocket libraries offer `http/1.1` and fail without it.
+        if l.kind.is_ws() {
+            &["http/1.1"]
+        } else {
+            &["mqtt"]
+        },
+    )
+}
