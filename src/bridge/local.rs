@@ -11,6 +11,7 @@ use crate::config::BridgeConfig;
 use crate::metrics;
 use crate::protocol::{Publish, PublishProperties, QoS, RetainHandling, SubscriptionOptions};
 use crate::session::{Message, Session};
+use crate::topic::TopicFilter;
 
 /// Updates the bridge's queue gauges and counts what its queue dropped since the last call.
 pub(super) fn report_queue(name: &str, mailbox: &Mailbox) {
@@ -32,14 +33,14 @@ pub(super) async fn subscribe_locally(
     mailbox: &Arc<Mailbox>,
 ) {
     let wanted: Vec<&Rule> = rules.iter().filter(|r| r.out).collect();
-    let stale: Vec<String> = session
+    let stale: Vec<TopicFilter> = session
         .subscriptions()
         .keys()
         .filter(|f| !wanted.iter().any(|r| &r.local_filter == *f))
         .cloned()
         .collect();
     for f in &stale {
-        state.unsubscribe(session, f);
+        state.unsubscribe(session, f.as_str());
     }
     for r in &wanted {
         let options = SubscriptionOptions {
@@ -51,11 +52,11 @@ pub(super) async fn subscribe_locally(
         if let crate::broker::SubscribeResult::Refused(code) =
             state.subscribe(session, mailbox, &r.local_filter, options, None, true)
         {
-            warn!(bridge = %cfg.name, filter = %r.local_filter, ?code, "bridge cannot subscribe locally");
+            warn!(bridge = %cfg.name, filter = %r.local_filter.as_str(), ?code, "bridge cannot subscribe locally");
         }
     }
     let mut filters: Vec<&str> = wanted.iter().map(|r| r.local_filter.as_str()).collect();
-    filters.extend(stale.iter().map(String::as_str));
+    filters.extend(stale.iter().map(TopicFilter::as_str));
     if let Some(t) = state.persist_subscriptions(session, mailbox, &filters) {
         if let Err(e) = t.wait().await {
             warn!(bridge = %cfg.name, error = %e, "bridge subscriptions not stored");

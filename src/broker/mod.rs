@@ -34,7 +34,7 @@ use crate::auth::{Access, Auth, Identity};
 use crate::config::Config;
 use crate::metrics;
 use crate::session::{Delivery, Message, Seq, Session, StoreOp, NEVER_EXPIRES};
-use crate::topic;
+use crate::topic::TopicFilter;
 use dashmap::DashMap;
 
 /// Shared broker state; one per running broker.
@@ -137,12 +137,13 @@ impl BrokerState {
             config.session.queue_qos0_offline,
         ));
         for (filter, sub) in stored.subscriptions {
-            let Ok((share, plain)) = topic::parse_subscription(&filter, usize::MAX) else {
+            // Valid when stored; one that is not any more is left out.
+            let Ok(filter) = TopicFilter::parse(&filter) else {
                 continue;
             };
             self.router.subscribe(
-                share.as_deref(),
-                &plain,
+                filter.share(),
+                filter.filter(),
                 Subscriber {
                     client_id: Arc::clone(&client_id),
                     mailbox: Arc::clone(&mailbox),
@@ -517,10 +518,8 @@ impl BrokerState {
             durable.session_ended(session.client_id(), &seqs);
         }
         for filter in session.subscriptions().keys() {
-            if let Ok((share, f)) = topic::parse_subscription(filter, usize::MAX) {
-                self.router
-                    .unsubscribe(share.as_deref(), &f, session.client_id());
-            }
+            self.router
+                .unsubscribe(filter.share(), filter.filter(), session.client_id());
         }
         if let Some(will) = will {
             self.publish_will_message(will.msg);

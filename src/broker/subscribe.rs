@@ -15,7 +15,7 @@ use crate::auth::Access;
 use crate::metrics;
 use crate::protocol::{QoS, ReasonCode, RetainHandling, SubscriptionOptions};
 use crate::session::{Delivery, Session, Subscription};
-use crate::topic;
+use crate::topic::TopicFilter;
 
 /// Result of one filter of a SUBSCRIBE.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ impl BrokerState {
         &self,
         session: &mut Session,
         mailbox: &Arc<Mailbox>,
-        filter: &str,
+        filter: &TopicFilter,
         options: SubscriptionOptions,
         id: Option<u32>,
         v5: bool,
@@ -69,26 +69,25 @@ impl BrokerState {
                 ReasonCode::UnspecifiedError
             })
         };
-        let (share, plain) = match topic::parse_subscription(filter, limits.max_topic_levels) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                tracing::debug!(client_id = %clip(session.client_id()), filter = %clip(filter), error = %e, "invalid topic filter");
-                return refused(ReasonCode::TopicFilterInvalid);
-            }
-        };
+        if filter.levels() > limits.max_topic_levels {
+            metrics::limit_hit("max_topic_levels");
+            tracing::debug!(client_id = %clip(session.client_id()), filter = %clip(filter.as_str()), levels = filter.levels(), "topic filter with more levels than allowed");
+            return refused(ReasonCode::TopicFilterInvalid);
+        }
+        let (share, plain) = (filter.share(), filter.filter());
         if share.is_some() && options.no_local {
             return SubscribeResult::ProtocolError;
         }
-        let exists = session.subscriptions().contains_key(filter);
+        let exists = session.subscriptions().contains_key(filter.as_str());
         let max = limits.max_subscriptions_per_client;
         if !exists && max > 0 && session.subscriptions().len() >= max {
             metrics::limit_hit("max_subscriptions_per_client");
             return refused(ReasonCode::QuotaExceeded);
         }
-        session.subscribe(filter.to_string(), Subscription { options, id });
+        session.subscribe(filter.clone(), Subscription { options, id });
         self.router.subscribe(
-            share.as_deref(),
-            &plain,
+            share,
+            plain,
             Subscriber {
                 client_id: Arc::clone(session.client_id()),
                 mailbox: Arc::clone(mailbox),
@@ -103,7 +102,7 @@ impl BrokerState {
                 RetainHandling::DoNotSend => false,
             };
         let retained = if send_retained {
-            self.retained.stream(&plain, options.qos, id)
+            self.retained.stream(plain, options.qos, id)
         } else {
             None
         };
@@ -117,13 +116,11 @@ impl BrokerState {
 
     /// Removes one subscription of `session`; false if it did not exist.
     pub fn unsubscribe(&self, session: &mut Session, filter: &str) -> bool {
-        if !session.unsubscribe(filter) {
+        let Some(removed) = session.unsubscribe(filter) else {
             return false;
-        }
-        if let Ok((share, plain)) = topic::parse_subscription(filter, usize::MAX) {
-            self.router
-                .unsubscribe(share.as_deref(), &plain, session.client_id());
-        }
+        };
+        self.router
+            .unsubscribe(removed.share(), removed.filter(), session.client_id());
         true
     }
 

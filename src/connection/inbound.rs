@@ -13,7 +13,7 @@ use crate::broker::{Published, SubscribeResult};
 use crate::metrics;
 use crate::protocol::{
     AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, SubAck, Subscribe,
-    UnsubAck, Unsubscribe,
+    TopicFilter, UnsubAck, Unsubscribe,
 };
 use crate::session::{AckOutcome, Message, Qos2In};
 use crate::topic;
@@ -248,19 +248,16 @@ impl Connection {
         for f in &s.filters {
             let mut options = f.options;
             // No Local is not allowed on shared subscriptions [MQTT-3.8.3-4].
-            if self.client.bridge && !f.filter.starts_with("$share/") {
+            if self.client.bridge && f.filter.share().is_none() {
                 options.no_local = true;
                 options.retain_as_published = true;
             }
             if let (Some(a), Some(who)) = (&authorizer, &identity) {
                 // A filter nothing under which may be read is refused; wider ones are granted
                 // and filtered per message.
-                let bare = topic::parse_subscription(&f.filter, usize::MAX)
-                    .map(|(_, bare)| bare)
-                    .unwrap_or_else(|_| f.filter.clone());
-                if !a.may_subscribe(who, &bare) {
+                if !a.may_subscribe(who, f.filter.filter()) {
                     metrics::acl_denied("subscribe");
-                    info!(client_id = %clip(&self.client_id), filter = %clip(&f.filter), "SUBSCRIBE refused by the ACL");
+                    info!(client_id = %clip(&self.client_id), filter = %clip(f.filter.as_str()), "SUBSCRIBE refused by the ACL");
                     reasons.push(ReasonCode::NotAuthorized);
                     continue;
                 }
@@ -303,14 +300,14 @@ impl Connection {
             .iter()
             // Malformed filters never get here: the decoder closes the connection for them.
             .map(|f| {
-                if self.state.unsubscribe(&mut self.client.session, f) {
+                if self.state.unsubscribe(&mut self.client.session, f.as_str()) {
                     ReasonCode::Success
                 } else {
                     ReasonCode::NoSubscriptionExisted
                 }
             })
             .collect();
-        let filters: Vec<&str> = u.filters.iter().map(String::as_str).collect();
+        let filters: Vec<&str> = u.filters.iter().map(TopicFilter::as_str).collect();
         let durable =
             self.state
                 .persist_subscriptions(&self.client.session, &self.client.mailbox, &filters);

@@ -243,12 +243,11 @@ fn connect_body(version: ProtocolVersion, r: &mut Reader) -> Result<Connect> {
 /// A topic filter of SUBSCRIBE or UNSUBSCRIBE that breaks the filter grammar is a malformed
 /// packet ([MQTT-4.7.1-1], [MQTT-4.7.3-1]; 3.1.1 [MQTT-4.8.0-1]); a bad `$share/` form a
 /// protocol error ([MQTT-4.8.2-1], [MQTT-4.8.2-2]). Level limits are the broker's, checked later.
-fn check_filter(filter: &str) -> Result<()> {
-    match crate::topic::split_subscription(filter, usize::MAX) {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_share_syntax() => Err(DecodeError::Protocol(e.rule())),
-        Err(e) => Err(DecodeError::Malformed(e.rule())),
-    }
+fn filter(r: &mut Reader) -> Result<TopicFilter> {
+    TopicFilter::parse(&r.string()?).map_err(|e| match e.is_share_syntax() {
+        true => DecodeError::Protocol(e.rule()),
+        false => DecodeError::Malformed(e.rule()),
+    })
 }
 
 /// Decodes one complete frame a client sent after its CONNECT.
@@ -324,8 +323,7 @@ fn decode_subscribe(v5: bool, header: FixedHeader, bytes: Bytes, mut r: Reader) 
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
-        let filter = r.string()?;
-        check_filter(&filter)?;
+        let filter = filter(&mut r)?;
         let options = subscription_options(v5, r.u8()?)?;
         filters.push(SubscribeFilter { filter, options });
     }
@@ -365,9 +363,7 @@ fn decode_unsubscribe(
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
-        let filter = r.string()?;
-        check_filter(&filter)?;
-        filters.push(filter);
+        filters.push(filter(&mut r)?);
     }
     if filters.is_empty() {
         return Err(DecodeError::Protocol(

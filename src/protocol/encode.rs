@@ -145,7 +145,7 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) -> 
                 p.finish(&mut b);
             }
             for f in &u.filters {
-                put_binary(&mut b, f.as_bytes())?;
+                put_binary(&mut b, f.as_str().as_bytes())?;
             }
             0xA2
         }
@@ -362,7 +362,7 @@ fn subscribe(s: &Subscribe, v5: bool, b: &mut BytesMut) -> Result<()> {
         p.finish(b);
     }
     for f in &s.filters {
-        put_binary(b, f.filter.as_bytes())?;
+        put_binary(b, f.filter.as_str().as_bytes())?;
         let o = &f.options;
         let mut byte = o.qos as u8;
         if v5 {

@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 
+pub use crate::topic::TopicFilter;
+
 /// The protocol level negotiated in CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtocolVersion {
@@ -251,12 +253,12 @@ pub struct SubscriptionOptions {
     pub retain_handling: RetainHandling,
 }
 
-/// One filter of a SUBSCRIBE. The filter string is UTF-8 checked but not yet validated as a
-/// topic filter: that is `topic`'s job, so that a v5 server can answer 0x8F per filter.
+/// One filter of a SUBSCRIBE: valid by the filter rules (a filter that breaks them makes the
+/// packet malformed); whether the broker takes it (its level limit, the ACL) is the broker's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeFilter {
-    /// Topic filter as sent.
-    pub filter: String,
+    /// Topic filter as sent, parsed once.
+    pub filter: TopicFilter,
     /// Options.
     pub options: SubscriptionOptions,
 }
@@ -290,8 +292,8 @@ pub struct SubAck {
 pub struct Unsubscribe {
     /// Packet identifier.
     pub pkid: u16,
-    /// At least one filter.
-    pub filters: Vec<String>,
+    /// At least one filter, each valid by the filter rules.
+    pub filters: Vec<TopicFilter>,
     /// User Properties.
     pub user_properties: UserProperties,
 }

@@ -25,6 +25,7 @@ pub use gate::Gate;
 pub use message::{Delivery, Message, Seq, SharedTag};
 
 use crate::protocol::{PacketId, SubscriptionOptions};
+use crate::topic::TopicFilter;
 use outbound::Inflight;
 
 /// Outbound QoS 1/2 flows in progress across every session (for the metrics): kept by each
@@ -56,7 +57,7 @@ pub struct Session {
     pub expiry_interval: u32,
     /// Ordered maps, not hash maps: they cost nothing while empty, and most sessions hold a few
     /// entries at most (memory per idle client).
-    subscriptions: BTreeMap<String, Subscription>,
+    subscriptions: BTreeMap<TopicFilter, Subscription>,
     inflight: VecDeque<Inflight>,
     window: u16,
     next_pkid: PacketId,
@@ -89,18 +90,18 @@ impl Session {
     }
 
     /// Subscriptions, keyed by the filter as sent (with any `$share/` prefix).
-    pub fn subscriptions(&self) -> &BTreeMap<String, Subscription> {
+    pub fn subscriptions(&self) -> &BTreeMap<TopicFilter, Subscription> {
         &self.subscriptions
     }
 
     /// Records a subscription; true if it replaced an existing one.
-    pub fn subscribe(&mut self, filter: String, sub: Subscription) -> bool {
+    pub fn subscribe(&mut self, filter: TopicFilter, sub: Subscription) -> bool {
         self.subscriptions.insert(filter, sub).is_some()
     }
 
-    /// Removes a subscription; true if it existed.
-    pub fn unsubscribe(&mut self, filter: &str) -> bool {
-        self.subscriptions.remove(filter).is_some()
+    /// Removes the subscription to `filter` (as sent); the filter, if it existed.
+    pub fn unsubscribe(&mut self, filter: &str) -> Option<TopicFilter> {
+        self.subscriptions.remove_entry(filter).map(|(f, _)| f)
     }
 }
 

@@ -69,6 +69,27 @@ impl PartialEq for TopicFilter {
 
 impl Eq for TopicFilter {}
 
+impl PartialEq<str> for TopicFilter {
+    fn eq(&self, other: &str) -> bool {
+        *self.raw == *other
+    }
+}
+
+impl PartialEq<&str> for TopicFilter {
+    fn eq(&self, other: &&str) -> bool {
+        *self.raw == **other
+    }
+}
+
+/// Tests only: a filter literal (panics if it is not valid).
+#[cfg(test)]
+impl From<&str> for TopicFilter {
+    fn from(s: &str) -> TopicFilter {
+        #[allow(clippy::unwrap_used)]
+        TopicFilter::parse(s).unwrap()
+    }
+}
+
 impl PartialOrd for TopicFilter {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))

@@ -1,5 +1,5 @@
 //! Validation of topic names, topic filters and `$share/{ShareName}/{filter}` subscriptions.
-//! Pure string checks; allocates only for the strings `parse_subscription` returns.
+//! Pure string checks, allocating nothing.
 //! Whether `$share/` is special (MQTT 5) or an ordinary filter (3.1.1) is the caller's choice.
 
 use super::TopicError;
@@ -56,20 +56,12 @@ pub fn validate_topic_filter(s: &str, max_levels: usize) -> Result<(), TopicErro
     Ok(())
 }
 
-/// Splits a subscription into its optional ShareName and its topic filter, validating both.
+/// Splits a subscription into its optional ShareName and its topic filter, validating both
+/// (the filter with at most `max_levels` levels); both borrow from `s`.
 ///
 /// `$share/{ShareName}/{filter}` yields `(Some(ShareName), filter)`; the ShareName must be
 /// non-empty and free of `/`, `+` and `#`, and the filter must be present and valid. Anything
 /// else (including `$share` alone or `$sharex/...`) is an ordinary filter and yields `(None, s)`.
-pub fn parse_subscription(
-    s: &str,
-    max_levels: usize,
-) -> Result<(Option<String>, String), TopicError> {
-    let (share, filter) = split_subscription(s, max_levels)?;
-    Ok((share.map(str::to_owned), filter.to_owned()))
-}
-
-/// [`parse_subscription`] without allocating: the ShareName and filter borrow from `s`.
 pub fn split_subscription(s: &str, max_levels: usize) -> Result<(Option<&str>, &str), TopicError> {
     let Some(rest) = s.strip_prefix(SHARE_PREFIX) else {
         validate_topic_filter(s, max_levels)?;
@@ -111,7 +103,7 @@ mod tests {
     fn empty_name_and_filter_are_rejected() {
         assert_eq!(validate_topic_name("", MAX), Err(TopicError::Empty));
         assert_eq!(validate_topic_filter("", MAX), Err(TopicError::Empty));
-        assert_eq!(parse_subscription("", MAX), Err(TopicError::Empty));
+        assert_eq!(split_subscription("", MAX), Err(TopicError::Empty));
     }
 
     /// [MQTT-4.7.3-3]
@@ -141,7 +133,7 @@ mod tests {
             Err(TopicError::NullCharacter)
         );
         assert_eq!(
-            parse_subscription("$share/g\0/t", MAX),
+            split_subscription("$share/g\0/t", MAX),
             Err(TopicError::NullCharacter)
         );
     }
@@ -179,7 +171,7 @@ mod tests {
             Err(TopicError::TooManyLevels { levels: 4, max: 3 })
         );
         assert_eq!(
-            parse_subscription("$share/g/a/b/c/d", 3),
+            split_subscription("$share/g/a/b/c/d", 3),
             Err(TopicError::TooManyLevels { levels: 4, max: 3 })
         );
     }
@@ -218,16 +210,16 @@ mod tests {
     #[test]
     fn shared_subscription_is_split_into_name_and_filter() {
         assert_eq!(
-            parse_subscription("$share/g/a/+/#", MAX).unwrap(),
-            (Some("g".to_owned()), "a/+/#".to_owned())
+            split_subscription("$share/g/a/+/#", MAX).unwrap(),
+            (Some("g"), "a/+/#")
         );
         assert_eq!(
-            parse_subscription("$share/group/#", MAX).unwrap(),
-            (Some("group".to_owned()), "#".to_owned())
+            split_subscription("$share/group/#", MAX).unwrap(),
+            (Some("group"), "#")
         );
         assert_eq!(
-            parse_subscription("$share/g//", MAX).unwrap(),
-            (Some("g".to_owned()), "/".to_owned())
+            split_subscription("$share/g//", MAX).unwrap(),
+            (Some("g"), "/")
         );
     }
 
@@ -235,11 +227,11 @@ mod tests {
     #[test]
     fn shared_subscription_with_empty_share_name_is_rejected() {
         assert_eq!(
-            parse_subscription("$share//t", MAX),
+            split_subscription("$share//t", MAX),
             Err(TopicError::EmptyShareName)
         );
         assert_eq!(
-            parse_subscription("$share/", MAX),
+            split_subscription("$share/", MAX),
             Err(TopicError::EmptyShareName)
         );
     }
@@ -248,27 +240,27 @@ mod tests {
     #[test]
     fn shared_subscription_needs_valid_share_name_and_filter() {
         assert_eq!(
-            parse_subscription("$share/g", MAX),
+            split_subscription("$share/g", MAX),
             Err(TopicError::MissingShareFilter)
         );
         assert_eq!(
-            parse_subscription("$share/g/", MAX),
+            split_subscription("$share/g/", MAX),
             Err(TopicError::MissingShareFilter)
         );
         assert_eq!(
-            parse_subscription("$share/g+/t", MAX),
+            split_subscription("$share/g+/t", MAX),
             Err(TopicError::InvalidShareName)
         );
         assert_eq!(
-            parse_subscription("$share/#/t", MAX),
+            split_subscription("$share/#/t", MAX),
             Err(TopicError::InvalidShareName)
         );
         assert_eq!(
-            parse_subscription("$share/g/a/#/b", MAX),
+            split_subscription("$share/g/a/#/b", MAX),
             Err(TopicError::MultiLevelWildcardNotLast)
         );
         assert_eq!(
-            parse_subscription("$share/g/a+", MAX),
+            split_subscription("$share/g/a+", MAX),
             Err(TopicError::SingleLevelWildcardNotWholeLevel)
         );
     }
@@ -277,13 +269,10 @@ mod tests {
     #[test]
     fn share_lookalikes_are_ordinary_filters() {
         for filter in ["$share", "$sharex/g/t", "$SHARE/g/t", "a/$share/g/t"] {
-            assert_eq!(
-                parse_subscription(filter, MAX).unwrap(),
-                (None, filter.to_owned())
-            );
+            assert_eq!(split_subscription(filter, MAX).unwrap(), (None, filter));
         }
         assert_eq!(
-            parse_subscription("a/b+", MAX),
+            split_subscription("a/b+", MAX),
             Err(TopicError::SingleLevelWildcardNotWholeLevel)
         );
     }

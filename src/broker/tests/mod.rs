@@ -295,7 +295,7 @@ async fn ended_session_releases_its_stored_messages() {
         let r = state.subscribe(
             &mut attached.session,
             &attached.mailbox,
-            "t/#",
+            &"t/#".into(),
             opts,
             None,
             false,

@@ -37,7 +37,7 @@ fn subscribe(
         qos,
         ..SubscriptionOptions::default()
     };
-    match state.subscribe(session, m, filter, options, Some(7), true) {
+    match state.subscribe(session, m, &filter.into(), options, Some(7), true) {
         SubscribeResult::Granted(_, Some(s)) => s,
         other => panic!("expected retained messages: {other:?}"),
     }
@@ -180,7 +180,7 @@ fn no_match_no_stream() {
     let (mut session, m) = client(10);
     let options = SubscriptionOptions::default();
     for filter in ["b/#", "a/2", "a/1/+"] {
-        let r = state.subscribe(&mut session, &m, filter, options, None, true);
+        let r = state.subscribe(&mut session, &m, &filter.into(), options, None, true);
         assert!(matches!(r, SubscribeResult::Granted(_, None)), "{filter}");
     }
 }

@@ -207,7 +207,7 @@ fn subscribe(version: ProtocolVersion) -> impl Strategy<Value = Subscribe> {
         ],
     )
         .prop_map(move |(filter, qos, nl, rap, rh)| SubscribeFilter {
-            filter,
+            filter: TopicFilter::parse(&filter).unwrap(),
             options: SubscriptionOptions {
                 qos,
                 no_local: nl && v5,
@@ -246,7 +246,7 @@ fn client_packet(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         1 => (1u16.., proptest::collection::vec(topic_filter(), 1..4), user_properties())
             .prop_map(move |(pkid, filters, user)| Packet::Unsubscribe(Unsubscribe {
                 pkid,
-                filters,
+                filters: filters.iter().map(|f: &String| TopicFilter::parse(f).unwrap()).collect(),
                 user_properties: if v5 { user } else { Vec::new() },
             })),
         1 => Just(Packet::PingReq),
