@@ -12,20 +12,24 @@
 #       counted, and duplicates (QoS 1 allows them).
 # Prints medians of 3 and Tern/Mosquitto ratios (>= 1.0: Tern better); exits non-zero if Tern
 # lost a message. Writes benches/results/bridge-latest.txt.
-#   benches/bridge.sh [--quick] [--persistence]
+#   benches/bridge.sh [--quick] [--persistence] [--baseline TERN_BINARY]
 # --persistence: both edges keep their state on disk (Tern: [persistence], durability fsync, so
 # every message is on disk before the edge acknowledges it; Mosquitto: persistence true, which
-# saves snapshots, not every message).
+# saves snapshots, not every message). --baseline: the other edge is a Tern edge running that
+# binary (e.g. one built from an earlier commit), not Mosquitto: before/after in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QUICK=0; PERSIST=0
-for a in "$@"; do
-  case "$a" in
+QUICK=0; PERSIST=0; BASELINE=
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) QUICK=1 ;;
     --persistence) PERSIST=1 ;;
-    *) echo "unknown option $a" >&2; exit 2 ;;
+    --baseline) BASELINE=$(realpath "$2"); shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
   esac
+  shift
 done
+OTHER=${BASELINE:+baseline}; OTHER=${OTHER:-mosquitto}
 REPS=3; [ "$QUICK" = 1 ] && REPS=1
 BACKLOG=$((QUICK ? 20000 : 100000))
 PER_PUB=$((QUICK ? 2000 : 10000))
@@ -74,7 +78,7 @@ TOML
 # QoS 1, queue large enough for the backlog; sets EDGE to its pid.
 start_edge() {
   local kind=$1 port=$2 cloud=$3
-  if [ "$kind" = tern ]; then
+  if [ "$kind" != mosquitto ]; then
     cat >"$WORK/edge.toml" <<TOML
 [http]
 enabled = false
@@ -95,7 +99,9 @@ pattern = "#"
 direction = "out"
 qos = 1
 TOML
-    target/release/tern --config "$WORK/edge.toml" --bind 127.0.0.1 --port "$port" >/dev/null 2>&1 &
+    local bin=target/release/tern
+    [ "$kind" = baseline ] && bin=$BASELINE
+    "$bin" --config "$WORK/edge.toml" --bind 127.0.0.1 --port "$port" >/dev/null 2>&1 &
   else
     cat >"$WORK/edge.conf" <<CONF
 listener $port 127.0.0.1
@@ -174,21 +180,21 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
 : >"$WORK/t"; : >"$WORK/m"
 for _ in $(seq 1 "$REPS"); do
   one_run tern >>"$WORK/t"
-  one_run mosquitto >>"$WORK/m"
+  one_run "$OTHER" >>"$WORK/m"
 done
 col() { awk -v c="$2" '{print $c}' "$WORK/$1" | median; }
 sum() { awk -v c="$2" '{s+=$c} END {print s+0}' "$WORK/$1"; }
 OUT="$WORK/table.txt"
 {
-  echo "Bridge: Tern edge vs Mosquitto edge (both bridged to a Tern cloud), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores"
+  echo "Bridge: Tern edge vs ${BASELINE:-Mosquitto} edge (both bridged to a Tern cloud), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores"
   echo "command: benches/bridge.sh $*; medians of $REPS runs; edges' persistence: $([ "$PERSIST" = 1 ] && echo on || echo off); ratio >= 1.0 means Tern is better"
-  printf '%-28s %12s %12s %7s\n' metric tern mosquitto ratio
+  printf '%-28s %12s %12s %7s\n' metric tern "$OTHER" ratio
   printf '%-28s %12s %12s %7s\n' "QoS 1 edge->cloud msgs/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")"
   printf '%-28s %12s %12s %7s\n' "drain $BACKLOG queued (ms)" "$(col t 3)" "$(col m 3)" "$(ratio "$(col m 3)" "$(col t 3)")"
   printf '%-28s %12s %12s\n' "lost, all runs (a + b)" "$(( $(sum t 2) + $(sum t 4) ))" "$(( $(sum m 2) + $(sum m 4) ))"
   printf '%-28s %12s %12s\n' "drain duplicates, all runs" "$(sum t 5)" "$(sum m 5)"
   echo "per run (msgs/s lost_a drain_ms lost_b dup_b):"
-  paste -d'|' "$WORK/t" "$WORK/m" | awk -F'|' '{printf "  tern %-34s mosquitto %s\n", $1, $2}'
+  paste -d'|' "$WORK/t" "$WORK/m" | awk -F'|' -v other="$OTHER" '{printf "  tern %-34s %s %s\n", $1, other, $2}'
 } >"$OUT"
 cat "$OUT"
 mkdir -p benches/results

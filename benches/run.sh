@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the same scenarios against Tern and Mosquitto (Debian's package) in one run and prints
 # medians and Tern/Mosquitto ratios; ratio >= 1.0 always means Tern did better.
-#   benches/run.sh [--quick] [scenario ...]
+#   benches/run.sh [--quick] [--baseline TERN_BINARY] [scenario ...]
+# --baseline: the other broker is that Tern binary (e.g. one built from an earlier commit) with
+# the same settings, instead of Mosquitto: a before/after comparison in one run.
 # Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 latency idle subs tls-connects tls-pairs-qos0
 # (default: all). `subs`: one client subscribes to 50,000 topics; subscriptions/s and resident
 # bytes per subscription. The TLS ones use one certificate and key (from `tern gen-certs`) for both
@@ -10,13 +12,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=0
+BASELINE=
 SCENARIOS=()
-for a in "$@"; do
-  case "$a" in
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) QUICK=1 ;;
-    *) SCENARIOS+=("$a") ;;
+    --baseline) BASELINE=$(realpath "$2"); shift ;;
+    *) SCENARIOS+=("$1") ;;
   esac
+  shift
 done
+OTHER=${BASELINE:+baseline}; OTHER=${OTHER:-mosquitto}
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 latency idle subs tls-connects tls-pairs-qos0)
 REPS=3
 [ "$QUICK" = 1 ] && REPS=1
@@ -70,7 +76,12 @@ port = $TTLS
 cert = "$WORK/certs/server.pem"
 key = "$WORK/certs/server.key"
 CONF
-"$MOSQUITTO" -c "$WORK/mosquitto-tls.conf" &
+if [ -n "$BASELINE" ]; then
+  sed "s/^port = $TTLS/port = $MTLS/" "$WORK/tern.toml" >"$WORK/baseline.toml"
+  "$BASELINE" --config "$WORK/baseline.toml" --bind 127.0.0.1 --port "$MPORT" --http-port 0 --log warn 2>/dev/null &
+else
+  "$MOSQUITTO" -c "$WORK/mosquitto-tls.conf" &
+fi
 MPID=$!; PIDS+=("$MPID")
 TPORT=$(free_port)
 target/release/tern --config "$WORK/tern.toml" --bind 127.0.0.1 --port "$TPORT" --http-port 0 --log warn 2>"$WORK/tern.log" &
@@ -78,6 +89,15 @@ TPID=$!; PIDS+=("$TPID")
 wait_port "$MPORT"; wait_port "$TPORT"; wait_port "$MTLS"; wait_port "$TTLS"
 
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# The other broker (Mosquitto, or the baseline Tern), fresh, on port $1, in the background.
+start_other_fresh() {
+  if [ -n "$BASELINE" ]; then
+    "$BASELINE" --bind 127.0.0.1 --port "$1" --http-port 0 --log warn 2>/dev/null &
+  else
+    sed "s/^listener .*/listener $1 127.0.0.1/" "$WORK/mosquitto.conf" >"$WORK/fresh.conf"
+    "$MOSQUITTO" -c "$WORK/fresh.conf" &
+  fi
+}
 messages() {
   case "$1" in
     fan-in) echo $((QUICK ? 5000 : 20000)) ;;   # per publisher (8)
@@ -98,8 +118,7 @@ run_one() {
     if [ "$port" = "$TPORT" ]; then
       target/release/tern --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
     else
-      sed "s/^listener .*/listener $fport 127.0.0.1/" "$WORK/mosquitto.conf" >"$WORK/subs.conf"
-      "$MOSQUITTO" -c "$WORK/subs.conf" &
+      start_other_fresh "$fport"
     fi
     fresh=$!
     wait_port "$fport"
@@ -123,8 +142,7 @@ run_one() {
     if [ "$port" = "$TPORT" ]; then
       target/release/tern --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
     else
-      sed "s/^listener .*/listener $fport 127.0.0.1/" "$WORK/mosquitto.conf" >"$WORK/idle.conf"
-      "$MOSQUITTO" -c "$WORK/idle.conf" &
+      start_other_fresh "$fport"
     fi
     fresh=$!
     wait_port "$fport"
@@ -164,9 +182,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
 
 OUT="$WORK/table.txt"
 {
-  echo "Tern vs Mosquitto, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores"
+  echo "Tern vs ${BASELINE:-Mosquitto}, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores"
   echo "command: benches/run.sh $*; medians of $REPS runs ($((REPS + 2)) for latency, idle, subs and tls-connects, the noisiest); ratio >= 1.0 means Tern is better"
-  printf '%-15s %-18s %12s %12s %7s\n' scenario metric tern mosquitto ratio
+  printf '%-15s %-18s %12s %12s %7s\n' scenario metric tern "$OTHER" ratio
 } >"$OUT"
 LOSS=0
 for s in "${SCENARIOS[@]}"; do
@@ -198,7 +216,7 @@ for s in "${SCENARIOS[@]}"; do
     printf '%-15s %-18s %12s %12s %7s\n' "$s" "p50 latency (us)" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
     printf '%-15s %-18s %12s %12s %7s\n' "$s" "p99 latency (us)" "$(col t 3)" "$(col m 3)" "$(ratio "$(col m 3)" "$(col t 3)")" >>"$OUT"
   fi
-  [ "$lost" = 0 ] || echo "$s: messages lost or duplicated: tern $lost_t, mosquitto $lost_m" >>"$OUT"
+  [ "$lost" = 0 ] || echo "$s: messages lost or duplicated: tern $lost_t, $OTHER $lost_m" >>"$OUT"
 done
 echo "messages lost or duplicated, all scenarios: $LOSS" >>"$OUT"
 cat "$OUT"
