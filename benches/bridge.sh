@@ -10,6 +10,10 @@
 #       received them all (its tern_messages_received_total, scraped every 2 ms); a persistent
 #       subscriber session on the cloud, offline meanwhile, then collects them: missing ones are
 #       counted, and duplicates (QoS 1 allows them).
+#   (c) the other way: 8 publishers send QoS 1 messages to the cloud, one QoS 1 subscriber on
+#       the edge, with a persistent session (so with --persistence the edge stores each message
+#       before acknowledging it to the cloud), receives them through the bridge's `in` rule
+#       (bench/#); msgs/s, loss counted.
 # Prints medians of 3 and Tern/Mosquitto ratios (>= 1.0: Tern better); exits non-zero if Tern
 # lost a message. Writes benches/results/bridge-latest.txt.
 #   benches/bridge.sh [--quick] [--persistence] [--baseline TERN_BINARY]
@@ -19,6 +23,7 @@
 # binary (e.g. one built from an earlier commit), not Mosquitto: before/after in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ARGS="$*"
 QUICK=0; PERSIST=0; BASELINE=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -98,6 +103,10 @@ reconnect_max_ms = 1000
 pattern = "#"
 direction = "out"
 qos = 1
+[[bridge.topics]]
+pattern = "bench/#"
+direction = "in"
+qos = 1
 TOML
     local bin=target/release/tern
     [ "$kind" = baseline ] && bin=$BASELINE
@@ -113,6 +122,7 @@ set_tcp_nodelay true
 max_queued_messages 200000
 connection cloud
 address 127.0.0.1:$cloud
+topic bench/# in 1
 topic # out 1
 cleansession false
 restart_timeout 1
@@ -131,7 +141,7 @@ wait_bridged() {
   echo "bridge on $1 not connected" >&2; return 1
 }
 
-# one_run KIND: prints "msgs_per_s lost_a drain_ms lost_b dup_b".
+# one_run KIND: prints "msgs_per_s lost_a drain_ms lost_b dup_b in_msgs_per_s lost_c".
 one_run() {
   local kind=$1 cport eport cloud edge line
   cport=$(free_port); eport=$(free_port)
@@ -144,6 +154,16 @@ one_run() {
     rate=$(echo "$line" | field msgs_per_s); lost_a=$(( $(echo "$line" | field lost) + 0 ))
   else
     rate=0; lost_a=$((PER_PUB * 8))
+  fi
+  # (c) the other way: 8 publishers on the cloud, one persistent subscriber on the edge,
+  # through the bridge's `in` rule (the edge acknowledges each message to the cloud once it is
+  # stored for that subscriber).
+  line=$(target/release/tern-bench --port "$cport" --sub-port "$eport" --scenario fan-in-qos1 --persistent-subscribers --messages "$PER_PUB" 2>&1 | grep RESULT || true)
+  local in_rate lost_c
+  if [ -n "$line" ]; then
+    in_rate=$(echo "$line" | field msgs_per_s); lost_c=$(( $(echo "$line" | field lost) + 0 ))
+  else
+    in_rate=0; lost_c=$((PER_PUB * 8))
   fi
   # (b) backlog: a persistent subscriber session on the cloud, offline (what arrives queues for
   # it there); the cloud frozen; the backlog published to the edge; the cloud thawed and timed
@@ -172,7 +192,7 @@ one_run() {
     lost_b=$BACKLOG; dup=0
   fi
   stop "$edge"; stop "$cloud"
-  echo "$rate $lost_a $(( (t1 - t0) / 1000000 )) $lost_b $dup"
+  echo "$rate $lost_a $(( (t1 - t0) / 1000000 )) $lost_b $dup $in_rate $lost_c"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
@@ -187,16 +207,17 @@ sum() { awk -v c="$2" '{s+=$c} END {print s+0}' "$WORK/$1"; }
 OUT="$WORK/table.txt"
 {
   echo "Bridge: Tern edge vs ${BASELINE:-Mosquitto} edge (both bridged to a Tern cloud), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores"
-  echo "command: benches/bridge.sh $*; medians of $REPS runs; edges' persistence: $([ "$PERSIST" = 1 ] && echo on || echo off); ratio >= 1.0 means Tern is better"
+  echo "command: benches/bridge.sh $ARGS; medians of $REPS runs; edges' persistence: $([ "$PERSIST" = 1 ] && echo on || echo off); ratio >= 1.0 means Tern is better"
   printf '%-28s %12s %12s %7s\n' metric tern "$OTHER" ratio
   printf '%-28s %12s %12s %7s\n' "QoS 1 edge->cloud msgs/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")"
+  printf '%-28s %12s %12s %7s\n' "QoS 1 cloud->edge msgs/s" "$(col t 6)" "$(col m 6)" "$(ratio "$(col t 6)" "$(col m 6)")"
   printf '%-28s %12s %12s %7s\n' "drain $BACKLOG queued (ms)" "$(col t 3)" "$(col m 3)" "$(ratio "$(col m 3)" "$(col t 3)")"
-  printf '%-28s %12s %12s\n' "lost, all runs (a + b)" "$(( $(sum t 2) + $(sum t 4) ))" "$(( $(sum m 2) + $(sum m 4) ))"
+  printf '%-28s %12s %12s\n' "lost, all runs (a + b + c)" "$(( $(sum t 2) + $(sum t 4) + $(sum t 7) ))" "$(( $(sum m 2) + $(sum m 4) + $(sum m 7) ))"
   printf '%-28s %12s %12s\n' "drain duplicates, all runs" "$(sum t 5)" "$(sum m 5)"
-  echo "per run (msgs/s lost_a drain_ms lost_b dup_b):"
+  echo "per run (msgs/s lost_a drain_ms lost_b dup_b in_msgs/s lost_c):"
   paste -d'|' "$WORK/t" "$WORK/m" | awk -F'|' -v other="$OTHER" '{printf "  tern %-34s %s %s\n", $1, other, $2}'
 } >"$OUT"
 cat "$OUT"
 mkdir -p benches/results
 cp "$OUT" benches/results/bridge-latest.txt
-[ "$(( $(sum t 2) + $(sum t 4) ))" = 0 ]
+[ "$(( $(sum t 2) + $(sum t 4) + $(sum t 7) ))" = 0 ]

@@ -10,6 +10,7 @@
 # brokers, TLS 1.3 as both negotiate it, and full handshakes (the client never resumes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ARGS="$*"
 
 QUICK=0
 BASELINE=
@@ -183,7 +184,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
 OUT="$WORK/table.txt"
 {
   echo "Tern vs ${BASELINE:-Mosquitto}, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores"
-  echo "command: benches/run.sh $*; medians of $REPS runs ($((REPS + 2)) for latency, idle, subs and tls-connects, the noisiest); ratio >= 1.0 means Tern is better"
+  echo "command: benches/run.sh $ARGS; medians of $REPS runs ($((REPS + 2)) for latency, idle, subs and tls-connects, the noisiest); ratio >= 1.0 means Tern is better"
   printf '%-15s %-18s %12s %12s %7s\n' scenario metric tern "$OTHER" ratio
 } >"$OUT"
 LOSS=0

@@ -70,6 +70,10 @@ struct Args {
     /// `collect` with `--prefix`: subscribe the persistent session, then leave.
     #[arg(long)]
     subscribe_only: bool,
+    /// Throughput scenarios: subscribers with persistent sessions (clean session 0), so what
+    /// they are sent is stored with persistence on.
+    #[arg(long)]
+    persistent_subscribers: bool,
     /// Port of a Tern broker's HTTP listener (`await-received`).
     #[arg(long)]
     http_port: Option<u16>,
@@ -210,7 +214,9 @@ async fn subscribers(
     let mut tasks = Vec::new();
     for i in 0..n {
         let port = args.sub_port.unwrap_or(args.port);
-        let mut c = Client::connect(&args.host, port, &format!("{prefix}-sub-{i}")).await?;
+        let id = format!("{prefix}-sub-{i}");
+        let mut c =
+            Client::connect_with(&args.host, port, &id, !args.persistent_subscribers).await?;
         c.subscribe(&filter(i), qos).await?;
         let tally = Arc::clone(tally);
         let window = window(i);

@@ -33,6 +33,27 @@ pub enum Out {
     Dropped(&'static str),
 }
 
+impl Out {
+    /// What the writer is handed for effect `e`; `None` for a store operation (applied, not
+    /// written).
+    fn of(e: Effect) -> Option<Out> {
+        Some(match e {
+            Effect::Store(_) | Effect::Durable(_) => return None,
+            Effect::Dropped(why) => Out::Dropped(why),
+            Effect::Reply(r) => Out::Reply(r),
+            Effect::Publish {
+                pkid,
+                dup,
+                delivery,
+            } => Out::Publish {
+                pkid,
+                dup,
+                delivery,
+            },
+        })
+    }
+}
+
 /// One carrier's held packets (acknowledgements, PUBLISHes: each kind in its own order) and
 /// scratch space for the store operations of a batch of effects.
 #[derive(Debug, Default)]
@@ -74,6 +95,15 @@ impl Carrier {
         self.detached.clear();
         let barrier = state.apply_store(mailbox, client_id, &self.durable, true);
         self.durable.clear();
+        if after.is_none() && barrier.is_none() && self.is_empty() {
+            // Nothing to wait for and nothing held (the common case): straight to the writer.
+            for e in effects.drain(..) {
+                if let Some(out) = Out::of(e) {
+                    send(out);
+                }
+            }
+            return;
+        }
         let mut tickets = Tickets {
             has_after: after.is_some(),
             has_barrier: barrier.is_some(),
@@ -84,29 +114,15 @@ impl Carrier {
         };
         let mut past_barrier = false;
         for e in effects.drain(..) {
-            let out = match e {
-                Effect::Store(_) => continue,
-                Effect::Durable(_) => {
-                    past_barrier = true;
-                    continue;
+            past_barrier |= matches!(e, Effect::Durable(_));
+            match Out::of(e) {
+                Some(Out::Dropped(why)) => send(Out::Dropped(why)),
+                Some(out) => {
+                    let ticket = tickets.take(is_publish(&out), past_barrier);
+                    self.pass(ticket, out, send);
                 }
-                Effect::Dropped(why) => {
-                    send(Out::Dropped(why));
-                    continue;
-                }
-                Effect::Reply(r) => Out::Reply(r),
-                Effect::Publish {
-                    pkid,
-                    dup,
-                    delivery,
-                } => Out::Publish {
-                    pkid,
-                    dup,
-                    delivery,
-                },
-            };
-            let ticket = tickets.take(is_publish(&out), past_barrier);
-            self.pass(ticket, out, send);
+                None => {}
+            }
         }
     }
 
