@@ -1,7 +1,8 @@
 //! Group commit. Connections hand their batches to one storage thread; it takes everything
 //! queued (up to a cap, waiting a little for more if configured), applies it as one engine batch
 //! with one sync, then completes every waiting [`Ticket`]. Durable throughput comes from this,
-//! not from the engine (../shared/STORAGE.md: ×40-60 at 64 messages per sync).
+//! not from the engine: measured for our write pattern, 64 messages per sync gave 40-60 times
+//! the durable writes per second of one sync per message.
 //!
 //! Batches are applied in the order they were submitted, so tickets complete in order too.
 

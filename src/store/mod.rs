@@ -5,7 +5,7 @@
 //!
 //! Two engines share one contract (and one test suite, `tests.rs`): [`MemoryEngine`] (nothing
 //! survives the process; what persistence off means) and [`FjallEngine`] (fjall 3, an LSM tree in
-//! safe Rust, ../shared/STORAGE.md). Keys are laid out so that everything of one client is one
+//! safe Rust, chosen after measuring engines on our write pattern). Keys are laid out so that everything of one client is one
 //! prefix ([`client_key`]); values are opaque here. The store knows nothing of MQTT.
 
 mod committer;
