@@ -246,6 +246,10 @@ impl Connection {
     /// go now is encoded into the output buffer, the rest is held until the store has it.
     /// `after`: a store ticket every packet here waits for too.
     fn carry(&mut self, after: Option<Ticket>) {
+        if self.effects.is_empty() {
+            // Nothing to send (a QoS 0 message is not acknowledged): nothing waits for `after`.
+            return;
+        }
         self.through_carrier(|carrier, effects, ctx, send| {
             carrier.carry(ctx.state, ctx.mailbox, ctx.client_id, effects, after, send);
         });
@@ -270,7 +274,7 @@ impl Connection {
         &mut self,
         f: impl FnOnce(&mut Carrier, &mut Vec<Effect>, CarryCtx<'_>, &mut dyn FnMut(Out)) -> R,
     ) -> R {
-        let now = std::time::Instant::now();
+        let mut now = None;
         let mut counts = metrics::Counts::default();
         let client = &mut self.client;
         let (outbuf, unsendable) = (&mut self.io.outbuf, &mut self.unsendable);
@@ -281,7 +285,8 @@ impl Connection {
             client_id: &self.client_id,
         };
         let out = &mut client.out;
-        let mut send = |o: Out| write_out(out, mailbox, outbuf, unsendable, &mut counts, now, o);
+        let mut send =
+            |o: Out| write_out(out, mailbox, outbuf, unsendable, &mut counts, &mut now, o);
         let r = f(&mut self.carrier, &mut self.effects, ctx, &mut send);
         metrics::sent(&counts);
         r
@@ -593,7 +598,7 @@ fn write_out(
     outbuf: &mut bytes::BytesMut,
     unsendable: &mut bool,
     counts: &mut metrics::Counts,
-    now: std::time::Instant,
+    now: &mut Option<std::time::Instant>,
     o: Out,
 ) {
     match o {
@@ -609,6 +614,7 @@ fn write_out(
             dup,
             delivery,
         } => {
+            let now = *now.get_or_insert_with(std::time::Instant::now);
             if out.publish(outbuf, &delivery, pkid.map_or(0, PacketId::get), dup, now) {
                 counts.publish(delivery.qos as u8, !dup);
             }
