@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use super::retained::RetainedStream;
 use super::{BrokerState, Mailbox};
 use crate::protocol::{Packet, PacketId};
-use crate::session::{Delivery, Effect, Gate, Reply, StoreOp};
+use crate::session::{Delivery, Effect, Gate, Reply};
 use crate::store::{StoreError, Ticket};
 
 /// What a carrier's writer is handed, in order.
@@ -54,14 +54,11 @@ impl Out {
     }
 }
 
-/// One carrier's held packets (acknowledgements, PUBLISHes: each kind in its own order) and
-/// scratch space for the store operations of a batch of effects.
+/// One carrier's held packets (acknowledgements, PUBLISHes: each kind in its own order).
 #[derive(Debug, Default)]
 pub struct Carrier {
     replies: Gate<Out>,
     publishes: Gate<Out>,
-    detached: Vec<StoreOp>,
-    durable: Vec<StoreOp>,
 }
 
 /// Which gate an item goes through.
@@ -84,17 +81,18 @@ impl Carrier {
         after: Option<Ticket>,
         send: &mut dyn FnMut(Out),
     ) {
+        // Store operations come with a store write anyway: these lists cost an allocation only
+        // then.
+        let (mut detached, mut durable) = (Vec::new(), Vec::new());
         for e in effects.iter() {
             match e {
-                Effect::Store(op) => self.detached.push(*op),
-                Effect::Durable(op) => self.durable.push(*op),
+                Effect::Store(op) => detached.push(*op),
+                Effect::Durable(op) => durable.push(*op),
                 _ => {}
             }
         }
-        state.apply_store(mailbox, client_id, &self.detached, false);
-        self.detached.clear();
-        let barrier = state.apply_store(mailbox, client_id, &self.durable, true);
-        self.durable.clear();
+        state.apply_store(mailbox, client_id, &detached, false);
+        let barrier = state.apply_store(mailbox, client_id, &durable, true);
         if after.is_none() && barrier.is_none() && self.is_empty() {
             // Nothing to wait for and nothing held (the common case): straight to the writer.
             for e in effects.drain(..) {

@@ -69,7 +69,7 @@ impl Connection {
             // ignored, as Mosquitto does.
             AckOutcome::Unknown => {
                 metrics::unexpected_ack(packet_name, "unknown");
-                debug!(client_id = %clip(&self.client_id), pkid = pkid.get(), packet = packet_name, "acknowledgement for an unknown packet identifier");
+                debug!(client_id = %clip(self.client_id()), pkid = pkid.get(), packet = packet_name, "acknowledgement for an unknown packet identifier");
                 Ok(())
             }
             AckOutcome::WrongFlow => {
@@ -102,7 +102,7 @@ impl Connection {
         let limits = &self.state.config().limits;
         let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {
             metrics::limit_hit("max_topic_levels");
-            debug!(client_id = %clip(&self.client_id), topic = %clip(&p.topic), error = %e, "PUBLISH refused");
+            debug!(client_id = %clip(self.client_id()), topic = %clip(&p.topic), error = %e, "PUBLISH refused");
             if !self.client.version.is_v5() {
                 return Err(Violation::TopicNameRefused(e).into());
             }
@@ -112,7 +112,7 @@ impl Connection {
         } else if !self.may(&p.topic, Access::Write) {
             metrics::acl_denied("publish");
             if log_now() {
-                info!(client_id = %clip(&self.client_id), topic = %clip(&p.topic), "PUBLISH refused by the ACL (logged at most once a second)");
+                info!(client_id = %clip(self.client_id()), topic = %clip(&p.topic), "PUBLISH refused by the ACL (logged at most once a second)");
             }
             // v3.1.1 has no way to say so: acknowledged and dropped, as the spec requires
             // (a QoS 2 flow still runs to PUBCOMP).
@@ -178,11 +178,11 @@ impl Connection {
                 .client
                 .mailbox
                 .is_stored()
-                .then_some((&*self.client_id, id));
+                .then_some((&**self.client.session.client_id(), id));
         }
         let msg = Arc::new(Message::new(
             p,
-            Some(Arc::clone(&self.client_id)),
+            Some(Arc::clone(self.client_id())),
             std::time::Instant::now(),
         ));
         let Published { outcome, durable } = self.state.publish(msg, stored_qos2);
@@ -202,7 +202,7 @@ impl Connection {
     fn may(&self, topic: &str, access: Access) -> bool {
         match self.state.auth().authorizer() {
             None => true,
-            Some(a) => a.allows(&self.state.identity(&self.client_id), topic, access),
+            Some(a) => a.allows(&self.state.identity(self.client_id()), topic, access),
         }
     }
 
@@ -244,7 +244,7 @@ impl Connection {
         let authorizer = self.state.auth().authorizer();
         let identity = authorizer
             .as_ref()
-            .map(|_| self.state.identity(&self.client_id));
+            .map(|_| self.state.identity(self.client_id()));
         for f in &s.filters {
             let mut options = f.options;
             // No Local is not allowed on shared subscriptions [MQTT-3.8.3-4].
@@ -257,7 +257,7 @@ impl Connection {
                 // and filtered per message.
                 if !a.may_subscribe(who, f.filter.filter()) {
                     metrics::acl_denied("subscribe");
-                    info!(client_id = %clip(&self.client_id), filter = %clip(f.filter.as_str()), "SUBSCRIBE refused by the ACL");
+                    info!(client_id = %clip(self.client_id()), filter = %clip(f.filter.as_str()), "SUBSCRIBE refused by the ACL");
                     reasons.push(ReasonCode::NotAuthorized);
                     continue;
                 }

@@ -189,7 +189,6 @@ impl End {
 struct Connection {
     io: Io,
     state: Arc<BrokerState>,
-    client_id: Arc<str>,
     /// The next of: keep-alive deadline, time to go dormant. Reset lazily, when it fires.
     timer: Pin<Box<Sleep>>,
     /// Last time the connection read, wrote or took a delivery.
@@ -236,6 +235,11 @@ enum Stop {
 }
 
 impl Connection {
+    /// The client id (its session's).
+    fn client_id(&self) -> &Arc<str> {
+        self.client.session.client_id()
+    }
+
     /// Resends unacknowledged messages, in order, DUP set [MQTT-4.4.0-1].
     fn resend(&mut self) {
         self.client.session.resend(&mut self.effects);
@@ -282,7 +286,7 @@ impl Connection {
         let ctx = CarryCtx {
             state: &self.state,
             mailbox,
-            client_id: &self.client_id,
+            client_id: client.session.client_id(),
         };
         let out = &mut client.out;
         let mut send =
@@ -441,7 +445,6 @@ impl Connection {
                 state.config().limits.max_packet_size,
                 client.version,
             ),
-            client_id: Arc::clone(client.session.client_id()),
             state,
             timer: Box::pin(tokio::time::sleep_until(next)),
             last_activity: now,
@@ -472,7 +475,7 @@ impl Connection {
                 }
             };
             counts.packet(&packet);
-            tracing::trace!(client_id = %clip(&self.client_id), ?packet, "received");
+            tracing::trace!(client_id = %clip(self.client_id()), ?packet, "received");
             self.client.last_packet = Instant::now();
             self.handle_packet(packet)?;
         }
@@ -511,7 +514,8 @@ impl Connection {
 
     /// Sends the final DISCONNECT (v5), hands the session back and publishes the will if due.
     async fn finish(mut self: Box<Self>, end: End) {
-        let client_id = &self.client_id;
+        let client_id = Arc::clone(self.client_id());
+        let client_id = &client_id;
         match &end {
             End::Violation(v) if v.by_client() => {
                 metrics::protocol_violation(v.reason() as u8);
@@ -665,5 +669,14 @@ mod size_budget {
         // Held in an Arc (16 bytes of counts): 80 + 16 stays in jemalloc's 96-byte class,
         // where the spill pointer had already taken it.
         assert!(size_of::<crate::broker::Mailbox>() <= 80);
+    }
+
+    /// An awake connection's own record (boxed): the carrier's gates cost a pointer each
+    /// until something is held.
+    #[test]
+    fn awake_record_stays_small() {
+        assert_eq!(size_of::<crate::broker::Carrier>(), 16);
+        let n = size_of::<super::Connection>();
+        assert!(n <= 320, "{n}");
     }
 }

@@ -184,7 +184,6 @@ impl Connection {
         Some(Box::new(Connection {
             io,
             state,
-            client_id,
             timer,
             last_activity: now,
             carrier: crate::broker::Carrier::default(),

@@ -11,7 +11,10 @@ use crate::store::{StoreError, Ticket};
 /// Items held until store writes they depend on are durable, released in the order given.
 #[derive(Debug)]
 pub struct Gate<T> {
-    held: VecDeque<Held<T>>,
+    /// Boxed, and only while something is held: without persistence nothing ever is, and every
+    /// connection has two gates (memory per connection).
+    #[allow(clippy::box_collection)]
+    held: Option<Box<VecDeque<Held<T>>>>,
 }
 
 #[derive(Debug)]
@@ -23,9 +26,7 @@ struct Held<T> {
 
 impl<T> Default for Gate<T> {
     fn default() -> Self {
-        Gate {
-            held: VecDeque::new(),
-        }
+        Gate { held: None }
     }
 }
 
@@ -33,17 +34,22 @@ impl<T> Gate<T> {
     /// Passes `item` through at once (returned) when it waits for nothing and nothing is held;
     /// holds it otherwise.
     pub fn pass(&mut self, ticket: Option<Ticket>, item: T) -> Option<T> {
-        if ticket.is_none() && self.held.is_empty() {
+        if ticket.is_none() && self.held.is_none() {
             return Some(item);
         }
-        self.held.push_back(Held { ticket, item });
+        self.held
+            .get_or_insert_with(Box::default)
+            .push_back(Held { ticket, item });
         None
     }
 
     /// Hands every item that may go now to `send`, in order. A failed store write is returned
     /// (and the items behind it stay held): what depended on it must never go out.
     pub fn release(&mut self, mut send: impl FnMut(T)) -> Result<(), StoreError> {
-        while let Some(front) = self.held.front_mut() {
+        let Some(held) = &mut self.held else {
+            return Ok(());
+        };
+        while let Some(front) = held.front_mut() {
             if let Some(t) = &mut front.ticket {
                 match t.result() {
                     None => return Ok(()),
@@ -51,19 +57,17 @@ impl<T> Gate<T> {
                     Some(Ok(())) => {}
                 }
             }
-            if let Some(held) = self.held.pop_front() {
-                send(held.item);
+            if let Some(h) = held.pop_front() {
+                send(h.item);
             }
         }
-        if self.held.capacity() > 16 {
-            self.held = VecDeque::new();
-        }
+        self.held = None;
         Ok(())
     }
 
     /// Ready when the first held item may be released (or nothing is held: never ready then).
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.held.front_mut() {
+        match self.held.as_mut().and_then(|h| h.front_mut()) {
             None => Poll::Pending,
             Some(Held { ticket: None, .. }) => Poll::Ready(()),
             Some(Held {
@@ -74,6 +78,6 @@ impl<T> Gate<T> {
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.held.is_none()
     }
 }
