@@ -49,9 +49,17 @@ pub(super) async fn subscribe_locally(
             retain_as_published: true,
             retain_handling: RetainHandling::SendIfNew,
         };
-        if let crate::broker::SubscribeResult::Refused(code) =
-            state.subscribe(session, mailbox, &r.local_filter, options, None, true)
-        {
+        if let crate::broker::SubscribeResult::Refused(code) = state.subscribe(
+            session,
+            mailbox,
+            crate::broker::Wanted {
+                filter: &r.local_filter,
+                options,
+                id: None,
+                weight: None,
+            },
+            true,
+        ) {
             warn!(bridge = %cfg.name, filter = %r.local_filter.as_str(), ?code, "bridge cannot subscribe locally");
         }
     }

@@ -18,7 +18,7 @@
 //! many retained messages match, they cost one entry here and never count against the limit.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
@@ -247,6 +247,10 @@ const KICKED: u8 = 2;
 const STORED: u8 = 4;
 /// Deliveries were refused at the limit since the queue last drained (logged once per episode).
 const OVERFLOWED: u8 = 8;
+/// QoS 0 deliveries are queued while the client is offline (`session.queue_qos0_offline`).
+const QOS0_OFFLINE: u8 = 16;
+/// In [`Mailbox::inflight`]: the window is full.
+const WINDOW_FULL: u16 = 0x8000;
 
 /// One client's queue of pending deliveries.
 #[derive(Debug)]
@@ -258,7 +262,9 @@ pub struct Mailbox {
     limit: AtomicU32,
     /// [`ONLINE`], [`KICKED`], [`STORED`].
     flags: AtomicU8,
-    queue_qos0_offline: bool,
+    /// QoS 1/2 messages its connection has sent and not had acknowledged (as it last said):
+    /// what a shared-subscription group weighs members by (`least_inflight`).
+    inflight: AtomicU16,
 }
 
 impl Mailbox {
@@ -268,8 +274,8 @@ impl Mailbox {
             inner: Mutex::new(Inner::default()),
             signalled: AtomicBool::new(false),
             limit: AtomicU32::new(u32::try_from(limit).unwrap_or(u32::MAX)),
-            flags: AtomicU8::new(0),
-            queue_qos0_offline,
+            flags: AtomicU8::new(if queue_qos0_offline { QOS0_OFFLINE } else { 0 }),
+            inflight: AtomicU16::new(0),
         }
     }
 
@@ -298,6 +304,31 @@ impl Mailbox {
         self.limit.load(Ordering::Relaxed)
     }
 
+    fn queue_qos0_offline(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & QOS0_OFFLINE != 0
+    }
+
+    /// Records how many QoS 1/2 messages the client has in flight (unacknowledged), and whether
+    /// that fills its window.
+    pub fn set_inflight(&self, n: usize, full: bool) {
+        let n = u16::try_from(n)
+            .unwrap_or(WINDOW_FULL - 1)
+            .min(WINDOW_FULL - 1);
+        let full = if full { WINDOW_FULL } else { 0 };
+        self.inflight.store(n | full, Ordering::Relaxed);
+    }
+
+    /// Messages the client has in flight and queued: what it still has to work through.
+    pub fn load(&self) -> usize {
+        usize::from(self.inflight.load(Ordering::Relaxed) & !WINDOW_FULL) + self.len()
+    }
+
+    /// Whether the client's inflight window is full (as its connection last said): it takes
+    /// no more QoS 1/2 messages until it acknowledges some.
+    pub fn window_full(&self) -> bool {
+        self.inflight.load(Ordering::Relaxed) & WINDOW_FULL != 0
+    }
+
     /// Whether a connection is draining this mailbox.
     pub fn is_online(&self) -> bool {
         self.flags.load(Ordering::Acquire) & ONLINE != 0
@@ -324,7 +355,8 @@ impl Mailbox {
     /// acknowledged: QoS 1/2 to a stored session, and QoS 0 too while it is offline if QoS 0
     /// is queued for offline clients.
     pub fn stores(&self, qos: QoS) -> bool {
-        self.is_stored() && (qos != QoS::AtMostOnce || self.queue_qos0_offline && !self.is_online())
+        self.is_stored()
+            && (qos != QoS::AtMostOnce || self.queue_qos0_offline() && !self.is_online())
     }
 
     /// Marks the mailbox's session as stored or not.
@@ -370,7 +402,7 @@ impl Mailbox {
 
     /// Queues a delivery and wakes the connection.
     pub fn push(&self, delivery: Delivery) -> Result<(), DropReason> {
-        if delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline && !self.is_online() {
+        if delivery.qos == QoS::AtMostOnce && !self.queue_qos0_offline() && !self.is_online() {
             return Err(DropReason::Offline);
         }
         let bytes = payload_bytes(&delivery);

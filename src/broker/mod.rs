@@ -9,6 +9,7 @@ mod mailbox;
 mod registry;
 mod retained;
 mod router;
+mod shared;
 mod subscribe;
 mod wills;
 
@@ -23,8 +24,8 @@ pub use durable::{check as check_store, StoreReport};
 pub use mailbox::{Mailbox, Queued, Source, Streamed};
 pub use registry::{Attached, PendingWill};
 pub use retained::RetainedStream;
-pub use router::RouteOutcome;
-pub use subscribe::{Feed, SubscribeResult};
+pub use router::{RouteOutcome, Share};
+pub use subscribe::{Feed, SubscribeResult, Wanted};
 
 use registry::{Detached, Registry};
 use retained::Retained;
@@ -141,8 +142,10 @@ impl BrokerState {
             let Ok(filter) = TopicFilter::parse(&filter) else {
                 continue;
             };
+            // The weight a SUBSCRIBE gave is not stored: `[shared.weights]` or 1 until the
+            // client subscribes again.
             self.router.subscribe(
-                filter.share(),
+                self.share(&filter, &client_id, None),
                 filter.filter(),
                 Subscriber {
                     client_id: Arc::clone(&client_id),

@@ -1,7 +1,7 @@
 //! Matches each accepted message against the subscription trie and pushes one delivery into the
 //! mailbox of every matching session: once per client at the highest granted QoS with every
-//! matching Subscription Identifier, and once per shared-subscription group, round-robin among its
-//! connected members. It never touches a socket or a session.
+//! matching Subscription Identifier, and once per shared-subscription group, to the member its
+//! strategy picks (`shared`). It never touches a socket or a session.
 
 use crate::logged::clip;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +10,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::mailbox::{DropReason, Mailbox};
+use super::shared::{Group, Key};
+use crate::config::Strategy;
 use crate::protocol::{QoS, SubscriptionOptions};
 use crate::session::{Delivery, Message, Seq, SharedTag};
 use crate::topic::SubscriptionTrie;
@@ -27,34 +29,25 @@ pub struct Subscriber {
     pub id: Option<u32>,
 }
 
-#[derive(Debug)]
-struct Group {
-    tag: SharedTag,
-    members: Vec<Subscriber>,
-    next: AtomicUsize,
+/// How a member joins a shared-subscription group.
+#[derive(Debug, Clone, Copy)]
+pub struct Share<'a> {
+    /// The share name.
+    pub name: &'a str,
+    /// How the group picks (set when the group is made; its members do not change it).
+    pub strategy: Strategy,
+    /// The member's weight under `weighted` (1 to 1000).
+    pub weight: u32,
 }
 
-impl Group {
-    /// The next member round-robin, preferring connected ones, never `exclude`, only those
-    /// `may_read` allows.
-    fn pick(&self, exclude: Option<&str>, may_read: Option<ReadCheck<'_>>) -> Option<&Subscriber> {
-        let n = self.members.len();
-        if n == 0 {
-            return None;
+impl<'a> Share<'a> {
+    /// Group `name`, round robin, weight 1.
+    pub fn new(name: &'a str) -> Share<'a> {
+        Share {
+            name,
+            strategy: Strategy::RoundRobin,
+            weight: 1,
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let candidates = (0..n)
-            .map(|i| &self.members[(start + i) % n])
-            .filter(|m| Some(&*m.client_id) != exclude)
-            .filter(|m| may_read.is_none_or(|ok| ok(&m.client_id)));
-        let mut fallback = None;
-        for m in candidates {
-            if m.mailbox.is_online() {
-                return Some(m);
-            }
-            fallback.get_or_insert(m);
-        }
-        fallback
     }
 }
 
@@ -113,40 +106,43 @@ struct Target<'a> {
 impl Router {
     /// Adds or replaces a subscription; `share` is the group of a `$share/` subscription.
     /// Returns true if it replaced one.
-    pub fn subscribe(&self, share: Option<&str>, filter: &str, sub: Subscriber) -> bool {
+    pub fn subscribe(&self, share: Option<Share<'_>>, filter: &str, sub: Subscriber) -> bool {
         let mut trie = self.trie.write();
         let subs = trie.get_or_insert_with(filter, FilterSubs::default);
-        let list = match share {
-            None => &mut subs.direct,
-            Some(group) => {
-                let i = match subs.groups.iter().position(|g| &*g.tag.group == group) {
+        let replaced = match share {
+            None => match subs
+                .direct
+                .iter_mut()
+                .find(|s| s.client_id == sub.client_id)
+            {
+                Some(existing) => {
+                    *existing = sub;
+                    true
+                }
+                None => {
+                    subs.direct.push(sub);
+                    false
+                }
+            },
+            Some(share) => {
+                let i = match subs.groups.iter().position(|g| &*g.tag.group == share.name) {
                     Some(i) => i,
                     None => {
-                        subs.groups.push(Group {
-                            tag: SharedTag {
-                                group: group.into(),
-                                filter: filter.into(),
-                            },
-                            members: Vec::new(),
-                            next: AtomicUsize::new(0),
-                        });
+                        let tag = SharedTag {
+                            group: share.name.into(),
+                            filter: filter.into(),
+                        };
+                        subs.groups.push(Group::new(tag, share.strategy));
                         subs.groups.len() - 1
                     }
                 };
-                &mut subs.groups[i].members
+                subs.groups[i].upsert(sub, share.weight)
             }
         };
-        match list.iter_mut().find(|s| s.client_id == sub.client_id) {
-            Some(existing) => {
-                *existing = sub;
-                true
-            }
-            None => {
-                list.push(sub);
-                self.count.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+        if !replaced {
+            self.count.fetch_add(1, Ordering::Relaxed);
         }
+        replaced
     }
 
     /// Number of subscriptions.
@@ -158,20 +154,19 @@ impl Router {
     pub fn unsubscribe(&self, share: Option<&str>, filter: &str, client_id: &str) -> bool {
         let mut found = false;
         self.trie.write().remove_if(filter, |subs| {
-            let list = match share {
-                None => Some(&mut subs.direct),
+            found = match share {
+                None => {
+                    let before = subs.direct.len();
+                    subs.direct.retain(|s| &*s.client_id != client_id);
+                    subs.direct.len() != before
+                }
                 Some(group) => subs
                     .groups
                     .iter_mut()
                     .find(|g| &*g.tag.group == group)
-                    .map(|g| &mut g.members),
+                    .is_some_and(|g| g.remove(client_id)),
             };
-            if let Some(list) = list {
-                let before = list.len();
-                list.retain(|s| &*s.client_id != client_id);
-                found = list.len() != before;
-            }
-            subs.groups.retain(|g| !g.members.is_empty());
+            subs.groups.retain(|g| !g.is_empty());
             subs.is_empty()
         });
         if found {
@@ -210,8 +205,12 @@ impl Router {
                     shared: None,
                 });
             }
+            let key = Key {
+                publisher,
+                topic: msg.topic(),
+            };
             for g in &subs.groups {
-                if let Some(s) = g.pick(None, may_read) {
+                if let Some(s) = g.pick(key, None, may_read) {
                     targets.push(Target {
                         sub: s,
                         qos: msg.qos().min(s.options.qos),
@@ -232,6 +231,7 @@ impl Router {
                 sub_ids: t.sub_ids,
                 shared: t.shared,
                 seq: None,
+                dup: false,
             };
             let record = match recorder.as_deref_mut() {
                 Some(r) if t.sub.mailbox.stores(delivery.qos) => {
@@ -285,7 +285,13 @@ impl Router {
         let member = trie
             .get(&tag.filter)
             .and_then(|subs| subs.groups.iter().find(|g| g.tag.group == tag.group))
-            .and_then(|g| g.pick(Some(exclude), may_read));
+            .and_then(|g| {
+                let key = Key {
+                    publisher: delivery.msg.publisher.as_deref(),
+                    topic: delivery.msg.topic(),
+                };
+                g.pick(key, Some(exclude), may_read)
+            });
         match member {
             Some(m) => {
                 let mut d = delivery;

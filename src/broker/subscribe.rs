@@ -9,13 +9,26 @@ use std::time::Instant;
 
 use super::mailbox::{Source, Streamed};
 use super::retained::{RetainedStream, Step};
-use super::router::Subscriber;
+use super::router::{Share, Subscriber};
 use super::{BrokerState, Mailbox};
 use crate::auth::Access;
 use crate::metrics;
 use crate::protocol::{QoS, ReasonCode, RetainHandling, SubscriptionOptions};
 use crate::session::{Delivery, Session, Subscription};
 use crate::topic::TopicFilter;
+
+/// One filter of a SUBSCRIBE, as the broker is asked to record it.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    /// The filter.
+    pub filter: &'a TopicFilter,
+    /// Its options.
+    pub options: SubscriptionOptions,
+    /// The SUBSCRIBE's Subscription Identifier (v5).
+    pub id: Option<u32>,
+    /// The member's weight in a shared group (v5 User Property `weight`), if given.
+    pub weight: Option<u32>,
+}
 
 /// Result of one filter of a SUBSCRIBE.
 #[derive(Debug)]
@@ -55,11 +68,15 @@ impl BrokerState {
         &self,
         session: &mut Session,
         mailbox: &Arc<Mailbox>,
-        filter: &TopicFilter,
-        options: SubscriptionOptions,
-        id: Option<u32>,
+        wanted: Wanted<'_>,
         v5: bool,
     ) -> SubscribeResult {
+        let Wanted {
+            filter,
+            options,
+            id,
+            weight,
+        } = wanted;
         let config = self.config();
         let limits = &config.limits;
         let refused = |code| {
@@ -86,7 +103,7 @@ impl BrokerState {
         }
         session.subscribe(filter.clone(), Subscription { options, id });
         self.router.subscribe(
-            share,
+            self.share(filter, session.client_id(), weight),
             plain,
             Subscriber {
                 client_id: Arc::clone(session.client_id()),
@@ -112,6 +129,24 @@ impl BrokerState {
             QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
         };
         SubscribeResult::Granted(granted, retained)
+    }
+
+    /// How a client joins the group of shared subscription `filter` (none for an ordinary
+    /// one): the group's strategy by its share name, the client's weight from its SUBSCRIBE,
+    /// else `[shared.weights]`, else 1.
+    pub(super) fn share<'a>(
+        &self,
+        filter: &'a TopicFilter,
+        client_id: &str,
+        weight: Option<u32>,
+    ) -> Option<Share<'a>> {
+        let name = filter.share()?;
+        let shared = &self.config().shared;
+        Some(Share {
+            name,
+            strategy: shared.strategy_of(name),
+            weight: weight.or_else(|| shared.weight_of(client_id)).unwrap_or(1),
+        })
     }
 
     /// Removes one subscription of `session`; false if it did not exist.
@@ -193,6 +228,7 @@ impl Source for Feed<'_> {
                     sub_ids: sub_id.into_iter().collect(),
                     shared: None,
                     seq: None,
+                    dup: false,
                 });
                 ControlFlow::Continue(())
             });

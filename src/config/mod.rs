@@ -12,8 +12,10 @@ use crate::store::Durability;
 
 mod bridge;
 mod listener;
+mod shared;
 pub use bridge::{BridgeConfig, Direction, TopicRule};
 pub use listener::{ExtraListener, IdentitySource, ListenerConfig, ListenerKind};
+pub use shared::{GroupConfig, SharedConfig, Strategy, WEIGHTS};
 
 /// Everything Tern can be told. Field names are the TOML keys; `config/tern.toml` documents each.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -41,6 +43,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[[bridge]]`: links to remote brokers.
     pub bridge: Vec<BridgeConfig>,
+    /// `[shared]`: how shared-subscription groups pick their members.
+    pub shared: SharedConfig,
 }
 
 /// `[auth]`: Mosquitto-compatible password and ACL files.
@@ -441,6 +445,9 @@ impl Config {
                     allowed,
                 });
             }
+        }
+        if let Some((key, allowed)) = self.shared.problem() {
+            return Err(invalid(key, allowed));
         }
         if !(1..=3_600).contains(&self.shutdown.grace_secs) {
             return Err(invalid("shutdown.grace_secs", "1 to 3600 seconds"));

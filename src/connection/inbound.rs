@@ -9,7 +9,7 @@ use tracing::{debug, info};
 
 use super::{Connection, End, Violation};
 use crate::auth::Access;
-use crate::broker::{Published, SubscribeResult};
+use crate::broker::{Published, SubscribeResult, Wanted};
 use crate::metrics;
 use crate::protocol::{
     AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, SubAck, Subscribe,
@@ -241,11 +241,27 @@ impl Connection {
         let v5 = self.client.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        let mut reason_string = None;
+        // A member's weight in a `weighted` group: the SUBSCRIBE's User Property `weight`.
+        let weight = match s.user_properties.iter().find(|(k, _)| k == "weight") {
+            None => Ok(None),
+            Some((_, v)) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|w| crate::config::WEIGHTS.contains(w))
+                .map(Some)
+                .ok_or(()),
+        };
         let authorizer = self.state.auth().authorizer();
         let identity = authorizer
             .as_ref()
             .map(|_| self.state.identity(self.client_id()));
         for f in &s.filters {
+            if f.filter.share().is_some() && weight.is_err() {
+                reasons.push(ReasonCode::ImplementationSpecificError);
+                reason_string = Some("weight must be an integer from 1 to 1000".to_string());
+                continue;
+            }
             let mut options = f.options;
             // No Local is not allowed on shared subscriptions [MQTT-3.8.3-4].
             if self.client.bridge && f.filter.share().is_none() {
@@ -262,14 +278,16 @@ impl Connection {
                     continue;
                 }
             }
-            match self.state.subscribe(
-                &mut self.client.session,
-                &self.client.mailbox,
-                &f.filter,
+            let wanted = Wanted {
+                filter: &f.filter,
                 options,
-                s.subscription_identifier,
-                v5,
-            ) {
+                id: s.subscription_identifier,
+                weight: weight.unwrap_or(None),
+            };
+            match self
+                .state
+                .subscribe(&mut self.client.session, &self.client.mailbox, wanted, v5)
+            {
                 SubscribeResult::Granted(code, stream) => {
                     reasons.push(code);
                     // Each retained message is checked against the ACL as it is sent.
@@ -286,7 +304,10 @@ impl Connection {
         let ack = Packet::SubAck(SubAck {
             pkid: s.pkid,
             reasons,
-            properties: AckProperties::default(),
+            properties: AckProperties {
+                reason_string,
+                ..AckProperties::default()
+            },
         });
         // Retained messages follow the SUBACK, which follows the stored subscription; they are
         // walked as the mailbox drains, in its order.

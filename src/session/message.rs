@@ -110,4 +110,7 @@ pub struct Delivery {
     pub shared: Option<SharedTag>,
     /// Its key in the subscriber's stored queue; `None` when not stored.
     pub seq: Option<Seq>,
+    /// Sent before, to this subscriber or (a shared subscription's message handed on when its
+    /// member left) to another: its first PUBLISH here carries DUP.
+    pub dup: bool,
 }

@@ -64,6 +64,7 @@ impl Session {
             let seq = d.seq;
             out.push(Effect::Publish {
                 pkid: None,
+                // DUP is for QoS 1/2 only [MQTT-3.3.1-2].
                 dup: false,
                 delivery: d,
             });
@@ -87,7 +88,7 @@ impl Session {
         INFLIGHT.fetch_add(1, Ordering::Relaxed);
         out.push(Effect::Publish {
             pkid: Some(pkid),
-            dup: false,
+            dup: d.dup,
             delivery: d,
         });
     }
@@ -289,14 +290,21 @@ impl Session {
         });
     }
 
-    /// Takes back inflight messages that came through a shared subscription and that the
-    /// receiver has not received for sure (QoS 1 unacknowledged, QoS 2 before PUBREC), so they
-    /// can go to another member of the group.
+    /// Takes back the QoS 1 messages in flight that came through a shared subscription and
+    /// were not acknowledged, so they can go to another member of the group (with DUP set). A
+    /// QoS 2 message stays: its delivery is completed to this session when its client is back,
+    /// and never sent to another [MQTT-4.8.2-4] [MQTT-4.8.2-5].
     pub fn take_shared_unreceived(&mut self) -> Vec<Delivery> {
         let mut taken = Vec::new();
         self.inflight.retain(|e| match &e.delivery {
-            Some(d) if d.shared.is_some() && e.state == OutState::Published => {
-                taken.push(d.clone());
+            Some(d)
+                if d.shared.is_some()
+                    && e.qos == QoS::AtLeastOnce
+                    && e.state == OutState::Published =>
+            {
+                let mut d = d.clone();
+                d.dup = true;
+                taken.push(d);
                 false
             }
             _ => true,

@@ -23,6 +23,7 @@ mod robustness;
 mod session;
 mod shared;
 mod shutdown;
+mod strategies;
 mod subscribe;
 mod support;
 mod takeover;

@@ -222,6 +222,7 @@ impl Options {
             sub_ids: self.sub_ids,
             shared: None,
             seq: Seq::new(seq),
+            dup: false,
         }
     }
 }

@@ -242,6 +242,7 @@ fn recover_log(
                     sub_ids: r.sub_ids,
                     shared: None,
                     seq: Seq::new(seq),
+                    dup: false,
                 },
             ));
         }

@@ -151,6 +151,7 @@ fn stored_messages_go_to_recipients_still_owed() {
         sub_ids: vec![3],
         shared: None,
         seq: None,
+        dup: false,
     };
     let log = |recipients: &[&str]| {
         let mut v = vec![LOG_RECORD_V1];
@@ -230,6 +231,7 @@ async fn acknowledgement_before_submit_releases_the_message() {
         sub_ids: Vec::new(),
         shared: None,
         seq: Seq::new(seq),
+        dup: false,
     };
     batch.record("fast", &d);
     durable.delivered("fast", seq);
@@ -286,6 +288,7 @@ async fn deferred_delivery_is_queued_by_number_and_read_back() {
         sub_ids: vec![42],
         shared: None,
         seq: Seq::new(seq),
+        dup: false,
     };
     let id: Arc<str> = "sleeper".into();
     batch.record(&id, &d);
@@ -339,6 +342,7 @@ async fn unsettled_records_are_readable_until_applied() {
         sub_ids: Vec::new(),
         shared: None,
         seq: Seq::new(seq),
+        dup: false,
     };
     batch.record("late", &d);
     batch.defer(&"late".into(), &mailbox);

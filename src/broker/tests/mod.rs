@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::mailbox::{DropReason, Mailbox, Source, Streamed};
 use super::retained::RetainedStream;
-use super::router::{Router, Subscriber};
+use super::router::{Router, Share, Subscriber};
 use crate::protocol::{Publish, PublishProperties, QoS, SubscriptionOptions};
 use crate::session::{Delivery, Message, Seq};
 
@@ -97,8 +97,16 @@ fn shared_group_round_robin() {
     let router = Router::default();
     let a = online_mailbox();
     let b = online_mailbox();
-    router.subscribe(Some("g"), "t", sub("a", &a, QoS::AtLeastOnce, None));
-    router.subscribe(Some("g"), "t", sub("b", &b, QoS::AtLeastOnce, None));
+    router.subscribe(
+        Some(Share::new("g")),
+        "t",
+        sub("a", &a, QoS::AtLeastOnce, None),
+    );
+    router.subscribe(
+        Some(Share::new("g")),
+        "t",
+        sub("b", &b, QoS::AtLeastOnce, None),
+    );
     for _ in 0..10 {
         router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None, None);
     }
@@ -121,8 +129,16 @@ fn redistribute_excludes_leaver() {
     let router = Router::default();
     let a = online_mailbox();
     let b = online_mailbox();
-    router.subscribe(Some("g"), "t", sub("a", &a, QoS::AtLeastOnce, None));
-    router.subscribe(Some("g"), "t", sub("b", &b, QoS::AtLeastOnce, None));
+    router.subscribe(
+        Some(Share::new("g")),
+        "t",
+        sub("a", &a, QoS::AtLeastOnce, None),
+    );
+    router.subscribe(
+        Some(Share::new("g")),
+        "t",
+        sub("b", &b, QoS::AtLeastOnce, None),
+    );
     router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None, None);
     let mut got = drain(&a);
     got.extend(drain(&b));
@@ -176,6 +192,7 @@ fn mailbox_bound_drops_qos0_first() {
         sub_ids: Vec::new(),
         shared: None,
         seq: None,
+        dup: false,
     };
     assert_eq!(m.push(d(QoS::AtMostOnce)), Err(DropReason::Offline));
     m.set_online(true);
@@ -209,6 +226,7 @@ fn mailbox_byte_bound() {
         sub_ids: Vec::new(),
         shared: None,
         seq: None,
+        dup: false,
     };
     let forty = &[b'x'; 40];
     m.push(d(QoS::AtMostOnce, forty)).expect("room");
@@ -229,6 +247,7 @@ fn mailbox_byte_bound() {
     let mut load = |seq: u64| {
         Some(Delivery {
             seq: Seq::new(seq),
+            dup: false,
             ..d(QoS::AtLeastOnce, b"")
         })
     };
@@ -266,6 +285,7 @@ fn drain_respects_window_and_order() {
             sub_ids: Vec::new(),
             shared: None,
             seq: None,
+            dup: false,
         })
         .expect("room");
     }
@@ -295,9 +315,12 @@ async fn ended_session_releases_its_stored_messages() {
         let r = state.subscribe(
             &mut attached.session,
             &attached.mailbox,
-            &"t/#".into(),
-            opts,
-            None,
+            super::Wanted {
+                filter: &"t/#".into(),
+                options: opts,
+                id: None,
+                weight: None,
+            },
             false,
         );
         assert!(matches!(r, super::SubscribeResult::Granted(..)));
@@ -334,8 +357,16 @@ fn read_check_filters_direct_and_shared_subscribers() {
     let router = Router::default();
     let (a, b, c) = (online_mailbox(), online_mailbox(), online_mailbox());
     router.subscribe(None, "t", sub("a", &a, QoS::AtMostOnce, None));
-    router.subscribe(Some("g"), "t", sub("b", &b, QoS::AtMostOnce, None));
-    router.subscribe(Some("g"), "t", sub("c", &c, QoS::AtMostOnce, None));
+    router.subscribe(
+        Some(Share::new("g")),
+        "t",
+        sub("b", &b, QoS::AtMostOnce, None),
+    );
+    router.subscribe(
+        Some(Share::new("g")),
+        "t",
+        sub("c", &c, QoS::AtMostOnce, None),
+    );
     let only_c = |id: &Arc<str>| &**id == "c";
     for _ in 0..4 {
         router.route(

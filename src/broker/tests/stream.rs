@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use super::message;
-use crate::broker::{BrokerState, Mailbox, Queued, RetainedStream, SubscribeResult};
+use crate::broker::{BrokerState, Mailbox, Queued, RetainedStream, SubscribeResult, Wanted};
 use crate::config::Config;
 use crate::protocol::{QoS, SubscriptionOptions};
 use crate::session::{Delivery, Session};
+use crate::topic::TopicFilter;
 
 fn broker(retained: &[&str], qos: QoS) -> BrokerState {
     let state = BrokerState::new(Config::default());
@@ -37,7 +38,7 @@ fn subscribe(
         qos,
         ..SubscriptionOptions::default()
     };
-    match state.subscribe(session, m, &filter.into(), options, Some(7), true) {
+    match state.subscribe(session, m, wanted(&filter.into(), options, Some(7)), true) {
         SubscribeResult::Granted(_, Some(s)) => s,
         other => panic!("expected retained messages: {other:?}"),
     }
@@ -68,6 +69,15 @@ fn signalled(m: &Mailbox) -> bool {
     pin!(m.notified()).poll(&mut cx) == Poll::Ready(())
 }
 
+fn wanted(filter: &TopicFilter, options: SubscriptionOptions, id: Option<u32>) -> Wanted<'_> {
+    Wanted {
+        filter,
+        options,
+        id,
+        weight: None,
+    }
+}
+
 fn plain(topic: &str) -> Delivery {
     Delivery {
         msg: message(topic, QoS::AtMostOnce, false, b"d"),
@@ -76,6 +86,7 @@ fn plain(topic: &str) -> Delivery {
         sub_ids: Vec::new(),
         shared: None,
         seq: None,
+        dup: false,
     }
 }
 
@@ -180,7 +191,12 @@ fn no_match_no_stream() {
     let (mut session, m) = client(10);
     let options = SubscriptionOptions::default();
     for filter in ["b/#", "a/2", "a/1/+"] {
-        let r = state.subscribe(&mut session, &m, &filter.into(), options, None, true);
+        let r = state.subscribe(
+            &mut session,
+            &m,
+            wanted(&filter.into(), options, None),
+            true,
+        );
         assert!(matches!(r, SubscribeResult::Granted(_, None)), "{filter}");
     }
 }

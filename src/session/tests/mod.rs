@@ -45,6 +45,7 @@ fn delivery(qos: QoS, n: u8, seq: u64) -> Delivery {
         sub_ids: Vec::new(),
         shared: None,
         seq: Seq::new(seq),
+        dup: false,
     }
 }
 
@@ -121,6 +122,7 @@ fn expired_messages_are_dropped() {
             sub_ids: Vec::new(),
             shared: None,
             seq: Seq::new(seq_no),
+            dup: false,
         };
         s.start(d(5), now + Duration::from_secs(11), &mut out);
         assert_eq!(

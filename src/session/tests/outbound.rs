@@ -317,8 +317,9 @@ fn abandoned_flows_end_as_refused() {
     }
 }
 
-/// Messages through a shared subscription that the receiver did not get for sure go back to
-/// the group when it leaves; others, and those past PUBREC, stay.
+/// [MQTT-4.8.2-4] [MQTT-4.8.2-5] QoS 1 messages through a shared subscription that the
+/// receiver did not acknowledge go back to the group when it leaves, marked DUP; a QoS 2 one
+/// stays with the session (sent or past PUBREC), and so do messages of its own subscriptions.
 #[test]
 fn shared_deliveries_not_received_are_taken_back() {
     let mut s = session(ROLES[0], 10);
@@ -333,12 +334,20 @@ fn shared_deliveries_not_received_are_taken_back() {
     start(&mut s, shared(1, QoS::AtLeastOnce), &mut out);
     let received = start(&mut s, shared(2, QoS::ExactlyOnce), &mut out);
     start(&mut s, delivery(QoS::AtLeastOnce, 3, 0), &mut out);
+    start(&mut s, shared(4, QoS::ExactlyOnce), &mut out);
     s.on_pubrec(id(received), ReasonCode::Success, &mut out);
-    let back: Vec<u8> = s
+    let back: Vec<(u8, bool)> = s
         .take_shared_unreceived()
         .iter()
-        .map(|d| d.msg.publish.payload[0])
+        .map(|d| (d.msg.publish.payload[0], d.dup))
         .collect();
-    assert_eq!(back, [1]);
-    assert_eq!(s.inflight_len(), 2);
+    assert_eq!(back, [(1, true)]);
+    assert_eq!(s.inflight_len(), 3);
+    // Handed to another member, it goes out with DUP set.
+    out.clear();
+    let mut other = session(ROLES[0], 10);
+    let mut d = delivery(QoS::AtLeastOnce, 5, 0);
+    d.dup = true;
+    other.start(d, Instant::now(), &mut out);
+    assert_eq!(took(&mut out), [E::Publish(5, 1, true)]);
 }
