@@ -109,57 +109,52 @@ messages() {
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 
+# fresh_memory PORT SCENARIO SETTLE_SECS BENCH_ARGS...: runs tern-bench SCENARIO against a fresh
+# broker of PORT's kind (memory freed by earlier runs would otherwise be reused) and prints its
+# RESULT line, then the bytes of resident memory the broker grew by, read SETTLE_SECS after the
+# RESULT while the bench holds what it made.
+fresh_memory() {
+  local port=$1 scenario=$2 settle=$3 fresh fport before after bench
+  shift 3
+  fport=$(free_port)
+  if [ "$port" = "$TPORT" ]; then
+    target/release/tern --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
+  else
+    start_other_fresh "$fport"
+  fi
+  fresh=$!
+  wait_port "$fport"
+  before=$(rss "$fresh")
+  target/release/tern-bench --port "$fport" --scenario "$scenario" "$@" >"$WORK/$scenario.out" &
+  bench=$!
+  for _ in $(seq 1 600); do grep -q RESULT "$WORK/$scenario.out" && break; sleep 0.1; done
+  sleep "$settle"
+  after=$(rss "$fresh")
+  wait "$bench"
+  kill "$fresh"; wait "$fresh" 2>/dev/null || true
+  echo "$(grep RESULT "$WORK/$scenario.out") $(( (after - before) * 1024 ))"
+}
+
 # One run of a scenario against one broker: prints "msgs p50 p99 lost dup extra".
 run_one() {
   local scenario=$1 port=$2 pid=$3
   if [ "$scenario" = subs ]; then
-    # A fresh broker each time, as for idle; memory read while the subscriptions are held.
-    local fresh fport before after line n=$((QUICK ? 10000 : 50000))
-    fport=$(free_port)
-    if [ "$port" = "$TPORT" ]; then
-      target/release/tern --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
-    else
-      start_other_fresh "$fport"
-    fi
-    fresh=$!
-    wait_port "$fport"
-    before=$(rss "$fresh")
-    target/release/tern-bench --port "$fport" --scenario subs --subscriptions "$n" --hold-secs 3 >"$WORK/subs.out" &
-    local bench=$!
-    for _ in $(seq 1 600); do grep -q RESULT "$WORK/subs.out" && break; sleep 0.1; done
-    sleep 1
-    after=$(rss "$fresh")
-    wait "$bench"
-    kill "$fresh"; wait "$fresh" 2>/dev/null || true
-    line=$(grep RESULT "$WORK/subs.out")
+    # Memory read while the subscriptions are held.
+    local n=$((QUICK ? 10000 : 50000)) line bytes
+    line=$(fresh_memory "$port" subs 1 --subscriptions "$n" --hold-secs 3)
+    bytes=${line##* }; line=${line% *}
     # Subscriptions per second; bytes of resident memory per subscription.
-    echo "$(echo "$line" | field msgs_per_s) $(( (after - before) * 1024 / n )) 0 0 0"
+    echo "$(echo "$line" | field msgs_per_s) $(( bytes / n )) 0 0 0"
     return
   fi
   if [ "$scenario" = idle ]; then
-    # A fresh broker each time: memory freed by earlier runs would otherwise be reused.
-    local fresh fport before after line
-    fport=$(free_port)
-    if [ "$port" = "$TPORT" ]; then
-      target/release/tern --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
-    else
-      start_other_fresh "$fport"
-    fi
-    fresh=$!
-    wait_port "$fport"
-    before=$(rss "$fresh")
-    target/release/tern-bench --port "$fport" --scenario idle --connections 10000 --hold-secs 6 >"$WORK/idle.out" &
-    local bench=$!
-    for _ in $(seq 1 600); do grep -q RESULT "$WORK/idle.out" && break; sleep 0.1; done
     # Steady state: 3 s after the last connect. Tern puts a connection quiet for 1 s to sleep
     # (connection/dormant.rs) and its allocator returns freed pages within about 1 s.
-    sleep 3
-    after=$(rss "$fresh")
-    wait "$bench"
-    kill "$fresh"; wait "$fresh" 2>/dev/null || true
-    line=$(grep RESULT "$WORK/idle.out")
+    local line bytes
+    line=$(fresh_memory "$port" idle 3 --connections 10000 --hold-secs 6)
+    bytes=${line##* }; line=${line% *}
     # Connections per second; bytes of resident memory per connection.
-    echo "$(echo "$line" | field conn_per_s) $(( (after - before) * 1024 / 10000 )) 0 0 0"
+    echo "$(echo "$line" | field conn_per_s) $(( bytes / 10000 )) 0 0 0"
     return
   fi
   local line tls=()

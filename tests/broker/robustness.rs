@@ -3,8 +3,6 @@
 //! the CONNECT, a last word that reaches a client still sending, and log lines a client cannot
 //! flood. Raw bytes on real sockets, both protocol versions where they apply.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -104,8 +102,7 @@ async fn packets_sent_with_the_connect_are_handled() {
 /// Item 12 (TLS): CONNECT, SUBSCRIBE and PINGREQ in one TLS record are all answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_sent_with_the_connect_over_tls_are_handled() {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, ServerName};
+    use rustls_pki_types::ServerName;
     use tern::config::{ExtraListener, ListenerKind};
 
     let dir = tempfile::tempdir().unwrap();
@@ -120,17 +117,7 @@ async fn packets_sent_with_the_connect_over_tls_are_handled() {
         });
     })
     .await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(dir.path().join("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = crate::support::tls_connector(&dir.path().join("ca.pem"));
     for level in LEVELS {
         let tcp = TcpStream::connect(broker.listener_addr(0)).await.unwrap();
         let name = ServerName::try_from("localhost").unwrap();

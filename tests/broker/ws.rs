@@ -267,9 +267,7 @@ async fn a_frame_with_connect_and_more_is_read_whole() {
 /// The same over `wss`: TLS, the upgrade, then one frame with CONNECT, SUBSCRIBE and PINGREQ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wss_frame_with_connect_and_more_is_read_whole() {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, ServerName};
-    use std::sync::Arc;
+    use rustls_pki_types::ServerName;
 
     let dir = tempfile::tempdir().unwrap();
     tern::certs::generate(dir.path(), &[]).unwrap();
@@ -284,17 +282,7 @@ async fn a_wss_frame_with_connect_and_more_is_read_whole() {
         });
     })
     .await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(p("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = crate::support::tls_connector(&p("ca.pem"));
     let port = b.listener_addr(0).port();
     for level in [V311, L5] {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
