@@ -4,7 +4,8 @@
 #   benches/run.sh [--quick] [--baseline TERN_BINARY] [scenario ...]
 # --baseline: the other broker is that Tern binary (e.g. one built from an earlier commit) with
 # the same settings, instead of Mosquitto: a before/after comparison in one run.
-# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 latency idle subs tls-connects tls-pairs-qos0
+# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 shared-qos1 latency idle subs tls-connects
+# tls-pairs-qos0. `shared-qos1`: 100 QoS 1 publishers, one $share group of 5 QoS 1 workers.
 # (default: all). `subs`: one client subscribes to 50,000 topics; subscriptions/s and resident
 # bytes per subscription. The TLS ones use one certificate and key (from `tern gen-certs`) for both
 # brokers, TLS 1.3 as both negotiate it, and full handshakes (the client never resumes).
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 OTHER=${BASELINE:+baseline}; OTHER=${OTHER:-mosquitto}
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 latency idle subs tls-connects tls-pairs-qos0)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 shared-qos1 latency idle subs tls-connects tls-pairs-qos0)
 REPS=3
 [ "$QUICK" = 1 ] && REPS=1
 
@@ -104,6 +105,7 @@ messages() {
     fan-in) echo $((QUICK ? 5000 : 20000)) ;;   # per publisher (8)
     fan-out) echo $((QUICK ? 500 : 2000)) ;;    # published, x200 deliveries
     pairs-* | tls-pairs-*) echo $((QUICK ? 1000 : 4000)) ;;   # per pair (100)
+    shared-*) echo $((QUICK ? 500 : 2000)) ;;   # per publisher (100), to one group of 5
     *) echo 0 ;;
   esac
 }
@@ -183,6 +185,7 @@ OUT="$WORK/table.txt"
   printf '%-15s %-18s %12s %12s %7s\n' scenario metric tern "$OTHER" ratio
 } >"$OUT"
 LOSS=0
+TERN_LOSS=0
 for s in "${SCENARIOS[@]}"; do
   : >"$WORK/t"; : >"$WORK/m"
   reps=$REPS
@@ -199,6 +202,7 @@ for s in "${SCENARIOS[@]}"; do
   lost_m=$(awk '{s+=$4+$5} END {print s+0}' "$WORK/m")
   lost=$((lost_t + lost_m))
   LOSS=$((LOSS + lost))
+  TERN_LOSS=$((TERN_LOSS + lost_t))
   if [ "$s" = tls-connects ]; then
     printf '%-15s %-18s %12s %12s %7s\n' "$s" "handshakes/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
   elif [ "$s" = subs ]; then
@@ -214,8 +218,9 @@ for s in "${SCENARIOS[@]}"; do
   fi
   [ "$lost" = 0 ] || echo "$s: messages lost or duplicated: tern $lost_t, $OTHER $lost_m" >>"$OUT"
 done
-echo "messages lost or duplicated, all scenarios: $LOSS" >>"$OUT"
+echo "messages lost or duplicated, all scenarios: $LOSS (tern: $TERN_LOSS)" >>"$OUT"
 cat "$OUT"
 mkdir -p benches/results
 cp "$OUT" benches/results/latest.txt
-[ "$LOSS" = 0 ]
+# A loss by the other broker is reported above; only Tern's fails the run.
+[ "$TERN_LOSS" = 0 ]

@@ -25,6 +25,8 @@ const ACK_WINDOW: usize = 32;
 const PAIR_WINDOW: usize = 32;
 /// Messages in flight end to end per subscriber when all share one stream.
 const SHARED_WINDOW: usize = 500;
+/// Messages in flight end to end for a whole shared-subscription group.
+const GROUP_WINDOW: usize = 100;
 /// Persistent sessions the `offline` scenario queues for.
 const OFFLINE_SESSIONS: usize = 100;
 
@@ -38,7 +40,8 @@ struct Args {
     /// Broker port.
     #[arg(long)]
     port: u16,
-    /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | latency | idle | subs | offline |
+    /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | shared-qos1 | latency | idle |
+    /// subs | offline |
     /// fill | queue | drain | publish | collect | await-received
     #[arg(long)]
     scenario: String,
@@ -104,6 +107,9 @@ struct Tally {
     last: AtomicU64,
     dup: AtomicU64,
     gaps: AtomicU64,
+    /// Each receiver gets part of each publisher's messages (a shared subscription): a jump
+    /// in a publisher's sequence is another receiver's share, not a gap.
+    subset: std::sync::atomic::AtomicBool,
 }
 
 impl Tally {
@@ -133,6 +139,7 @@ impl Tally {
             last: AtomicU64::new(0),
             dup: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
+            subset: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 }
@@ -155,7 +162,7 @@ impl Order {
             tally.dup.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if seq > expected {
+        if seq > expected && !tally.subset.load(Ordering::Relaxed) {
             tally.gaps.fetch_add(seq - expected, Ordering::Relaxed);
         }
         self.0[p] = seq + 1;
@@ -331,15 +338,30 @@ async fn drain(tally: &Tally, expected: u64) -> Result<()> {
     Ok(())
 }
 
+/// How the subscribers of a throughput scenario get the publishers' messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Every subscriber gets every message.
+    All,
+    /// Publisher `i` to subscriber `i` only.
+    Pairs,
+    /// The subscribers are one `$share` group: each message to one of them.
+    Shared,
+}
+
 async fn throughput(
     args: &Args,
     pubs: usize,
     subs: usize,
-    pairs: bool,
+    shape: Shape,
     qos: u8,
 ) -> Result<Outcome> {
+    let pairs = shape == Shape::Pairs;
     let epoch = Instant::now();
     let tally = Tally::new(epoch)?;
+    tally
+        .subset
+        .store(shape == Shape::Shared, Ordering::Relaxed);
     let prefix = format!("{}-{}", args.scenario, std::process::id());
     // Messages in flight end to end, per publisher/subscriber pair, or per subscriber when all
     // publishers share the subscribers: enough to keep connections busy, bounded well below
@@ -349,6 +371,10 @@ async fn throughput(
         (0..pubs)
             .map(|_| Arc::new(Semaphore::new(PAIR_WINDOW)))
             .collect()
+    } else if shape == Shape::Shared {
+        // One window for the group: a message goes to whichever member the broker picks, so
+        // keep well below what any one member's queue holds (1000) however unevenly it picks.
+        vec![Arc::new(Semaphore::new(GROUP_WINDOW))]
     } else {
         (0..subs)
             .map(|_| Arc::new(Semaphore::new(SHARED_WINDOW)))
@@ -356,7 +382,7 @@ async fn throughput(
     };
     // A subscriber releases its own window; a publisher takes from its pair's, or from every
     // subscriber's.
-    let window = |i: usize| Arc::clone(&windows[i]);
+    let window = |i: usize| Arc::clone(&windows[i % windows.len()]);
     let publisher_windows = |i: usize| {
         if pairs {
             vec![Arc::clone(&windows[i])]
@@ -365,14 +391,16 @@ async fn throughput(
         }
     };
     let topic = |i: usize| {
-        if pairs {
-            format!("bench/{prefix}/{i}")
-        } else {
+        if shape == Shape::All {
             format!("bench/{prefix}")
+        } else {
+            format!("bench/{prefix}/{i}")
         }
     };
     let filter = |i: usize| {
-        if subs == 1 {
+        if shape == Shape::Shared {
+            format!("$share/bench/bench/{prefix}/+")
+        } else if subs == 1 {
             "#".to_string()
         } else {
             topic(i)
@@ -388,7 +416,7 @@ async fn throughput(
         prefix: &prefix,
     };
     let started = publish_all(args, publishers, topic, publisher_windows).await?;
-    let expected = if pairs {
+    let expected = if shape != Shape::All {
         pubs as u64 * per_pub
     } else {
         per_pub * pubs as u64 * subs as u64
@@ -656,11 +684,13 @@ async fn main() -> Result<()> {
         client::use_tls(ca)?;
     }
     let outcome = match args.scenario.as_str() {
-        "fan-in" => throughput(&args, 8, 1, false, 0).await?,
-        "fan-out" => throughput(&args, 1, 200, false, 0).await?,
-        "fan-in-qos1" => throughput(&args, 8, 1, false, 1).await?,
-        "pairs-qos0" => throughput(&args, 100, 100, true, 0).await?,
-        "pairs-qos1" => throughput(&args, 100, 100, true, 1).await?,
+        "fan-in" => throughput(&args, 8, 1, Shape::All, 0).await?,
+        "fan-out" => throughput(&args, 1, 200, Shape::All, 0).await?,
+        "fan-in-qos1" => throughput(&args, 8, 1, Shape::All, 1).await?,
+        "pairs-qos0" => throughput(&args, 100, 100, Shape::Pairs, 0).await?,
+        "pairs-qos1" => throughput(&args, 100, 100, Shape::Pairs, 1).await?,
+        // 100 publishers to one shared-subscription group of 5 QoS 1 workers.
+        "shared-qos1" => throughput(&args, 100, 5, Shape::Shared, 1).await?,
         "latency" => latency(&args).await?,
         "idle" => return idle(&args).await.map(|_| ()),
         "subs" => return subs(&args).await,
