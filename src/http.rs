@@ -85,15 +85,19 @@ pub async fn start(
 
 async fn scrape(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
     metrics::sync();
+    let mut backlog = String::new();
     if let Some(state) = ops.state.get() {
         metrics::set_snapshot(&state.snapshot());
+        backlog = state.render_backlog();
     }
+    let mut body = ops.prometheus.render();
+    body.push_str(&backlog);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        ops.prometheus.render(),
+        body,
     )
 }
 

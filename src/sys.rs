@@ -3,6 +3,7 @@
 //! `mosquitto_sub -t '$SYS/#' -v` where they mean the same. Clients can read them but never
 //! publish under `$SYS` (the connection refuses it). Not stored: they describe this process.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,27 @@ struct Rates {
     publish_sent: Load,
     bytes_received: Load,
     bytes_sent: Load,
+    /// Each queue's waiting messages at the rounds of the last minute or so, oldest first.
+    queues: HashMap<String, VecDeque<(Instant, u64)>>,
+}
+
+/// The span a queue's `rate` is measured over.
+const RATE_SPAN: Duration = Duration::from_secs(60);
+
+/// Growth of a queue's waiting messages, per second, from the oldest sample within the last
+/// minute (or the oldest there is) to `now`: negative while it drains.
+fn queue_rate(history: &mut VecDeque<(Instant, u64)>, now: Instant, messages: u64) -> f64 {
+    history.push_back((now, messages));
+    // Keep one sample at least a minute old, so the span covers the whole minute.
+    while history.len() > 2 && now.duration_since(history[1].0) >= RATE_SPAN {
+        history.pop_front();
+    }
+    let (then, before) = history[0];
+    let secs = now.duration_since(then).as_secs_f64();
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    (messages as f64 - before as f64) / secs
 }
 
 /// How often a disabled publisher looks whether a reload turned it on.
@@ -66,14 +88,14 @@ pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
         let now = Instant::now();
         let secs = now.duration_since(previous).as_secs_f64().max(0.001);
         previous = now;
-        for (topic, value) in round(&state, &mut rates, secs) {
+        for (topic, value) in round(&state, &mut rates, secs, now) {
             publish(&state, &topic, value, now);
         }
     }
 }
 
 /// One round of topics and values.
-fn round(state: &BrokerState, rates: &mut Rates, secs: f64) -> Vec<(String, String)> {
+fn round(state: &BrokerState, rates: &mut Rates, secs: f64, now: Instant) -> Vec<(String, String)> {
     let s = state.snapshot();
     let t = metrics::totals();
     let d = |now: u64, then: u64| now.saturating_sub(then);
@@ -139,6 +161,17 @@ fn round(state: &BrokerState, rates: &mut Rates, secs: f64) -> Vec<(String, Stri
             out.push((format!("load/{name}/{window}"), format!("{value:.2}")));
         }
     }
+    for q in state.queue_figures() {
+        let history = rates.queues.entry(q.name.clone()).or_default();
+        let rate = queue_rate(history, now, q.messages);
+        let at = |leaf: &str| format!("queues/{}/{leaf}", q.name);
+        out.push((at("messages"), q.messages.to_string()));
+        out.push((at("inflight"), q.inflight.to_string()));
+        out.push((at("produced"), q.produced.to_string()));
+        out.push((at("consumed"), q.consumed.to_string()));
+        out.push((at("dropped"), q.dropped_total().to_string()));
+        out.push((at("rate"), format!("{rate:.2}")));
+    }
     out
 }
 
@@ -157,7 +190,30 @@ fn publish(state: &BrokerState, topic: &str, value: String, now: Instant) {
 
 #[cfg(test)]
 mod tests {
-    use super::Load;
+    use super::{queue_rate, Load, RATE_SPAN};
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    /// A queue's rate is its growth per second over the last minute: negative while draining.
+    #[test]
+    fn queue_rate_spans_a_minute() {
+        let mut h = VecDeque::new();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(queue_rate(&mut h, at(0), 0), 0.0);
+        assert_eq!(queue_rate(&mut h, at(10), 100), 10.0);
+        for s in (20..=120).step_by(10) {
+            queue_rate(&mut h, at(s), 100 + (s - 10) * 5);
+        }
+        // Grew 5 a second over the last minute.
+        let r = queue_rate(&mut h, at(130), 700);
+        assert!((r - 5.0).abs() < 0.5, "{r}");
+        assert!(h
+            .front()
+            .is_some_and(|(t, _)| at(130).duration_since(*t) >= RATE_SPAN));
+        let r = queue_rate(&mut h, at(140), 0);
+        assert!(r < 0.0, "{r}");
+    }
 
     /// A steady rate converges to itself in every window; the 1-minute one first.
     #[test]

@@ -38,7 +38,7 @@ impl Out {
     /// written).
     fn of(e: Effect) -> Option<Out> {
         Some(match e {
-            Effect::Store(_) | Effect::Durable(_) => return None,
+            Effect::Store(_) | Effect::Durable(_) | Effect::Settle(..) => return None,
             Effect::Dropped(why) => Out::Dropped(why),
             Effect::Reply(r) => Out::Reply(r),
             Effect::Publish {
@@ -88,6 +88,8 @@ impl Carrier {
             match e {
                 Effect::Store(op) => detached.push(*op),
                 Effect::Durable(op) => durable.push(*op),
+                // The queue hears at once: nothing it does waits for this carrier's packets.
+                Effect::Settle(link, how) => state.settle(*link, *how),
                 _ => {}
             }
         }

@@ -187,14 +187,16 @@ impl Inner {
         true
     }
 
-    /// Drops the oldest QoS 0 message held in memory; false if there is none.
+    /// Drops the oldest QoS 0 message held in memory; false if there is none. A queue's
+    /// message is never dropped here: its queue counts it until the session settles it.
     fn drop_oldest_qos0(&mut self) -> bool {
-        let dropped = match self.queue.iter().position(|d| d.qos == QoS::AtMostOnce) {
+        let droppable = |d: &Delivery| d.qos == QoS::AtMostOnce && d.link.is_none();
+        let dropped = match self.queue.iter().position(droppable) {
             Some(i) => self.queue.remove(i).map(|d| payload_bytes(&d)),
             None => self.spill.as_mut().and_then(|spill| {
                 let oldest = spill
                     .iter()
-                    .position(|s| matches!(s, Spilled::Held(d) if d.qos == QoS::AtMostOnce))?;
+                    .position(|s| matches!(s, Spilled::Held(d) if droppable(d)))?;
                 spill.remove(oldest).map(|s| s.bytes())
             }),
         };

@@ -6,6 +6,8 @@ pub mod bridged;
 mod carrier;
 mod durable;
 mod mailbox;
+mod queue;
+mod queues;
 mod registry;
 mod retained;
 mod router;
@@ -22,6 +24,7 @@ use std::time::Instant;
 pub use carrier::{Carrier, Out};
 pub use durable::{check as check_store, StoreReport};
 pub use mailbox::{Mailbox, Queued, Source, Streamed};
+pub use queues::{is_queue_session, queue_name};
 pub use registry::{Attached, PendingWill};
 pub use retained::RetainedStream;
 pub use router::{RouteOutcome, Share};
@@ -58,6 +61,9 @@ pub struct BrokerState {
     /// User names of clients that logged in with one, for authorizing their deliveries and
     /// wills; a client missing here is anonymous.
     usernames: DashMap<Arc<str>, Arc<str>>,
+    /// The declared queues (`[[queues]]`), fixed from start; a delivery's [`crate::session::Link`]
+    /// names one by its position here.
+    queues: Vec<queue::Queue>,
 }
 
 /// What publishing one message did.
@@ -76,6 +82,7 @@ impl BrokerState {
         BrokerState {
             auth: Auth::permissive(),
             usernames: DashMap::new(),
+            queues: queues::declared(&config),
             config: ArcSwap::from_pointee(config),
             registry: Registry::default(),
             router: Router::default(),
@@ -104,6 +111,7 @@ impl BrokerState {
             sessions = recovered.sessions;
             ended_wills = recovered.ended_wills;
             state.durable = Some(durable);
+            sessions = state.restore_queues(sessions);
         }
         let state = Arc::new(state);
         let due: Vec<_> = sessions
@@ -144,16 +152,28 @@ impl BrokerState {
             };
             // The weight a SUBSCRIBE gave is not stored: `[shared.weights]` or 1 until the
             // client subscribes again.
-            self.router.subscribe(
-                self.share(&filter, &client_id, None),
-                filter.filter(),
-                Subscriber {
-                    client_id: Arc::clone(&client_id),
-                    mailbox: Arc::clone(&mailbox),
-                    options: sub.options,
-                    id: sub.id,
-                },
-            );
+            let subscriber = Subscriber {
+                client_id: Arc::clone(&client_id),
+                mailbox: Arc::clone(&mailbox),
+                options: sub.options,
+                id: sub.id,
+            };
+            match queue_name(filter.as_str()) {
+                Some(name) => {
+                    let weight = self.share_weight(&client_id, None);
+                    let window = limits.max_inflight_messages;
+                    if !self.join_queue(name, subscriber, weight, window) {
+                        continue;
+                    }
+                }
+                None => {
+                    self.router.subscribe(
+                        self.share(&filter, &client_id, None),
+                        filter.filter(),
+                        subscriber,
+                    );
+                }
+            }
             session.subscribe(filter, sub);
         }
         for pkid in stored.released {
@@ -210,8 +230,9 @@ impl BrokerState {
             self.retained.update(&msg);
         }
         let Some(d) = &self.durable else {
-            let outcome = self.route(&msg, None);
+            let mut outcome = self.route(&msg, None);
             metrics::routed(outcome.delivered, outcome.dropped_queue_full);
+            (outcome.queued, outcome.refused) = self.enqueue(&msg, None);
             return Published {
                 outcome,
                 durable: None,
@@ -221,8 +242,9 @@ impl BrokerState {
         if msg.publish.retain {
             batch.retain(&msg);
         }
-        let outcome = self.route(&msg, Some(&mut batch));
+        let mut outcome = self.route(&msg, Some(&mut batch));
         metrics::routed(outcome.delivered, outcome.dropped_queue_full);
+        (outcome.queued, outcome.refused) = self.enqueue(&msg, Some(&mut batch));
         if let Some((client_id, pkid)) = inbound_qos2 {
             batch.inbound_qos2(client_id, pkid);
         }
@@ -313,6 +335,10 @@ impl BrokerState {
             ignored.push("http");
             new.http = old.http.clone();
         }
+        if new.queues != old.queues {
+            ignored.push("queues");
+            new.queues = old.queues.clone();
+        }
         if new.persistence != old.persistence {
             ignored.push("persistence");
             new.persistence = old.persistence.clone();
@@ -339,6 +365,7 @@ impl BrokerState {
         }
         let outcome = self.route(&msg, None);
         metrics::routed(outcome.delivered, outcome.dropped_queue_full);
+        self.enqueue(&msg, None);
     }
 
     /// Stored message `seq` as a delivery to `client_id`, read back from the store; `None` if
@@ -456,6 +483,7 @@ impl BrokerState {
             }
         }
         attached.mailbox.set_online(true);
+        self.queues_online(&attached.session);
         attached
     }
 
@@ -521,8 +549,23 @@ impl BrokerState {
             durable.session_ended(session.client_id(), &seqs);
         }
         for filter in session.subscriptions().keys() {
-            self.router
-                .unsubscribe(filter.share(), filter.filter(), session.client_id());
+            match queue_name(filter.as_str()) {
+                Some(name) => self.leave_queue(name, session.client_id()),
+                None => {
+                    self.router
+                        .unsubscribe(filter.share(), filter.filter(), session.client_id());
+                }
+            }
+        }
+        // Queues' messages it held: those never sent go back, those it had in flight end
+        // with it [MQTT-4.8.2-5].
+        self.give_back(session.client_id(), queued, Vec::new());
+        let mut settled = Vec::new();
+        session.settle_ended(&mut settled);
+        for e in settled {
+            if let crate::session::Effect::Settle(link, how) = e {
+                self.settle(link, how);
+            }
         }
         if let Some(will) = will {
             self.publish_will_message(will.msg);
@@ -531,11 +574,13 @@ impl BrokerState {
     }
 
     /// Hands QoS 1/2 messages that came through shared subscriptions, and that this client did
-    /// not receive, to other members of their groups.
+    /// not receive, to other members of their groups; and every message a queue handed it and
+    /// it did not receive back to its queue.
     fn redistribute_shared(&self, session: &mut Session, mailbox: &Arc<Mailbox>) {
         let mut keep = Vec::new();
         let from_inflight = session.take_shared_unreceived();
         let queued = mailbox.take_all();
+        let (queued, from_inflight) = self.give_back(session.client_id(), queued, from_inflight);
         for q in from_inflight.into_iter().map(Queued::Ready).chain(queued) {
             match q {
                 Queued::Ready(d)

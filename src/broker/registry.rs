@@ -273,6 +273,15 @@ impl Registry {
         (online, offline, queued)
     }
 
+    /// Every session's queue depth, for the backlog series.
+    pub fn depths(&self) -> crate::metrics::Depths {
+        let mut d = crate::metrics::Depths::default();
+        for e in self.clients.iter() {
+            d.add(e.mailbox.len() as u64, matches!(e.state, State::Connected));
+        }
+        d
+    }
+
     /// Number of known client ids (connected or parked).
     pub fn len(&self) -> usize {
         self.clients.len()

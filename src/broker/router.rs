@@ -85,6 +85,10 @@ pub struct RouteOutcome {
     pub delivered: usize,
     /// Deliveries refused because a queue was full.
     pub dropped_queue_full: usize,
+    /// Declared queues that took the message.
+    pub queued: usize,
+    /// Declared queues that refused it (full, `overflow = "reject"`).
+    pub refused: usize,
 }
 
 /// The subscription index.
@@ -232,6 +236,7 @@ impl Router {
                 shared: t.shared,
                 seq: None,
                 dup: false,
+                link: None,
             };
             let record = match recorder.as_deref_mut() {
                 Some(r) if t.sub.mailbox.stores(delivery.qos) => {

@@ -44,6 +44,18 @@ pub(super) struct Group {
     state: Mutex<PickState>,
 }
 
+/// How a picker judges members: whether one has room for another message, and how loaded it
+/// is (`least_inflight`).
+pub(super) struct Fit<'a> {
+    /// Room for one more (besides being connected).
+    pub(super) room: &'a dyn Fn(&Subscriber) -> bool,
+    /// Messages it still has to work through.
+    pub(super) load: &'a dyn Fn(&Subscriber) -> usize,
+    /// Only a connected member with room will do (a queue); otherwise a `$share` group falls
+    /// back to a connected member without room, then to an offline one.
+    pub(super) strict: bool,
+}
+
 /// What a message offers to affinity strategies.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Key<'a> {
@@ -110,13 +122,30 @@ impl Group {
     }
 
     /// The member a message with `key` goes to: by the group's strategy, never `exclude`, only
-    /// among members `may_read` allows; connected members first, then (nobody connected) an
-    /// offline one whose session keeps the message for it.
+    /// among members `may_read` allows and, for a `$share` group, connected members first, then
+    /// (nobody connected) an offline one whose session keeps the message for it.
     pub(super) fn pick(
         &self,
         key: Key<'_>,
         exclude: Option<&str>,
         may_read: Option<ReadCheck<'_>>,
+    ) -> Option<&Subscriber> {
+        let fit = Fit {
+            room: &|s: &Subscriber| !s.mailbox.window_full(),
+            load: &|s: &Subscriber| s.mailbox.load(),
+            strict: false,
+        };
+        self.pick_by(key, exclude, may_read, &fit)
+    }
+
+    /// [`Group::pick`], with room and load judged by `fit`; under `fit.strict` only a member
+    /// with room is picked (a queue's message waits in the queue otherwise).
+    pub(super) fn pick_by(
+        &self,
+        key: Key<'_>,
+        exclude: Option<&str>,
+        may_read: Option<ReadCheck<'_>>,
+        fit: &Fit<'_>,
     ) -> Option<&Subscriber> {
         let eligible = |m: &Member| {
             Some(&*m.sub.client_id) != exclude && may_read.is_none_or(|ok| ok(&m.sub.client_id))
@@ -126,17 +155,24 @@ impl Group {
         if n == 0 {
             return None;
         }
-        let online = |m: &Member| eligible(m) && m.sub.mailbox.is_online();
-        let room = |m: &Member| online(m) && !m.sub.mailbox.window_full();
+        let connected = |m: &Member| eligible(m) && m.sub.mailbox.is_online();
+        let room = |m: &Member| connected(m) && (fit.room)(&m.sub);
+        // The fallback when no member has room: any connected one, unless strict.
+        let online = |m: &Member| if fit.strict { room(m) } else { connected(m) };
         let chosen = match self.strategy {
             Strategy::RoundRobin => self.in_turn(&mut state, &room, &online),
             Strategy::Random => self.uniform(&room).or_else(|| self.uniform(&online)),
-            Strategy::LeastInflight => self.least_loaded(&mut state, &room, &online),
+            Strategy::LeastInflight => self.least_loaded(&mut state, &room, &online, fit.load),
             Strategy::Weighted => self.weighted(&mut state, &room, &online),
+            Strategy::HashClient if fit.strict => self.hashed(key.publisher.unwrap_or(""), &room),
+            Strategy::HashTopic if fit.strict => self.hashed(key.topic, &room),
             Strategy::HashClient => self.hashed(key.publisher.unwrap_or(""), &eligible),
             Strategy::HashTopic => self.hashed(key.topic, &eligible),
-            Strategy::Sticky => self.sticky(&mut state, &online),
+            Strategy::Sticky => self.sticky(&mut state, &connected, &online),
         };
+        if fit.strict {
+            return chosen.map(|i| &self.members[i].sub);
+        }
         let chosen = chosen.or_else(|| {
             // Nobody connected: a member whose session keeps the message until it is back.
             let start = state.next % n;
@@ -180,12 +216,14 @@ impl Group {
             .map(|(i, _)| i)
     }
 
-    /// The connected member with the fewest messages in flight and queued; ties in turn.
+    /// The connected member with the least `load` (messages in flight and queued); ties in
+    /// turn.
     fn least_loaded(
         &self,
         state: &mut PickState,
         room: &dyn Fn(&Member) -> bool,
         online: &dyn Fn(&Member) -> bool,
+        load: &dyn Fn(&Subscriber) -> usize,
     ) -> Option<usize> {
         let n = self.members.len();
         let start = state.next % n;
@@ -196,7 +234,7 @@ impl Group {
                 continue;
             }
             // Members with room first, then the least loaded.
-            let rank = (!room(m), m.sub.mailbox.load());
+            let rank = (!room(m), load(&m.sub));
             if best.is_none_or(|(r, l, _)| rank < (r, l)) {
                 best = Some((rank.0, rank.1, i));
             }
@@ -248,16 +286,22 @@ impl Group {
         eligible(&self.members[i]).then_some(i)
     }
 
-    /// The sticky member while it stays (connected); else the next in turn, sticky from then on.
-    fn sticky(&self, state: &mut PickState, online: &dyn Fn(&Member) -> bool) -> Option<usize> {
+    /// The sticky member while it stays (connected), if `usable` (else nobody: the message
+    /// waits for it); once it is gone, the next usable one in turn, sticky from then on.
+    fn sticky(
+        &self,
+        state: &mut PickState,
+        connected: &dyn Fn(&Member) -> bool,
+        usable: &dyn Fn(&Member) -> bool,
+    ) -> Option<usize> {
         if let Some(id) = &state.sticky {
             if let Some(i) = self.members.iter().position(|m| m.sub.client_id == *id) {
-                if online(&self.members[i]) {
-                    return Some(i);
+                if connected(&self.members[i]) {
+                    return usable(&self.members[i]).then_some(i);
                 }
             }
         }
-        let i = self.in_turn(state, online, online)?;
+        let i = self.in_turn(state, usable, usable)?;
         state.sticky = Some(Arc::clone(&self.members[i].sub.client_id));
         Some(i)
     }

@@ -101,6 +101,21 @@ impl BrokerState {
             metrics::limit_hit("max_subscriptions_per_client");
             return refused(ReasonCode::QuotaExceeded);
         }
+        if let Some(name) = super::queue_name(filter.as_str()) {
+            let sub = Subscriber {
+                client_id: Arc::clone(session.client_id()),
+                mailbox: Arc::clone(mailbox),
+                options,
+                id,
+            };
+            let weight = self.share_weight(session.client_id(), weight);
+            if !self.join_queue(name, sub, weight, session.window()) {
+                tracing::debug!(client_id = %clip(session.client_id()), filter = %clip(filter.as_str()), "SUBSCRIBE to a queue not declared in [[queues]]");
+                return refused(ReasonCode::TopicFilterInvalid);
+            }
+            session.subscribe(filter.clone(), Subscription { options, id });
+            return SubscribeResult::Granted(granted(options.qos), None);
+        }
         session.subscribe(filter.clone(), Subscription { options, id });
         self.router.subscribe(
             self.share(filter, session.client_id(), weight),
@@ -123,12 +138,7 @@ impl BrokerState {
         } else {
             None
         };
-        let granted = match options.qos {
-            QoS::AtMostOnce => ReasonCode::Success,
-            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
-            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
-        };
-        SubscribeResult::Granted(granted, retained)
+        SubscribeResult::Granted(granted(options.qos), retained)
     }
 
     /// How a client joins the group of shared subscription `filter` (none for an ordinary
@@ -141,12 +151,18 @@ impl BrokerState {
         weight: Option<u32>,
     ) -> Option<Share<'a>> {
         let name = filter.share()?;
-        let shared = &self.config().shared;
         Some(Share {
             name,
-            strategy: shared.strategy_of(name),
-            weight: weight.or_else(|| shared.weight_of(client_id)).unwrap_or(1),
+            strategy: self.config().shared.strategy_of(name),
+            weight: self.share_weight(client_id, weight),
         })
+    }
+
+    /// A member's weight: from its SUBSCRIBE, else `[shared.weights]`, else 1.
+    pub(super) fn share_weight(&self, client_id: &str, weight: Option<u32>) -> u32 {
+        weight
+            .or_else(|| self.config().shared.weight_of(client_id))
+            .unwrap_or(1)
     }
 
     /// Removes one subscription of `session`; false if it did not exist.
@@ -154,8 +170,13 @@ impl BrokerState {
         let Some(removed) = session.unsubscribe(filter) else {
             return false;
         };
-        self.router
-            .unsubscribe(removed.share(), removed.filter(), session.client_id());
+        match super::queue_name(removed.as_str()) {
+            Some(name) => self.leave_queue(name, session.client_id()),
+            None => {
+                self.router
+                    .unsubscribe(removed.share(), removed.filter(), session.client_id());
+            }
+        }
         true
     }
 
@@ -165,6 +186,15 @@ impl BrokerState {
             state: self,
             session,
         }
+    }
+}
+
+/// SUBACK's reason code for a subscription granted at `qos`.
+fn granted(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::Success,
+        QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
     }
 }
 
@@ -229,6 +259,7 @@ impl Source for Feed<'_> {
                     shared: None,
                     seq: None,
                     dup: false,
+                    link: None,
                 });
                 ControlFlow::Continue(())
             });

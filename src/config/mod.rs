@@ -12,9 +12,11 @@ use crate::store::Durability;
 
 mod bridge;
 mod listener;
+mod queues;
 mod shared;
 pub use bridge::{BridgeConfig, Direction, TopicRule};
 pub use listener::{ExtraListener, IdentitySource, ListenerConfig, ListenerKind};
+pub use queues::{valid_queue_name, MetricsConfig, Overflow, QueueConfig};
 pub use shared::{GroupConfig, SharedConfig, Strategy, WEIGHTS};
 
 /// Everything Tern can be told. Field names are the TOML keys; `config/tern.toml` documents each.
@@ -45,6 +47,10 @@ pub struct Config {
     pub bridge: Vec<BridgeConfig>,
     /// `[shared]`: how shared-subscription groups pick their members.
     pub shared: SharedConfig,
+    /// `[[queues]]`: declared point-to-point queues.
+    pub queues: Vec<QueueConfig>,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
 }
 
 /// `[auth]`: Mosquitto-compatible password and ACL files.
@@ -286,6 +292,18 @@ pub enum ConfigError {
         /// What is allowed.
         allowed: &'static str,
     },
+    /// A `[[queues]]` entry is not usable.
+    #[error("config file {path}: key `queues[{index}].{key}`: {allowed}")]
+    InvalidQueue {
+        /// The file.
+        path: String,
+        /// Position in `[[queues]]`, from 0.
+        index: usize,
+        /// Key within the entry.
+        key: &'static str,
+        /// What is allowed.
+        allowed: &'static str,
+    },
     /// A value of one `[[listeners]]` entry outside what is allowed.
     #[error("config file {path}: key `listeners[{index}].{key}`: {allowed}")]
     InvalidListener {
@@ -448,6 +466,20 @@ impl Config {
         }
         if let Some((key, allowed)) = self.shared.problem() {
             return Err(invalid(key, allowed));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (index, q) in self.queues.iter().enumerate() {
+            let problem = q.problem().or_else(|| {
+                (!names.insert(q.name.as_str())).then_some(("name", "unique among [[queues]]"))
+            });
+            if let Some((key, allowed)) = problem {
+                return Err(ConfigError::InvalidQueue {
+                    path: origin.to_string(),
+                    index,
+                    key,
+                    allowed,
+                });
+            }
         }
         if !(1..=3_600).contains(&self.shutdown.grace_secs) {
             return Err(invalid("shutdown.grace_secs", "1 to 3600 seconds"));

@@ -41,8 +41,11 @@ pub fn accept(connect: &Connect, config: &Config) -> Result<Accepted, ReasonCode
         if connect.version == ProtocolVersion::V31 && connect.client_id.len() > 23 {
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
-        // Reserved for the bridges' own sessions: a client could otherwise take one over.
-        if crate::broker::bridged::is_bridge_session(&connect.client_id) {
+        // Reserved for the bridges' and queues' own sessions: a client could otherwise take
+        // one over.
+        if crate::broker::bridged::is_bridge_session(&connect.client_id)
+            || crate::broker::is_queue_session(&connect.client_id)
+        {
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
         (connect.client_id.clone(), false)

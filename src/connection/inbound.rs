@@ -9,7 +9,7 @@ use tracing::{debug, info};
 
 use super::{Connection, End, Violation};
 use crate::auth::Access;
-use crate::broker::{Published, SubscribeResult, Wanted};
+use crate::broker::{queue_name, Published, SubscribeResult, Wanted};
 use crate::metrics;
 use crate::protocol::{
     AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, SubAck, Subscribe,
@@ -107,6 +107,9 @@ impl Connection {
                 return Err(Violation::TopicNameRefused(e).into());
             }
             Some(ReasonCode::TopicNameInvalid)
+        } else if queue_name(&p.topic).is_some() {
+            // `$queue/{name}` is what consumers subscribe to, never a topic to publish to.
+            return Err(Violation::TopicNameRefused(topic::TopicError::QueueTopic).into());
         } else if p.topic == "$SYS" || p.topic.starts_with("$SYS/") {
             Some(ReasonCode::NotAuthorized)
         } else if !self.may(&p.topic, Access::Write) {
@@ -186,7 +189,14 @@ impl Connection {
             std::time::Instant::now(),
         ));
         let Published { outcome, durable } = self.state.publish(msg, stored_qos2);
-        let reason = if outcome.delivered == 0 && outcome.dropped_queue_full == 0 {
+        let reason = if outcome.refused > 0 && self.client.version.is_v5() {
+            // A declared queue is full (`overflow = "reject"`); 3.1.1 has no way to say so.
+            ReasonCode::QuotaExceeded
+        } else if outcome.delivered == 0
+            && outcome.dropped_queue_full == 0
+            && outcome.queued == 0
+            && outcome.refused == 0
+        {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success
@@ -257,7 +267,8 @@ impl Connection {
             .as_ref()
             .map(|_| self.state.identity(self.client_id()));
         for f in &s.filters {
-            if f.filter.share().is_some() && weight.is_err() {
+            let grouped = f.filter.share().is_some() || queue_name(f.filter.as_str()).is_some();
+            if grouped && weight.is_err() {
                 reasons.push(ReasonCode::ImplementationSpecificError);
                 reason_string = Some("weight must be an integer from 1 to 1000".to_string());
                 continue;
@@ -271,7 +282,7 @@ impl Connection {
             if let (Some(a), Some(who)) = (&authorizer, &identity) {
                 // A filter nothing under which may be read is refused; wider ones are granted
                 // and filtered per message.
-                if !a.may_subscribe(who, f.filter.filter()) {
+                if !a.may_subscribe(who, self.state.acl_filter(&f.filter)) {
                     metrics::acl_denied("subscribe");
                     info!(client_id = %clip(self.client_id()), filter = %clip(f.filter.as_str()), "SUBSCRIBE refused by the ACL");
                     reasons.push(ReasonCode::NotAuthorized);

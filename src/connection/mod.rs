@@ -505,7 +505,7 @@ impl Connection {
             if !self.client.out.fits(&d, now) {
                 self.client
                     .session
-                    .drop_delivery(d.seq, "too_large", &mut self.effects);
+                    .drop_delivery(&d, "too_large", &mut self.effects);
                 continue;
             }
             self.client.session.start(d, now, &mut self.effects);

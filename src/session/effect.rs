@@ -2,7 +2,7 @@
 //! link to its remote. The session decides; they send, store and wait. Effects are appended to
 //! a `Vec` the caller owns and reuses, so a packet costs no allocation here.
 
-use super::{Delivery, Seq};
+use super::{Delivery, Link, Seq};
 use crate::protocol::{Ack, Packet, PacketId, ReasonCode};
 
 /// One thing to do, in the order given.
@@ -27,6 +27,20 @@ pub enum Effect {
     Durable(StoreOp),
     /// A delivery was not sent, for this reason (`expired`, `too_large`, or the carrier's own);
     /// its share in the store is released by a [`StoreOp::Delivered`] next to it.
+    Dropped(&'static str),
+    /// A delivery a declared queue handed out got this far: the queue is told.
+    Settle(Link, Settled),
+}
+
+/// How far a queue's delivery got with the session it was handed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// PUBREC: the receiver has it; it may never be sent again, but its flow goes on.
+    Received,
+    /// Acknowledged (PUBACK, PUBCOMP, or a refusal, which also ends the flow), or written at
+    /// QoS 0.
+    Consumed,
+    /// Not delivered, for this reason (`expired`, `too_large`, `session_ended`, ...).
     Dropped(&'static str),
 }
 

@@ -48,8 +48,9 @@ impl Session {
             QoS::AtMostOnce => return,
             QoS::AtLeastOnce => ReplyKind::PubAck,
             QoS::ExactlyOnce => {
-                if reason.is_error() {
-                    self.inbound_qos2.remove(&pkid);
+                if reason.is_error() && self.inbound_qos2.remove(&pkid) {
+                    // Stored with the message's batch when the session is stored.
+                    out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
                 }
                 ReplyKind::PubRec
             }

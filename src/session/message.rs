@@ -113,4 +113,18 @@ pub struct Delivery {
     /// Sent before, to this subscriber or (a shared subscription's message handed on when its
     /// member left) to another: its first PUBLISH here carries DUP.
     pub dup: bool,
+    /// Set when a declared queue handed it out: the queue hears how it ends.
+    pub link: Option<Link>,
+}
+
+/// A delivery a declared queue handed to a session, as the queue knows it: which queue, and
+/// the delivery's number there. The session reports how the delivery ends
+/// ([`super::Effect::Settle`]) so the queue can count it, release its stored copy, or take it
+/// back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Link {
+    /// The queue's position among the declared queues.
+    pub queue: u32,
+    /// The delivery's number in that queue.
+    pub id: std::num::NonZeroU64,
 }

@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-pub use effect::{AckOutcome, Effect, Qos2In, Reply, ReplyKind, StoreOp};
+pub use effect::{AckOutcome, Effect, Qos2In, Reply, ReplyKind, Settled, StoreOp};
 pub use gate::Gate;
-pub use message::{Delivery, Message, Seq, SharedTag};
+pub use message::{Delivery, Link, Message, Seq, SharedTag};
 
 use crate::protocol::{PacketId, SubscriptionOptions};
 use crate::topic::TopicFilter;

@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::effect::{AckOutcome, Effect, Reply, ReplyKind, StoreOp};
-use super::{Delivery, Seq, Session, INFLIGHT};
+use super::effect::{AckOutcome, Effect, Reply, ReplyKind, Settled, StoreOp};
+use super::{Delivery, Link, Seq, Session, INFLIGHT};
 use crate::protocol::{PacketId, QoS, ReasonCode};
 
 /// Where a QoS 1/2 message sent by the session stands.
@@ -27,11 +27,20 @@ pub(super) struct Inflight {
     /// The message while it may have to be sent again; gone once the receiver has it
     /// (PUBREC), and for a PUBREL read back from the store.
     pub(super) delivery: Option<Delivery>,
+    /// The queue that handed the message out, kept past PUBREC: it hears of PUBCOMP.
+    pub(super) link: Option<Link>,
 }
 
 impl Inflight {
     fn seq(&self) -> Option<Seq> {
         self.delivery.as_ref().and_then(|d| d.seq)
+    }
+
+    /// The queue that handed it out hears how it ended.
+    fn settle(&self, how: Settled, out: &mut Vec<Effect>) {
+        if let Some(link) = self.link {
+            out.push(Effect::Settle(link, how));
+        }
     }
 }
 
@@ -40,6 +49,11 @@ impl Session {
     /// receiver's Receive Maximum). Flows already inflight stay; new ones wait below the window.
     pub fn set_window(&mut self, window: u16) {
         self.window = window.max(1);
+    }
+
+    /// QoS 1/2 messages that may be in flight at once.
+    pub fn window(&self) -> u16 {
+        self.window
     }
 
     /// How many more QoS 1/2 messages may be sent now.
@@ -58,10 +72,10 @@ impl Session {
     /// caller checks [`Session::window_free`] before starting a QoS 1/2 delivery.
     pub fn start(&mut self, d: Delivery, now: Instant, out: &mut Vec<Effect>) {
         if d.msg.is_expired(now) {
-            return self.drop_delivery(d.seq, "expired", out);
+            return self.drop_delivery(&d, "expired", out);
         }
         if d.qos == QoS::AtMostOnce {
-            let seq = d.seq;
+            let (seq, link) = (d.seq, d.link);
             out.push(Effect::Publish {
                 pkid: None,
                 // DUP is for QoS 1/2 only [MQTT-3.3.1-2].
@@ -70,6 +84,9 @@ impl Session {
             });
             if let Some(seq) = seq {
                 out.push(Effect::Store(StoreOp::Delivered(seq)));
+            }
+            if let Some(link) = link {
+                out.push(Effect::Settle(link, Settled::Consumed));
             }
             return;
         }
@@ -83,6 +100,7 @@ impl Session {
             pkid,
             qos: d.qos,
             state: OutState::Published,
+            link: d.link,
             delivery: Some(d.clone()),
         });
         INFLIGHT.fetch_add(1, Ordering::Relaxed);
@@ -94,11 +112,14 @@ impl Session {
     }
 
     /// A delivery the carrier cannot send (`reason`: e.g. too large for the receiver): dropped,
-    /// and no longer owed in the store.
-    pub fn drop_delivery(&mut self, seq: Option<Seq>, reason: &'static str, out: &mut Vec<Effect>) {
+    /// no longer owed in the store, and its queue, if a queue handed it out, is told.
+    pub fn drop_delivery(&mut self, d: &Delivery, reason: &'static str, out: &mut Vec<Effect>) {
         out.push(Effect::Dropped(reason));
-        if let Some(seq) = seq {
+        if let Some(seq) = d.seq {
             out.push(Effect::Store(StoreOp::Delivered(seq)));
+        }
+        if let Some(link) = d.link {
+            out.push(Effect::Settle(link, Settled::Dropped(reason)));
         }
     }
 
@@ -134,10 +155,19 @@ impl Session {
             Ok(i) => i,
             Err(outcome) => return outcome,
         };
-        if let Some(seq) = self.remove(i).and_then(|e| e.seq()) {
-            out.push(Effect::Store(StoreOp::Acked(pkid, seq)));
-        }
+        self.end_flow(i, pkid, Settled::Consumed, out);
         AckOutcome::Done
+    }
+
+    /// Ends the flow at `i` before the receiver had the message (acknowledged, refused, or
+    /// given up): the store and the queue that handed it out learn `how`.
+    fn end_flow(&mut self, i: usize, pkid: PacketId, how: Settled, out: &mut Vec<Effect>) {
+        if let Some(e) = self.remove(i) {
+            if let Some(seq) = e.seq() {
+                out.push(Effect::Store(StoreOp::Acked(pkid, seq)));
+            }
+            e.settle(how, out);
+        }
     }
 
     /// PUBREC from the receiver: PUBREL, once the store holds the flow at PUBREL (after it the
@@ -171,9 +201,7 @@ impl Session {
             Err(outcome) => return outcome,
         };
         if reason.is_error() {
-            if let Some(seq) = self.remove(i).and_then(|e| e.seq()) {
-                out.push(Effect::Store(StoreOp::Acked(pkid, seq)));
-            }
+            self.end_flow(i, pkid, Settled::Consumed, out);
             return AckOutcome::Done;
         }
         let entry = &mut self.inflight[i];
@@ -181,6 +209,7 @@ impl Session {
         if let Some(seq) = entry.delivery.take().and_then(|d| d.seq) {
             out.push(Effect::Durable(StoreOp::Released(pkid, seq)));
         }
+        entry.settle(Settled::Received, out);
         out.push(rel(ReasonCode::Success));
         AckOutcome::Done
     }
@@ -189,7 +218,9 @@ impl Session {
     pub fn on_pubcomp(&mut self, pkid: PacketId, out: &mut Vec<Effect>) -> AckOutcome {
         match self.position(pkid, OutState::Released, QoS::ExactlyOnce) {
             Ok(i) => {
-                self.remove(i);
+                if let Some(e) = self.remove(i) {
+                    e.settle(Settled::Consumed, out);
+                }
                 out.push(Effect::Store(StoreOp::Completed(pkid)));
                 AckOutcome::Done
             }
@@ -207,9 +238,7 @@ impl Session {
             return;
         };
         out.push(Effect::Dropped(reason));
-        if let Some(seq) = self.remove(i).and_then(|e| e.seq()) {
-            out.push(Effect::Store(StoreOp::Acked(pkid, seq)));
-        }
+        self.end_flow(i, pkid, Settled::Dropped(reason), out);
     }
 
     /// What the receiver has not acknowledged, again, in the original order [MQTT-4.4.0-1]:
@@ -255,6 +284,7 @@ impl Session {
                 pkid: pkid.unwrap_or(PacketId::MIN),
                 qos: delivery.qos,
                 state: OutState::Published,
+                link: delivery.link,
                 delivery: Some(delivery),
             });
             if pkid.is_none() {
@@ -287,18 +317,19 @@ impl Session {
             qos: QoS::ExactlyOnce,
             state: OutState::Released,
             delivery: None,
+            link: None,
         });
     }
 
-    /// Takes back the QoS 1 messages in flight that came through a shared subscription and
-    /// were not acknowledged, so they can go to another member of the group (with DUP set). A
-    /// QoS 2 message stays: its delivery is completed to this session when its client is back,
-    /// and never sent to another [MQTT-4.8.2-4] [MQTT-4.8.2-5].
+    /// Takes back the QoS 1 messages in flight that came through a shared subscription or a
+    /// queue and were not acknowledged, so they can go to another member or consumer (with DUP
+    /// set). A QoS 2 message stays: its delivery is completed to this session when its client
+    /// is back, and never sent to another [MQTT-4.8.2-4] [MQTT-4.8.2-5].
     pub fn take_shared_unreceived(&mut self) -> Vec<Delivery> {
         let mut taken = Vec::new();
         self.inflight.retain(|e| match &e.delivery {
             Some(d)
-                if d.shared.is_some()
+                if (d.shared.is_some() || d.link.is_some())
                     && e.qos == QoS::AtLeastOnce
                     && e.state == OutState::Published =>
             {
@@ -311,5 +342,18 @@ impl Session {
         });
         INFLIGHT.fetch_sub(taken.len() as i64, Ordering::Relaxed);
         taken
+    }
+
+    /// The session is ending: how each queue's delivery still in flight ended. One the receiver
+    /// had (PUBREC) counts as consumed; any other is dropped, never sent to another consumer
+    /// [MQTT-4.8.2-5].
+    pub fn settle_ended(&self, out: &mut Vec<Effect>) {
+        for e in &self.inflight {
+            let how = match e.state {
+                OutState::Released => Settled::Consumed,
+                OutState::Published => Settled::Dropped("session_ended"),
+            };
+            e.settle(how, out);
+        }
     }
 }

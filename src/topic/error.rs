@@ -44,6 +44,10 @@ pub enum TopicError {
     /// The ShareName contains `+` or `#`.
     #[error("[MQTT-4.8.2-2] ShareName must not contain '/', '+' or '#'")]
     InvalidShareName,
+    /// A topic name under `$queue/`, which names declared queues to consume from: a PUBLISH
+    /// there is refused as an invalid topic name (Tern's rule, not the spec's).
+    #[error("topic names under $queue/ are reserved for declared queues")]
+    QueueTopic,
     /// The ShareName is not followed by `/` and a non-empty topic filter.
     #[error("[MQTT-4.8.2-2] ShareName must be followed by '/' and a topic filter")]
     MissingShareFilter,
@@ -70,6 +74,7 @@ impl TopicError {
             TopicError::MissingShareFilter => {
                 "[MQTT-4.8.2-2] ShareName must be followed by '/' and a topic filter"
             }
+            TopicError::QueueTopic => "topic names under $queue/ are reserved for declared queues",
         }
     }
 

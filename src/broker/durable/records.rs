@@ -223,6 +223,7 @@ impl Options {
             shared: None,
             seq: Seq::new(seq),
             dup: false,
+            link: None,
         }
     }
 }

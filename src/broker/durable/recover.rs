@@ -243,6 +243,7 @@ fn recover_log(
                     shared: None,
                     seq: Seq::new(seq),
                     dup: false,
+                    link: None,
                 },
             ));
         }

@@ -152,6 +152,7 @@ fn stored_messages_go_to_recipients_still_owed() {
         shared: None,
         seq: None,
         dup: false,
+        link: None,
     };
     let log = |recipients: &[&str]| {
         let mut v = vec![LOG_RECORD_V1];
@@ -232,6 +233,7 @@ async fn acknowledgement_before_submit_releases_the_message() {
         shared: None,
         seq: Seq::new(seq),
         dup: false,
+        link: None,
     };
     batch.record("fast", &d);
     durable.delivered("fast", seq);
@@ -289,6 +291,7 @@ async fn deferred_delivery_is_queued_by_number_and_read_back() {
         shared: None,
         seq: Seq::new(seq),
         dup: false,
+        link: None,
     };
     let id: Arc<str> = "sleeper".into();
     batch.record(&id, &d);
@@ -343,6 +346,7 @@ async fn unsettled_records_are_readable_until_applied() {
         shared: None,
         seq: Seq::new(seq),
         dup: false,
+        link: None,
     };
     batch.record("late", &d);
     batch.defer(&"late".into(), &mailbox);

@@ -193,6 +193,7 @@ fn mailbox_bound_drops_qos0_first() {
         shared: None,
         seq: None,
         dup: false,
+        link: None,
     };
     assert_eq!(m.push(d(QoS::AtMostOnce)), Err(DropReason::Offline));
     m.set_online(true);
@@ -227,6 +228,7 @@ fn mailbox_byte_bound() {
         shared: None,
         seq: None,
         dup: false,
+        link: None,
     };
     let forty = &[b'x'; 40];
     m.push(d(QoS::AtMostOnce, forty)).expect("room");
@@ -286,6 +288,7 @@ fn drain_respects_window_and_order() {
             shared: None,
             seq: None,
             dup: false,
+            link: None,
         })
         .expect("room");
     }

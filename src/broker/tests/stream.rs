@@ -87,6 +87,7 @@ fn plain(topic: &str) -> Delivery {
         shared: None,
         seq: None,
         dup: false,
+        link: None,
     }
 }
 

@@ -99,9 +99,13 @@ fn refused_qos2_ends_at_pubrec() {
         ReasonCode::NotAuthorized,
         &mut out,
     );
+    // Its id, stored with the message's batch for a stored session, is freed there too.
     assert_eq!(
         took(&mut out),
-        [E::Reply(ReplyKind::PubRec, 5, ReasonCode::NotAuthorized)]
+        [
+            E::Store(StoreOp::InboundReleased(id(5))),
+            E::Reply(ReplyKind::PubRec, 5, ReasonCode::NotAuthorized)
+        ]
     );
     assert_eq!(s.on_publish_qos2(id(5), 10, &mut out), Qos2In::New);
 }

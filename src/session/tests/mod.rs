@@ -7,6 +7,7 @@
 mod gate;
 mod inbound;
 mod outbound;
+mod queued;
 mod versions;
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ fn delivery(qos: QoS, n: u8, seq: u64) -> Delivery {
         shared: None,
         seq: Seq::new(seq),
         dup: false,
+        link: None,
     }
 }
 
@@ -70,6 +72,8 @@ enum E {
     Store(StoreOp),
     Durable(StoreOp),
     Dropped(&'static str),
+    /// A queue's delivery: its id there, how it ended.
+    Settle(u64, Settled),
 }
 
 /// Takes the effects appended so far, reduced.
@@ -89,6 +93,7 @@ fn took(out: &mut Vec<Effect>) -> Vec<E> {
             Effect::Store(op) => E::Store(op),
             Effect::Durable(op) => E::Durable(op),
             Effect::Dropped(why) => E::Dropped(why),
+            Effect::Settle(link, how) => E::Settle(link.id.get(), how),
         })
         .collect()
 }
@@ -123,6 +128,7 @@ fn expired_messages_are_dropped() {
             shared: None,
             seq: Seq::new(seq_no),
             dup: false,
+            link: None,
         };
         s.start(d(5), now + Duration::from_secs(11), &mut out);
         assert_eq!(
@@ -143,7 +149,7 @@ fn undeliverable_messages_are_released() {
     for role in ROLES {
         let mut s = session(role, 10);
         let mut out = Vec::new();
-        s.drop_delivery(Some(seq(9)), "too_large", &mut out);
+        s.drop_delivery(&delivery(QoS::AtLeastOnce, 1, 9), "too_large", &mut out);
         assert_eq!(
             took(&mut out),
             [
@@ -151,7 +157,7 @@ fn undeliverable_messages_are_released() {
                 E::Store(StoreOp::Delivered(seq(9)))
             ]
         );
-        s.drop_delivery(None, "too_large", &mut out);
+        s.drop_delivery(&delivery(QoS::AtLeastOnce, 1, 0), "too_large", &mut out);
         assert_eq!(took(&mut out), [E::Dropped("too_large")]);
     }
 }

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+mod backlog;
+
+pub use backlog::{render as render_backlog, Backlog, Depths};
+
 use crate::config::ListenerKind;
 use crate::protocol::Packet;
 
