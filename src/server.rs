@@ -232,6 +232,12 @@ impl Broker {
         self.http_addr
     }
 
+    /// Each declared queue's figures, taken at one instant per queue (what `/metrics` shows
+    /// as the `tern_queue_…` series).
+    pub fn queue_figures(&self) -> Vec<crate::metrics::Backlog> {
+        self.state.queue_figures()
+    }
+
     /// Connections currently dormant (quiet, without a task; `limits.dormant_after_ms`).
     pub fn dormant_connections(&self) -> usize {
         self.dormitory.len()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::rules::Rule;
-use crate::broker::{BrokerState, Mailbox};
+use crate::broker::{After, BrokerState, Mailbox, SubscribeResult};
 use crate::config::BridgeConfig;
 use crate::metrics;
 use crate::protocol::{Publish, PublishProperties, QoS, RetainHandling, SubscriptionOptions};
@@ -49,18 +49,21 @@ pub(super) async fn subscribe_locally(
             retain_as_published: true,
             retain_handling: RetainHandling::SendIfNew,
         };
-        if let crate::broker::SubscribeResult::Refused(code) = state.subscribe(
-            session,
-            mailbox,
-            crate::broker::Wanted {
-                filter: &r.local_filter,
-                options,
-                id: None,
-                weight: None,
-            },
-            true,
-        ) {
-            warn!(bridge = %cfg.name, filter = %r.local_filter.as_str(), ?code, "bridge cannot subscribe locally");
+        let wanted = crate::broker::Wanted {
+            filter: &r.local_filter,
+            options,
+            id: None,
+            weight: None,
+        };
+        match state.subscribe(session, mailbox, wanted, true) {
+            SubscribeResult::Refused(code) => {
+                warn!(bridge = %cfg.name, filter = %r.local_filter.as_str(), ?code, "bridge cannot subscribe locally");
+            }
+            // A bridge consuming from a queue: no SUBACK to wait for here.
+            SubscribeResult::Granted(_, Some(After::Queue(q))) => {
+                state.queue_ready(q, session.client_id());
+            }
+            _ => {}
         }
     }
     let mut filters: Vec<&str> = wanted.iter().map(|r| r.local_filter.as_str()).collect();

@@ -6,8 +6,7 @@
 
 use std::task::{Context, Poll};
 
-use super::retained::RetainedStream;
-use super::{BrokerState, Mailbox};
+use super::{After, BrokerState, Mailbox};
 use crate::protocol::{Packet, PacketId};
 use crate::session::{Delivery, Effect, Gate, Reply};
 use crate::store::{StoreError, Ticket};
@@ -26,9 +25,9 @@ pub enum Out {
         /// What to send.
         delivery: Delivery,
     },
-    /// Another acknowledgement (SUBACK, UNSUBACK), in order with the flow's, and the retained
-    /// messages that follow it (queued once it is written).
-    Control(Packet, Vec<RetainedStream>),
+    /// Another acknowledgement (SUBACK, UNSUBACK), in order with the flow's, and what its
+    /// subscriptions start once it is written (retained messages, queues' messages).
+    Control(Packet, Vec<After>),
     /// A delivery not sent, for this reason (to count).
     Dropped(&'static str),
 }
@@ -131,7 +130,7 @@ impl Carrier {
     pub fn control(
         &mut self,
         packet: Packet,
-        then: Vec<RetainedStream>,
+        then: Vec<After>,
         after: Option<Ticket>,
         send: &mut dyn FnMut(Out),
     ) {

@@ -28,7 +28,7 @@ pub use queues::{is_queue_session, queue_name};
 pub use registry::{Attached, PendingWill};
 pub use retained::RetainedStream;
 pub use router::{RouteOutcome, Share};
-pub use subscribe::{Feed, SubscribeResult, Wanted};
+pub use subscribe::{After, Feed, SubscribeResult, Wanted};
 
 use registry::{Detached, Registry};
 use retained::Retained;
@@ -162,9 +162,10 @@ impl BrokerState {
                 Some(name) => {
                     let weight = self.share_weight(&client_id, None);
                     let window = limits.max_inflight_messages;
-                    if !self.join_queue(name, subscriber, weight, window) {
+                    let Some(queue) = self.join_queue(name, subscriber, weight, window) else {
                         continue;
-                    }
+                    };
+                    self.queue_ready(queue, &client_id);
                 }
                 None => {
                     self.router.subscribe(

@@ -77,6 +77,8 @@ impl Waiting {
 #[derive(Debug)]
 struct Handed {
     consumer: Arc<str>,
+    /// It takes one of the consumer's places (QoS 1/2 to it; QoS 0 is not flow controlled).
+    counted: bool,
     /// As it waited here (with its stored sequence number until the consumer has it).
     delivery: Delivery,
 }
@@ -90,6 +92,8 @@ struct Consumer {
     window: u32,
     /// Still subscribed (an entry stays while messages are outstanding).
     member: bool,
+    /// Its SUBACK is out: it may be handed messages.
+    ready: bool,
 }
 
 #[derive(Debug)]
@@ -113,12 +117,14 @@ impl Inner {
         }
     }
 
-    /// Frees one of `client_id`'s places.
-    fn settle_consumer(&mut self, client_id: &str) {
-        if let Some(c) = self.consumers.get_mut(client_id) {
-            c.outstanding = c.outstanding.saturating_sub(1);
+    /// `h` is no longer `client_id`'s: frees its place if it took one.
+    fn settle_consumer(&mut self, h: &Handed) {
+        if let Some(c) = self.consumers.get_mut(&h.consumer) {
+            if h.counted {
+                c.outstanding = c.outstanding.saturating_sub(1);
+            }
             if !c.member && c.outstanding == 0 {
-                self.consumers.remove(client_id);
+                self.consumers.remove(&h.consumer);
             }
         }
     }
@@ -259,8 +265,9 @@ impl Queue {
     }
 
     /// `sub` consumes from now on (or again, with new options), with room for `window`
-    /// messages at once; `weight` under `weighted`.
-    pub(super) fn join(&self, sub: Subscriber, weight: u32, window: u16, io: &dyn QueueIo) {
+    /// messages at once and `weight` under `weighted`; it is handed nothing before
+    /// [`Queue::ready`].
+    pub(super) fn join(&self, sub: Subscriber, weight: u32, window: u16) {
         let mut inner = self.inner.lock();
         let entry = inner
             .consumers
@@ -269,11 +276,22 @@ impl Queue {
                 outstanding: 0,
                 window: 1,
                 member: true,
+                ready: false,
             });
         entry.window = u32::from(window.max(1));
         entry.member = true;
+        entry.ready = false;
         inner.group.upsert(sub, weight);
-        self.dispatch(&mut inner, io, None);
+    }
+
+    /// `client_id` may be handed messages (its SUBACK is out, or it was read back from the
+    /// store).
+    pub(super) fn ready(&self, client_id: &str, io: &dyn QueueIo) {
+        let mut inner = self.inner.lock();
+        if let Some(c) = inner.consumers.get_mut(client_id) {
+            c.ready = true;
+            self.dispatch(&mut inner, io, None);
+        }
     }
 
     /// `client_id` consumes no more; what it holds stays with it until it settles.
@@ -330,7 +348,7 @@ impl Queue {
         if let Some(seq) = h.delivery.seq {
             io.release(&self.store_id, seq);
         }
-        inner.settle_consumer(&h.consumer);
+        inner.settle_consumer(&h);
         self.dispatch(&mut inner, io, None);
     }
 
@@ -343,11 +361,11 @@ impl Queue {
             let Some(h) = inner.handed.remove(&id) else {
                 continue;
             };
+            inner.settle_consumer(&h);
             let mut d = h.delivery;
             d.dup |= sent;
             inner.bytes += u64::from(payload_bytes(&d));
             inner.waiting.push_front(Waiting::Ready(d));
-            inner.settle_consumer(&h.consumer);
         }
         self.dispatch(&mut inner, io, Some(from));
     }
@@ -391,11 +409,15 @@ impl Queue {
             } = &mut *inner;
             let topic = d.msg.topic();
             let may_read = |id: &Arc<str>| io.may_read(id, topic);
+            // QoS 0 is not flow controlled: any connected consumer has room for it (its
+            // mailbox still bounds it).
             let room = |s: &Subscriber| {
                 !refused.contains(&s.client_id)
-                    && consumers
-                        .get(&s.client_id)
-                        .is_some_and(|c| c.outstanding < c.window)
+                    && consumers.get(&s.client_id).is_some_and(|c| {
+                        c.ready
+                            && (d.qos.min(s.options.qos) == QoS::AtMostOnce
+                                || c.outstanding < c.window)
+                    })
             };
             let load = |s: &Subscriber| {
                 consumers
@@ -439,13 +461,15 @@ impl Queue {
             }
             inner.next_id += 1;
             inner.bytes -= bytes;
-            if let Some(c) = inner.consumers.get_mut(&sub.client_id) {
+            let counted = d.qos.min(sub.options.qos) != QoS::AtMostOnce;
+            if let Some(c) = inner.consumers.get_mut(&sub.client_id).filter(|_| counted) {
                 c.outstanding += 1;
             }
             inner.handed.insert(
                 id,
                 Handed {
                     consumer: sub.client_id,
+                    counted,
                     delivery: d,
                 },
             );

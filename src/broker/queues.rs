@@ -107,15 +107,25 @@ impl BrokerState {
         (taken, refused)
     }
 
-    /// Subscribes `session` to queue `name` (from `$queue/{name}`); false if no such queue is
+    /// `sub` joins queue `name` (from `$queue/{name}`) as a consumer, taking nothing until
+    /// [`BrokerState::queue_ready`]; the queue's number, or `None` if no such queue is
     /// declared.
-    pub(super) fn join_queue(&self, name: &str, sub: Subscriber, weight: u32, window: u16) -> bool {
-        match self.queue(name) {
-            Some(q) => {
-                q.join(sub, weight, window, &self.io());
-                true
-            }
-            None => false,
+    pub(super) fn join_queue(
+        &self,
+        name: &str,
+        sub: Subscriber,
+        weight: u32,
+        window: u16,
+    ) -> Option<u32> {
+        let i = self.queues.iter().position(|q| q.name() == name)?;
+        self.queues[i].join(sub, weight, window);
+        u32::try_from(i).ok()
+    }
+
+    /// Queue number `queue` may hand `client_id` messages from now on (its SUBACK is out).
+    pub fn queue_ready(&self, queue: u32, client_id: &str) {
+        if let Some(q) = self.queues.get(queue as usize) {
+            q.ready(client_id, &self.io());
         }
     }
 

@@ -30,12 +30,23 @@ pub struct Wanted<'a> {
     pub weight: Option<u32>,
 }
 
+/// What a granted subscription starts once its SUBACK is written: nothing it brings goes out
+/// before the SUBACK.
+#[derive(Debug)]
+pub enum After {
+    /// Its retained messages, queued as a marker ([`super::Mailbox::push_retained`]).
+    Retained(RetainedStream),
+    /// Messages from declared queue number `u32`, of which the client is now a consumer
+    /// ([`BrokerState::queue_ready`]).
+    Queue(u32),
+}
+
 /// Result of one filter of a SUBSCRIBE.
 #[derive(Debug)]
 pub enum SubscribeResult {
-    /// Granted at this QoS, with the retained messages to send after the SUBACK, if any match
-    /// (see [`super::Mailbox::push_retained`]).
-    Granted(ReasonCode, Option<RetainedStream>),
+    /// Granted at this QoS, with what follows the SUBACK: retained messages, if any match, or
+    /// a queue's messages.
+    Granted(ReasonCode, Option<After>),
     /// Refused with this reason.
     Refused(ReasonCode),
     /// No Local on a shared subscription [MQTT-3.8.3-4]: a protocol error for the connection.
@@ -109,12 +120,12 @@ impl BrokerState {
                 id,
             };
             let weight = self.share_weight(session.client_id(), weight);
-            if !self.join_queue(name, sub, weight, session.window()) {
+            let Some(queue) = self.join_queue(name, sub, weight, session.window()) else {
                 tracing::debug!(client_id = %clip(session.client_id()), filter = %clip(filter.as_str()), "SUBSCRIBE to a queue not declared in [[queues]]");
                 return refused(ReasonCode::TopicFilterInvalid);
-            }
+            };
             session.subscribe(filter.clone(), Subscription { options, id });
-            return SubscribeResult::Granted(granted(options.qos), None);
+            return SubscribeResult::Granted(granted(options.qos), Some(After::Queue(queue)));
         }
         session.subscribe(filter.clone(), Subscription { options, id });
         self.router.subscribe(
@@ -138,7 +149,7 @@ impl BrokerState {
         } else {
             None
         };
-        SubscribeResult::Granted(granted(options.qos), retained)
+        SubscribeResult::Granted(granted(options.qos), retained.map(After::Retained))
     }
 
     /// How a client joins the group of shared subscription `filter` (none for an ordinary

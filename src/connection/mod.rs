@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use crate::broker::{BrokerState, Carrier, Mailbox, Out, RetainedStream};
+use crate::broker::{After, BrokerState, Carrier, Mailbox, Out};
 use crate::metrics;
 use crate::protocol::{
     self, Connect, Disconnect, LastWill, Packet, PacketId, ProtocolVersion, Publish, ReasonCode,
@@ -274,7 +274,7 @@ impl Connection {
 
     /// Sends `packet` (SUBACK, UNSUBACK) in order with the acknowledgements, once `after` is
     /// durable; then queues `then` (retained messages after a SUBACK).
-    fn control(&mut self, packet: Packet, then: Vec<RetainedStream>, after: Option<Ticket>) {
+    fn control(&mut self, packet: Packet, then: Vec<After>, after: Option<Ticket>) {
         self.through_carrier(|carrier, _, _, send| carrier.control(packet, then, after, send));
     }
 
@@ -294,8 +294,17 @@ impl Connection {
             client_id: client.session.client_id(),
         };
         let out = &mut client.out;
-        let mut send =
-            |o: Out| write_out(out, mailbox, outbuf, unsendable, &mut counts, &mut now, o);
+        let for_sink = ctx;
+        let mut send = |o: Out| {
+            let mut sink = Sink {
+                out: &mut *out,
+                outbuf: &mut *outbuf,
+                unsendable: &mut *unsendable,
+                counts: &mut counts,
+                now: &mut now,
+            };
+            sink.write(&for_sink, o);
+        };
         let r = f(&mut self.carrier, &mut self.effects, ctx, &mut send);
         metrics::sent(&counts);
         r
@@ -592,43 +601,52 @@ impl Client {
 }
 
 /// Whose effects a carrier carries out.
+#[derive(Clone, Copy)]
 struct CarryCtx<'a> {
     state: &'a BrokerState,
     mailbox: &'a Mailbox,
     client_id: &'a str,
 }
 
-/// Writes what a [`Carrier`] hands out: acknowledgements and control packets through the
-/// client's encoder (a control packet that cannot fit its Maximum Packet Size makes the
-/// connection `unsendable`), PUBLISHes with the per-subscriber parts, drops counted.
-fn write_out(
-    out: &mut Outbound,
-    mailbox: &Mailbox,
-    outbuf: &mut bytes::BytesMut,
-    unsendable: &mut bool,
-    counts: &mut metrics::Counts,
-    now: &mut Option<std::time::Instant>,
-    o: Out,
-) {
-    match o {
-        Out::Reply(r) => *unsendable |= !out.ack(outbuf, r.packet()),
-        Out::Control(packet, then) => {
-            *unsendable |= !out.ack(outbuf, packet);
-            for stream in then {
-                mailbox.push_retained(stream);
+/// Where a [`Carrier`]'s output goes: the client's encoder and output buffer.
+struct Sink<'a> {
+    out: &'a mut Outbound,
+    outbuf: &'a mut bytes::BytesMut,
+    unsendable: &'a mut bool,
+    counts: &'a mut metrics::Counts,
+    now: &'a mut Option<std::time::Instant>,
+}
+
+impl Sink<'_> {
+    /// Writes what a [`Carrier`] hands out: acknowledgements and control packets through the
+    /// client's encoder (a control packet that cannot fit its Maximum Packet Size makes the
+    /// connection `unsendable`), PUBLISHes with the per-subscriber parts, drops counted; once a
+    /// SUBACK is written, what its subscriptions bring starts.
+    fn write(&mut self, ctx: &CarryCtx<'_>, o: Out) {
+        match o {
+            Out::Reply(r) => *self.unsendable |= !self.out.ack(self.outbuf, r.packet()),
+            Out::Control(packet, then) => {
+                *self.unsendable |= !self.out.ack(self.outbuf, packet);
+                for after in then {
+                    match after {
+                        After::Retained(stream) => ctx.mailbox.push_retained(stream),
+                        After::Queue(q) => ctx.state.queue_ready(q, ctx.client_id),
+                    }
+                }
             }
-        }
-        Out::Publish {
-            pkid,
-            dup,
-            delivery,
-        } => {
-            let now = *now.get_or_insert_with(std::time::Instant::now);
-            if out.publish(outbuf, &delivery, pkid.map_or(0, PacketId::get), dup, now) {
-                counts.publish(delivery.qos as u8, !dup);
+            Out::Publish {
+                pkid,
+                dup,
+                delivery,
+            } => {
+                let now = *self.now.get_or_insert_with(std::time::Instant::now);
+                let pkid = pkid.map_or(0, PacketId::get);
+                if self.out.publish(self.outbuf, &delivery, pkid, dup, now) {
+                    self.counts.publish(delivery.qos as u8, !dup);
+                }
             }
+            Out::Dropped(reason) => metrics::dropped(reason),
         }
-        Out::Dropped(reason) => metrics::dropped(reason),
     }
 }
 

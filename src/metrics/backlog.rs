@@ -142,7 +142,12 @@ fn labelled(
 }
 
 /// One series: name suffix, type, help text, and its figure.
-type Series = (&'static str, &'static str, &'static str, fn(&Backlog) -> u64);
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Backlog) -> u64,
+);
 
 /// The six series of one kind (`tern_queue` or `tern_shared_group`).
 fn series(out: &mut String, prefix: &str, rows: &[(&str, &Backlog)]) {

@@ -62,6 +62,13 @@ impl TestBroker {
         }
     }
 
+    /// Every declared queue's figures, each taken at one instant.
+    pub fn queue_figures(&self) -> Vec<tern::metrics::Backlog> {
+        self.broker
+            .as_ref()
+            .map_or_else(Vec::new, Broker::queue_figures)
+    }
+
     /// Connections dormant now.
     pub fn dormant(&self) -> usize {
         self.broker.as_ref().map_or(0, Broker::dormant_connections)

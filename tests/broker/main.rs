@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod auth;
+mod backlog;
 mod bridge;
 mod certs;
 mod child;
@@ -16,6 +17,7 @@ mod ops;
 mod persistence;
 mod probe;
 mod publish_qos;
+mod queues;
 mod retain;
 mod retain_stream;
 mod rmq;

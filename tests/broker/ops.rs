@@ -48,16 +48,16 @@ fn value(body: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-struct Scrape(String);
+pub struct Scrape(pub String);
 
 impl Scrape {
-    async fn take(b: &ChildBroker) -> Scrape {
+    pub async fn take(b: &ChildBroker) -> Scrape {
         let (status, body) = get(b.http, "/metrics").await;
         assert_eq!(status, 200);
         Scrape(body)
     }
 
-    fn get(&self, name: &str, labels: &[&str]) -> f64 {
+    pub fn get(&self, name: &str, labels: &[&str]) -> f64 {
         value(&self.0, name, labels)
     }
 }
@@ -456,7 +456,11 @@ async fn connections_are_labelled_by_listener_kind() {
 #[test]
 fn grafana_dashboard_uses_declared_metrics() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let declared = metric_names(&std::fs::read_to_string(root.join("src/metrics.rs")).unwrap());
+    let sources: String = std::fs::read_dir(root.join("src/metrics"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let declared = metric_names(&sources);
     let dashboard = std::fs::read_to_string(root.join("deploy/grafana-dashboard.json")).unwrap();
     let used = metric_names(&dashboard);
     assert!(used.len() >= 10, "{used:?}");

@@ -39,7 +39,7 @@ fn subscribe(
         ..SubscriptionOptions::default()
     };
     match state.subscribe(session, m, wanted(&filter.into(), options, Some(7)), true) {
-        SubscribeResult::Granted(_, Some(s)) => s,
+        SubscribeResult::Granted(_, Some(crate::broker::After::Retained(s))) => s,
         other => panic!("expected retained messages: {other:?}"),
     }
 }
