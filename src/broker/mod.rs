@@ -27,7 +27,7 @@ pub use mailbox::{Mailbox, Queued, Source, Streamed};
 pub use queues::{is_queue_session, queue_name};
 pub use registry::{Attached, PendingWill};
 pub use retained::RetainedStream;
-pub use router::{RouteOutcome, Share};
+pub use router::RouteOutcome;
 pub use subscribe::{After, Feed, SubscribeResult, Wanted};
 
 use registry::{Detached, Registry};
@@ -61,9 +61,10 @@ pub struct BrokerState {
     /// User names of clients that logged in with one, for authorizing their deliveries and
     /// wills; a client missing here is anonymous.
     usernames: DashMap<Arc<str>, Arc<str>>,
-    /// The declared queues (`[[queues]]`), fixed from start; a delivery's [`crate::session::Link`]
-    /// names one by its position here.
-    queues: Vec<queue::Queue>,
+    /// The declared queues (`[[queues]]`), fixed from start.
+    queues: Vec<Arc<queue::Queue>>,
+    /// Every queue, groups included, by the slot a delivery's [`crate::session::Link`] names.
+    slots: queues::Slots,
 }
 
 /// What publishing one message did.
@@ -79,10 +80,12 @@ pub struct Published {
 impl BrokerState {
     /// Empty state with these settings, everyone allowed everything (no auth files read).
     pub fn new(config: Config) -> BrokerState {
+        let (slots, queues) = queues::Slots::declared(&config);
         BrokerState {
             auth: Auth::permissive(),
             usernames: DashMap::new(),
-            queues: queues::declared(&config),
+            queues,
+            slots,
             config: ArcSwap::from_pointee(config),
             registry: Registry::default(),
             router: Router::default(),
@@ -101,6 +104,7 @@ impl BrokerState {
         let mut state = BrokerState::new(config);
         state.auth = auth;
         let mut sessions = Vec::new();
+        let mut groups = Vec::new();
         let mut ended_wills = Vec::new();
         let persistence = state.config().persistence.clone();
         if persistence.enabled {
@@ -111,13 +115,14 @@ impl BrokerState {
             sessions = recovered.sessions;
             ended_wills = recovered.ended_wills;
             state.durable = Some(durable);
-            sessions = state.restore_queues(sessions);
+            (sessions, groups) = state.restore_queues(sessions);
         }
         let state = Arc::new(state);
         let due: Vec<_> = sessions
             .into_iter()
             .filter_map(|stored| state.restore_session(stored))
             .collect();
+        state.restore_groups(groups);
         // Wills go out once every session is back, so persistent subscribers get them.
         for (msg, _) in ended_wills {
             state.publish_will_message(Arc::new(msg));
@@ -158,22 +163,17 @@ impl BrokerState {
                 options: sub.options,
                 id: sub.id,
             };
-            match queue_name(filter.as_str()) {
-                Some(name) => {
-                    let weight = self.share_weight(&client_id, None);
-                    let window = limits.max_inflight_messages;
-                    let Some(queue) = self.join_queue(name, subscriber, weight, window) else {
-                        continue;
-                    };
-                    self.queue_ready(queue, &client_id);
-                }
-                None => {
-                    self.router.subscribe(
-                        self.share(&filter, &client_id, None),
-                        filter.filter(),
-                        subscriber,
-                    );
-                }
+            let joining = queues::Joining {
+                weight: self.share_weight(&client_id, None),
+                window: limits.max_inflight_messages,
+            };
+            if queue_name(filter.as_str()).is_some() || filter.share().is_some() {
+                let Some((slot, _)) = self.join_queue(&filter, subscriber, joining) else {
+                    continue;
+                };
+                self.queue_ready(slot, &client_id);
+            } else {
+                self.router.subscribe(filter.filter(), subscriber);
             }
             session.subscribe(filter, sub);
         }
@@ -231,11 +231,8 @@ impl BrokerState {
             self.retained.update(&msg);
         }
         let Some(d) = &self.durable else {
-            let mut outcome = self.route(&msg, None);
-            metrics::routed(outcome.delivered, outcome.dropped_queue_full);
-            (outcome.queued, outcome.refused) = self.enqueue(&msg, None);
             return Published {
-                outcome,
+                outcome: self.route(&msg, None),
                 durable: None,
             };
         };
@@ -243,9 +240,7 @@ impl BrokerState {
         if msg.publish.retain {
             batch.retain(&msg);
         }
-        let mut outcome = self.route(&msg, Some(&mut batch));
-        metrics::routed(outcome.delivered, outcome.dropped_queue_full);
-        (outcome.queued, outcome.refused) = self.enqueue(&msg, Some(&mut batch));
+        let outcome = self.route(&msg, Some(&mut batch));
         if let Some((client_id, pkid)) = inbound_qos2 {
             batch.inbound_qos2(client_id, pkid);
         }
@@ -255,27 +250,41 @@ impl BrokerState {
         }
     }
 
-    /// Routes `msg` to every subscriber allowed to read it.
+    /// Routes `msg` to every subscriber allowed to read it, and offers it to the groups and
+    /// declared queues it matches (each of those checks who may read it as it hands it out).
     fn route(
         &self,
         msg: &Arc<Message>,
-        recorder: Option<&mut dyn router::Recorder>,
+        mut recorder: Option<&mut dyn router::Recorder>,
     ) -> RouteOutcome {
-        let Some(authorizer) = self.auth.authorizer() else {
-            return self.router.route(msg, recorder, None);
-        };
-        let may_read = |client_id: &Arc<str>| {
-            // A bridge forwards what its rules say; the remote enforces its own ACL.
-            if bridged::is_bridge_session(client_id) {
-                return true;
+        let mut groups = Vec::new();
+        let r = recorder
+            .as_mut()
+            .map(|r| &mut **r as &mut dyn router::Recorder);
+        let mut outcome = match self.auth.authorizer() {
+            None => self.router.route(msg, r, None, &mut groups),
+            Some(authorizer) => {
+                let may_read = |client_id: &Arc<str>| {
+                    // A bridge forwards what its rules say; the remote enforces its own ACL.
+                    if bridged::is_bridge_session(client_id) {
+                        return true;
+                    }
+                    let ok =
+                        authorizer.allows(&self.identity(client_id), msg.topic(), Access::Read);
+                    if !ok {
+                        metrics::acl_denied("read");
+                    }
+                    ok
+                };
+                self.router.route(msg, r, Some(&may_read), &mut groups)
             }
-            let ok = authorizer.allows(&self.identity(client_id), msg.topic(), Access::Read);
-            if !ok {
-                metrics::acl_denied("read");
-            }
-            ok
         };
-        self.router.route(msg, recorder, Some(&may_read))
+        let (taken, group_full, refused) = self.enqueue(msg, recorder, &groups);
+        outcome.delivered += taken;
+        outcome.dropped_queue_full += group_full;
+        outcome.refused = refused;
+        metrics::routed(outcome.delivered, outcome.dropped_queue_full);
+        outcome
     }
 
     /// This broker's id in bridged messages' path.
@@ -364,9 +373,7 @@ impl BrokerState {
         if msg.publish.retain {
             self.retained.update(&msg);
         }
-        let outcome = self.route(&msg, None);
-        metrics::routed(outcome.delivered, outcome.dropped_queue_full);
-        self.enqueue(&msg, None);
+        self.route(&msg, None);
     }
 
     /// Stored message `seq` as a delivery to `client_id`, read back from the store; `None` if
@@ -498,7 +505,7 @@ impl BrokerState {
         mailbox: &Arc<Mailbox>,
         will: Option<(Arc<Message>, u32)>,
     ) {
-        self.redistribute_shared(&mut session, mailbox);
+        self.give_back_unreceived(&mut session, mailbox);
         let expiry = session.expiry_interval;
         let (will_now, will_later) = wills::at_disconnect(will, expiry);
         if let Some(msg) = will_now {
@@ -550,12 +557,9 @@ impl BrokerState {
             durable.session_ended(session.client_id(), &seqs);
         }
         for filter in session.subscriptions().keys() {
-            match queue_name(filter.as_str()) {
-                Some(name) => self.leave_queue(name, session.client_id()),
-                None => {
-                    self.router
-                        .unsubscribe(filter.share(), filter.filter(), session.client_id());
-                }
+            if !self.leave_queue(filter, session.client_id()) {
+                self.router
+                    .unsubscribe(filter.filter(), session.client_id());
             }
         }
         // Queues' messages it held: those never sent go back, those it had in flight end
@@ -574,46 +578,12 @@ impl BrokerState {
         self.usernames.remove(session.client_id());
     }
 
-    /// Hands QoS 1/2 messages that came through shared subscriptions, and that this client did
-    /// not receive, to other members of their groups; and every message a queue handed it and
-    /// it did not receive back to its queue.
-    fn redistribute_shared(&self, session: &mut Session, mailbox: &Arc<Mailbox>) {
-        let mut keep = Vec::new();
-        let from_inflight = session.take_shared_unreceived();
-        let queued = mailbox.take_all();
-        let (queued, from_inflight) = self.give_back(session.client_id(), queued, from_inflight);
-        for q in from_inflight.into_iter().map(Queued::Ready).chain(queued) {
-            match q {
-                Queued::Ready(d)
-                    if d.shared.is_some() && d.qos != crate::protocol::QoS::AtMostOnce =>
-                {
-                    let seq = d.seq;
-                    let authorizer = self.auth.authorizer();
-                    let topic = d.msg.topic().to_string();
-                    let may_read = |id: &Arc<str>| {
-                        authorizer
-                            .as_ref()
-                            .is_none_or(|a| a.allows(&self.identity(id), &topic, Access::Read))
-                    };
-                    let check: Option<router::ReadCheck<'_>> = authorizer
-                        .as_ref()
-                        .map(|_| &may_read as router::ReadCheck<'_>);
-                    match self.router.redistribute(d, session.client_id(), check) {
-                        // A stored member keeps it stored (its acknowledgement releases it);
-                        // otherwise this session's share in the store is released now.
-                        Ok(true) => {}
-                        Ok(false) => {
-                            if let Some(seq) = seq {
-                                let ops = [StoreOp::Delivered(seq)];
-                                self.apply_store(mailbox, session.client_id(), &ops, false);
-                            }
-                        }
-                        Err(d) => keep.push(Queued::Ready(d)),
-                    }
-                }
-                other => keep.push(other),
-            }
-        }
+    /// Hands every message a queue (declared, or a shared subscription's group) handed this
+    /// client and that it did not receive back to its queue: those never sent, and QoS 1 ones
+    /// sent and not acknowledged (QoS 2 ones stay [MQTT-4.8.2-4]).
+    fn give_back_unreceived(&self, session: &mut Session, mailbox: &Arc<Mailbox>) {
+        let inflight = session.take_shared_unreceived();
+        let (keep, _) = self.give_back(session.client_id(), mailbox.take_all(), inflight);
         mailbox.push_front_all(keep);
     }
 

@@ -1,16 +1,18 @@
-//! A declared point-to-point queue (`[[queues]]`): it holds every message that matches its
-//! filter, in order, until one consumer (a subscriber to `$queue/{name}`) takes it. Messages
-//! wait here, not in consumers' sessions: a consumer is handed one only while it has room
-//! (fewer of the queue's messages outstanding than its inflight window), picked by the
-//! queue's [`Strategy`]; so a slow or stalled consumer gets less, and a message never waits
-//! behind one while another is free.
+//! A queue: a declared point-to-point one (`[[queues]]`, consumed through `$queue/{name}`),
+//! or a shared subscription's group (`$share/{name}/{filter}`), which is one too. It holds every
+//! message that matches its filter, in order, until one consumer takes it. Messages wait here,
+//! not in consumers' sessions: a consumer is handed one only while it has room (fewer of the
+//! queue's QoS 1/2 messages outstanding than its inflight window; QoS 0 is not flow
+//! controlled), picked by the queue's [`Strategy`]; so a slow or stalled consumer gets less, and
+//! a message never waits behind one while another is free.
 //!
 //! A handed-out delivery carries a [`Link`] back here; the consumer's session reports how it
 //! ends ([`Settled`]): acknowledged, dropped, or (its consumer left) handed back to the head
 //! of the queue for another. With persistence on, the queue is a stored pseudo-session
-//! (`$queue/{name}`): a message it accepts is stored with the publisher's batch, before the
-//! publisher is acknowledged, and released once a consumer has it (PUBACK, PUBREC, QoS 0
-//! written), so a restart or `kill -9` hands out again whatever was not consumed.
+//! (`$queue/{name}`, or `$share/{name}/{filter}` for a group with a persistent member): a QoS
+//! 1/2 message it accepts is stored with the publisher's batch, before the publisher is
+//! acknowledged, and released once a consumer has it (PUBACK, PUBREC, QoS 0 written), so a
+//! restart or `kill -9` hands out again whatever was not consumed.
 //!
 //! Every count (produced, consumed, dropped, waiting, in flight, bytes) changes under the
 //! queue's one lock, with the move it counts, so `produced = consumed + dropped + messages +
@@ -18,6 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,8 +32,7 @@ use super::shared::{Fit, Group, Key};
 use crate::config::{Overflow, QueueConfig, Strategy};
 use crate::metrics::Backlog;
 use crate::protocol::QoS;
-use crate::session::{Delivery, Link, Message, Seq, Settled, SharedTag};
-use crate::topic::TopicFilter;
+use crate::session::{Delivery, Link, Message, Seq, Settled};
 
 /// What a queue needs from the broker: its stored messages, and the ACL.
 pub(super) trait QueueIo {
@@ -52,7 +54,23 @@ pub enum Offered {
     Accepted,
     /// Refused at a bound (`overflow = "reject"`), or larger than the queue's byte bound.
     Rejected,
+    /// The queue is gone (a group whose last member left meanwhile): not counted.
+    Closed,
 }
+
+/// What a queue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Declared in `[[queues]]`: exists from start, always stored with persistence on.
+    Declared,
+    /// A shared subscription's group: exists while it has members; stores a message only
+    /// while a member's session is stored (no one else could get it after a restart).
+    Group,
+}
+
+/// The next [`Link::id`]: unique across queues, so a link to a group that is gone never
+/// settles a delivery of the queue that took its slot.
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
 /// A waiting message.
 #[derive(Debug)]
@@ -103,7 +121,8 @@ struct Inner {
     group: Group,
     consumers: HashMap<Arc<str>, Consumer>,
     handed: HashMap<NonZeroU64, Handed>,
-    next_id: u64,
+    /// A group closed when its last member left.
+    closed: bool,
     produced: u64,
     consumed: u64,
     dropped: Vec<(&'static str, u64)>,
@@ -130,14 +149,18 @@ impl Inner {
     }
 }
 
-/// One declared queue.
+/// One queue.
 #[derive(Debug)]
 pub(super) struct Queue {
-    index: u32,
+    /// Its place among the broker's queues ([`Link::queue`]).
+    slot: u32,
+    kind: Kind,
+    /// The queue's name, or the group's share name.
     name: Arc<str>,
-    /// Its client id in the store: `$queue/{name}`.
+    /// Its topic filter (without `$share/{name}/`).
+    filter: Arc<str>,
+    /// Its client id in the store: `$queue/{name}`, `$share/{name}/{filter}`.
     store_id: Arc<str>,
-    filter: TopicFilter,
     max_messages: usize,
     max_bytes: u64,
     overflow: Overflow,
@@ -149,41 +172,80 @@ pub(super) fn store_id(name: &str) -> String {
     format!("$queue/{name}")
 }
 
-/// Whether `client_id` is a queue's (no client may use such an id).
+/// Whether `client_id` is a queue's or a group's (no client may use such an id).
 pub fn is_queue_session(client_id: &str) -> bool {
-    client_id.starts_with("$queue/")
+    client_id.starts_with("$queue/") || client_id.starts_with("$share/")
 }
 
 impl Queue {
-    /// Queue number `index` as `config` declares it (its filter checked by the config);
-    /// `strategy` when it names none.
-    pub(super) fn new(index: u32, config: &QueueConfig, strategy: Strategy) -> Option<Queue> {
-        let filter = TopicFilter::parse(&config.filter).ok()?;
-        let name: Arc<str> = config.name.as_str().into();
-        let tag = SharedTag {
-            group: Arc::clone(&name),
-            filter: filter.filter().into(),
-        };
-        Some(Queue {
-            index,
-            store_id: store_id(&name).into(),
-            name,
-            filter,
-            max_messages: config.max_messages,
-            max_bytes: config.max_bytes,
-            overflow: config.overflow,
+    /// Declared queue `config` in `slot` (its filter checked by the config); `strategy` when
+    /// it names none.
+    pub(super) fn declared(slot: u32, config: &QueueConfig, strategy: Strategy) -> Queue {
+        Queue::new(
+            slot,
+            Kind::Declared,
+            &config.name,
+            &config.filter,
+            store_id(&config.name),
+            config.strategy.unwrap_or(strategy),
+            (config.max_messages, config.max_bytes, config.overflow),
+        )
+    }
+
+    /// The group of share `name` on `filter`, in `slot`, holding at most `max_messages`
+    /// waiting (then the newest is refused, counted).
+    pub(super) fn group(
+        slot: u32,
+        name: &str,
+        filter: &str,
+        strategy: Strategy,
+        max_messages: usize,
+    ) -> Queue {
+        let bounds = (max_messages, u64::MAX, Overflow::Reject);
+        let store_id = format!("$share/{name}/{filter}");
+        Queue::new(slot, Kind::Group, name, filter, store_id, strategy, bounds)
+    }
+
+    fn new(
+        slot: u32,
+        kind: Kind,
+        name: &str,
+        filter: &str,
+        store_id: String,
+        strategy: Strategy,
+        (max_messages, max_bytes, overflow): (usize, u64, Overflow),
+    ) -> Queue {
+        Queue {
+            slot,
+            kind,
+            name: name.into(),
+            filter: filter.into(),
+            store_id: store_id.into(),
+            max_messages,
+            max_bytes,
+            overflow,
             inner: Mutex::new(Inner {
                 waiting: VecDeque::new(),
                 bytes: 0,
-                group: Group::new(tag, config.strategy.unwrap_or(strategy)),
+                group: Group::new(strategy),
                 consumers: HashMap::new(),
                 handed: HashMap::new(),
-                next_id: 1,
+                closed: false,
                 produced: 0,
                 consumed: 0,
                 dropped: Vec::new(),
             }),
-        })
+        }
+    }
+
+    /// Its slot.
+    pub(super) fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// Whether it is a shared subscription's group.
+    pub(super) fn is_group(&self) -> bool {
+        self.kind == Kind::Group
     }
 
     /// Its name.
@@ -196,9 +258,32 @@ impl Queue {
         &self.store_id
     }
 
-    /// Its filter.
-    pub(super) fn filter(&self) -> &TopicFilter {
+    /// Its topic filter.
+    pub(super) fn filter(&self) -> &str {
         &self.filter
+    }
+
+    /// Whether it has no member (a group with none is closed).
+    pub(super) fn is_empty(&self) -> bool {
+        self.inner.lock().group.is_empty()
+    }
+
+    /// Closes a group whose last member left: what waits is dropped, and the stored messages
+    /// it still held (waiting or handed out) are returned, for the store to release.
+    pub(super) fn close(&self) -> Vec<Seq> {
+        let mut inner = self.inner.lock();
+        inner.closed = true;
+        let waiting = std::mem::take(&mut inner.waiting);
+        inner.bytes = 0;
+        let handed = std::mem::take(&mut inner.handed);
+        waiting
+            .into_iter()
+            .filter_map(|w| match w {
+                Waiting::Ready(d) => d.seq,
+                Waiting::Stored(seq, _) => Some(seq),
+            })
+            .chain(handed.into_values().filter_map(|h| h.delivery.seq))
+            .collect()
     }
 
     /// Puts back what the store held at start (sequence numbers and payload sizes, in order):
@@ -222,6 +307,9 @@ impl Queue {
         io: &dyn QueueIo,
     ) -> Offered {
         let mut inner = self.inner.lock();
+        if inner.closed {
+            return Offered::Closed;
+        }
         inner.produced += 1;
         let bytes = u64::from(u32::try_from(msg.publish.payload.len()).unwrap_or(u32::MAX));
         let full =
@@ -249,12 +337,16 @@ impl Queue {
             qos: msg.qos(),
             retain: false,
             sub_ids: Vec::new(),
-            shared: None,
             seq: None,
             dup: false,
             link: None,
         };
-        if let Some(r) = recorder.filter(|_| d.qos != QoS::AtMostOnce) {
+        // A group's message is kept only for members whose sessions outlive a restart.
+        let stored = match self.kind {
+            Kind::Declared => true,
+            Kind::Group => inner.group.any(|s| s.mailbox.is_stored()),
+        };
+        if let Some(r) = recorder.filter(|_| stored && d.qos != QoS::AtMostOnce) {
             d.seq = Seq::new(r.next_seq());
             r.record(&self.store_id, &d);
         }
@@ -266,8 +358,8 @@ impl Queue {
 
     /// `sub` consumes from now on (or again, with new options), with room for `window`
     /// messages at once and `weight` under `weighted`; it is handed nothing before
-    /// [`Queue::ready`].
-    pub(super) fn join(&self, sub: Subscriber, weight: u32, window: u16) {
+    /// [`Queue::ready`]. True if it is a new member.
+    pub(super) fn join(&self, sub: Subscriber, weight: u32, window: u16) -> bool {
         let mut inner = self.inner.lock();
         let entry = inner
             .consumers
@@ -281,7 +373,7 @@ impl Queue {
         entry.window = u32::from(window.max(1));
         entry.member = true;
         entry.ready = false;
-        inner.group.upsert(sub, weight);
+        !inner.group.upsert(sub, weight)
     }
 
     /// `client_id` may be handed messages (its SUBACK is out, or it was read back from the
@@ -427,7 +519,6 @@ impl Queue {
             let fit = Fit {
                 room: &room,
                 load: &load,
-                strict: true,
             };
             let key = Key {
                 publisher: d.msg.publisher.as_deref(),
@@ -436,21 +527,21 @@ impl Queue {
             let check = io
                 .checks_reads()
                 .then_some(&may_read as super::router::ReadCheck<'_>);
-            let Some(sub) = group.pick_by(key, exclude, check, &fit).cloned() else {
+            let Some(sub) = group.pick(key, exclude, check, &fit).cloned() else {
                 inner.waiting.push_front(Waiting::Ready(d));
                 return;
             };
-            let id = NonZeroU64::new(inner.next_id).unwrap_or(NonZeroU64::MIN);
+            let id = NonZeroU64::new(NEXT_LINK.fetch_add(1, Ordering::Relaxed))
+                .unwrap_or(NonZeroU64::MIN);
             let out = Delivery {
                 msg: Arc::clone(&d.msg),
                 qos: d.qos.min(sub.options.qos),
                 retain: sub.options.retain_as_published && d.msg.publish.retain,
                 sub_ids: sub.id.into_iter().collect(),
-                shared: None,
                 seq: None,
                 dup: d.dup,
                 link: Some(Link {
-                    queue: self.index,
+                    queue: self.slot,
                     id,
                 }),
             };
@@ -459,7 +550,6 @@ impl Queue {
                 inner.waiting.push_front(Waiting::Ready(d));
                 continue;
             }
-            inner.next_id += 1;
             inner.bytes -= bytes;
             let counted = d.qos.min(sub.options.qos) != QoS::AtMostOnce;
             if let Some(c) = inner.consumers.get_mut(&sub.client_id).filter(|_| counted) {
@@ -481,7 +571,10 @@ impl Queue {
         let inner = self.inner.lock();
         Backlog {
             name: self.name.to_string(),
-            filter: String::new(),
+            filter: match self.kind {
+                Kind::Declared => String::new(),
+                Kind::Group => self.filter.to_string(),
+            },
             produced: inner.produced,
             consumed: inner.consumed,
             dropped: inner.dropped.clone(),

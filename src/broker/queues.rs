@@ -1,9 +1,14 @@
-//! The declared queues on the broker's side: enqueueing what is published, consumers joining
-//! and leaving through `$queue/{name}` subscriptions, their sessions' reports
-//! ([`BrokerState::settle`]), and the queues' stored pseudo-sessions at start.
+//! The broker's queues: the declared ones (`[[queues]]`), fixed from start, and shared
+//! subscriptions' groups, made when their first member joins and closed when their last one
+//! leaves. Here: their slots (what a delivery's [`Link`] names), offering what is published,
+//! members joining and leaving through `$queue/{name}` and `$share/{name}/{filter}`
+//! subscriptions, their sessions' reports ([`BrokerState::settle`]), and the queues' stored
+//! pseudo-sessions at start.
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use super::durable::StoredSession;
 use super::mailbox::Queued;
@@ -17,19 +22,77 @@ use crate::topic::TopicFilter;
 
 pub use queue::is_queue_session;
 
-/// The queues `config` declares, numbered in order.
-pub(super) fn declared(config: &Config) -> Vec<Queue> {
-    config
-        .queues
-        .iter()
-        .enumerate()
-        .filter_map(|(i, q)| Queue::new(u32::try_from(i).ok()?, q, config.shared.strategy))
-        .collect()
+/// Every queue by its slot: the declared ones first, for good; groups after them, in slots
+/// reused once their group is closed.
+#[derive(Debug, Default)]
+pub(super) struct Slots {
+    all: RwLock<Vec<Option<Arc<Queue>>>>,
+}
+
+impl Slots {
+    /// The declared queues of `config`, in slots 0, 1, ...
+    pub(super) fn declared(config: &Config) -> (Slots, Vec<Arc<Queue>>) {
+        let declared: Vec<Arc<Queue>> = config
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let slot = u32::try_from(i).unwrap_or(u32::MAX);
+                Arc::new(Queue::declared(slot, q, config.shared.strategy))
+            })
+            .collect();
+        let slots = Slots {
+            all: RwLock::new(declared.iter().cloned().map(Some).collect()),
+        };
+        (slots, declared)
+    }
+
+    fn get(&self, slot: u32) -> Option<Arc<Queue>> {
+        self.all.read().get(slot as usize).cloned().flatten()
+    }
+
+    /// A new queue made by `make` in a free slot.
+    fn insert(&self, make: impl FnOnce(u32) -> Queue) -> Arc<Queue> {
+        let mut all = self.all.write();
+        let slot = all.iter().position(Option::is_none).unwrap_or(all.len());
+        let q = Arc::new(make(u32::try_from(slot).unwrap_or(u32::MAX)));
+        match all.get_mut(slot) {
+            Some(free) => *free = Some(Arc::clone(&q)),
+            None => all.push(Some(Arc::clone(&q))),
+        }
+        q
+    }
+
+    fn remove(&self, q: &Queue) {
+        if let Some(s) = self.all.write().get_mut(q.slot() as usize) {
+            *s = None;
+        }
+    }
+
+    /// Every group now, in slot order.
+    fn groups(&self, declared: usize) -> Vec<Arc<Queue>> {
+        self.all
+            .read()
+            .iter()
+            .skip(declared)
+            .flatten()
+            .cloned()
+            .collect()
+    }
 }
 
 /// The queue name a `$queue/{name}` subscription names, if it is one.
 pub fn queue_name(filter: &str) -> Option<&str> {
     filter.strip_prefix("$queue/")
+}
+
+/// How a member joins its queue or group.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Joining {
+    /// Its weight under `weighted`.
+    pub(super) weight: u32,
+    /// Its inflight window.
+    pub(super) window: u16,
 }
 
 /// What a queue reads and releases through.
@@ -52,6 +115,10 @@ impl QueueIo for Io<'_> {
         let Some(a) = self.state.auth.authorizer() else {
             return true;
         };
+        // A bridge forwards what its rules say; the remote enforces its own ACL.
+        if super::bridged::is_bridge_session(client_id) {
+            return true;
+        }
         let ok = a.allows(&self.state.identity(client_id), topic, Access::Read);
         if !ok {
             crate::metrics::acl_denied("read");
@@ -70,7 +137,7 @@ impl BrokerState {
     }
 
     /// The declared queue `name`.
-    fn queue(&self, name: &str) -> Option<&Queue> {
+    fn queue(&self, name: &str) -> Option<&Arc<Queue>> {
         self.queues.iter().find(|q| q.name() == name)
     }
 
@@ -78,72 +145,118 @@ impl BrokerState {
     /// `$queue/{name}`, the filter itself otherwise.
     pub fn acl_filter<'a>(&'a self, filter: &'a TopicFilter) -> &'a str {
         match queue_name(filter.as_str()).and_then(|n| self.queue(n)) {
-            Some(q) => q.filter().filter(),
+            Some(q) => q.filter(),
             None => filter.filter(),
         }
     }
 
-    /// Offers `msg` to every queue whose filter matches it; `(taken, refused)`.
+    /// Offers `msg` to `groups` (those it matched) and to every declared queue whose filter
+    /// matches it; `(taken, refused by a full group, refused by a full declared queue)`.
     pub(super) fn enqueue(
         &self,
         msg: &Arc<Message>,
         mut recorder: Option<&mut dyn Recorder>,
-    ) -> (usize, usize) {
-        let (mut taken, mut refused) = (0, 0);
-        if self.queues.is_empty() {
-            return (0, 0);
+        groups: &[Arc<Queue>],
+    ) -> (usize, usize, usize) {
+        let (mut taken, mut group_full, mut refused) = (0, 0, 0);
+        if self.queues.is_empty() && groups.is_empty() {
+            return (0, 0, 0);
         }
         let io = self.io();
-        for q in &self.queues {
-            if !crate::topic::matches(q.filter().filter(), msg.topic()) {
-                continue;
-            }
+        let declared = self
+            .queues
+            .iter()
+            .filter(|q| crate::topic::matches(q.filter(), msg.topic()));
+        for q in groups.iter().chain(declared) {
             let r = recorder.as_mut().map(|r| &mut **r as &mut dyn Recorder);
             match q.offer(msg, r, &io) {
                 Offered::Accepted => taken += 1,
+                Offered::Rejected if q.is_group() => group_full += 1,
                 Offered::Rejected => refused += 1,
+                Offered::Closed => {}
             }
         }
-        (taken, refused)
+        (taken, group_full, refused)
     }
 
-    /// `sub` joins queue `name` (from `$queue/{name}`) as a consumer, taking nothing until
-    /// [`BrokerState::queue_ready`]; the queue's number, or `None` if no such queue is
-    /// declared.
+    /// `sub` joins the queue `filter` names (`$queue/{name}` or `$share/{name}/{filter}`),
+    /// taking nothing until [`BrokerState::queue_ready`]: the queue's slot and whether `sub`
+    /// is a new member, or `None` if `filter` names a queue not declared (or no queue at all).
     pub(super) fn join_queue(
         &self,
-        name: &str,
+        filter: &TopicFilter,
         sub: Subscriber,
-        weight: u32,
-        window: u16,
-    ) -> Option<u32> {
-        let i = self.queues.iter().position(|q| q.name() == name)?;
-        self.queues[i].join(sub, weight, window);
-        u32::try_from(i).ok()
+        joining: Joining,
+    ) -> Option<(u32, bool)> {
+        let q = match (queue_name(filter.as_str()), filter.share()) {
+            (Some(name), _) => Arc::clone(self.queue(name)?),
+            (None, Some(name)) => self.group(name, filter.filter()),
+            (None, None) => return None,
+        };
+        let new = q.join(sub, joining.weight, joining.window);
+        if new && q.is_group() {
+            self.router.count_member(true);
+        }
+        Some((q.slot(), new))
     }
 
-    /// Queue number `queue` may hand `client_id` messages from now on (its SUBACK is out).
-    pub fn queue_ready(&self, queue: u32, client_id: &str) {
-        if let Some(q) = self.queues.get(queue as usize) {
+    /// The group of share `name` on `filter`, made (and, with persistence on, given its
+    /// record in the store) if there is none.
+    fn group(&self, name: &str, filter: &str) -> Arc<Queue> {
+        let config = self.config();
+        let strategy = config.shared.strategy_of(name);
+        let max = config.limits.max_queued_messages;
+        let (q, made) = self.router.group(name, filter, || {
+            self.slots
+                .insert(|slot| Queue::group(slot, name, filter, strategy, max))
+        });
+        if made {
+            if let Some(durable) = &self.durable {
+                let session = Session::new(Arc::clone(q.store_id()), NEVER_EXPIRES, 1);
+                // Applied before any message stored under it: the store applies in order.
+                drop(durable.session_connected(&session, true, None));
+            }
+        }
+        q
+    }
+
+    /// Queue `slot` may hand `client_id` messages from now on (its SUBACK is out).
+    pub fn queue_ready(&self, slot: u32, client_id: &str) {
+        if let Some(q) = self.slots.get(slot) {
             q.ready(client_id, &self.io());
         }
     }
 
-    /// `client_id` consumes from queue `name` no more.
-    pub(super) fn leave_queue(&self, name: &str, client_id: &str) {
-        if let Some(q) = self.queue(name) {
-            q.leave(client_id);
+    /// `client_id` leaves the queue `filter` names; false if it was no member. A group left
+    /// without members is closed: what it held is dropped, and released in the store.
+    pub(super) fn leave_queue(&self, filter: &TopicFilter, client_id: &str) -> bool {
+        if let Some(name) = queue_name(filter.as_str()) {
+            return self.queue(name).is_some_and(|q| q.leave(client_id));
         }
+        let Some(name) = filter.share() else {
+            return false;
+        };
+        let (found, emptied) = self.router.leave_group(name, filter.filter(), client_id);
+        if let Some(q) = emptied {
+            let seqs: Vec<u64> = q.close().into_iter().map(Seq::get).collect();
+            if let Some(durable) = &self.durable {
+                durable.session_ended(q.store_id(), &seqs);
+            }
+            self.slots.remove(&q);
+        }
+        found
     }
 
     /// `session`, just connected, can take messages from the queues it consumes from.
     pub(super) fn queues_online(&self, session: &Session) {
-        if self.queues.is_empty() {
-            return;
-        }
         let io = self.io();
         for filter in session.subscriptions().keys() {
-            if let Some(q) = queue_name(filter.as_str()).and_then(|n| self.queue(n)) {
+            let q = match (queue_name(filter.as_str()), filter.share()) {
+                (Some(name), _) => self.queue(name).cloned(),
+                (None, Some(name)) => self.router.find_group(name, filter.filter()),
+                (None, None) => None,
+            };
+            if let Some(q) = q {
                 q.online(session.client_id(), session.window(), &io);
             }
         }
@@ -151,10 +264,7 @@ impl BrokerState {
 
     /// A consumer's session reports how a queue's delivery went.
     pub fn settle(&self, link: Link, how: Settled) {
-        if let Some(q) = usize::try_from(link.queue)
-            .ok()
-            .and_then(|i| self.queues.get(i))
-        {
+        if let Some(q) = self.slots.get(link.queue) {
             q.settle(link.id, how, &self.io());
         }
     }
@@ -168,19 +278,16 @@ impl BrokerState {
         queued: Vec<Queued>,
         inflight: Vec<Delivery>,
     ) -> (Vec<Queued>, Vec<Delivery>) {
-        if self.queues.is_empty() {
-            return (queued, inflight);
-        }
-        let mut back: Vec<Vec<(NonZeroU64, bool)>> = vec![Vec::new(); self.queues.len()];
-        let mut take = |d: &Delivery, sent: bool| match d.link {
-            Some(l) => match back.get_mut(l.queue as usize) {
-                Some(ids) => {
-                    ids.push((l.id, sent));
-                    true
-                }
-                None => true,
-            },
-            None => false,
+        let mut back: Vec<(u32, Vec<(NonZeroU64, bool)>)> = Vec::new();
+        let mut take = |d: &Delivery, sent: bool| {
+            let Some(l) = d.link else {
+                return false;
+            };
+            match back.iter_mut().find(|(slot, _)| *slot == l.queue) {
+                Some((_, ids)) => ids.push((l.id, sent)),
+                None => back.push((l.queue, vec![(l.id, sent)])),
+            }
+            true
         };
         let inflight: Vec<Delivery> = inflight.into_iter().filter(|d| !take(d, true)).collect();
         let queued: Vec<Queued> = queued
@@ -188,37 +295,51 @@ impl BrokerState {
             .filter(|q| !matches!(q, Queued::Ready(d) if take(d, false)))
             .collect();
         let io = self.io();
-        for (q, ids) in self.queues.iter().zip(back) {
-            if !ids.is_empty() {
+        for (slot, ids) in back {
+            if let Some(q) = self.slots.get(slot) {
                 q.give_back(client_id, &ids, &io);
             }
         }
         (queued, inflight)
     }
 
-    /// The backlog series, as Prometheus reads them: every queue's figures (each taken at
-    /// one instant) and every session's queue depth.
+    /// The backlog series, as Prometheus reads them: every queue's and group's figures (each
+    /// taken at one instant) and every session's queue depth.
     pub fn render_backlog(&self) -> String {
         let queues = self.queue_figures();
+        let groups: Vec<_> = self
+            .slots
+            .groups(self.queues.len())
+            .iter()
+            .map(|q| q.figures())
+            .collect();
         let max = self.config().metrics.max_labelled_queues;
-        crate::metrics::render_backlog(&queues, &[], max, &self.registry.depths())
+        crate::metrics::render_backlog(&queues, &groups, max, &self.registry.depths())
     }
 
-    /// Every queue's figures, each taken at one instant.
+    /// Every declared queue's figures, each taken at one instant.
     pub fn queue_figures(&self) -> Vec<crate::metrics::Backlog> {
-        self.queues.iter().map(Queue::figures).collect()
+        self.queues.iter().map(|q| q.figures()).collect()
     }
 
-    /// At start: puts each queue's stored messages back, and gives a declared queue the store
-    /// has no record of yet one (its messages are stored under it from now on). A stored queue
-    /// no longer declared is dropped, with a warning. Returns the other stored sessions.
-    pub(super) fn restore_queues(&self, sessions: Vec<StoredSession>) -> Vec<StoredSession> {
+    /// At start, before sessions are restored: the stored queues and groups, apart from the
+    /// other sessions (returned). A declared queue gets its messages back now; one the store
+    /// has no record of yet gets one; a stored queue no longer declared is dropped, with a
+    /// warning.
+    pub(super) fn restore_queues(
+        &self,
+        sessions: Vec<StoredSession>,
+    ) -> (Vec<StoredSession>, Vec<StoredSession>) {
         let Some(durable) = &self.durable else {
-            return sessions;
+            return (sessions, Vec::new());
         };
         let mut found = vec![false; self.queues.len()];
-        let mut others = Vec::with_capacity(sessions.len());
+        let (mut others, mut groups) = (Vec::with_capacity(sessions.len()), Vec::new());
         for stored in sessions {
+            if stored.client_id.starts_with("$share/") {
+                groups.push(stored);
+                continue;
+            }
             if !is_queue_session(&stored.client_id) {
                 others.push(stored);
                 continue;
@@ -238,8 +359,7 @@ impl BrokerState {
                         messages = stored.queue.len(),
                         "stored queue no longer declared in [[queues]]: its messages are dropped"
                     );
-                    let seqs: Vec<u64> = stored.queue.iter().map(|(seq, _)| *seq).collect();
-                    durable.session_ended(&stored.client_id, &seqs);
+                    self.drop_stored(&stored);
                 }
             }
         }
@@ -250,6 +370,27 @@ impl BrokerState {
                 drop(durable.session_connected(&session, true, None));
             }
         }
-        others
+        (others, groups)
+    }
+
+    /// After sessions are restored (their groups with them): each stored group gets its
+    /// messages back; one no member came back to is dropped.
+    pub(super) fn restore_groups(&self, groups: Vec<StoredSession>) {
+        for stored in groups {
+            let group = TopicFilter::parse(&stored.client_id)
+                .ok()
+                .and_then(|f| self.router.find_group(f.share()?, f.filter()));
+            match group {
+                Some(q) => q.restore(stored.queue),
+                None => self.drop_stored(&stored),
+            }
+        }
+    }
+
+    fn drop_stored(&self, stored: &StoredSession) {
+        if let Some(durable) = &self.durable {
+            let seqs: Vec<u64> = stored.queue.iter().map(|(seq, _)| *seq).collect();
+            durable.session_ended(&stored.client_id, &seqs);
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Matches each accepted message against the subscription trie and pushes one delivery into the
 //! mailbox of every matching session: once per client at the highest granted QoS with every
-//! matching Subscription Identifier, and once per shared-subscription group, to the member its
-//! strategy picks (`shared`). It never touches a socket or a session.
+//! matching Subscription Identifier. Shared-subscription groups are queues of their own
+//! ([`Queue`]): the router finds the ones a message matches, and the broker offers it to each.
+//! It never touches a socket or a session.
 
 use crate::logged::clip;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,10 +11,9 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::mailbox::{DropReason, Mailbox};
-use super::shared::{Group, Key};
-use crate::config::Strategy;
+use super::queue::Queue;
 use crate::protocol::{QoS, SubscriptionOptions};
-use crate::session::{Delivery, Message, Seq, SharedTag};
+use crate::session::{Delivery, Message, Seq};
 use crate::topic::SubscriptionTrie;
 
 /// One client's subscription, as the router sees it.
@@ -29,33 +29,11 @@ pub struct Subscriber {
     pub id: Option<u32>,
 }
 
-/// How a member joins a shared-subscription group.
-#[derive(Debug, Clone, Copy)]
-pub struct Share<'a> {
-    /// The share name.
-    pub name: &'a str,
-    /// How the group picks (set when the group is made; its members do not change it).
-    pub strategy: Strategy,
-    /// The member's weight under `weighted` (1 to 1000).
-    pub weight: u32,
-}
-
-impl<'a> Share<'a> {
-    /// Group `name`, round robin, weight 1.
-    pub fn new(name: &'a str) -> Share<'a> {
-        Share {
-            name,
-            strategy: Strategy::RoundRobin,
-            weight: 1,
-        }
-    }
-}
-
 /// Everything subscribed to one exact filter.
 #[derive(Debug, Default)]
 struct FilterSubs {
     direct: Vec<Subscriber>,
-    groups: Vec<Group>,
+    groups: Vec<Arc<Queue>>,
 }
 
 impl FilterSubs {
@@ -104,43 +82,25 @@ struct Target<'a> {
     qos: QoS,
     retain: bool,
     sub_ids: Vec<u32>,
-    shared: Option<SharedTag>,
 }
 
 impl Router {
-    /// Adds or replaces a subscription; `share` is the group of a `$share/` subscription.
-    /// Returns true if it replaced one.
-    pub fn subscribe(&self, share: Option<Share<'_>>, filter: &str, sub: Subscriber) -> bool {
+    /// Adds or replaces a client's (non-shared) subscription; true if it replaced one.
+    pub fn subscribe(&self, filter: &str, sub: Subscriber) -> bool {
         let mut trie = self.trie.write();
         let subs = trie.get_or_insert_with(filter, FilterSubs::default);
-        let replaced = match share {
-            None => match subs
-                .direct
-                .iter_mut()
-                .find(|s| s.client_id == sub.client_id)
-            {
-                Some(existing) => {
-                    *existing = sub;
-                    true
-                }
-                None => {
-                    subs.direct.push(sub);
-                    false
-                }
-            },
-            Some(share) => {
-                let i = match subs.groups.iter().position(|g| &*g.tag.group == share.name) {
-                    Some(i) => i,
-                    None => {
-                        let tag = SharedTag {
-                            group: share.name.into(),
-                            filter: filter.into(),
-                        };
-                        subs.groups.push(Group::new(tag, share.strategy));
-                        subs.groups.len() - 1
-                    }
-                };
-                subs.groups[i].upsert(sub, share.weight)
+        let replaced = match subs
+            .direct
+            .iter_mut()
+            .find(|s| s.client_id == sub.client_id)
+        {
+            Some(existing) => {
+                *existing = sub;
+                true
+            }
+            None => {
+                subs.direct.push(sub);
+                false
             }
         };
         if !replaced {
@@ -149,28 +109,52 @@ impl Router {
         replaced
     }
 
+    /// The group of share `name` on `filter`, made by `make` if there is none yet (true: it
+    /// was made).
+    pub(super) fn group(
+        &self,
+        name: &str,
+        filter: &str,
+        make: impl FnOnce() -> Arc<Queue>,
+    ) -> (Arc<Queue>, bool) {
+        let mut trie = self.trie.write();
+        let subs = trie.get_or_insert_with(filter, FilterSubs::default);
+        if let Some(g) = subs.groups.iter().find(|g| g.name() == name) {
+            return (Arc::clone(g), false);
+        }
+        let g = make();
+        subs.groups.push(Arc::clone(&g));
+        (g, true)
+    }
+
+    /// The group of share `name` on `filter`, if there is one.
+    pub(super) fn find_group(&self, name: &str, filter: &str) -> Option<Arc<Queue>> {
+        let trie = self.trie.read();
+        let subs = trie.get(filter)?;
+        subs.groups.iter().find(|g| g.name() == name).cloned()
+    }
+
+    /// Counts a group member in or out of [`Router::len`].
+    pub(super) fn count_member(&self, joined: bool) {
+        if joined {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Number of subscriptions.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Removes one client's subscription; true if it existed.
-    pub fn unsubscribe(&self, share: Option<&str>, filter: &str, client_id: &str) -> bool {
+    /// Removes one client's (non-shared) subscription; true if it existed.
+    pub fn unsubscribe(&self, filter: &str, client_id: &str) -> bool {
         let mut found = false;
         self.trie.write().remove_if(filter, |subs| {
-            found = match share {
-                None => {
-                    let before = subs.direct.len();
-                    subs.direct.retain(|s| &*s.client_id != client_id);
-                    subs.direct.len() != before
-                }
-                Some(group) => subs
-                    .groups
-                    .iter_mut()
-                    .find(|g| &*g.tag.group == group)
-                    .is_some_and(|g| g.remove(client_id)),
-            };
-            subs.groups.retain(|g| !g.is_empty());
+            let before = subs.direct.len();
+            subs.direct.retain(|s| &*s.client_id != client_id);
+            found = subs.direct.len() != before;
             subs.is_empty()
         });
         if found {
@@ -179,16 +163,42 @@ impl Router {
         found
     }
 
-    /// Queues `msg` for every matching subscription.
-    /// With a `recorder`, QoS 1/2 deliveries to stored sessions (not through shared
-    /// subscriptions, which may move between members) get a sequence number and are recorded
-    /// once queued.
+    /// Takes `client_id` out of the group of share `name` on `filter`: whether it was a
+    /// member, and the group if it has no member left (it is gone from the router; the caller
+    /// closes it).
+    pub(super) fn leave_group(
+        &self,
+        name: &str,
+        filter: &str,
+        client_id: &str,
+    ) -> (bool, Option<Arc<Queue>>) {
+        let (mut found, mut emptied) = (false, None);
+        self.trie.write().remove_if(filter, |subs| {
+            if let Some(i) = subs.groups.iter().position(|g| g.name() == name) {
+                found = subs.groups[i].leave(client_id);
+                if subs.groups[i].is_empty() {
+                    emptied = Some(subs.groups.remove(i));
+                }
+            }
+            subs.is_empty()
+        });
+        if found {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        (found, emptied)
+    }
+
+    /// Queues `msg` for every matching (non-shared) subscription, and adds the groups it
+    /// matches to `groups` (for the caller to offer it to).
+    /// With a `recorder`, QoS 1/2 deliveries to stored sessions get a sequence number and are
+    /// recorded once queued.
     /// With `may_read`, only clients it allows get the message (ACLs).
     pub fn route(
         &self,
         msg: &Arc<Message>,
         mut recorder: Option<&mut dyn Recorder>,
         may_read: Option<ReadCheck<'_>>,
+        groups: &mut Vec<Arc<Queue>>,
     ) -> RouteOutcome {
         let trie = self.trie.read();
         let mut targets: Vec<Target<'_>> = Vec::new();
@@ -206,24 +216,9 @@ impl Router {
                     qos: msg.qos().min(s.options.qos),
                     retain: s.options.retain_as_published && msg.publish.retain,
                     sub_ids: s.id.into_iter().collect(),
-                    shared: None,
                 });
             }
-            let key = Key {
-                publisher,
-                topic: msg.topic(),
-            };
-            for g in &subs.groups {
-                if let Some(s) = g.pick(key, None, may_read) {
-                    targets.push(Target {
-                        sub: s,
-                        qos: msg.qos().min(s.options.qos),
-                        retain: s.options.retain_as_published && msg.publish.retain,
-                        sub_ids: s.id.into_iter().collect(),
-                        shared: Some(g.tag.clone()),
-                    });
-                }
-            }
+            groups.extend(subs.groups.iter().cloned());
         });
         merge_overlapping(&mut targets);
         let mut outcome = RouteOutcome::default();
@@ -233,7 +228,6 @@ impl Router {
                 qos: t.qos,
                 retain: t.retain,
                 sub_ids: t.sub_ids,
-                shared: t.shared,
                 seq: None,
                 dup: false,
                 link: None,
@@ -273,58 +267,19 @@ impl Router {
         }
         outcome
     }
-
-    /// Sends a shared-subscription delivery to another member of its group than `exclude`;
-    /// true if that member's session is stored. Gives the delivery back if the group has no
-    /// other member.
-    pub fn redistribute(
-        &self,
-        delivery: Delivery,
-        exclude: &str,
-        may_read: Option<ReadCheck<'_>>,
-    ) -> Result<bool, Delivery> {
-        let Some(tag) = delivery.shared.clone() else {
-            return Err(delivery);
-        };
-        let trie = self.trie.read();
-        let member = trie
-            .get(&tag.filter)
-            .and_then(|subs| subs.groups.iter().find(|g| g.tag.group == tag.group))
-            .and_then(|g| {
-                let key = Key {
-                    publisher: delivery.msg.publisher.as_deref(),
-                    topic: delivery.msg.topic(),
-                };
-                g.pick(key, Some(exclude), may_read)
-            });
-        match member {
-            Some(m) => {
-                let mut d = delivery;
-                d.qos = d.msg.qos().min(m.options.qos);
-                d.sub_ids = m.id.into_iter().collect();
-                let stored = m.mailbox.is_stored();
-                m.mailbox.push(d.clone()).map(|()| stored).map_err(|_| d)
-            }
-            None => Err(delivery),
-        }
-    }
 }
 
-/// One delivery per client for its non-shared subscriptions: highest QoS, every Subscription
-/// Identifier, retain kept if any matching subscription keeps it [MQTT-3.3.4-2, -3].
+/// One delivery per client: highest QoS, every Subscription Identifier, retain kept if any
+/// matching subscription keeps it [MQTT-3.3.4-2, -3].
 fn merge_overlapping(targets: &mut Vec<Target<'_>>) {
     if targets.len() < 2 {
         return;
     }
-    targets.sort_by_key(|t| (t.shared.is_some(), Arc::as_ptr(&t.sub.mailbox)));
+    targets.sort_by_key(|t| Arc::as_ptr(&t.sub.mailbox));
     let mut merged: Vec<Target<'_>> = Vec::with_capacity(targets.len());
     for t in targets.drain(..) {
         match merged.last_mut() {
-            Some(last)
-                if t.shared.is_none()
-                    && last.shared.is_none()
-                    && Arc::ptr_eq(&last.sub.mailbox, &t.sub.mailbox) =>
-            {
+            Some(last) if Arc::ptr_eq(&last.sub.mailbox, &t.sub.mailbox) => {
                 last.qos = last.qos.max(t.qos);
                 last.retain |= t.retain;
                 last.sub_ids.extend(t.sub_ids);

@@ -1,11 +1,12 @@
-//! Shared-subscription groups (`$share/{group}/{filter}`): their members, and how each message
-//! picks the one member it goes to, by the group's [`Strategy`].
+//! The members of a queue (a declared `[[queues]]` one, or a shared subscription's group
+//! `$share/{group}/{filter}`), and how each message picks the one member it goes to, by the
+//! queue's [`Strategy`].
 //!
-//! A member "has room" when it is connected and its inflight window is not full (as its
-//! connection last said, after every batch it sent and every acknowledgement it took).
-//! `round_robin`, `random`, `least_inflight` and
-//! `weighted` skip members without room while another has some; `hash_client`, `hash_topic` and
-//! `sticky` keep to their member (affinity is their point).
+//! Only a connected member with room (as the queue judges it: fewer of its messages
+//! outstanding than the member's inflight window) is picked; with none, the message waits in
+//! the queue. `round_robin`, `random`, `least_inflight` and `weighted` pick among the members
+//! with room; `hash_client`, `hash_topic` and `sticky` keep to their member and wait for it
+//! (affinity is their point).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use parking_lot::Mutex;
 
 use super::router::{ReadCheck, Subscriber};
 use crate::config::Strategy;
-use crate::session::SharedTag;
 
 /// One member of a group.
 #[derive(Debug)]
@@ -35,10 +35,9 @@ struct PickState {
     sticky: Option<Arc<str>>,
 }
 
-/// One group: a share name on one filter.
+/// A queue's members.
 #[derive(Debug)]
 pub(super) struct Group {
-    pub(super) tag: SharedTag,
     members: Vec<Member>,
     strategy: Strategy,
     state: Mutex<PickState>,
@@ -51,9 +50,6 @@ pub(super) struct Fit<'a> {
     pub(super) room: &'a dyn Fn(&Subscriber) -> bool,
     /// Messages it still has to work through.
     pub(super) load: &'a dyn Fn(&Subscriber) -> usize,
-    /// Only a connected member with room will do (a queue); otherwise a `$share` group falls
-    /// back to a connected member without room, then to an offline one.
-    pub(super) strict: bool,
 }
 
 /// What a message offers to affinity strategies.
@@ -67,9 +63,8 @@ pub(super) struct Key<'a> {
 
 impl Group {
     /// An empty group picking by `strategy`.
-    pub(super) fn new(tag: SharedTag, strategy: Strategy) -> Group {
+    pub(super) fn new(strategy: Strategy) -> Group {
         Group {
-            tag,
             members: Vec::new(),
             strategy,
             state: Mutex::new(PickState::default()),
@@ -116,87 +111,55 @@ impl Group {
         true
     }
 
+    /// Whether some member's subscriber satisfies `f`.
+    pub(super) fn any(&self, f: impl Fn(&Subscriber) -> bool) -> bool {
+        self.members.iter().any(|m| f(&m.sub))
+    }
+
     /// Whether the group has no member left.
     pub(super) fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
 
-    /// The member a message with `key` goes to: by the group's strategy, never `exclude`, only
-    /// among members `may_read` allows and, for a `$share` group, connected members first, then
-    /// (nobody connected) an offline one whose session keeps the message for it.
+    /// The member a message with `key` goes to now, by the group's strategy: a connected one
+    /// with room by `fit`, never `exclude`, only among members `may_read` allows. `None`: the
+    /// message waits.
     pub(super) fn pick(
-        &self,
-        key: Key<'_>,
-        exclude: Option<&str>,
-        may_read: Option<ReadCheck<'_>>,
-    ) -> Option<&Subscriber> {
-        let fit = Fit {
-            room: &|s: &Subscriber| !s.mailbox.window_full(),
-            load: &|s: &Subscriber| s.mailbox.load(),
-            strict: false,
-        };
-        self.pick_by(key, exclude, may_read, &fit)
-    }
-
-    /// [`Group::pick`], with room and load judged by `fit`; under `fit.strict` only a member
-    /// with room is picked (a queue's message waits in the queue otherwise).
-    pub(super) fn pick_by(
         &self,
         key: Key<'_>,
         exclude: Option<&str>,
         may_read: Option<ReadCheck<'_>>,
         fit: &Fit<'_>,
     ) -> Option<&Subscriber> {
-        let eligible = |m: &Member| {
-            Some(&*m.sub.client_id) != exclude && may_read.is_none_or(|ok| ok(&m.sub.client_id))
-        };
-        let mut state = self.state.lock();
-        let n = self.members.len();
-        if n == 0 {
+        if self.members.is_empty() {
             return None;
         }
-        let connected = |m: &Member| eligible(m) && m.sub.mailbox.is_online();
-        let room = |m: &Member| connected(m) && (fit.room)(&m.sub);
-        // The fallback when no member has room: any connected one, unless strict.
-        let online = |m: &Member| if fit.strict { room(m) } else { connected(m) };
-        let chosen = match self.strategy {
-            Strategy::RoundRobin => self.in_turn(&mut state, &room, &online),
-            Strategy::Random => self.uniform(&room).or_else(|| self.uniform(&online)),
-            Strategy::LeastInflight => self.least_loaded(&mut state, &room, &online, fit.load),
-            Strategy::Weighted => self.weighted(&mut state, &room, &online),
-            Strategy::HashClient if fit.strict => self.hashed(key.publisher.unwrap_or(""), &room),
-            Strategy::HashTopic if fit.strict => self.hashed(key.topic, &room),
-            Strategy::HashClient => self.hashed(key.publisher.unwrap_or(""), &eligible),
-            Strategy::HashTopic => self.hashed(key.topic, &eligible),
-            Strategy::Sticky => self.sticky(&mut state, &connected, &online),
+        let connected = |m: &Member| {
+            Some(&*m.sub.client_id) != exclude
+                && m.sub.mailbox.is_online()
+                && may_read.is_none_or(|ok| ok(&m.sub.client_id))
         };
-        if fit.strict {
-            return chosen.map(|i| &self.members[i].sub);
-        }
-        let chosen = chosen.or_else(|| {
-            // Nobody connected: a member whose session keeps the message until it is back.
-            let start = state.next % n;
-            state.next = state.next.wrapping_add(1);
-            (0..n)
-                .map(|i| (start + i) % n)
-                .find(|&i| eligible(&self.members[i]))
-        });
+        let room = |m: &Member| connected(m) && (fit.room)(&m.sub);
+        let mut state = self.state.lock();
+        let chosen = match self.strategy {
+            Strategy::RoundRobin => self.in_turn(&mut state, &room),
+            Strategy::Random => self.uniform(&room),
+            Strategy::LeastInflight => self.least_loaded(&mut state, &room, fit.load),
+            Strategy::Weighted => self.weighted(&mut state, &room),
+            Strategy::HashClient => self.hashed(key.publisher.unwrap_or(""), &room),
+            Strategy::HashTopic => self.hashed(key.topic, &room),
+            Strategy::Sticky => self.sticky(&mut state, &connected, &room),
+        };
         chosen.map(|i| &self.members[i].sub)
     }
 
-    /// The next member in turn with room, else the next connected one.
-    fn in_turn(
-        &self,
-        state: &mut PickState,
-        room: &dyn Fn(&Member) -> bool,
-        online: &dyn Fn(&Member) -> bool,
-    ) -> Option<usize> {
+    /// The next member in turn with room.
+    fn in_turn(&self, state: &mut PickState, room: &dyn Fn(&Member) -> bool) -> Option<usize> {
         let n = self.members.len();
         let start = state.next % n;
-        let order = || (0..n).map(move |i| (start + i) % n);
-        let i = order()
-            .find(|&i| room(&self.members[i]))
-            .or_else(|| order().find(|&i| online(&self.members[i])))?;
+        let i = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| room(&self.members[i]))?;
         state.next = i + 1;
         Some(i)
     }
@@ -216,51 +179,34 @@ impl Group {
             .map(|(i, _)| i)
     }
 
-    /// The connected member with the least `load` (messages in flight and queued); ties in
+    /// The member with room and the least `load` (messages in flight and queued); ties in
     /// turn.
     fn least_loaded(
         &self,
         state: &mut PickState,
         room: &dyn Fn(&Member) -> bool,
-        online: &dyn Fn(&Member) -> bool,
         load: &dyn Fn(&Subscriber) -> usize,
     ) -> Option<usize> {
         let n = self.members.len();
         let start = state.next % n;
-        let mut best: Option<(bool, usize, usize)> = None;
-        for i in (0..n).map(|i| (start + i) % n) {
-            let m = &self.members[i];
-            if !online(m) {
-                continue;
-            }
-            // Members with room first, then the least loaded.
-            let rank = (!room(m), load(&m.sub));
-            if best.is_none_or(|(r, l, _)| rank < (r, l)) {
-                best = Some((rank.0, rank.1, i));
-            }
-        }
-        let (_, _, i) = best?;
+        let i = (0..n)
+            .map(|i| (start + i) % n)
+            .filter(|&i| room(&self.members[i]))
+            .min_by_key(|&i| load(&self.members[i].sub))?;
         state.next = i + 1;
         Some(i)
     }
 
-    /// Smooth weighted round robin among members with room (else among connected ones): each
-    /// pick adds every candidate's weight to its current weight, takes the highest and takes
-    /// the candidates' total weight back from it, so a 3:1 pair goes A A B A, not A A A B.
-    fn weighted(
-        &self,
-        state: &mut PickState,
-        room: &dyn Fn(&Member) -> bool,
-        online: &dyn Fn(&Member) -> bool,
-    ) -> Option<usize> {
+    /// Smooth weighted round robin among members with room: each pick adds every candidate's
+    /// weight to its current weight, takes the highest and takes the candidates' total weight
+    /// back from it, so a 3:1 pair goes A A B A, not A A A B.
+    fn weighted(&self, state: &mut PickState, room: &dyn Fn(&Member) -> bool) -> Option<usize> {
         let n = self.members.len();
         state.current.resize(n, 0);
-        let any_room = self.members.iter().any(room);
-        let candidate = |m: &Member| if any_room { room(m) } else { online(m) };
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for (i, m) in self.members.iter().enumerate() {
-            if !candidate(m) {
+            if !room(m) {
                 continue;
             }
             let w = i64::from(m.weight);
@@ -275,15 +221,14 @@ impl Group {
         Some(i)
     }
 
-    /// The member `key` hashes to, whether it has room or not (connected or, for a session
-    /// that outlives its connection, offline: the message waits for it): the same key, the same
-    /// member while the membership is unchanged.
-    fn hashed(&self, key: &str, eligible: &dyn Fn(&Member) -> bool) -> Option<usize> {
+    /// The member `key` hashes to, if it has room (else nobody: the message waits for it): the
+    /// same key, the same member while the membership is unchanged.
+    fn hashed(&self, key: &str, room: &dyn Fn(&Member) -> bool) -> Option<usize> {
         // A fixed-key hasher: the same key picks the same member across restarts too.
         let mut h = std::hash::DefaultHasher::new();
         key.hash(&mut h);
         let i = (h.finish() % self.members.len() as u64) as usize;
-        eligible(&self.members[i]).then_some(i)
+        room(&self.members[i]).then_some(i)
     }
 
     /// The sticky member while it stays (connected), if `usable` (else nobody: the message
@@ -301,7 +246,7 @@ impl Group {
                 }
             }
         }
-        let i = self.in_turn(state, usable, usable)?;
+        let i = self.in_turn(state, usable)?;
         state.sticky = Some(Arc::clone(&self.members[i].sub.client_id));
         Some(i)
     }

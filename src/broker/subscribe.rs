@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::mailbox::{Source, Streamed};
+use super::queues::Joining;
 use super::retained::{RetainedStream, Step};
-use super::router::{Share, Subscriber};
+use super::router::Subscriber;
 use super::{BrokerState, Mailbox};
 use crate::auth::Access;
 use crate::metrics;
@@ -112,32 +113,26 @@ impl BrokerState {
             metrics::limit_hit("max_subscriptions_per_client");
             return refused(ReasonCode::QuotaExceeded);
         }
-        if let Some(name) = super::queue_name(filter.as_str()) {
-            let sub = Subscriber {
-                client_id: Arc::clone(session.client_id()),
-                mailbox: Arc::clone(mailbox),
-                options,
-                id,
+        let sub = Subscriber {
+            client_id: Arc::clone(session.client_id()),
+            mailbox: Arc::clone(mailbox),
+            options,
+            id,
+        };
+        if share.is_some() || super::queue_name(filter.as_str()).is_some() {
+            let joining = Joining {
+                weight: self.share_weight(session.client_id(), weight),
+                window: session.window(),
             };
-            let weight = self.share_weight(session.client_id(), weight);
-            let Some(queue) = self.join_queue(name, sub, weight, session.window()) else {
+            let Some((slot, _)) = self.join_queue(filter, sub, joining) else {
                 tracing::debug!(client_id = %clip(session.client_id()), filter = %clip(filter.as_str()), "SUBSCRIBE to a queue not declared in [[queues]]");
                 return refused(ReasonCode::TopicFilterInvalid);
             };
             session.subscribe(filter.clone(), Subscription { options, id });
-            return SubscribeResult::Granted(granted(options.qos), Some(After::Queue(queue)));
+            return SubscribeResult::Granted(granted(options.qos), Some(After::Queue(slot)));
         }
         session.subscribe(filter.clone(), Subscription { options, id });
-        self.router.subscribe(
-            self.share(filter, session.client_id(), weight),
-            plain,
-            Subscriber {
-                client_id: Arc::clone(session.client_id()),
-                mailbox: Arc::clone(mailbox),
-                options,
-                id,
-            },
-        );
+        self.router.subscribe(plain, sub);
         let send_retained = share.is_none()
             && match options.retain_handling {
                 RetainHandling::SendAtSubscribe => true,
@@ -152,23 +147,6 @@ impl BrokerState {
         SubscribeResult::Granted(granted(options.qos), retained.map(After::Retained))
     }
 
-    /// How a client joins the group of shared subscription `filter` (none for an ordinary
-    /// one): the group's strategy by its share name, the client's weight from its SUBSCRIBE,
-    /// else `[shared.weights]`, else 1.
-    pub(super) fn share<'a>(
-        &self,
-        filter: &'a TopicFilter,
-        client_id: &str,
-        weight: Option<u32>,
-    ) -> Option<Share<'a>> {
-        let name = filter.share()?;
-        Some(Share {
-            name,
-            strategy: self.config().shared.strategy_of(name),
-            weight: self.share_weight(client_id, weight),
-        })
-    }
-
     /// A member's weight: from its SUBSCRIBE, else `[shared.weights]`, else 1.
     pub(super) fn share_weight(&self, client_id: &str, weight: Option<u32>) -> u32 {
         weight
@@ -181,12 +159,9 @@ impl BrokerState {
         let Some(removed) = session.unsubscribe(filter) else {
             return false;
         };
-        match super::queue_name(removed.as_str()) {
-            Some(name) => self.leave_queue(name, session.client_id()),
-            None => {
-                self.router
-                    .unsubscribe(removed.share(), removed.filter(), session.client_id());
-            }
+        if !self.leave_queue(&removed, session.client_id()) {
+            self.router
+                .unsubscribe(removed.filter(), session.client_id());
         }
         true
     }
@@ -267,7 +242,6 @@ impl Source for Feed<'_> {
                     qos,
                     retain: true,
                     sub_ids: sub_id.into_iter().collect(),
-                    shared: None,
                     seq: None,
                     dup: false,
                     link: None,

@@ -86,15 +86,6 @@ impl Seq {
     }
 }
 
-/// Which shared subscription a delivery came through, so it can be redistributed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedTag {
-    /// Share name.
-    pub group: Arc<str>,
-    /// Topic filter without the `$share/{group}/` prefix.
-    pub filter: Arc<str>,
-}
-
 /// One message on its way to one subscriber.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -106,25 +97,25 @@ pub struct Delivery {
     pub retain: bool,
     /// v5 Subscription Identifiers of every matching subscription.
     pub sub_ids: Vec<u32>,
-    /// Set when it came through a shared subscription.
-    pub shared: Option<SharedTag>,
     /// Its key in the subscriber's stored queue; `None` when not stored.
     pub seq: Option<Seq>,
     /// Sent before, to this subscriber or (a shared subscription's message handed on when its
     /// member left) to another: its first PUBLISH here carries DUP.
     pub dup: bool,
-    /// Set when a declared queue handed it out: the queue hears how it ends.
+    /// Set when a queue (declared, or a shared subscription's group) handed it out: the
+    /// queue hears how it ends.
     pub link: Option<Link>,
 }
 
-/// A delivery a declared queue handed to a session, as the queue knows it: which queue, and
-/// the delivery's number there. The session reports how the delivery ends
+/// A delivery a queue (declared, or a shared subscription's group) handed to a session, as
+/// the queue knows it: which queue, and the delivery's number (unique across queues). The session reports how the delivery ends
 /// ([`super::Effect::Settle`]) so the queue can count it, release its stored copy, or take it
 /// back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Link {
-    /// The queue's position among the declared queues.
+    /// The queue's slot among the broker's queues (a group's may be reused once it is gone:
+    /// then `id`, unique across queues, is not found there).
     pub queue: u32,
-    /// The delivery's number in that queue.
+    /// The delivery's number.
     pub id: std::num::NonZeroU64,
 }

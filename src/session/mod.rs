@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 pub use effect::{AckOutcome, Effect, Qos2In, Reply, ReplyKind, Settled, StoreOp};
 pub use gate::Gate;
-pub use message::{Delivery, Link, Message, Seq, SharedTag};
+pub use message::{Delivery, Link, Message, Seq};
 
 use crate::protocol::{PacketId, SubscriptionOptions};
 use crate::topic::TopicFilter;

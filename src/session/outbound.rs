@@ -329,7 +329,7 @@ impl Session {
         let mut taken = Vec::new();
         self.inflight.retain(|e| match &e.delivery {
             Some(d)
-                if (d.shared.is_some() || d.link.is_some())
+                if d.link.is_some()
                     && e.qos == QoS::AtLeastOnce
                     && e.state == OutState::Published =>
             {

@@ -220,7 +220,6 @@ impl Options {
             qos: self.qos,
             retain: self.retain,
             sub_ids: self.sub_ids,
-            shared: None,
             seq: Seq::new(seq),
             dup: false,
             link: None,

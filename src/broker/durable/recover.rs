@@ -240,7 +240,6 @@ fn recover_log(
                     qos: r.qos,
                     retain: r.retain,
                     sub_ids: r.sub_ids,
-                    shared: None,
                     seq: Seq::new(seq),
                     dup: false,
                     link: None,

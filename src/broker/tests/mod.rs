@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::mailbox::{DropReason, Mailbox, Source, Streamed};
 use super::retained::RetainedStream;
-use super::router::{Router, Share, Subscriber};
+use super::router::{Router, Subscriber};
 use crate::protocol::{Publish, PublishProperties, QoS, SubscriptionOptions};
 use crate::session::{Delivery, Message, Seq};
 
@@ -70,9 +70,13 @@ fn drain(m: &Mailbox) -> Vec<Delivery> {
 fn overlapping_subscriptions_deliver_once() {
     let router = Router::default();
     let m = online_mailbox();
-    router.subscribe(None, "a/#", sub("c", &m, QoS::AtMostOnce, Some(1)));
-    router.subscribe(None, "a/+", sub("c", &m, QoS::ExactlyOnce, Some(2)));
-    router.route(&message("a/b", QoS::ExactlyOnce, false, b"x"), None, None);
+    router.subscribe("a/#", sub("c", &m, QoS::AtMostOnce, Some(1)));
+    router.subscribe("a/+", sub("c", &m, QoS::ExactlyOnce, Some(2)));
+    route(
+        &router,
+        &message("a/b", QoS::ExactlyOnce, false, b"x"),
+        None,
+    );
     let got = drain(&m);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].qos, QoS::ExactlyOnce);
@@ -86,75 +90,9 @@ fn overlapping_subscriptions_deliver_once() {
 fn qos_is_downgraded() {
     let router = Router::default();
     let m = online_mailbox();
-    router.subscribe(None, "t", sub("c", &m, QoS::AtLeastOnce, None));
-    router.route(&message("t", QoS::ExactlyOnce, false, b"x"), None, None);
+    router.subscribe("t", sub("c", &m, QoS::AtLeastOnce, None));
+    route(&router, &message("t", QoS::ExactlyOnce, false, b"x"), None);
     assert_eq!(drain(&m)[0].qos, QoS::AtLeastOnce);
-}
-
-/// Shared groups: one member per message, round-robin, connected members first.
-#[test]
-fn shared_group_round_robin() {
-    let router = Router::default();
-    let a = online_mailbox();
-    let b = online_mailbox();
-    router.subscribe(
-        Some(Share::new("g")),
-        "t",
-        sub("a", &a, QoS::AtLeastOnce, None),
-    );
-    router.subscribe(
-        Some(Share::new("g")),
-        "t",
-        sub("b", &b, QoS::AtLeastOnce, None),
-    );
-    for _ in 0..10 {
-        router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None, None);
-    }
-    assert_eq!(drain(&a).len(), 5);
-    assert_eq!(drain(&b).len(), 5);
-    b.set_online(false);
-    for _ in 0..4 {
-        router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None, None);
-    }
-    assert_eq!(
-        drain(&a).len(),
-        4,
-        "offline members are skipped while one is online"
-    );
-}
-
-/// A shared delivery can move to another member, never back to the one leaving.
-#[test]
-fn redistribute_excludes_leaver() {
-    let router = Router::default();
-    let a = online_mailbox();
-    let b = online_mailbox();
-    router.subscribe(
-        Some(Share::new("g")),
-        "t",
-        sub("a", &a, QoS::AtLeastOnce, None),
-    );
-    router.subscribe(
-        Some(Share::new("g")),
-        "t",
-        sub("b", &b, QoS::AtLeastOnce, None),
-    );
-    router.route(&message("t", QoS::AtLeastOnce, false, b"x"), None, None);
-    let mut got = drain(&a);
-    got.extend(drain(&b));
-    let d = got.pop().expect("one delivery");
-    for _ in 0..3 {
-        router
-            .redistribute(d.clone(), "a", None)
-            .expect("b takes it");
-    }
-    assert_eq!(drain(&b).len(), 3);
-    assert!(drain(&a).is_empty());
-    assert!(router.unsubscribe(Some("g"), "t", "b"));
-    assert!(
-        router.redistribute(d, "a", None).is_err(),
-        "no other member left"
-    );
 }
 
 /// No Local: a client's own messages are not sent back to it [MQTT-3.8.3-3].
@@ -164,8 +102,8 @@ fn no_local_skips_publisher() {
     let m = online_mailbox();
     let mut s = sub("pub", &m, QoS::AtMostOnce, None);
     s.options.no_local = true;
-    router.subscribe(None, "t", s);
-    router.route(&message("t", QoS::AtMostOnce, false, b"x"), None, None);
+    router.subscribe("t", s);
+    route(&router, &message("t", QoS::AtMostOnce, false, b"x"), None);
     assert!(drain(&m).is_empty());
 }
 
@@ -174,10 +112,10 @@ fn no_local_skips_publisher() {
 fn unsubscribe_stops_delivery() {
     let router = Router::default();
     let m = online_mailbox();
-    router.subscribe(None, "t", sub("c", &m, QoS::AtMostOnce, None));
-    assert!(router.unsubscribe(None, "t", "c"));
-    assert!(!router.unsubscribe(None, "t", "c"));
-    router.route(&message("t", QoS::AtMostOnce, false, b"x"), None, None);
+    router.subscribe("t", sub("c", &m, QoS::AtMostOnce, None));
+    assert!(router.unsubscribe("t", "c"));
+    assert!(!router.unsubscribe("t", "c"));
+    route(&router, &message("t", QoS::AtMostOnce, false, b"x"), None);
     assert!(drain(&m).is_empty());
 }
 
@@ -190,7 +128,6 @@ fn mailbox_bound_drops_qos0_first() {
         qos,
         retain: false,
         sub_ids: Vec::new(),
-        shared: None,
         seq: None,
         dup: false,
         link: None,
@@ -225,7 +162,6 @@ fn mailbox_byte_bound() {
         qos,
         retain: false,
         sub_ids: Vec::new(),
-        shared: None,
         seq: None,
         dup: false,
         link: None,
@@ -285,7 +221,6 @@ fn drain_respects_window_and_order() {
             qos,
             retain: false,
             sub_ids: Vec::new(),
-            shared: None,
             seq: None,
             dup: false,
             link: None,
@@ -353,34 +288,26 @@ async fn ended_session_releases_its_stored_messages() {
     );
 }
 
-/// With a read check (ACL), only allowed clients get a message: a direct subscriber is skipped,
-/// and a shared group hands it to a member that may read it.
+/// With a read check (ACL), only allowed clients get a message.
 #[test]
-fn read_check_filters_direct_and_shared_subscribers() {
+fn read_check_filters_subscribers() {
     let router = Router::default();
-    let (a, b, c) = (online_mailbox(), online_mailbox(), online_mailbox());
-    router.subscribe(None, "t", sub("a", &a, QoS::AtMostOnce, None));
-    router.subscribe(
-        Some(Share::new("g")),
-        "t",
-        sub("b", &b, QoS::AtMostOnce, None),
-    );
-    router.subscribe(
-        Some(Share::new("g")),
-        "t",
-        sub("c", &c, QoS::AtMostOnce, None),
-    );
+    let (a, c) = (online_mailbox(), online_mailbox());
+    router.subscribe("t", sub("a", &a, QoS::AtMostOnce, None));
+    router.subscribe("t", sub("c", &c, QoS::AtMostOnce, None));
     let only_c = |id: &Arc<str>| &**id == "c";
     for _ in 0..4 {
-        router.route(
-            &message("t", QoS::AtMostOnce, false, b"x"),
-            None,
-            Some(&only_c),
-        );
+        let msg = message("t", QoS::AtMostOnce, false, b"x");
+        router.route(&msg, None, Some(&only_c), &mut Vec::new());
     }
     assert!(drain(&a).is_empty());
-    assert!(drain(&b).is_empty());
     assert_eq!(drain(&c).len(), 4);
 }
 
+/// Routes `msg` without a recorder.
+fn route(router: &Router, msg: &Arc<Message>, may_read: Option<super::router::ReadCheck<'_>>) {
+    router.route(msg, None, may_read, &mut Vec::new());
+}
+
+mod queue;
 mod stream;

@@ -84,7 +84,6 @@ fn plain(topic: &str) -> Delivery {
         qos: QoS::AtMostOnce,
         retain: false,
         sub_ids: Vec::new(),
-        shared: None,
         seq: None,
         dup: false,
         link: None,

@@ -317,17 +317,17 @@ fn abandoned_flows_end_as_refused() {
     }
 }
 
-/// [MQTT-4.8.2-4] [MQTT-4.8.2-5] QoS 1 messages through a shared subscription that the
-/// receiver did not acknowledge go back to the group when it leaves, marked DUP; a QoS 2 one
+/// [MQTT-4.8.2-4] [MQTT-4.8.2-5] QoS 1 messages from a shared subscription's group (or a
+/// queue) that the receiver did not acknowledge go back to the group when it leaves, marked DUP; a QoS 2 one
 /// stays with the session (sent or past PUBREC), and so do messages of its own subscriptions.
 #[test]
 fn shared_deliveries_not_received_are_taken_back() {
     let mut s = session(ROLES[0], 10);
     let mut out = Vec::new();
-    let shared = |n, qos| Delivery {
-        shared: Some(SharedTag {
-            group: "g".into(),
-            filter: "t/#".into(),
+    let shared = |n: u8, qos| Delivery {
+        link: Some(Link {
+            queue: 0,
+            id: std::num::NonZeroU64::new(u64::from(n)).unwrap(),
         }),
         ..delivery(qos, n, 0)
     };
