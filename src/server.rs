@@ -238,6 +238,11 @@ impl Broker {
         self.state.queue_figures()
     }
 
+    /// Each shared subscription group's figures (the `tern_shared_group_…` series).
+    pub fn group_figures(&self) -> Vec<crate::metrics::Backlog> {
+        self.state.group_figures()
+    }
+
     /// Connections currently dormant (quiet, without a task; `limits.dormant_after_ms`).
     pub fn dormant_connections(&self) -> usize {
         self.dormitory.len()

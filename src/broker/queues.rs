@@ -307,14 +307,15 @@ impl BrokerState {
     /// taken at one instant) and every session's queue depth.
     pub fn render_backlog(&self) -> String {
         let queues = self.queue_figures();
-        let groups: Vec<_> = self
-            .slots
-            .groups(self.queues.len())
-            .iter()
-            .map(|q| q.figures())
-            .collect();
+        let groups = self.group_figures();
         let max = self.config().metrics.max_labelled_queues;
         crate::metrics::render_backlog(&queues, &groups, max, &self.registry.depths())
+    }
+
+    /// Every shared subscription group's figures, each taken at one instant.
+    pub fn group_figures(&self) -> Vec<crate::metrics::Backlog> {
+        let groups = self.slots.groups(self.queues.len());
+        groups.iter().map(|q| q.figures()).collect()
     }
 
     /// Every declared queue's figures, each taken at one instant.

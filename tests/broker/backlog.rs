@@ -10,34 +10,43 @@ use crate::wire::*;
 
 const QUEUE: &str = "[[queues]]\nname = \"jobs\"\nfilter = \"jobs/#\"\n";
 
-/// The queue's six figures in one scrape, after checking the identity.
-fn identity(s: &Scrape) -> [f64; 5] {
-    let q = ["queue=\"jobs\""];
-    let produced = s.get("tern_queue_produced_total", &q);
-    let consumed = s.get("tern_queue_consumed_total", &q);
-    let dropped = s.get("tern_queue_dropped_total", &q);
-    let messages = s.get("tern_queue_messages", &q);
-    let inflight = s.get("tern_queue_inflight", &q);
+/// A queue's or a group's six figures in one scrape (`prefix`: `tern_queue` or
+/// `tern_shared_group`; `label` selects it), after checking the identity.
+fn identity_of(s: &Scrape, prefix: &str, label: &str) -> [f64; 5] {
+    let q = [label];
+    let get = |name: &str| s.get(&format!("{prefix}_{name}"), &q);
+    let produced = get("produced_total");
+    let consumed = get("consumed_total");
+    let dropped = get("dropped_total");
+    let messages = get("messages");
+    let inflight = get("inflight");
     assert_eq!(
         produced,
         consumed + dropped + messages + inflight,
-        "identity broken: produced {produced}, consumed {consumed}, dropped {dropped}, messages {messages}, inflight {inflight}"
+        "{label}: identity broken: produced {produced}, consumed {consumed}, dropped {dropped}, messages {messages}, inflight {inflight}"
     );
     [produced, consumed, dropped, messages, inflight]
 }
 
-/// 2,000 jobs from two producers to two consumers (one acknowledging each job a little late)
-/// while `/metrics` is scraped over and over: the identity holds in every scrape, and at the
-/// end everything produced was consumed. `$SYS` shows the same figures.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_identity_holds_in_every_scrape() {
-    let dir = tempfile::tempdir().unwrap();
-    let extra = format!("{QUEUE}\n[sys]\ninterval_secs = 1\n");
-    let broker = ChildBroker::start_with(dir.path(), false, "process", &extra);
+/// The declared queue `jobs`'s figures.
+fn identity(s: &Scrape) -> [f64; 5] {
+    identity_of(s, "tern_queue", "queue=\"jobs\"")
+}
+
+/// Two consumers (3.1.1 and 5, the second acknowledging each job a little late) subscribed
+/// to `filter` until each gets a `stop` job, and two producers of 1,000 jobs each; `/metrics`
+/// is scraped over and over until all 2,000 are consumed, the identity checked in every
+/// scrape. Returns the consumers (each returns how many jobs it acknowledged).
+async fn traffic(
+    broker: &ChildBroker,
+    filter: &'static str,
+    prefix: &str,
+    label: &str,
+) -> Vec<tokio::task::JoinHandle<usize>> {
     let mut consumers = Vec::new();
     for (i, level) in VERSIONS.into_iter().enumerate() {
         let mut c = RawClient::connected(broker.addr, level, &format!("worker{i}")).await;
-        sub_all(&mut c, level, &["$queue/jobs"], 1).await;
+        sub_all(&mut c, level, &[filter], 1).await;
         consumers.push(tokio::spawn(async move {
             let mut n = 0;
             loop {
@@ -67,12 +76,12 @@ async fn the_identity_holds_in_every_scrape() {
         .collect();
     let mut scrapes = 0;
     loop {
-        let [produced, consumed, ..] = identity(&Scrape::take(&broker).await);
+        let [produced, consumed, ..] = identity_of(&Scrape::take(broker).await, prefix, label);
         scrapes += 1;
         if produced == 2000.0 && consumed == 2000.0 {
             break;
         }
-        assert!(scrapes < 5000, "the queue did not drain");
+        assert!(scrapes < 5000, "{label} did not drain");
     }
     assert!(
         scrapes > 1,
@@ -81,16 +90,53 @@ async fn the_identity_holds_in_every_scrape() {
     for p in producers {
         p.await.unwrap();
     }
+    consumers
+}
+
+/// A shared subscription's group: the same identity in every scrape during traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_identity_holds_in_every_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), false, "process");
+    let label = "group=\"workers\"";
+    let consumers = traffic(&broker, "$share/workers/jobs/#", "tern_shared_group", label).await;
+    let s = Scrape::take(&broker).await;
+    assert_eq!(
+        identity_of(&s, "tern_shared_group", label),
+        [2000.0, 2000.0, 0.0, 0.0, 0.0]
+    );
+    assert!(s.0.contains("filter=\"jobs/#\""));
+    let mut p = RawClient::connected(broker.addr, V5, "stopper").await;
+    for _ in 0..2 {
+        pub_msg(&mut p, V5, "jobs/stop", 1, b"stop").await;
+    }
+    let total: usize = futures_total(consumers).await;
+    assert_eq!(total, 2000);
+}
+
+async fn futures_total(consumers: Vec<tokio::task::JoinHandle<usize>>) -> usize {
+    let mut total = 0;
+    for c in consumers {
+        total += c.await.unwrap();
+    }
+    total
+}
+
+/// A declared queue: 2,000 jobs from two producers to two consumers while `/metrics` is
+/// scraped over and over: the identity holds in every scrape, and at the end everything
+/// produced was consumed. `$SYS` shows the same figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_identity_holds_in_every_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("{QUEUE}\n[sys]\ninterval_secs = 1\n");
+    let broker = ChildBroker::start_with(dir.path(), false, "process", &extra);
+    let consumers = traffic(&broker, "$queue/jobs", "tern_queue", "queue=\"jobs\"").await;
     // One stop job each (round robin among two consumers with room).
     let mut p = RawClient::connected(broker.addr, V5, "stopper").await;
     for _ in 0..2 {
         pub_msg(&mut p, V5, "jobs/stop", 1, b"stop").await;
     }
-    let mut total = 0;
-    for c in consumers {
-        total += c.await.unwrap();
-    }
-    assert_eq!(total, 2000);
+    assert_eq!(futures_total(consumers).await, 2000);
     // The consumers are gone without acknowledging their stop jobs: back in the queue.
     let mut s = Scrape::take(&broker).await;
     while identity(&s)[3] != 2.0 {

@@ -69,6 +69,13 @@ impl TestBroker {
             .map_or_else(Vec::new, Broker::queue_figures)
     }
 
+    /// Every shared subscription group's figures, each taken at one instant.
+    pub fn group_figures(&self) -> Vec<tern::metrics::Backlog> {
+        self.broker
+            .as_ref()
+            .map_or_else(Vec::new, Broker::group_figures)
+    }
+
     /// Connections dormant now.
     pub fn dormant(&self) -> usize {
         self.broker.as_ref().map_or(0, Broker::dormant_connections)

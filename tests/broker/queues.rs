@@ -368,7 +368,8 @@ async fn a_qos0_consumer_takes_jobs_at_qos0() {
 
 /// What is not a queue's: an undeclared `$queue/x` is refused in SUBACK (v5 0x8F, 3.1.1
 /// 0x80); a PUBLISH to a `$queue/` topic is an invalid topic name (v5 DISCONNECT 0x90, 3.1.1
-/// close); a client id under `$queue/` is refused (it names a queue's own session).
+/// close); a client id under `$queue/` or `$share/` is refused (it names a queue's or a
+/// group's own stored session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_names_are_not_topics() {
     let broker = TestBroker::start_with(|c| c.queues = both(1000, Overflow::Reject)).await;
@@ -384,6 +385,9 @@ async fn queue_names_are_not_topics() {
             RawClient::try_handshake(broker.addr, level, &Connect::new(level, "$queue/jobs5"))
                 .await;
         let want = if level == V5 { 0x85 } else { 0x02 };
+        assert_eq!(ack.reason, want, "{}", vname(level));
+        let group_id = Connect::new(level, "$share/g/jobs/#");
+        let (_, ack) = RawClient::try_handshake(broker.addr, level, &group_id).await;
         assert_eq!(ack.reason, want, "{}", vname(level));
     }
     broker.stop().await;

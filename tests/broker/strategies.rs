@@ -9,7 +9,7 @@ use std::time::Duration;
 use tern::config::Strategy;
 
 use crate::harness::TestBroker;
-use crate::support::ack_props;
+use crate::support::{ack_props, pub_msg};
 use crate::wire::*;
 
 const LEVELS: [u8; 2] = [V311, V5];
@@ -322,6 +322,64 @@ async fn a_bad_weight_is_refused() {
             .unwrap_or("");
         assert!(reason.contains("weight"), "{reason:?}");
         c.ping().await;
+    }
+    broker.stop().await;
+}
+
+/// When no member has room (both stopped acknowledging, windows full), messages wait in the
+/// group, counted there, and go to whichever member frees room first; the group's figures obey
+/// the backlog identity at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_wait_in_the_group_without_room() {
+    let broker = TestBroker::start_with(|c| c.limits.max_inflight_messages = 5).await;
+    for level in LEVELS {
+        let group = |b: &TestBroker| {
+            let g = b
+                .group_figures()
+                .into_iter()
+                .find(|g| g.name == format!("g{level}"))
+                .expect("the group");
+            assert_eq!(
+                g.produced,
+                g.consumed + g.dropped_total() + g.messages + g.inflight,
+                "{g:?}"
+            );
+            g
+        };
+        let mut ms = members(&broker, level, 2, 1, |_| Vec::new()).await;
+        let mut publ = RawClient::connected(broker.addr, level, "wait-pub").await;
+        for i in 0..20 {
+            pub_msg(&mut publ, level, &format!("jobs/{i}"), 1, b"job").await;
+        }
+        let mut held = Vec::new();
+        for m in ms.iter_mut() {
+            for _ in 0..5 {
+                held.push(m.recv_publish(level).await);
+            }
+        }
+        let g = group(&broker);
+        assert_eq!(
+            (g.produced, g.inflight, g.messages),
+            (20, 10, 10),
+            "v{level}"
+        );
+        // The second member acknowledges all it holds: the ten waiting ones are its, in
+        // order, five at a time.
+        let mut got = Vec::new();
+        for r in &held[5..] {
+            ms[1].send(&puback(r.pkid)).await;
+        }
+        while got.len() < 10 {
+            let r = ms[1].recv_publish(level).await;
+            ms[1].send(&puback(r.pkid)).await;
+            got.push(r.topic);
+        }
+        let want: Vec<String> = (10..20).map(|i| format!("jobs/{i}")).collect();
+        assert_eq!(got, want, "v{level}");
+        ms[0].expect_silence(Duration::from_millis(300)).await;
+        for c in ms.iter_mut() {
+            c.send(&disconnect()).await;
+        }
     }
     broker.stop().await;
 }
