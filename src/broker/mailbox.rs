@@ -18,7 +18,7 @@
 //! many retained messages match, they cost one entry here and never count against the limit.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
@@ -251,8 +251,6 @@ const STORED: u8 = 4;
 const OVERFLOWED: u8 = 8;
 /// QoS 0 deliveries are queued while the client is offline (`session.queue_qos0_offline`).
 const QOS0_OFFLINE: u8 = 16;
-/// In [`Mailbox::inflight`]: the window is full.
-const WINDOW_FULL: u16 = 0x8000;
 
 /// One client's queue of pending deliveries.
 #[derive(Debug)]
@@ -264,9 +262,6 @@ pub struct Mailbox {
     limit: AtomicU32,
     /// [`ONLINE`], [`KICKED`], [`STORED`].
     flags: AtomicU8,
-    /// QoS 1/2 messages its connection has sent and not had acknowledged (as it last said):
-    /// what a shared-subscription group weighs members by (`least_inflight`).
-    inflight: AtomicU16,
 }
 
 impl Mailbox {
@@ -277,7 +272,6 @@ impl Mailbox {
             signalled: AtomicBool::new(false),
             limit: AtomicU32::new(u32::try_from(limit).unwrap_or(u32::MAX)),
             flags: AtomicU8::new(if queue_qos0_offline { QOS0_OFFLINE } else { 0 }),
-            inflight: AtomicU16::new(0),
         }
     }
 
@@ -308,27 +302,6 @@ impl Mailbox {
 
     fn queue_qos0_offline(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & QOS0_OFFLINE != 0
-    }
-
-    /// Records how many QoS 1/2 messages the client has in flight (unacknowledged), and whether
-    /// that fills its window.
-    pub fn set_inflight(&self, n: usize, full: bool) {
-        let n = u16::try_from(n)
-            .unwrap_or(WINDOW_FULL - 1)
-            .min(WINDOW_FULL - 1);
-        let full = if full { WINDOW_FULL } else { 0 };
-        self.inflight.store(n | full, Ordering::Relaxed);
-    }
-
-    /// Messages the client has in flight and queued: what it still has to work through.
-    pub fn load(&self) -> usize {
-        usize::from(self.inflight.load(Ordering::Relaxed) & !WINDOW_FULL) + self.len()
-    }
-
-    /// Whether the client's inflight window is full (as its connection last said): it takes
-    /// no more QoS 1/2 messages until it acknowledges some.
-    pub fn window_full(&self) -> bool {
-        self.inflight.load(Ordering::Relaxed) & WINDOW_FULL != 0
     }
 
     /// Whether a connection is draining this mailbox.

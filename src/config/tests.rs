@@ -147,6 +147,57 @@ fn documented_bridge_example_parses() {
     assert_eq!(c.bridge[0].addresses.len(), 2);
 }
 
+/// The commented `[[queues]]` example in config/tern.toml is a valid queue, with the
+/// documented defaults.
+#[test]
+fn documented_queue_example_parses() {
+    let doc = include_str!("../../config/tern.toml");
+    let start = doc.find("# [[queues]]").expect("example");
+    let end = doc[start..].find("\n\n").expect("end") + start;
+    let toml: String = doc[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = Config::from_toml(&toml, "example").expect("parses and validates");
+    let defaults = Config::from_toml("[[queues]]\nname = \"jobs\"\nfilter = \"jobs/#\"\n", "d")
+        .expect("defaults");
+    // The example names the default strategy; leaving it out means [shared] strategy.
+    let mut example = c.queues.clone();
+    example[0].strategy = None;
+    assert_eq!(example, defaults.queues);
+    assert_eq!(c.queues[0].overflow, crate::config::Overflow::Reject);
+}
+
+/// Each kind of bad queue names `queues[N].key` and what is allowed.
+#[test]
+fn bad_queues_are_named() {
+    let one = "[[queues]]\nname = \"jobs\"\nfilter = \"jobs/#\"\n";
+    for (bad, key) in [
+        (one.replace("\"jobs\"", "\"a b\""), "queues[0].name"),
+        (
+            one.replace("\"jobs/#\"", "\"jobs/#/x\""),
+            "queues[0].filter",
+        ),
+        (
+            one.replace("\"jobs/#\"", "\"$share/g/t\""),
+            "queues[0].filter",
+        ),
+        (format!("{one}max_messages = 0\n"), "queues[0].max_messages"),
+        (format!("{one}{one}"), "queues[1].name"),
+    ] {
+        let err = Config::from_toml(&bad, "t.toml").unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains("t.toml"), "{bad}: {err}");
+    }
+    let err = Config::from_toml(&format!("{one}overflow = \"spill\"\n"), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("overflow") || err.contains("drop_oldest"),
+        "{err}"
+    );
+}
+
 /// Each kind of bad bridge names `bridge[N].key`.
 #[test]
 fn bad_bridges_are_named() {

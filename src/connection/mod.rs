@@ -250,11 +250,6 @@ impl Connection {
     /// go now is encoded into the output buffer, the rest is held until the store has it.
     /// `after`: a store ticket every packet here waits for too.
     fn carry(&mut self, after: Option<Ticket>) {
-        // What shared-subscription groups weigh this client by (`least_inflight`).
-        let session = &self.client.session;
-        self.client
-            .mailbox
-            .set_inflight(session.inflight_len(), session.window_free() == 0);
         if self.effects.is_empty() {
             // Nothing to send (a QoS 0 message is not acknowledged): nothing waits for `after`.
             return;
