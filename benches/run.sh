@@ -4,8 +4,10 @@
 #   benches/run.sh [--quick] [--baseline TERN_BINARY] [scenario ...]
 # --baseline: the other broker is that Tern binary (e.g. one built from an earlier commit) with
 # the same settings, instead of Mosquitto: a before/after comparison in one run.
-# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 shared-qos1 latency idle subs tls-connects
-# tls-pairs-qos0. `shared-qos1`: 100 QoS 1 publishers, one $share group of 5 QoS 1 workers.
+# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 shared-qos1 queue-drain latency idle subs
+# tls-connects tls-pairs-qos0. `shared-qos1`: 100 QoS 1 publishers, one $share group of 5 QoS 1
+# workers. `queue-drain`: 100,000 QoS 1 jobs wait (Tern: in a declared queue; Mosquitto: in a
+# $share group of 5 offline persistent sessions), then 5 QoS 1 workers connect and drain them.
 # (default: all). `subs`: one client subscribes to 50,000 topics; subscriptions/s and resident
 # bytes per subscription. The TLS ones use one certificate and key (from `tern gen-certs`) for both
 # brokers, TLS 1.3 as both negotiate it, and full handshakes (the client never resumes).
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 OTHER=${BASELINE:+baseline}; OTHER=${OTHER:-mosquitto}
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 shared-qos1 latency idle subs tls-connects tls-pairs-qos0)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 shared-qos1 queue-drain latency idle subs tls-connects tls-pairs-qos0)
 REPS=3
 [ "$QUICK" = 1 ] && REPS=1
 
@@ -78,6 +80,17 @@ port = $TTLS
 cert = "$WORK/certs/server.pem"
 key = "$WORK/certs/server.key"
 CONF
+# queue-drain: Tern holds the jobs in a declared queue (its other limits are the defaults: 20 in
+# flight per client); Mosquitto in its members' sessions, so each may queue the whole backlog
+# (max_inflight_messages 20 is its default, written out: the same window as Tern's).
+cat >"$WORK/queue.toml" <<CONF
+[[queues]]
+name = "jobs"
+filter = "bench/jobs/#"
+max_messages = 200000
+CONF
+sed 's/^max_queued_messages .*/max_queued_messages 200000\nmax_inflight_messages 20/' \
+  "$WORK/mosquitto.conf" >"$WORK/mosquitto-queue.conf"
 if [ -n "$BASELINE" ]; then
   sed "s/^port = $TTLS/port = $MTLS/" "$WORK/tern.toml" >"$WORK/baseline.toml"
   "$BASELINE" --config "$WORK/baseline.toml" --bind 127.0.0.1 --port "$MPORT" --http-port 0 --log warn 2>/dev/null &
@@ -106,6 +119,7 @@ messages() {
     fan-out) echo $((QUICK ? 500 : 2000)) ;;    # published, x200 deliveries
     pairs-* | tls-pairs-*) echo $((QUICK ? 1000 : 4000)) ;;   # per pair (100)
     shared-*) echo $((QUICK ? 500 : 2000)) ;;   # per publisher (100), to one group of 5
+    queue-drain) echo $((QUICK ? 20000 : 100000)) ;;   # jobs, in all
     *) echo 0 ;;
   esac
 }
@@ -135,6 +149,38 @@ fresh_memory() {
   wait "$bench"
   kill "$fresh"; wait "$fresh" 2>/dev/null || true
   echo "$(grep RESULT "$WORK/$scenario.out") $(( (after - before) * 1024 ))"
+}
+
+# queue-drain PORT: one run against a fresh broker of PORT's kind (nothing left from an earlier
+# run: no jobs, no group members) and prints its RESULT line. Tern (and a baseline) get the
+# declared queue "jobs" (filter bench/jobs/#): the jobs are published, then the 5 workers
+# connect with clean sessions and subscribe to $queue/jobs. Mosquitto, which has no declared
+# queues, gets a $share/jobs/bench/jobs/# group of 5 persistent sessions (clean session 0)
+# that subscribe and leave before the jobs are published; Mosquitto 2.0.11 deals the jobs out
+# round robin to the offline members at publish time (20,000 queued in each session), and the
+# workers come back with the same client ids and drain their own sessions. msgs/s: jobs
+# received and acknowledged per second, from the moment the workers start connecting to the
+# last PUBACK sent; latency: from the start of the receiving worker's connect to the job's
+# PUBACK (time waited once a worker exists; the wait while the backlog was published is left
+# out). Every job is checked off by number across all workers: lost and duplicated count jobs
+# never received, received twice, or received by two workers.
+queue_drain() {
+  local port=$1 fport fresh line queue=()
+  fport=$(free_port)
+  if [ "$port" = "$TPORT" ] || [ -n "$BASELINE" ]; then
+    local bin=target/release/tern
+    [ "$port" = "$TPORT" ] || bin=$BASELINE
+    "$bin" --config "$WORK/queue.toml" --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
+    queue=(--queue jobs)
+  else
+    sed "s/^listener .*/listener $fport 127.0.0.1/" "$WORK/mosquitto-queue.conf" >"$WORK/fresh-queue.conf"
+    "$MOSQUITTO" -c "$WORK/fresh-queue.conf" &
+  fi
+  fresh=$!
+  wait_port "$fport"
+  line=$(target/release/tern-bench --port "$fport" --scenario queue-drain --messages "$(messages queue-drain)" "${queue[@]}" 2>&1 | grep RESULT || true)
+  kill "$fresh"; wait "$fresh" 2>/dev/null || true
+  echo "$line"
 }
 
 # One run of a scenario against one broker: prints "msgs p50 p99 lost dup extra".
@@ -171,7 +217,11 @@ run_one() {
     echo "$(echo "$line" | field conn_per_s) 0 0 0 0"
     return
   fi
-  line=$(target/release/tern-bench --port "$port" --scenario "${scenario#tls-}" --messages "$(messages "$scenario")" "${tls[@]}" 2>&1 | grep RESULT || true)
+  if [ "$scenario" = queue-drain ]; then
+    line=$(queue_drain "$port")
+  else
+    line=$(target/release/tern-bench --port "$port" --scenario "${scenario#tls-}" --messages "$(messages "$scenario")" "${tls[@]}" 2>&1 | grep RESULT || true)
+  fi
   [ -n "$line" ] || { echo "0 0 0 1 0"; return; }
   echo "$(echo "$line" | field msgs_per_s) $(echo "$line" | field p50_us) $(echo "$line" | field p99_us) $(echo "$line" | field lost) $(echo "$line" | field dup)"
 }

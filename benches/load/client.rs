@@ -318,6 +318,18 @@ impl Client {
         Ok(())
     }
 
+    /// Sends DISCONNECT and waits (at most 5 s) until the broker closed the connection: it has
+    /// then dealt with the DISCONNECT, so a persistent session is offline before anything that
+    /// follows.
+    pub async fn disconnect_and_wait(mut self) -> Result<()> {
+        self.writer.frame(0xE0, &[]);
+        self.writer.flush().await?;
+        let closed = async { while let Ok(Some(_)) = self.reader.packet().await {} };
+        tokio::time::timeout(std::time::Duration::from_secs(5), closed)
+            .await
+            .context("the broker kept the connection open after DISCONNECT")
+    }
+
     /// Splits into receiving and sending halves.
     pub fn into_split(self) -> (Reader, Writer) {
         (self.reader, self.writer)

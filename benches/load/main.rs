@@ -6,6 +6,7 @@
 
 mod backlog;
 mod client;
+mod jobs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,15 +41,16 @@ struct Args {
     /// Broker port.
     #[arg(long)]
     port: u16,
-    /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | shared-qos1 | latency | idle |
-    /// subs | offline |
+    /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | shared-qos1 | queue-drain |
+    /// latency | idle | subs | offline |
     /// fill | queue | drain | publish | collect | await-received
     #[arg(long)]
     scenario: String,
     /// Client id prefix shared by `queue` and a later `drain` (default: from the process id).
     #[arg(long)]
     prefix: Option<String>,
-    /// Messages per publisher (fan-out: published messages; latency: ignored).
+    /// Messages per publisher (fan-out: published messages; queue-drain: jobs; latency:
+    /// ignored).
     #[arg(long, default_value_t = 20_000)]
     messages: u64,
     /// Payload bytes (at least 24: publisher, sequence, timestamp).
@@ -77,6 +79,10 @@ struct Args {
     /// they are sent is stored with persistence on.
     #[arg(long)]
     persistent_subscribers: bool,
+    /// `queue-drain`: the broker holds the jobs in this declared queue (Tern: workers subscribe
+    /// to `$queue/NAME`); without it, in a `$share` group of offline persistent sessions.
+    #[arg(long)]
+    queue: Option<String>,
     /// Port of a Tern broker's HTTP listener (`await-received`).
     #[arg(long)]
     http_port: Option<u16>,
@@ -691,6 +697,8 @@ async fn main() -> Result<()> {
         "pairs-qos1" => throughput(&args, 100, 100, Shape::Pairs, 1).await?,
         // 100 publishers to one shared-subscription group of 5 QoS 1 workers.
         "shared-qos1" => throughput(&args, 100, 5, Shape::Shared, 1).await?,
+        // --messages QoS 1 jobs waiting (run.sh: 100,000), then 5 QoS 1 workers drain them.
+        "queue-drain" => jobs::queue_drain(&args).await?,
         "latency" => latency(&args).await?,
         "idle" => return idle(&args).await.map(|_| ()),
         "subs" => return subs(&args).await,
