@@ -192,8 +192,8 @@ impl Queue {
         )
     }
 
-    /// The group of share `name` on `filter`, in `slot`, holding at most `max_messages`
-    /// waiting (then the newest is refused, counted).
+    /// The group of share `name` on `filter`, in `slot`, holding at most `max_messages` per
+    /// member waiting (then the newest is refused, counted).
     pub(super) fn group(
         slot: u32,
         name: &str,
@@ -312,8 +312,12 @@ impl Queue {
         }
         inner.produced += 1;
         let bytes = u64::from(u32::try_from(msg.publish.payload.len()).unwrap_or(u32::MAX));
-        let full =
-            |i: &Inner| i.waiting.len() >= self.max_messages || i.bytes + bytes > self.max_bytes;
+        // A group holds what its members' own queues would: `max_messages` per member.
+        let max_messages = match self.kind {
+            Kind::Declared => self.max_messages,
+            Kind::Group => self.max_messages.saturating_mul(inner.group.len().max(1)),
+        };
+        let full = |i: &Inner| i.waiting.len() >= max_messages || i.bytes + bytes > self.max_bytes;
         if bytes > self.max_bytes || (full(&inner) && self.overflow == Overflow::Reject) {
             inner.count_dropped("rejected");
             return Offered::Rejected;
@@ -403,13 +407,16 @@ impl Queue {
         was
     }
 
-    /// `client_id` is connected again with room for `window` messages at once.
+    /// `client_id` is connected again with room for `window` messages at once. Its session
+    /// holds the subscription: it is ready, whether or not its earlier connection got the
+    /// SUBACK out.
     pub(super) fn online(&self, client_id: &str, window: u16, io: &dyn QueueIo) {
         let mut inner = self.inner.lock();
         let Some(c) = inner.consumers.get_mut(client_id) else {
             return;
         };
         c.window = u32::from(window.max(1));
+        c.ready = true;
         self.dispatch(&mut inner, io, None);
     }
 

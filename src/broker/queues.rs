@@ -194,7 +194,7 @@ impl BrokerState {
             (None, None) => return None,
         };
         let new = q.join(sub, joining.weight, joining.window);
-        if new && q.is_group() {
+        if new {
             self.router.count_member(true);
         }
         Some((q.slot(), new))
@@ -231,7 +231,11 @@ impl BrokerState {
     /// without members is closed: what it held is dropped, and released in the store.
     pub(super) fn leave_queue(&self, filter: &TopicFilter, client_id: &str) -> bool {
         if let Some(name) = queue_name(filter.as_str()) {
-            return self.queue(name).is_some_and(|q| q.leave(client_id));
+            let left = self.queue(name).is_some_and(|q| q.leave(client_id));
+            if left {
+                self.router.count_member(false);
+            }
+            return left;
         }
         let Some(name) = filter.share() else {
             return false;

@@ -73,7 +73,7 @@ pub struct RouteOutcome {
 #[derive(Debug, Default)]
 pub struct Router {
     trie: RwLock<SubscriptionTrie<FilterSubs>>,
-    /// Subscriptions in the trie, shared ones included.
+    /// Subscriptions: in the trie, and members of groups and declared queues.
     count: AtomicUsize,
 }
 
@@ -134,7 +134,7 @@ impl Router {
         subs.groups.iter().find(|g| g.name() == name).cloned()
     }
 
-    /// Counts a group member in or out of [`Router::len`].
+    /// Counts a member of a group or a declared queue in or out of [`Router::len`].
     pub(super) fn count_member(&self, joined: bool) {
         if joined {
             self.count.fetch_add(1, Ordering::Relaxed);

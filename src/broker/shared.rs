@@ -116,6 +116,11 @@ impl Group {
         self.members.iter().any(|m| f(&m.sub))
     }
 
+    /// How many members it has.
+    pub(super) fn len(&self) -> usize {
+        self.members.len()
+    }
+
     /// Whether the group has no member left.
     pub(super) fn is_empty(&self) -> bool {
         self.members.is_empty()

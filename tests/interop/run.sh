@@ -70,6 +70,8 @@ if [ -z "${INTEROP_EXTERNAL:-}" ]; then
   printf '[[listeners]]\nkind = "ws"\nbind = "127.0.0.1"\nport = %s\n' "$WS_PORT" >>"$WORK/tern.toml"
   printf '[[listeners]]\nkind = "wss"\nbind = "127.0.0.1"\nport = %s\ncert = "%s"\nkey = "%s"\n' \
     "$WSS_PORT" "$WORK/certs/server.pem" "$WORK/certs/server.key" >>"$WORK/tern.toml"
+  # A declared queue, for the queue case.
+  printf '[[queues]]\nname = "jobs"\nfilter = "interop-jobs/#"\n' >>"$WORK/tern.toml"
   "$BIN" --config "$WORK/tern.toml" --bind 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" 2>"$WORK/broker.log" &
   BROKER_PID=$!
 fi
@@ -388,6 +390,56 @@ if [ -n "$BROKER_PID" ]; then
     fi
   else
     fail "MQTT.js over wss://" "no SUBACK: $(tail -3 "$WORK/wss_out.out" | oneline)"
+  fi
+fi
+
+# Queues (Tern only): jobs published before any consumer wait in the declared queue `jobs` and
+# reach the first mosquitto_sub on $queue/jobs in order; with a v5 and a v3.1.1 consumer, each
+# later job reaches one of them, once; /metrics shows the queue's backlog identity.
+if [ -n "$BROKER_PID" ]; then
+  for i in 1 2 3 4 5 6; do pub -t "interop-jobs/$i" -m "job-$i" -q 1; done
+  want=$(for i in 1 2 3 4 5 6; do echo "interop-jobs/$i job-$i"; done | oneline)
+  if start_sub qa -t '$queue/jobs' -q 1 -V mqttv5 -v; then
+    wait_line qa '^interop-jobs/6 job-6' || true
+    got=$(payloads qa | oneline)
+    if [ "$got" = "$want" ]; then
+      pass "queue: 6 jobs waited for a consumer, then reached it in order"
+    else
+      fail "queue: jobs waiting for a consumer" "got '$got'"
+    fi
+    if start_sub qb -t '$queue/jobs' -q 1 -V mqttv311 -v; then
+      for i in $(seq 7 26); do pub -t "interop-jobs/$i" -m "job-$i" -q 1; done
+      for _ in $(seq 1 200); do
+        [ $(($(payloads qa | wc -l) + $(payloads qb | wc -l))) -ge 26 ] && break
+        sleep 0.05
+      done
+      a=$(($(payloads qa | wc -l) - 6)); b=$(payloads qb | wc -l)
+      distinct=$( (payloads qa; payloads qb) | sort -u | wc -l)
+      if [ $((a + b)) = 20 ] && [ "$distinct" = 26 ] && [ "$a" -gt 0 ] && [ "$b" -gt 0 ]; then
+        pass "queue: 20 jobs shared by a v5 and a v3.1.1 consumer ($a and $b), each once"
+      else
+        fail "queue: jobs shared by two consumers" "v5 got $a, v3.1.1 got $b, $distinct distinct of 26"
+      fi
+    else
+      fail "queue: second consumer" "no SUBACK"
+    fi
+    kill "$(cat "$WORK/qa.pid")" "$(cat "$WORK/qb.pid")" 2>/dev/null || true
+    m() { grep "^$1{queue=\"jobs\"" "$WORK/qm.txt" | awk '{s+=$2} END {print s+0}'; }
+    ok=""
+    for _ in $(seq 1 100); do
+      curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/qm.txt" || true
+      produced=$(m tern_queue_produced_total); consumed=$(m tern_queue_consumed_total)
+      rest=$(($(m tern_queue_dropped_total) + $(m tern_queue_messages) + $(m tern_queue_inflight)))
+      if [ "$produced" = 26 ] && [ "$consumed" = 26 ] && [ "$rest" = 0 ]; then ok=1; break; fi
+      sleep 0.05
+    done
+    if [ -n "$ok" ]; then
+      pass "queue: /metrics produced 26 = consumed 26 + dropped + waiting + in flight 0"
+    else
+      fail "queue: /metrics backlog" "produced $produced, consumed $consumed, rest $rest"
+    fi
+  else
+    fail "queue: consumer" "no SUBACK for \$queue/jobs"
   fi
 fi
 
