@@ -60,7 +60,8 @@ impl Backlog {
 pub struct Depths {
     /// Messages queued for sessions without a connection.
     pub offline_queued: u64,
-    /// Sessions whose queue depth is at most each of [`DEPTH_BUCKETS`] (cumulative).
+    /// Sessions whose queue depth is at most each bucket bound (0, 1, 10, ... 100,000;
+    /// cumulative).
     pub buckets: [u64; DEPTH_BUCKETS.len()],
     /// Sessions.
     pub count: u64,
