@@ -68,6 +68,10 @@ enum Kind {
     Group,
 }
 
+/// Messages no connected member may read that one dispatch looks past, at most (each costs
+/// an ACL check per member every time the queue dispatches).
+const MAX_UNREADABLE_SKIPPED: usize = 64;
+
 /// The next [`Link::id`]: unique across queues, so a link to a group that is gone never
 /// settles a delivery of the queue that took its slot.
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
@@ -471,7 +475,8 @@ impl Queue {
 
     /// Hands waiting messages, in order, to consumers with room, until none has room or
     /// nothing waits. The head waits for a consumer with room (and, under `hash_client`,
-    /// `hash_topic` and `sticky`, for its own consumer): order is kept.
+    /// `hash_topic` and `sticky`, for its own consumer): order is kept. A message no connected
+    /// consumer may read (ACL) is looked past, and waits in its place for one that may.
     fn dispatch(&self, inner: &mut Inner, io: &dyn QueueIo, exclude: Option<&str>) {
         if inner.group.is_empty() {
             return;
@@ -479,7 +484,10 @@ impl Queue {
         let now = Instant::now();
         // A consumer whose mailbox refused a message is passed over for the rest of this round.
         let mut refused: Vec<Arc<str>> = Vec::new();
-        while let Some(head) = inner.waiting.pop_front() {
+        // Where the next candidate is: past the messages no connected member may read (ACL),
+        // which stay in their place for a member that may, without holding up the rest.
+        let (mut at, mut unreadable) = (0, 0);
+        while let Some(head) = inner.waiting.remove(at) {
             let bytes = head.bytes();
             let d = match head {
                 Waiting::Ready(d) => Some(d),
@@ -535,8 +543,19 @@ impl Queue {
                 .checks_reads()
                 .then_some(&may_read as super::router::ReadCheck<'_>);
             let Some(sub) = group.pick(key, exclude, check, &fit).cloned() else {
-                inner.waiting.push_front(Waiting::Ready(d));
-                return;
+                let readable = check.is_none()
+                    || group.any(|s| {
+                        s.mailbox.is_online()
+                            && consumers.get(&s.client_id).is_some_and(|c| c.ready)
+                            && may_read(&s.client_id)
+                    });
+                inner.waiting.insert(at, Waiting::Ready(d));
+                if readable || unreadable == MAX_UNREADABLE_SKIPPED {
+                    return;
+                }
+                at += 1;
+                unreadable += 1;
+                continue;
             };
             let id = NonZeroU64::new(NEXT_LINK.fetch_add(1, Ordering::Relaxed))
                 .unwrap_or(NonZeroU64::MIN);
@@ -554,7 +573,7 @@ impl Queue {
             };
             if sub.mailbox.push(out).is_err() {
                 refused.push(sub.client_id);
-                inner.waiting.push_front(Waiting::Ready(d));
+                inner.waiting.insert(at, Waiting::Ready(d));
                 continue;
             }
             inner.bytes -= bytes;

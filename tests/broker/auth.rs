@@ -597,3 +597,44 @@ fn an_open_broker_warns_at_start() {
     assert_eq!(closed.log_count("no authentication configured"), 0);
     closed.terminate();
 }
+
+/// A queue in the ACL: a subscription to `$queue/{name}` is checked as one to the queue's
+/// filter (alice may read `alice/#`, bob may not: v5 0x87, 3.1.1 0x80), and each job is
+/// checked as it is handed out: alice never gets `alice/secret`, which her ACL denies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_are_checked_by_their_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = secured(dir.path(), |c| {
+        c.queues.push(tern::config::QueueConfig {
+            name: "alice-jobs".into(),
+            filter: "alice/#".into(),
+            max_messages: 100,
+            max_bytes: 1 << 20,
+            overflow: tern::config::Overflow::Reject,
+            strategy: None,
+        });
+    })
+    .await;
+    for level in [V5, V311] {
+        let mut bob = as_user(b.addr, level, &format!("bob-{level}"), "bob").await;
+        let codes =
+            crate::support::sub_raw(&mut bob, level, &[("$queue/alice-jobs", 1)], &[]).await;
+        let refused = if level == V5 { 0x87 } else { 0x80 };
+        assert_eq!(codes, [refused], "v{level}");
+        let mut alice = as_user(b.addr, level, &format!("alice-{level}"), "alice").await;
+        let codes =
+            crate::support::sub_raw(&mut alice, level, &[("$queue/alice-jobs", 1)], &[]).await;
+        assert_eq!(codes, [1], "v{level}");
+        let mut admin = as_user(b.addr, V5, &format!("admin-{level}"), "admin").await;
+        for t in ["alice/1", "alice/secret", "alice/2"] {
+            crate::support::pub_msg(&mut admin, V5, t, 1, t.as_bytes()).await;
+        }
+        for want in ["alice/1", "alice/2"] {
+            let r = crate::support::recv_acked(&mut alice, level).await;
+            assert_eq!(r.topic, want, "v{level}");
+        }
+        alice.send(&wire::disconnect()).await;
+        admin.send(&wire::disconnect()).await;
+    }
+    b.stop().await;
+}
