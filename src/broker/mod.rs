@@ -264,18 +264,7 @@ impl BrokerState {
         let mut outcome = match self.auth.authorizer() {
             None => self.router.route(msg, r, None, &mut groups),
             Some(authorizer) => {
-                let may_read = |client_id: &Arc<str>| {
-                    // A bridge forwards what its rules say; the remote enforces its own ACL.
-                    if bridged::is_bridge_session(client_id) {
-                        return true;
-                    }
-                    let ok =
-                        authorizer.allows(&self.identity(client_id), msg.topic(), Access::Read);
-                    if !ok {
-                        metrics::acl_denied("read");
-                    }
-                    ok
-                };
+                let may_read = |id: &Arc<str>| self.may_read(&authorizer, id, msg.topic());
                 self.router.route(msg, r, Some(&may_read), &mut groups)
             }
         };
@@ -285,6 +274,24 @@ impl BrokerState {
         outcome.refused = refused;
         metrics::routed(outcome.delivered, outcome.dropped_queue_full);
         outcome
+    }
+
+    /// Whether `client_id` may read `topic` by `authorizer` (counted when not). A bridge may:
+    /// it forwards what its rules say, and the remote enforces its own ACL.
+    fn may_read(
+        &self,
+        authorizer: &Arc<dyn crate::auth::Authorizer>,
+        client_id: &Arc<str>,
+        topic: &str,
+    ) -> bool {
+        if bridged::is_bridge_session(client_id) {
+            return true;
+        }
+        let ok = authorizer.allows(&self.identity(client_id), topic, Access::Read);
+        if !ok {
+            metrics::acl_denied("read");
+        }
+        ok
     }
 
     /// This broker's id in bridged messages' path.
@@ -582,8 +589,8 @@ impl BrokerState {
     /// client and that it did not receive back to its queue: those never sent, and QoS 1 ones
     /// sent and not acknowledged (QoS 2 ones stay [MQTT-4.8.2-4]).
     fn give_back_unreceived(&self, session: &mut Session, mailbox: &Arc<Mailbox>) {
-        let inflight = session.take_shared_unreceived();
-        let (keep, _) = self.give_back(session.client_id(), mailbox.take_all(), inflight);
+        let inflight = session.take_unreceived();
+        let keep = self.give_back(session.client_id(), mailbox.take_all(), inflight);
         mailbox.push_front_all(keep);
     }
 

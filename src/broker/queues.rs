@@ -15,7 +15,6 @@ use super::mailbox::Queued;
 use super::queue::{self, Offered, Queue, QueueIo};
 use super::router::{Recorder, Subscriber};
 use super::BrokerState;
-use crate::auth::Access;
 use crate::config::Config;
 use crate::session::{Delivery, Link, Message, Seq, Session, Settled, NEVER_EXPIRES};
 use crate::topic::TopicFilter;
@@ -112,18 +111,10 @@ impl QueueIo for Io<'_> {
     }
 
     fn may_read(&self, client_id: &Arc<str>, topic: &str) -> bool {
-        let Some(a) = self.state.auth.authorizer() else {
-            return true;
-        };
-        // A bridge forwards what its rules say; the remote enforces its own ACL.
-        if super::bridged::is_bridge_session(client_id) {
-            return true;
-        }
-        let ok = a.allows(&self.state.identity(client_id), topic, Access::Read);
-        if !ok {
-            crate::metrics::acl_denied("read");
-        }
-        ok
+        self.state
+            .auth
+            .authorizer()
+            .is_none_or(|a| self.state.may_read(&a, client_id, topic))
     }
 
     fn checks_reads(&self) -> bool {
@@ -274,14 +265,14 @@ impl BrokerState {
     }
 
     /// Hands queues' deliveries that `client_id` did not get back to their queues: `queued`
-    /// (never sent) and `inflight` (sent, not acknowledged: DUP from now on). Returns what
-    /// did not come from a queue.
+    /// (never sent) and `inflight` (sent, not acknowledged: DUP from now on, every one from a
+    /// queue). Returns the queued deliveries that did not come from a queue.
     pub(super) fn give_back(
         &self,
         client_id: &str,
         queued: Vec<Queued>,
         inflight: Vec<Delivery>,
-    ) -> (Vec<Queued>, Vec<Delivery>) {
+    ) -> Vec<Queued> {
         let mut back: Vec<(u32, Vec<(NonZeroU64, bool)>)> = Vec::new();
         let mut take = |d: &Delivery, sent: bool| {
             let Some(l) = d.link else {
@@ -293,7 +284,9 @@ impl BrokerState {
             }
             true
         };
-        let inflight: Vec<Delivery> = inflight.into_iter().filter(|d| !take(d, true)).collect();
+        for d in &inflight {
+            take(d, true);
+        }
         let queued: Vec<Queued> = queued
             .into_iter()
             .filter(|q| !matches!(q, Queued::Ready(d) if take(d, false)))
@@ -304,7 +297,7 @@ impl BrokerState {
                 q.give_back(client_id, &ids, &io);
             }
         }
-        (queued, inflight)
+        queued
     }
 
     /// The backlog series, as Prometheus reads them: every queue's and group's figures (each

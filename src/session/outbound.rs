@@ -325,7 +325,7 @@ impl Session {
     /// queue and were not acknowledged, so they can go to another member or consumer (with DUP
     /// set). A QoS 2 message stays: its delivery is completed to this session when its client
     /// is back, and never sent to another [MQTT-4.8.2-4] [MQTT-4.8.2-5].
-    pub fn take_shared_unreceived(&mut self) -> Vec<Delivery> {
+    pub fn take_unreceived(&mut self) -> Vec<Delivery> {
         let mut taken = Vec::new();
         self.inflight.retain(|e| match &e.delivery {
             Some(d)

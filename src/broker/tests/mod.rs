@@ -22,6 +22,19 @@ fn message(topic: &str, qos: QoS, retain: bool, payload: &'static [u8]) -> Arc<M
     Arc::new(Message::new(publish, Some("pub".into()), Instant::now()))
 }
 
+/// A delivery on `t` at `qos`, not stored, nothing else set.
+fn delivery(qos: QoS, payload: &'static [u8]) -> Delivery {
+    Delivery {
+        msg: message("t", qos, false, payload),
+        qos,
+        retain: false,
+        sub_ids: Vec::new(),
+        seq: None,
+        dup: false,
+        link: None,
+    }
+}
+
 fn online_mailbox() -> Arc<Mailbox> {
     let m = Arc::new(Mailbox::new(100, false));
     m.set_online(true);
@@ -123,15 +136,7 @@ fn unsubscribe_stops_delivery() {
 #[test]
 fn mailbox_bound_drops_qos0_first() {
     let m = Mailbox::new(2, false);
-    let d = |qos| Delivery {
-        msg: message("t", qos, false, b"x"),
-        qos,
-        retain: false,
-        sub_ids: Vec::new(),
-        seq: None,
-        dup: false,
-        link: None,
-    };
+    let d = |qos| delivery(qos, b"x");
     assert_eq!(m.push(d(QoS::AtMostOnce)), Err(DropReason::Offline));
     m.set_online(true);
     m.push(d(QoS::AtMostOnce)).expect("room");
@@ -157,15 +162,7 @@ fn mailbox_byte_bound() {
         10,
         "what was queued before the bounds counts"
     );
-    let d = |qos, payload: &'static [u8]| Delivery {
-        msg: message("t", qos, false, payload),
-        qos,
-        retain: false,
-        sub_ids: Vec::new(),
-        seq: None,
-        dup: false,
-        link: None,
-    };
+    let d = delivery;
     let forty = &[b'x'; 40];
     m.push(d(QoS::AtMostOnce, forty)).expect("room");
     m.push_stored(2, 40).expect("room");
@@ -216,16 +213,7 @@ fn mailbox_byte_bound() {
 fn drain_respects_window_and_order() {
     let m = online_mailbox();
     for qos in [QoS::AtLeastOnce, QoS::AtLeastOnce, QoS::AtMostOnce] {
-        m.push(Delivery {
-            msg: message("t", qos, false, b"x"),
-            qos,
-            retain: false,
-            sub_ids: Vec::new(),
-            seq: None,
-            dup: false,
-            link: None,
-        })
-        .expect("room");
+        m.push(delivery(qos, b"x")).expect("room");
     }
     let mut out = Vec::new();
     m.drain_into(&mut out, 10, 1, &mut Loads(|_| None));

@@ -337,7 +337,7 @@ fn shared_deliveries_not_received_are_taken_back() {
     start(&mut s, shared(4, QoS::ExactlyOnce), &mut out);
     s.on_pubrec(id(received), ReasonCode::Success, &mut out);
     let back: Vec<(u8, bool)> = s
-        .take_shared_unreceived()
+        .take_unreceived()
         .iter()
         .map(|d| (d.msg.publish.payload[0], d.dup))
         .collect();

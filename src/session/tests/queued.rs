@@ -78,7 +78,7 @@ fn leaving_and_ending() {
     out.clear();
     s.on_pubrec(id(p2), ReasonCode::Success, &mut out);
     out.clear();
-    let back = s.take_shared_unreceived();
+    let back = s.take_unreceived();
     assert_eq!(back.len(), 1);
     assert!(back[0].dup);
     assert_eq!(back[0].link.map(|l| l.id.get()), Some(1));
