@@ -4,6 +4,7 @@ pub mod auth;
 pub mod bridge;
 pub mod broker;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 mod connection;
 mod http;

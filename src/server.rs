@@ -58,6 +58,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// Cluster mode: the node could not join its cluster.
+    #[error("[cluster]: {0}")]
+    Cluster(crate::cluster::ClusterError),
     /// The Prometheus recorder could not be installed.
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
@@ -126,6 +129,16 @@ impl Broker {
         };
         let auth = crate::auth::Auth::new(&config).map_err(StartError::Auth)?;
         let state = BrokerState::open(config, auth).map_err(StartError::Store)?;
+        let cluster = state.config().cluster.clone();
+        if cluster.enabled {
+            // Joined before the first client is accepted (and before /ready says so): the
+            // retained messages are mirrored and the node's interest is known to its peers.
+            let joined = crate::cluster::Cluster::join(&cluster)
+                .await
+                .map_err(StartError::Cluster)?;
+            joined.start(&state).await.map_err(StartError::Cluster)?;
+            info!(node = %joined.node(), cluster = %cluster.name, "joined the cluster");
+        }
         warn_if_open(&state.config());
         let (dormitory, poll) = Dormitory::new().map_err(StartError::Dormitory)?;
 

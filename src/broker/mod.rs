@@ -9,6 +9,7 @@ mod mailbox;
 mod queue;
 mod queues;
 mod registry;
+mod remote;
 mod retained;
 mod router;
 mod shared;
@@ -16,7 +17,7 @@ mod subscribe;
 mod wills;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use std::time::Instant;
@@ -26,6 +27,7 @@ pub use durable::{check as check_store, StoreReport};
 pub use mailbox::{Mailbox, Queued, Source, Streamed};
 pub use queues::{is_queue_session, queue_name};
 pub use registry::{Attached, PendingWill};
+pub use remote::{Remote, Unfit, Waiting};
 pub use retained::RetainedStream;
 pub use router::RouteOutcome;
 pub use subscribe::{After, Feed, SubscribeResult, Wanted};
@@ -65,6 +67,8 @@ pub struct BrokerState {
     queues: Vec<Arc<queue::Queue>>,
     /// Every queue, groups included, by the slot a delivery's [`crate::session::Link`] names.
     slots: queues::Slots,
+    /// The rest of the cluster, in cluster mode ([`Remote`]).
+    remote: OnceLock<Arc<dyn Remote>>,
 }
 
 /// What publishing one message did.
@@ -94,6 +98,7 @@ impl BrokerState {
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             id: format!("{:016x}", rand::random::<u64>()),
+            remote: OnceLock::new(),
         }
     }
 
@@ -227,6 +232,22 @@ impl BrokerState {
         msg: Arc<Message>,
         inbound_qos2: Option<(&str, crate::protocol::PacketId)>,
     ) -> Published {
+        self.publish_from(msg, inbound_qos2, None)
+    }
+
+    /// [`BrokerState::publish`], for an inbound QoS 2 message with its
+    /// [`Session::inbound_qos2_serial`] (cluster mode stores each such message once by it).
+    pub fn publish_from(
+        &self,
+        msg: Arc<Message>,
+        inbound_qos2: Option<(&str, crate::protocol::PacketId)>,
+        serial: Option<u64>,
+    ) -> Published {
+        if let Some(remote) = self.remote.get() {
+            if !msg.topic().starts_with('$') {
+                return self.publish_clustered(remote, msg, serial);
+            }
+        }
         if msg.publish.retain {
             self.retained.update(&msg);
         }
@@ -247,6 +268,31 @@ impl BrokerState {
         Published {
             outcome,
             durable: batch.submit(),
+        }
+    }
+
+    /// Cluster mode: a QoS 0 message is routed here at once and handed to the cluster for the
+    /// other nodes; a QoS 1/2 one goes into the cluster's stream only, and comes back to every
+    /// node from there (this one too), so every node delivers it the same way, once it is
+    /// stored. Retained copies live in the cluster; this node's copy follows it.
+    fn publish_clustered(
+        &self,
+        remote: &Arc<dyn Remote>,
+        msg: Arc<Message>,
+        serial: Option<u64>,
+    ) -> Published {
+        let local = msg.qos() == crate::protocol::QoS::AtMostOnce;
+        let outcome = if local {
+            self.route(&msg, None)
+        } else {
+            RouteOutcome {
+                forwarded: true,
+                ..RouteOutcome::default()
+            }
+        };
+        Published {
+            outcome,
+            durable: remote.forward(&msg, local, serial),
         }
     }
 
@@ -355,6 +401,10 @@ impl BrokerState {
         if new.queues != old.queues {
             ignored.push("queues");
             new.queues = old.queues.clone();
+        }
+        if new.cluster != old.cluster {
+            ignored.push("cluster");
+            new.cluster = old.cluster.clone();
         }
         if new.persistence != old.persistence {
             ignored.push("persistence");

@@ -65,6 +65,16 @@ pub enum Detached {
     Stale,
 }
 
+/// What [`Registry::evict`] found.
+pub enum Evicted<'r> {
+    /// No entry (any more).
+    Gone,
+    /// The parked session, taken out of the registry.
+    Parked(Box<Session>, Arc<Mailbox>),
+    /// A live connection, now told to go; resolves when some session parks (then look again).
+    Connected(tokio::sync::futures::Notified<'r>),
+}
+
 /// Every client id the broker knows.
 #[derive(Default)]
 pub struct Registry {
@@ -191,6 +201,25 @@ impl Registry {
         }
         o.get_mut().state = State::Parked { session, will };
         Detached::Parked
+    }
+
+    /// Takes the entry of `client_id` out, for a client that now lives on another node: a
+    /// parked session is handed back to be ended; a live connection is kicked first.
+    pub fn evict(&self, client_id: &Arc<str>) -> Evicted<'_> {
+        let MapEntry::Occupied(o) = self.clients.entry(Arc::clone(client_id)) else {
+            return Evicted::Gone;
+        };
+        if matches!(o.get().state, State::Connected) {
+            // Registered before the entry lock is released: the park cannot be missed.
+            let parked = self.parked.notified();
+            o.get().mailbox.kick();
+            return Evicted::Connected(parked);
+        }
+        let entry = o.remove();
+        match entry.state {
+            State::Parked { session, .. } => Evicted::Parked(session, entry.mailbox),
+            State::Connected => Evicted::Gone,
+        }
     }
 
     /// Ends a parked session whose expiry interval ran out, if `generation` still owns it.

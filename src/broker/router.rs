@@ -67,12 +67,16 @@ pub struct RouteOutcome {
     pub queued: usize,
     /// Declared queues that refused it (full, `overflow = "reject"`).
     pub refused: usize,
+    /// Cluster mode: handed to the cluster, which routes it on every node (this one too).
+    pub forwarded: bool,
 }
 
 /// The subscription index.
 #[derive(Debug, Default)]
 pub struct Router {
     trie: RwLock<SubscriptionTrie<FilterSubs>>,
+    /// Told when a filter enters or leaves the trie (cluster mode: the node's interest).
+    interest: std::sync::OnceLock<Arc<dyn super::Remote>>,
     /// Subscriptions: in the trie, and members of groups and declared queues.
     count: AtomicUsize,
 }
@@ -85,10 +89,35 @@ struct Target<'a> {
 }
 
 impl Router {
+    /// From now on, tells `remote` of every filter that enters or leaves the trie (called
+    /// under the trie's lock, so it hears of each filter's changes in order).
+    pub(super) fn set_interest(&self, remote: Arc<dyn super::Remote>) {
+        let _ = self.interest.set(remote);
+    }
+
+    /// Tells the cluster, if any, that `filter` entered or left the trie.
+    fn interest_changed(&self, filter: &str, present: bool) {
+        if let Some(r) = self.interest.get() {
+            r.interest(filter, present);
+        }
+    }
+
+    /// The entry of `filter`, made if there is none (the cluster is told).
+    fn entry<'t>(
+        &self,
+        trie: &'t mut SubscriptionTrie<FilterSubs>,
+        filter: &str,
+    ) -> &'t mut FilterSubs {
+        if self.interest.get().is_some() && trie.get(filter).is_none() {
+            self.interest_changed(filter, true);
+        }
+        trie.get_or_insert_with(filter, FilterSubs::default)
+    }
+
     /// Adds or replaces a client's (non-shared) subscription; true if it replaced one.
     pub fn subscribe(&self, filter: &str, sub: Subscriber) -> bool {
         let mut trie = self.trie.write();
-        let subs = trie.get_or_insert_with(filter, FilterSubs::default);
+        let subs = self.entry(&mut trie, filter);
         let replaced = match subs
             .direct
             .iter_mut()
@@ -118,7 +147,7 @@ impl Router {
         make: impl FnOnce() -> Arc<Queue>,
     ) -> (Arc<Queue>, bool) {
         let mut trie = self.trie.write();
-        let subs = trie.get_or_insert_with(filter, FilterSubs::default);
+        let subs = self.entry(&mut trie, filter);
         if let Some(g) = subs.groups.iter().find(|g| g.name() == name) {
             return (Arc::clone(g), false);
         }
@@ -151,12 +180,17 @@ impl Router {
     /// Removes one client's (non-shared) subscription; true if it existed.
     pub fn unsubscribe(&self, filter: &str, client_id: &str) -> bool {
         let mut found = false;
-        self.trie.write().remove_if(filter, |subs| {
+        let mut trie = self.trie.write();
+        let gone = trie.remove_if(filter, |subs| {
             let before = subs.direct.len();
             subs.direct.retain(|s| &*s.client_id != client_id);
             found = subs.direct.len() != before;
             subs.is_empty()
         });
+        if gone {
+            self.interest_changed(filter, false);
+        }
+        drop(trie);
         if found {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
@@ -173,7 +207,8 @@ impl Router {
         client_id: &str,
     ) -> (bool, Option<Arc<Queue>>) {
         let (mut found, mut emptied) = (false, None);
-        self.trie.write().remove_if(filter, |subs| {
+        let mut trie = self.trie.write();
+        let gone = trie.remove_if(filter, |subs| {
             if let Some(i) = subs.groups.iter().position(|g| g.name() == name) {
                 found = subs.groups[i].leave(client_id);
                 if subs.groups[i].is_empty() {
@@ -182,6 +217,10 @@ impl Router {
             }
             subs.is_empty()
         });
+        if gone {
+            self.interest_changed(filter, false);
+        }
+        drop(trie);
         if found {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }

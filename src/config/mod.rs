@@ -11,10 +11,12 @@ use serde::Deserialize;
 use crate::store::Durability;
 
 mod bridge;
+mod cluster;
 mod listener;
 mod queues;
 mod shared;
 pub use bridge::{BridgeConfig, Direction, TopicRule};
+pub use cluster::ClusterConfig;
 pub use listener::{ExtraListener, IdentitySource, ListenerConfig, ListenerKind};
 pub use queues::{valid_queue_name, MetricsConfig, Overflow, QueueConfig};
 pub use shared::{GroupConfig, SharedConfig, Strategy, WEIGHTS};
@@ -51,6 +53,8 @@ pub struct Config {
     pub queues: Vec<QueueConfig>,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[cluster]`: several nodes sharing state through NATS JetStream.
+    pub cluster: ClusterConfig,
 }
 
 /// `[auth]`: Mosquitto-compatible password and ACL files.
@@ -480,6 +484,9 @@ impl Config {
                     allowed,
                 });
             }
+        }
+        if let Some((key, allowed)) = self.cluster.problem(self.persistence.enabled) {
+            return Err(invalid(key, allowed));
         }
         if !(1..=3_600).contains(&self.shutdown.grace_secs) {
             return Err(invalid("shutdown.grace_secs", "1 to 3600 seconds"));

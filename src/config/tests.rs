@@ -231,3 +231,219 @@ fn partial_file_keeps_other_defaults() {
     assert_eq!(c.listener.port, 1999);
     assert_eq!(c.limits, LimitsConfig::default());
 }
+
+/// `[cluster]` is off by default, with one local NATS server, three replicas, a five-second
+/// timeout and a node id from the host name.
+#[test]
+fn cluster_defaults() {
+    let c = Config::from_toml("[cluster]\n", "t.toml").expect("parse");
+    assert_eq!(c.cluster, ClusterConfig::default());
+    let d = &c.cluster;
+    assert!(!d.enabled);
+    assert_eq!(d.name, "tern");
+    assert_eq!(d.node_id, None);
+    assert_eq!(d.nats_urls, ["nats://127.0.0.1:4222"]);
+    assert_eq!(d.replicas, 3);
+    assert_eq!(d.unavailable_timeout(), Duration::from_secs(5));
+    assert!(d.nats_creds.is_none() && d.nats_user.is_none() && d.nats_token.is_none());
+    let id = d.node_id();
+    assert!(
+        !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "{id}"
+    );
+}
+
+/// A host name becomes a node id: other characters turn into '-', at most 64 are kept.
+#[test]
+fn cluster_node_id_from_host_name() {
+    assert_eq!(
+        cluster::node_id_from_host("web-1.example.com\n").as_deref(),
+        Some("web-1-example-com")
+    );
+    assert_eq!(
+        cluster::node_id_from_host("nœud_2").as_deref(),
+        Some("n-ud_2")
+    );
+    assert_eq!(
+        cluster::node_id_from_host(&"a".repeat(100)).map(|s| s.len()),
+        Some(64)
+    );
+    assert_eq!(cluster::node_id_from_host(" \n"), None);
+    let c = Config::from_toml("[cluster]\nnode_id = \"n1\"\n", "t.toml").expect("parse");
+    assert_eq!(c.cluster.node_id(), "n1");
+}
+
+/// Every key set, cluster on, files present: accepted as written.
+#[test]
+fn cluster_full_section_parses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, "x").expect("write");
+        p.display().to_string()
+    };
+    let (ca, cert, key) = (file("ca.pem"), file("c.pem"), file("k.pem"));
+    let toml = format!(
+        "[cluster]\nenabled = true\nname = \"prod_eu-1\"\nnode_id = \"n1\"\n\
+         nats_urls = [\"nats://a:4222\", \"tls://b:4222\", \"c:4222\", \"[::1]:4222\"]\n\
+         replicas = 5\nnats_user = \"u\"\nnats_password = \"p\"\n\
+         nats_tls_ca = {ca:?}\nnats_tls_cert = {cert:?}\nnats_tls_key = {key:?}\n\
+         unavailable_timeout_secs = 60\n"
+    );
+    let c = Config::from_toml(&toml, "t.toml").expect("parses and validates");
+    let k = &c.cluster;
+    assert!(k.enabled);
+    assert_eq!(k.name, "prod_eu-1");
+    assert_eq!(k.node_id(), "n1");
+    assert_eq!(k.nats_urls.len(), 4);
+    assert_eq!(k.replicas, 5);
+    assert_eq!(
+        (k.nats_user.as_deref(), k.nats_password.as_deref()),
+        (Some("u"), Some("p"))
+    );
+    assert_eq!(k.nats_tls_cert.as_deref(), Some(Path::new(&cert)));
+    assert_eq!(k.unavailable_timeout(), Duration::from_secs(60));
+    // A credentials file alone, or a token alone, is one way to log in too.
+    let creds = file("x.creds");
+    for login in [
+        format!("nats_creds = {creds:?}\n"),
+        "nats_token = \"t\"\n".to_string(),
+    ] {
+        let toml = format!("[cluster]\nenabled = true\n{login}");
+        Config::from_toml(&toml, "t.toml").unwrap_or_else(|e| panic!("{login}: {e}"));
+    }
+    // The password and token stay out of `check-config`'s printout.
+    let c = Config::from_toml(
+        "[cluster]\nnats_user = \"u\"\nnats_password = \"pw-secret\"\n",
+        "t.toml",
+    )
+    .expect("parse");
+    let shown = format!("{c:#?}");
+    assert!(
+        shown.contains("nats_password") && !shown.contains("pw-secret"),
+        "{shown}"
+    );
+}
+
+/// Each kind of bad `[cluster]` value names `cluster.key` and the file. The form of each key is
+/// checked with the cluster off too; files and a server list only with it on.
+#[test]
+fn bad_cluster_values_are_named() {
+    let missing = "/nonexistent/tern-test/missing.pem";
+    let on = "enabled = true\n";
+    for (body, key) in [
+        ("name = \"a b\"\n".to_string(), "cluster.name"),
+        ("name = \"\"\n".to_string(), "cluster.name"),
+        (format!("name = \"{}\"\n", "a".repeat(33)), "cluster.name"),
+        ("node_id = \"n.1\"\n".to_string(), "cluster.node_id"),
+        ("node_id = \"\"\n".to_string(), "cluster.node_id"),
+        (
+            format!("node_id = \"{}\"\n", "a".repeat(65)),
+            "cluster.node_id",
+        ),
+        ("replicas = 0\n".to_string(), "cluster.replicas"),
+        ("replicas = 6\n".to_string(), "cluster.replicas"),
+        ("nats_urls = [\"\"]\n".to_string(), "cluster.nats_urls"),
+        (
+            "nats_urls = [\"nats://a b:4222\"]\n".to_string(),
+            "cluster.nats_urls",
+        ),
+        (
+            "nats_urls = [\"http://a:4222\"]\n".to_string(),
+            "cluster.nats_urls",
+        ),
+        ("nats_urls = [\"a\"]\n".to_string(), "cluster.nats_urls"),
+        ("nats_urls = [\"a:b\"]\n".to_string(), "cluster.nats_urls"),
+        (
+            "unavailable_timeout_secs = 0\n".to_string(),
+            "cluster.unavailable_timeout_secs",
+        ),
+        (
+            "unavailable_timeout_secs = 61\n".to_string(),
+            "cluster.unavailable_timeout_secs",
+        ),
+        ("nats_user = \"u\"\n".to_string(), "cluster.nats_password"),
+        ("nats_password = \"p\"\n".to_string(), "cluster.nats_user"),
+        ("nats_token = \"\"\n".to_string(), "cluster.nats_token"),
+        (
+            "nats_token = \"t\"\nnats_user = \"u\"\nnats_password = \"p\"\n".to_string(),
+            "cluster.nats_token",
+        ),
+        (
+            "nats_creds = \"x.creds\"\nnats_user = \"u\"\nnats_password = \"p\"\n".to_string(),
+            "cluster.nats_user",
+        ),
+        (
+            "nats_tls_cert = \"c.pem\"\n".to_string(),
+            "cluster.nats_tls_key",
+        ),
+        (
+            "nats_tls_key = \"k.pem\"\n".to_string(),
+            "cluster.nats_tls_cert",
+        ),
+        (format!("{on}nats_urls = []\n"), "cluster.nats_urls"),
+        (
+            format!("{on}nats_creds = {missing:?}\n"),
+            "cluster.nats_creds",
+        ),
+        (
+            format!("{on}nats_tls_ca = {missing:?}\n"),
+            "cluster.nats_tls_ca",
+        ),
+        (
+            format!("{on}nats_tls_cert = {missing:?}\nnats_tls_key = {missing:?}\n"),
+            "cluster.nats_tls_cert",
+        ),
+    ] {
+        let err = Config::from_toml(&format!("[cluster]\n{body}"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("`{key}`")) && err.contains("t.toml"),
+            "{body}: {err}"
+        );
+    }
+    // Missing files and an empty server list are only looked at with the cluster on.
+    let off = format!("[cluster]\nnats_urls = []\nnats_creds = {missing:?}\n");
+    Config::from_toml(&off, "t.toml").expect("not checked while off");
+    let err = Config::from_toml("[cluster]\nenabled = 1\n", "t.toml").unwrap_err();
+    assert!(err.to_string().contains("enabled"), "{err}");
+    let err = Config::from_toml("[cluster]\nnats_url = \"a:1\"\n", "t.toml").unwrap_err();
+    assert!(err.to_string().contains("nats_url"), "{err}");
+}
+
+/// Cluster mode keeps its state in JetStream: with `[persistence]` on it is refused, and the
+/// error says what to change.
+#[test]
+fn cluster_conflicts_with_persistence() {
+    let both = "[persistence]\nenabled = true\n[cluster]\nenabled = true\n";
+    let err = Config::from_toml(both, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("`cluster.enabled`")
+            && err.contains("t.toml")
+            && err.contains("[persistence] enabled = false"),
+        "{err}"
+    );
+    Config::from_toml("[persistence]\nenabled = true\n[cluster]\n", "t.toml")
+        .expect("persistence alone");
+    Config::from_toml("[cluster]\nenabled = true\n", "t.toml").expect("cluster alone");
+}
+
+/// `[cluster]` keys come from the environment like any other, a server list as a TOML array.
+#[test]
+fn cluster_from_environment() {
+    let env = [
+        ("TERN_CLUSTER__NATS_URLS", "[\"nats://a:4222\", \"b:4222\"]"),
+        ("TERN_CLUSTER__NODE_ID", "node-7"),
+        ("TERN_CLUSTER__ENABLED", "true"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let c = Config::from_toml_with_env("", "t.toml", env.into_iter()).expect("parse");
+    assert!(c.cluster.enabled);
+    assert_eq!(c.cluster.nats_urls, ["nats://a:4222", "b:4222"]);
+    assert_eq!(c.cluster.node_id(), "node-7");
+}

@@ -9,7 +9,7 @@ use tracing::{debug, info};
 
 use super::{Connection, End, Violation};
 use crate::auth::Access;
-use crate::broker::{queue_name, Published, SubscribeResult, Wanted};
+use crate::broker::{queue_name, Published, SubscribeResult, Unfit, Wanted};
 use crate::metrics;
 use crate::protocol::{
     AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, SubAck, Subscribe,
@@ -40,7 +40,13 @@ impl Connection {
                 let pkid = flow_id(a.pkid)?;
                 ("PUBCOMP", pkid, session.on_pubcomp(pkid, effects))
             }
-            Packet::Subscribe(s) => return self.on_subscribe(s),
+            Packet::Subscribe(s) => {
+                if let Some(wait) = self.state.remote().and_then(|r| r.retained_synced()) {
+                    self.deferred = Some(Box::new((s, wait)));
+                    return Ok(());
+                }
+                return self.on_subscribe(s);
+            }
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
                 return Ok(());
@@ -120,6 +126,28 @@ impl Connection {
             // v3.1.1 has no way to say so: acknowledged and dropped, as the spec requires
             // (a QoS 2 flow still runs to PUBCOMP).
             (self.client.version.is_v5()).then_some(ReasonCode::NotAuthorized)
+        } else if let Some(unfit) = self
+            .state
+            .remote()
+            .and_then(|r| r.fits(&p.topic, p.payload.len()).err())
+        {
+            debug!(client_id = %clip(self.client_id()), topic = %clip(&p.topic), ?unfit, "PUBLISH refused: it does not fit a NATS message");
+            match unfit {
+                Unfit::PayloadTooLarge => {
+                    metrics::limit_hit("cluster_max_payload");
+                    return Err(Violation::ClusterPayloadTooLarge(p.payload.len()).into());
+                }
+                Unfit::TopicTooLong => {
+                    metrics::limit_hit("cluster_subject_length");
+                    if !self.client.version.is_v5() {
+                        return Err(Violation::TopicNameRefused(
+                            topic::TopicError::TooLongForCluster,
+                        )
+                        .into());
+                    }
+                    Some(ReasonCode::TopicNameInvalid)
+                }
+            }
         } else if self.state.crossed_here(&p.properties.user_properties) {
             // Left this broker through a bridge before: a loop between bridged brokers.
             // Acknowledged (it was delivered here already) and dropped.
@@ -188,11 +216,13 @@ impl Connection {
             Some(Arc::clone(self.client_id())),
             std::time::Instant::now(),
         ));
-        let Published { outcome, durable } = self.state.publish(msg, stored_qos2);
+        let serial = pkid.and_then(|id| self.client.session.inbound_qos2_serial(id));
+        let Published { outcome, durable } = self.state.publish_from(msg, stored_qos2, serial);
         let reason = if outcome.refused > 0 && self.client.version.is_v5() {
             // A declared queue is full (`overflow = "reject"`); 3.1.1 has no way to say so.
             ReasonCode::QuotaExceeded
         } else if outcome.delivered == 0
+            && !outcome.forwarded
             && outcome.dropped_queue_full == 0
             && outcome.queued == 0
             && outcome.refused == 0
@@ -247,7 +277,7 @@ impl Connection {
         Ok(())
     }
 
-    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+    pub(super) fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
         let v5 = self.client.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
@@ -309,9 +339,11 @@ impl Connection {
             }
         }
         let filters: Vec<&str> = s.filters.iter().map(|f| f.filter.as_str()).collect();
-        let durable =
-            self.state
-                .persist_subscriptions(&self.client.session, &self.client.mailbox, &filters);
+        let durable = self
+            .state
+            .persist_subscriptions(&self.client.session, &self.client.mailbox, &filters)
+            // Cluster mode: the SUBACK waits until every peer routes what it matches here.
+            .or_else(|| self.state.remote().and_then(|r| r.interest_settled()));
         let ack = Packet::SubAck(SubAck {
             pkid: s.pkid,
             reasons,

@@ -29,10 +29,11 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use crate::broker::{After, BrokerState, Carrier, Mailbox, Out};
+use crate::broker::{After, BrokerState, Carrier, Mailbox, Out, Waiting};
 use crate::metrics;
 use crate::protocol::{
     self, Connect, Disconnect, LastWill, Packet, PacketId, ProtocolVersion, Publish, ReasonCode,
+    Subscribe,
 };
 use crate::session::{Effect, Message, Session};
 use crate::store::Ticket;
@@ -202,6 +203,9 @@ struct Connection {
     /// A packet other than PUBLISH could not be sent within the client's Maximum Packet Size:
     /// the connection cannot go on [MQTT-3.1.2-24].
     unsendable: bool,
+    /// Cluster mode: a SUBSCRIBE held until this node has every retained message the cluster
+    /// stored before it; nothing the client sent after it is read until then.
+    deferred: Option<Box<(Subscribe, Waiting<()>)>>,
     client: Client,
 }
 
@@ -324,7 +328,7 @@ impl Connection {
             let io = &mut self.io;
             // A client that sends but does not read (its acks pile up) is read no further until
             // it catches up: what we owe it stays bounded.
-            let can_read = io.outbuf.len() < 4 * HIGH_WATER;
+            let can_read = io.outbuf.len() < 4 * HIGH_WATER && self.deferred.is_none();
             read_first = !read_first;
             let carrier = &mut self.carrier;
             let holding = !carrier.is_empty();
@@ -355,8 +359,21 @@ impl Connection {
                         return stop;
                     }
                 }
+                _ = async { if let Some(d) = self.deferred.as_mut() { (&mut d.1).await } }, if self.deferred.is_some() => {
+                    if let Err(end) = self.resume_subscribe() {
+                        return Stop::End(end);
+                    }
+                }
             }
         }
+    }
+
+    /// The held SUBSCRIBE may go on: handles it, then what the client sent after it.
+    fn resume_subscribe(&mut self) -> Result<(), End> {
+        if let Some(d) = self.deferred.take() {
+            self.on_subscribe(d.0)?;
+        }
+        self.handle_input()
     }
 
     /// The timer fired: keep-alive expired, time to go dormant, or (reset lazily) neither yet.
@@ -394,6 +411,7 @@ impl Connection {
     /// Nothing buffered either way, nothing queued, no acknowledgement waiting.
     fn is_idle(&self) -> bool {
         self.io.inbuf.is_empty()
+            && self.deferred.is_none()
             && self.io.outbuf.is_empty()
             && self.carrier.is_empty()
             && self.client.mailbox.is_empty()
@@ -461,6 +479,7 @@ impl Connection {
             effects: Vec::new(),
             dormitory,
             unsendable: false,
+            deferred: None,
             client,
         }))
     }
@@ -475,6 +494,10 @@ impl Connection {
 
     fn handle_packets(&mut self, counts: &mut metrics::Counts) -> Result<(), End> {
         loop {
+            if self.deferred.is_some() {
+                // The rest waits for the held SUBSCRIBE, in order.
+                return Ok(());
+            }
             let packet = match self.io.decoder.decode(&mut self.io.inbuf) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),

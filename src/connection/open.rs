@@ -116,6 +116,18 @@ impl Connection {
             .as_ref()
             .filter(|_| state.config().persistence.enabled && accepted.session_expiry > 0)
             .map(|w| (will_message(w.clone()), w.delay_interval.unwrap_or(0)));
+        if let Some(remote) = state.remote() {
+            // One owner per client id cluster-wide: a connection on another node is told to go.
+            let claimed = tokio::select! {
+                c = remote.claim(&client_id) => c,
+                _ = shutdown.changed() => Err("broker shutting down".to_string()),
+            };
+            if let Err(e) = claimed {
+                warn!(client_id = %clip(&client_id), error = %e, "CONNECT refused: the cluster cannot take ownership of the client id");
+                refuse(io, version, ReasonCode::ServerUnavailable).await;
+                return None;
+            }
+        }
         state.set_username(&client_id, connect_username.as_deref());
         let mut attached = state
             .attach(
@@ -190,6 +202,7 @@ impl Connection {
             effects: Vec::new(),
             dormitory,
             unsendable: false,
+            deferred: None,
             client,
         }))
     }

@@ -50,6 +50,9 @@ pub(super) enum Violation {
     /// optional properties: 0x95.
     #[error("[MQTT-3.1.2-24] a packet for the client exceeds its Maximum Packet Size")]
     Unsendable,
+    /// Cluster mode: a payload larger than the NATS servers carry: 0x95 (never truncated).
+    #[error("a payload of {0} bytes is larger than the cluster's NATS servers accept")]
+    ClusterPayloadTooLarge(usize),
     /// The store failed to write what a packet for the client promised: 0x80 (not the
     /// client's fault; the spec names no code).
     #[error("the store could not write what the client was to be told: {0}")]
@@ -70,7 +73,9 @@ impl Violation {
             Violation::TopicAliasOutOfRange(_) => ReasonCode::TopicAliasInvalid,
             Violation::ReceiveMaximumExceeded => ReasonCode::ReceiveMaximumExceeded,
             Violation::TopicNameRefused(_) => ReasonCode::TopicNameInvalid,
-            Violation::Unsendable => ReasonCode::PacketTooLarge,
+            Violation::Unsendable | Violation::ClusterPayloadTooLarge(_) => {
+                ReasonCode::PacketTooLarge
+            }
             Violation::StoreFailed(_) => ReasonCode::UnspecifiedError,
         }
     }

@@ -89,6 +89,21 @@ pub fn install() -> Result<PrometheusHandle, String> {
 /// Help text and unit of every metric.
 fn describe() {
     use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h};
+    c!(
+        "tern_cluster_errors_total",
+        Unit::Count,
+        "Cluster mode: failures between this node and NATS, by kind."
+    );
+    c!(
+        "tern_cluster_received_total",
+        Unit::Count,
+        "Cluster mode: messages from the cluster (core, stream) and core copies dropped as seen (duplicate)."
+    );
+    c!(
+        "tern_cluster_takeovers_total",
+        Unit::Count,
+        "Cluster mode: client ids taken over from another node (taken) or by one (lost)."
+    );
     g!(
         "tern_connections",
         Unit::Count,
@@ -549,7 +564,7 @@ pub fn delivery_latency(accepted: Instant, now: Instant) {
         c.set(c.get().wrapping_add(1));
         c.get()
     });
-    if n % LATENCY_SAMPLE == 0 && ENABLED.load(Ordering::Relaxed) {
+    if n.is_multiple_of(LATENCY_SAMPLE) && ENABLED.load(Ordering::Relaxed) {
         hot()
             .latency
             .record(now.saturating_duration_since(accepted).as_secs_f64());
@@ -586,6 +601,24 @@ pub fn dropped(reason: &'static str) {
 /// A configured limit was reached (`limit` is its config key).
 pub fn limit_hit(limit: &'static str) {
     ::metrics::counter!("tern_limit_hits_total", "limit" => limit).increment(1);
+}
+
+/// Cluster mode: something went wrong between this node and NATS (`kind`: publish,
+/// stream_write, consume, undecodable, barrier_timeout, ownership, mirror).
+pub fn cluster_error(kind: &'static str) {
+    ::metrics::counter!("tern_cluster_errors_total", "kind" => kind).increment(1);
+}
+
+/// Cluster mode: messages from other nodes (`path`: core for QoS 0, stream for QoS 1/2),
+/// and copies of core messages dropped as seen (`path` = duplicate).
+pub fn cluster_received(path: &'static str) {
+    ::metrics::counter!("tern_cluster_received_total", "path" => path).increment(1);
+}
+
+/// Cluster mode: client ids this node took over from another (`taken`) or lost to one
+/// (`lost`).
+pub fn cluster_takeover(way: &'static str) {
+    ::metrics::counter!("tern_cluster_takeovers_total", "way" => way).increment(1);
 }
 
 /// A connection ended for a protocol violation with this reason code.

@@ -5,6 +5,10 @@
 use super::effect::{AckOutcome, Effect, Qos2In, Reply, ReplyKind, StoreOp};
 use super::Session;
 use crate::protocol::{PacketId, QoS, ReasonCode};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Numbers inbound QoS 2 messages across the process ([`Session::inbound_qos2_serial`]).
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 impl Session {
     /// An inbound QoS 2 PUBLISH under `pkid`, with at most `receive_maximum` such messages
@@ -16,7 +20,7 @@ impl Session {
         receive_maximum: usize,
         out: &mut Vec<Effect>,
     ) -> Qos2In {
-        if self.inbound_qos2.contains(&pkid) {
+        if self.inbound_qos2.contains_key(&pkid) {
             out.push(Effect::Reply(Reply::new(
                 ReplyKind::PubRec,
                 pkid,
@@ -27,8 +31,16 @@ impl Session {
         if self.inbound_qos2.len() >= receive_maximum {
             return Qos2In::OverLimit;
         }
-        self.inbound_qos2.insert(pkid);
+        self.inbound_qos2
+            .insert(pkid, NEXT_SERIAL.fetch_add(1, Ordering::Relaxed));
         Qos2In::New
+    }
+
+    /// The number this process gave the inbound QoS 2 message under `pkid` when it first
+    /// came (unique in the process, the same for every copy sent before PUBREL): cluster mode
+    /// stores each such message once by it.
+    pub fn inbound_qos2_serial(&self, pkid: PacketId) -> Option<u64> {
+        self.inbound_qos2.get(&pkid).copied()
     }
 
     /// Acknowledges an inbound PUBLISH at `qos` under `pkid` with `reason` (PUBACK or PUBREC;
@@ -48,7 +60,7 @@ impl Session {
             QoS::AtMostOnce => return,
             QoS::AtLeastOnce => ReplyKind::PubAck,
             QoS::ExactlyOnce => {
-                if reason.is_error() && self.inbound_qos2.remove(&pkid) {
+                if reason.is_error() && self.inbound_qos2.remove(&pkid).is_some() {
                     // Stored with the message's batch when the session is stored.
                     out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
                 }
@@ -61,7 +73,7 @@ impl Session {
     /// PUBREL from the sender: the id is free again, PUBCOMP. An unknown id gets PUBCOMP 0x92
     /// (Packet Identifier not found), so the sender can end its side all the same.
     pub fn on_pubrel(&mut self, pkid: PacketId, out: &mut Vec<Effect>) -> AckOutcome {
-        let (reason, outcome) = if self.inbound_qos2.remove(&pkid) {
+        let (reason, outcome) = if self.inbound_qos2.remove(&pkid).is_some() {
             out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
             (ReasonCode::Success, AckOutcome::Done)
         } else {
@@ -73,13 +85,14 @@ impl Session {
 
     /// An inbound QoS 2 id that awaited PUBREL when the session was stored.
     pub fn restore_inbound_qos2(&mut self, pkid: PacketId) {
-        self.inbound_qos2.insert(pkid);
+        self.inbound_qos2
+            .insert(pkid, NEXT_SERIAL.fetch_add(1, Ordering::Relaxed));
     }
 
     /// Forgets every inbound QoS 2 id awaiting PUBREL, in the store too (a bridge's remote that
     /// lost its session will not send PUBREL for them, and will reuse the ids).
     pub fn forget_inbound_qos2(&mut self, out: &mut Vec<Effect>) {
-        for pkid in std::mem::take(&mut self.inbound_qos2) {
+        for pkid in std::mem::take(&mut self.inbound_qos2).into_keys() {
             out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
         }
     }

@@ -16,7 +16,7 @@ mod inbound;
 mod message;
 mod outbound;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -61,7 +61,8 @@ pub struct Session {
     inflight: VecDeque<Inflight>,
     window: u16,
     next_pkid: PacketId,
-    inbound_qos2: BTreeSet<PacketId>,
+    /// Inbound QoS 2 messages awaiting PUBREL, each with its serial number.
+    inbound_qos2: BTreeMap<PacketId, u64>,
 }
 
 impl Drop for Session {
@@ -80,7 +81,7 @@ impl Session {
             inflight: VecDeque::new(),
             window: window.max(1),
             next_pkid: PacketId::MIN,
-            inbound_qos2: BTreeSet::new(),
+            inbound_qos2: BTreeMap::new(),
         }
     }
 

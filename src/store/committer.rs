@@ -60,10 +60,9 @@ impl Ticket {
     }
 }
 
-#[cfg(test)]
 impl Ticket {
-    /// A ticket completed by hand (send on the returned sender), for tests of what waits for
-    /// the store.
+    /// A ticket completed by hand (send on the returned sender): by tests of what waits for
+    /// the store, and by cluster mode, whose writes go to NATS JetStream instead.
     pub(crate) fn manual() -> (Ticket, oneshot::Sender<Result<(), StoreError>>) {
         let (tx, rx) = oneshot::channel();
         (Ticket::new(rx), tx)

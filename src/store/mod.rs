@@ -129,6 +129,9 @@ pub enum StoreError {
     /// The committer thread is gone (the broker is stopping).
     #[error("the store is closed")]
     Closed,
+    /// Cluster mode: NATS JetStream did not take the write (unreachable, no quorum, timed out).
+    #[error("the cluster did not store it: {0}")]
+    Cluster(String),
 }
 
 /// The format version written into [`Space::Meta`]; bump it with a migration.

@@ -48,6 +48,10 @@ pub enum TopicError {
     /// there is refused as an invalid topic name (Tern's rule, not the spec's).
     #[error("topic names under $queue/ are reserved for declared queues")]
     QueueTopic,
+    /// Cluster mode: the topic, escaped for NATS, is longer than a NATS subject may be (Tern's
+    /// limit, not the spec's).
+    #[error("topic is too long for the cluster's NATS subjects")]
+    TooLongForCluster,
     /// The ShareName is not followed by `/` and a non-empty topic filter.
     #[error("[MQTT-4.8.2-2] ShareName must be followed by '/' and a topic filter")]
     MissingShareFilter,
@@ -75,6 +79,7 @@ impl TopicError {
                 "[MQTT-4.8.2-2] ShareName must be followed by '/' and a topic filter"
             }
             TopicError::QueueTopic => "topic names under $queue/ are reserved for declared queues",
+            TopicError::TooLongForCluster => "topic is too long for the cluster's NATS subjects",
         }
     }
 

@@ -1,0 +1,546 @@
+//! Cluster mode: several Tern nodes as one broker, on NATS with JetStream. Tern builds no
+//! consensus or replication of its own: NATS carries messages between nodes (core NATS for
+//! QoS 0, a replicated JetStream stream for QoS 1/2), keeps the retained messages (a stream with
+//! the last value per topic) and decides who owns a client id (a key-value bucket with
+//! compare-and-set). The broker sees all of it through one seam, [`crate::broker::Remote`].
+//!
+//! Streams and buckets, for cluster `NAME` (subjects under `tern.NAME.`):
+//! - `TERN_NAME_MSGS`: QoS 1/2 messages, `tern.NAME.1.<topic>`; every node reads all of it
+//!   through its own durable consumer and routes what it reads to its subscribers.
+//! - `TERN_NAME_RETAIN`: retained messages, `tern.NAME.r.<topic>`, one per topic; a delete is
+//!   an empty message in the topic's place, so deletes and sets keep their order.
+//! - KV `TERN_NAME_OWNERS`: which node holds each client id. KV `TERN_NAME_NODES`: heartbeats.
+//!
+//! QoS 0 messages go to `tern.NAME.0.<topic>`, and reach only the nodes that subscribed to
+//! a matching subject ([`interest`]).
+
+mod dedupe;
+mod interest;
+mod mirror;
+mod owner;
+pub(crate) mod subject;
+mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage as JsPublish};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::broker::{BrokerState, Remote, Unfit, Waiting};
+use crate::config::ClusterConfig;
+use crate::session::Message;
+use crate::store::{StoreError, Ticket};
+use subject::{Subjects, MAX_SUBJECT_LEN};
+
+/// The oldest NATS server cluster mode runs on. Below 2.11 the key-value compare-and-set
+/// that keeps a client id on one node is not safe in a cluster: measured on 2.9.10, two nodes
+/// owned the same client id 5 and 7 times in about 10,500 takeovers (nats-server#4320, fixed in
+/// 2.9.21, with a further fix in 2.11.0); on 2.15.1, none in 33,000.
+pub const MIN_SERVER: (u64, u64) = (2, 11);
+
+/// How long QoS 1/2 messages stay in the stream for nodes that were away to catch up.
+const MSGS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// The stream's size bound (oldest dropped first).
+const MSGS_MAX_BYTES: i64 = 1 << 30;
+/// The window in which JetStream stores a QoS 2 message sent again only once.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Why a node cannot join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No NATS server answered.
+    #[error("cannot connect to NATS ({urls}): {message}")]
+    Connect {
+        /// The URLs tried.
+        urls: String,
+        /// What the client said.
+        message: String,
+    },
+    /// The server is older than [`MIN_SERVER`].
+    #[error(
+        "NATS server {server} is version {version}; cluster mode needs 2.11 or later: below it \
+         the key-value compare-and-set that keeps each client id on one node can let two nodes \
+         own the same client id (nats-server#4320, fixed in 2.9.21 and again in 2.11.0)"
+    )]
+    TooOld {
+        /// The server's name.
+        server: String,
+        /// The version it reports.
+        version: String,
+    },
+    /// A JetStream request failed (JetStream off, no quorum, a conflicting stream).
+    #[error("JetStream: cannot {what}: {message}")]
+    JetStream {
+        /// What was being done.
+        what: String,
+        /// What the server said.
+        message: String,
+    },
+}
+
+fn js_err(what: impl Into<String>) -> impl FnOnce(String) -> ClusterError {
+    let what = what.into();
+    move |message| ClusterError::JetStream { what, message }
+}
+
+/// Whether `version` ("2.15.1", "v2.11.0-beta") is at least [`MIN_SERVER`].
+pub fn version_supported(version: &str) -> bool {
+    let v = version.trim_start_matches('v');
+    let mut parts = v.split(['.', '-']).map(|p| p.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= MIN_SERVER,
+        _ => false,
+    }
+}
+
+/// One message for the cluster, in the order the publisher task sends them.
+struct Outgoing {
+    /// A core NATS message (QoS 0).
+    core: Option<(String, HeaderMap, Bytes)>,
+    /// A stream write: the stream's subject, headers, payload, and Nats-Msg-Id.
+    stored: Option<(String, HeaderMap, Bytes, Option<String>)>,
+    /// The retained stream's write.
+    retain: Option<(String, HeaderMap, Bytes)>,
+    /// Told once the stream writes are acknowledged.
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// This node's membership of the cluster: the [`Remote`] the broker calls.
+pub struct Cluster {
+    node: String,
+    /// This run of the node (`node/random`): what other nodes' de-duplication knows it by.
+    origin: String,
+    subjects: Subjects,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    timeout: Duration,
+    max_payload: usize,
+    seq: AtomicU64,
+    out: mpsc::UnboundedSender<Outgoing>,
+    out_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    interest: interest::Handle,
+    mirror: mirror::Handle,
+    owners: owner::Owners,
+    names: Names,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cluster's stream and bucket names.
+#[derive(Debug, Clone)]
+struct Names {
+    msgs: String,
+    retain: String,
+    owners: String,
+    nodes: String,
+}
+
+impl Names {
+    fn new(cluster: &str) -> Names {
+        let base = format!("TERN_{cluster}");
+        Names {
+            msgs: format!("{base}_MSGS"),
+            retain: format!("{base}_RETAIN"),
+            owners: format!("{base}_OWNERS"),
+            nodes: format!("{base}_NODES"),
+        }
+    }
+}
+
+/// Connects to NATS with the section's credentials; `no_echo`, so this node never gets its
+/// own core messages back.
+async fn connect(config: &ClusterConfig, node: &str) -> Result<async_nats::Client, ClusterError> {
+    let urls = config.nats_urls.join(",");
+    let fail = |message: String| ClusterError::Connect {
+        urls: urls.clone(),
+        message,
+    };
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("tern {node}"))
+        .no_echo()
+        .max_reconnects(None)
+        .subscription_capacity(1 << 16)
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(creds) = &config.nats_creds {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|e| fail(format!("{}: {e}", creds.display())))?;
+    }
+    if let (Some(u), Some(p)) = (&config.nats_user, &config.nats_password) {
+        options = options.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &config.nats_token {
+        options = options.token(t.clone());
+    }
+    if let Some(ca) = &config.nats_tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&config.nats_tls_cert, &config.nats_tls_key) {
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    let addrs: Vec<async_nats::ServerAddr> = config
+        .nats_urls
+        .iter()
+        .map(|u| u.parse().map_err(|e| fail(format!("{u}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    options
+        .connect(addrs)
+        .await
+        .map_err(|e| fail(e.to_string()))
+}
+
+impl Cluster {
+    /// Connects, checks the server, creates or checks the streams and buckets. Nothing is
+    /// routed yet: [`Cluster::start`] plugs the node in.
+    pub async fn join(config: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
+        let node = config.node_id();
+        let client = connect(config, &node).await?;
+        let info = client.server_info();
+        if !version_supported(&info.version) {
+            return Err(ClusterError::TooOld {
+                server: info.server_name,
+                version: info.version,
+            });
+        }
+        let timeout = Duration::from_secs(config.unavailable_timeout_secs.max(1));
+        let js = jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .max_ack_inflight(8192)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let subjects = Subjects::new(&config.name);
+        let names = Names::new(&config.name);
+        retry(|| ensure_streams(&js, &subjects, &names, config.replicas)).await?;
+        let owners =
+            retry(|| owner::Owners::open(&js, &names.owners, &names.nodes, config.replicas, &node))
+                .await?;
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let origin = format!("{node}/{:08x}", rand::random::<u32>());
+        tracing::info!(
+            node = %node,
+            server = %info.server_name,
+            version = %info.version,
+            cluster = %config.name,
+            replicas = config.replicas,
+            "joined NATS"
+        );
+        Ok(Arc::new(Cluster {
+            interest: interest::Handle::new(client.clone(), subjects.clone()),
+            mirror: mirror::Handle::new(js.clone(), names.retain.clone()),
+            max_payload: info.max_payload,
+            node,
+            origin,
+            subjects,
+            client,
+            js,
+            timeout,
+            seq: AtomicU64::new(1),
+            out,
+            out_rx: parking_lot::Mutex::new(Some(out_rx)),
+            owners,
+            names,
+        }))
+    }
+
+    /// Starts routing for `state`: the publisher, this node's interest and its barrier
+    /// answers, the stream consumer, the ownership watch and heartbeats; returns once the
+    /// retained messages are mirrored and the interest of `state`'s subscriptions (declared
+    /// queues) is known to the peers. Then the node is ready.
+    pub async fn start(self: &Arc<Self>, state: &Arc<BrokerState>) -> Result<(), ClusterError> {
+        if let Some(rx) = self.out_rx.lock().take() {
+            tokio::spawn(publisher(Arc::clone(self), rx));
+        }
+        self.mirror.start(state, &self.subjects).await?;
+        retry(|| self.owners.start(state)).await?;
+        self.interest
+            .start(state, &self.origin, self.owners.peers())
+            .await
+            .map_err(js_err("subscribe to the barrier subject"))?;
+        state.set_remote(Arc::clone(self) as Arc<dyn Remote>);
+        consume(Arc::clone(self), state).await?;
+        if let Some(t) = self.interest_settled() {
+            let _ = t.wait().await;
+        }
+        Ok(())
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+/// How long a starting node keeps trying JetStream requests that fail (nodes starting together
+/// create the same streams at once, and a new stream takes a moment to elect its leader).
+const START_RETRIES: Duration = Duration::from_secs(60);
+
+/// Runs `f` until it succeeds or [`START_RETRIES`] have passed.
+async fn retry<T, Fut>(mut f: impl FnMut() -> Fut) -> Result<T, ClusterError>
+where
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let give_up = tokio::time::Instant::now() + START_RETRIES;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Ok(t) => return Ok(t),
+            Err(e) if tokio::time::Instant::now() + pause < give_up => {
+                tracing::warn!(error = %e, "joining the cluster; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Creates the streams, or checks that existing ones carry our subjects.
+async fn ensure_streams(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    names: &Names,
+    replicas: usize,
+) -> Result<(), ClusterError> {
+    use jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+    let msgs = Config {
+        name: names.msgs.clone(),
+        subjects: vec![subjects.all(subject::CLASS_QOS1)],
+        retention: RetentionPolicy::Limits,
+        max_age: MSGS_MAX_AGE,
+        max_bytes: MSGS_MAX_BYTES,
+        discard: DiscardPolicy::Old,
+        storage: StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Config::default()
+    };
+    let retain = Config {
+        name: names.retain.clone(),
+        subjects: vec![subjects.all(subject::CLASS_RETAINED)],
+        retention: RetentionPolicy::Limits,
+        max_messages_per_subject: 1,
+        storage: StorageType::File,
+        num_replicas: replicas,
+        allow_direct: true,
+        ..Config::default()
+    };
+    for config in [msgs, retain] {
+        let name = config.name.clone();
+        let want = config.subjects.clone();
+        let mut stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| js_err(format!("create stream {name}"))(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| js_err(format!("read stream {name}"))(e.to_string()))?;
+        if info.config.subjects != want {
+            return Err(ClusterError::JetStream {
+                what: format!("use stream {name}"),
+                message: format!(
+                    "it exists with subjects {:?}, not {:?}",
+                    info.config.subjects, want
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sends what the broker hands over, in order: core messages as they come; stream writes
+/// pipelined, each acknowledgement awaited on its own (never retried here: a retry after a
+/// timeout could reorder, and the client sends the message again anyway).
+async fn publisher(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    while let Some(o) = rx.recv().await {
+        if let Some((subject, headers, payload)) = o.core {
+            if let Err(e) = cluster
+                .client
+                .publish_with_headers(subject, headers, payload)
+                .await
+            {
+                crate::metrics::cluster_error("publish");
+                tracing::debug!(error = %e, "QoS 0 message not sent to the cluster");
+            }
+        }
+        let mut acks = Vec::with_capacity(2);
+        if let Some((subject, headers, payload, id)) = o.stored {
+            let mut p = JsPublish::build().payload(payload).headers(headers);
+            if let Some(id) = id {
+                p = p.message_id(id);
+            }
+            acks.push(cluster.js.send_publish(subject, p).await);
+        }
+        if let Some((subject, headers, payload)) = o.retain {
+            let p = JsPublish::build().payload(payload).headers(headers);
+            acks.push(cluster.js.send_publish(subject, p).await);
+        }
+        if acks.is_empty() {
+            continue;
+        }
+        let done = o.done;
+        tokio::spawn(async move {
+            let mut result = Ok(());
+            for ack in acks {
+                let r = match ack {
+                    Ok(fut) => fut.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = r {
+                    crate::metrics::cluster_error("stream_write");
+                    result = Err(StoreError::Cluster(e));
+                }
+            }
+            if let Some(done) = done {
+                let _ = done.send(result);
+            }
+        });
+    }
+}
+
+/// Reads every QoS 1/2 message of the stream through this node's durable consumer and routes
+/// it here. Acknowledged once routed: the subscribers' sessions have it.
+async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), ClusterError> {
+    use futures_util::StreamExt;
+    use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    let durable = format!("node-{}", cluster.node);
+    let stream = cluster
+        .js
+        .get_stream(&cluster.names.msgs)
+        .await
+        .map_err(|e| js_err("open the message stream")(e.to_string()))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                deliver_policy: DeliverPolicy::New,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                inactive_threshold: Duration::from_secs(3600),
+                ..pull::Config::default()
+            },
+        )
+        .await
+        .map_err(|e| js_err(format!("create consumer {durable}"))(e.to_string()))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| js_err(format!("read consumer {durable}"))(e.to_string()))?;
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        while let Some(m) = messages.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    crate::metrics::cluster_error("consume");
+                    tracing::warn!(error = %e, "reading the message stream");
+                    continue;
+                }
+            };
+            if let Some(topic) = cluster.subjects.topic_of(&m.subject) {
+                match wire::message(topic, m.payload.clone(), m.headers.as_ref(), true) {
+                    Ok(msg) => state.route_remote(&msg),
+                    Err(e) => {
+                        crate::metrics::cluster_error("undecodable");
+                        tracing::debug!(subject = %m.subject, error = ?e, "stream message dropped");
+                    }
+                }
+            }
+            if let Err(e) = m.ack().await {
+                tracing::debug!(error = %e, "stream acknowledgement not sent");
+            }
+        }
+        tracing::warn!("the message stream's consumer ended");
+    });
+    Ok(())
+}
+
+impl Remote for Cluster {
+    fn fits(&self, topic: &str, payload_len: usize) -> Result<(), Unfit> {
+        // The longest of the subjects the message is written under.
+        let subject = self.subjects.topic(subject::CLASS_RETAINED, topic);
+        if subject.len() > MAX_SUBJECT_LEN {
+            return Err(Unfit::TopicTooLong);
+        }
+        // Headers travel in the same NATS message; leave them room.
+        if self.max_payload > 0 && payload_len + 4096 > self.max_payload {
+            return Err(Unfit::PayloadTooLarge);
+        }
+        Ok(())
+    }
+
+    fn forward(&self, msg: &Arc<Message>, local: bool, qos2: Option<u64>) -> Option<Ticket> {
+        let topic = msg.topic();
+        let payload = msg.publish.payload.clone();
+        let mut headers = wire::headers(msg, &self.origin);
+        let retain = msg.publish.retain.then(|| {
+            (
+                self.subjects.topic(subject::CLASS_RETAINED, topic),
+                headers.clone(),
+                payload.clone(),
+            )
+        });
+        let (core, stored) = if local {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            headers.insert(wire::SEQ, seq.to_string().as_str());
+            let subject = self.subjects.topic(subject::CLASS_QOS0, topic);
+            (Some((subject, headers, payload)), None)
+        } else {
+            if let Some(publisher) = &msg.publisher {
+                wire::set_publisher(&mut headers, publisher);
+            }
+            let subject = self.subjects.topic(subject::CLASS_QOS1, topic);
+            let id = qos2.map(|serial| format!("{}-{serial}", self.origin));
+            (None, Some((subject, headers, payload, id)))
+        };
+        let (ticket, done) = if stored.is_some() || retain.is_some() {
+            let (ticket, tx) = Ticket::manual();
+            (Some(ticket), Some(tx))
+        } else {
+            (None, None)
+        };
+        let sent = self.out.send(Outgoing {
+            core,
+            stored,
+            retain,
+            done,
+        });
+        if sent.is_err() {
+            // The publisher task is gone (shutting down): the ticket fails with it.
+            tracing::debug!("cluster publisher stopped");
+        }
+        ticket
+    }
+
+    fn interest(&self, filter: &str, present: bool) {
+        self.interest.change(filter, present);
+    }
+
+    fn interest_settled(&self) -> Option<Ticket> {
+        self.interest.settled()
+    }
+
+    fn retained_synced(&self) -> Option<Waiting<()>> {
+        Some(self.mirror.synced(self.timeout))
+    }
+
+    fn claim(&self, client_id: &Arc<str>) -> Waiting<Result<(), String>> {
+        self.owners.claim(client_id, self.timeout)
+    }
+}

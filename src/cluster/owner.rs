@@ -1,0 +1,333 @@
+//! One owner per client id, cluster-wide, and who is in the cluster.
+//!
+//! Ownership lives in a key-value bucket: a CONNECT reads the client id's entry and writes
+//! this node's name over it with compare-and-set on the revision it read (or creates it);
+//! the revision it gets is this node's claim. Every node watches the bucket; a node that sees
+//! a newer claim from another node for a client it holds disconnects it (v5 DISCONNECT 0x8E)
+//! and ends the session it had here. The watch resumes from the last revision it saw when
+//! NATS drops it (measured necessary: without it, clients stayed connected on two nodes).
+//!
+//! Membership is a second bucket of heartbeats that age out: the peers a SUBACK barrier
+//! waits for are the nodes whose heartbeat is recent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{js_err, ClusterError};
+use crate::broker::{BrokerState, Waiting};
+use crate::metrics;
+
+/// How often a node says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A node not heard of for this long is not waited for.
+const ALIVE: Duration = Duration::from_secs(7);
+
+/// An ownership record.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claim {
+    node: String,
+    client_id: String,
+}
+
+/// The live peers (other nodes), by the time of their last heartbeat.
+#[derive(Clone, Default)]
+pub(super) struct Peers {
+    me: Arc<str>,
+    seen: Arc<parking_lot::Mutex<HashMap<String, Instant>>>,
+}
+
+impl Peers {
+    /// How many other nodes are alive.
+    pub(super) fn count(&self) -> usize {
+        let now = Instant::now();
+        self.seen
+            .lock()
+            .iter()
+            .filter(|(node, at)| **node != *self.me && now.duration_since(**at) < ALIVE)
+            .count()
+    }
+
+    fn heard(&self, node: &str) {
+        self.seen.lock().insert(node.to_string(), Instant::now());
+    }
+}
+
+pub(super) struct Owners {
+    node: String,
+    owners: kv::Store,
+    nodes: kv::Store,
+    /// Client ids this node holds, with the revision of its claim.
+    held: Arc<DashMap<Arc<str>, u64>>,
+    peers: Peers,
+}
+
+async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, ClusterError> {
+    let name = config.bucket.clone();
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    js.create_key_value(config)
+        .await
+        .map_err(|e| js_err(format!("create bucket {name}"))(e.to_string()))
+}
+
+/// The bucket key for a client id: any string a client may use, in the characters keys allow.
+fn key(client_id: &str) -> String {
+    let digest = Sha256::digest(client_id.as_bytes());
+    let mut k = String::with_capacity(2 + 64);
+    k.push_str("c.");
+    for b in digest {
+        k.push_str(&format!("{b:02x}"));
+    }
+    k
+}
+
+impl Owners {
+    pub(super) async fn open(
+        js: &jetstream::Context,
+        owners: &str,
+        nodes: &str,
+        replicas: usize,
+        node: &str,
+    ) -> Result<Owners, ClusterError> {
+        let owners = bucket(
+            js,
+            kv::Config {
+                bucket: owners.to_string(),
+                history: 1,
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..kv::Config::default()
+            },
+        )
+        .await?;
+        let nodes = bucket(
+            js,
+            kv::Config {
+                bucket: nodes.to_string(),
+                history: 1,
+                max_age: ALIVE * 2,
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::Memory,
+                ..kv::Config::default()
+            },
+        )
+        .await?;
+        Ok(Owners {
+            node: node.to_string(),
+            owners,
+            nodes,
+            held: Arc::new(DashMap::new()),
+            peers: Peers {
+                me: Arc::from(node),
+                seen: Arc::default(),
+            },
+        })
+    }
+
+    /// The live peers, for the SUBACK barrier.
+    pub(super) fn peers(&self) -> Peers {
+        self.peers.clone()
+    }
+
+    /// Starts heartbeats and both watches; returns once this node's heartbeat is stored and
+    /// the current members are known.
+    pub(super) async fn start(&self, state: &Arc<BrokerState>) -> Result<(), ClusterError> {
+        let me = self.node.clone();
+        self.nodes
+            .put(&me, bytes::Bytes::from_static(b"alive"))
+            .await
+            .map_err(|e| js_err("write this node's heartbeat")(e.to_string()))?;
+        let mut keys = self
+            .nodes
+            .keys()
+            .await
+            .map_err(|e| js_err("read the cluster's members")(e.to_string()))?;
+        while let Some(Ok(k)) = keys.next().await {
+            self.peers.heard(&k);
+        }
+        let from = self
+            .owners
+            .status()
+            .await
+            .map_err(|e| js_err("read the ownership bucket")(e.to_string()))?
+            .info
+            .state
+            .last_sequence
+            + 1;
+        let nodes = self.nodes.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                if let Err(e) = nodes.put(&me, bytes::Bytes::from_static(b"alive")).await {
+                    metrics::cluster_error("heartbeat");
+                    tracing::warn!(error = %e, "heartbeat not stored");
+                }
+            }
+        });
+        let (nodes, peers) = (self.nodes.clone(), self.peers.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(mut w) = nodes.watch_all().await {
+                    while let Some(Ok(e)) = w.next().await {
+                        if e.operation == kv::Operation::Put {
+                            peers.heard(&e.key);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        tokio::spawn(watch(
+            self.owners.clone(),
+            from,
+            self.node.clone(),
+            Arc::clone(&self.held),
+            Arc::downgrade(state),
+        ));
+        Ok(())
+    }
+
+    /// Claims `client_id` for this node (see the module doc).
+    pub(super) fn claim(
+        &self,
+        client_id: &Arc<str>,
+        timeout: Duration,
+    ) -> Waiting<Result<(), String>> {
+        let owners = self.owners.clone();
+        let held = Arc::clone(&self.held);
+        let me = self.node.clone();
+        let client_id = Arc::clone(client_id);
+        let value = serde_json::to_vec(&Claim {
+            node: self.node.clone(),
+            client_id: client_id.to_string(),
+        })
+        .unwrap_or_default();
+        Box::pin(async move {
+            let k = key(&client_id);
+            let attempt = async {
+                for _ in 0..16 {
+                    let current = owners.entry(k.clone()).await.map_err(|e| e.to_string())?;
+                    let written = match current {
+                        Some(e) if e.operation == kv::Operation::Put => {
+                            let previous: Option<Claim> = serde_json::from_slice(&e.value).ok();
+                            match owners.update(&k, value.clone().into(), e.revision).await {
+                                Ok(rev) => {
+                                    if previous.is_some_and(|p| p.node != me) {
+                                        metrics::cluster_takeover("taken");
+                                    }
+                                    Some(rev)
+                                }
+                                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                                    None
+                                }
+                                Err(e) => return Err(e.to_string()),
+                            }
+                        }
+                        _ => match owners.create(&k, value.clone().into()).await {
+                            Ok(rev) => Some(rev),
+                            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                            Err(e) => return Err(e.to_string()),
+                        },
+                    };
+                    if let Some(rev) = written {
+                        held.insert(Arc::clone(&client_id), rev);
+                        return Ok(());
+                    }
+                }
+                Err("the client id changed owner too often to claim it".to_string())
+            };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(r) => r.inspect_err(|_| metrics::cluster_error("ownership")),
+                Err(_) => {
+                    metrics::cluster_error("ownership");
+                    Err(format!("no answer from JetStream in {timeout:?}"))
+                }
+            }
+        })
+    }
+}
+
+/// Follows the ownership bucket from revision `from`: a newer claim by another node for a
+/// client held here moves that client away. Resumes after the last revision seen.
+async fn watch(
+    owners: kv::Store,
+    mut from: u64,
+    me: String,
+    held: Arc<DashMap<Arc<str>, u64>>,
+    state: std::sync::Weak<BrokerState>,
+) {
+    loop {
+        match owners.watch_all_from_revision(from).await {
+            Ok(mut w) => {
+                while let Some(entry) = w.next().await {
+                    let Ok(entry) = entry else {
+                        break;
+                    };
+                    from = entry.revision + 1;
+                    if entry.operation != kv::Operation::Put {
+                        continue;
+                    }
+                    let Ok(claim) = serde_json::from_slice::<Claim>(&entry.value) else {
+                        continue;
+                    };
+                    if claim.node == me {
+                        continue;
+                    }
+                    let client_id: Arc<str> = Arc::from(claim.client_id);
+                    let ours_older = held
+                        .remove_if(&client_id, |_, rev| *rev < entry.revision)
+                        .is_some();
+                    if !ours_older {
+                        continue;
+                    }
+                    let Some(state) = state.upgrade() else {
+                        return;
+                    };
+                    metrics::cluster_takeover("lost");
+                    tracing::info!(client_id = %crate::logged::clip(&client_id), node = %claim.node, "client connected on another node: session taken over");
+                    let held = Arc::clone(&held);
+                    tokio::spawn(async move {
+                        let id = Arc::clone(&client_id);
+                        state
+                            .moved_away(&client_id, move || !held.contains_key(&id))
+                            .await;
+                    });
+                }
+            }
+            Err(e) => {
+                metrics::cluster_error("ownership");
+                tracing::warn!(error = %e, "ownership watch failed; resuming");
+            }
+        }
+        if state.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_fixed_length_and_allowed_for_any_client_id() {
+        for id in ["", "a", "a.b", "ü/ñ €", "\n\t*>", &"x".repeat(65535)] {
+            let k = key(id);
+            assert_eq!(k.len(), 66);
+            assert!(k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-/_=.".contains(c)));
+        }
+        assert_ne!(key("a"), key("b"));
+    }
+}
