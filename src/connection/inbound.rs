@@ -181,8 +181,8 @@ impl Connection {
     }
 
     /// Publishes an accepted message into the broker and acknowledges it once it is as safe as
-    /// its QoS promises (stored, with persistence on). A QoS 2 message sent again before PUBREL
-    /// is acknowledged, not forwarded again.
+    /// its QoS promises (stored, with persistence on; in the cluster's stream, in cluster
+    /// mode). A QoS 2 message sent again before PUBREL is acknowledged, not forwarded again.
     fn forward(&mut self, p: Publish, pkid: Option<PacketId>) -> Result<(), End> {
         let qos = p.qos;
         let mut stored_qos2 = None;
@@ -200,7 +200,19 @@ impl Connection {
             {
                 Qos2In::New => {}
                 Qos2In::Duplicate => {
-                    self.carry(None);
+                    // Cluster mode: it goes to the stream again under the same id, which
+                    // stores it once; should the first write have failed, this one counts.
+                    // The PUBREC (already queued) waits for it.
+                    let durable = self.state.remote().and_then(|r| {
+                        let serial = self.client.session.inbound_qos2_serial(id)?;
+                        let msg = Arc::new(Message::new(
+                            p,
+                            Some(Arc::clone(self.client_id())),
+                            std::time::Instant::now(),
+                        ));
+                        r.forward(&msg, false, Some(serial))
+                    });
+                    self.carry(durable);
                     return Ok(());
                 }
                 Qos2In::OverLimit => return Err(Violation::ReceiveMaximumExceeded.into()),

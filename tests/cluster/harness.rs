@@ -220,15 +220,29 @@ pub struct Single {
 impl Single {
     /// Starts `binary` and waits until it accepts connections.
     pub fn start(binary: &Path) -> Single {
+        Single::start_with(binary, "")
+    }
+
+    /// Like [`Single::start`], with `extra` lines in its configuration file.
+    pub fn start_with(binary: &Path, extra: &str) -> Single {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\n{extra}",
+                dir.path().join("js")
+            ),
+        )
+        .unwrap();
         let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

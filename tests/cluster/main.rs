@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../broker/wire/mod.rs"]
-#[allow(dead_code)]
 mod wire;
 
 mod harness;
@@ -69,6 +68,7 @@ fn a_cluster_behaves_as_one_broker() {
             retained_messages_are_seen_from_every_node(&cluster, level).await;
             a_connect_on_another_node_takes_the_client_over(&cluster, level).await;
             topics_too_long_for_nats_are_refused(&cluster, level).await;
+            a_qos2_message_sent_again_is_delivered_once(&cluster, level).await;
         }
         subscribe_then_publish_elsewhere_loses_nothing(&cluster).await;
     });
@@ -262,7 +262,7 @@ async fn wildcard_and_dollar_rules_hold_across_nodes(cluster: &Cluster, level: u
         format!("{r}/a.b/#"),
     ];
     let topics = [
-        format!("{r}"),
+        r.clone(),
         format!("{r}/x"),
         format!("{r}/a/c"),
         format!("{r}//c"),
@@ -387,6 +387,58 @@ async fn a_connect_on_another_node_takes_the_client_over(cluster: &Cluster, leve
     assert_round_trip(&mut p, &mut second, level, &format!("tk/{run}")).await;
 }
 
+/// A QoS 2 PUBLISH sent again (DUP) before PUBREL is stored once cluster-wide: the subscriber on
+/// another node gets it once.
+async fn a_qos2_message_sent_again_is_delivered_once(cluster: &Cluster, level: u8) {
+    let run = rand_suffix();
+    let topic = format!("once/{run}");
+    let mut s = RawClient::connected(cluster.addr(1), level, &format!("os-{run}")).await;
+    s.subscribe(level, &topic, 2).await;
+    let mut p = RawClient::connected(cluster.addr(0), level, &format!("op-{run}")).await;
+    let first = Publish::new(level, &topic, b"once").qos(2, 7);
+    p.send(&first.build()).await;
+    assert_eq!(parse_ack(&p.recv_expect(PUBREC).await).0, 7);
+    p.send(&first.dup(true).build()).await;
+    assert_eq!(parse_ack(&p.recv_expect(PUBREC).await).0, 7);
+    p.send(&pubrel(7)).await;
+    parse_ack(&p.recv_expect(PUBCOMP).await);
+    publish_flow(&mut p, level, &topic, 2, b"fence", false).await;
+    let expected: HashSet<Vec<u8>> = [b"once".to_vec(), b"fence".to_vec()].into();
+    let got = collect(&mut s, level, &expected, "QoS 2 sent twice").await;
+    assert_eq!(got[&b"once".to_vec()].0, 1, "delivered once");
+}
+
+/// A payload larger than the NATS servers accept is refused, not truncated: v5 DISCONNECT
+/// 0x95 (Packet too large); 3.1.1 closed.
+#[test]
+fn payloads_too_large_for_nats_are_refused() {
+    let (new, _) = harness::binaries();
+    let server = Single::start_with(new, "max_payload: 65536\n");
+    let section = harness::cluster_section("small", std::slice::from_ref(&server.url))
+        .replace("replicas = 3", "replicas = 1");
+    let node = Node::start_with(&section).unwrap_or_else(|log| panic!("{}", log.join("\n")));
+    run(async {
+        for level in [V311, V5] {
+            let mut c = RawClient::connected(node.addr, level, &format!("big{level}")).await;
+            c.send(&publish(level, "big", 1, 3, &vec![b'x'; 100_000]))
+                .await;
+            match c.next_event(WAIT).await {
+                Event::Packet(DISCONNECT, body) => {
+                    assert_eq!(level, V5);
+                    assert_eq!(body.first(), Some(&0x95));
+                }
+                Event::Closed => assert_eq!(level, V311),
+                other => panic!("v{level}: {other:?}"),
+            }
+            // What fits still goes through.
+            let mut s = RawClient::connected(node.addr, level, &format!("fits-s{level}")).await;
+            s.subscribe(level, "fits", 1).await;
+            let mut p = RawClient::connected(node.addr, level, &format!("fits-p{level}")).await;
+            assert_round_trip(&mut p, &mut s, level, "fits").await;
+        }
+    });
+}
+
 /// A topic that does not fit a NATS subject once escaped is refused, not truncated: v5 PUBACK
 /// 0x90; 3.1.1, which cannot refuse a message, closes the connection.
 async fn topics_too_long_for_nats_are_refused(cluster: &Cluster, level: u8) {
@@ -437,7 +489,7 @@ async fn subscribe_then_publish_elsewhere_loses_nothing(cluster: &Cluster) {
 fn an_old_nats_server_is_refused() {
     let (_, old) = harness::binaries();
     let server = Single::start(old);
-    let section = harness::cluster_section("old", &[server.url.clone()])
+    let section = harness::cluster_section("old", std::slice::from_ref(&server.url))
         .replace("replicas = 3", "replicas = 1");
     let log = match Node::start_with(&section) {
         Ok(_) => panic!("tern started on nats-server 2.9.10"),
