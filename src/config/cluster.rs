@@ -1,5 +1,5 @@
-//! `[cluster]`: several Tern nodes sharing sessions, retained messages and queues through NATS
-//! JetStream. Off by default, and then no NATS code runs; the keys are still checked, so
+//! `[cluster]`: several Tern nodes as one broker, messages and retained messages shared through
+//! NATS JetStream. Off by default, and then no NATS code runs; the keys are still checked, so
 //! `check-config` finds mistakes before the section is turned on.
 
 use std::path::{Path, PathBuf};
@@ -230,8 +230,8 @@ impl ClusterConfig {
         if persistence_enabled {
             return Some((
                 "cluster.enabled",
-                "cluster mode keeps sessions, retained messages and queues in NATS JetStream: \
-                 set [persistence] enabled = false",
+                "cluster mode keeps retained and QoS 1/2 messages in NATS JetStream, not on \
+                 local disk: set [persistence] enabled = false",
             ));
         }
         if self.nats_urls.is_empty() {
