@@ -12,7 +12,7 @@
 //! - KV `TERN_NAME_OWNERS`: which node holds each client id. KV `TERN_NAME_NODES`: heartbeats.
 //!
 //! QoS 0 messages go to `tern.NAME.0.<topic>`, and reach only the nodes that subscribed to
-//! a matching subject ([`interest`]).
+//! a matching subject (module `interest`).
 
 mod dedupe;
 mod interest;
