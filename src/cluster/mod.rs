@@ -46,6 +46,10 @@ pub const MIN_SERVER: (u64, u64) = (2, 11);
 const MSGS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// The stream's size bound (oldest dropped first).
 const MSGS_MAX_BYTES: i64 = 1 << 30;
+/// Messages waiting for the publisher task. Beyond it (NATS slower than the clients for long)
+/// a QoS 0 message is dropped and a QoS 1/2 one is not acknowledged, both counted: memory stays
+/// bounded.
+const OUTGOING: usize = 1 << 16;
 /// The window in which JetStream stores a QoS 2 message sent again only once.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -120,8 +124,8 @@ pub struct Cluster {
     timeout: Duration,
     max_payload: usize,
     seq: AtomicU64,
-    out: mpsc::UnboundedSender<Outgoing>,
-    out_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    out: mpsc::Sender<Outgoing>,
+    out_rx: parking_lot::Mutex<Option<mpsc::Receiver<Outgoing>>>,
     interest: interest::Handle,
     mirror: mirror::Handle,
     owners: owner::Owners,
@@ -228,7 +232,7 @@ impl Cluster {
         let owners =
             retry(|| owner::Owners::open(&js, &names.owners, &names.nodes, config.replicas, &node))
                 .await?;
-        let (out, out_rx) = mpsc::unbounded_channel();
+        let (out, out_rx) = mpsc::channel(OUTGOING);
         let origin = format!("{node}/{:08x}", rand::random::<u32>());
         tracing::info!(
             node = %node,
@@ -365,7 +369,7 @@ async fn ensure_streams(
 /// Sends what the broker hands over, in order: core messages as they come; stream writes
 /// pipelined, each acknowledgement awaited on its own (never retried here: a retry after a
 /// timeout could reorder, and the client sends the message again anyway).
-async fn publisher(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+async fn publisher(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
     while let Some(o) = rx.recv().await {
         if let Some((subject, headers, payload)) = o.core {
             if let Err(e) = cluster
@@ -515,15 +519,23 @@ impl Remote for Cluster {
         } else {
             (None, None)
         };
-        let sent = self.out.send(Outgoing {
+        let sent = self.out.try_send(Outgoing {
             core,
             stored,
             retain,
             done,
         });
-        if sent.is_err() {
-            // The publisher task is gone (shutting down): the ticket fails with it.
-            tracing::debug!("cluster publisher stopped");
+        if let Err(e) = sent {
+            let full = matches!(e, mpsc::error::TrySendError::Full(_));
+            crate::metrics::cluster_error(if full { "backlog_full" } else { "publish" });
+            if let Some(done) = e.into_inner().done {
+                let why = if full {
+                    "too many messages waiting for NATS"
+                } else {
+                    "the cluster publisher stopped"
+                };
+                let _ = done.send(Err(StoreError::Cluster(why.into())));
+            }
         }
         ticket
     }
