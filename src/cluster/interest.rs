@@ -128,8 +128,8 @@ impl Handle {
         let manager = Manager {
             client: self.client.clone(),
             subjects: self.subjects.clone(),
-            counts: HashMap::new(),
-            subscribed: HashMap::new(),
+            wanted: Wanted::default(),
+            tasks: HashMap::new(),
             inbound,
             peers,
             barrier,
@@ -175,15 +175,100 @@ async fn route(
     }
 }
 
+/// What to do on NATS, in this order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// The subjects this node wants and those it subscribes to: each wanted subject no other
+/// subscribed one covers. Pure bookkeeping: [`Manager`] carries out its steps. Every change
+/// subscribes what must be before it unsubscribes anything, so no subject goes uncovered.
+#[derive(Debug, Default)]
+struct Wanted {
+    /// Subjects wanted, with how many filters want each.
+    counts: HashMap<String, usize>,
+    subscribed: HashSet<String>,
+}
+
+impl Wanted {
+    /// One more filter wants `subject`.
+    fn want(&mut self, subject: &str) -> Vec<Step> {
+        let count = self.counts.entry(subject.to_string()).or_insert(0);
+        *count += 1;
+        if *count > 1 || self.covered(subject, None) {
+            return Vec::new();
+        }
+        let mut steps = vec![Step::Subscribe(subject.to_string())];
+        // What it covers is no longer needed on its own.
+        let hidden: Vec<String> = self
+            .subscribed
+            .iter()
+            .filter(|t| covers(subject, t))
+            .cloned()
+            .collect();
+        for t in hidden {
+            self.subscribed.remove(&t);
+            steps.push(Step::Unsubscribe(t));
+        }
+        self.subscribed.insert(subject.to_string());
+        steps
+    }
+
+    /// One filter less wants `subject`: what it covered is subscribed on its own again
+    /// (widest first, so narrower ones find their new cover) before it goes.
+    fn unwant(&mut self, subject: &str) -> Vec<Step> {
+        let Some(count) = self.counts.get_mut(subject) else {
+            return Vec::new();
+        };
+        *count -= 1;
+        if *count > 0 {
+            return Vec::new();
+        }
+        self.counts.remove(subject);
+        if !self.subscribed.contains(subject) {
+            return Vec::new();
+        }
+        let mut uncovered: Vec<String> = self
+            .counts
+            .keys()
+            .filter(|t| !self.subscribed.contains(*t) && covers(subject, t))
+            .cloned()
+            .collect();
+        uncovered.sort_by_key(|t| (!t.ends_with('>'), t.split('.').count(), t.clone()));
+        let mut steps = Vec::new();
+        for t in uncovered {
+            if !self.covered(&t, Some(subject)) {
+                self.subscribed.insert(t.clone());
+                steps.push(Step::Subscribe(t));
+            }
+        }
+        self.subscribed.remove(subject);
+        steps.push(Step::Unsubscribe(subject.to_string()));
+        steps
+    }
+
+    /// A subscription could not be made: it is not counted as subscribed.
+    fn failed(&mut self, subject: &str) {
+        self.subscribed.remove(subject);
+    }
+
+    /// Whether a subscribed subject other than `subject` and `except` covers `subject`.
+    fn covered(&self, subject: &str, except: Option<&str>) -> bool {
+        self.subscribed
+            .iter()
+            .any(|w| w != subject && Some(w.as_str()) != except && covers(w, subject))
+    }
+}
+
 /// Owns the node's NATS subscriptions.
 struct Manager {
     client: Client,
     subjects: Subjects,
-    /// Subjects wanted, with how many filters want each.
-    counts: HashMap<String, usize>,
-    /// Subjects subscribed on NATS (the wanted ones no other wanted one covers), each with the
-    /// task that forwards what it receives.
-    subscribed: HashMap<String, JoinHandle<()>>,
+    wanted: Wanted,
+    /// The task forwarding what each subscribed subject receives.
+    tasks: HashMap<String, JoinHandle<()>>,
     inbound: mpsc::Sender<async_nats::Message>,
     peers: Peers,
     barrier: String,
@@ -201,11 +286,14 @@ impl Manager {
             let mut epoch = 0;
             for c in changes {
                 for subject in self.subjects.filter(CLASS_QOS0, &c.filter) {
-                    added |= if c.present {
-                        self.want(subject).await
+                    let steps = if c.present {
+                        self.wanted.want(&subject)
                     } else {
-                        self.unwant(subject).await
+                        self.wanted.unwant(&subject)
                     };
+                    for step in steps {
+                        added |= self.carry(step).await;
+                    }
                 }
                 epoch = c.epoch;
             }
@@ -216,91 +304,38 @@ impl Manager {
         }
     }
 
-    /// One more filter wants `subject`; true if a NATS subscription was added.
-    async fn want(&mut self, subject: String) -> bool {
-        let count = self.counts.entry(subject.clone()).or_insert(0);
-        *count += 1;
-        if *count > 1 || self.covered(&subject, None) {
-            return false;
-        }
-        if !self.subscribe(subject.clone()).await {
-            return false;
-        }
-        // What it covers is no longer needed on its own.
-        let hidden: Vec<String> = self
-            .subscribed
-            .keys()
-            .filter(|t| **t != subject && covers(&subject, t))
-            .cloned()
-            .collect();
-        for t in hidden {
-            if let Some(task) = self.subscribed.remove(&t) {
-                task.abort();
-            }
-        }
-        true
-    }
-
-    /// One filter less wants `subject`; true if a NATS subscription was added (what it
-    /// covered, subscribed on its own again before it goes).
-    async fn unwant(&mut self, subject: String) -> bool {
-        let Some(count) = self.counts.get_mut(&subject) else {
-            return false;
-        };
-        *count -= 1;
-        if *count > 0 {
-            return false;
-        }
-        self.counts.remove(&subject);
-        if !self.subscribed.contains_key(&subject) {
-            return false;
-        }
-        let mut uncovered: Vec<String> = self
-            .counts
-            .keys()
-            .filter(|t| !self.subscribed.contains_key(*t) && covers(&subject, t))
-            .cloned()
-            .collect();
-        // Widest first, so narrower ones find their new cover.
-        uncovered.sort_by_key(|t| (!t.ends_with('>'), t.split('.').count()));
-        let mut added = false;
-        for t in uncovered {
-            if !self.covered(&t, Some(&subject)) {
-                added |= self.subscribe(t).await;
-            }
-        }
-        if let Some(task) = self.subscribed.remove(&subject) {
-            task.abort();
-        }
-        added
-    }
-
-    /// Whether a subscribed subject other than `except` covers `subject`.
-    fn covered(&self, subject: &str, except: Option<&str>) -> bool {
-        self.subscribed
-            .keys()
-            .any(|w| w != subject && Some(w.as_str()) != except && covers(w, subject))
-    }
-
-    async fn subscribe(&mut self, subject: String) -> bool {
-        let mut sub = match self.client.subscribe(subject.clone()).await {
-            Ok(s) => s,
-            Err(e) => {
-                metrics::cluster_error("subscribe");
-                tracing::warn!(%subject, error = %e, "cannot subscribe on NATS");
-                return false;
-            }
-        };
-        let inbound = self.inbound.clone();
-        let task = tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                if inbound.send(m).await.is_err() {
-                    break;
+    /// Carries out one step; true if it added a NATS subscription.
+    async fn carry(&mut self, step: Step) -> bool {
+        match step {
+            Step::Unsubscribe(subject) => {
+                if let Some(task) = self.tasks.remove(&subject) {
+                    // Dropping the subscriber unsubscribes.
+                    task.abort();
                 }
+                false
             }
-        });
-        self.subscribed.insert(subject, task);
-        true
+            Step::Subscribe(subject) => {
+                let mut sub = match self.client.subscribe(subject.clone()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        metrics::cluster_error("subscribe");
+                        tracing::warn!(%subject, error = %e, "cannot subscribe on NATS");
+                        self.wanted.failed(&subject);
+                        return false;
+                    }
+                };
+                let inbound = self.inbound.clone();
+                let task = tokio::spawn(async move {
+                    while let Some(m) = sub.next().await {
+                        if inbound.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                self.tasks.insert(subject, task);
+                true
+            }
+        }
     }
 
     /// Waits until every live peer has answered a request sent after our subscriptions.
@@ -341,6 +376,86 @@ impl Manager {
                     );
                     break;
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::subject::nats_matches;
+
+    fn sub(s: &str) -> Step {
+        Step::Subscribe(s.into())
+    }
+    fn unsub(s: &str) -> Step {
+        Step::Unsubscribe(s.into())
+    }
+
+    #[test]
+    fn subjects_are_counted_and_covered_ones_not_subscribed() {
+        let mut w = Wanted::default();
+        assert_eq!(w.want("t.0.a.*"), [sub("t.0.a.*")]);
+        assert_eq!(w.want("t.0.a.*"), [], "counted, not subscribed twice");
+        assert_eq!(w.want("t.0.a.>"), [sub("t.0.a.>"), unsub("t.0.a.*")]);
+        assert_eq!(w.want("t.0.a.b"), [], "covered");
+        assert_eq!(w.unwant("t.0.a.*"), []);
+        assert_eq!(w.unwant("t.0.a.*"), [], "still covered when gone");
+        assert_eq!(w.unwant("t.0.a.>"), [sub("t.0.a.b"), unsub("t.0.a.>")]);
+        assert_eq!(w.unwant("t.0.a.b"), [unsub("t.0.a.b")]);
+        assert_eq!(w.unwant("t.0.a.b"), [], "never below zero");
+        assert!(w.subscribed.is_empty() && w.counts.is_empty());
+    }
+
+    #[test]
+    fn a_removed_cover_hands_over_to_the_widest_of_what_it_hid() {
+        let mut w = Wanted::default();
+        for s in ["t.>", "t.a.b", "t.a.>", "t.*.b", "t.x"] {
+            w.want(s);
+        }
+        assert_eq!(w.subscribed, HashSet::from(["t.>".to_string()]));
+        let steps = w.unwant("t.>");
+        assert_eq!(
+            steps,
+            [sub("t.a.>"), sub("t.x"), sub("t.*.b"), unsub("t.>")],
+            "t.a.b stays covered by t.a.>"
+        );
+    }
+
+    /// Through any sequence of wants and unwants, a subject is received (some subscribed
+    /// pattern matches it) exactly when some wanted pattern matches it, and no subscribed
+    /// pattern is covered by another.
+    #[test]
+    fn what_is_subscribed_matches_what_is_wanted() {
+        let patterns = [
+            "t.>", "t.a.>", "t.a.*", "t.*.b", "t.a.b", "t.*", "t.x", "t.*.*", "t.a.b.>",
+        ];
+        let samples = [
+            "t.a", "t.x", "t.a.b", "t.a.c", "t.z.b", "t.a.b.c", "t.q.r.s",
+        ];
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut w = Wanted::default();
+        let mut held: Vec<&str> = Vec::new();
+        for _ in 0..5000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let p = patterns[(rng % patterns.len() as u64) as usize];
+            if rng & 0x100 == 0 || held.is_empty() {
+                w.want(p);
+                held.push(p);
+            } else {
+                let i = (rng >> 16) as usize % held.len();
+                w.unwant(held.swap_remove(i));
+            }
+            for s in samples {
+                let wanted = held.iter().any(|p| nats_matches(p, s));
+                let received = w.subscribed.iter().any(|p| nats_matches(p, s));
+                assert_eq!(wanted, received, "{s} with {held:?} -> {:?}", w.subscribed);
+            }
+            for a in &w.subscribed {
+                assert!(!w.covered(a, None), "{a} subscribed under a cover");
             }
         }
     }
