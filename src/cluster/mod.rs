@@ -111,6 +111,8 @@ struct Outgoing {
     retain: Option<(String, HeaderMap, Bytes)>,
     /// Told once the stream writes are acknowledged.
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    /// Told, when the publisher reaches this item, how many retained writes it has sent.
+    marker: Option<oneshot::Sender<u64>>,
 }
 
 /// This node's membership of the cluster: the [`Remote`] the broker calls.
@@ -126,6 +128,8 @@ pub struct Cluster {
     seq: AtomicU64,
     out: mpsc::Sender<Outgoing>,
     out_rx: parking_lot::Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// How many of this node's retained writes are acknowledged, all before them too.
+    retain_done: tokio::sync::watch::Sender<u64>,
     interest: interest::Handle,
     mirror: mirror::Handle,
     owners: owner::Owners,
@@ -255,6 +259,7 @@ impl Cluster {
             seq: AtomicU64::new(1),
             out,
             out_rx: parking_lot::Mutex::new(Some(out_rx)),
+            retain_done: tokio::sync::watch::Sender::new(0),
             owners,
             names,
         }))
@@ -368,9 +373,16 @@ async fn ensure_streams(
 
 /// Sends what the broker hands over, in order: core messages as they come; stream writes
 /// pipelined, each acknowledgement awaited on its own (never retried here: a retry after a
-/// timeout could reorder, and the client sends the message again anyway).
+/// timeout could reorder, and the client sends the message again anyway). Retained writes are
+/// numbered, and counted done in order, for [`Remote::retained_synced`].
 async fn publisher(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut retained = 0u64;
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     while let Some(o) = rx.recv().await {
+        if let Some(marker) = o.marker {
+            let _ = marker.send(retained);
+            continue;
+        }
         if let Some((subject, headers, payload)) = o.core {
             if let Err(e) = cluster
                 .client
@@ -389,14 +401,19 @@ async fn publisher(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
             }
             acks.push(cluster.js.send_publish(subject, p).await);
         }
+        let mut chain = None;
         if let Some((subject, headers, payload)) = o.retain {
             let p = JsPublish::build().payload(payload).headers(headers);
             acks.push(cluster.js.send_publish(subject, p).await);
+            retained += 1;
+            let (tx, rx) = oneshot::channel();
+            chain = Some((retained, previous.replace(rx), tx));
         }
         if acks.is_empty() {
             continue;
         }
         let done = o.done;
+        let retain_done = cluster.retain_done.clone();
         tokio::spawn(async move {
             let mut result = Ok(());
             for ack in acks {
@@ -411,6 +428,17 @@ async fn publisher(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
             }
             if let Some(done) = done {
                 let _ = done.send(result);
+            }
+            if let Some((n, before, this)) = chain {
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                retain_done.send_if_modified(|d| {
+                    let later = n > *d;
+                    *d = (*d).max(n);
+                    later
+                });
+                let _ = this.send(());
             }
         });
     }
@@ -524,6 +552,7 @@ impl Remote for Cluster {
             stored,
             retain,
             done,
+            marker: None,
         });
         if let Err(e) = sent {
             let full = matches!(e, mpsc::error::TrySendError::Full(_));
@@ -549,7 +578,27 @@ impl Remote for Cluster {
     }
 
     fn retained_synced(&self) -> Option<Waiting<()>> {
-        Some(self.mirror.synced(self.timeout))
+        // This node's own retained writes first (a QoS 0 one is not acknowledged to its
+        // client, who may subscribe right after it), then everything the stream holds.
+        let (tx, rx) = oneshot::channel();
+        let marked = self.out.try_send(Outgoing {
+            core: None,
+            stored: None,
+            retain: None,
+            done: None,
+            marker: Some(tx),
+        });
+        let mut done = self.retain_done.subscribe();
+        let mirror = self.mirror.synced(self.timeout);
+        let timeout = self.timeout;
+        Some(Box::pin(async move {
+            if marked.is_ok() {
+                if let Ok(n) = rx.await {
+                    let _ = tokio::time::timeout(timeout, done.wait_for(|d| *d >= n)).await;
+                }
+            }
+            mirror.await;
+        }))
     }
 
     fn claim(&self, client_id: &Arc<str>) -> Waiting<Result<(), String>> {

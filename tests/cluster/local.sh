@@ -9,7 +9,7 @@
 #   tests/cluster/local.sh stop [DIR]    stops the nodes, then the NATS servers
 #
 # DIR (default target/cluster) holds each node's config (nX.toml) and log (nX.log), and the NATS
-# servers' files (DIR/nats). Builds target/release/tern if it is missing.
+# servers' files (DIR/nats). Builds target/release/tern first (cargo build --release).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,7 +20,7 @@ DIR=$(cd "$DIR" && pwd)
 URLS='"nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://127.0.0.1:4224"'
 
 start() {
-  [ -x "$ROOT/target/release/tern" ] || (cd "$ROOT" && cargo build --release --bin tern)
+  (cd "$ROOT" && cargo build --release --bin tern)
   "$ROOT/tests/cluster/nats.sh" start "$DIR/nats" >/dev/null
   for i in 1 2 3; do
     # This node's own server first: async-nats tries them in random order otherwise.
@@ -72,5 +72,5 @@ stop() {
 case "$cmd" in
   start) start ;;
   stop) stop ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
