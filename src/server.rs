@@ -279,6 +279,9 @@ impl Broker {
                 Err(_) => warn!("store not flushed within the shutdown grace period"),
             }
         }
+        if let Some(remote) = self.state.remote() {
+            let _ = tokio::time::timeout_at(deadline, remote.leave()).await;
+        }
         if let Some(t) = self.http_task {
             let _ = tokio::time::timeout_at(deadline, t).await;
         }

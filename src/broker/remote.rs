@@ -43,6 +43,8 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     /// Makes this node the owner of `client_id` cluster-wide (a connection elsewhere is told
     /// to go); an error says why the cluster cannot answer now.
     fn claim(&self, client_id: &Arc<str>) -> Waiting<Result<(), String>>;
+    /// The node is stopping: its peers stop waiting for it.
+    fn leave(&self) -> Waiting<()>;
 }
 
 impl BrokerState {

@@ -76,6 +76,17 @@ pub enum ClusterError {
         /// The version it reports.
         version: String,
     },
+    /// Another node with this node id is running.
+    #[error(
+        "node_id {node} is in use: another node ({other}) with it is alive; node ids must be \
+         unique in a cluster"
+    )]
+    NodeIdInUse {
+        /// This node's id.
+        node: String,
+        /// The other node's run, as its heartbeat names it.
+        other: String,
+    },
     /// A JetStream request failed (JetStream off, no quorum, a conflicting stream).
     #[error("JetStream: cannot {what}: {message}")]
     JetStream {
@@ -274,7 +285,7 @@ impl Cluster {
             tokio::spawn(publisher(Arc::clone(self), rx));
         }
         self.mirror.start(state, &self.subjects).await?;
-        retry(|| self.owners.start(state)).await?;
+        retry(|| self.owners.start(state, &self.origin)).await?;
         self.interest
             .start(state, &self.origin, self.owners.peers())
             .await
@@ -307,6 +318,7 @@ where
     loop {
         match f().await {
             Ok(t) => return Ok(t),
+            Err(e @ ClusterError::NodeIdInUse { .. }) => return Err(e),
             Err(e) if tokio::time::Instant::now() + pause < give_up => {
                 tracing::warn!(error = %e, "joining the cluster; trying again");
                 tokio::time::sleep(pause).await;
@@ -603,5 +615,9 @@ impl Remote for Cluster {
 
     fn claim(&self, client_id: &Arc<str>) -> Waiting<Result<(), String>> {
         self.owners.claim(client_id, self.timeout)
+    }
+
+    fn leave(&self) -> Waiting<()> {
+        self.owners.leave()
     }
 }

@@ -57,6 +57,10 @@ impl Peers {
     fn heard(&self, node: &str) {
         self.seen.lock().insert(node.to_string(), Instant::now());
     }
+
+    fn left(&self, node: &str) {
+        self.seen.lock().remove(node);
+    }
 }
 
 pub(super) struct Owners {
@@ -138,11 +142,19 @@ impl Owners {
     }
 
     /// Starts heartbeats and both watches; returns once this node's heartbeat is stored and
-    /// the current members are known.
-    pub(super) async fn start(&self, state: &Arc<BrokerState>) -> Result<(), ClusterError> {
+    /// the current members are known. Refuses to start while another run of a node with the
+    /// same id is alive: two nodes under one id would each take the other's claims for their
+    /// own.
+    pub(super) async fn start(
+        &self,
+        state: &Arc<BrokerState>,
+        origin: &str,
+    ) -> Result<(), ClusterError> {
         let me = self.node.clone();
+        let beat = bytes::Bytes::from(origin.to_string());
+        self.check_unique(&me, &beat).await?;
         self.nodes
-            .put(&me, bytes::Bytes::from_static(b"alive"))
+            .put(&me, beat.clone())
             .await
             .map_err(|e| js_err("write this node's heartbeat")(e.to_string()))?;
         let mut keys = self
@@ -167,7 +179,7 @@ impl Owners {
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
                 tick.tick().await;
-                if let Err(e) = nodes.put(&me, bytes::Bytes::from_static(b"alive")).await {
+                if let Err(e) = nodes.put(&me, beat.clone()).await {
                     metrics::cluster_error("heartbeat");
                     tracing::warn!(error = %e, "heartbeat not stored");
                 }
@@ -178,8 +190,9 @@ impl Owners {
             loop {
                 if let Ok(mut w) = nodes.watch_all().await {
                     while let Some(Ok(e)) = w.next().await {
-                        if e.operation == kv::Operation::Put {
-                            peers.heard(&e.key);
+                        match e.operation {
+                            kv::Operation::Put => peers.heard(&e.key),
+                            _ => peers.left(&e.key),
                         }
                     }
                 }
@@ -194,6 +207,52 @@ impl Owners {
             Arc::downgrade(state),
         ));
         Ok(())
+    }
+
+    /// Fails if another run of node `me` is alive: its heartbeat is recent and changes. A
+    /// recent heartbeat that stops changing is a run that died (kill -9, a restart): it is
+    /// waited out, at most [`ALIVE`].
+    async fn check_unique(&self, me: &str, beat: &bytes::Bytes) -> Result<(), ClusterError> {
+        let read = || async {
+            self.nodes
+                .entry(me.to_string())
+                .await
+                .map_err(|e| js_err("read the cluster's members")(e.to_string()))
+                .map(|e| e.filter(|e| e.operation == kv::Operation::Put))
+        };
+        let Some(first) = read().await? else {
+            return Ok(());
+        };
+        if first.value == *beat {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let age = Duration::from_nanos(
+            u64::try_from(now - first.created.unix_timestamp_nanos()).unwrap_or(0),
+        );
+        if age >= ALIVE {
+            return Ok(());
+        }
+        tokio::time::sleep(ALIVE - age).await;
+        match read().await? {
+            Some(e) if e.revision != first.revision => Err(ClusterError::NodeIdInUse {
+                node: me.to_string(),
+                other: String::from_utf8_lossy(&e.value).into_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes this node's heartbeat out, so peers stop waiting for it at once.
+    pub(super) fn leave(&self) -> Waiting<()> {
+        let (nodes, me) = (self.nodes.clone(), self.node.clone());
+        Box::pin(async move {
+            if let Err(e) = nodes.delete(&me).await {
+                tracing::debug!(error = %e, "heartbeat not removed");
+            }
+        })
     }
 
     /// Claims `client_id` for this node (see the module doc).

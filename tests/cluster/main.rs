@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(15);
 const QUIET: Duration = Duration::from_millis(500);
 
 struct Cluster {
-    _nats: Nats,
+    nats: Nats,
     nodes: Vec<Node>,
 }
 
@@ -33,7 +33,7 @@ impl Cluster {
         let nodes = (0..3)
             .map(|i| Node::start(&format!("n{}", i + 1), &nats.urls[i..=i]))
             .collect();
-        Cluster { _nats: nats, nodes }
+        Cluster { nats, nodes }
     }
 
     fn addr(&self, i: usize) -> SocketAddr {
@@ -72,6 +72,13 @@ fn a_cluster_behaves_as_one_broker() {
         }
         subscribe_then_publish_elsewhere_loses_nothing(&cluster).await;
     });
+    // A second node under a running node's id is refused: each would take the other's
+    // ownership claims for its own.
+    let log = match Node::start_with(&harness::cluster_section("n1", &cluster.nats.urls[1..2])) {
+        Ok(_) => panic!("a second node n1 started"),
+        Err(log) => log.join("\n"),
+    };
+    assert!(log.contains("node_id n1 is in use"), "{log}");
     for n in &cluster.nodes {
         assert_eq!(n.log_count("panicked"), 0);
     }
