@@ -227,7 +227,8 @@ impl Cluster {
     /// routed yet: [`Cluster::start`] plugs the node in.
     pub async fn join(config: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
         let node = config.node_id();
-        let client = connect(config, &node).await?;
+        // NATS may be starting too (a compose file, a reboot): keep trying for a while.
+        let client = retry(|| connect(config, &node)).await?;
         let info = client.server_info();
         if !version_supported(&info.version) {
             return Err(ClusterError::TooOld {
@@ -304,8 +305,9 @@ impl Cluster {
     }
 }
 
-/// How long a starting node keeps trying JetStream requests that fail (nodes starting together
-/// create the same streams at once, and a new stream takes a moment to elect its leader).
+/// How long a starting node keeps trying to reach NATS (it may be starting too) and JetStream
+/// requests that fail (nodes starting together create the same streams at once, and a new stream
+/// takes a moment to elect its leader).
 const START_RETRIES: Duration = Duration::from_secs(60);
 
 /// Runs `f` until it succeeds or [`START_RETRIES`] have passed.
