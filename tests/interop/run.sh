@@ -27,6 +27,8 @@ WORK=$(mktemp -d)
 RUN=$$ # makes topics and client ids unique to this run (matters with a reused external broker)
 BROKER_PID=""
 cleanup() {
+  # The cluster case's NATS servers run in sessions of their own: stopped by their pid files.
+  if [ -d "$WORK/nats" ]; then tests/cluster/nats.sh stop "$WORK/nats" >/dev/null 2>&1 || true; fi
   if [ -n "$BROKER_PID" ]; then
     kill "$BROKER_PID" 2>/dev/null || true
     wait "$BROKER_PID" 2>/dev/null || true
@@ -715,6 +717,99 @@ CONF
   fi
   kill "$MEDGE_PID" 2>/dev/null || true
   wait "$MEDGE_PID" 2>/dev/null || true
+fi
+
+# --- Cluster (Tern only): three NATS servers (tests/cluster/nats.sh, pinned nats-server 2.15.1)
+# and three nodes of this binary; Mosquitto clients on different nodes.
+if [ -z "${INTEROP_EXTERNAL:-}" ]; then
+  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  NATS_BASE=$(python3 -c '
+import random, socket
+for _ in range(200):
+    b = 20000 + random.randrange(900) * 10
+    try:
+        for p in [b + i + o for i in range(3) for o in (0, 2000, 4000)]:
+            s = socket.socket(); s.bind(("127.0.0.1", p)); s.close()
+        print(b); break
+    except OSError:
+        pass')
+  if NATS_PORT_BASE=$NATS_BASE tests/cluster/nats.sh start "$WORK/nats" >"$WORK/nats.urls" 2>"$WORK/nats.log"; then
+    IFS=, read -r -a NATS_URLS <"$WORK/nats.urls"
+    CPORT=()
+    CPID=()
+    for i in 0 1 2; do
+      CPORT[$i]=$(free_port)
+      printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nport = %s\n[cluster]\nenabled = true\nname = "interop%s"\nnode_id = "i%s"\nnats_urls = ["%s"]\n' \
+        "${CPORT[$i]}" "$(free_port)" "$RUN" "$i" "${NATS_URLS[$i]}" >"$WORK/node$i.toml"
+      "$BIN" --config "$WORK/node$i.toml" 2>"$WORK/node$i.log" &
+      CPID[$i]=$!
+    done
+    nodes_up=1
+    for i in 0 1 2; do
+      up=0
+      for _ in $(seq 1 300); do # 30 s at most: a node listens once it has joined
+        if (exec 3<>/dev/tcp/127.0.0.1/"${CPORT[$i]}") 2>/dev/null; then up=1; break; fi
+        kill -0 "${CPID[$i]}" 2>/dev/null || break
+        sleep 0.1
+      done
+      [ "$up" = 1 ] || { nodes_up=0; fail "cluster: node $i joined" "$(tail -3 "$WORK/node$i.log" | oneline)"; }
+    done
+    if [ "$nodes_up" = 1 ]; then
+      P_SINGLE=("${P[@]}")
+      # QoS 0, 1 and 2 from a 3.1.1 publisher on node 0 to a v5 subscriber on node 2: each once.
+      P=(-h 127.0.0.1 -p "${CPORT[2]}")
+      if start_sub cl-sub -V mqttv5 -t "cl-$RUN/#" -q 2 -C 4 -W 20 -v; then
+        P=(-h 127.0.0.1 -p "${CPORT[0]}")
+        for q in 0 1 2; do pub -V mqttv311 -t "cl-$RUN/q$q" -m "m$q" -q "$q"; done
+        pub -V mqttv311 -t "cl-$RUN/end" -m end -q 1
+        stop_sub cl-sub
+        got=$(payloads cl-sub | sort | oneline)
+        want="cl-$RUN/end end|cl-$RUN/q0 m0|cl-$RUN/q1 m1|cl-$RUN/q2 m2"
+        if [ "$got" = "$want" ]; then
+          pass "cluster: QoS 0/1/2 from a 3.1.1 client on one node to a v5 client on another, once each"
+        else
+          fail "cluster: delivery across nodes" "got '$got', want '$want'"
+        fi
+      else
+        fail "cluster: delivery across nodes" "no SUBACK"; stop_sub cl-sub
+      fi
+      # A retained message set on node 1 is there for a new subscriber on node 0, then deleted
+      # on node 2 is gone from node 0.
+      P=(-h 127.0.0.1 -p "${CPORT[1]}")
+      pub -V mqttv5 -t "cl-ret-$RUN" -m kept -r -q 1
+      P=(-h 127.0.0.1 -p "${CPORT[0]}")
+      got=$(mosquitto_sub "${P[@]}" -t "cl-ret-$RUN" -C 1 -W 10 -F '%r %p' 2>&1 || true)
+      P=(-h 127.0.0.1 -p "${CPORT[2]}")
+      pub -V mqttv311 -t "cl-ret-$RUN" -n -r -q 1
+      P=(-h 127.0.0.1 -p "${CPORT[0]}")
+      # Nothing is expected: a bounded negative wait.
+      gone=$(mosquitto_sub "${P[@]}" -t "cl-ret-$RUN" -C 1 -W 2 -F '%r %p' 2>&1 || true)
+      if [ "$got" = "1 kept" ] && [ "$gone" = "Timed out" ]; then
+        pass "cluster: retained message set, seen and deleted from different nodes"
+      else
+        fail "cluster: retained across nodes" "after set: '$got', after delete: '$gone'"
+      fi
+      # The same client id on another node takes the client over: v5 DISCONNECT 0x8E (142).
+      P=(-h 127.0.0.1 -p "${CPORT[0]}")
+      if start_sub cl-tk1 -V mqttv5 -i "cltk-$RUN" -t "cl-tk-$RUN" -W 20; then
+        P=(-h 127.0.0.1 -p "${CPORT[1]}")
+        mosquitto_sub "${P[@]}" -V mqttv5 -i "cltk-$RUN" -t "cl-tk-$RUN" -W 3 >/dev/null 2>&1 &
+        if wait_line cl-tk1 'Received DISCONNECT \(142\)'; then
+          pass "cluster: a CONNECT on another node takes the client over (DISCONNECT 0x8E)"
+        else
+          fail "cluster: takeover across nodes" "$(tail -3 "$WORK/cl-tk1.out" | oneline)"
+        fi
+      else
+        fail "cluster: takeover across nodes" "no SUBACK"
+      fi
+      kill "$(cat "$WORK/cl-tk1.pid")" 2>/dev/null || true
+      P=("${P_SINGLE[@]}")
+    fi
+    for pid in "${CPID[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    tests/cluster/nats.sh stop "$WORK/nats" >/dev/null 2>&1 || true
+  else
+    fail "cluster: NATS servers started" "$(tail -3 "$WORK/nats.log" | oneline)"
+  fi
 fi
 
 if [ -n "$BROKER_PID" ]; then
