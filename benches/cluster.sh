@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Cluster bench: the same load against one Tern node and against a cluster of three Tern nodes
+# on three NATS servers (tests/cluster/nats.sh: nats-server 2.15.1, JetStream, R3), all on this
+# machine, in one run. In the cluster, publishers connect to node 1 and subscribers to node 2,
+# so every message crosses nodes (QoS 0 over core NATS, QoS 1 through the replicated stream).
+#   pairs-qos0 / pairs-qos1: 100 publisher-subscriber pairs (tern-bench); msgs/s and latency
+#   fan-out: one QoS 0 publisher, 100 subscribers; deliveries/s
+#   connects: 2,000 connections opened (in the cluster each CONNECT claims its client id in the
+#   KV bucket by compare-and-set); connections/s
+# Prints medians of 3 (1 with --quick) and cluster/single ratios (< 1.0: the cluster is slower,
+# which is expected on 2 shared cores: the point of a cluster is what it survives), and messages
+# lost or duplicated (must be 0 for QoS 1). Writes benches/results/cluster-latest.txt.
+#   benches/cluster.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARGS="$*"
+QUICK=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+REPS=3; [ "$QUICK" = 1 ] && REPS=1
+MESSAGES=$((QUICK ? 2000 : 10000))
+
+cargo build --release --bins --quiet
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  tests/cluster/nats.sh stop "$WORK/nats" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "nothing listens on $1" >&2; exit 1
+}
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
+
+NATS_BASE=$(python3 -c '
+import random, socket
+for _ in range(200):
+    b = 20000 + random.randrange(900) * 10
+    try:
+        for p in [b + i + o for i in range(3) for o in (0, 2000, 4000)]:
+            s = socket.socket(); s.bind(("127.0.0.1", p)); s.close()
+        print(b); break
+    except OSError:
+        pass')
+NATS_PORT_BASE=$NATS_BASE tests/cluster/nats.sh start "$WORK/nats" >"$WORK/urls" 2>/dev/null
+IFS=, read -r -a URLS <"$WORK/urls"
+
+# start_node NAME PORT [CLUSTER_INDEX]: a Tern node (with CLUSTER_INDEX: cluster node on that
+# NATS server; without: a single node), with room for the load (as benches/run.sh gives both).
+start_node() {
+  local name=$1 port=$2 idx=${3:-}
+  {
+    printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[log]\nlevel = "warn"\n' "$port"
+    printf '[limits]\nmax_queued_messages = 100000\n'
+    if [ -n "$idx" ]; then
+      printf '[cluster]\nenabled = true\nname = "bench"\nnode_id = "%s"\nnats_urls = ["%s"]\n' "$name" "${URLS[$idx]}"
+    fi
+  } >"$WORK/$name.toml"
+  target/release/tern --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+SINGLE=$(free_port); N1=$(free_port); N2=$(free_port); N3=$(free_port)
+start_node single "$SINGLE"
+start_node b1 "$N1" 0
+start_node b2 "$N2" 1
+start_node b3 "$N3" 2
+for p in "$SINGLE" "$N1" "$N2" "$N3"; do wait_port "$p"; done
+
+# run KIND SCENARIO: one RESULT line's fields "msgs conn p50 p99 lost dup".
+run() {
+  local kind=$1 scenario=$2 ports line
+  if [ "$kind" = single ]; then ports=(--port "$SINGLE"); else ports=(--port "$N1" --sub-port "$N2"); fi
+  case "$scenario" in
+    connects) line=$(target/release/tern-bench "${ports[@]:0:2}" --scenario idle --connections 2000 --hold-secs 0 2>&1 | grep RESULT || true) ;;
+    *) line=$(target/release/tern-bench "${ports[@]}" --scenario "$scenario" --messages "$MESSAGES" 2>&1 | grep RESULT || true) ;;
+  esac
+  [ -n "$line" ] || { echo "0 0 0 0 -1 0"; return; }
+  echo "$(echo "$line" | field msgs_per_s) $(echo "$line" | field conn_per_s) $(echo "$line" | field p50_us) $(echo "$line" | field p99_us) $(echo "$line" | field lost) $(echo "$line" | field dup)"
+}
+
+OUT=$WORK/out
+{
+  echo "One Tern node vs a 3-node Tern cluster on 3 NATS servers (R3), $(date -u '+%Y-%m-%d %H:%M') UTC, $(uname -srm), $(nproc) cores"
+  echo "command: benches/cluster.sh $ARGS; medians of $REPS; cluster: publishers on node 1, subscribers on node 2; ratio = cluster / single"
+  printf '%-12s %-22s %12s %12s %7s\n' scenario metric single cluster ratio
+} >"$OUT"
+problems=0
+for scenario in pairs-qos0 pairs-qos1 fan-out connects; do
+  for kind in single cluster; do
+    : >"$WORK/$kind.r"
+    for _ in $(seq 1 "$REPS"); do run "$kind" "$scenario" >>"$WORK/$kind.r"; done
+  done
+  col() { awk -v c="$2" '{print $c}' "$WORK/$1.r" | median; }
+  if [ "$scenario" = connects ]; then
+    printf '%-12s %-22s %12s %12s %7s\n' "$scenario" "connections/s" "$(col single 2)" "$(col cluster 2)" "$(ratio "$(col cluster 2)" "$(col single 2)")" >>"$OUT"
+    continue
+  fi
+  printf '%-12s %-22s %12s %12s %7s\n' "$scenario" "msgs/s" "$(col single 1)" "$(col cluster 1)" "$(ratio "$(col cluster 1)" "$(col single 1)")" >>"$OUT"
+  printf '%-12s %-22s %12s %12s %7s\n' "$scenario" "p50 latency (us)" "$(col single 3)" "$(col cluster 3)" "$(ratio "$(col single 3)" "$(col cluster 3)")" >>"$OUT"
+  printf '%-12s %-22s %12s %12s %7s\n' "$scenario" "p99 latency (us)" "$(col single 4)" "$(col cluster 4)" "$(ratio "$(col single 4)" "$(col cluster 4)")" >>"$OUT"
+  lost=$(awk '{s += $5} END {print s}' "$WORK/cluster.r"); dup=$(awk '{s += $6} END {print s}' "$WORK/cluster.r")
+  printf '%-12s %-22s %12s %12s\n' "$scenario" "cluster lost / dup" "" "$lost / $dup" >>"$OUT"
+  if [ "$scenario" = pairs-qos1 ] && [ "$lost" != 0 ]; then problems=1; fi
+done
+echo "(latency ratios are single / cluster, so < 1.0 also means the cluster is slower)" >>"$OUT"
+mkdir -p benches/results
+cp "$OUT" benches/results/cluster-latest.txt
+cat "$OUT"
+exit "$problems"
