@@ -1,6 +1,7 @@
 //! The operations listener (`[http]`, default 127.0.0.1:9883): `GET /metrics` in Prometheus text
 //! format, `GET /health` (the process answers) and `GET /ready` (the MQTT listener is bound and
-//! the store read back: 503 until then). It starts before the store is read back, so an
+//! the store read back: 503 until then; in cluster mode also 503 while the node cannot write to
+//! JetStream). It starts before the store is read back, so an
 //! orchestrator can tell a long recovery from a dead process.
 
 use std::future::IntoFuture;
@@ -102,10 +103,20 @@ async fn scrape(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
 }
 
 async fn ready(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
-    if ops.ready.load(Ordering::Acquire) {
+    if !ops.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+    }
+    // Cluster mode: a node that cannot write to JetStream cannot acknowledge QoS 1/2 messages
+    // or take CONNECTs; a load balancer should send clients elsewhere.
+    let quorum = ops
+        .state
+        .get()
+        .and_then(|s| s.remote())
+        .is_none_or(|r| r.healthy());
+    if quorum {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "no JetStream quorum\n")
     }
 }
 

@@ -45,6 +45,9 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     fn claim(&self, client_id: &Arc<str>) -> Waiting<Result<(), String>>;
     /// The node is stopping: its peers stop waiting for it.
     fn leave(&self) -> Waiting<()>;
+    /// Whether the node's last write to JetStream (its heartbeat, every 2 s) succeeded: without
+    /// a quorum it can acknowledge no QoS 1/2 message and take no CONNECT.
+    fn healthy(&self) -> bool;
 }
 
 impl BrokerState {

@@ -622,4 +622,8 @@ impl Remote for Cluster {
     fn leave(&self) -> Waiting<()> {
         self.owners.leave()
     }
+
+    fn healthy(&self) -> bool {
+        self.owners.healthy()
+    }
 }

@@ -70,6 +70,8 @@ pub(super) struct Owners {
     /// Client ids this node holds, with the revision of its claim.
     held: Arc<DashMap<Arc<str>, u64>>,
     peers: Peers,
+    /// Whether the last heartbeat was stored.
+    healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, ClusterError> {
@@ -129,6 +131,7 @@ impl Owners {
             owners,
             nodes,
             held: Arc::new(DashMap::new()),
+            healthy: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             peers: Peers {
                 me: Arc::from(node),
                 seen: Arc::default(),
@@ -175,13 +178,20 @@ impl Owners {
             .last_sequence
             + 1;
         let nodes = self.nodes.clone();
+        let healthy = Arc::clone(&self.healthy);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
                 tick.tick().await;
-                if let Err(e) = nodes.put(&me, beat.clone()).await {
-                    metrics::cluster_error("heartbeat");
-                    tracing::warn!(error = %e, "heartbeat not stored");
+                let stored = nodes.put(&me, beat.clone()).await;
+                let was = healthy.swap(stored.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                match stored {
+                    Err(e) => {
+                        metrics::cluster_error("heartbeat");
+                        tracing::warn!(error = %e, "heartbeat not stored: not ready");
+                    }
+                    Ok(_) if !was => tracing::info!("heartbeat stored again: ready"),
+                    Ok(_) => {}
                 }
             }
         });
@@ -243,6 +253,11 @@ impl Owners {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Whether the last heartbeat was stored.
+    pub(super) fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes this node's heartbeat out, so peers stop waiting for it at once.

@@ -65,6 +65,7 @@ fn free_base() -> u16 {
 /// A 3-server NATS cluster with JetStream on loopback.
 pub struct Nats {
     dir: tempfile::TempDir,
+    base: u16,
     /// `nats://127.0.0.1:PORT`, one per server.
     pub urls: Vec<String>,
 }
@@ -88,7 +89,33 @@ impl Nats {
             .split(',')
             .map(str::to_string)
             .collect();
-        Nats { dir, urls }
+        Nats { dir, base, urls }
+    }
+
+    /// Starts again the servers that are not running (on their stores), and waits until
+    /// JetStream has a meta leader.
+    pub fn restart(&self) {
+        let out = Command::new(script())
+            .arg("start")
+            .arg(self.dir.path())
+            .env("NATS_PORT_BASE", self.base.to_string())
+            .env("NATS_START_TIMEOUT", "60")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "NATS servers did not start again");
+    }
+}
+
+impl Nats {
+    /// kill -9 of server `i` (0-based).
+    pub fn kill9(&self, i: usize) {
+        let pid = std::fs::read_to_string(self.dir.path().join(format!("n{}.pid", i + 1))).unwrap();
+        let status = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 }
 

@@ -524,3 +524,31 @@ fn an_old_nats_server_is_refused() {
         "{text}"
     );
 }
+
+/// Without a JetStream quorum a node can acknowledge nothing: `/ready` says so (503), and it
+/// answers 200 again once its writes go through.
+#[test]
+fn ready_follows_the_jetstream_quorum() {
+    let nats = Nats::start();
+    let node = Node::start("q1", &nats.urls[0..1]);
+    assert_eq!(http_status(node.http, "/ready"), 200);
+    nats.kill9(1);
+    nats.kill9(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http_status(node.http, "/ready") != 503 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready still 200 without a quorum"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nats.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while http_status(node.http, "/ready") != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready not 200 with the quorum back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
