@@ -88,6 +88,19 @@ enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
+    /// Cluster mode (`[cluster]`): asks NATS about the cluster.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// Prints the nodes (heartbeat, client ids each holds) and the streams and buckets with
+    /// the NATS servers that replicate them, as NATS has them now. Exit status 0, or 2 when
+    /// NATS cannot be asked.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +173,9 @@ fn main() -> ExitCode {
             let _ = init_logging(&config);
             return check_store(&config.persistence.path);
         }
+        Some(Command::Cluster {
+            action: ClusterAction::Status,
+        }) => return cluster_status(&config.cluster),
         Some(Command::GenCerts { .. } | Command::Passwd { .. }) | None => {}
     }
     let log = init_logging(&config);
@@ -169,6 +185,30 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("tern: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tern cluster status`; see [`ClusterAction::Status`].
+fn cluster_status(config: &tern::config::ClusterConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tern: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(tern::cluster::status(config)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern: [cluster]: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -18,6 +18,7 @@ mod dedupe;
 mod interest;
 mod mirror;
 mod owner;
+mod status;
 pub(crate) mod subject;
 mod wire;
 
@@ -34,6 +35,7 @@ use crate::broker::{BrokerState, Remote, Unfit, Waiting};
 use crate::config::ClusterConfig;
 use crate::session::Message;
 use crate::store::{StoreError, Ticket};
+pub use status::status;
 use subject::{Subjects, MAX_SUBJECT_LEN};
 
 /// The oldest NATS server cluster mode runs on. Below 2.11 the key-value compare-and-set

@@ -27,7 +27,30 @@ use crate::metrics;
 /// How often a node says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A node not heard of for this long is not waited for.
-const ALIVE: Duration = Duration::from_secs(7);
+pub(super) const ALIVE: Duration = Duration::from_secs(7);
+
+/// How long ago `entry` was written.
+pub(super) fn age(entry: &kv::Entry) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    Duration::from_nanos(u64::try_from(now - entry.created.unix_timestamp_nanos()).unwrap_or(0))
+}
+
+/// How many client ids each node holds (a walk over the whole ownership bucket).
+pub(super) async fn count_by_node(owners: &kv::Store) -> Result<super::status::Held, String> {
+    let mut held = super::status::Held::new();
+    let mut keys = owners.keys().await.map_err(|e| e.to_string())?;
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| e.to_string())?;
+        if let Ok(Some(e)) = owners.entry(key).await {
+            if let Ok(claim) = serde_json::from_slice::<Claim>(&e.value) {
+                *held.entry(claim.node).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(held)
+}
 
 /// An ownership record.
 #[derive(Debug, Serialize, Deserialize)]
@@ -236,12 +259,7 @@ impl Owners {
         if first.value == *beat {
             return Ok(());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        let age = Duration::from_nanos(
-            u64::try_from(now - first.created.unix_timestamp_nanos()).unwrap_or(0),
-        );
+        let age = age(&first);
         if age >= ALIVE {
             return Ok(());
         }

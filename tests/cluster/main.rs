@@ -72,6 +72,35 @@ fn a_cluster_behaves_as_one_broker() {
         }
         subscribe_then_publish_elsewhere_loses_nothing(&cluster).await;
     });
+    // `tern cluster status` lists the nodes and the streams with their servers.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("status.toml");
+    std::fs::write(
+        &config,
+        harness::cluster_section("status", &cluster.nats.urls[..1]),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["--config", config.to_str().unwrap(), "cluster", "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in ["n1", "n2", "n3"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(node) && l.contains("alive")),
+            "{node} alive in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("TERN_t_MSGS") && text.contains("leader"),
+        "{text}"
+    );
     // A second node under a running node's id is refused: each would take the other's
     // ownership claims for its own.
     let log = match Node::start_with(&harness::cluster_section("n1", &cluster.nats.urls[1..2])) {
