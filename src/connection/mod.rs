@@ -268,7 +268,10 @@ impl Connection {
     /// again on its next connection.
     fn release(&mut self) -> Result<(), End> {
         self.through_carrier(|carrier, _, _, send| carrier.release(send))
-            .map_err(|e| Violation::StoreFailed(e.to_string()).into())
+            .map_err(|e| match e {
+                crate::store::StoreError::Cluster(why) => Violation::ClusterUnavailable(why).into(),
+                e => Violation::StoreFailed(e.to_string()).into(),
+            })
     }
 
     /// Sends `packet` (SUBACK, UNSUBACK) in order with the acknowledgements, once `after` is

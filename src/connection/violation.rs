@@ -53,6 +53,11 @@ pub(super) enum Violation {
     /// Cluster mode: a payload larger than the NATS servers carry: 0x95 (never truncated).
     #[error("a payload of {0} bytes is larger than the cluster's NATS servers accept")]
     ClusterPayloadTooLarge(usize),
+    /// Cluster mode: JetStream did not store what a packet for the client promised (no
+    /// quorum, unreachable, timed out): 0x88 Server unavailable; the client sends it again,
+    /// to this node or another.
+    #[error("the cluster is unavailable: {0}")]
+    ClusterUnavailable(String),
     /// The store failed to write what a packet for the client promised: 0x80 (not the
     /// client's fault; the spec names no code).
     #[error("the store could not write what the client was to be told: {0}")]
@@ -77,12 +82,16 @@ impl Violation {
                 ReasonCode::PacketTooLarge
             }
             Violation::StoreFailed(_) => ReasonCode::UnspecifiedError,
+            Violation::ClusterUnavailable(_) => ReasonCode::ServerUnavailable,
         }
     }
 
     /// Whether the client broke a rule (counted as a protocol violation); false for our own
     /// failures.
     pub(super) fn by_client(&self) -> bool {
-        !matches!(self, Violation::StoreFailed(_) | Violation::Unsendable)
+        !matches!(
+            self,
+            Violation::StoreFailed(_) | Violation::Unsendable | Violation::ClusterUnavailable(_)
+        )
     }
 }

@@ -554,15 +554,32 @@ fn an_old_nats_server_is_refused() {
     );
 }
 
-/// Without a JetStream quorum a node can acknowledge nothing: `/ready` says so (503), and it
-/// answers 200 again once its writes go through.
+/// Without a JetStream quorum (two of three NATS servers killed) a node acknowledges nothing: a
+/// QoS 1 PUBLISH gets DISCONNECT 0x88, a CONNECT gets CONNACK 0x88 / 0x03, `/ready` answers 503;
+/// with the servers back it answers 200 again.
 #[test]
-fn ready_follows_the_jetstream_quorum() {
+fn without_a_quorum_nothing_is_acknowledged_and_ready_says_so() {
     let nats = Nats::start();
     let node = Node::start("q1", &nats.urls[0..1]);
     assert_eq!(http_status(node.http, "/ready"), 200);
-    nats.kill9(1);
-    nats.kill9(2);
+    // Without a quorum a QoS 1 message is never acknowledged: v5 DISCONNECT 0x88 once
+    // unavailable_timeout_secs (5) have passed; a CONNECT cannot claim its client id: CONNACK
+    // 0x88 (v5) / 0x03 (3.1.1).
+    run(async {
+        let mut p = RawClient::connected(node.addr, V5, "q-pub").await;
+        nats.kill9(1);
+        nats.kill9(2);
+        p.send(&publish(V5, "q/x", 1, 4, b"unstored")).await;
+        match p.next_event(Duration::from_secs(20)).await {
+            Event::Packet(DISCONNECT, body) => assert_eq!(body.first(), Some(&0x88)),
+            other => panic!("without a quorum: {other:?}"),
+        }
+        for (level, code) in [(V5, 0x88), (V311, 0x03)] {
+            let (_, ack) =
+                RawClient::try_handshake(node.addr, level, &Connect::new(level, "q-c")).await;
+            assert_eq!(ack.reason, code, "v{level} CONNACK without a quorum");
+        }
+    });
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while http_status(node.http, "/ready") != 503 {
         assert!(
