@@ -286,6 +286,7 @@ impl Cluster {
     pub async fn start(self: &Arc<Self>, state: &Arc<BrokerState>) -> Result<(), ClusterError> {
         if let Some(rx) = self.out_rx.lock().take() {
             tokio::spawn(publisher(Arc::clone(self), rx));
+            tokio::spawn(measure_rtt(self.client.clone()));
         }
         self.mirror.start(state, &self.subjects).await?;
         retry(|| self.owners.start(state, &self.origin)).await?;
@@ -430,6 +431,7 @@ async fn publisher(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
         }
         let done = o.done;
         let retain_done = cluster.retain_done.clone();
+        let sent = std::time::Instant::now();
         tokio::spawn(async move {
             let mut result = Ok(());
             for ack in acks {
@@ -441,6 +443,9 @@ async fn publisher(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
                     crate::metrics::cluster_error("stream_write");
                     result = Err(StoreError::Cluster(e));
                 }
+            }
+            if result.is_ok() {
+                crate::metrics::cluster_stream_write(sent.elapsed());
             }
             if let Some(done) = done {
                 let _ = done.send(result);
@@ -457,6 +462,18 @@ async fn publisher(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Outgoing>) {
                 let _ = this.send(());
             }
         });
+    }
+}
+
+/// Measures the round trip to the NATS server every 5 s, for as long as the client lives.
+async fn measure_rtt(client: async_nats::Client) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let start = std::time::Instant::now();
+        if client.flush().await.is_ok() {
+            crate::metrics::cluster_nats_rtt(start.elapsed());
+        }
     }
 }
 
@@ -503,7 +520,10 @@ async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), 
             };
             if let Some(topic) = cluster.subjects.topic_of(&m.subject) {
                 match wire::message(topic, m.payload.clone(), m.headers.as_ref(), true) {
-                    Ok(msg) => state.route_remote(&msg),
+                    Ok(msg) => {
+                        crate::metrics::cluster_received("stream");
+                        state.route_remote(&msg);
+                    }
                     Err(e) => {
                         crate::metrics::cluster_error("undecodable");
                         tracing::debug!(subject = %m.subject, error = ?e, "stream message dropped");

@@ -99,6 +99,16 @@ fn describe() {
         Unit::Count,
         "Cluster mode: messages from the cluster (core, stream) and core copies dropped as seen (duplicate)."
     );
+    h!(
+        "tern_cluster_stream_write_seconds",
+        Unit::Seconds,
+        "Cluster mode: JetStream writes (QoS 1/2 and retained messages), from sending to the acknowledgement."
+    );
+    g!(
+        "tern_cluster_nats_rtt_seconds",
+        Unit::Seconds,
+        "Cluster mode: round trip to this node's NATS server, measured every 5 s."
+    );
     c!(
         "tern_cluster_takeovers_total",
         Unit::Count,
@@ -613,6 +623,16 @@ pub fn cluster_error(kind: &'static str) {
 /// and copies of core messages dropped as seen (`path` = duplicate).
 pub fn cluster_received(path: &'static str) {
     ::metrics::counter!("tern_cluster_received_total", "path" => path).increment(1);
+}
+
+/// Cluster mode: how long a JetStream write took, from sending to its acknowledgement.
+pub fn cluster_stream_write(d: std::time::Duration) {
+    ::metrics::histogram!("tern_cluster_stream_write_seconds").record(d.as_secs_f64());
+}
+
+/// Cluster mode: the round trip to this node's NATS server (PING to PONG), measured every 5 s.
+pub fn cluster_nats_rtt(d: std::time::Duration) {
+    ::metrics::gauge!("tern_cluster_nats_rtt_seconds").set(d.as_secs_f64());
 }
 
 /// Cluster mode: client ids this node took over from another (`taken`) or lost to one

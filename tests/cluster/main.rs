@@ -72,6 +72,21 @@ fn a_cluster_behaves_as_one_broker() {
         }
         subscribe_then_publish_elsewhere_loses_nothing(&cluster).await;
     });
+    // The cluster's metrics: JetStream write times, what came from other nodes.
+    let metrics = http_body(cluster.nodes[0].http, "/metrics");
+    for name in [
+        "tern_cluster_stream_write_seconds_count",
+        "tern_cluster_received_total{path=\"core\"}",
+        "tern_cluster_received_total{path=\"stream\"}",
+    ] {
+        let value: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"));
+        assert!(value > 0.0, "{name} = {value}");
+    }
     // `tern cluster status` lists the nodes and the streams with their servers.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("status.toml");
@@ -113,8 +128,8 @@ fn a_cluster_behaves_as_one_broker() {
     }
 }
 
-/// The status code of `GET path`.
-fn http_status(addr: SocketAddr, path: &str) -> u16 {
+/// The whole response to `GET path`.
+fn http_get(addr: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
@@ -124,10 +139,24 @@ fn http_status(addr: SocketAddr, path: &str) -> u16 {
     .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The status code of `GET path`.
+fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    let text = http_get(addr, path);
     text.split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// The body of `GET path`.
+fn http_body(addr: SocketAddr, path: &str) -> String {
+    let text = http_get(addr, path);
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// Receives, acknowledging every flow, until every payload in `expected` has arrived; then
