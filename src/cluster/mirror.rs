@@ -43,62 +43,32 @@ impl Handle {
         state: &Arc<BrokerState>,
         subjects: &Subjects,
     ) -> Result<(), ClusterError> {
-        use jetstream::consumer::{pull, DeliverPolicy};
         let stream = self
             .js
             .get_stream(&self.stream)
             .await
             .map_err(|e| js_err("open the retained stream")(e.to_string()))?;
         let last = stream.cached_info().state.last_sequence;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                filter_subject: subjects.all(CLASS_RETAINED),
-                ..pull::OrderedConfig::default()
-            })
-            .await
-            .map_err(|e| js_err("read the retained stream")(e.to_string()))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| js_err("read the retained stream")(e.to_string()))?;
+        let mut messages = open(&stream, subjects).await?;
         let (state, subjects, applied) =
             (Arc::clone(state), subjects.clone(), self.applied.clone());
         tokio::spawn(async move {
-            while let Some(m) = messages.next().await {
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => {
-                        metrics::cluster_error("mirror");
-                        tracing::warn!(error = %e, "reading the retained stream");
-                        continue;
+            loop {
+                copy(&state, &subjects, &applied, messages).await;
+                metrics::cluster_error("mirror");
+                // Opened again from the last message of each topic: applying them again
+                // changes nothing that is current.
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match open(&stream, &subjects).await {
+                        Ok(m) => {
+                            messages = m;
+                            break;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "opening the retained stream again"),
                     }
-                };
-                let Some(topic) = subjects.topic_of(&m.subject) else {
-                    continue;
-                };
-                let msg =
-                    match wire::message(topic.clone(), m.payload.clone(), m.headers.as_ref(), true)
-                    {
-                        Ok(msg) => msg,
-                        // Expired on the way, or unreadable: not retained here.
-                        Err(_) => deletion(topic),
-                    };
-                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                let mut msg = msg;
-                if let Some(msg) = Arc::get_mut(&mut msg) {
-                    msg.publish.retain = true;
                 }
-                state.retain_remote(&msg);
-                applied.send_if_modified(|a| {
-                    let newer = seq > *a;
-                    if newer {
-                        *a = seq;
-                    }
-                    newer
-                });
             }
-            tracing::warn!("the retained stream's consumer ended");
         });
         let mut applied = self.applied.subscribe();
         let caught_up = tokio::time::timeout(CATCH_UP, async {
@@ -147,6 +117,67 @@ impl Handle {
             }
         })
     }
+}
+
+/// An ordered consumer over the last message of every retained topic, then every change.
+async fn open(
+    stream: &jetstream::stream::Stream,
+    subjects: &Subjects,
+) -> Result<jetstream::consumer::pull::Ordered, ClusterError> {
+    use jetstream::consumer::{pull, DeliverPolicy};
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            filter_subject: subjects.all(CLASS_RETAINED),
+            ..pull::OrderedConfig::default()
+        })
+        .await
+        .map_err(|e| js_err("read the retained stream")(e.to_string()))?;
+    consumer
+        .messages()
+        .await
+        .map_err(|e| js_err("read the retained stream")(e.to_string()))
+}
+
+/// Applies what `messages` delivers to the broker's retained store until it ends.
+async fn copy(
+    state: &BrokerState,
+    subjects: &Subjects,
+    applied: &watch::Sender<u64>,
+    mut messages: jetstream::consumer::pull::Ordered,
+) {
+    while let Some(m) = messages.next().await {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                metrics::cluster_error("mirror");
+                tracing::warn!(error = %e, "reading the retained stream");
+                continue;
+            }
+        };
+        let Some(topic) = subjects.topic_of(&m.subject) else {
+            continue;
+        };
+        let mut msg =
+            match wire::message(topic.clone(), m.payload.clone(), m.headers.as_ref(), true) {
+                Ok(msg) => msg,
+                // Expired on the way, or unreadable: not retained here.
+                Err(_) => deletion(topic),
+            };
+        if let Some(msg) = Arc::get_mut(&mut msg) {
+            msg.publish.retain = true;
+        }
+        state.retain_remote(&msg);
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        applied.send_if_modified(|a| {
+            let newer = seq > *a;
+            if newer {
+                *a = seq;
+            }
+            newer
+        });
+    }
+    tracing::warn!("the retained stream's consumer ended; opening it again");
 }
 
 /// What deletes `topic`'s retained message here.

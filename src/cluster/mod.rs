@@ -477,10 +477,28 @@ async fn measure_rtt(client: async_nats::Client) {
     }
 }
 
-/// Reads every QoS 1/2 message of the stream through this node's durable consumer and routes
-/// it here. Acknowledged once routed: the subscribers' sessions have it.
-async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), ClusterError> {
-    use futures_util::StreamExt;
+/// How often the node checks that its consumer still delivers.
+const WATCHDOG: Duration = Duration::from_secs(10);
+
+type NodeConsumer = jetstream::consumer::Consumer<jetstream::consumer::pull::Config>;
+
+/// How the node's consumer is to be opened.
+#[derive(Debug, Clone, Copy)]
+enum Reopen {
+    /// At start: the existing consumer, or a new one for what comes from now on.
+    Start,
+    /// Its stream of messages ended: the existing consumer, or, if it is gone (deleted, timed
+    /// out), a new one from the message after the last one read.
+    Ended(u64),
+    /// It stalled: made anew from its acknowledgement floor.
+    Stalled(u64),
+}
+
+/// This node's durable consumer on the message stream, opened as `how` says.
+async fn node_consumer(
+    cluster: &Cluster,
+    how: Reopen,
+) -> Result<(NodeConsumer, jetstream::consumer::pull::Stream), ClusterError> {
     use jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
     let durable = format!("node-{}", cluster.node);
     let stream = cluster
@@ -488,12 +506,22 @@ async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), 
         .get_stream(&cluster.names.msgs)
         .await
         .map_err(|e| js_err("open the message stream")(e.to_string()))?;
+    let deliver_policy = match how {
+        Reopen::Start | Reopen::Ended(0) => DeliverPolicy::New,
+        Reopen::Ended(last) => DeliverPolicy::ByStartSequence {
+            start_sequence: last + 1,
+        },
+        Reopen::Stalled(start_sequence) => {
+            let _ = stream.delete_consumer(&durable).await;
+            DeliverPolicy::ByStartSequence { start_sequence }
+        }
+    };
     let consumer = stream
         .get_or_create_consumer(
             &durable,
             pull::Config {
                 durable_name: Some(durable.clone()),
-                deliver_policy: DeliverPolicy::New,
+                deliver_policy,
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
                 max_ack_pending: 20_000,
@@ -503,40 +531,108 @@ async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), 
         )
         .await
         .map_err(|e| js_err(format!("create consumer {durable}"))(e.to_string()))?;
-    let mut messages = consumer
+    let messages = consumer
         .messages()
         .await
         .map_err(|e| js_err(format!("read consumer {durable}"))(e.to_string()))?;
+    Ok((consumer, messages))
+}
+
+/// Reads every QoS 1/2 message of the stream through this node's durable consumer and routes
+/// it here. Acknowledged once routed: the subscribers' sessions have it. Consumers are a known
+/// class of JetStream bugs (deliveries that stall after a restart or failover): a consumer
+/// that ends is opened again, and one with messages pending whose delivered sequence did not
+/// move for [`WATCHDOG`] is made anew from its acknowledgement floor.
+async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), ClusterError> {
+    let (mut consumer, mut messages) = node_consumer(&cluster, Reopen::Start).await?;
     let state = Arc::clone(state);
     tokio::spawn(async move {
-        while let Some(m) = messages.next().await {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    crate::metrics::cluster_error("consume");
-                    tracing::warn!(error = %e, "reading the message stream");
-                    continue;
-                }
-            };
-            if let Some(topic) = cluster.subjects.topic_of(&m.subject) {
-                match wire::message(topic, m.payload.clone(), m.headers.as_ref(), true) {
-                    Ok(msg) => {
-                        crate::metrics::cluster_received("stream");
-                        state.route_remote(&msg);
+        let mut last = 0;
+        loop {
+            let how = read_stream(&cluster, &state, &mut consumer, messages, &mut last).await;
+            crate::metrics::cluster_error("consumer_reopened");
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match node_consumer(&cluster, how).await {
+                    Ok(opened) => {
+                        (consumer, messages) = opened;
+                        break;
                     }
                     Err(e) => {
-                        crate::metrics::cluster_error("undecodable");
-                        tracing::debug!(subject = %m.subject, error = ?e, "stream message dropped");
+                        tracing::warn!(error = %e, "opening the message stream's consumer again")
                     }
                 }
             }
-            if let Err(e) = m.ack().await {
-                tracing::debug!(error = %e, "stream acknowledgement not sent");
-            }
         }
-        tracing::warn!("the message stream's consumer ended");
     });
     Ok(())
+}
+
+/// Routes what `messages` delivers until it ends or stalls; says how to open it again.
+/// `last`: the stream sequence of the last message read.
+async fn read_stream(
+    cluster: &Cluster,
+    state: &BrokerState,
+    consumer: &mut NodeConsumer,
+    mut messages: jetstream::consumer::pull::Stream,
+    last: &mut u64,
+) -> Reopen {
+    use futures_util::StreamExt;
+    let mut watchdog = tokio::time::interval(WATCHDOG);
+    watchdog.tick().await;
+    let mut last_delivered = None;
+    loop {
+        tokio::select! {
+            m = messages.next() => {
+                let m = match m {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        use jetstream::consumer::pull::MessagesErrorKind as Kind;
+                        crate::metrics::cluster_error("consume");
+                        tracing::warn!(error = %e, "reading the message stream");
+                        if matches!(e.kind(), Kind::ConsumerDeleted | Kind::PushBasedConsumer | Kind::RequestLimitExceeded) {
+                            return Reopen::Ended(*last);
+                        }
+                        continue;
+                    }
+                    None => {
+                        tracing::warn!("the message stream's consumer ended; opening it again");
+                        return Reopen::Ended(*last);
+                    }
+                };
+                if let Ok(info) = m.info() {
+                    *last = (*last).max(info.stream_sequence);
+                }
+                if let Some(topic) = cluster.subjects.topic_of(&m.subject) {
+                    match wire::message(topic, m.payload.clone(), m.headers.as_ref(), true) {
+                        Ok(msg) => {
+                            crate::metrics::cluster_received("stream");
+                            state.route_remote(&msg);
+                        }
+                        Err(e) => {
+                            crate::metrics::cluster_error("undecodable");
+                            tracing::debug!(subject = %m.subject, error = ?e, "stream message dropped");
+                        }
+                    }
+                }
+                if let Err(e) = m.ack().await {
+                    tracing::debug!(error = %e, "stream acknowledgement not sent");
+                }
+            }
+            _ = watchdog.tick() => {
+                let Ok(info) = consumer.info().await else {
+                    continue;
+                };
+                let delivered = info.delivered.stream_sequence;
+                if info.num_pending > 0 && last_delivered == Some(delivered) {
+                    let floor = info.ack_floor.stream_sequence;
+                    tracing::warn!(delivered, pending = info.num_pending, "the message stream's consumer stalled; making it anew");
+                    return Reopen::Stalled(floor + 1);
+                }
+                last_delivered = Some(delivered);
+            }
+        }
+    }
 }
 
 impl Remote for Cluster {

@@ -71,6 +71,7 @@ fn a_cluster_behaves_as_one_broker() {
             a_qos2_message_sent_again_is_delivered_once(&cluster, level).await;
         }
         subscribe_then_publish_elsewhere_loses_nothing(&cluster).await;
+        a_deleted_node_consumer_is_opened_again(&cluster).await;
     });
     // The cluster's metrics: JetStream write times, what came from other nodes.
     let metrics = http_body(cluster.nodes[0].http, "/metrics");
@@ -563,6 +564,33 @@ async fn subscribe_then_publish_elsewhere_loses_nothing(cluster: &Cluster) {
         p.send(&disconnect()).await;
     }
     assert!(lost.is_empty(), "first messages lost in trials {lost:?}");
+}
+
+/// A node's consumer on the message stream deleted from outside (by an operator, or lost by
+/// JetStream): the node opens it again from the message after the last one it read, and
+/// nothing published meanwhile is lost.
+async fn a_deleted_node_consumer_is_opened_again(cluster: &Cluster) {
+    let run = rand_suffix();
+    let topic = format!("reopen/{run}");
+    let mut s = RawClient::connected(cluster.addr(1), V5, &format!("ro-s-{run}")).await;
+    s.subscribe(V5, &topic, 1).await;
+    let mut p = RawClient::connected(cluster.addr(0), V5, &format!("ro-p-{run}")).await;
+    publish_flow(&mut p, V5, &topic, 1, b"before", false).await;
+    let nats = async_nats::connect(cluster.nats.urls[0].as_str())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    js.delete_consumer_from_stream("node-n2", "TERN_t_MSGS")
+        .await
+        .unwrap();
+    let mut expected: HashSet<Vec<u8>> = [b"before".to_vec()].into();
+    for i in 0..50 {
+        let payload = format!("after-{i}").into_bytes();
+        publish_flow(&mut p, V5, &topic, 1, &payload, false).await;
+        expected.insert(payload);
+    }
+    let got = collect(&mut s, V5, &expected, "after the consumer was deleted").await;
+    assert_eq!(got.len(), expected.len());
 }
 
 /// A NATS server older than 2.11 is refused at start, with the reason.
