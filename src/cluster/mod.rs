@@ -295,7 +295,7 @@ impl Cluster {
             .await
             .map_err(js_err("subscribe to the barrier subject"))?;
         state.set_remote(Arc::clone(self) as Arc<dyn Remote>);
-        consume(Arc::clone(self), state).await?;
+        retry(|| consume(Arc::clone(self), state)).await?;
         if let Some(t) = self.interest_settled() {
             let _ = t.wait().await;
         }
