@@ -25,7 +25,8 @@ pub enum Unfit {
 
 /// What the broker hands to the rest of the cluster, and asks of it.
 pub trait Remote: Send + Sync + std::fmt::Debug {
-    /// Whether `msg` can travel at all; checked before it is accepted.
+    /// Whether a message with this topic and payload size can travel at all; checked before
+    /// it is accepted.
     fn fits(&self, topic: &str, payload_len: usize) -> Result<(), Unfit>;
     /// Hands over a message accepted here. `local` says whether it was routed here already
     /// (QoS 0); otherwise the cluster brings it back to every node, this one included, once
