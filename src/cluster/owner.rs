@@ -26,6 +26,12 @@ use crate::metrics;
 
 /// How often a node says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a claim stays in the ownership bucket, so the bucket holds the client ids of the
+/// last day, not every one ever seen. A claim that ages out costs nothing: a later CONNECT
+/// elsewhere creates the key anew, with a higher revision, and the watch tells this node all
+/// the same.
+const CLAIMS_KEPT: Duration = Duration::from_secs(24 * 3600);
+
 /// A node not heard of for this long is not waited for.
 pub(super) const ALIVE: Duration = Duration::from_secs(7);
 
@@ -131,6 +137,7 @@ impl Owners {
             kv::Config {
                 bucket: owners.to_string(),
                 history: 1,
+                max_age: CLAIMS_KEPT,
                 num_replicas: replicas,
                 storage: jetstream::stream::StorageType::File,
                 ..kv::Config::default()
