@@ -27,7 +27,7 @@ pub use durable::{check as check_store, StoreReport};
 pub use mailbox::{Mailbox, Queued, Source, Streamed};
 pub use queues::{is_queue_session, queue_name};
 pub use registry::{Attached, PendingWill};
-pub use remote::{Remote, Unfit, Waiting};
+pub use remote::{ClusterWill, Remote, Unfit, Waiting};
 pub use retained::RetainedStream;
 pub use router::RouteOutcome;
 pub use subscribe::{After, Feed, SubscribeResult, Wanted};
@@ -196,6 +196,7 @@ impl BrokerState {
                 Some(PendingWill {
                     msg: Arc::new(msg),
                     disconnected,
+                    claim: None,
                 }),
                 Some(left),
             ),
@@ -561,6 +562,7 @@ impl BrokerState {
         mut session: Box<Session>,
         mailbox: &Arc<Mailbox>,
         will: Option<(Arc<Message>, u32)>,
+        claim: Option<u64>,
     ) {
         self.give_back_unreceived(&mut session, mailbox);
         let expiry = session.expiry_interval;
@@ -568,10 +570,15 @@ impl BrokerState {
         if let Some(msg) = will_now {
             self.publish_will_message(msg);
         }
+        if will_later.is_none() {
+            // No will waits any more: the cluster's copy goes too.
+            self.will_settled(client_id, claim);
+        }
         let now = std::time::SystemTime::now();
         let pending = will_later.as_ref().map(|(msg, _)| PendingWill {
             msg: Arc::clone(msg),
             disconnected: now,
+            claim,
         });
         let stored = mailbox.is_stored();
         match self
@@ -631,6 +638,7 @@ impl BrokerState {
         }
         if let Some(will) = will {
             self.publish_will_message(will.msg);
+            self.will_settled(session.client_id(), will.claim);
         }
         self.usernames.remove(session.client_id());
     }

@@ -19,6 +19,9 @@ pub struct PendingWill {
     pub msg: Arc<Message>,
     /// When the connection ended (the store keeps it, so a restart does not move it).
     pub disconnected: std::time::SystemTime,
+    /// Cluster mode: the claim of the connection that left it, under which the cluster keeps
+    /// the will too (another node publishes it should this one die first).
+    pub claim: Option<u64>,
 }
 
 /// What a connection gets when it attaches to its session.

@@ -23,6 +23,18 @@ pub enum Unfit {
     PayloadTooLarge,
 }
 
+/// A client's will as the cluster keeps it while the client is connected.
+#[derive(Debug, Clone)]
+pub struct ClusterWill {
+    /// The will.
+    pub msg: Arc<Message>,
+    /// Its Will Delay, in seconds.
+    pub delay: u32,
+    /// The session's expiry interval, in seconds: the will goes out when the session ends, if
+    /// that comes before the delay is over.
+    pub expiry: u32,
+}
+
 /// What the broker hands to the rest of the cluster, and asks of it.
 pub trait Remote: Send + Sync + std::fmt::Debug {
     /// Whether a message with this topic and payload size can travel at all; checked before
@@ -42,8 +54,18 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     /// call; `None` if there is nothing to wait for.
     fn retained_synced(&self) -> Option<Waiting<()>>;
     /// Makes this node the owner of `client_id` cluster-wide (a connection elsewhere is told
-    /// to go); an error says why the cluster cannot answer now.
-    fn claim(&self, client_id: &Arc<str>) -> Waiting<Result<(), String>>;
+    /// to go), keeping `will` with the claim, so another node publishes it should this one
+    /// die while the client is connected. The claim's number, for what the connection later
+    /// writes under it; an error says why the cluster cannot answer now.
+    fn claim(
+        &self,
+        client_id: &Arc<str>,
+        will: Option<ClusterWill>,
+    ) -> Waiting<Result<u64, String>>;
+    /// The will kept with `claim` is no longer due (published here, or the client left
+    /// without one): the cluster forgets it, unless a newer claim replaced that one. Resolves
+    /// once it has.
+    fn will_settled(&self, client_id: &Arc<str>, claim: u64) -> Waiting<()>;
     /// The node is stopping: its peers stop waiting for it.
     fn leave(&self) -> Waiting<()>;
     /// Whether the node's last write to JetStream (its heartbeat, every 2 s) succeeded: without
@@ -60,6 +82,18 @@ impl BrokerState {
         }
         self.router.set_interest(Arc::clone(&remote));
         let _ = self.remote.set(remote);
+    }
+
+    /// Cluster mode: the will kept with `claim` is no longer due.
+    pub(super) fn will_settled(&self, client_id: &Arc<str>, claim: Option<u64>) {
+        if let (Some(r), Some(c)) = (self.remote.get(), claim) {
+            tokio::spawn(r.will_settled(client_id, c));
+        }
+    }
+
+    /// Publishes the will of a client whose node died, as its own node would have.
+    pub fn publish_orphaned_will(&self, msg: Arc<Message>) {
+        self.publish_will_message(msg);
     }
 
     /// The cluster, when there is one.

@@ -104,6 +104,7 @@ impl BrokerState {
         if let Some((will, expiry, stored)) = self.registry.take_will(client_id, generation) {
             let disconnected = will.disconnected;
             self.publish_will_message(will.msg);
+            self.will_settled(client_id, will.claim);
             if let Some(d) = self.durable.as_ref().filter(|_| stored) {
                 d.session_disconnected(client_id, expiry, disconnected, None);
             }

@@ -733,8 +733,16 @@ impl Remote for Cluster {
         }))
     }
 
-    fn claim(&self, client_id: &Arc<str>) -> Waiting<Result<(), String>> {
-        self.owners.claim(client_id, self.timeout)
+    fn claim(
+        &self,
+        client_id: &Arc<str>,
+        will: Option<crate::broker::ClusterWill>,
+    ) -> Waiting<Result<u64, String>> {
+        self.owners.claim(client_id, will, self.timeout)
+    }
+
+    fn will_settled(&self, client_id: &Arc<str>, claim: u64) -> Waiting<()> {
+        self.owners.will_settled(client_id, claim)
     }
 
     fn leave(&self) -> Waiting<()> {

@@ -58,12 +58,26 @@ pub(super) async fn count_by_node(owners: &kv::Store) -> Result<super::status::H
     Ok(held)
 }
 
-/// An ownership record.
+/// An ownership record, with the will of the connected client.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claim {
     node: String,
     client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    will: Option<KeptWill>,
 }
+
+/// A will kept with its client's claim.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeptWill {
+    msg: super::wire::KeptMessage,
+    delay: u32,
+    expiry: u32,
+}
+
+/// A node whose heartbeat is older than this is dead: the survivors take over its clients'
+/// claims and publish their wills.
+const DEAD: Duration = Duration::from_secs(8);
 
 /// The live peers (other nodes), by the time of their last heartbeat.
 #[derive(Clone, Default)]
@@ -89,6 +103,17 @@ impl Peers {
 
     fn left(&self, node: &str) {
         self.seen.lock().remove(node);
+    }
+
+    /// Other nodes not heard of for [`DEAD`], with when they were last heard of.
+    fn dead(&self) -> Vec<(String, Instant)> {
+        let now = Instant::now();
+        self.seen
+            .lock()
+            .iter()
+            .filter(|(node, at)| **node != *self.me && now.duration_since(**at) >= DEAD)
+            .map(|(node, at)| (node.clone(), *at))
+            .collect()
     }
 }
 
@@ -246,7 +271,32 @@ impl Owners {
             Arc::clone(&self.held),
             Arc::downgrade(state),
         ));
+        tokio::spawn(reap(
+            self.owners.clone(),
+            self.peers.clone(),
+            self.node.clone(),
+            Arc::clone(&self.held),
+            Arc::downgrade(state),
+        ));
         Ok(())
+    }
+
+    /// Forgets the will kept with `claim`, if that is still the client's claim (fenced by its
+    /// revision: a newer claim, here or elsewhere, is left alone).
+    pub(super) fn will_settled(&self, client_id: &Arc<str>, claim: u64) -> Waiting<()> {
+        let (owners, held) = (self.owners.clone(), Arc::clone(&self.held));
+        let (client_id, me) = (Arc::clone(client_id), self.node.clone());
+        Box::pin(async move {
+            let value = serde_json::to_vec(&Claim {
+                node: me,
+                client_id: client_id.to_string(),
+                will: None,
+            })
+            .unwrap_or_default();
+            if let Ok(rev) = owners.update(key(&client_id), value.into(), claim).await {
+                held.alter(&client_id, |_, r| if r == claim { rev } else { r });
+            }
+        })
     }
 
     /// Fails if another run of node `me` is alive: its heartbeat is recent and changes. A
@@ -299,8 +349,9 @@ impl Owners {
     pub(super) fn claim(
         &self,
         client_id: &Arc<str>,
+        will: Option<crate::broker::ClusterWill>,
         timeout: Duration,
-    ) -> Waiting<Result<(), String>> {
+    ) -> Waiting<Result<u64, String>> {
         let owners = self.owners.clone();
         let held = Arc::clone(&self.held);
         let me = self.node.clone();
@@ -308,6 +359,11 @@ impl Owners {
         let value = serde_json::to_vec(&Claim {
             node: self.node.clone(),
             client_id: client_id.to_string(),
+            will: will.map(|w| KeptWill {
+                msg: super::wire::KeptMessage::of(&w.msg, &client_id),
+                delay: w.delay,
+                expiry: w.expiry,
+            }),
         })
         .unwrap_or_default();
         Box::pin(async move {
@@ -339,7 +395,7 @@ impl Owners {
                     };
                     if let Some(rev) = written {
                         held.insert(Arc::clone(&client_id), rev);
-                        return Ok(());
+                        return Ok(rev);
                     }
                 }
                 Err("the client id changed owner too often to claim it".to_string())
@@ -353,6 +409,101 @@ impl Owners {
             }
         })
     }
+}
+
+/// Watches for dead nodes: for each client a dead node held with a will, one survivor wins the
+/// claim by compare-and-set and publishes the will when it is due (its Will Delay, or the end of
+/// the session if that comes first, counted from the dead node's last heartbeat), unless the
+/// client claims its id again first.
+async fn reap(
+    owners: kv::Store,
+    peers: Peers,
+    me: String,
+    held: Arc<DashMap<Arc<str>, u64>>,
+    state: std::sync::Weak<BrokerState>,
+) {
+    let mut reaped: HashMap<String, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if state.strong_count() == 0 {
+            return;
+        }
+        for (node, last) in peers.dead() {
+            if reaped.get(&node) == Some(&last) {
+                continue;
+            }
+            match reap_node(&owners, &node, last, &me, &held, &state).await {
+                Ok(n) => {
+                    tracing::warn!(%node, wills = n, "node silent; its clients' wills taken over");
+                    reaped.insert(node, last);
+                }
+                Err(e) => tracing::warn!(%node, error = %e, "taking over a silent node's wills"),
+            }
+        }
+    }
+}
+
+/// Takes over the wills of `dead`'s clients; how many this node won.
+async fn reap_node(
+    owners: &kv::Store,
+    dead: &str,
+    last_heard: Instant,
+    me: &str,
+    held: &Arc<DashMap<Arc<str>, u64>>,
+    state: &std::sync::Weak<BrokerState>,
+) -> Result<usize, String> {
+    let mut keys = owners.keys().await.map_err(|e| e.to_string())?;
+    let mut won = 0;
+    while let Some(k) = keys.next().await {
+        let Ok(k) = k else { continue };
+        let Ok(Some(e)) = owners.entry(k.clone()).await else {
+            continue;
+        };
+        let Ok(claim) = serde_json::from_slice::<Claim>(&e.value) else {
+            continue;
+        };
+        let Some(will) = claim.will.filter(|_| claim.node == dead) else {
+            continue;
+        };
+        let ours = serde_json::to_vec(&Claim {
+            node: me.to_string(),
+            client_id: claim.client_id.clone(),
+            will: None,
+        })
+        .unwrap_or_default();
+        // Another survivor may win this one: then it publishes the will.
+        let Ok(rev) = owners.update(&k, ours.into(), e.revision).await else {
+            continue;
+        };
+        won += 1;
+        metrics::cluster_takeover("will");
+        let client_id: Arc<str> = Arc::from(claim.client_id);
+        held.insert(Arc::clone(&client_id), rev);
+        let Ok(msg) = will.msg.message() else {
+            continue;
+        };
+        let after = if will.expiry == 0 {
+            0
+        } else {
+            will.delay.min(will.expiry)
+        };
+        let due =
+            tokio::time::Instant::from_std(last_heard) + Duration::from_secs(u64::from(after));
+        let (held, state) = (Arc::clone(held), state.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due).await;
+            // Unless the client claimed its id again meanwhile (then it is alive).
+            if held.get(&client_id).map(|r| *r) != Some(rev) {
+                return;
+            }
+            if let Some(state) = state.upgrade() {
+                tracing::info!(client_id = %crate::logged::clip(&client_id), "will of a client of a dead node published");
+                state.publish_orphaned_will(msg);
+            }
+        });
+    }
+    Ok(won)
 }
 
 /// Follows the ownership bucket from revision `from`: a newer claim by another node for a

@@ -92,6 +92,49 @@ pub(super) fn set_publisher(h: &mut HeaderMap, client_id: &str) {
     h.insert(PUBLISHER, b64.as_str());
 }
 
+/// A will as the cluster keeps it: topic, payload (base64) and the headers a message carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct KeptMessage {
+    topic: String,
+    payload: String,
+    headers: Vec<(String, String)>,
+}
+
+impl KeptMessage {
+    /// `msg`, published by `client_id`, for keeping.
+    pub(super) fn of(msg: &Message, client_id: &str) -> KeptMessage {
+        // Like a will on a single node, it names no publisher: the ACL checked its topic at
+        // CONNECT, where the client's user name is known.
+        let _ = client_id;
+        let h = headers(msg, "");
+        let headers = h
+            .iter()
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(move |v| (name.to_string(), v.as_str().to_string()))
+            })
+            .collect();
+        KeptMessage {
+            topic: msg.topic().to_string(),
+            payload: base64::engine::general_purpose::STANDARD.encode(&msg.publish.payload),
+            headers,
+        }
+    }
+
+    /// The message back.
+    pub(super) fn message(&self) -> Result<Arc<Message>, Undecodable> {
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(&self.payload)
+            .map_err(|_| Undecodable::Malformed("payload"))?;
+        let mut h = HeaderMap::new();
+        for (name, value) in &self.headers {
+            h.append(name.as_str(), value.as_str());
+        }
+        message(self.topic.clone(), payload.into(), Some(&h), false)
+    }
+}
+
 /// Why a NATS message is not an MQTT message for us.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Undecodable {

@@ -228,6 +228,8 @@ struct Client {
     /// Topics of the client's Topic Aliases, indexed by alias - 1 (at most our maximum).
     inbound_aliases: Box<[Option<String>]>,
     out: Outbound,
+    /// Cluster mode: this connection's claim on its client id (the will is kept with it).
+    claim: Option<std::num::NonZeroU64>,
     _slot: Slot,
 }
 
@@ -583,6 +585,15 @@ impl Connection {
             client,
             ..
         } = *self;
+        if let (Some(remote), Some(claim)) = (state.remote(), client.claim) {
+            if client.will.is_some() && !end.publishes_will() {
+                // Forgotten by the cluster before the connection closes: a node that dies
+                // from now on must not leave this will for the others to publish.
+                let wait = state.config().cluster.unavailable_timeout();
+                let forget = remote.will_settled(client_id, claim.get());
+                let _ = tokio::time::timeout(wait, forget).await;
+            }
+        }
         io.close().await;
         // The session is handed back before lingering: a takeover does not wait for it.
         Client::detach(client, &state, end);
@@ -617,6 +628,7 @@ impl Client {
             self.session,
             &self.mailbox,
             will,
+            self.claim.map(std::num::NonZeroU64::get),
         );
     }
 }

@@ -116,16 +116,26 @@ impl Connection {
             .as_ref()
             .filter(|_| state.config().persistence.enabled && accepted.session_expiry > 0)
             .map(|w| (will_message(w.clone()), w.delay_interval.unwrap_or(0)));
+        let mut claim = None;
         if let Some(remote) = state.remote() {
             // One owner per client id cluster-wide: a connection on another node is told to go.
+            // The will goes with the claim: another node publishes it if this one dies.
+            let kept = will.as_ref().map(|w| crate::broker::ClusterWill {
+                msg: Arc::new(will_message(w.clone())),
+                delay: w.delay_interval.unwrap_or(0),
+                expiry: accepted.session_expiry,
+            });
             let claimed = tokio::select! {
-                c = remote.claim(&client_id) => c,
+                c = remote.claim(&client_id, kept) => c,
                 _ = shutdown.changed() => Err("broker shutting down".to_string()),
             };
-            if let Err(e) = claimed {
-                warn!(client_id = %clip(&client_id), error = %e, "CONNECT refused: the cluster cannot take ownership of the client id");
-                refuse(io, version, ReasonCode::ServerUnavailable).await;
-                return None;
+            match claimed {
+                Ok(c) => claim = std::num::NonZeroU64::new(c),
+                Err(e) => {
+                    warn!(client_id = %clip(&client_id), error = %e, "CONNECT refused: the cluster cannot take ownership of the client id");
+                    refuse(io, version, ReasonCode::ServerUnavailable).await;
+                    return None;
+                }
             }
         }
         state.set_username(&client_id, connect_username.as_deref());
@@ -184,6 +194,7 @@ impl Connection {
             last_packet: now,
             inbound_aliases: Box::default(),
             out,
+            claim,
             _slot: slot,
         };
         let timer = Box::pin(tokio::time::sleep_until(next_wake(

@@ -218,6 +218,12 @@ impl Node {
         }
     }
 
+    /// kill -9: the node dies without a word.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// How many log lines contain `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log

@@ -117,6 +117,8 @@ fn a_cluster_behaves_as_one_broker() {
         text.contains("TERN_t_MSGS") && text.contains("leader"),
         "{text}"
     );
+    // A node killed with its clients connected: the survivors publish their wills, once.
+    wills_of_a_dead_nodes_clients_are_published(&cluster);
     // A second node under a running node's id is refused: each would take the other's
     // ownership claims for its own.
     let log = match Node::start_with(&harness::cluster_section("n1", &cluster.nats.urls[1..2])) {
@@ -591,6 +593,47 @@ async fn a_deleted_node_consumer_is_opened_again(cluster: &Cluster) {
     }
     let got = collect(&mut s, V5, &expected, "after the consumer was deleted").await;
     assert_eq!(got.len(), expected.len());
+}
+
+/// A fourth node, with clients that have wills, is killed (kill -9): one survivor publishes each
+/// will that was due (3.1.1; v5 with a Will Delay), exactly once, within 15 s; a client that
+/// left with DISCONNECT before has no will published.
+fn wills_of_a_dead_nodes_clients_are_published(cluster: &Cluster) {
+    let n4 = Node::start("n4", &cluster.nats.urls[2..3]);
+    let run_id = rand_suffix();
+    let topic = |t: &str| format!("will/{run_id}/{t}");
+    let (v3, v5, ok) = (topic("v3"), topic("v5"), topic("ok"));
+    run(async {
+        let mut s = RawClient::connected(cluster.addr(0), V5, &format!("wsub-{run_id}")).await;
+        s.subscribe(V5, &topic("#"), 1).await;
+        let mut held = Vec::new();
+        let c = Connect::new(V311, &format!("w3-{run_id}")).will(Will::new(&v3, b"gone-v3"));
+        held.push(RawClient::handshake(n4.addr, V311, &c).await.0);
+        let mut w = Will::new(&v5, b"gone-v5");
+        w.props = prop_u32(WILL_DELAY, 2);
+        let c = Connect::new(V5, &format!("w5-{run_id}"))
+            .will(w)
+            .props(prop_u32(SESSION_EXPIRY, 60));
+        held.push(RawClient::handshake(n4.addr, V5, &c).await.0);
+        let c = Connect::new(V5, &format!("wok-{run_id}")).will(Will::new(&ok, b"never"));
+        let (mut leaving, _) = RawClient::handshake(n4.addr, V5, &c).await;
+        leaving.send(&disconnect()).await;
+        assert_eq!(leaving.next_event(WAIT).await, Event::Closed);
+        let killed = std::time::Instant::now();
+        n4.kill9();
+        let expected: HashSet<Vec<u8>> = [b"gone-v3".to_vec(), b"gone-v5".to_vec()].into();
+        let got = collect(&mut s, V5, &expected, "wills of a dead node's clients").await;
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            killed.elapsed()
+        );
+        assert_eq!(got.len(), 2, "only the wills due: {:?}", got.keys());
+        for (p, (n, _)) in &got {
+            assert_eq!(*n, 1, "{} published {n} times", String::from_utf8_lossy(p));
+        }
+        drop(held);
+    });
 }
 
 /// A NATS server older than 2.11 is refused at start, with the reason.
