@@ -150,7 +150,7 @@ pub(super) async fn run(
             }
         }
     }
-    state.detach(&local_id, generation, session, &mailbox, None, None);
+    state.detach(&local_id, generation, session, &mailbox, None);
     info!(bridge = %cfg.name, "bridge session parked");
 }
 

@@ -562,8 +562,8 @@ impl BrokerState {
         mut session: Box<Session>,
         mailbox: &Arc<Mailbox>,
         will: Option<(Arc<Message>, u32)>,
-        claim: Option<u64>,
     ) {
+        let claim = session.claim.map(std::num::NonZeroU64::get);
         self.give_back_unreceived(&mut session, mailbox);
         let expiry = session.expiry_interval;
         let (will_now, will_later) = wills::at_disconnect(will, expiry);

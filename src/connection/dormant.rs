@@ -292,7 +292,6 @@ mod tests {
             last_packet: Instant::now(),
             inbound_aliases: Box::default(),
             out: Outbound::new(ProtocolVersion::V311, None, 0, true),
-            claim: None,
             _slot: Slot::take(&crate::connection::Limit::broker(1)).unwrap(),
         }
     }

@@ -228,8 +228,6 @@ struct Client {
     /// Topics of the client's Topic Aliases, indexed by alias - 1 (at most our maximum).
     inbound_aliases: Box<[Option<String>]>,
     out: Outbound,
-    /// Cluster mode: this connection's claim on its client id (the will is kept with it).
-    claim: Option<std::num::NonZeroU64>,
     _slot: Slot,
 }
 
@@ -585,7 +583,7 @@ impl Connection {
             client,
             ..
         } = *self;
-        if let (Some(remote), Some(claim)) = (state.remote(), client.claim) {
+        if let (Some(remote), Some(claim)) = (state.remote(), client.session.claim) {
             if client.will.is_some() && !end.publishes_will() {
                 // Forgotten by the cluster before the connection closes: a node that dies
                 // from now on must not leave this will for the others to publish.
@@ -628,7 +626,6 @@ impl Client {
             self.session,
             &self.mailbox,
             will,
-            self.claim.map(std::num::NonZeroU64::get),
         );
     }
 }

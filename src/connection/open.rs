@@ -148,6 +148,7 @@ impl Connection {
                 stored_will.as_ref().map(|(m, d)| (m, *d)),
             )
             .await;
+        attached.session.claim = claim;
         if let Some(stored) = attached.stored.take().filter(|_| attached.session_present) {
             // "Session present" is a promise that holds across a crash: the session's record
             // is durable first.
@@ -194,7 +195,6 @@ impl Connection {
             last_packet: now,
             inbound_aliases: Box::default(),
             out,
-            claim,
             _slot: slot,
         };
         let timer = Box::pin(tokio::time::sleep_until(next_wake(

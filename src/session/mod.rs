@@ -63,6 +63,9 @@ pub struct Session {
     next_pkid: PacketId,
     /// Inbound QoS 2 messages awaiting PUBREL, each with its serial number.
     inbound_qos2: BTreeMap<PacketId, u64>,
+    /// Cluster mode: the claim on the client id under which the connection now holding this
+    /// session is connected (the cluster keeps its will with it); set at each CONNECT.
+    pub claim: Option<std::num::NonZeroU64>,
 }
 
 impl Drop for Session {
@@ -82,6 +85,7 @@ impl Session {
             window: window.max(1),
             next_pkid: PacketId::MIN,
             inbound_qos2: BTreeMap::new(),
+            claim: None,
         }
     }
 

@@ -256,7 +256,6 @@ async fn ended_session_releases_its_stored_messages() {
             attached.session,
             &attached.mailbox,
             None,
-            None,
         );
     }
     let published = state.publish(message("t/1", QoS::AtLeastOnce, false, b"x"), None);
