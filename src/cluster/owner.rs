@@ -126,6 +126,8 @@ pub(super) struct Owners {
     peers: Peers,
     /// Whether the last heartbeat was stored.
     healthy: Arc<std::sync::atomic::AtomicBool>,
+    /// Since when heartbeats have been stored without a failure.
+    healthy_since: Arc<parking_lot::Mutex<Instant>>,
 }
 
 async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, ClusterError> {
@@ -187,6 +189,7 @@ impl Owners {
             nodes,
             held: Arc::new(DashMap::new()),
             healthy: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            healthy_since: Arc::new(parking_lot::Mutex::new(Instant::now())),
             peers: Peers {
                 me: Arc::from(node),
                 seen: Arc::default(),
@@ -234,6 +237,7 @@ impl Owners {
             + 1;
         let nodes = self.nodes.clone();
         let healthy = Arc::clone(&self.healthy);
+        let healthy_since = Arc::clone(&self.healthy_since);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
@@ -245,7 +249,10 @@ impl Owners {
                         metrics::cluster_error("heartbeat");
                         tracing::warn!(error = %e, "heartbeat not stored: not ready");
                     }
-                    Ok(_) if !was => tracing::info!("heartbeat stored again: ready"),
+                    Ok(_) if !was => {
+                        *healthy_since.lock() = Instant::now();
+                        tracing::info!("heartbeat stored again: ready");
+                    }
                     Ok(_) => {}
                 }
             }
@@ -272,9 +279,14 @@ impl Owners {
             Arc::downgrade(state),
         ));
         tokio::spawn(reap(
-            self.owners.clone(),
-            self.peers.clone(),
-            self.node.clone(),
+            Reaper {
+                owners: self.owners.clone(),
+                nodes: self.nodes.clone(),
+                peers: self.peers.clone(),
+                me: self.node.clone(),
+                healthy: Arc::clone(&self.healthy),
+                healthy_since: Arc::clone(&self.healthy_since),
+            },
             Arc::clone(&self.held),
             Arc::downgrade(state),
         ));
@@ -415,13 +427,23 @@ impl Owners {
 /// claim by compare-and-set and publishes the will when it is due (its Will Delay, or the end of
 /// the session if that comes first, counted from the dead node's last heartbeat), unless the
 /// client claims its id again first.
+///
+/// A node is only taken for dead by one that has itself stored its heartbeats for a while
+/// (without a JetStream quorum no heartbeat is stored anywhere, and silence proves nothing), and
+/// whose heartbeat entry in the bucket is old too when it is read again.
 async fn reap(
-    owners: kv::Store,
-    peers: Peers,
-    me: String,
+    reaper: Reaper,
     held: Arc<DashMap<Arc<str>, u64>>,
     state: std::sync::Weak<BrokerState>,
 ) {
+    let Reaper {
+        owners,
+        nodes,
+        peers,
+        me,
+        healthy,
+        healthy_since,
+    } = reaper;
     let mut reaped: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -429,9 +451,23 @@ async fn reap(
         if state.strong_count() == 0 {
             return;
         }
+        let steady = healthy.load(std::sync::atomic::Ordering::Relaxed)
+            && healthy_since.lock().elapsed() >= HEARTBEAT * 2;
+        if !steady {
+            continue;
+        }
         for (node, last) in peers.dead() {
             if reaped.get(&node) == Some(&last) {
                 continue;
+            }
+            match nodes.entry(node.clone()).await {
+                Ok(Some(e)) if e.operation == kv::Operation::Put && age(&e) < DEAD => {
+                    // Heard of again, through the bucket: alive.
+                    peers.heard(&node);
+                    continue;
+                }
+                Err(_) => continue,
+                _ => {}
             }
             match reap_node(&owners, &node, last, &me, &held, &state).await {
                 Ok(n) => {
@@ -442,6 +478,16 @@ async fn reap(
             }
         }
     }
+}
+
+/// What the reaper reads and writes.
+struct Reaper {
+    owners: kv::Store,
+    nodes: kv::Store,
+    peers: Peers,
+    me: String,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    healthy_since: Arc<parking_lot::Mutex<Instant>>,
 }
 
 /// Takes over the wills of `dead`'s clients; how many this node won.
