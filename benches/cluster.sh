@@ -44,17 +44,7 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 
-NATS_BASE=$(python3 -c '
-import random, socket
-for _ in range(200):
-    b = 20000 + random.randrange(900) * 10
-    try:
-        for p in [b + i + o for i in range(3) for o in (0, 2000, 4000)]:
-            s = socket.socket(); s.bind(("127.0.0.1", p)); s.close()
-        print(b); break
-    except OSError:
-        pass')
-NATS_PORT_BASE=$NATS_BASE tests/cluster/nats.sh start "$WORK/nats" >"$WORK/urls" 2>/dev/null
+NATS_PORT_BASE=auto tests/cluster/nats.sh start "$WORK/nats" >"$WORK/urls" 2>/dev/null
 IFS=, read -r -a URLS <"$WORK/urls"
 
 # start_node NAME PORT [CLUSTER_INDEX]: a Tern node (with CLUSTER_INDEX: cluster node on that

@@ -179,12 +179,20 @@ impl Router {
 
     /// Removes one client's (non-shared) subscription; true if it existed.
     pub fn unsubscribe(&self, filter: &str, client_id: &str) -> bool {
+        self.take_out(filter, |subs| {
+            let before = subs.direct.len();
+            subs.direct.retain(|s| &*s.client_id != client_id);
+            subs.direct.len() != before
+        })
+    }
+
+    /// Changes the entry of `filter` with `change` (true: a subscription was taken out, and is
+    /// counted out), and removes the entry once it is empty (the cluster is told).
+    fn take_out(&self, filter: &str, change: impl FnOnce(&mut FilterSubs) -> bool) -> bool {
         let mut found = false;
         let mut trie = self.trie.write();
         let gone = trie.remove_if(filter, |subs| {
-            let before = subs.direct.len();
-            subs.direct.retain(|s| &*s.client_id != client_id);
-            found = subs.direct.len() != before;
+            found = change(subs);
             subs.is_empty()
         });
         if gone {
@@ -206,24 +214,17 @@ impl Router {
         filter: &str,
         client_id: &str,
     ) -> (bool, Option<Arc<Queue>>) {
-        let (mut found, mut emptied) = (false, None);
-        let mut trie = self.trie.write();
-        let gone = trie.remove_if(filter, |subs| {
-            if let Some(i) = subs.groups.iter().position(|g| g.name() == name) {
-                found = subs.groups[i].leave(client_id);
-                if subs.groups[i].is_empty() {
-                    emptied = Some(subs.groups.remove(i));
-                }
+        let mut emptied = None;
+        let found = self.take_out(filter, |subs| {
+            let Some(i) = subs.groups.iter().position(|g| g.name() == name) else {
+                return false;
+            };
+            let found = subs.groups[i].leave(client_id);
+            if subs.groups[i].is_empty() {
+                emptied = Some(subs.groups.remove(i));
             }
-            subs.is_empty()
+            found
         });
-        if gone {
-            self.interest_changed(filter, false);
-        }
-        drop(trie);
-        if found {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
         (found, emptied)
     }
 

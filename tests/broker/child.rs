@@ -48,9 +48,16 @@ impl ChildBroker {
             ),
         )
         .unwrap();
+        ChildBroker::spawn(&config, Duration::from_secs(30))
+            .unwrap_or_else(|log| panic!("tern did not start:\n{}", log.join("\n")))
+    }
+
+    /// Starts the binary with `config` and waits (at most `within`) until it logs both
+    /// listeners' addresses; its log instead, if it exits or does not listen in time.
+    pub fn spawn(config: &Path, within: Duration) -> Result<ChildBroker, Vec<String>> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -82,14 +89,19 @@ impl ChildBroker {
                 }
             }
         });
-        let (addr, http) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("tern started and logged its addresses");
-        ChildBroker {
-            child,
-            log,
-            addr,
-            http,
+        match rx.recv_timeout(within) {
+            Ok((addr, http)) => Ok(ChildBroker {
+                child,
+                log,
+                addr,
+                http,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let lines = log.lock().unwrap().clone();
+                Err(lines)
+            }
         }
     }
 

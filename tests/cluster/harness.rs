@@ -3,12 +3,13 @@
 //! 2.9.10), and `tern` nodes as child processes. Everything is stopped on drop, panics
 //! included.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use crate::child::ChildBroker;
 
 /// How long a test waits for any single expected packet before failing (the shared raw client
 /// reads it from here).
@@ -44,28 +45,9 @@ pub fn binaries() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-/// Whether every port in `ports` is free now.
-fn free(ports: impl IntoIterator<Item = u16>) -> bool {
-    ports
-        .into_iter()
-        .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-}
-
-/// A base port such that base..base+3, +2000 and +4000 are free (client, route, monitor).
-fn free_base() -> u16 {
-    for _ in 0..200 {
-        let base = 20_000 + (rand::random::<u16>() % 900) * 10;
-        if free((0..3).flat_map(|i| [base + i, base + 2000 + i, base + 4000 + i])) {
-            return base;
-        }
-    }
-    panic!("no free ports for a NATS cluster");
-}
-
 /// A 3-server NATS cluster with JetStream on loopback.
 pub struct Nats {
     dir: tempfile::TempDir,
-    base: u16,
     /// `nats://127.0.0.1:PORT`, one per server.
     pub urls: Vec<String>,
 }
@@ -75,11 +57,10 @@ impl Nats {
     pub fn start() -> Nats {
         binaries();
         let dir = tempfile::tempdir().unwrap();
-        let base = free_base();
         let out = Command::new(script())
             .arg("start")
             .arg(dir.path())
-            .env("NATS_PORT_BASE", base.to_string())
+            .env("NATS_PORT_BASE", "auto")
             .stderr(Stdio::inherit())
             .output()
             .unwrap();
@@ -89,7 +70,7 @@ impl Nats {
             .split(',')
             .map(str::to_string)
             .collect();
-        Nats { dir, base, urls }
+        Nats { dir, urls }
     }
 
     /// Starts again the servers that are not running (on their stores), and waits until
@@ -98,7 +79,7 @@ impl Nats {
         let out = Command::new(script())
             .arg("start")
             .arg(self.dir.path())
-            .env("NATS_PORT_BASE", self.base.to_string())
+            .env("NATS_PORT_BASE", "auto")
             .env("NATS_START_TIMEOUT", "60")
             .stderr(Stdio::inherit())
             .output()
@@ -131,12 +112,7 @@ impl Drop for Nats {
 
 /// A `tern` node in cluster mode.
 pub struct Node {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-    /// Its MQTT listener.
-    pub addr: SocketAddr,
-    /// Its HTTP listener.
-    pub http: SocketAddr,
+    broker: ChildBroker,
     _dir: tempfile::TempDir,
 }
 
@@ -166,79 +142,28 @@ impl Node {
             format!("[listener]\nbind = \"127.0.0.1\"\nport = 0\n\n[http]\nport = 0\n\n{section}"),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            let (mut mqtt, mut http) = (None, None);
-            let after = |line: &str, key: &str| {
-                line.split(key)
-                    .nth(1)
-                    .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/').next())
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-            };
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line.clone());
-                mqtt = mqtt.or_else(|| after(&line, " address="));
-                http = http.or_else(|| after(&line, "url=http://"));
-                if let (Some(m), Some(h)) = (mqtt, http) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send((m, h));
-                    }
-                }
-            }
-            // The log ended: the process is gone.
-            drop(tx);
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok((addr, http)) => Ok(Node {
-                child,
-                log,
-                addr,
-                http,
-                _dir: dir,
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let lines = log.lock().unwrap().clone();
-                Err(lines)
-            }
-        }
+        let broker = ChildBroker::spawn(&config, Duration::from_secs(60))?;
+        Ok(Node { broker, _dir: dir })
+    }
+
+    /// Its MQTT listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.broker.addr
+    }
+
+    /// Its HTTP listener.
+    pub fn http(&self) -> SocketAddr {
+        self.broker.http
     }
 
     /// kill -9: the node dies without a word.
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill9(self) {
+        self.broker.kill9();
     }
 
     /// How many log lines contain `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.broker.log_count(needle)
     }
 }
 

@@ -7,6 +7,9 @@
 #[path = "../broker/wire/mod.rs"]
 mod wire;
 
+#[path = "../broker/child.rs"]
+#[allow(dead_code)]
+mod child;
 mod harness;
 
 use std::collections::{BTreeMap, HashSet};
@@ -37,7 +40,7 @@ impl Cluster {
     }
 
     fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].addr
+        self.nodes[i].addr()
     }
 }
 
@@ -56,7 +59,7 @@ fn a_cluster_behaves_as_one_broker() {
     let cluster = Cluster::start();
     for n in &cluster.nodes {
         assert_eq!(
-            http_status(n.http, "/ready"),
+            http_status(n.http(), "/ready"),
             200,
             "a node that listens has joined"
         );
@@ -74,7 +77,7 @@ fn a_cluster_behaves_as_one_broker() {
         a_deleted_node_consumer_is_opened_again(&cluster).await;
     });
     // The cluster's metrics: JetStream write times, what came from other nodes.
-    let metrics = http_body(cluster.nodes[0].http, "/metrics");
+    let metrics = http_body(cluster.nodes[0].http(), "/metrics");
     for name in [
         "tern_cluster_stream_write_seconds_count",
         "tern_cluster_received_total{path=\"core\"}",
@@ -503,7 +506,7 @@ fn payloads_too_large_for_nats_are_refused() {
     let node = Node::start_with(&section).unwrap_or_else(|log| panic!("{}", log.join("\n")));
     run(async {
         for level in [V311, V5] {
-            let mut c = RawClient::connected(node.addr, level, &format!("big{level}")).await;
+            let mut c = RawClient::connected(node.addr(), level, &format!("big{level}")).await;
             c.send(&publish(level, "big", 1, 3, &vec![b'x'; 100_000]))
                 .await;
             match c.next_event(WAIT).await {
@@ -515,9 +518,9 @@ fn payloads_too_large_for_nats_are_refused() {
                 other => panic!("v{level}: {other:?}"),
             }
             // What fits still goes through.
-            let mut s = RawClient::connected(node.addr, level, &format!("fits-s{level}")).await;
+            let mut s = RawClient::connected(node.addr(), level, &format!("fits-s{level}")).await;
             s.subscribe(level, "fits", 1).await;
-            let mut p = RawClient::connected(node.addr, level, &format!("fits-p{level}")).await;
+            let mut p = RawClient::connected(node.addr(), level, &format!("fits-p{level}")).await;
             assert_round_trip(&mut p, &mut s, level, "fits").await;
         }
     });
@@ -608,15 +611,15 @@ fn wills_of_a_dead_nodes_clients_are_published(cluster: &Cluster) {
         s.subscribe(V5, &topic("#"), 1).await;
         let mut held = Vec::new();
         let c = Connect::new(V311, &format!("w3-{run_id}")).will(Will::new(&v3, b"gone-v3"));
-        held.push(RawClient::handshake(n4.addr, V311, &c).await.0);
+        held.push(RawClient::handshake(n4.addr(), V311, &c).await.0);
         let mut w = Will::new(&v5, b"gone-v5");
         w.props = prop_u32(WILL_DELAY, 2);
         let c = Connect::new(V5, &format!("w5-{run_id}"))
             .will(w)
             .props(prop_u32(SESSION_EXPIRY, 60));
-        held.push(RawClient::handshake(n4.addr, V5, &c).await.0);
+        held.push(RawClient::handshake(n4.addr(), V5, &c).await.0);
         let c = Connect::new(V5, &format!("wok-{run_id}")).will(Will::new(&ok, b"never"));
-        let (mut leaving, _) = RawClient::handshake(n4.addr, V5, &c).await;
+        let (mut leaving, _) = RawClient::handshake(n4.addr(), V5, &c).await;
         leaving.send(&disconnect()).await;
         assert_eq!(leaving.next_event(WAIT).await, Event::Closed);
         let killed = std::time::Instant::now();
@@ -661,12 +664,12 @@ fn an_old_nats_server_is_refused() {
 fn without_a_quorum_nothing_is_acknowledged_and_ready_says_so() {
     let nats = Nats::start();
     let node = Node::start("q1", &nats.urls[0..1]);
-    assert_eq!(http_status(node.http, "/ready"), 200);
+    assert_eq!(http_status(node.http(), "/ready"), 200);
     // Without a quorum a QoS 1 message is never acknowledged: v5 DISCONNECT 0x88 once
     // unavailable_timeout_secs (5) have passed; a CONNECT cannot claim its client id: CONNACK
     // 0x88 (v5) / 0x03 (3.1.1).
     run(async {
-        let mut p = RawClient::connected(node.addr, V5, "q-pub").await;
+        let mut p = RawClient::connected(node.addr(), V5, "q-pub").await;
         nats.kill9(1);
         nats.kill9(2);
         p.send(&publish(V5, "q/x", 1, 4, b"unstored")).await;
@@ -676,12 +679,12 @@ fn without_a_quorum_nothing_is_acknowledged_and_ready_says_so() {
         }
         for (level, code) in [(V5, 0x88), (V311, 0x03)] {
             let (_, ack) =
-                RawClient::try_handshake(node.addr, level, &Connect::new(level, "q-c")).await;
+                RawClient::try_handshake(node.addr(), level, &Connect::new(level, "q-c")).await;
             assert_eq!(ack.reason, code, "v{level} CONNACK without a quorum");
         }
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while http_status(node.http, "/ready") != 503 {
+    while http_status(node.http(), "/ready") != 503 {
         assert!(
             std::time::Instant::now() < deadline,
             "/ready still 200 without a quorum"
@@ -690,7 +693,7 @@ fn without_a_quorum_nothing_is_acknowledged_and_ready_says_so() {
     }
     nats.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while http_status(node.http, "/ready") != 200 {
+    while http_status(node.http(), "/ready") != 200 {
         assert!(
             std::time::Instant::now() < deadline,
             "/ready not 200 with the quorum back"

