@@ -27,9 +27,11 @@ pub use durable::{check as check_store, StoreReport};
 pub use mailbox::{Mailbox, Queued, Source, Streamed};
 pub use queues::{is_queue_session, queue_name};
 pub use registry::{Attached, PendingWill};
-pub use remote::{ClusterWill, Remote, Unfit, Waiting};
+pub use remote::{
+    both, Claimed, ClusterSession, ClusterWill, Remote, Replayed, Resume, Unfit, Waiting,
+};
 pub use retained::RetainedStream;
-pub use router::RouteOutcome;
+pub use router::{Recorder, RouteOutcome};
 pub use subscribe::{After, Feed, SubscribeResult, Wanted};
 
 use registry::{Detached, Registry};
@@ -302,7 +304,18 @@ impl BrokerState {
     fn route(
         &self,
         msg: &Arc<Message>,
+        recorder: Option<&mut dyn router::Recorder>,
+    ) -> RouteOutcome {
+        self.route_noting(msg, recorder, true)
+    }
+
+    /// [`BrokerState::route`]; the recorder hears of the groups' and queues' deliveries too
+    /// only with `queues_noted`.
+    fn route_noting(
+        &self,
+        msg: &Arc<Message>,
         mut recorder: Option<&mut dyn router::Recorder>,
+        queues_noted: bool,
     ) -> RouteOutcome {
         let mut groups = Vec::new();
         let r = recorder
@@ -315,6 +328,7 @@ impl BrokerState {
                 self.router.route(msg, r, Some(&may_read), &mut groups)
             }
         };
+        let recorder = recorder.filter(|_| queues_noted);
         let (taken, group_full, refused) = self.enqueue(msg, recorder, &groups);
         outcome.delivered += taken;
         outcome.dropped_queue_full += group_full;
@@ -454,6 +468,10 @@ impl BrokerState {
         if ops.is_empty() || !mailbox.is_stored() {
             return None;
         }
+        if let Some(remote) = self.remote.get() {
+            remote.released(client_id, &mut ops.iter().filter_map(released_seq));
+            return None;
+        }
         self.durable.as_ref()?.apply(client_id, ops, durable)
     }
 
@@ -516,6 +534,10 @@ impl BrokerState {
         }
         attached.session.expiry_interval = expiry_interval;
         attached.session.set_window(window);
+        if self.remote.get().is_some() {
+            // Cluster mode: a persistent session's place in the cluster's stream is kept.
+            attached.mailbox.set_stored(expiry_interval > 0);
+        }
         if let Some(durable) = &self.durable {
             let session = &mut attached.session;
             if expiry_interval > 0 {
@@ -591,6 +613,9 @@ impl BrokerState {
                 self.end_session(&session, stored, will, queued);
             }
             Detached::Parked => {
+                if let (Some(remote), Some(claim)) = (self.remote.get(), claim) {
+                    remote.parked(client_id, claim, will_later.is_some());
+                }
                 if let Some(durable) = self.durable.as_ref().filter(|_| stored) {
                     let will = will_later.as_ref().map(|(m, d)| (&**m, *d));
                     durable.session_disconnected(client_id, expiry, now, will);
@@ -640,6 +665,9 @@ impl BrokerState {
             self.publish_will_message(will.msg);
             self.will_settled(session.client_id(), will.claim);
         }
+        if let (Some(remote), Some(claim)) = (self.remote.get(), session.claim) {
+            remote.ended(session.client_id(), claim.get());
+        }
         self.usernames.remove(session.client_id());
     }
 
@@ -677,6 +705,16 @@ impl BrokerState {
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.len()
+    }
+}
+
+/// The stream sequence a store operation releases, if any.
+fn released_seq(op: &StoreOp) -> Option<u64> {
+    match *op {
+        StoreOp::Delivered(seq) | StoreOp::Acked(_, seq) | StoreOp::Released(_, seq) => {
+            Some(seq.get())
+        }
+        _ => None,
     }
 }
 

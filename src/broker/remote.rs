@@ -7,9 +7,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::BrokerState;
-use crate::session::Message;
+use super::router::{Recorder, Subscriber};
+use super::{Attached, BrokerState};
+use crate::session::{Delivery, Message, Session, Subscription};
 use crate::store::Ticket;
+use crate::topic::TopicFilter;
 
 /// A future the broker awaits without knowing what is behind it.
 pub type Waiting<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -35,6 +37,68 @@ pub struct ClusterWill {
     pub expiry: u32,
 }
 
+/// A persistent session as the cluster keeps it, for the node a client resumes it on.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSession {
+    /// Session Expiry Interval, seconds.
+    pub expiry: u32,
+    /// Its subscriptions (filters with any `$share/` or `$queue/` prefix).
+    pub subscriptions: Vec<(String, Subscription)>,
+    /// Every message of the cluster's stream up to this sequence is done with.
+    pub floor: u64,
+    /// Above the floor and up to this sequence, a message may have been sent before (DUP).
+    pub sent: u64,
+}
+
+/// What a claim found.
+pub struct Claimed {
+    /// The claim's number: what the connection writes under.
+    pub claim: u64,
+    /// The session to resume, when the client asked for it and the cluster had it.
+    pub session: Option<ClusterSession>,
+    /// The client was held by another node: anything kept of it here is out of date.
+    pub elsewhere: bool,
+    /// The will (and its delay) of the client's previous connection on another node, with
+    /// whether that node turned out to have died with it (then the will is this node's to
+    /// publish; a live node publishes it itself as the client is taken over).
+    pub orphan_will: Option<(Arc<Message>, u32, Waiting<bool>)>,
+}
+
+/// What one stream message read back for a resumed session came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replayed {
+    /// Queued; `stored` when at QoS 1/2 (it is owed until acknowledged).
+    Queued {
+        /// At QoS 1/2.
+        stored: bool,
+    },
+    /// Not for this session (no match, No Local, the ACL).
+    Skipped,
+    /// Its queue is full: nothing more is read back.
+    Full,
+}
+
+/// Queues one message read back for a resumed session: (message, stream sequence, DUP).
+pub type Deliver = dyn FnMut(&Arc<Message>, u64, bool) -> Replayed + Send;
+
+/// A persistent session the cluster kept, resumed on this node: its queue is read back from
+/// the cluster's stream, then its subscriptions go into the router, at one point of the
+/// stream, so nothing is missed or queued twice.
+pub struct Resume {
+    /// Whose.
+    pub client_id: Arc<str>,
+    /// Its subscriptions' filters (without shared ones): what to read back.
+    pub filters: Vec<String>,
+    /// Read back from after this sequence.
+    pub floor: u64,
+    /// Up to this sequence, a message goes again with DUP.
+    pub sent: u64,
+    /// Queues one message read back: (message, sequence, DUP).
+    pub deliver: Box<Deliver>,
+    /// Puts the subscriptions in the router: from then on routing feeds the session.
+    pub install: Box<dyn FnOnce() + Send>,
+}
+
 /// What the broker hands to the rest of the cluster, and asks of it.
 pub trait Remote: Send + Sync + std::fmt::Debug {
     /// Whether a message with this topic and payload size can travel at all; checked before
@@ -55,17 +119,37 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     fn retained_synced(&self) -> Option<Waiting<()>>;
     /// Makes this node the owner of `client_id` cluster-wide (a connection elsewhere is told
     /// to go), keeping `will` with the claim, so another node publishes it should this one
-    /// die while the client is connected. The claim's number, for what the connection later
-    /// writes under it; an error says why the cluster cannot answer now.
+    /// die while the client is connected. With `clean_start` false the session the cluster
+    /// kept comes back; a session `expiry` above 0 is kept from now on. An error says why the
+    /// cluster cannot answer now.
     fn claim(
         &self,
         client_id: &Arc<str>,
         will: Option<ClusterWill>,
-    ) -> Waiting<Result<u64, String>>;
+        clean_start: bool,
+        expiry: u32,
+    ) -> Waiting<Result<Claimed, String>>;
     /// The will kept with `claim` is no longer due (published here, or the client left
     /// without one): the cluster forgets it, unless a newer claim replaced that one. Resolves
     /// once it has.
     fn will_settled(&self, client_id: &Arc<str>, claim: u64) -> Waiting<()>;
+    /// The persistent session held under `claim` has these subscriptions now; the ticket
+    /// completes once the cluster keeps them (SUBACK and UNSUBACK wait for it).
+    fn keep_subscriptions(
+        &self,
+        client_id: &Arc<str>,
+        claim: u64,
+        subscriptions: Vec<(String, Subscription)>,
+    ) -> Option<Ticket>;
+    /// The connection of the persistent session held under `claim` ended (its expiry counts
+    /// from now); `will_waits` says whether its will is still to come.
+    fn parked(&self, client_id: &Arc<str>, claim: u64, will_waits: bool);
+    /// The client held under `claim` and its session are done: the cluster forgets them.
+    fn ended(&self, client_id: &Arc<str>, claim: u64);
+    /// `client_id` is done with these messages of the cluster's stream (acknowledged, dropped).
+    fn released(&self, client_id: &str, seqs: &mut dyn Iterator<Item = u64>);
+    /// Reads back the queue of a session resumed here, then installs its subscriptions.
+    fn resume(&self, resume: Resume) -> Waiting<Result<(), String>>;
     /// The node is stopping: its peers stop waiting for it.
     fn leave(&self) -> Waiting<()>;
     /// Whether the node's last write to JetStream (its heartbeat, every 2 s) succeeded: without
@@ -135,5 +219,201 @@ impl BrokerState {
                 }
             }
         }
+    }
+}
+
+impl BrokerState {
+    /// Routes a QoS 1/2 message read from the cluster's stream at sequence `seq`: like
+    /// [`BrokerState::route_remote`], with `recorder` told of each delivery queued for a
+    /// persistent session, so the cluster knows how far through the stream each has got.
+    pub fn route_stream(&self, msg: &Arc<Message>, recorder: &mut dyn Recorder) {
+        self.route_noting(msg, Some(recorder), false);
+    }
+
+    /// The subscriptions of a persistent session, for the cluster to keep (`None` when it
+    /// keeps none of this session: not persistent, or not in cluster mode). SUBACK and UNSUBACK
+    /// wait for the ticket, and for the peers' interest.
+    pub(super) fn keep_subscriptions(
+        &self,
+        session: &Session,
+        mailbox: &super::Mailbox,
+    ) -> Option<Ticket> {
+        let remote = self.remote.get()?;
+        let claim = session.claim?.get();
+        if !mailbox.is_stored() {
+            return None;
+        }
+        let subscriptions = session
+            .subscriptions()
+            .iter()
+            .map(|(f, s)| (f.as_str().to_string(), s.clone()))
+            .collect();
+        remote.keep_subscriptions(session.client_id(), claim, subscriptions)
+    }
+
+    /// A session kept here is out of date (the client was held by another node since): it
+    /// ends without a word to the cluster, where the newer one lives.
+    pub fn drop_local(&self, client_id: &Arc<str>) {
+        if let super::registry::Evicted::Parked(mut session, mailbox) =
+            self.registry.evict(client_id)
+        {
+            session.claim = None;
+            let queued = mailbox.take_all();
+            self.end_session(&session, false, None, queued);
+        }
+    }
+
+    /// Resumes on this connection's new session the persistent session `kept` the cluster
+    /// kept: its subscriptions (groups and queues joined again), then its queue read back
+    /// from the cluster's stream, in order, before anything routed from then on.
+    pub async fn resume_clustered(
+        self: &Arc<Self>,
+        attached: &mut Attached,
+        kept: ClusterSession,
+    ) -> Result<(), String> {
+        let remote = Arc::clone(self.remote.get().ok_or("not in cluster mode")?);
+        let client_id = Arc::clone(attached.session.client_id());
+        let mailbox = Arc::clone(&attached.mailbox);
+        let window = attached.session.window();
+        let mut plain: Vec<(TopicFilter, Subscription)> = Vec::new();
+        for (filter, sub) in kept.subscriptions {
+            // Valid when kept; one that is not any more is left out.
+            let Ok(filter) = TopicFilter::parse(&filter) else {
+                continue;
+            };
+            if super::queue_name(filter.as_str()).is_some() || filter.share().is_some() {
+                let joining = super::queues::Joining {
+                    weight: self.share_weight(&client_id, None),
+                    window,
+                };
+                let member = subscriber(&client_id, &mailbox, &sub);
+                let Some((slot, _)) = self.join_queue(&filter, member, joining) else {
+                    continue;
+                };
+                self.queue_ready(slot, &client_id);
+            } else {
+                plain.push((filter.clone(), sub.clone()));
+            }
+            attached.session.subscribe(filter, sub);
+        }
+        let filters = plain.iter().map(|(f, _)| f.filter().to_string()).collect();
+        let deliver = {
+            let (state, plain) = (Arc::clone(self), plain.clone());
+            let (client_id, mailbox) = (Arc::clone(&client_id), Arc::clone(&mailbox));
+            Box::new(move |msg: &Arc<Message>, seq: u64, dup: bool| {
+                state.replay_one(&client_id, &mailbox, &plain, msg, seq, dup)
+            })
+        };
+        let install = {
+            let state = Arc::clone(self);
+            let (client_id, mailbox) = (Arc::clone(&client_id), Arc::clone(&mailbox));
+            Box::new(move || {
+                for (filter, sub) in &plain {
+                    let s = subscriber(&client_id, &mailbox, sub);
+                    state.router.subscribe(filter.filter(), s);
+                }
+            })
+        };
+        remote
+            .resume(Resume {
+                client_id,
+                filters,
+                floor: kept.floor,
+                sent: kept.sent,
+                deliver,
+                install,
+            })
+            .await?;
+        attached.session_present = true;
+        Ok(())
+    }
+
+    /// Queues one message read back from the cluster's stream for a resumed session, as the
+    /// router would have: once, at the highest QoS of its matching subscriptions, with all
+    /// their identifiers, if the ACL lets the client read it.
+    fn replay_one(
+        &self,
+        client_id: &Arc<str>,
+        mailbox: &super::Mailbox,
+        subs: &[(TopicFilter, Subscription)],
+        msg: &Arc<Message>,
+        seq: u64,
+        dup: bool,
+    ) -> Replayed {
+        let topic = msg.topic();
+        let mut found: Option<Delivery> = None;
+        for (filter, sub) in subs {
+            if !crate::topic::matches(filter.filter(), topic)
+                || sub.options.no_local && msg.publisher.as_deref() == Some(&**client_id)
+            {
+                continue;
+            }
+            let qos = msg.qos().min(sub.options.qos);
+            let retain = sub.options.retain_as_published && msg.publish.retain;
+            match &mut found {
+                Some(d) => {
+                    d.qos = d.qos.max(qos);
+                    d.retain |= retain;
+                    d.sub_ids.extend(sub.id);
+                }
+                None => {
+                    found = Some(Delivery {
+                        msg: Arc::clone(msg),
+                        qos,
+                        retain,
+                        sub_ids: sub.id.into_iter().collect(),
+                        seq: None,
+                        dup,
+                        link: None,
+                    })
+                }
+            }
+        }
+        let Some(mut delivery) = found else {
+            return Replayed::Skipped;
+        };
+        if let Some(authorizer) = self.auth.authorizer() {
+            if !self.may_read(&authorizer, client_id, topic) {
+                return Replayed::Skipped;
+            }
+        }
+        let stored = delivery.qos != crate::protocol::QoS::AtMostOnce;
+        if stored {
+            delivery.seq = crate::session::Seq::new(seq);
+        }
+        match mailbox.push(delivery) {
+            Ok(()) => Replayed::Queued { stored },
+            Err(super::mailbox::DropReason::QueueFull) => Replayed::Full,
+            Err(_) => Replayed::Skipped,
+        }
+    }
+}
+
+/// A session's subscription as the router holds it.
+fn subscriber(
+    client_id: &Arc<str>,
+    mailbox: &Arc<super::Mailbox>,
+    sub: &Subscription,
+) -> Subscriber {
+    Subscriber {
+        client_id: Arc::clone(client_id),
+        mailbox: Arc::clone(mailbox),
+        options: sub.options,
+        id: sub.id,
+    }
+}
+
+/// One ticket for two things to wait for (either may be missing).
+pub fn both(a: Option<Ticket>, b: Option<Ticket>) -> Option<Ticket> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let (ticket, done) = Ticket::manual();
+            tokio::spawn(async move {
+                let (a, b) = tokio::join!(a.wait(), b.wait());
+                let _ = done.send(a.and(b));
+            });
+            Some(ticket)
+        }
+        (a, b) => a.or(b),
     }
 }

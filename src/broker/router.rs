@@ -51,6 +51,11 @@ pub trait Recorder {
     /// The recorded delivery to `mailbox` is to be queued by sequence number only, once its
     /// message is stored (or readable on its way there).
     fn defer(&mut self, client_id: &Arc<str>, mailbox: &Arc<Mailbox>);
+    /// Whether a delivery to an offline or far-behind stored session is queued by sequence
+    /// number only ([`Recorder::defer`]); otherwise it is queued whole, as to any session.
+    fn by_seq_only(&self) -> bool {
+        true
+    }
 }
 
 /// Whether the client with this id may receive the message being routed (ACLs).
@@ -275,7 +280,7 @@ impl Router {
             let record = match recorder.as_deref_mut() {
                 Some(r) if t.sub.mailbox.stores(delivery.qos) => {
                     delivery.seq = Seq::new(r.next_seq());
-                    if t.sub.mailbox.keeps_stored_only() {
+                    if r.by_seq_only() && t.sub.mailbox.keeps_stored_only() {
                         // Offline or far behind: its message waits in the store, not here.
                         r.record(&t.sub.client_id, &delivery);
                         r.defer(&t.sub.client_id, &t.sub.mailbox);

@@ -64,6 +64,9 @@ impl BrokerState {
         mailbox: &Mailbox,
         filters: &[&str],
     ) -> Option<crate::store::Ticket> {
+        if self.remote.get().is_some() {
+            return self.keep_subscriptions(session, mailbox);
+        }
         let durable = self.durable.as_ref().filter(|_| mailbox.is_stored())?;
         let changes: Vec<(&str, Option<&Subscription>)> = filters
             .iter()

@@ -18,6 +18,7 @@ mod dedupe;
 mod interest;
 mod mirror;
 mod owner;
+mod records;
 mod status;
 pub(crate) mod subject;
 mod wire;
@@ -31,9 +32,9 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::{BrokerState, Remote, Unfit, Waiting};
+use crate::broker::{BrokerState, Claimed, ClusterWill, Remote, Replayed, Resume, Unfit, Waiting};
 use crate::config::ClusterConfig;
-use crate::session::Message;
+use crate::session::{Message, Subscription};
 use crate::store::{StoreError, Ticket};
 pub use status::status;
 use subject::{Subjects, MAX_SUBJECT_LEN};
@@ -44,8 +45,9 @@ use subject::{Subjects, MAX_SUBJECT_LEN};
 /// 2.9.21, with a further fix in 2.11.0); on 2.15.1, none in 33,000.
 pub const MIN_SERVER: (u64, u64) = (2, 11);
 
-/// How long QoS 1/2 messages stay in the stream for nodes that were away to catch up.
-const MSGS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// How long QoS 1/2 messages stay in the stream: for nodes that were away to catch up, and
+/// for persistent sessions whose clients are away (their queues are read back from it).
+const MSGS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The stream's size bound (oldest dropped first).
 const MSGS_MAX_BYTES: i64 = 1 << 30;
 /// Messages waiting for the publisher task. Beyond it (NATS slower than the clients for long)
@@ -128,6 +130,9 @@ struct Outgoing {
     marker: Option<oneshot::Sender<u64>>,
 }
 
+/// A session to resume, and who waits for it.
+type Resuming = (Resume, oneshot::Sender<Result<(), String>>);
+
 /// This node's membership of the cluster: the [`Remote`] the broker calls.
 pub struct Cluster {
     node: String,
@@ -147,6 +152,10 @@ pub struct Cluster {
     mirror: mirror::Handle,
     owners: owner::Owners,
     names: Names,
+    /// Sessions to resume, for the stream consumer (which reads their queues back between two
+    /// of its own messages).
+    resumes: mpsc::Sender<Resuming>,
+    resumes_rx: parking_lot::Mutex<Option<mpsc::Receiver<Resuming>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -251,6 +260,7 @@ impl Cluster {
             retry(|| owner::Owners::open(&js, &names.owners, &names.nodes, config.replicas, &node))
                 .await?;
         let (out, out_rx) = mpsc::channel(OUTGOING);
+        let (resumes, resumes_rx) = mpsc::channel(1024);
         let origin = format!("{node}/{:08x}", rand::random::<u32>());
         tracing::info!(
             node = %node,
@@ -276,6 +286,8 @@ impl Cluster {
             retain_done: tokio::sync::watch::Sender::new(0),
             owners,
             names,
+            resumes,
+            resumes_rx: parking_lot::Mutex::new(Some(resumes_rx)),
         }))
     }
 
@@ -367,14 +379,11 @@ async fn ensure_streams(
     for config in [msgs, retain] {
         let name = config.name.clone();
         let want = config.subjects.clone();
-        let mut stream = js
-            .get_or_create_stream(config)
+        // Limits that changed between versions are brought up to date.
+        let info = js
+            .create_or_update_stream(config)
             .await
             .map_err(|e| js_err(format!("create stream {name}"))(e.to_string()))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| js_err(format!("read stream {name}"))(e.to_string()))?;
         if info.config.subjects != want {
             return Err(ClusterError::JetStream {
                 what: format!("use stream {name}"),
@@ -545,11 +554,30 @@ async fn node_consumer(
 /// move for [`WATCHDOG`] is made anew from its acknowledgement floor.
 async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), ClusterError> {
     let (mut consumer, mut messages) = node_consumer(&cluster, Reopen::Start).await?;
+    let Some(mut resumes) = cluster.resumes_rx.lock().take() else {
+        return Ok(());
+    };
+    if let Ok(info) = consumer.info().await {
+        // Where this node starts: every session made here from now on starts there too.
+        let at = info
+            .delivered
+            .stream_sequence
+            .max(info.ack_floor.stream_sequence);
+        cluster.owners.records.routed.store(at, Ordering::Release);
+    }
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let mut last = 0;
         loop {
-            let how = read_stream(&cluster, &state, &mut consumer, messages, &mut last).await;
+            let how = read_stream(
+                &cluster,
+                &state,
+                &mut consumer,
+                messages,
+                &mut last,
+                &mut resumes,
+            )
+            .await;
             crate::metrics::cluster_error("consumer_reopened");
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -569,13 +597,15 @@ async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), 
 }
 
 /// Routes what `messages` delivers until it ends or stalls; says how to open it again.
-/// `last`: the stream sequence of the last message read.
+/// `last`: the stream sequence of the last message read. Between two messages, it reads back
+/// the queues of sessions resumed here.
 async fn read_stream(
     cluster: &Cluster,
     state: &BrokerState,
     consumer: &mut NodeConsumer,
     mut messages: jetstream::consumer::pull::Stream,
     last: &mut u64,
+    resumes: &mut mpsc::Receiver<Resuming>,
 ) -> Reopen {
     use futures_util::StreamExt;
     let mut watchdog = tokio::time::interval(WATCHDOG);
@@ -600,14 +630,14 @@ async fn read_stream(
                         return Reopen::Ended(*last);
                     }
                 };
-                if let Ok(info) = m.info() {
-                    *last = (*last).max(info.stream_sequence);
-                }
+                let seq = m.info().map_or(0, |info| info.stream_sequence);
+                *last = (*last).max(seq);
                 if let Some(topic) = cluster.subjects.topic_of(&m.subject) {
                     match wire::message(topic, m.payload.clone(), m.headers.as_ref(), true) {
                         Ok(msg) => {
                             crate::metrics::cluster_received("stream");
-                            state.route_remote(&msg);
+                            let records = &cluster.owners.records;
+                            state.route_stream(&msg, &mut records::Noting { records, seq });
                         }
                         Err(e) => {
                             crate::metrics::cluster_error("undecodable");
@@ -615,9 +645,15 @@ async fn read_stream(
                         }
                     }
                 }
+                cluster.owners.records.routed.fetch_max(*last, Ordering::AcqRel);
                 if let Err(e) = m.ack().await {
                     tracing::debug!(error = %e, "stream acknowledgement not sent");
                 }
+            }
+            Some((resume, done)) = resumes.recv() => {
+                let upto = cluster.owners.records.routed.load(Ordering::Acquire);
+                let read = resume_here(cluster, resume, upto).await;
+                let _ = done.send(read);
             }
             _ = watchdog.tick() => {
                 let Ok(info) = consumer.info().await else {
@@ -633,6 +669,110 @@ async fn read_stream(
             }
         }
     }
+}
+
+/// Reads back the queue of a session resumed here (the stream's messages after its floor, up
+/// to `upto`, where this node's routing stands), then installs its subscriptions: from the
+/// next message on, routing feeds it.
+async fn resume_here(cluster: &Cluster, mut resume: Resume, upto: u64) -> Result<(), String> {
+    let records = &cluster.owners.records;
+    records.resuming(&resume.client_id, true);
+    let read = tokio::time::timeout(cluster.timeout * 2, read_back(cluster, &mut resume, upto))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer from JetStream in {:?}",
+                cluster.timeout * 2
+            ))
+        });
+    if read.is_ok() {
+        (resume.install)();
+    } else {
+        crate::metrics::cluster_error("resume");
+    }
+    records.resuming(&resume.client_id, false);
+    read
+}
+
+/// The messages of the stream after `resume.floor`, up to `upto`, that match its filters, to
+/// `resume.deliver`.
+async fn read_back(cluster: &Cluster, resume: &mut Resume, upto: u64) -> Result<(), String> {
+    use futures_util::StreamExt;
+    use jetstream::consumer::{pull, DeliverPolicy};
+    if resume.floor >= upto || resume.filters.is_empty() {
+        return Ok(());
+    }
+    let wanted: Vec<String> = resume
+        .filters
+        .iter()
+        .flat_map(|f| cluster.subjects.filter(subject::CLASS_QOS1, f))
+        .collect();
+    // A consumer takes no overlapping filters: then it reads everything, matched here.
+    let filter_subjects = subject::disjoint(&wanted)
+        .unwrap_or_else(|| vec![cluster.subjects.all(subject::CLASS_QOS1)]);
+    let stream = cluster
+        .js
+        .get_stream(&cluster.names.msgs)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: resume.floor + 1,
+            },
+            filter_subjects,
+            ..pull::OrderedConfig::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if consumer
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .num_pending
+        == 0
+    {
+        return Ok(());
+    }
+    let records = &cluster.owners.records;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut first = true;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| e.to_string())?;
+        let info = m.info().map_err(|e| e.to_string())?;
+        let (seq, left) = (info.stream_sequence, info.pending);
+        if seq > upto {
+            break;
+        }
+        if first && seq > resume.floor + 1 && stream_starts_after(&stream, resume.floor).await {
+            // The stream let messages go before the session was back (its age or size limit).
+            crate::metrics::cluster_error("queue_aged_out");
+            tracing::warn!(client_id = %crate::logged::clip(&resume.client_id), floor = resume.floor, "part of a resumed session's queue had left the stream");
+        }
+        first = false;
+        if let Some(topic) = cluster.subjects.topic_of(&m.subject) {
+            if let Ok(msg) = wire::message(topic, m.payload.clone(), m.headers.as_ref(), true) {
+                match (resume.deliver)(&msg, seq, seq <= resume.sent) {
+                    Replayed::Queued { stored: true } => records.queued(&resume.client_id, seq),
+                    Replayed::Full => break,
+                    Replayed::Queued { stored: false } | Replayed::Skipped => {}
+                }
+            }
+        }
+        if seq >= upto || left == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the stream's first message comes after `floor + 1`.
+async fn stream_starts_after(stream: &jetstream::stream::Stream, floor: u64) -> bool {
+    let mut stream = stream.clone();
+    stream
+        .info()
+        .await
+        .is_ok_and(|i| i.state.first_sequence > floor + 1)
 }
 
 impl Remote for Cluster {
@@ -736,13 +876,74 @@ impl Remote for Cluster {
     fn claim(
         &self,
         client_id: &Arc<str>,
-        will: Option<crate::broker::ClusterWill>,
-    ) -> Waiting<Result<u64, String>> {
-        self.owners.claim(client_id, will, self.timeout)
+        will: Option<ClusterWill>,
+        clean_start: bool,
+        expiry: u32,
+    ) -> Waiting<Result<Claimed, String>> {
+        self.owners
+            .claim(client_id, will, clean_start, expiry, self.timeout)
     }
 
     fn will_settled(&self, client_id: &Arc<str>, claim: u64) -> Waiting<()> {
-        self.owners.will_settled(client_id, claim)
+        let t = self
+            .owners
+            .records
+            .amend(client_id, claim, |r| r.will = None);
+        Box::pin(async move {
+            if let Some(t) = t {
+                let _ = t.wait().await;
+            }
+        })
+    }
+
+    fn keep_subscriptions(
+        &self,
+        client_id: &Arc<str>,
+        claim: u64,
+        subscriptions: Vec<(String, Subscription)>,
+    ) -> Option<Ticket> {
+        let subs = subscriptions
+            .iter()
+            .map(|(f, s)| records::KeptSub::of(f, s))
+            .collect();
+        self.owners.records.amend(client_id, claim, |r| {
+            if let Some(s) = r.session.as_mut() {
+                s.subs = subs;
+            }
+        })
+    }
+
+    fn parked(&self, client_id: &Arc<str>, claim: u64, will_waits: bool) {
+        let now = records::now_ms();
+        let _ = self.owners.records.amend(client_id, claim, |r| {
+            if let Some(s) = r.session.as_mut() {
+                s.gone = Some(now);
+            }
+            if !will_waits {
+                r.will = None;
+            }
+        });
+    }
+
+    fn ended(&self, client_id: &Arc<str>, claim: u64) {
+        let _ = self.owners.records.end(client_id, claim);
+    }
+
+    fn released(&self, client_id: &str, seqs: &mut dyn Iterator<Item = u64>) {
+        self.owners.records.released(client_id, seqs);
+    }
+
+    fn resume(&self, resume: Resume) -> Waiting<Result<(), String>> {
+        let resumes = self.resumes.clone();
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            resumes
+                .send((resume, tx))
+                .await
+                .map_err(|_| "the stream consumer stopped".to_string())?;
+            rx.await
+                .map_err(|_| "the stream consumer stopped".to_string())?
+        })
     }
 
     fn leave(&self) -> Waiting<()> {

@@ -15,22 +15,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
-use dashmap::DashMap;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::records::{now_ms, Held, Record, Records};
 use super::{js_err, ClusterError};
-use crate::broker::{BrokerState, Waiting};
+use crate::broker::{BrokerState, Claimed, ClusterWill, Waiting};
 use crate::metrics;
+use crate::session::NEVER_EXPIRES;
 
 /// How often a node says it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(2);
-/// How long a claim stays in the ownership bucket, so the bucket holds the client ids of the
-/// last day, not every one ever seen. A claim that ages out costs nothing: a later CONNECT
-/// elsewhere creates the key anew, with a higher revision, and the watch tells this node all
-/// the same.
-const CLAIMS_KEPT: Duration = Duration::from_secs(24 * 3600);
+/// How long the marker of a purged record stays (so a watch that was away sees the purge).
+const PURGED_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// A node not heard of for this long is not waited for.
 pub(super) const ALIVE: Duration = Duration::from_secs(7);
@@ -50,29 +46,12 @@ pub(super) async fn count_by_node(owners: &kv::Store) -> Result<super::status::H
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| e.to_string())?;
         if let Ok(Some(e)) = owners.entry(key).await {
-            if let Ok(claim) = serde_json::from_slice::<Claim>(&e.value) {
-                *held.entry(claim.node).or_insert(0) += 1;
+            if let Ok(record) = serde_json::from_slice::<Record>(&e.value) {
+                *held.entry(record.node).or_insert(0) += 1;
             }
         }
     }
     Ok(held)
-}
-
-/// An ownership record, with the will of the connected client.
-#[derive(Debug, Serialize, Deserialize)]
-struct Claim {
-    node: String,
-    client_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    will: Option<KeptWill>,
-}
-
-/// A will kept with its client's claim.
-#[derive(Debug, Serialize, Deserialize)]
-struct KeptWill {
-    msg: super::wire::KeptMessage,
-    delay: u32,
-    expiry: u32,
 }
 
 /// A node whose heartbeat is older than this is dead: the survivors take over its clients'
@@ -101,8 +80,33 @@ impl Peers {
         self.seen.lock().insert(node.to_string(), Instant::now());
     }
 
+    /// `node` took its heartbeat out (it stopped): the survivors take over its clients at
+    /// once, as for a node that died.
     fn left(&self, node: &str) {
-        self.seen.lock().remove(node);
+        if let Some(long_ago) = Instant::now().checked_sub(DEAD) {
+            self.seen.lock().insert(node.to_string(), long_ago);
+        }
+    }
+
+    /// Resolves `true` once `node` has been silent for [`DEAD`], `false` if it is heard of
+    /// after `since` (or after a while, undecided): whether a connection it held ended with it.
+    pub(super) fn died(&self, node: &str, since: Instant) -> Waiting<bool> {
+        let (seen, node) = (Arc::clone(&self.seen), node.to_string());
+        Box::pin(async move {
+            let give_up = Instant::now() + DEAD + HEARTBEAT * 2;
+            loop {
+                let last = seen.lock().get(&node).copied();
+                match last {
+                    Some(at) if at > since => return false,
+                    Some(at) if at.elapsed() < DEAD => {}
+                    _ => return true,
+                }
+                if Instant::now() >= give_up {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
     }
 
     /// Other nodes not heard of for [`DEAD`], with when they were last heard of.
@@ -119,10 +123,9 @@ impl Peers {
 
 pub(super) struct Owners {
     node: String,
-    owners: kv::Store,
     nodes: kv::Store,
-    /// Client ids this node holds, with the revision of its claim.
-    held: Arc<DashMap<Arc<str>, u64>>,
+    /// The clients this node holds, and their records.
+    pub(super) records: Records,
     peers: Peers,
     /// Whether the last heartbeat was stored.
     healthy: Arc<std::sync::atomic::AtomicBool>,
@@ -140,17 +143,6 @@ async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store
         .map_err(|e| js_err(format!("create bucket {name}"))(e.to_string()))
 }
 
-/// The bucket key for a client id: any string a client may use, in the characters keys allow.
-fn key(client_id: &str) -> String {
-    let digest = Sha256::digest(client_id.as_bytes());
-    let mut k = String::with_capacity(2 + 64);
-    k.push_str("c.");
-    for b in digest {
-        k.push_str(&format!("{b:02x}"));
-    }
-    k
-}
-
 impl Owners {
     pub(super) async fn open(
         js: &jetstream::Context,
@@ -159,18 +151,20 @@ impl Owners {
         replicas: usize,
         node: &str,
     ) -> Result<Owners, ClusterError> {
-        let owners = bucket(
-            js,
-            kv::Config {
-                bucket: owners.to_string(),
-                history: 1,
-                max_age: CLAIMS_KEPT,
-                num_replicas: replicas,
-                storage: jetstream::stream::StorageType::File,
-                ..kv::Config::default()
-            },
-        )
-        .await?;
+        // Records stay until their client and session are done (no age limit: a session may
+        // never expire); a purged one leaves a marker for a day.
+        let config = kv::Config {
+            bucket: owners.to_string(),
+            history: 1,
+            num_replicas: replicas,
+            storage: jetstream::stream::StorageType::File,
+            limit_markers: Some(PURGED_KEPT),
+            ..kv::Config::default()
+        };
+        let owners = js
+            .create_or_update_key_value(config)
+            .await
+            .map_err(|e| js_err(format!("create bucket {owners}"))(e.to_string()))?;
         let nodes = bucket(
             js,
             kv::Config {
@@ -185,9 +179,8 @@ impl Owners {
         .await?;
         Ok(Owners {
             node: node.to_string(),
-            owners,
+            records: Records::new(owners, node.to_string()),
             nodes,
-            held: Arc::new(DashMap::new()),
             healthy: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             healthy_since: Arc::new(parking_lot::Mutex::new(Instant::now())),
             peers: Peers {
@@ -227,6 +220,7 @@ impl Owners {
             self.peers.heard(&k);
         }
         let from = self
+            .records
             .owners
             .status()
             .await
@@ -271,44 +265,51 @@ impl Owners {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        tokio::spawn(watch(
-            self.owners.clone(),
-            from,
-            self.node.clone(),
-            Arc::clone(&self.held),
-            Arc::downgrade(state),
-        ));
+        tokio::spawn(watch(self.records.clone(), from, Arc::downgrade(state)));
+        tokio::spawn(self.records.clone().keep_floors());
+        // What a previous run of this node held is taken over as a dead node's would be.
+        let (records, weak) = (self.records.clone(), Arc::downgrade(state));
+        tokio::spawn(async move {
+            match reap_node(&records, &records.me.clone(), now_ms(), &weak).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    clients = n,
+                    "clients of this node's previous run taken over"
+                ),
+                Err(e) => tracing::warn!(error = %e, "taking over this node's previous clients"),
+            }
+        });
         tokio::spawn(reap(
             Reaper {
-                owners: self.owners.clone(),
+                records: self.records.clone(),
                 nodes: self.nodes.clone(),
                 peers: self.peers.clone(),
-                me: self.node.clone(),
                 healthy: Arc::clone(&self.healthy),
                 healthy_since: Arc::clone(&self.healthy_since),
             },
-            Arc::clone(&self.held),
             Arc::downgrade(state),
         ));
         Ok(())
     }
 
-    /// Forgets the will kept with `claim`, if that is still the client's claim (fenced by its
-    /// revision: a newer claim, here or elsewhere, is left alone).
-    pub(super) fn will_settled(&self, client_id: &Arc<str>, claim: u64) -> Waiting<()> {
-        let (owners, held) = (self.owners.clone(), Arc::clone(&self.held));
-        let (client_id, me) = (Arc::clone(client_id), self.node.clone());
-        Box::pin(async move {
-            let value = serde_json::to_vec(&Claim {
-                node: me,
-                client_id: client_id.to_string(),
-                will: None,
-            })
-            .unwrap_or_default();
-            if let Ok(rev) = owners.update(key(&client_id), value.into(), claim).await {
-                held.alter(&client_id, |_, r| if r == claim { rev } else { r });
-            }
-        })
+    /// Claims `client_id` for this node ([`Records::claim`]).
+    pub(super) fn claim(
+        &self,
+        client_id: &Arc<str>,
+        will: Option<ClusterWill>,
+        clean_start: bool,
+        expiry: u32,
+        timeout: Duration,
+    ) -> Waiting<Result<Claimed, String>> {
+        let peers = self.peers.clone();
+        self.records.claim(
+            client_id,
+            will,
+            clean_start,
+            expiry,
+            move |node| peers.died(node, Instant::now()),
+            timeout,
+        )
     }
 
     /// Fails if another run of node `me` is alive: its heartbeat is recent and changes. A
@@ -356,91 +357,23 @@ impl Owners {
             }
         })
     }
-
-    /// Claims `client_id` for this node (see the module doc).
-    pub(super) fn claim(
-        &self,
-        client_id: &Arc<str>,
-        will: Option<crate::broker::ClusterWill>,
-        timeout: Duration,
-    ) -> Waiting<Result<u64, String>> {
-        let owners = self.owners.clone();
-        let held = Arc::clone(&self.held);
-        let me = self.node.clone();
-        let client_id = Arc::clone(client_id);
-        let value = serde_json::to_vec(&Claim {
-            node: self.node.clone(),
-            client_id: client_id.to_string(),
-            will: will.map(|w| KeptWill {
-                msg: super::wire::KeptMessage::of(&w.msg, &client_id),
-                delay: w.delay,
-                expiry: w.expiry,
-            }),
-        })
-        .unwrap_or_default();
-        Box::pin(async move {
-            let k = key(&client_id);
-            let attempt = async {
-                for _ in 0..16 {
-                    let current = owners.entry(k.clone()).await.map_err(|e| e.to_string())?;
-                    let written = match current {
-                        Some(e) if e.operation == kv::Operation::Put => {
-                            let previous: Option<Claim> = serde_json::from_slice(&e.value).ok();
-                            match owners.update(&k, value.clone().into(), e.revision).await {
-                                Ok(rev) => {
-                                    if previous.is_some_and(|p| p.node != me) {
-                                        metrics::cluster_takeover("taken");
-                                    }
-                                    Some(rev)
-                                }
-                                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                                    None
-                                }
-                                Err(e) => return Err(e.to_string()),
-                            }
-                        }
-                        _ => match owners.create(&k, value.clone().into()).await {
-                            Ok(rev) => Some(rev),
-                            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
-                            Err(e) => return Err(e.to_string()),
-                        },
-                    };
-                    if let Some(rev) = written {
-                        held.insert(Arc::clone(&client_id), rev);
-                        return Ok(rev);
-                    }
-                }
-                Err("the client id changed owner too often to claim it".to_string())
-            };
-            match tokio::time::timeout(timeout, attempt).await {
-                Ok(r) => r.inspect_err(|_| metrics::cluster_error("ownership")),
-                Err(_) => {
-                    metrics::cluster_error("ownership");
-                    Err(format!("no answer from JetStream in {timeout:?}"))
-                }
-            }
-        })
-    }
 }
 
-/// Watches for dead nodes: for each client a dead node held with a will, one survivor wins the
-/// claim by compare-and-set and publishes the will when it is due (its Will Delay, or the end of
-/// the session if that comes first, counted from the dead node's last heartbeat), unless the
-/// client claims its id again first.
+/// Watches for dead nodes: one survivor wins each client a dead node held, by
+/// compare-and-set on its record, and does what the dead node would have done: publishes the
+/// client's will when it is due (its Will Delay, or the end of the session if that comes first,
+/// counted from when the connection ended or the node was last heard of), ends the session when
+/// its expiry runs out, and frees the record of a client that left nothing behind. A client that
+/// connects again anywhere first (a newer claim) keeps its will and its session.
 ///
 /// A node is only taken for dead by one that has itself stored its heartbeats for a while
 /// (without a JetStream quorum no heartbeat is stored anywhere, and silence proves nothing), and
 /// whose heartbeat entry in the bucket is old too when it is read again.
-async fn reap(
-    reaper: Reaper,
-    held: Arc<DashMap<Arc<str>, u64>>,
-    state: std::sync::Weak<BrokerState>,
-) {
+async fn reap(reaper: Reaper, state: std::sync::Weak<BrokerState>) {
     let Reaper {
-        owners,
+        records,
         nodes,
         peers,
-        me,
         healthy,
         healthy_since,
     } = reaper;
@@ -469,12 +402,13 @@ async fn reap(
                 Err(_) => continue,
                 _ => {}
             }
-            match reap_node(&owners, &node, last, &me, &held, &state).await {
+            let last_ms = now_ms().saturating_sub(last.elapsed().as_millis() as u64);
+            match reap_node(&records, &node, last_ms, &state).await {
                 Ok(n) => {
-                    tracing::warn!(%node, wills = n, "node silent; its clients' wills taken over");
+                    tracing::warn!(%node, clients = n, "node silent; its clients taken over");
                     reaped.insert(node, last);
                 }
-                Err(e) => tracing::warn!(%node, error = %e, "taking over a silent node's wills"),
+                Err(e) => tracing::warn!(%node, error = %e, "taking over a silent node's clients"),
             }
         }
     }
@@ -482,23 +416,22 @@ async fn reap(
 
 /// What the reaper reads and writes.
 struct Reaper {
-    owners: kv::Store,
+    records: Records,
     nodes: kv::Store,
     peers: Peers,
-    me: String,
     healthy: Arc<std::sync::atomic::AtomicBool>,
     healthy_since: Arc<parking_lot::Mutex<Instant>>,
 }
 
-/// Takes over the wills of `dead`'s clients; how many this node won.
+/// Takes over the clients `dead` held, last heard of at `last_ms` (Unix ms); how many this
+/// node won.
 async fn reap_node(
-    owners: &kv::Store,
+    records: &Records,
     dead: &str,
-    last_heard: Instant,
-    me: &str,
-    held: &Arc<DashMap<Arc<str>, u64>>,
+    last_ms: u64,
     state: &std::sync::Weak<BrokerState>,
 ) -> Result<usize, String> {
+    let owners = &records.owners;
     let mut keys = owners.keys().await.map_err(|e| e.to_string())?;
     let mut won = 0;
     while let Some(k) = keys.next().await {
@@ -506,63 +439,103 @@ async fn reap_node(
         let Ok(Some(e)) = owners.entry(k.clone()).await else {
             continue;
         };
-        let Ok(claim) = serde_json::from_slice::<Claim>(&e.value) else {
+        if e.operation != kv::Operation::Put {
+            continue;
+        }
+        let Ok(mut record) = serde_json::from_slice::<Record>(&e.value) else {
             continue;
         };
-        let Some(will) = claim.will.filter(|_| claim.node == dead) else {
+        if record.node != dead {
             continue;
-        };
-        let ours = serde_json::to_vec(&Claim {
-            node: me.to_string(),
-            client_id: claim.client_id.clone(),
-            will: None,
-        })
-        .unwrap_or_default();
-        // Another survivor may win this one: then it publishes the will.
-        let Ok(rev) = owners.update(&k, ours.into(), e.revision).await else {
+        }
+        let client_id: Arc<str> = Arc::from(record.client_id.as_str());
+        if records.held.contains_key(&client_id) {
+            // Connected here since (this node's previous run is being taken over).
+            continue;
+        }
+        if record.will.is_none() && record.session.is_none() {
+            // Nothing of it is left to do: the key is freed.
+            let _ = owners.purge_expect_revision(&k, Some(e.revision)).await;
+            continue;
+        }
+        let gone = record
+            .session
+            .as_mut()
+            .map_or(last_ms, |s| *s.gone.get_or_insert(last_ms));
+        record.node.clone_from(&records.me);
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        // Another survivor may win this one: then it does the rest.
+        let Ok(rev) = owners.update(&k, value.into(), e.revision).await else {
             continue;
         };
         won += 1;
-        metrics::cluster_takeover("will");
-        let client_id: Arc<str> = Arc::from(claim.client_id);
-        held.insert(Arc::clone(&client_id), rev);
-        let Ok(msg) = will.msg.message() else {
-            continue;
-        };
+        metrics::cluster_takeover("node_lost");
+        records
+            .held
+            .insert(Arc::clone(&client_id), Held::new(rev, record.clone()));
+        tokio::spawn(carry_out(
+            records.clone(),
+            client_id,
+            rev,
+            record,
+            gone,
+            state.clone(),
+        ));
+    }
+    Ok(won)
+}
+
+/// Publishes the will of a client taken over from a dead node when it is due, then ends its
+/// session when it expires, for as long as this node holds the client under `epoch`.
+async fn carry_out(
+    records: Records,
+    client_id: Arc<str>,
+    epoch: u64,
+    record: Record,
+    gone_ms: u64,
+    state: std::sync::Weak<BrokerState>,
+) {
+    let now = now_ms();
+    let at = |secs: u32| {
+        let due = gone_ms.saturating_add(u64::from(secs) * 1000);
+        tokio::time::Instant::now() + Duration::from_millis(due.saturating_sub(now))
+    };
+    let held = |records: &Records| records.held.get(&client_id).map(|h| h.epoch) == Some(epoch);
+    if let Some(will) = &record.will {
         let after = if will.expiry == 0 {
             0
         } else {
             will.delay.min(will.expiry)
         };
-        let due =
-            tokio::time::Instant::from_std(last_heard) + Duration::from_secs(u64::from(after));
-        let (held, state) = (Arc::clone(held), state.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(due).await;
-            // Unless the client claimed its id again meanwhile (then it is alive).
-            if held.get(&client_id).map(|r| *r) != Some(rev) {
-                return;
-            }
-            if let Some(state) = state.upgrade() {
-                tracing::info!(client_id = %crate::logged::clip(&client_id), "will of a client of a dead node published");
-                state.publish_orphaned_will(msg);
-            }
-        });
+        tokio::time::sleep_until(at(after)).await;
+        if !held(&records) {
+            return;
+        }
+        if let (Ok(msg), Some(state)) = (will.msg.message(), state.upgrade()) {
+            tracing::info!(client_id = %crate::logged::clip(&client_id), "will of a client of a dead node published");
+            state.publish_orphaned_will(msg);
+        }
+        if let Some(t) = records.amend(&client_id, epoch, |r| r.will = None) {
+            let _ = t.wait().await;
+        }
     }
-    Ok(won)
+    let expires = match &record.session {
+        Some(s) if s.expiry == NEVER_EXPIRES => return,
+        Some(s) => at(s.expiry),
+        None => tokio::time::Instant::now(),
+    };
+    tokio::time::sleep_until(expires).await;
+    if held(&records) {
+        tracing::debug!(client_id = %crate::logged::clip(&client_id), "session of a client of a dead node expired");
+        let _ = records.end(&client_id, epoch);
+    }
 }
 
 /// Follows the ownership bucket from revision `from`: a newer claim by another node for a
 /// client held here moves that client away. Resumes after the last revision seen.
-async fn watch(
-    owners: kv::Store,
-    mut from: u64,
-    me: String,
-    held: Arc<DashMap<Arc<str>, u64>>,
-    state: std::sync::Weak<BrokerState>,
-) {
+async fn watch(records: Records, mut from: u64, state: std::sync::Weak<BrokerState>) {
     loop {
-        match owners.watch_all_from_revision(from).await {
+        match records.owners.watch_all_from_revision(from).await {
             Ok(mut w) => {
                 while let Some(entry) = w.next().await {
                     let Ok(entry) = entry else {
@@ -572,15 +545,16 @@ async fn watch(
                     if entry.operation != kv::Operation::Put {
                         continue;
                     }
-                    let Ok(claim) = serde_json::from_slice::<Claim>(&entry.value) else {
+                    let Ok(record) = serde_json::from_slice::<Record>(&entry.value) else {
                         continue;
                     };
-                    if claim.node == me {
+                    if record.node == records.me {
                         continue;
                     }
-                    let client_id: Arc<str> = Arc::from(claim.client_id);
-                    let ours_older = held
-                        .remove_if(&client_id, |_, rev| *rev < entry.revision)
+                    let client_id: Arc<str> = Arc::from(record.client_id);
+                    let ours_older = records
+                        .held
+                        .remove_if(&client_id, |_, h| h.rev < entry.revision)
                         .is_some();
                     if !ours_older {
                         continue;
@@ -589,8 +563,8 @@ async fn watch(
                         return;
                     };
                     metrics::cluster_takeover("lost");
-                    tracing::info!(client_id = %crate::logged::clip(&client_id), node = %claim.node, "client connected on another node: session taken over");
-                    let held = Arc::clone(&held);
+                    tracing::info!(client_id = %crate::logged::clip(&client_id), node = %record.node, "client connected on another node: session taken over");
+                    let held = Arc::clone(&records.held);
                     tokio::spawn(async move {
                         let id = Arc::clone(&client_id);
                         state
@@ -608,22 +582,5 @@ async fn watch(
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_fixed_length_and_allowed_for_any_client_id() {
-        for id in ["", "a", "a.b", "ü/ñ €", "\n\t*>", &"x".repeat(65535)] {
-            let k = key(id);
-            assert_eq!(k.len(), 66);
-            assert!(k
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-/_=.".contains(c)));
-        }
-        assert_ne!(key("a"), key("b"));
     }
 }

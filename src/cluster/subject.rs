@@ -253,6 +253,40 @@ pub(crate) fn covers(wide: &str, narrow: &str) -> bool {
     narrow.next().is_none()
 }
 
+/// Whether some subject matches both patterns `a` and `b`.
+pub(crate) fn overlap(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) | (None, None) => return true,
+            (None, _) | (_, None) => return false,
+            (Some(p), Some(q)) if p == q || p == "*" || q == "*" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The patterns of `wanted` without those another covers, if no two of the rest overlap (a
+/// JetStream consumer refuses filter subjects that overlap); `None` if some do.
+pub(crate) fn disjoint(wanted: &[String]) -> Option<Vec<String>> {
+    let mut kept: Vec<String> = Vec::new();
+    for (i, w) in wanted.iter().enumerate() {
+        let covered = wanted
+            .iter()
+            .enumerate()
+            .any(|(j, o)| j != i && covers(o, w) && (!covers(w, o) || j < i));
+        if !covered && !kept.contains(w) {
+            kept.push(w.clone());
+        }
+    }
+    for (i, a) in kept.iter().enumerate() {
+        if kept[i + 1..].iter().any(|b| overlap(a, b)) {
+            return None;
+        }
+    }
+    Some(kept)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -469,5 +503,31 @@ mod tests {
             words = longer;
         }
         assert_eq!(count, 10 + 100 + 1_000 + 10_000);
+    }
+
+    #[test]
+    fn overlapping_patterns_are_found() {
+        for (a, b, both) in [
+            ("t.1.a.*", "t.1.*.b", true),
+            ("t.1.a.>", "t.1.a", false),
+            ("t.1.a.>", "t.1.a.b.c", true),
+            ("t.1.a.b", "t.1.a.c", false),
+            ("t.1.*", "t.1.*.x", false),
+            ("t.1.>", "t.1.x", true),
+        ] {
+            assert_eq!(overlap(a, b), both, "{a} {b}");
+            assert_eq!(overlap(b, a), both, "{b} {a}");
+        }
+    }
+
+    #[test]
+    fn covered_patterns_are_dropped_and_partial_overlaps_refused() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            disjoint(&s(&["t.a.>", "t.a.b", "t.a.*", "t.c", "t.c"])),
+            Some(s(&["t.a.>", "t.c"]))
+        );
+        assert_eq!(disjoint(&s(&["t.a.*.c", "t.a.b.*"])), None);
+        assert_eq!(disjoint(&s(&["t.a", "t.a.>"])), Some(s(&["t.a", "t.a.>"])));
     }
 }

@@ -351,11 +351,12 @@ impl Connection {
             }
         }
         let filters: Vec<&str> = s.filters.iter().map(|f| f.filter.as_str()).collect();
-        let durable = self
-            .state
-            .persist_subscriptions(&self.client.session, &self.client.mailbox, &filters)
+        let durable = crate::broker::both(
+            self.state
+                .persist_subscriptions(&self.client.session, &self.client.mailbox, &filters),
             // Cluster mode: the SUBACK waits until every peer routes what it matches here.
-            .or_else(|| self.state.remote().and_then(|r| r.interest_settled()));
+            self.state.remote().and_then(|r| r.interest_settled()),
+        );
         let ack = Packet::SubAck(SubAck {
             pkid: s.pkid,
             reasons,

@@ -117,20 +117,39 @@ impl Connection {
             .filter(|_| state.config().persistence.enabled && accepted.session_expiry > 0)
             .map(|w| (will_message(w.clone()), w.delay_interval.unwrap_or(0)));
         let mut claim = None;
+        let mut kept = None;
         if let Some(remote) = state.remote() {
             // One owner per client id cluster-wide: a connection on another node is told to go.
             // The will goes with the claim: another node publishes it if this one dies.
-            let kept = will.as_ref().map(|w| crate::broker::ClusterWill {
+            let will = will.as_ref().map(|w| crate::broker::ClusterWill {
                 msg: Arc::new(will_message(w.clone())),
                 delay: w.delay_interval.unwrap_or(0),
                 expiry: accepted.session_expiry,
             });
             let claimed = tokio::select! {
-                c = remote.claim(&client_id, kept) => c,
+                c = remote.claim(&client_id, will, clean_start, accepted.session_expiry) => c,
                 _ = shutdown.changed() => Err("broker shutting down".to_string()),
             };
             match claimed {
-                Ok(c) => claim = std::num::NonZeroU64::new(c),
+                Ok(c) => {
+                    claim = std::num::NonZeroU64::new(c.claim);
+                    if c.elsewhere {
+                        state.drop_local(&client_id);
+                    }
+                    if let Some((msg, delay, died)) = c.orphan_will {
+                        // If its node died with the connection, the will is due now, unless
+                        // the session goes on within its Will Delay [MQTT-3.1.3-9].
+                        if c.session.is_none() || delay == 0 {
+                            let state = Arc::clone(&state);
+                            tokio::spawn(async move {
+                                if died.await {
+                                    state.publish_orphaned_will(msg);
+                                }
+                            });
+                        }
+                    }
+                    kept = c.session;
+                }
                 Err(e) => {
                     warn!(client_id = %clip(&client_id), error = %e, "CONNECT refused: the cluster cannot take ownership of the client id");
                     refuse(io, version, ReasonCode::ServerUnavailable).await;
@@ -149,6 +168,23 @@ impl Connection {
             )
             .await;
         attached.session.claim = claim;
+        if let Some(kept) = kept.filter(|_| !attached.session_present) {
+            // Kept by the cluster: its subscriptions and queue come back from there.
+            if let Err(e) = state.resume_clustered(&mut attached, kept).await {
+                warn!(client_id = %clip(&client_id), error = %e, "CONNECT refused: the session kept by the cluster cannot be read back");
+                attached.session.claim = None;
+                state.detach(
+                    &client_id,
+                    attached.generation,
+                    attached.session,
+                    &attached.mailbox,
+                    None,
+                );
+                state.drop_local(&client_id);
+                refuse(io, version, ReasonCode::ServerUnavailable).await;
+                return None;
+            }
+        }
         if let Some(stored) = attached.stored.take().filter(|_| attached.session_present) {
             // "Session present" is a promise that holds across a crash: the session's record
             // is durable first.

@@ -161,6 +161,11 @@ impl Node {
         self.broker.kill9();
     }
 
+    /// Its log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.broker.log_lines()
+    }
+
     /// How many log lines contain `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.broker.log_count(needle)

@@ -11,6 +11,7 @@ mod wire;
 #[allow(dead_code)]
 mod child;
 mod harness;
+mod survive;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -122,6 +123,10 @@ fn a_cluster_behaves_as_one_broker() {
     );
     // A node killed with its clients connected: the survivors publish their wills, once.
     wills_of_a_dead_nodes_clients_are_published(&cluster);
+    // A node killed mid-stream, three times: its persistent sessions resume on the survivors.
+    for round in 1..=3 {
+        sessions_resume_when_their_node_is_killed(&cluster, round);
+    }
     // A second node under a running node's id is refused: each would take the other's
     // ownership claims for its own.
     let log = match Node::start_with(&harness::cluster_section("n1", &cluster.nats.urls[1..2])) {
@@ -699,5 +704,105 @@ fn without_a_quorum_nothing_is_acknowledged_and_ready_says_so() {
             "/ready not 200 with the quorum back"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node with persistent subscribers (3.1.1 and v5, one with a will) is killed (kill -9)
+/// while a publisher on another node sends QoS 1 messages: each subscriber connects to a
+/// survivor, gets Session Present within 10 s of the kill, and then every acknowledged message
+/// (duplicates allowed: QoS 1); the will is published.
+fn sessions_resume_when_their_node_is_killed(cluster: &Cluster, round: usize) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use survive::{publish_acked, Subscriber, RESUMED_WITHIN};
+    let node = Node::start(&format!("k{round}"), &cluster.nats.urls);
+    let run_id = rand_suffix();
+    let will_topic = format!("survwill/{run_id}");
+    let (doomed, survivors) = (node.addr(), [cluster.addr(1), cluster.addr(2)]);
+    run(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut watcher = RawClient::connected(cluster.addr(0), V5, &format!("sw-{run_id}")).await;
+        watcher.subscribe(V5, &will_topic, 1).await;
+        let mut subs = Vec::new();
+        for (i, level) in [V311, V5, V311, V5].into_iter().enumerate() {
+            let addrs = vec![doomed, survivors[i % 2], survivors[(i + 1) % 2]];
+            let will = (i == 1).then(|| Will::new(&will_topic, b"gone"));
+            let filter = format!("surv/{run_id}/#");
+            let id = format!("ss{i}-{run_id}");
+            subs.push(Subscriber::start(id, level, addrs, filter, will, Arc::clone(&stop)).await);
+        }
+        let killed = Arc::new(parking_lot::Mutex::new(None));
+        let k = Arc::clone(&killed);
+        let topic = format!("surv/{run_id}/data");
+        let acked = publish_acked(
+            cluster.addr(0),
+            &format!("sp-{run_id}"),
+            &topic,
+            400,
+            move || {
+                *k.lock() = Some(std::time::Instant::now());
+                node.kill9();
+            },
+        )
+        .await;
+        let killed = killed.lock().expect("killed halfway");
+        assert!(
+            acked.len() >= 300,
+            "round {round}: only {} acknowledged",
+            acked.len()
+        );
+        for s in &subs {
+            let missing = s.wait_for(&acked, Duration::from_secs(20)).await;
+            if !missing.is_empty() {
+                for n in &cluster.nodes {
+                    for l in n
+                        .log_lines()
+                        .iter()
+                        .filter(|l| l.contains(&run_id) || l.contains("WARN"))
+                    {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+            assert!(
+                missing.is_empty(),
+                "round {round}: {} (v{}) misses {} of {} acknowledged messages: {:?}",
+                s.id,
+                s.level,
+                missing.len(),
+                acked.len(),
+                &missing[..missing.len().min(10)]
+            );
+            let resumed = s.resumed.lock().clone();
+            assert_eq!(resumed.len(), 1, "round {round}: {} reconnected once", s.id);
+            let (at, present) = resumed[0];
+            assert!(present, "round {round}: {}: Session Present", s.id);
+            assert!(
+                at.duration_since(killed) < RESUMED_WITHIN,
+                "round {round}: {} resumed {:?} after the kill",
+                s.id,
+                at.duration_since(killed)
+            );
+        }
+        let will = watcher.next_event(Duration::from_secs(15)).await;
+        match will {
+            Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
+                assert_eq!(parse_publish(V5, first, &body).payload, b"gone");
+            }
+            other => panic!("round {round}: will not published: {other:?}"),
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for s in subs {
+            s.finish().await;
+        }
+    });
+}
+
+#[test]
+#[ignore]
+fn dev_survive() {
+    let cluster = Cluster::start();
+    for round in 1..=3 {
+        sessions_resume_when_their_node_is_killed(&cluster, round);
     }
 }

@@ -1,0 +1,593 @@
+//! What the cluster keeps of each client: one record per client id in the ownership bucket,
+//! holding which node has the client (its claim), the will of its connection, and its
+//! persistent session (subscriptions, expiry, and how far through the message stream it has
+//! got). Because all of it is one key, the claim's compare-and-set fences every later write:
+//! a node that lost the client to another fails its next write instead of overwriting the new
+//! owner's state.
+//!
+//! A session's place in the message stream is its floor: every message at or below it is done
+//! with (acknowledged, or not for it). The node that holds the session counts the stream
+//! messages queued for it and not yet released, and moves the floor up to just below the
+//! oldest of them, written at most once a second. A node that resumes the session reads the
+//! stream from the floor on; what was released after the last write comes again, with DUP.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::kv;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use crate::broker::{Claimed, ClusterSession, ClusterWill, Waiting};
+use crate::metrics;
+use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
+use crate::session::{Delivery, Subscription, NEVER_EXPIRES};
+use crate::store::{StoreError, Ticket};
+
+/// How often moved floors are written.
+const FLOORS: Duration = Duration::from_secs(1);
+
+/// The bucket key for a client id: any string a client may use, in the characters keys allow.
+pub(super) fn key(client_id: &str) -> String {
+    let digest = Sha256::digest(client_id.as_bytes());
+    let mut k = String::with_capacity(2 + 64);
+    k.push_str("c.");
+    for b in digest {
+        k.push_str(&format!("{b:02x}"));
+    }
+    k
+}
+
+/// Now, in Unix milliseconds.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A client's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Record {
+    /// The node holding the client.
+    pub(super) node: String,
+    pub(super) client_id: String,
+    /// The will of its connection (or of the connection that ended, until it is due).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) will: Option<KeptWill>,
+    /// Its persistent session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) session: Option<KeptSession>,
+}
+
+/// A will kept with its client's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct KeptWill {
+    pub(super) msg: super::wire::KeptMessage,
+    pub(super) delay: u32,
+    pub(super) expiry: u32,
+}
+
+/// A persistent session as kept in the cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct KeptSession {
+    /// Session Expiry Interval, seconds.
+    pub(super) expiry: u32,
+    /// When its connection ended (Unix ms); none while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) gone: Option<u64>,
+    #[serde(default)]
+    pub(super) subs: Vec<KeptSub>,
+    /// Every stream message up to here is done with.
+    #[serde(default)]
+    pub(super) floor: u64,
+    /// The last stream message queued for it: above the floor and up to here, one may have
+    /// been sent.
+    #[serde(default)]
+    pub(super) sent: u64,
+}
+
+impl KeptSession {
+    /// Whether its expiry ran out by `now` (Unix ms).
+    pub(super) fn expired(&self, now: u64) -> bool {
+        match self.gone {
+            Some(gone) if self.expiry != NEVER_EXPIRES => {
+                gone.saturating_add(u64::from(self.expiry) * 1000) <= now
+            }
+            _ => false,
+        }
+    }
+
+    fn for_broker(&self) -> ClusterSession {
+        ClusterSession {
+            expiry: self.expiry,
+            subscriptions: self.subs.iter().filter_map(KeptSub::subscription).collect(),
+            floor: self.floor,
+            sent: self.sent,
+        }
+    }
+}
+
+/// One subscription of a kept session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct KeptSub {
+    pub(super) f: String,
+    q: u8,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    nl: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    rap: bool,
+    #[serde(default)]
+    rh: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<u32>,
+}
+
+impl KeptSub {
+    pub(super) fn of(filter: &str, sub: &Subscription) -> KeptSub {
+        let o = &sub.options;
+        KeptSub {
+            f: filter.to_string(),
+            q: o.qos as u8,
+            nl: o.no_local,
+            rap: o.retain_as_published,
+            rh: o.retain_handling as u8,
+            id: sub.id,
+        }
+    }
+
+    fn subscription(&self) -> Option<(String, Subscription)> {
+        let retain_handling = match self.rh {
+            0 => RetainHandling::SendAtSubscribe,
+            1 => RetainHandling::SendIfNew,
+            _ => RetainHandling::DoNotSend,
+        };
+        let options = SubscriptionOptions {
+            qos: QoS::from_u8(self.q)?,
+            no_local: self.nl,
+            retain_as_published: self.rap,
+            retain_handling,
+        };
+        Some((
+            self.f.clone(),
+            Subscription {
+                options,
+                id: self.id,
+            },
+        ))
+    }
+}
+
+/// A client this node holds, as its record is written and its session's floor moves.
+#[derive(Debug)]
+pub(super) struct Held {
+    /// The revision of the claim: what the broker calls the claim.
+    pub(super) epoch: u64,
+    /// The revision of the last write.
+    pub(super) rev: u64,
+    /// What the bucket is to hold.
+    record: Record,
+    dirty: bool,
+    writing: bool,
+    /// The record is to go (the client and its session are done).
+    end: bool,
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// Stream messages queued for the session and not yet released, by sequence (a count, since a
+    /// release may come before the note of its queueing).
+    pending: BTreeMap<u64, i32>,
+    /// Something was released since the floor was last worked out.
+    released: bool,
+    /// The last stream message queued for it.
+    high: u64,
+    /// Its queue is being read back from the stream: the floor waits.
+    resuming: bool,
+}
+
+impl Held {
+    pub(super) fn new(epoch: u64, record: Record) -> Held {
+        Held {
+            epoch,
+            rev: epoch,
+            record,
+            dirty: false,
+            writing: false,
+            end: false,
+            waiters: Vec::new(),
+            pending: BTreeMap::new(),
+            released: false,
+            high: 0,
+            resuming: false,
+        }
+    }
+}
+
+/// This node's clients' records.
+#[derive(Clone)]
+pub(super) struct Records {
+    pub(super) owners: kv::Store,
+    pub(super) me: String,
+    pub(super) held: Arc<DashMap<Arc<str>, Held>>,
+    /// The stream sequence up to which this node has routed every message.
+    pub(super) routed: Arc<AtomicU64>,
+}
+
+impl Records {
+    pub(super) fn new(owners: kv::Store, me: String) -> Records {
+        Records {
+            owners,
+            me,
+            held: Arc::new(DashMap::new()),
+            routed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Claims `client_id` for this node: reads its record and writes this node's over it
+    /// with compare-and-set on the revision read (or creates it). The new record keeps the
+    /// session when the client resumes it (`clean_start` false) and it did not expire; a
+    /// session expiry of 0 keeps none. A will left by another node comes back in the answer,
+    /// with `died`'s verdict on that node: if it died with the connection, the will is this
+    /// node's to publish.
+    pub(super) fn claim(
+        &self,
+        client_id: &Arc<str>,
+        will: Option<ClusterWill>,
+        clean_start: bool,
+        expiry: u32,
+        died: impl Fn(&str) -> Waiting<bool> + Send + Sync + 'static,
+        timeout: Duration,
+    ) -> Waiting<Result<Claimed, String>> {
+        let this = self.clone();
+        let client_id = Arc::clone(client_id);
+        let will = will.map(|w| KeptWill {
+            msg: super::wire::KeptMessage::of(&w.msg, &client_id),
+            delay: w.delay,
+            expiry: w.expiry,
+        });
+        Box::pin(async move {
+            let attempt = this.try_claim(&client_id, will, clean_start, expiry, &died);
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(r) => r.inspect_err(|_| metrics::cluster_error("ownership")),
+                Err(_) => {
+                    metrics::cluster_error("ownership");
+                    Err(format!("no answer from JetStream in {timeout:?}"))
+                }
+            }
+        })
+    }
+
+    async fn try_claim(
+        &self,
+        client_id: &Arc<str>,
+        will: Option<KeptWill>,
+        clean_start: bool,
+        expiry: u32,
+        died: &(impl Fn(&str) -> Waiting<bool> + Send + Sync),
+    ) -> Result<Claimed, String> {
+        let k = key(client_id);
+        for _ in 0..16 {
+            let current = self
+                .owners
+                .entry(k.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (previous, revision) = match current {
+                Some(e) if e.operation == kv::Operation::Put => (
+                    serde_json::from_slice::<Record>(&e.value).ok(),
+                    Some(e.revision),
+                ),
+                _ => (None, None),
+            };
+            let now = now_ms();
+            let resumed = previous
+                .as_ref()
+                .and_then(|p| p.session.clone())
+                .filter(|s| !clean_start && !s.expired(now));
+            let session = (expiry > 0).then(|| match &resumed {
+                Some(s) => KeptSession {
+                    expiry,
+                    gone: None,
+                    ..s.clone()
+                },
+                None => KeptSession {
+                    expiry,
+                    floor: self.routed.load(Ordering::Acquire),
+                    ..KeptSession::default()
+                },
+            });
+            let record = Record {
+                node: self.me.clone(),
+                client_id: client_id.to_string(),
+                will: will.clone(),
+                session,
+            };
+            let value: bytes::Bytes = serde_json::to_vec(&record).unwrap_or_default().into();
+            let written = match revision {
+                Some(rev) => match self.owners.update(&k, value, rev).await {
+                    Ok(rev) => Some(rev),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => None,
+                    Err(e) => return Err(e.to_string()),
+                },
+                None => match self.owners.create(&k, value).await {
+                    Ok(rev) => Some(rev),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                    Err(e) => return Err(e.to_string()),
+                },
+            };
+            let Some(rev) = written else { continue };
+            let elsewhere = previous.as_ref().is_some_and(|p| p.node != self.me);
+            if elsewhere {
+                metrics::cluster_takeover("taken");
+            }
+            let mut fresh = Held::new(rev, record);
+            if let Some((_, old)) = self.held.remove(client_id) {
+                // The same node again: what its session still has queued stays counted.
+                if !clean_start && !elsewhere {
+                    fresh.pending = old.pending;
+                    fresh.high = old.high;
+                }
+                for w in old.waiters {
+                    let _ = w.send(Err(StoreError::Cluster("claimed again".into())));
+                }
+            }
+            self.held.insert(Arc::clone(client_id), fresh);
+            let orphan_will = previous
+                .as_ref()
+                .filter(|_| elsewhere)
+                .and_then(|p| Some((p, p.will.as_ref()?)))
+                .and_then(|(p, w)| Some((w.msg.message().ok()?, w.delay, died(&p.node))));
+            return Ok(Claimed {
+                claim: rev,
+                session: resumed.as_ref().map(KeptSession::for_broker),
+                elsewhere,
+                orphan_will,
+            });
+        }
+        Err("the client id changed owner too often to claim it".to_string())
+    }
+
+    /// Changes the record of `client_id` held under claim `epoch` (nothing if it is not held
+    /// under it any more); the ticket completes once the change is written.
+    pub(super) fn amend(
+        &self,
+        client_id: &Arc<str>,
+        epoch: u64,
+        change: impl FnOnce(&mut Record),
+    ) -> Option<Ticket> {
+        self.touch(client_id, epoch, |h| change(&mut h.record))
+    }
+
+    /// The client and its session are done here: the record goes, unless another claim
+    /// replaced `epoch`.
+    pub(super) fn end(&self, client_id: &Arc<str>, epoch: u64) -> Option<Ticket> {
+        self.touch(client_id, epoch, |h| h.end = true)
+    }
+
+    fn touch(
+        &self,
+        client_id: &Arc<str>,
+        epoch: u64,
+        change: impl FnOnce(&mut Held),
+    ) -> Option<Ticket> {
+        let mut h = self.held.get_mut(client_id)?;
+        if h.epoch != epoch {
+            return None;
+        }
+        change(&mut h);
+        h.dirty = true;
+        let (ticket, tx) = Ticket::manual();
+        h.waiters.push(tx);
+        let start = !std::mem::replace(&mut h.writing, true);
+        drop(h);
+        if start {
+            tokio::spawn(self.clone().write(Arc::clone(client_id), epoch));
+        }
+        Some(ticket)
+    }
+
+    /// Writes the record of `client_id` until what is written is what is wanted. One such loop
+    /// per client at a time, so writes never race each other.
+    async fn write(self, client_id: Arc<str>, epoch: u64) {
+        let k = key(&client_id);
+        loop {
+            let (value, rev, end, waiters) = {
+                let Some(mut h) = self.held.get_mut(&client_id) else {
+                    return;
+                };
+                if h.epoch != epoch {
+                    // Claimed again meanwhile: that claim writes its own record.
+                    return;
+                }
+                if !h.dirty {
+                    h.writing = false;
+                    return;
+                }
+                h.dirty = false;
+                let value = serde_json::to_vec(&h.record).unwrap_or_default();
+                (value, h.rev, h.end, std::mem::take(&mut h.waiters))
+            };
+            let outcome = if end {
+                self.owners
+                    .purge_expect_revision(&k, Some(rev))
+                    .await
+                    .map(|()| None)
+                    .map_err(|e| (e.to_string(), false))
+            } else {
+                match self.owners.update(&k, value.into(), rev).await {
+                    Ok(rev) => Ok(Some(rev)),
+                    Err(e) => {
+                        let lost = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
+                        Err((e.to_string(), lost))
+                    }
+                }
+            };
+            let result = match outcome {
+                Ok(Some(new)) => {
+                    if let Some(mut h) = self.held.get_mut(&client_id) {
+                        if h.epoch == epoch {
+                            h.rev = new;
+                        }
+                    }
+                    Ok(())
+                }
+                Ok(None) => {
+                    self.held.remove_if(&client_id, |_, h| h.epoch == epoch);
+                    Ok(())
+                }
+                Err((e, lost)) => {
+                    metrics::cluster_error("record");
+                    if lost || e.contains("wrong last sequence") {
+                        // Another node claimed the client: its watch moves it away here.
+                        self.held.remove_if(&client_id, |_, h| h.epoch == epoch);
+                    } else if let Some(mut h) = self.held.get_mut(&client_id) {
+                        // No quorum, say: tried again while the node holds the client.
+                        h.dirty = true;
+                    }
+                    Err(StoreError::Cluster(e))
+                }
+            };
+            let failed = result.is_err();
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+            if failed {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// A stream message `seq` was queued for `client_id`.
+    pub(super) fn queued(&self, client_id: &str, seq: u64) {
+        if let Some(mut h) = self.held.get_mut(client_id) {
+            *h.pending.entry(seq).or_insert(0) += 1;
+            h.high = h.high.max(seq);
+        }
+    }
+
+    /// `client_id` is done with stream messages `seqs`.
+    pub(super) fn released(&self, client_id: &str, seqs: impl Iterator<Item = u64>) {
+        if let Some(mut h) = self.held.get_mut(client_id) {
+            for seq in seqs {
+                let n = h.pending.entry(seq).or_insert(0);
+                *n -= 1;
+                if *n == 0 {
+                    h.pending.remove(&seq);
+                }
+            }
+            h.released = true;
+        }
+    }
+
+    /// Marks `client_id`'s queue as being read back (`true`) or read (`false`).
+    pub(super) fn resuming(&self, client_id: &str, resuming: bool) {
+        if let Some(mut h) = self.held.get_mut(client_id) {
+            h.resuming = resuming;
+            h.released = true;
+        }
+    }
+
+    /// Moves the floors of sessions that released messages, every [`FLOORS`], for as long as
+    /// the node lives.
+    pub(super) async fn keep_floors(self) {
+        let mut tick = tokio::time::interval(FLOORS);
+        loop {
+            tick.tick().await;
+            let routed = self.routed.load(Ordering::Acquire);
+            let mut moved = Vec::new();
+            for mut h in self.held.iter_mut() {
+                if !h.released || h.resuming || h.end {
+                    continue;
+                }
+                h.released = false;
+                let floor = h.pending.keys().next().map_or(routed, |s| s - 1);
+                let high = h.high;
+                let Some(s) = h.record.session.as_mut() else {
+                    continue;
+                };
+                if floor > s.floor {
+                    s.floor = floor;
+                    s.sent = s.sent.max(high);
+                    moved.push((Arc::clone(h.key()), h.epoch));
+                }
+            }
+            for (client_id, epoch) in moved {
+                // Nothing waits for it: the ticket is dropped.
+                let _ = self.amend(&client_id, epoch, |_| {});
+            }
+        }
+    }
+}
+
+/// Notes the stream messages the node's consumer queues for the sessions held here.
+pub(super) struct Noting<'a> {
+    pub(super) records: &'a Records,
+    pub(super) seq: u64,
+}
+
+impl crate::broker::Recorder for Noting<'_> {
+    fn next_seq(&mut self) -> u64 {
+        self.seq
+    }
+
+    fn record(&mut self, client_id: &str, delivery: &Delivery) {
+        if delivery.seq.is_some() {
+            self.records.queued(client_id, self.seq);
+        }
+    }
+
+    fn defer(&mut self, _: &Arc<str>, _: &Arc<crate::broker::Mailbox>) {}
+
+    fn by_seq_only(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_fixed_length_and_allowed_for_any_client_id() {
+        for id in ["", "a", "a.b", "ü/ñ €", "\n\t*>", &"x".repeat(65535)] {
+            let k = key(id);
+            assert_eq!(k.len(), 66);
+            assert!(k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-/_=.".contains(c)));
+        }
+        assert_ne!(key("a"), key("b"));
+    }
+
+    #[test]
+    fn a_session_expires_only_once_disconnected_for_its_interval() {
+        let mut s = KeptSession {
+            expiry: 10,
+            ..KeptSession::default()
+        };
+        assert!(!s.expired(u64::MAX), "connected: never");
+        s.gone = Some(1_000);
+        assert!(!s.expired(10_999));
+        assert!(s.expired(11_000));
+        s.expiry = NEVER_EXPIRES;
+        assert!(!s.expired(u64::MAX));
+    }
+
+    #[test]
+    fn subscriptions_keep_their_options() {
+        let sub = Subscription {
+            options: SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                no_local: true,
+                retain_as_published: true,
+                retain_handling: RetainHandling::SendIfNew,
+            },
+            id: Some(7),
+        };
+        let kept = KeptSub::of("$share/g/a/+", &sub);
+        let json = serde_json::to_string(&kept).unwrap_or_default();
+        let back: KeptSub = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back.subscription(), Some(("$share/g/a/+".to_string(), sub)));
+    }
+}

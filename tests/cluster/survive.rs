@@ -1,0 +1,161 @@
+//! What a cluster promises when part of it dies: persistent sessions resume on the survivors
+//! with their queues, nothing acknowledged is lost, and the wills of the dead node's clients
+//! are published.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::wire::*;
+
+/// How long after its node died a session must be resumed elsewhere.
+pub const RESUMED_WITHIN: Duration = Duration::from_secs(10);
+
+/// A persistent subscriber that goes from node to node.
+pub struct Subscriber {
+    pub id: String,
+    pub level: u8,
+    /// What it has received: payload → how many times.
+    pub got: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
+    /// When each of its connections after the first was accepted, with Session Present.
+    pub resumed: Arc<Mutex<Vec<(Instant, bool)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    /// Connects to `addrs[0]` with a new persistent session subscribed to `filter` at QoS 1
+    /// (`will` with it, if any), and keeps receiving, acknowledging everything; when the
+    /// connection is lost it connects to the next of `addrs` (resuming the session) and goes
+    /// on, until `stop`.
+    pub async fn start(
+        id: String,
+        level: u8,
+        addrs: Vec<SocketAddr>,
+        filter: String,
+        will: Option<Will>,
+        stop: Arc<AtomicBool>,
+    ) -> Subscriber {
+        let got = Arc::new(Mutex::new(HashMap::new()));
+        let resumed = Arc::new(Mutex::new(Vec::new()));
+        let connect = |clean: bool| {
+            let mut c = Connect::new(level, &id).clean(clean);
+            if level == V5 {
+                c = c.props(prop_u32(SESSION_EXPIRY, 300));
+            }
+            if let Some(w) = &will {
+                c = c.will(w.clone());
+            }
+            c
+        };
+        // A new session: v5 by Clean Start with an expiry; 3.1.1 ids are new, and clean
+        // session 0 keeps the session.
+        let (mut c, _) = RawClient::handshake(addrs[0], level, &connect(level == V5)).await;
+        c.subscribe(level, &filter, 1).await;
+        let again = connect(false);
+        let (g, r) = (Arc::clone(&got), Arc::clone(&resumed));
+        let task = tokio::spawn(async move {
+            let mut next = 1;
+            loop {
+                match c.next_event(Duration::from_millis(200)).await {
+                    Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
+                        let p = parse_publish(level, first, &body);
+                        if p.qos == 1 {
+                            c.send(&puback(p.pkid)).await;
+                        }
+                        *g.lock().entry(p.payload).or_insert(0) += 1;
+                    }
+                    Event::Packet(..) => {}
+                    Event::Closed => {
+                        let addr = addrs[next % addrs.len()];
+                        next += 1;
+                        let (client, ack) = loop {
+                            // The survivors may refuse while they take over (0x88 / 0x03).
+                            let (client, ack) = RawClient::try_handshake(addr, level, &again).await;
+                            if ack.reason == 0 {
+                                break (client, ack);
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        };
+                        r.lock().push((Instant::now(), ack.session_present));
+                        c = client;
+                    }
+                    Event::Timeout if stop.load(Ordering::Acquire) => return,
+                    Event::Timeout => {}
+                }
+            }
+        });
+        Subscriber {
+            id,
+            level,
+            got,
+            resumed,
+            task,
+        }
+    }
+
+    /// Waits until it has every payload of `expected` (at most `within`); the ones missing.
+    pub async fn wait_for(&self, expected: &[Vec<u8>], within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let missing: Vec<String> = {
+                let got = self.got.lock();
+                expected
+                    .iter()
+                    .filter(|p| !got.contains_key(*p))
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect()
+            };
+            if missing.is_empty() || Instant::now() >= deadline {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops it (after `stop` was set).
+    pub async fn finish(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Publishes QoS 1 messages `0..n` to `topic` through `addr` one after another, each flow
+/// completed; `halfway` runs once half of them are acknowledged. Returns the acknowledged
+/// payloads (a message whose PUBACK did not come is not counted: the publisher would send it
+/// again).
+pub async fn publish_acked(
+    addr: SocketAddr,
+    id: &str,
+    topic: &str,
+    n: usize,
+    halfway: impl FnOnce(),
+) -> Vec<Vec<u8>> {
+    let mut p = RawClient::connected(addr, V5, id).await;
+    let mut acked = Vec::new();
+    let mut halfway = Some(halfway);
+    for i in 0..n {
+        let payload = format!("m{i}").into_bytes();
+        let pkid = (i % 60_000) as u16 + 1;
+        p.send(&Publish::new(V5, topic, &payload).qos(1, pkid).build())
+            .await;
+        match p.next_event(Duration::from_secs(10)).await {
+            Event::Packet(PUBACK, body) => {
+                let (id, reason) = parse_ack(&body);
+                assert_eq!(id, pkid);
+                if reason < 0x80 {
+                    acked.push(payload);
+                }
+            }
+            other => panic!("PUBACK expected for m{i}: {other:?}"),
+        }
+        if i == n / 2 {
+            if let Some(f) = halfway.take() {
+                f();
+            }
+        }
+    }
+    acked
+}
