@@ -286,7 +286,8 @@ impl BrokerState {
     ) -> Published {
         let local = msg.qos() == crate::protocol::QoS::AtMostOnce;
         let outcome = if local {
-            self.route(&msg, None)
+            // Queues and groups get it from the cluster, each message from one node.
+            self.route_noting(&msg, None, false)
         } else {
             RouteOutcome {
                 forwarded: true,
@@ -309,13 +310,13 @@ impl BrokerState {
         self.route_noting(msg, recorder, true)
     }
 
-    /// [`BrokerState::route`]; the recorder hears of the groups' and queues' deliveries too
-    /// only with `queues_noted`.
+    /// [`BrokerState::route`]; queues and groups are offered the message only with
+    /// `to_queues`.
     fn route_noting(
         &self,
         msg: &Arc<Message>,
         mut recorder: Option<&mut dyn router::Recorder>,
-        queues_noted: bool,
+        to_queues: bool,
     ) -> RouteOutcome {
         let mut groups = Vec::new();
         let r = recorder
@@ -328,8 +329,13 @@ impl BrokerState {
                 self.router.route(msg, r, Some(&may_read), &mut groups)
             }
         };
-        let recorder = recorder.filter(|_| queues_noted);
-        let (taken, group_full, refused) = self.enqueue(msg, recorder, &groups);
+        // Cluster mode: queues and groups take QoS 1/2 messages from the cluster, each to
+        // one node ([`Remote::queue_opened`]), and QoS 0 ones only where published.
+        let (taken, group_full, refused) = if to_queues {
+            self.enqueue(msg, recorder, &groups)
+        } else {
+            (0, 0, 0)
+        };
         outcome.delivered += taken;
         outcome.dropped_queue_full += group_full;
         outcome.refused = refused;

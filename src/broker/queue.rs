@@ -310,6 +310,38 @@ impl Queue {
         recorder: Option<&mut dyn Recorder>,
         io: &dyn QueueIo,
     ) -> Offered {
+        self.offer_as(msg, recorder, None, io)
+    }
+
+    /// Offers a message read from the cluster's stream at sequence `seq` (cluster mode): the
+    /// queue releases `seq` once done with it, as it would a stored message.
+    pub(super) fn offer_stream(&self, msg: &Arc<Message>, seq: u64, io: &dyn QueueIo) -> Offered {
+        self.offer_as(msg, None, Seq::new(seq), io)
+    }
+
+    /// How many more messages its consumers could take now: their free places, less what
+    /// waits.
+    pub(super) fn room(&self) -> usize {
+        let inner = self.inner.lock();
+        if inner.closed {
+            return 0;
+        }
+        let free: usize = inner
+            .consumers
+            .values()
+            .filter(|c| c.member && c.ready)
+            .map(|c| c.window.saturating_sub(c.outstanding) as usize)
+            .sum();
+        free.saturating_sub(inner.waiting.len())
+    }
+
+    fn offer_as(
+        &self,
+        msg: &Arc<Message>,
+        recorder: Option<&mut dyn Recorder>,
+        seq: Option<Seq>,
+        io: &dyn QueueIo,
+    ) -> Offered {
         let mut inner = self.inner.lock();
         if inner.closed {
             return Offered::Closed;
@@ -345,7 +377,7 @@ impl Queue {
             qos: msg.qos(),
             retain: false,
             sub_ids: Vec::new(),
-            seq: None,
+            seq,
             dup: false,
             link: None,
         };

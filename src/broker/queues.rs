@@ -95,7 +95,7 @@ pub(super) struct Joining {
 }
 
 /// What a queue reads and releases through.
-struct Io<'a> {
+pub(super) struct Io<'a> {
     state: &'a BrokerState,
 }
 
@@ -107,6 +107,9 @@ impl QueueIo for Io<'_> {
     fn release(&self, store_id: &str, seq: Seq) {
         if let Some(d) = &self.state.durable {
             d.delivered(store_id, seq.get());
+        }
+        if let Some(r) = self.state.remote.get() {
+            r.queue_released(store_id, seq.get());
         }
     }
 
@@ -123,8 +126,18 @@ impl QueueIo for Io<'_> {
 }
 
 impl BrokerState {
-    fn io(&self) -> Io<'_> {
+    pub(super) fn io(&self) -> Io<'_> {
         Io { state: self }
+    }
+
+    /// The queue or group whose store id is `store_id` (`$queue/{name}`,
+    /// `$share/{name}/{filter}`).
+    pub(super) fn queue_by_store_id(&self, store_id: &str) -> Option<Arc<Queue>> {
+        if let Some(name) = queue_name(store_id) {
+            return self.queue(name).cloned();
+        }
+        let filter = TopicFilter::parse(store_id).ok()?;
+        self.router.find_group(filter.share()?, filter.filter())
     }
 
     /// The declared queue `name`.
@@ -202,6 +215,9 @@ impl BrokerState {
                 .insert(|slot| Queue::group(slot, name, filter, strategy, max))
         });
         if made {
+            if let Some(remote) = self.remote.get() {
+                remote.queue_opened(q.store_id(), filter, false);
+            }
             if let Some(durable) = &self.durable {
                 let session = Session::new(Arc::clone(q.store_id()), NEVER_EXPIRES, 1);
                 // Applied before any message stored under it: the store applies in order.
@@ -236,6 +252,9 @@ impl BrokerState {
             let seqs: Vec<u64> = q.close().into_iter().map(Seq::get).collect();
             if let Some(durable) = &self.durable {
                 durable.session_ended(q.store_id(), &seqs);
+            }
+            if let Some(remote) = self.remote.get() {
+                remote.queue_closed(q.store_id(), seqs);
             }
             self.slots.remove(&q);
         }

@@ -150,6 +150,15 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     fn released(&self, client_id: &str, seqs: &mut dyn Iterator<Item = u64>);
     /// Reads back the queue of a session resumed here, then installs its subscriptions.
     fn resume(&self, resume: Resume) -> Waiting<Result<(), String>>;
+    /// A queue (declared, or a shared subscription's group) is open on this node: its QoS 1/2
+    /// messages come to it from the cluster, each to one of the nodes where it is open, taken
+    /// as its consumers here have room ([`BrokerState::offer_stream`]).
+    fn queue_opened(&self, store_id: &Arc<str>, filter: &str, declared: bool);
+    /// The group closed here (its last member here left); `waiting`: the stream messages it
+    /// held, which go to another node.
+    fn queue_closed(&self, store_id: &str, waiting: Vec<u64>);
+    /// The queue is done with stream message `seq` (a consumer has it, or it was dropped).
+    fn queue_released(&self, store_id: &str, seq: u64);
     /// The node is stopping: its peers stop waiting for it.
     fn leave(&self) -> Waiting<()>;
     /// Whether the node's last write to JetStream (its heartbeat, every 2 s) succeeded: without
@@ -163,6 +172,7 @@ impl BrokerState {
     pub fn set_remote(&self, remote: Arc<dyn Remote>) {
         for q in &self.queues {
             remote.interest(q.filter(), true);
+            remote.queue_opened(q.store_id(), q.filter(), true);
         }
         self.router.set_interest(Arc::clone(&remote));
         let _ = self.remote.set(remote);
@@ -185,10 +195,11 @@ impl BrokerState {
         self.remote.get()
     }
 
-    /// Routes a message another node (or the cluster's stream) brought to this node's
-    /// subscribers, groups and queues; nothing of it goes back out.
+    /// Routes a QoS 0 message another node brought to this node's subscribers; nothing of it
+    /// goes back out.
     pub fn route_remote(&self, msg: &Arc<Message>) {
-        self.route(msg, None);
+        // Its node offered it to its own queues and groups: one node does.
+        self.route_noting(msg, None, false);
     }
 
     /// Applies a retained message from the cluster's retained stream to this node's copy
@@ -228,6 +239,20 @@ impl BrokerState {
     /// persistent session, so the cluster knows how far through the stream each has got.
     pub fn route_stream(&self, msg: &Arc<Message>, recorder: &mut dyn Recorder) {
         self.route_noting(msg, Some(recorder), false);
+    }
+
+    /// Offers a message read from the cluster's stream at `seq` to the queue or group whose
+    /// store id is `store_id`; false if it did not take it (gone, full).
+    pub fn offer_stream(&self, store_id: &str, msg: &Arc<Message>, seq: u64) -> bool {
+        self.queue_by_store_id(store_id).is_some_and(|q| {
+            q.offer_stream(msg, seq, &self.io()) == super::queue::Offered::Accepted
+        })
+    }
+
+    /// How many more messages the consumers of the queue or group `store_id` could take now;
+    /// `None` once it is gone.
+    pub fn queue_room(&self, store_id: &str) -> Option<usize> {
+        self.queue_by_store_id(store_id).map(|q| q.room())
     }
 
     /// The subscriptions of a persistent session, for the cluster to keep (`None` when it

@@ -15,6 +15,7 @@
 //! a matching subject (module `interest`).
 
 mod dedupe;
+mod groups;
 mod interest;
 mod mirror;
 mod owner;
@@ -151,6 +152,7 @@ pub struct Cluster {
     interest: interest::Handle,
     mirror: mirror::Handle,
     owners: owner::Owners,
+    groups: groups::Groups,
     names: Names,
     /// Sessions to resume, for the stream consumer (which reads their queues back between two
     /// of its own messages).
@@ -270,7 +272,9 @@ impl Cluster {
             replicas = config.replicas,
             "joined NATS"
         );
+        let groups = groups::Groups::new(js.clone(), names.msgs.clone(), subjects.clone());
         Ok(Arc::new(Cluster {
+            groups,
             interest: interest::Handle::new(client.clone(), subjects.clone()),
             mirror: mirror::Handle::new(js.clone(), names.retain.clone()),
             max_payload: info.max_payload,
@@ -300,6 +304,7 @@ impl Cluster {
             tokio::spawn(publisher(Arc::clone(self), rx));
             tokio::spawn(measure_rtt(self.client.clone()));
         }
+        self.groups.set_state(state);
         self.mirror.start(state, &self.subjects).await?;
         retry(|| self.owners.start(state, &self.origin)).await?;
         self.interest
@@ -632,7 +637,8 @@ async fn read_stream(
                 };
                 let seq = m.info().map_or(0, |info| info.stream_sequence);
                 *last = (*last).max(seq);
-                if let Some(topic) = cluster.subjects.topic_of(&m.subject) {
+                let topic = cluster.subjects.topic_of(&m.subject);
+                if let Some(topic) = topic.filter(|_| !wire::for_queues_only(m.headers.as_ref())) {
                     match wire::message(topic, m.payload.clone(), m.headers.as_ref(), true) {
                         Ok(msg) => {
                             crate::metrics::cluster_received("stream");
@@ -750,7 +756,8 @@ async fn read_back(cluster: &Cluster, resume: &mut Resume, upto: u64) -> Result<
             tracing::warn!(client_id = %crate::logged::clip(&resume.client_id), floor = resume.floor, "part of a resumed session's queue had left the stream");
         }
         first = false;
-        if let Some(topic) = cluster.subjects.topic_of(&m.subject) {
+        let topic = cluster.subjects.topic_of(&m.subject);
+        if let Some(topic) = topic.filter(|_| !wire::for_queues_only(m.headers.as_ref())) {
             if let Ok(msg) = wire::message(topic, m.payload.clone(), m.headers.as_ref(), true) {
                 match (resume.deliver)(&msg, seq, seq <= resume.sent) {
                     Replayed::Queued { stored: true } => records.queued(&resume.client_id, seq),
@@ -801,10 +808,17 @@ impl Remote for Cluster {
             )
         });
         let (core, stored) = if local {
+            // Queues and groups anywhere get it through the stream, each from one node.
+            let for_queues = self.groups.wanted(topic).then(|| {
+                let mut h = headers.clone();
+                h.insert(wire::FOR_QUEUES, "1");
+                let subject = self.subjects.topic(subject::CLASS_QOS1, topic);
+                (subject, h, payload.clone(), None)
+            });
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             headers.insert(wire::SEQ, seq.to_string().as_str());
             let subject = self.subjects.topic(subject::CLASS_QOS0, topic);
-            (Some((subject, headers, payload)), None)
+            (Some((subject, headers, payload)), for_queues)
         } else {
             if let Some(publisher) = &msg.publisher {
                 wire::set_publisher(&mut headers, publisher);
@@ -813,7 +827,7 @@ impl Remote for Cluster {
             let id = qos2.map(|serial| format!("{}-{serial}", self.origin));
             (None, Some((subject, headers, payload, id)))
         };
-        let (ticket, done) = if stored.is_some() || retain.is_some() {
+        let (ticket, done) = if !local && stored.is_some() || retain.is_some() {
             let (ticket, tx) = Ticket::manual();
             (Some(ticket), Some(tx))
         } else {
@@ -846,7 +860,21 @@ impl Remote for Cluster {
     }
 
     fn interest_settled(&self) -> Option<Ticket> {
-        self.interest.settled()
+        let interest = self.interest.settled();
+        let Some(groups) = self.groups.settled(self.timeout) else {
+            return interest;
+        };
+        // A group opened here: its consumer exists before the SUBACK too.
+        let (ticket, done) = Ticket::manual();
+        tokio::spawn(async move {
+            groups.await;
+            let r = match interest {
+                Some(t) => t.wait().await,
+                None => Ok(()),
+            };
+            let _ = done.send(r);
+        });
+        Some(ticket)
     }
 
     fn retained_synced(&self) -> Option<Waiting<()>> {
@@ -931,6 +959,18 @@ impl Remote for Cluster {
 
     fn released(&self, client_id: &str, seqs: &mut dyn Iterator<Item = u64>) {
         self.owners.records.released(client_id, seqs);
+    }
+
+    fn queue_opened(&self, store_id: &Arc<str>, filter: &str, declared: bool) {
+        self.groups.opened(store_id, filter, declared);
+    }
+
+    fn queue_closed(&self, store_id: &str, waiting: Vec<u64>) {
+        self.groups.closed(store_id, waiting);
+    }
+
+    fn queue_released(&self, store_id: &str, seq: u64) {
+        self.groups.released(store_id, seq);
     }
 
     fn resume(&self, resume: Resume) -> Waiting<Result<(), String>> {

@@ -18,6 +18,14 @@ pub(super) const ORIGIN: &str = "Tern-Origin";
 /// The origin's sequence number for core (QoS 0) messages, for dropping the copies that
 /// overlapping NATS subscriptions bring.
 pub(super) const SEQ: &str = "Tern-Seq";
+/// A QoS 0 message in the stream for queues and groups only (its subscribers had it through
+/// core NATS): the nodes' own routing passes it over.
+pub(super) const FOR_QUEUES: &str = "Tern-For-Queues";
+
+/// Whether a stream message is one for queues and groups only.
+pub(super) fn for_queues_only(headers: Option<&HeaderMap>) -> bool {
+    headers.is_some_and(|h| h.get(FOR_QUEUES).is_some())
+}
 const QOS: &str = "Tern-Qos";
 const RETAIN: &str = "Tern-Retain";
 const PROPS: &str = "Tern-Props";

@@ -93,23 +93,7 @@ fn a_cluster_behaves_as_one_broker() {
         assert!(value > 0.0, "{name} = {value}");
     }
     // `tern cluster status` lists the nodes and the streams with their servers.
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("status.toml");
-    std::fs::write(
-        &config,
-        harness::cluster_section("status", &cluster.nats.urls[..1]),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["--config", config.to_str().unwrap(), "cluster", "status"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = cluster_status(&cluster);
     for node in ["n1", "n2", "n3"] {
         assert!(
             text.lines()
@@ -127,6 +111,8 @@ fn a_cluster_behaves_as_one_broker() {
     for round in 1..=3 {
         sessions_resume_when_their_node_is_killed(&cluster, round);
     }
+    // A shared subscription with members on four nodes is one group.
+    a_shared_group_spans_the_nodes(&cluster);
     // A second node under a running node's id is refused: each would take the other's
     // ownership claims for its own.
     let log = match Node::start_with(&harness::cluster_section("n1", &cluster.nats.urls[1..2])) {
@@ -134,9 +120,33 @@ fn a_cluster_behaves_as_one_broker() {
         Err(log) => log.join("\n"),
     };
     assert!(log.contains("node_id n1 is in use"), "{log}");
+    // The NATS server leading the message stream is killed (kill -9) mid-stream.
+    sessions_survive_the_kill_of_the_stream_leader(&cluster);
     for n in &cluster.nodes {
         assert_eq!(n.log_count("panicked"), 0);
     }
+}
+
+/// What `tern cluster status` prints.
+fn cluster_status(cluster: &Cluster) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("status.toml");
+    std::fs::write(
+        &config,
+        harness::cluster_section("status", &cluster.nats.urls),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["--config", config.to_str().unwrap(), "cluster", "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 /// The whole response to `GET path`.
@@ -798,11 +808,186 @@ fn sessions_resume_when_their_node_is_killed(cluster: &Cluster, round: usize) {
     });
 }
 
-#[test]
-#[ignore]
-fn dev_survive() {
-    let cluster = Cluster::start();
-    for round in 1..=3 {
-        sessions_resume_when_their_node_is_killed(&cluster, round);
+/// The NATS server that leads the message stream is killed (kill -9) while a publisher on one
+/// node sends QoS 1 messages to persistent subscribers on another (both nodes know every NATS
+/// server): every acknowledged message reaches every subscriber; the server is started again.
+fn sessions_survive_the_kill_of_the_stream_leader(cluster: &Cluster) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use survive::{publish_acked, Subscriber};
+    let status = cluster_status(cluster);
+    let leader = status
+        .lines()
+        .find(|l| l.contains("TERN_t_MSGS"))
+        .and_then(|l| l.split("leader ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no leader in:\n{status}"))
+        .to_string();
+    let index: usize = leader
+        .trim_start_matches('n')
+        .parse::<usize>()
+        .unwrap_or_else(|_| panic!("leader {leader}"))
+        - 1;
+    let (j1, j2) = (
+        Node::start("j1", &cluster.nats.urls),
+        Node::start("j2", &cluster.nats.urls),
+    );
+    let run_id = rand_suffix();
+    run(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut subs = Vec::new();
+        for (i, level) in [V311, V5].into_iter().enumerate() {
+            let id = format!("ls{i}-{run_id}");
+            let filter = format!("lead/{run_id}/#");
+            let addrs = vec![j2.addr(), j1.addr()];
+            subs.push(Subscriber::start(id, level, addrs, filter, None, Arc::clone(&stop)).await);
+        }
+        let topic = format!("lead/{run_id}/data");
+        let acked = publish_acked(j1.addr(), &format!("lp-{run_id}"), &topic, 400, || {
+            cluster.nats.kill9(index)
+        })
+        .await;
+        assert!(acked.len() >= 200, "only {} acknowledged", acked.len());
+        for s in &subs {
+            let missing = s.wait_for(&acked, Duration::from_secs(30)).await;
+            assert!(
+                missing.is_empty(),
+                "{} misses {} of {} acknowledged messages after the stream leader died: {:?}",
+                s.id,
+                missing.len(),
+                acked.len(),
+                &missing[..missing.len().min(10)]
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for s in subs {
+            s.finish().await;
+        }
+    });
+    cluster.nats.restart();
+    for n in [&j1, &j2] {
+        assert_eq!(n.log_count("panicked"), 0);
     }
+}
+
+/// A shared subscription's group with members on four nodes (3.1.1 and v5): each QoS 1
+/// message goes to one member cluster-wide, and every member gets a share. Then one member's
+/// connection is lost and one node is killed (kill -9) mid-stream: every acknowledged message
+/// still reaches a member, more than once only if it was in flight to the one that went.
+fn a_shared_group_spans_the_nodes(cluster: &Cluster) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use survive::{gathered, publish_acked, Member};
+    let extra = Node::start("g4", &cluster.nats.urls);
+    let run_id = rand_suffix();
+    let filter = format!("$share/g{run_id}/grp/{run_id}/#");
+    let topic = format!("grp/{run_id}/x");
+    run(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let addrs = [
+            cluster.addr(0),
+            cluster.addr(1),
+            cluster.addr(2),
+            extra.addr(),
+        ];
+        let mut members = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let level = if i % 2 == 0 { V5 } else { V311 };
+            let id = format!("gm{i}-{run_id}");
+            members.push(Member::start(*addr, level, &id, &filter, Arc::clone(&stop)).await);
+        }
+        let acked =
+            publish_acked(cluster.addr(0), &format!("gp-{run_id}"), &topic, 200, || {}).await;
+        let all: Vec<&Member> = members.iter().collect();
+        let got = gathered(&all, &acked, WAIT).await;
+        let missing = acked.iter().filter(|p| !got.contains_key(*p)).count();
+        assert_eq!(
+            missing,
+            0,
+            "{missing} of {} acknowledged messages reached no member",
+            acked.len()
+        );
+        let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "delivered more than once: {}",
+            twice.len()
+        );
+        let shares: Vec<usize> = members.iter().map(Member::count).collect();
+        assert!(
+            shares.iter().all(|n| *n > 0),
+            "every member gets a share: {shares:?}"
+        );
+        // QoS 0 too goes to one member cluster-wide, from a node with no member of its own
+        // once the group is known there (probes until one arrives).
+        let mut p0 = RawClient::connected(cluster.addr(2), V5, &format!("gq0-{run_id}")).await;
+        let probes = tokio::time::Instant::now() + WAIT;
+        let total = |ms: &[Member]| ms.iter().map(Member::count).sum::<usize>();
+        let counted = total(&members);
+        while total(&members) == counted {
+            assert!(
+                tokio::time::Instant::now() < probes,
+                "QoS 0 never reached the group"
+            );
+            p0.send(&publish(V5, &format!("grp/{run_id}/probe"), 0, 0, b"probe"))
+                .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let zero: Vec<Vec<u8>> = (0..100).map(|i| format!("q0-{i}").into_bytes()).collect();
+        for z in &zero {
+            p0.send(&publish(V5, &topic, 0, 0, z)).await;
+        }
+        let got = gathered(&all, &zero, WAIT).await;
+        let missing = zero.iter().filter(|p| !got.contains_key(*p)).count();
+        let twice = zero
+            .iter()
+            .filter(|p| got.get(*p).is_some_and(|n| *n > 1))
+            .count();
+        assert_eq!(
+            (missing, twice),
+            (0, 0),
+            "QoS 0 to the group: missing, duplicated"
+        );
+        let takers = members
+            .iter()
+            .filter(|m| m.got.lock().keys().any(|p| p.starts_with(b"q0-")))
+            .count();
+        assert!(takers >= 2, "QoS 0 shares reached {takers} member(s)");
+        // A member's connection is lost and a node dies, mid-stream.
+        let before: Vec<usize> = members.iter().map(Member::count).collect();
+        members[1].drop_connection();
+        let acked = publish_acked(
+            cluster.addr(0),
+            &format!("gp2-{run_id}"),
+            &topic,
+            300,
+            move || {
+                extra.kill9();
+            },
+        )
+        .await;
+        // What the member on the dead node had (and acknowledged) before it died counts.
+        let all: Vec<&Member> = members.iter().collect();
+        let got = gathered(&all, &acked, Duration::from_secs(30)).await;
+        let missing: Vec<_> = acked.iter().filter(|p| !got.contains_key(*p)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} acknowledged messages lost with a member and a node: {:?}",
+            missing.len(),
+            acked.len(),
+            missing
+                .iter()
+                .take(5)
+                .map(|p| String::from_utf8_lossy(p))
+                .collect::<Vec<_>>()
+        );
+        eprintln!(
+            "group shares before: {before:?}; after: {:?}",
+            members.iter().map(Member::count).collect::<Vec<_>>()
+        );
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for m in members {
+            m.finish().await;
+        }
+    });
 }

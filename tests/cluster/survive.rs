@@ -124,8 +124,9 @@ impl Subscriber {
 
 /// Publishes QoS 1 messages `0..n` to `topic` through `addr` one after another, each flow
 /// completed; `halfway` runs once half of them are acknowledged. Returns the acknowledged
-/// payloads (a message whose PUBACK did not come is not counted: the publisher would send it
-/// again).
+/// payloads: a message refused, or whose PUBACK did not come (the connection was closed, the
+/// cluster being unavailable), is not counted, as its publisher would send it again. A closed
+/// connection is opened again.
 pub async fn publish_acked(
     addr: SocketAddr,
     id: &str,
@@ -137,17 +138,34 @@ pub async fn publish_acked(
     let mut acked = Vec::new();
     let mut halfway = Some(halfway);
     for i in 0..n {
-        let payload = format!("m{i}").into_bytes();
+        let payload = format!("{id}/m{i}").into_bytes();
         let pkid = (i % 60_000) as u16 + 1;
-        p.send(&Publish::new(V5, topic, &payload).qos(1, pkid).build())
+        let sent = p
+            .try_send(&Publish::new(V5, topic, &payload).qos(1, pkid).build())
             .await;
-        match p.next_event(Duration::from_secs(10)).await {
+        let event = match sent {
+            Ok(()) => p.next_event(Duration::from_secs(10)).await,
+            Err(_) => Event::Closed,
+        };
+        match event {
             Event::Packet(PUBACK, body) => {
                 let (id, reason) = parse_ack(&body);
                 assert_eq!(id, pkid);
                 if reason < 0x80 {
                     acked.push(payload);
                 }
+            }
+            Event::Packet(DISCONNECT, _) | Event::Closed | Event::Timeout => {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                p = loop {
+                    let c = Connect::new(V5, id);
+                    let (client, ack) = RawClient::try_handshake(addr, V5, &c).await;
+                    if ack.reason == 0 {
+                        break client;
+                    }
+                    assert!(Instant::now() < deadline, "publisher not let in again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                };
             }
             other => panic!("PUBACK expected for m{i}: {other:?}"),
         }
@@ -158,4 +176,80 @@ pub async fn publish_acked(
         }
     }
     acked
+}
+
+/// A member of a shared subscription on one node: receives and acknowledges until its
+/// connection ends or `stop`; [`Member::drop_connection`] ends it without a word.
+pub struct Member {
+    pub got: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Member {
+    pub async fn start(
+        addr: SocketAddr,
+        level: u8,
+        id: &str,
+        filter: &str,
+        stop: Arc<AtomicBool>,
+    ) -> Member {
+        let mut c = RawClient::connected(addr, level, id).await;
+        c.subscribe(level, filter, 1).await;
+        let got = Arc::new(Mutex::new(HashMap::new()));
+        let g = Arc::clone(&got);
+        let task = tokio::spawn(async move {
+            loop {
+                match c.next_event(Duration::from_millis(200)).await {
+                    Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
+                        let p = parse_publish(level, first, &body);
+                        if p.qos == 1 {
+                            c.send(&puback(p.pkid)).await;
+                        }
+                        *g.lock().entry(p.payload).or_insert(0) += 1;
+                    }
+                    Event::Packet(..) => {}
+                    Event::Closed => return,
+                    Event::Timeout if stop.load(Ordering::Acquire) => return,
+                    Event::Timeout => {}
+                }
+            }
+        });
+        Member { got, task }
+    }
+
+    /// How many messages it has.
+    pub fn count(&self) -> usize {
+        self.got.lock().values().sum()
+    }
+
+    /// Closes its socket at once (no DISCONNECT): the broker finds the connection lost.
+    pub fn drop_connection(&self) {
+        self.task.abort();
+    }
+
+    pub async fn finish(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Every payload of `expected` and how many times the members got it, waiting up to `within`
+/// for all to arrive.
+pub async fn gathered(
+    members: &[&Member],
+    expected: &[Vec<u8>],
+    within: Duration,
+) -> HashMap<Vec<u8>, usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut all: HashMap<Vec<u8>, usize> = HashMap::new();
+        for m in members {
+            for (p, n) in m.got.lock().iter() {
+                *all.entry(p.clone()).or_insert(0) += n;
+            }
+        }
+        if expected.iter().all(|p| all.contains_key(p)) || Instant::now() >= deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
