@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use super::{After, BrokerState, Mailbox};
 use crate::protocol::{Packet, PacketId};
-use crate::session::{Delivery, Effect, Gate, Reply};
+use crate::session::{Delivery, Effect, Gate, Reply, ReplyKind};
 use crate::store::{StoreError, Ticket};
 
 /// What a carrier's writer is handed, in order.
@@ -153,6 +153,15 @@ impl Carrier {
     pub fn release(&mut self, send: &mut dyn FnMut(Out)) -> Result<(), StoreError> {
         self.replies.release(&mut *send)?;
         self.publishes.release(send)
+    }
+
+    /// After [`Carrier::release`] failed: the acknowledgement (PUBACK, PUBREC) that waited
+    /// for the failed write, if that is what it was, to refuse the message with instead.
+    pub fn failed_reply(&mut self) -> Option<Reply> {
+        match self.replies.take_front()? {
+            Out::Reply(r) if matches!(r.kind, ReplyKind::PubAck | ReplyKind::PubRec) => Some(r),
+            _ => None,
+        }
     }
 
     /// Ready when something held may be released.

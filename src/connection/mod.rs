@@ -267,11 +267,22 @@ impl Connection {
     /// before what depended on it is sent: the client sends its message again, or gets ours
     /// again on its next connection.
     fn release(&mut self) -> Result<(), End> {
-        self.through_carrier(|carrier, _, _, send| carrier.release(send))
-            .map_err(|e| match e {
-                crate::store::StoreError::Cluster(why) => Violation::ClusterUnavailable(why).into(),
-                e => Violation::StoreFailed(e.to_string()).into(),
-            })
+        let failed = self.through_carrier(|carrier, _, _, send| carrier.release(send));
+        match failed {
+            Ok(()) => Ok(()),
+            Err(crate::store::StoreError::Cluster(why)) => {
+                // v5 hears which message the cluster could not take (PUBACK or PUBREC 0x83),
+                // then why the connection ends; 3.1.1 has no way to refuse a message.
+                if self.client.version == ProtocolVersion::V5 {
+                    if let Some(mut r) = self.carrier.failed_reply() {
+                        r.reason = ReasonCode::ImplementationSpecificError;
+                        self.ack(r.packet());
+                    }
+                }
+                Err(Violation::ClusterUnavailable(why).into())
+            }
+            Err(e) => Err(Violation::StoreFailed(e.to_string()).into()),
+        }
     }
 
     /// Sends `packet` (SUBACK, UNSUBACK) in order with the acknowledgements, once `after` is

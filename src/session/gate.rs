@@ -65,6 +65,17 @@ impl<T> Gate<T> {
         Ok(())
     }
 
+    /// Takes out the first held item (the one whose write failed, after [`Gate::release`]
+    /// returned the failure).
+    pub fn take_front(&mut self) -> Option<T> {
+        let held = self.held.as_mut()?;
+        let item = held.pop_front().map(|h| h.item);
+        if held.is_empty() {
+            self.held = None;
+        }
+        item
+    }
+
     /// Ready when the first held item may be released (or nothing is held: never ready then).
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self.held.as_mut().and_then(|h| h.front_mut()) {

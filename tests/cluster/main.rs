@@ -11,6 +11,7 @@ mod wire;
 #[allow(dead_code)]
 mod child;
 mod harness;
+mod partition;
 mod survive;
 
 use std::collections::{BTreeMap, HashSet};
@@ -680,8 +681,8 @@ fn without_a_quorum_nothing_is_acknowledged_and_ready_says_so() {
     let nats = Nats::start();
     let node = Node::start("q1", &nats.urls[0..1]);
     assert_eq!(http_status(node.http(), "/ready"), 200);
-    // Without a quorum a QoS 1 message is never acknowledged: v5 DISCONNECT 0x88 once
-    // unavailable_timeout_secs (5) have passed; a CONNECT cannot claim its client id: CONNACK
+    // Without a quorum a QoS 1 message is never acknowledged: v5 PUBACK 0x83 and DISCONNECT
+    // 0x88 once unavailable_timeout_secs (5) have passed; a CONNECT cannot claim its client id: CONNACK
     // 0x88 (v5) / 0x03 (3.1.1).
     run(async {
         let mut p = RawClient::connected(node.addr(), V5, "q-pub").await;
@@ -689,6 +690,10 @@ fn without_a_quorum_nothing_is_acknowledged_and_ready_says_so() {
         nats.kill9(2);
         p.send(&publish(V5, "q/x", 1, 4, b"unstored")).await;
         match p.next_event(Duration::from_secs(20)).await {
+            Event::Packet(PUBACK, body) => assert_eq!(parse_ack(&body), (4, 0x83)),
+            other => panic!("without a quorum, PUBACK 0x83 expected: {other:?}"),
+        }
+        match p.next_event(Duration::from_secs(5)).await {
             Event::Packet(DISCONNECT, body) => assert_eq!(body.first(), Some(&0x88)),
             other => panic!("without a quorum: {other:?}"),
         }
@@ -990,4 +995,121 @@ fn a_shared_group_spans_the_nodes(cluster: &Cluster) {
             m.finish().await;
         }
     });
+}
+
+/// Polls `GET /ready` of `node` until it answers `status` (at most `within`).
+async fn wait_ready(node: &Node, status: u16, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while http_status(node.http(), "/ready") != status {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/ready not {status} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One NATS server is cut off from the other two (its routes dropped): on the node that uses
+/// only it, a QoS 1 message is refused (v5 PUBACK 0x83, DISCONNECT 0x88), a CONNECT is refused
+/// (0x88 / 0x03) and `/ready` says 503, while QoS 0 still flows between its connected clients;
+/// the majority side carries on, and a client id taken over there while its old connection sat
+/// on the minority side has one owner once the partition heals: the old connection is told
+/// to go (0x8E). Every message acknowledged meanwhile reaches a minority-side subscriber after
+/// (the majority took its silent node's clients over: it connects again, and resumes).
+#[test]
+fn a_minority_partition_refuses_and_heals_with_one_owner() {
+    let (new, _) = harness::binaries();
+    let nats = partition::Splittable::start(new);
+    let u = &nats.urls;
+    let p1 = Node::start("p1", &[u[0].clone(), u[1].clone()]);
+    let _p2 = Node::start("p2", &[u[1].clone(), u[0].clone()]);
+    let p3 = Node::start("p3", &u[2..3]);
+    let run_id = rand_suffix();
+    let topic = |t: &str| format!("part/{run_id}/{t}");
+    run(async {
+        // Before the partition: on the minority-side node, a client that will be taken over
+        // elsewhere, and a persistent subscriber.
+        let persistent = |id: &str| {
+            Connect::new(V5, id)
+                .clean(false)
+                .props(prop_u32(SESSION_EXPIRY, 300))
+        };
+        let owned = format!("po-{run_id}");
+        let (mut old, _) = RawClient::handshake(p3.addr(), V5, &persistent(&owned)).await;
+        let (mut sub, _) =
+            RawClient::handshake(p3.addr(), V5, &persistent(&format!("ps-{run_id}"))).await;
+        sub.subscribe(V5, &topic("#"), 1).await;
+        let mut q1 = RawClient::connected(p3.addr(), V5, &format!("pq-{run_id}")).await;
+        nats.isolate(2, true);
+        wait_ready(&p3, 503, Duration::from_secs(30)).await;
+        // Minority: QoS 1 refused, CONNECT refused (no client id can be owned without the
+        // quorum), QoS 0 between connected clients.
+        q1.send(&publish(V5, &topic("minority"), 1, 9, b"refused"))
+            .await;
+        match q1.next_event(Duration::from_secs(20)).await {
+            Event::Packet(PUBACK, body) => assert_eq!(parse_ack(&body), (9, 0x83)),
+            other => panic!("minority QoS 1: PUBACK 0x83 expected, got {other:?}"),
+        }
+        q1.expect_disconnect(0x88).await;
+        for (level, code) in [(V5, 0x88), (V311, 0x03)] {
+            let c = Connect::new(level, &format!("pc{level}-{run_id}")).clean(false);
+            let (_, ack) = RawClient::try_handshake(p3.addr(), level, &c).await;
+            assert_eq!(ack.reason, code, "v{level} CONNACK on the minority side");
+        }
+        old.send(&publish(V5, &topic("zero"), 0, 0, b"within"))
+            .await;
+        let r = sub.recv_publish(V5).await;
+        assert_eq!(r.payload, b"within", "QoS 0 within the minority side");
+        // Majority: the client id is taken over, and QoS 1 messages are acknowledged.
+        let (mut new_owner, _) = RawClient::handshake(p1.addr(), V5, &persistent(&owned)).await;
+        let acked =
+            survive::publish_acked(p1.addr(), &format!("pp-{run_id}"), &topic("q"), 20, || {})
+                .await;
+        assert_eq!(acked.len(), 20, "the majority side acknowledges");
+        // Healed: the old connection is told to go, the subscriber gets what was acknowledged.
+        nats.isolate(2, false);
+        wait_ready(&p3, 200, Duration::from_secs(60)).await;
+        match old.next_event(Duration::from_secs(30)).await {
+            Event::Packet(DISCONNECT, body) => assert_eq!(body.first(), Some(&0x8E)),
+            other => panic!("the minority-side connection of a client owned elsewhere: {other:?}"),
+        }
+        new_owner.ping().await;
+        let mut got = std::collections::HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while acked.iter().any(|p| !got.contains(p)) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match sub.next_event(left).await {
+                Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
+                    let p = parse_publish(V5, first, &body);
+                    if p.qos == 1 {
+                        sub.send(&puback(p.pkid)).await;
+                    }
+                    got.insert(p.payload);
+                }
+                Event::Packet(DISCONNECT, _) | Event::Closed => {
+                    // The majority took the silent node's clients over meanwhile: the client
+                    // connects again and resumes its session.
+                    let c = persistent(&format!("ps-{run_id}"));
+                    sub = loop {
+                        let (client, ack) = RawClient::try_handshake(p3.addr(), V5, &c).await;
+                        if ack.reason == 0 {
+                            assert!(ack.session_present, "the session survived the partition");
+                            break client;
+                        }
+                        assert!(tokio::time::Instant::now() < deadline, "not let in again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    };
+                }
+                Event::Packet(..) => {}
+                other => panic!(
+                    "{} of {} acknowledged messages missing after the heal: {other:?}",
+                    acked.iter().filter(|p| !got.contains(*p)).count(),
+                    acked.len()
+                ),
+            }
+        }
+    });
+    for n in [&p1, &p3] {
+        assert_eq!(n.log_count("panicked"), 0);
+    }
 }
