@@ -273,6 +273,20 @@ async fn pull(
     pending.send_modify(|p| {
         p.remove(&open.store_id);
     });
+    metrics::cluster_consumer(true);
+    pull_while_open(js, stream, subjects, &open, state, current).await;
+    metrics::cluster_consumer(false);
+}
+
+/// [`pull`] once its consumer exists.
+async fn pull_while_open(
+    js: jetstream::Context,
+    stream: String,
+    subjects: Subjects,
+    open: &Arc<Open>,
+    state: Weak<BrokerState>,
+    mut current: Option<Consumer>,
+) {
     let mut progress = Instant::now();
     loop {
         if open.closed.load(Ordering::Acquire) {
@@ -287,7 +301,7 @@ async fn pull(
                 return;
             }
             tokio::time::sleep(PROGRESS).await;
-            still_held(&open);
+            still_held(open);
             continue;
         }
         let Some(state) = state.upgrade() else {
@@ -296,7 +310,7 @@ async fn pull(
         };
         if progress.elapsed() >= PROGRESS {
             progress = Instant::now();
-            still_held(&open);
+            still_held(open);
         }
         let room = state.queue_room(&open.store_id).unwrap_or(0);
         if room == 0 {
@@ -306,7 +320,7 @@ async fn pull(
         }
         let c = match current.take() {
             Some(c) => c,
-            None => match consumer(&js, &stream, &subjects, &open).await {
+            None => match consumer(&js, &stream, &subjects, open).await {
                 Ok(c) => c,
                 Err(e) => {
                     metrics::cluster_error("queue_consumer");
@@ -342,7 +356,7 @@ async fn pull(
                     break;
                 }
             };
-            offer(&state, &subjects, &open, m);
+            offer(&state, &subjects, open, m);
         }
         if !failed {
             current = Some(c);

@@ -573,6 +573,7 @@ async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), 
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let mut last = 0;
+        crate::metrics::cluster_consumer(true);
         loop {
             let how = read_stream(
                 &cluster,
@@ -583,7 +584,10 @@ async fn consume(cluster: Arc<Cluster>, state: &Arc<BrokerState>) -> Result<(), 
                 &mut resumes,
             )
             .await;
-            crate::metrics::cluster_error("consumer_reopened");
+            crate::metrics::cluster_consumer_recreated(match how {
+                Reopen::Stalled(_) => "stalled",
+                _ => "ended",
+            });
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 match node_consumer(&cluster, how).await {
@@ -693,6 +697,7 @@ async fn resume_here(cluster: &Cluster, mut resume: Resume, upto: u64) -> Result
         });
     if read.is_ok() {
         (resume.install)();
+        crate::metrics::cluster_session_resumed();
     } else {
         crate::metrics::cluster_error("resume");
     }

@@ -39,7 +39,8 @@ pub(super) fn age(entry: &kv::Entry) -> Duration {
     Duration::from_nanos(u64::try_from(now - entry.created.unix_timestamp_nanos()).unwrap_or(0))
 }
 
-/// How many client ids each node holds (a walk over the whole ownership bucket).
+/// How many client ids, and persistent sessions, each node holds (a walk over the whole
+/// ownership bucket).
 pub(super) async fn count_by_node(owners: &kv::Store) -> Result<super::status::Held, String> {
     let mut held = super::status::Held::new();
     let mut keys = owners.keys().await.map_err(|e| e.to_string())?;
@@ -47,7 +48,9 @@ pub(super) async fn count_by_node(owners: &kv::Store) -> Result<super::status::H
         let key = key.map_err(|e| e.to_string())?;
         if let Ok(Some(e)) = owners.entry(key).await {
             if let Ok(record) = serde_json::from_slice::<Record>(&e.value) {
-                *held.entry(record.node).or_insert(0) += 1;
+                let h = held.entry(record.node).or_insert((0, 0));
+                h.0 += 1;
+                h.1 += usize::from(record.session.is_some());
             }
         }
     }

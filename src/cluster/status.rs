@@ -66,14 +66,18 @@ pub async fn status(config: &ClusterConfig) -> Result<String, ClusterError> {
         };
         let _ = writeln!(
             out,
-            "  {node:<20} {state:<7} heartbeat {:.1} s ago, run {}, client ids last claimed: {}",
+            "  {node:<20} {state:<7} heartbeat {:.1} s ago, run {}, clients {}, persistent sessions {}",
             age.as_secs_f64(),
             String::from_utf8_lossy(&e.value),
-            held.get(node).copied().unwrap_or(0)
+            held.get(node).map_or(0, |h| h.0),
+            held.get(node).map_or(0, |h| h.1),
         );
     }
-    for (node, n) in held.iter().filter(|(n, _)| !listed.contains(n)) {
-        let _ = writeln!(out, "  {node:<20} gone    client ids last claimed: {n}");
+    for (node, (n, sessions)) in held.iter().filter(|(n, _)| !listed.contains(n)) {
+        let _ = writeln!(
+            out,
+            "  {node:<20} gone    clients {n}, persistent sessions {sessions}"
+        );
     }
     let _ = writeln!(out, "streams:");
     for name in [&names.msgs, &names.retain, &names.owners, &names.nodes] {
@@ -116,8 +120,40 @@ pub async fn status(config: &ClusterConfig) -> Result<String, ClusterError> {
             i.state.messages, i.state.bytes
         );
     }
+    queues(&js, &names.msgs, &mut out).await;
+    let _ = writeln!(out, "NATS servers (as this one knows them):");
+    let _ = writeln!(out, "  {} {} (connected)", info.server_name, info.version);
+    for url in &info.connect_urls {
+        let _ = writeln!(out, "  {url}");
+    }
     Ok(out)
 }
 
-/// Client ids per owning node, for `status`.
-pub(super) type Held = BTreeMap<String, usize>;
+/// The queues and shared groups open in the cluster: their consumers on the message stream,
+/// with what waits for them (not yet taken by a node) and what nodes hold unacknowledged.
+async fn queues(js: &jetstream::Context, msgs: &str, out: &mut String) {
+    let Ok(stream) = js.get_stream(msgs).await else {
+        return;
+    };
+    let mut consumers = stream.consumers();
+    let mut lines = Vec::new();
+    while let Some(Ok(c)) = consumers.next().await {
+        if !c.name.starts_with("queue-") {
+            continue;
+        }
+        lines.push(format!(
+            "  {:<40} waiting {:>9}  held by nodes {:>7}",
+            c.config.description.unwrap_or_default(),
+            c.num_pending,
+            c.num_ack_pending
+        ));
+    }
+    lines.sort();
+    let _ = writeln!(out, "queues and shared groups (by filter):");
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
+}
+
+/// Client ids per owning node, and how many of them have a persistent session, for `status`.
+pub(super) type Held = BTreeMap<String, (usize, usize)>;

@@ -112,7 +112,22 @@ fn describe() {
     c!(
         "tern_cluster_takeovers_total",
         Unit::Count,
-        "Cluster mode: client ids taken over from another node (taken) or by one (lost)."
+        "Cluster mode: client ids taken over from another node (taken), by one (lost), or from a node that died or stopped (node_lost)."
+    );
+    g!(
+        "tern_cluster_consumers",
+        Unit::Count,
+        "Cluster mode: JetStream consumers this node reads: its own on the message stream, and one per queue or shared group open here."
+    );
+    c!(
+        "tern_cluster_consumers_recreated_total",
+        Unit::Count,
+        "Cluster mode: consumers opened again because their stream of messages ended (ended) or stalled with messages pending (stalled)."
+    );
+    c!(
+        "tern_cluster_sessions_resumed_total",
+        Unit::Count,
+        "Cluster mode: persistent sessions the cluster kept, resumed on this node with their queues read back from the stream."
     );
     g!(
         "tern_connections",
@@ -635,10 +650,30 @@ pub fn cluster_nats_rtt(d: std::time::Duration) {
     ::metrics::gauge!("tern_cluster_nats_rtt_seconds").set(d.as_secs_f64());
 }
 
-/// Cluster mode: client ids this node took over from another (`taken`) or lost to one
-/// (`lost`).
+/// Cluster mode: client ids this node took over from another (`taken`), lost to one
+/// (`lost`), or took from a node that died or stopped (`node_lost`).
 pub fn cluster_takeover(way: &'static str) {
     ::metrics::counter!("tern_cluster_takeovers_total", "way" => way).increment(1);
+}
+
+/// Cluster mode: one more (`true`) or one fewer JetStream consumer read by this node.
+pub fn cluster_consumer(open: bool) {
+    let g = ::metrics::gauge!("tern_cluster_consumers");
+    if open {
+        g.increment(1.0);
+    } else {
+        g.decrement(1.0);
+    }
+}
+
+/// Cluster mode: a consumer opened again (`why`: ended, stalled).
+pub fn cluster_consumer_recreated(why: &'static str) {
+    ::metrics::counter!("tern_cluster_consumers_recreated_total", "why" => why).increment(1);
+}
+
+/// Cluster mode: a persistent session kept by the cluster was resumed here.
+pub fn cluster_session_resumed() {
+    ::metrics::counter!("tern_cluster_sessions_resumed_total").increment(1);
 }
 
 /// A connection ended for a protocol violation with this reason code.

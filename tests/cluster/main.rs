@@ -114,6 +114,37 @@ fn a_cluster_behaves_as_one_broker() {
     }
     // A shared subscription with members on four nodes is one group.
     a_shared_group_spans_the_nodes(&cluster);
+    // What that left: persistent sessions parked on the survivors, the group's consumer, the
+    // NATS servers; resumed sessions and open consumers counted.
+    let text = cluster_status(&cluster);
+    assert!(
+        text.lines().any(|l| l.contains("alive")
+            && l.split("persistent sessions ")
+                .nth(1)
+                .is_some_and(|n| n.trim() != "0")),
+        "persistent sessions counted in:\n{text}"
+    );
+    for section in [
+        "queues and shared groups",
+        "grp/",
+        "NATS servers",
+        "(connected)",
+    ] {
+        assert!(text.contains(section), "{section} in:\n{text}");
+    }
+    let metrics = http_body(cluster.nodes[1].http(), "/metrics");
+    for name in [
+        "tern_cluster_sessions_resumed_total",
+        "tern_cluster_consumers ",
+    ] {
+        let value: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"));
+        assert!(value > 0.0, "{name} = {value}");
+    }
     // A second node under a running node's id is refused: each would take the other's
     // ownership claims for its own.
     let log = match Node::start_with(&harness::cluster_section("n1", &cluster.nats.urls[1..2])) {
