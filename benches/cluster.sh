@@ -7,6 +7,9 @@
 #   fan-out: one QoS 0 publisher, 100 subscribers; deliveries/s
 #   connects: 2,000 connections opened (in the cluster each CONNECT claims its client id in the
 #   KV bucket by compare-and-set); connections/s
+#   failover (cluster only): 50 persistent QoS 1 subscribers on a fourth node that is killed
+#   (kill -9) halfway through a stream; ms from the kill until their sessions are resumed on
+#   node 2 (median, slowest), and acknowledged messages lost (must be 0) / duplicated
 # Prints medians of 3 (1 with --quick) and cluster/single ratios (< 1.0: the cluster is slower,
 # which is expected on 2 shared cores: the point of a cluster is what it survives), and messages
 # lost or duplicated (must be 0 for QoS 1). Writes benches/results/cluster-latest.txt.
@@ -104,6 +107,26 @@ for scenario in pairs-qos0 pairs-qos1 fan-out connects; do
   printf '%-12s %-22s %12s %12s\n' "$scenario" "cluster lost / dup" "" "$lost / $dup" >>"$OUT"
   if [ "$scenario" = pairs-qos1 ] && [ "$lost" != 0 ]; then problems=1; fi
 done
+# failover: 50 persistent subscribers (QoS 1) on a fourth node, a publisher on node 1; halfway
+# through the stream the fourth node is killed (kill -9) and the subscribers resume their
+# sessions on node 2. A single node has no such thing: the cluster's figures only.
+: >"$WORK/failover.r"
+for rep in $(seq 1 "$REPS"); do
+  P4=$(free_port)
+  start_node "b4r$rep" "$P4" 2
+  wait_port "$P4"
+  line=$(target/release/tern-bench --port "$N1" --sub-port "$P4" --failover-port "$N2" \
+    --kill-pid "${PIDS[-1]}" --scenario failover --connections 50 --messages "$MESSAGES" 2>&1 |
+    grep FAILOVER || true)
+  if [ -z "$line" ]; then echo "-1 -1 -1 0" >>"$WORK/failover.r"; problems=1; continue; fi
+  echo "$(echo "$line" | field resumed_p50_ms) $(echo "$line" | field resumed_max_ms) $(echo "$line" | field lost) $(echo "$line" | field duplicates)" >>"$WORK/failover.r"
+done
+fcol() { awk -v c="$1" '{print $c}' "$WORK/failover.r" | median; }
+printf '%-12s %-22s %12s %12s\n' failover "resumed p50 (ms)" "" "$(fcol 1)" >>"$OUT"
+printf '%-12s %-22s %12s %12s\n' failover "resumed slowest (ms)" "" "$(fcol 2)" >>"$OUT"
+flost=$(awk '{s += $3} END {print s}' "$WORK/failover.r"); fdup=$(awk '{s += $4} END {print s}' "$WORK/failover.r")
+printf '%-12s %-22s %12s %12s\n' failover "acked lost / dup" "" "$flost / $fdup" >>"$OUT"
+[ "$flost" = 0 ] || problems=1
 echo "(latency ratios are single / cluster, so < 1.0 also means the cluster is slower)" >>"$OUT"
 mkdir -p benches/results
 cp "$OUT" benches/results/cluster-latest.txt

@@ -179,6 +179,18 @@ impl Client {
         client_id: &str,
         clean: bool,
     ) -> Result<Client> {
+        Client::connect_session(host, port, client_id, clean)
+            .await
+            .map(|(c, _)| c)
+    }
+
+    /// [`Client::connect_with`], also saying whether the CONNACK had Session Present.
+    pub async fn connect_session(
+        host: &str,
+        port: u16,
+        client_id: &str,
+        clean: bool,
+    ) -> Result<(Client, bool)> {
         let stream = TcpStream::connect((host, port))
             .await
             .with_context(|| format!("connect to {host}:{port}"))?;
@@ -215,7 +227,7 @@ impl Client {
         c.writer.frame(0x10, &body);
         c.writer.flush().await?;
         match c.reader.packet().await? {
-            Some((0x20, b)) if b.len() == 2 && b[1] == 0 => Ok(c),
+            Some((0x20, b)) if b.len() == 2 && b[1] == 0 => Ok((c, b[0] & 1 == 1)),
             Some((t, b)) => bail!("CONNACK expected, got type {t:#x} {b:?}"),
             None => bail!("closed before CONNACK"),
         }

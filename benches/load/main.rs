@@ -6,6 +6,7 @@
 
 mod backlog;
 mod client;
+mod failover;
 mod jobs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +43,7 @@ struct Args {
     #[arg(long)]
     port: u16,
     /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | shared-qos1 | queue-drain |
-    /// latency | idle | subs | offline |
+    /// latency | idle | subs | offline | failover |
     /// fill | queue | drain | publish | collect | await-received
     #[arg(long)]
     scenario: String,
@@ -89,6 +90,12 @@ struct Args {
     /// Connect over TLS, trusting this PEM CA (server name `localhost`), full handshakes.
     #[arg(long)]
     cafile: Option<std::path::PathBuf>,
+    /// `failover`: where the subscribers go once their node (`--sub-port`) is gone.
+    #[arg(long)]
+    failover_port: Option<u16>,
+    /// `failover`: the process to kill (kill -9) halfway: the subscribers' node.
+    #[arg(long)]
+    kill_pid: Option<u32>,
 }
 
 /// What a scenario measured.
@@ -709,6 +716,8 @@ async fn main() -> Result<()> {
         "collect" => collect(&args).await?,
         "await-received" => await_received(&args).await?,
         "drain" => drain_sessions(&args).await?,
+        // Cluster: the subscribers' node killed halfway; sessions resumed on a survivor.
+        "failover" => failover::failover(&args).await?,
         other => bail!("unknown scenario {other}"),
     };
     print_result(&args, &outcome);
