@@ -913,8 +913,16 @@ impl Remote for Cluster {
         clean_start: bool,
         expiry: u32,
     ) -> Waiting<Result<Claimed, String>> {
-        self.owners
-            .claim(client_id, will, clean_start, expiry, self.timeout)
+        let peers = self.owners.peers();
+        let since = std::time::Instant::now();
+        self.owners.records.claim(
+            client_id,
+            will,
+            clean_start,
+            expiry,
+            move |node| peers.died(node, since),
+            self.timeout,
+        )
     }
 
     fn will_settled(&self, client_id: &Arc<str>, claim: u64) -> Waiting<()> {

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 
 use super::records::{now_ms, Held, Record, Records};
 use super::{js_err, ClusterError};
-use crate::broker::{BrokerState, Claimed, ClusterWill, Waiting};
+use crate::broker::{BrokerState, Waiting};
 use crate::metrics;
 use crate::session::NEVER_EXPIRES;
 
@@ -293,26 +293,6 @@ impl Owners {
             Arc::downgrade(state),
         ));
         Ok(())
-    }
-
-    /// Claims `client_id` for this node ([`Records::claim`]).
-    pub(super) fn claim(
-        &self,
-        client_id: &Arc<str>,
-        will: Option<ClusterWill>,
-        clean_start: bool,
-        expiry: u32,
-        timeout: Duration,
-    ) -> Waiting<Result<Claimed, String>> {
-        let peers = self.peers.clone();
-        self.records.claim(
-            client_id,
-            will,
-            clean_start,
-            expiry,
-            move |node| peers.died(node, Instant::now()),
-            timeout,
-        )
     }
 
     /// Fails if another run of node `me` is alive: its heartbeat is recent and changes. A

@@ -172,6 +172,18 @@ impl Node {
     }
 }
 
+/// Waits (at most 20 s) until a nats-server accepts connections on `port` of 127.0.0.1.
+pub fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A single nats-server (no cluster) with JetStream, from `binary`, on a free port.
 pub struct Single {
     child: Child,
@@ -210,14 +222,7 @@ impl Single {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port);
         Single {
             child,
             _dir: dir,

@@ -79,20 +79,14 @@ fn a_cluster_behaves_as_one_broker() {
         a_deleted_node_consumer_is_opened_again(&cluster).await;
     });
     // The cluster's metrics: JetStream write times, what came from other nodes.
-    let metrics = http_body(cluster.nodes[0].http(), "/metrics");
-    for name in [
-        "tern_cluster_stream_write_seconds_count",
-        "tern_cluster_received_total{path=\"core\"}",
-        "tern_cluster_received_total{path=\"stream\"}",
-    ] {
-        let value: f64 = metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /metrics"));
-        assert!(value > 0.0, "{name} = {value}");
-    }
+    metrics_above_zero(
+        &cluster.nodes[0],
+        &[
+            "tern_cluster_stream_write_seconds_count",
+            "tern_cluster_received_total{path=\"core\"}",
+            "tern_cluster_received_total{path=\"stream\"}",
+        ],
+    );
     // `tern cluster status` lists the nodes and the streams with their servers.
     let text = cluster_status(&cluster);
     for node in ["n1", "n2", "n3"] {
@@ -132,19 +126,13 @@ fn a_cluster_behaves_as_one_broker() {
     ] {
         assert!(text.contains(section), "{section} in:\n{text}");
     }
-    let metrics = http_body(cluster.nodes[1].http(), "/metrics");
-    for name in [
-        "tern_cluster_sessions_resumed_total",
-        "tern_cluster_consumers ",
-    ] {
-        let value: f64 = metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /metrics"));
-        assert!(value > 0.0, "{name} = {value}");
-    }
+    metrics_above_zero(
+        &cluster.nodes[1],
+        &[
+            "tern_cluster_sessions_resumed_total",
+            "tern_cluster_consumers ",
+        ],
+    );
     // A second node under a running node's id is refused: each would take the other's
     // ownership claims for its own.
     let log = match Node::start_with(&harness::cluster_section("n1", &cluster.nats.urls[1..2])) {
@@ -156,6 +144,20 @@ fn a_cluster_behaves_as_one_broker() {
     sessions_survive_the_kill_of_the_stream_leader(&cluster);
     for n in &cluster.nodes {
         assert_eq!(n.log_count("panicked"), 0);
+    }
+}
+
+/// Asserts that each series named (a line's start in `/metrics`) is above 0 on `node`.
+fn metrics_above_zero(node: &Node, names: &[&str]) {
+    let metrics = http_body(node.http(), "/metrics");
+    for name in names {
+        let value: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"));
+        assert!(value > 0.0, "{name} = {value}");
     }
 }
 

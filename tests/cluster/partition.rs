@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -144,14 +143,7 @@ impl Splittable {
             );
         }
         for port in &clients {
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while TcpStream::connect(("127.0.0.1", *port)).is_err() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "nats-server did not listen"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            crate::harness::wait_listening(*port);
         }
         Splittable {
             servers,

@@ -62,11 +62,7 @@ impl Subscriber {
             loop {
                 match c.next_event(Duration::from_millis(200)).await {
                     Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
-                        let p = parse_publish(level, first, &body);
-                        if p.qos == 1 {
-                            c.send(&puback(p.pkid)).await;
-                        }
-                        *g.lock().entry(p.payload).or_insert(0) += 1;
+                        take(&mut c, level, first, &body, &g).await;
                     }
                     Event::Packet(..) => {}
                     Event::Closed => {
@@ -201,11 +197,7 @@ impl Member {
             loop {
                 match c.next_event(Duration::from_millis(200)).await {
                     Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
-                        let p = parse_publish(level, first, &body);
-                        if p.qos == 1 {
-                            c.send(&puback(p.pkid)).await;
-                        }
-                        *g.lock().entry(p.payload).or_insert(0) += 1;
+                        take(&mut c, level, first, &body, &g).await;
                     }
                     Event::Packet(..) => {}
                     Event::Closed => return,
@@ -252,4 +244,19 @@ pub async fn gathered(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Acknowledges a PUBLISH received (QoS 1) and counts its payload in `got`.
+async fn take(
+    c: &mut RawClient,
+    level: u8,
+    first: u8,
+    body: &[u8],
+    got: &Mutex<HashMap<Vec<u8>, usize>>,
+) {
+    let p = parse_publish(level, first, body);
+    if p.qos == 1 {
+        c.send(&puback(p.pkid)).await;
+    }
+    *got.lock().entry(p.payload).or_insert(0) += 1;
 }
