@@ -27,7 +27,7 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Connects to `addrs[0]` with a new persistent session subscribed to `filter` at QoS 1
+    /// Connects to `addrs[0]` with a new persistent session subscribed to `filter` at `qos`
     /// (`will` with it, if any), and keeps receiving, acknowledging everything; when the
     /// connection is lost it connects to the next of `addrs` (resuming the session) and goes
     /// on, until `stop`.
@@ -35,7 +35,7 @@ impl Subscriber {
         id: String,
         level: u8,
         addrs: Vec<SocketAddr>,
-        filter: String,
+        (filter, qos): (String, u8),
         will: Option<Will>,
         stop: Arc<AtomicBool>,
     ) -> Subscriber {
@@ -54,7 +54,7 @@ impl Subscriber {
         // A new session: v5 by Clean Start with an expiry; 3.1.1 ids are new, and clean
         // session 0 keeps the session.
         let (mut c, _) = RawClient::handshake(addrs[0], level, &connect(level == V5)).await;
-        c.subscribe(level, &filter, 1).await;
+        c.subscribe(level, &filter, qos).await;
         let again = connect(false);
         let (g, r) = (Arc::clone(&got), Arc::clone(&resumed));
         let task = tokio::spawn(async move {
@@ -64,7 +64,7 @@ impl Subscriber {
                     Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
                         take(&mut c, level, first, &body, &g).await;
                     }
-                    Event::Packet(..) => {}
+                    Event::Packet(first, body) => complete(&mut c, first, &body).await,
                     Event::Closed => {
                         let addr = addrs[next % addrs.len()];
                         next += 1;
@@ -118,11 +118,11 @@ impl Subscriber {
     }
 }
 
-/// Publishes QoS 1 messages `0..n` to `topic` through `addr` one after another, each flow
-/// completed; `halfway` runs once half of them are acknowledged. Returns the acknowledged
-/// payloads: a message refused, or whose PUBACK did not come (the connection was closed, the
-/// cluster being unavailable), is not counted, as its publisher would send it again. A closed
-/// connection is opened again.
+/// Publishes messages `0..n` to `topic` through `addr` one after another, QoS 1 and QoS 2 in
+/// turn, each flow completed; `halfway` runs once half of them are acknowledged. Returns the
+/// acknowledged payloads (PUBACK, or PUBREC for QoS 2): a message refused, or whose
+/// acknowledgement did not come (the connection was closed, the cluster being unavailable), is
+/// not counted, as its publisher would send it again. A closed connection is opened again.
 pub async fn publish_acked(
     addr: SocketAddr,
     id: &str,
@@ -136,34 +136,39 @@ pub async fn publish_acked(
     for i in 0..n {
         let payload = format!("{id}/m{i}").into_bytes();
         let pkid = (i % 60_000) as u16 + 1;
+        let qos = 1 + (i % 2) as u8;
         let sent = p
-            .try_send(&Publish::new(V5, topic, &payload).qos(1, pkid).build())
+            .try_send(&Publish::new(V5, topic, &payload).qos(qos, pkid).build())
             .await;
         let event = match sent {
             Ok(()) => p.next_event(Duration::from_secs(10)).await,
             Err(_) => Event::Closed,
         };
-        match event {
-            Event::Packet(PUBACK, body) => {
+        let open = match event {
+            Event::Packet(first @ (PUBACK | PUBREC), body) => {
                 let (id, reason) = parse_ack(&body);
-                assert_eq!(id, pkid);
+                assert_eq!((id, first), (pkid, if qos == 1 { PUBACK } else { PUBREC }));
                 if reason < 0x80 {
                     acked.push(payload);
                 }
+                // QoS 2: the flow is completed (a failure here loses nothing: PUBREC said the
+                // message is stored).
+                qos == 1 || reason >= 0x80 || release(&mut p, pkid).await
             }
-            Event::Packet(DISCONNECT, _) | Event::Closed | Event::Timeout => {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                p = loop {
-                    let c = Connect::new(V5, id);
-                    let (client, ack) = RawClient::try_handshake(addr, V5, &c).await;
-                    if ack.reason == 0 {
-                        break client;
-                    }
-                    assert!(Instant::now() < deadline, "publisher not let in again");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                };
-            }
-            other => panic!("PUBACK expected for m{i}: {other:?}"),
+            Event::Packet(DISCONNECT, _) | Event::Closed | Event::Timeout => false,
+            other => panic!("PUBACK or PUBREC expected for m{i}: {other:?}"),
+        };
+        if !open {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            p = loop {
+                let c = Connect::new(V5, id);
+                let (client, ack) = RawClient::try_handshake(addr, V5, &c).await;
+                if ack.reason == 0 {
+                    break client;
+                }
+                assert!(Instant::now() < deadline, "publisher not let in again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
         }
         if i == n / 2 {
             if let Some(f) = halfway.take() {
@@ -172,6 +177,17 @@ pub async fn publish_acked(
         }
     }
     acked
+}
+
+/// PUBREL for `pkid`, and its PUBCOMP; false if the connection ended first.
+async fn release(p: &mut RawClient, pkid: u16) -> bool {
+    if p.try_send(&pubrel(pkid)).await.is_err() {
+        return false;
+    }
+    matches!(
+        p.next_event(Duration::from_secs(10)).await,
+        Event::Packet(PUBCOMP, _)
+    )
 }
 
 /// A member of a shared subscription on one node: receives and acknowledges until its
@@ -199,7 +215,7 @@ impl Member {
                     Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
                         take(&mut c, level, first, &body, &g).await;
                     }
-                    Event::Packet(..) => {}
+                    Event::Packet(first, body) => complete(&mut c, first, &body).await,
                     Event::Closed => return,
                     Event::Timeout if stop.load(Ordering::Acquire) => return,
                     Event::Timeout => {}
@@ -255,8 +271,17 @@ async fn take(
     got: &Mutex<HashMap<Vec<u8>, usize>>,
 ) {
     let p = parse_publish(level, first, body);
-    if p.qos == 1 {
-        c.send(&puback(p.pkid)).await;
+    match p.qos {
+        1 => c.send(&puback(p.pkid)).await,
+        2 => c.send(&pubrec(p.pkid)).await,
+        _ => {}
     }
     *got.lock().entry(p.payload).or_insert(0) += 1;
+}
+
+/// Answers a PUBREL with its PUBCOMP.
+async fn complete(c: &mut RawClient, first: u8, body: &[u8]) {
+    if first == PUBREL {
+        c.send(&pubcomp(parse_ack(body).0)).await;
+    }
 }
