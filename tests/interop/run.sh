@@ -793,6 +793,19 @@ if [ -z "${INTEROP_EXTERNAL:-}" ]; then
         fail "cluster: takeover across nodes" "no SUBACK"
       fi
       kill "$(cat "$WORK/cl-tk1.pid")" 2>/dev/null || true
+      # A persistent session made on node 0 (3.1.1 clean session 0), a QoS 1 message published
+      # on node 1 while its client is away, the client back on node 2: the message is there.
+      P=(-h 127.0.0.1 -p "${CPORT[0]}")
+      mosquitto_sub "${P[@]}" -V mqttv311 -i "clps-$RUN" -c -q 1 -t "cl-ps-$RUN" -E -W 10 >/dev/null 2>&1 || true
+      P=(-h 127.0.0.1 -p "${CPORT[1]}")
+      pub -V mqttv5 -t "cl-ps-$RUN" -m queued -q 1
+      P=(-h 127.0.0.1 -p "${CPORT[2]}")
+      got=$(mosquitto_sub "${P[@]}" -V mqttv311 -i "clps-$RUN" -c -q 1 -t "cl-ps-$RUN" -C 1 -W 10 2>&1 || true)
+      if [ "$got" = "queued" ]; then
+        pass "cluster: a persistent session made on one node resumed on another, with its queued message"
+      else
+        fail "cluster: session resumed across nodes" "got '$got', want 'queued'"
+      fi
       P=("${P_SINGLE[@]}")
     fi
     for pid in "${CPID[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
