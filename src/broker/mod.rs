@@ -476,6 +476,11 @@ impl BrokerState {
         }
         if let Some(remote) = self.remote.get() {
             remote.released(client_id, &mut ops.iter().filter_map(released_seq));
+            for op in ops {
+                if let StoreOp::InboundReleased(pkid) = op {
+                    let _ = remote.inbound_qos2(client_id, *pkid, None);
+                }
+            }
             return None;
         }
         self.durable.as_ref()?.apply(client_id, ops, durable)

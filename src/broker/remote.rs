@@ -48,6 +48,9 @@ pub struct ClusterSession {
     pub floor: u64,
     /// Above the floor and up to this sequence, a message may have been sent before (DUP).
     pub sent: u64,
+    /// Inbound QoS 2 messages awaiting PUBREL: packet id and the message's number
+    /// ([`Session::inbound_qos2_serial`]).
+    pub inbound_qos2: Vec<(crate::protocol::PacketId, u64)>,
 }
 
 /// What a claim found.
@@ -148,6 +151,15 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     fn ended(&self, client_id: &Arc<str>, claim: u64);
     /// `client_id` is done with these messages of the cluster's stream (acknowledged, dropped).
     fn released(&self, client_id: &str, seqs: &mut dyn Iterator<Item = u64>);
+    /// The persistent session of `client_id` (held here) has an inbound QoS 2 message under
+    /// `pkid` awaiting PUBREL, with this number (`Some`), or no longer (`None`); the ticket
+    /// completes once the cluster keeps it (the PUBREC waits for it).
+    fn inbound_qos2(
+        &self,
+        client_id: &str,
+        pkid: crate::protocol::PacketId,
+        serial: Option<u64>,
+    ) -> Option<Ticket>;
     /// Reads back the queue of a session resumed here, then installs its subscriptions.
     fn resume(&self, resume: Resume) -> Waiting<Result<(), String>>;
     /// A queue (declared, or a shared subscription's group) is open on this node: its QoS 1/2
@@ -276,6 +288,20 @@ impl BrokerState {
         remote.keep_subscriptions(session.client_id(), claim, subscriptions)
     }
 
+    /// Cluster mode: the persistent session's new inbound QoS 2 message under `pkid` is kept
+    /// with the session, so a copy sent again to another node after this one died is stored
+    /// once; `None` when nothing is kept (not persistent, or not in cluster mode).
+    pub fn keep_inbound_qos2(
+        &self,
+        session: &Session,
+        mailbox: &super::Mailbox,
+        pkid: crate::protocol::PacketId,
+    ) -> Option<Ticket> {
+        let remote = self.remote.get().filter(|_| mailbox.is_stored())?;
+        let serial = session.inbound_qos2_serial(pkid)?;
+        remote.inbound_qos2(session.client_id(), pkid, Some(serial))
+    }
+
     /// A session kept here is out of date (the client was held by another node since): it
     /// ends without a word to the cluster, where the newer one lives.
     pub fn drop_local(&self, client_id: &Arc<str>) {
@@ -320,6 +346,9 @@ impl BrokerState {
                 plain.push((filter.clone(), sub.clone()));
             }
             attached.session.subscribe(filter, sub);
+        }
+        for (pkid, serial) in kept.inbound_qos2 {
+            attached.session.restore_inbound_qos2_serial(pkid, serial);
         }
         let filters = plain.iter().map(|(f, _)| f.filter().to_string()).collect();
         let deliver = {

@@ -829,7 +829,12 @@ impl Remote for Cluster {
                 wire::set_publisher(&mut headers, publisher);
             }
             let subject = self.subjects.topic(subject::CLASS_QOS1, topic);
-            let id = qos2.map(|serial| format!("{}-{serial}", self.origin));
+            // The same for a copy sent again to another node: the number comes with the
+            // session, and is unique across processes.
+            let id = qos2.map(|serial| {
+                let by = msg.publisher.as_deref().unwrap_or("");
+                format!("{}-{serial:x}", records::key(by))
+            });
             (None, Some((subject, headers, payload, id)))
         };
         let (ticket, done) = if !local && stored.is_some() || retain.is_some() {
@@ -984,6 +989,17 @@ impl Remote for Cluster {
 
     fn queue_released(&self, store_id: &str, seq: u64) {
         self.groups.released(store_id, seq);
+    }
+
+    fn inbound_qos2(
+        &self,
+        client_id: &str,
+        pkid: crate::protocol::PacketId,
+        serial: Option<u64>,
+    ) -> Option<Ticket> {
+        self.owners
+            .records
+            .inbound_qos2(client_id, pkid.get(), serial)
     }
 
     fn resume(&self, resume: Resume) -> Waiting<Result<(), String>> {

@@ -88,6 +88,9 @@ pub(super) struct KeptSession {
     /// been sent.
     #[serde(default)]
     pub(super) sent: u64,
+    /// Inbound QoS 2 messages awaiting PUBREL: packet id and number.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) q2: Vec<(u16, u64)>,
 }
 
 impl KeptSession {
@@ -107,6 +110,11 @@ impl KeptSession {
             subscriptions: self.subs.iter().filter_map(KeptSub::subscription).collect(),
             floor: self.floor,
             sent: self.sent,
+            inbound_qos2: self
+                .q2
+                .iter()
+                .filter_map(|(p, s)| Some((crate::protocol::PacketId::new(*p)?, *s)))
+                .collect(),
         }
     }
 }
@@ -357,6 +365,29 @@ impl Records {
         change: impl FnOnce(&mut Record),
     ) -> Option<Ticket> {
         self.touch(client_id, epoch, |h| change(&mut h.record))
+    }
+
+    /// Notes (`Some(serial)`) or forgets (`None`) an inbound QoS 2 message of the session
+    /// held here under `pkid`.
+    pub(super) fn inbound_qos2(
+        &self,
+        client_id: &str,
+        pkid: u16,
+        serial: Option<u64>,
+    ) -> Option<Ticket> {
+        let (id, epoch) = {
+            let h = self.held.get(client_id)?;
+            h.record.session.as_ref()?;
+            (Arc::clone(h.key()), h.epoch)
+        };
+        self.amend(&id, epoch, |r| {
+            if let Some(s) = r.session.as_mut() {
+                s.q2.retain(|(p, _)| *p != pkid);
+                if let Some(serial) = serial {
+                    s.q2.push((pkid, serial));
+                }
+            }
+        })
     }
 
     /// The client and its session are done here: the record goes, unless another claim

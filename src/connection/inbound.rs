@@ -229,7 +229,13 @@ impl Connection {
             std::time::Instant::now(),
         ));
         let serial = pkid.and_then(|id| self.client.session.inbound_qos2_serial(id));
+        // Cluster mode: a persistent session keeps the QoS 2 message's number before PUBREC.
+        let kept = pkid.filter(|_| serial.is_some()).and_then(|id| {
+            self.state
+                .keep_inbound_qos2(&self.client.session, &self.client.mailbox, id)
+        });
         let Published { outcome, durable } = self.state.publish_from(msg, stored_qos2, serial);
+        let durable = crate::broker::both(durable, kept);
         let reason = if outcome.refused > 0 && self.client.version.is_v5() {
             // A declared queue is full (`overflow = "reject"`); 3.1.1 has no way to say so.
             ReasonCode::QuotaExceeded

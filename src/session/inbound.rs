@@ -7,8 +7,11 @@ use super::Session;
 use crate::protocol::{PacketId, QoS, ReasonCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Numbers inbound QoS 2 messages across the process ([`Session::inbound_qos2_serial`]).
-static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+/// Numbers inbound QoS 2 messages ([`Session::inbound_qos2_serial`]): a random upper half
+/// drawn at start and a count, so numbers from different processes (the nodes of a cluster,
+/// a node and its next run) do not meet.
+static NEXT_SERIAL: std::sync::LazyLock<AtomicU64> =
+    std::sync::LazyLock::new(|| AtomicU64::new(u64::from(rand::random::<u32>()) << 32 | 1));
 
 impl Session {
     /// An inbound QoS 2 PUBLISH under `pkid`, with at most `receive_maximum` such messages
@@ -36,9 +39,10 @@ impl Session {
         Qos2In::New
     }
 
-    /// The number this process gave the inbound QoS 2 message under `pkid` when it first
-    /// came (unique in the process, the same for every copy sent before PUBREL): cluster mode
-    /// stores each such message once by it.
+    /// The number given the inbound QoS 2 message under `pkid` when it first came (unique
+    /// across processes, the same for every copy sent before PUBREL): cluster mode stores each
+    /// such message once by it, and keeps it with a persistent session, so a copy sent again
+    /// to another node is stored once too.
     pub fn inbound_qos2_serial(&self, pkid: PacketId) -> Option<u64> {
         self.inbound_qos2.get(&pkid).copied()
     }
@@ -87,6 +91,16 @@ impl Session {
     pub fn restore_inbound_qos2(&mut self, pkid: PacketId) {
         self.inbound_qos2
             .insert(pkid, NEXT_SERIAL.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// An inbound QoS 2 id that awaited PUBREL, with its number, as the cluster kept them.
+    pub fn restore_inbound_qos2_serial(&mut self, pkid: PacketId, serial: u64) {
+        self.inbound_qos2.insert(pkid, serial);
+    }
+
+    /// Inbound QoS 2 ids awaiting PUBREL, with their numbers.
+    pub fn inbound_qos2_serials(&self) -> impl Iterator<Item = (PacketId, u64)> + '_ {
+        self.inbound_qos2.iter().map(|(p, s)| (*p, *s))
     }
 
     /// Forgets every inbound QoS 2 id awaiting PUBREL, in the store too (a bridge's remote that

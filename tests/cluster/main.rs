@@ -106,6 +106,8 @@ fn a_cluster_behaves_as_one_broker() {
     for round in 1..=3 {
         sessions_resume_when_their_node_is_killed(&cluster, round);
     }
+    // A QoS 2 message sent again to another node after the first died is stored once.
+    a_qos2_message_sent_again_after_its_node_died_is_stored_once(&cluster);
     // A shared subscription with members on four nodes is one group.
     a_shared_group_spans_the_nodes(&cluster);
     // A declared queue holds its messages in the cluster until a consumer on any node takes them.
@@ -1186,4 +1188,38 @@ fn a_declared_queue_spans_the_nodes(cluster: &Cluster) {
     for n in [&q1, &q2] {
         assert_eq!(n.log_count("panicked"), 0);
     }
+}
+
+/// A persistent v5 publisher sends a QoS 2 message to a node that dies (kill -9) after it
+/// stored the message, and sends it again (DUP, same packet id, as a client does that did not
+/// get the PUBREC) to another node, where it resumes its session: the subscriber gets it once,
+/// and the PUBREL there completes the flow (PUBCOMP 0x00: the id was known).
+fn a_qos2_message_sent_again_after_its_node_died_is_stored_once(cluster: &Cluster) {
+    let node = Node::start("x1", &cluster.nats.urls);
+    let run_id = rand_suffix();
+    let topic = format!("q2x/{run_id}");
+    run(async {
+        let mut s = RawClient::connected(cluster.addr(1), V5, &format!("q2s-{run_id}")).await;
+        s.subscribe(V5, &topic, 2).await;
+        let c = Connect::new(V5, &format!("q2p-{run_id}")).props(prop_u32(SESSION_EXPIRY, 300));
+        let (mut p, _) = RawClient::handshake(node.addr(), V5, &c).await;
+        let first = Publish::new(V5, &topic, b"across").qos(2, 7);
+        p.send(&first.build()).await;
+        assert_eq!(parse_ack(&p.recv_expect(PUBREC).await), (7, 0));
+        node.kill9();
+        let (mut p, ack) = RawClient::handshake(cluster.addr(0), V5, &c.clean(false)).await;
+        assert!(ack.session_present, "the publisher's session resumed");
+        p.send(&first.dup(true).build()).await;
+        assert_eq!(parse_ack(&p.recv_expect(PUBREC).await), (7, 0));
+        p.send(&pubrel(7)).await;
+        assert_eq!(
+            parse_ack(&p.recv_expect(PUBCOMP).await),
+            (7, 0),
+            "PUBREL of a known id"
+        );
+        publish_flow(&mut p, V5, &topic, 2, b"fence", false).await;
+        let expected: HashSet<Vec<u8>> = [b"across".to_vec(), b"fence".to_vec()].into();
+        let got = collect(&mut s, V5, &expected, "QoS 2 sent again to another node").await;
+        assert_eq!(got[&b"across".to_vec()].0, 1, "stored once");
+    });
 }
