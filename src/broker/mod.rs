@@ -475,13 +475,7 @@ impl BrokerState {
             return None;
         }
         if let Some(remote) = self.remote.get() {
-            remote.released(client_id, &mut ops.iter().filter_map(released_seq));
-            for op in ops {
-                if let StoreOp::InboundReleased(pkid) = op {
-                    let _ = remote.inbound_qos2(client_id, *pkid, None);
-                }
-            }
-            return None;
+            return clustered_store(remote.as_ref(), client_id, ops);
         }
         self.durable.as_ref()?.apply(client_id, ops, durable)
     }
@@ -717,6 +711,29 @@ impl BrokerState {
     pub fn retained_count(&self) -> usize {
         self.retained.len()
     }
+}
+
+/// Cluster mode: a persistent session's store operations, as the cluster keeps them: stream
+/// messages released (the floor moves past them), QoS 2 flows in both directions. The ticket
+/// (outbound QoS 2 sent, or at PUBREL) holds the PUBLISH or PUBREL until the cluster has it.
+fn clustered_store(
+    remote: &dyn Remote,
+    client_id: &str,
+    ops: &[StoreOp],
+) -> Option<crate::store::Ticket> {
+    remote.released(client_id, &mut ops.iter().filter_map(released_seq));
+    let mut wait = None;
+    for op in ops {
+        let ticket = match *op {
+            StoreOp::InboundReleased(pkid) => remote.inbound_qos2(client_id, pkid, None),
+            StoreOp::Delivered(_) => None,
+            op => remote.outbound_qos2(client_id, op),
+        };
+        if matches!(op, StoreOp::Sent(..) | StoreOp::Released(..)) {
+            wait = remote::both(wait, ticket);
+        }
+    }
+    wait
 }
 
 /// The stream sequence a store operation releases, if any.

@@ -51,6 +51,9 @@ pub struct ClusterSession {
     /// Inbound QoS 2 messages awaiting PUBREL: packet id and the message's number
     /// ([`Session::inbound_qos2_serial`]).
     pub inbound_qos2: Vec<(crate::protocol::PacketId, u64)>,
+    /// Outbound QoS 2 flows: packet id, stream sequence, and whether at PUBREL (`Some(true)`),
+    /// sent and not yet received (`Some(false)`), or over (`None`: not to be sent again).
+    pub outbound_qos2: Vec<(crate::protocol::PacketId, u64, Option<bool>)>,
 }
 
 /// What a claim found.
@@ -160,6 +163,11 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
         pkid: crate::protocol::PacketId,
         serial: Option<u64>,
     ) -> Option<Ticket>;
+    /// An outbound QoS 2 flow of the persistent session of `client_id` (held here) moved, as
+    /// its store operation `op` says (sent, at PUBREL, completed, refused): kept with the
+    /// session, so a node that resumes it goes on with the same packet id and sends nothing
+    /// twice. The PUBLISH and the PUBREL wait for the ticket.
+    fn outbound_qos2(&self, client_id: &str, op: crate::session::StoreOp) -> Option<Ticket>;
     /// Reads back the queue of a session resumed here, then installs its subscriptions.
     fn resume(&self, resume: Resume) -> Waiting<Result<(), String>>;
     /// A queue (declared, or a shared subscription's group) is open on this node: its QoS 1/2
@@ -350,13 +358,41 @@ impl BrokerState {
         for (pkid, serial) in kept.inbound_qos2 {
             attached.session.restore_inbound_qos2_serial(pkid, serial);
         }
+        // QoS 2 flows at PUBREL go on there; those sent and not yet received are sent again
+        // under their packet ids, with DUP, before anything else.
+        let mut sent: std::collections::HashMap<u64, Option<crate::protocol::PacketId>> =
+            std::collections::HashMap::new();
+        for (pkid, seq, state) in kept.outbound_qos2 {
+            match state {
+                Some(false) => {
+                    sent.insert(seq, Some(pkid));
+                }
+                // Received: never sent again; a flow at PUBREL goes on.
+                Some(true) => {
+                    attached.session.restore_released(pkid);
+                    sent.insert(seq, None);
+                }
+                None => {
+                    sent.insert(seq, None);
+                }
+            }
+        }
+        let resent: Arc<parking_lot::Mutex<Vec<(u64, crate::protocol::PacketId, Delivery)>>> =
+            Arc::default();
         let filters = plain.iter().map(|(f, _)| f.filter().to_string()).collect();
         let deliver = {
             let (state, plain) = (Arc::clone(self), plain.clone());
             let (client_id, mailbox) = (Arc::clone(&client_id), Arc::clone(&mailbox));
-            Box::new(move |msg: &Arc<Message>, seq: u64, dup: bool| {
-                state.replay_one(&client_id, &mailbox, &plain, msg, seq, dup)
-            })
+            let resent = Arc::clone(&resent);
+            Box::new(
+                move |msg: &Arc<Message>, seq: u64, dup: bool| match sent.get(&seq) {
+                    Some(Some(pkid)) => {
+                        state.replay_sent(&client_id, &plain, msg, seq, *pkid, &resent)
+                    }
+                    Some(None) => Replayed::Skipped,
+                    None => state.replay_one(&client_id, &mailbox, &plain, msg, seq, dup),
+                },
+            )
         };
         let install = {
             let state = Arc::clone(self);
@@ -378,8 +414,36 @@ impl BrokerState {
                 install,
             })
             .await?;
+        let mut resent = std::mem::take(&mut *resent.lock());
+        resent.sort_by_key(|(seq, _, _)| *seq);
+        attached.session.restore_inflight(
+            resent
+                .into_iter()
+                .map(|(_, pkid, d)| (Some(pkid), d))
+                .collect(),
+        );
         attached.session_present = true;
         Ok(())
+    }
+
+    /// A message read back for a resumed session that its previous node had sent at QoS 2
+    /// under `pkid` and not had received: kept aside, to go again first under that id.
+    fn replay_sent(
+        &self,
+        client_id: &Arc<str>,
+        subs: &[(TopicFilter, Subscription)],
+        msg: &Arc<Message>,
+        seq: u64,
+        pkid: crate::protocol::PacketId,
+        resent: &parking_lot::Mutex<Vec<(u64, crate::protocol::PacketId, Delivery)>>,
+    ) -> Replayed {
+        let Some(mut delivery) = self.replay_delivery(client_id, subs, msg) else {
+            return Replayed::Skipped;
+        };
+        delivery.seq = crate::session::Seq::new(seq);
+        delivery.dup = true;
+        resent.lock().push((seq, pkid, delivery));
+        Replayed::Queued { stored: true }
     }
 
     /// Queues one message read back from the cluster's stream for a resumed session, as the
@@ -394,6 +458,30 @@ impl BrokerState {
         seq: u64,
         dup: bool,
     ) -> Replayed {
+        let Some(mut delivery) = self.replay_delivery(client_id, subs, msg) else {
+            return Replayed::Skipped;
+        };
+        delivery.dup = dup;
+        let stored = delivery.qos != crate::protocol::QoS::AtMostOnce;
+        if stored {
+            delivery.seq = crate::session::Seq::new(seq);
+        }
+        match mailbox.push(delivery) {
+            Ok(()) => Replayed::Queued { stored },
+            Err(super::mailbox::DropReason::QueueFull) => Replayed::Full,
+            Err(_) => Replayed::Skipped,
+        }
+    }
+
+    /// `msg` as the router would deliver it to a session with `subs`: once, at the highest QoS
+    /// of its matching subscriptions, with all their identifiers, if the ACL lets the client
+    /// read it.
+    fn replay_delivery(
+        &self,
+        client_id: &Arc<str>,
+        subs: &[(TopicFilter, Subscription)],
+        msg: &Arc<Message>,
+    ) -> Option<Delivery> {
         let topic = msg.topic();
         let mut found: Option<Delivery> = None;
         for (filter, sub) in subs {
@@ -417,29 +505,19 @@ impl BrokerState {
                         retain,
                         sub_ids: sub.id.into_iter().collect(),
                         seq: None,
-                        dup,
+                        dup: false,
                         link: None,
                     })
                 }
             }
         }
-        let Some(mut delivery) = found else {
-            return Replayed::Skipped;
-        };
+        let delivery = found?;
         if let Some(authorizer) = self.auth.authorizer() {
             if !self.may_read(&authorizer, client_id, topic) {
-                return Replayed::Skipped;
+                return None;
             }
         }
-        let stored = delivery.qos != crate::protocol::QoS::AtMostOnce;
-        if stored {
-            delivery.seq = crate::session::Seq::new(seq);
-        }
-        match mailbox.push(delivery) {
-            Ok(()) => Replayed::Queued { stored },
-            Err(super::mailbox::DropReason::QueueFull) => Replayed::Full,
-            Err(_) => Replayed::Skipped,
-        }
+        Some(delivery)
     }
 }
 

@@ -1002,6 +1002,10 @@ impl Remote for Cluster {
             .inbound_qos2(client_id, pkid.get(), serial)
     }
 
+    fn outbound_qos2(&self, client_id: &str, op: crate::session::StoreOp) -> Option<Ticket> {
+        self.owners.records.outbound_qos2(client_id, op)
+    }
+
     fn resume(&self, resume: Resume) -> Waiting<Result<(), String>> {
         let resumes = self.resumes.clone();
         Box::pin(async move {

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::broker::{Claimed, ClusterSession, ClusterWill, Waiting};
 use crate::metrics;
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
-use crate::session::{Delivery, Subscription, NEVER_EXPIRES};
+use crate::session::{Delivery, StoreOp, Subscription, NEVER_EXPIRES};
 use crate::store::{StoreError, Ticket};
 
 /// How often moved floors are written.
@@ -91,7 +91,18 @@ pub(super) struct KeptSession {
     /// Inbound QoS 2 messages awaiting PUBREL: packet id and number.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) q2: Vec<(u16, u64)>,
+    /// Outbound QoS 2 flows: packet id, stream sequence, and how far: [`SENT`], [`AT_PUBREL`],
+    /// or [`DONE`] (kept until the floor passes it, so it is not read back as new).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) q2out: Vec<(u16, u64, u8)>,
 }
+
+/// An outbound QoS 2 flow sent, its PUBREC not yet come.
+pub(super) const SENT: u8 = 0;
+/// An outbound QoS 2 flow at PUBREL: the receiver has the message.
+pub(super) const AT_PUBREL: u8 = 1;
+/// An outbound QoS 2 flow over (or refused at PUBREC).
+pub(super) const DONE: u8 = 2;
 
 impl KeptSession {
     /// Whether its expiry ran out by `now` (Unix ms).
@@ -114,6 +125,18 @@ impl KeptSession {
                 .q2
                 .iter()
                 .filter_map(|(p, s)| Some((crate::protocol::PacketId::new(*p)?, *s)))
+                .collect(),
+            outbound_qos2: self
+                .q2out
+                .iter()
+                .filter_map(|(p, s, how)| {
+                    let state = match *how {
+                        SENT => Some(false),
+                        AT_PUBREL => Some(true),
+                        _ => None,
+                    };
+                    Some((crate::protocol::PacketId::new(*p)?, *s, state))
+                })
                 .collect(),
         }
     }
@@ -390,6 +413,56 @@ impl Records {
         })
     }
 
+    /// Notes how an outbound QoS 2 flow of the session held here moved (the session's store
+    /// operation `op`); the ticket for a flow sent or at PUBREL.
+    pub(super) fn outbound_qos2(&self, client_id: &str, op: StoreOp) -> Option<Ticket> {
+        let (id, epoch) = {
+            let h = self.held.get(client_id)?;
+            let kept = h.record.session.as_ref()?;
+            let known = |f: &dyn Fn(&(u16, u64, u8)) -> bool| kept.q2out.iter().any(f);
+            let relevant = match op {
+                StoreOp::Sent(..) | StoreOp::Released(..) => true,
+                StoreOp::Completed(p) => known(&|e| e.0 == p.get() && e.2 == AT_PUBREL),
+                // QoS 1 flows, never kept: nothing to write.
+                StoreOp::Acked(_, seq) => known(&|e| e.1 == seq.get() && e.2 != DONE),
+                _ => false,
+            };
+            if !relevant {
+                return None;
+            }
+            (Arc::clone(h.key()), h.epoch)
+        };
+        self.amend(&id, epoch, |r| {
+            let Some(s) = r.session.as_mut() else { return };
+            match op {
+                StoreOp::Sent(p, seq) => {
+                    s.q2out.retain(|e| e.1 != seq.get());
+                    s.q2out.push((p.get(), seq.get(), SENT));
+                }
+                StoreOp::Released(_, seq) => {
+                    for e in s.q2out.iter_mut().filter(|e| e.1 == seq.get()) {
+                        e.2 = AT_PUBREL;
+                    }
+                }
+                StoreOp::Completed(p) => {
+                    for e in s
+                        .q2out
+                        .iter_mut()
+                        .filter(|e| e.0 == p.get() && e.2 == AT_PUBREL)
+                    {
+                        e.2 = DONE;
+                    }
+                }
+                StoreOp::Acked(_, seq) => {
+                    for e in s.q2out.iter_mut().filter(|e| e.1 == seq.get()) {
+                        e.2 = DONE;
+                    }
+                }
+                _ => {}
+            }
+        })
+    }
+
     /// The client and its session are done here: the record goes, unless another claim
     /// replaced `epoch`.
     pub(super) fn end(&self, client_id: &Arc<str>, epoch: u64) -> Option<Ticket> {
@@ -540,6 +613,8 @@ impl Records {
                 if floor > s.floor {
                     s.floor = floor;
                     s.sent = s.sent.max(high);
+                    // Flows over and below the floor are not read back anyway.
+                    s.q2out.retain(|e| e.2 != DONE || e.1 > floor);
                     moved.push((Arc::clone(h.key()), h.epoch));
                 }
             }

@@ -106,8 +106,10 @@ fn a_cluster_behaves_as_one_broker() {
     for round in 1..=3 {
         sessions_resume_when_their_node_is_killed(&cluster, round);
     }
-    // A QoS 2 message sent again to another node after the first died is stored once.
+    // A QoS 2 message sent again to another node after the first died is stored once; QoS 2
+    // flows to a subscriber go on where its session resumes.
     a_qos2_message_sent_again_after_its_node_died_is_stored_once(&cluster);
+    qos2_flows_to_a_subscriber_go_on_after_its_node_died(&cluster);
     // A shared subscription with members on four nodes is one group.
     a_shared_group_spans_the_nodes(&cluster);
     // A declared queue holds its messages in the cluster until a consumer on any node takes them.
@@ -1221,5 +1223,76 @@ fn a_qos2_message_sent_again_after_its_node_died_is_stored_once(cluster: &Cluste
         let expected: HashSet<Vec<u8>> = [b"across".to_vec(), b"fence".to_vec()].into();
         let got = collect(&mut s, V5, &expected, "QoS 2 sent again to another node").await;
         assert_eq!(got[&b"across".to_vec()].0, 1, "stored once");
+    });
+}
+
+/// A persistent v5 subscriber at QoS 2 on a node that dies (kill -9) had completed two QoS 2
+/// flows, left one at PUBREL (PUBCOMP not sent) and one unanswered (PUBREC not sent). Where it
+/// resumes, it gets PUBREL for the first, the second again under the same packet id with DUP,
+/// and none of the others again: each message once.
+fn qos2_flows_to_a_subscriber_go_on_after_its_node_died(cluster: &Cluster) {
+    let node = Node::start("x2", &cluster.nats.urls);
+    let run_id = rand_suffix();
+    let topic = format!("q2o/{run_id}");
+    run(async {
+        let c = Connect::new(V5, &format!("q2o-{run_id}")).props(prop_u32(SESSION_EXPIRY, 300));
+        let (mut s, _) = RawClient::handshake(node.addr(), V5, &c).await;
+        s.subscribe(V5, &topic, 2).await;
+        let mut p = RawClient::connected(cluster.addr(0), V5, &format!("q2op-{run_id}")).await;
+        for b in ["b0", "b1", "b2", "b3"] {
+            publish_flow(&mut p, V5, &topic, 2, b.as_bytes(), false).await;
+        }
+        let mut pkid_of: BTreeMap<Vec<u8>, u16> = BTreeMap::new();
+        let (mut at_pubrel, mut unanswered) = (None, None);
+        while at_pubrel.is_none() || unanswered.is_none() {
+            match s.next_event(WAIT).await {
+                Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
+                    let r = parse_publish(V5, first, &body);
+                    pkid_of.insert(r.payload.clone(), r.pkid);
+                    if r.payload == b"b3" {
+                        unanswered = Some(r.pkid);
+                    } else {
+                        s.send(&pubrec(r.pkid)).await;
+                    }
+                }
+                Event::Packet(PUBREL, body) => {
+                    let id = parse_ack(&body).0;
+                    if pkid_of.get(&b"b2"[..]) == Some(&id) {
+                        at_pubrel = Some(id);
+                    } else {
+                        s.send(&pubcomp(id)).await;
+                    }
+                }
+                other => panic!("QoS 2 flows before the kill: {other:?}"),
+            }
+        }
+        node.kill9();
+        let (mut s, ack) = RawClient::handshake(cluster.addr(1), V5, &c.clean(false)).await;
+        assert!(ack.session_present, "the subscriber's session resumed");
+        publish_flow(&mut p, V5, &topic, 2, b"b4", false).await;
+        let (mut released, mut again, mut fence) = (false, false, false);
+        while !(released && again && fence) {
+            match s.next_event(WAIT).await {
+                Event::Packet(PUBREL, body) => {
+                    let id = parse_ack(&body).0;
+                    released |= Some(id) == at_pubrel;
+                    s.send(&pubcomp(id)).await;
+                }
+                Event::Packet(first, body) if first & 0xF0 == PUBLISH => {
+                    let r = parse_publish(V5, first, &body);
+                    match &r.payload[..] {
+                        b"b3" => {
+                            assert!(!again, "b3 twice after the resume");
+                            assert_eq!((Some(r.pkid), r.dup), (unanswered, true), "b3 again");
+                            again = true;
+                        }
+                        b"b4" => fence = true,
+                        other => panic!("{} sent again", String::from_utf8_lossy(other)),
+                    }
+                    s.send(&pubrec(r.pkid)).await;
+                }
+                other => panic!("QoS 2 flows after the resume: {other:?}"),
+            }
+        }
     });
 }
