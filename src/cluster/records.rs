@@ -353,17 +353,25 @@ impl Records {
                 metrics::cluster_takeover("taken");
             }
             let mut fresh = Held::new(rev, record);
-            if let Some((_, old)) = self.held.remove(client_id) {
-                // The same node again: what its session still has queued stays counted.
-                if !clean_start && !elsewhere {
-                    fresh.pending = old.pending;
-                    fresh.high = old.high;
+            // Replaced in place, so routing never finds the client missing meanwhile.
+            let waiters = match self.held.entry(Arc::clone(client_id)) {
+                dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                    let old = o.get_mut();
+                    // The same node again: what its session still has queued stays counted.
+                    if !clean_start && !elsewhere {
+                        fresh.pending = std::mem::take(&mut old.pending);
+                        fresh.high = old.high;
+                    }
+                    std::mem::replace(old, fresh).waiters
                 }
-                for w in old.waiters {
-                    let _ = w.send(Err(StoreError::Cluster("claimed again".into())));
+                dashmap::mapref::entry::Entry::Vacant(v) => {
+                    v.insert(fresh);
+                    Vec::new()
                 }
+            };
+            for w in waiters {
+                let _ = w.send(Err(StoreError::Cluster("claimed again".into())));
             }
-            self.held.insert(Arc::clone(client_id), fresh);
             let orphan_will = previous
                 .as_ref()
                 .filter(|_| elsewhere)
