@@ -32,6 +32,8 @@ const PROGRESS: Duration = Duration::from_secs(2);
 /// A group's consumer with no node pulling for this long is removed (a group exists while it
 /// has members); a declared queue's stays.
 const GROUP_IDLE: Duration = Duration::from_secs(60);
+/// A node whose members have no room still pulls (one message) this often.
+const KEEP_PULLING: Duration = Duration::from_secs(10);
 /// Most messages one pull asks for.
 const BATCH: usize = 256;
 
@@ -288,6 +290,7 @@ async fn pull_while_open(
     mut current: Option<Consumer>,
 ) {
     let mut progress = Instant::now();
+    let mut pulled = Instant::now();
     loop {
         if open.closed.load(Ordering::Acquire) {
             // Closed: what its members hold stays theirs until they are done with it.
@@ -312,12 +315,20 @@ async fn pull_while_open(
             progress = Instant::now();
             still_held(open);
         }
-        let room = state.queue_room(&open.store_id).unwrap_or(0);
+        let mut room = state.queue_room(&open.store_id).unwrap_or(0);
+        if room == 0 && !open.declared && pulled.elapsed() >= KEEP_PULLING {
+            // A group's consumer without pulls for GROUP_IDLE is removed: one message now and
+            // then keeps it while the group has members here (they take it when they can). A
+            // declared queue's consumer stays anyway, and what no consumer here can take waits
+            // in the cluster for one elsewhere.
+            room = 1;
+        }
         if room == 0 {
             drop(state);
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
+        pulled = Instant::now();
         let c = match current.take() {
             Some(c) => c,
             None => match consumer(&js, &stream, &subjects, open).await {
