@@ -441,32 +441,8 @@ impl Records {
             (Arc::clone(h.key()), h.epoch)
         };
         self.amend(&id, epoch, |r| {
-            let Some(s) = r.session.as_mut() else { return };
-            match op {
-                StoreOp::Sent(p, seq) => {
-                    s.q2out.retain(|e| e.1 != seq.get());
-                    s.q2out.push((p.get(), seq.get(), SENT));
-                }
-                StoreOp::Released(_, seq) => {
-                    for e in s.q2out.iter_mut().filter(|e| e.1 == seq.get()) {
-                        e.2 = AT_PUBREL;
-                    }
-                }
-                StoreOp::Completed(p) => {
-                    for e in s
-                        .q2out
-                        .iter_mut()
-                        .filter(|e| e.0 == p.get() && e.2 == AT_PUBREL)
-                    {
-                        e.2 = DONE;
-                    }
-                }
-                StoreOp::Acked(_, seq) => {
-                    for e in s.q2out.iter_mut().filter(|e| e.1 == seq.get()) {
-                        e.2 = DONE;
-                    }
-                }
-                _ => {}
+            if let Some(s) = r.session.as_mut() {
+                q2out_moved(&mut s.q2out, op);
             }
         })
     }
@@ -613,7 +589,7 @@ impl Records {
                     continue;
                 }
                 h.released = false;
-                let floor = h.pending.keys().next().map_or(routed, |s| s - 1);
+                let floor = floor_of(&h.pending, routed);
                 let high = h.high;
                 let Some(s) = h.record.session.as_mut() else {
                     continue;
@@ -632,6 +608,42 @@ impl Records {
             }
         }
     }
+}
+
+/// How store operation `op` moves a session's outbound QoS 2 flows (kept by stream sequence).
+fn q2out_moved(q2out: &mut Vec<(u16, u64, u8)>, op: StoreOp) {
+    match op {
+        StoreOp::Sent(p, seq) => {
+            q2out.retain(|e| e.1 != seq.get());
+            q2out.push((p.get(), seq.get(), SENT));
+        }
+        StoreOp::Released(_, seq) => {
+            for e in q2out.iter_mut().filter(|e| e.1 == seq.get()) {
+                e.2 = AT_PUBREL;
+            }
+        }
+        StoreOp::Completed(p) => {
+            for e in q2out
+                .iter_mut()
+                .filter(|e| e.0 == p.get() && e.2 == AT_PUBREL)
+            {
+                e.2 = DONE;
+            }
+        }
+        // A QoS 2 flow refused at PUBREC.
+        StoreOp::Acked(_, seq) => {
+            for e in q2out.iter_mut().filter(|e| e.1 == seq.get()) {
+                e.2 = DONE;
+            }
+        }
+        StoreOp::Delivered(_) | StoreOp::InboundReleased(_) => {}
+    }
+}
+
+/// Where a session's floor stands: just below the oldest stream message queued for it and not
+/// released, or where the node's routing stands (`routed`) when none is.
+fn floor_of(pending: &BTreeMap<u64, i32>, routed: u64) -> u64 {
+    pending.keys().next().map_or(routed, |s| s - 1)
 }
 
 /// Notes the stream messages the node's consumer queues for the sessions held here.
@@ -686,6 +698,53 @@ mod tests {
         assert!(s.expired(11_000));
         s.expiry = NEVER_EXPIRES;
         assert!(!s.expired(u64::MAX));
+    }
+
+    fn seq(n: u64) -> crate::session::Seq {
+        crate::session::Seq::new(n).expect("not 0")
+    }
+
+    fn pid(n: u16) -> crate::protocol::PacketId {
+        crate::protocol::PacketId::new(n).expect("not 0")
+    }
+
+    #[test]
+    fn outbound_qos2_flows_move_sent_then_at_pubrel_then_done() {
+        let mut q = Vec::new();
+        q2out_moved(&mut q, StoreOp::Sent(pid(5), seq(100)));
+        q2out_moved(&mut q, StoreOp::Sent(pid(6), seq(101)));
+        assert_eq!(q, vec![(5, 100, SENT), (6, 101, SENT)]);
+        q2out_moved(&mut q, StoreOp::Released(pid(5), seq(100)));
+        assert_eq!(q[0], (5, 100, AT_PUBREL));
+        // PUBCOMP names the packet id only: the flow at PUBREL under it ends.
+        q2out_moved(&mut q, StoreOp::Completed(pid(5)));
+        assert_eq!(q[0], (5, 100, DONE));
+        // The id is used again for a later message: the done flow stays apart.
+        q2out_moved(&mut q, StoreOp::Sent(pid(5), seq(102)));
+        q2out_moved(&mut q, StoreOp::Completed(pid(5)));
+        assert_eq!(q, vec![(5, 100, DONE), (6, 101, SENT), (5, 102, SENT)]);
+        // Refused at PUBREC: over.
+        q2out_moved(&mut q, StoreOp::Acked(pid(6), seq(101)));
+        assert_eq!(q[1], (6, 101, DONE));
+        // Sent again (a resend under a new id after a resume) replaces it.
+        q2out_moved(&mut q, StoreOp::Sent(pid(9), seq(102)));
+        assert_eq!(q, vec![(5, 100, DONE), (6, 101, DONE), (9, 102, SENT)]);
+    }
+
+    #[test]
+    fn the_floor_stays_below_the_oldest_unreleased_message() {
+        let mut pending = BTreeMap::new();
+        assert_eq!(
+            floor_of(&pending, 500),
+            500,
+            "nothing owed: where routing stands"
+        );
+        pending.insert(120, 1);
+        pending.insert(130, 1);
+        assert_eq!(floor_of(&pending, 500), 119);
+        // A release noted before its queueing (a count below 0) holds the floor too.
+        pending.insert(110, -1);
+        assert_eq!(floor_of(&pending, 500), 109);
     }
 
     #[test]
