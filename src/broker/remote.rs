@@ -64,6 +64,8 @@ pub struct Claimed {
     pub session: Option<ClusterSession>,
     /// The client was held by another node: anything kept of it here is out of date.
     pub elsewhere: bool,
+    /// That node.
+    pub from: Option<String>,
     /// The will (and its delay) of the client's previous connection on another node, with
     /// whether that node turned out to have died with it (then the will is this node's to
     /// publish; a live node publishes it itself as the client is taken over).
@@ -308,6 +310,35 @@ impl BrokerState {
         let remote = self.remote.get().filter(|_| mailbox.is_stored())?;
         let serial = session.inbound_qos2_serial(pkid)?;
         remote.inbound_qos2(session.client_id(), pkid, Some(serial))
+    }
+
+    /// The client's new node asks for its session's state: a connection here is told to go
+    /// (v5 DISCONNECT 0x8E, its will published as at any takeover) and the session left here
+    /// ends without a word to the cluster, so what the new node is told next is final.
+    /// `snapshot` is taken once the connection is gone and before the session ends (while its
+    /// subscriptions still route here), and told whether the session was here at all.
+    pub async fn hand_over<T>(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        snapshot: impl FnOnce(bool) -> T,
+    ) -> T {
+        for _ in 0..50 {
+            match self.registry.evict(client_id) {
+                super::registry::Evicted::Gone => break,
+                super::registry::Evicted::Parked(mut session, mailbox) => {
+                    let taken = snapshot(true);
+                    session.claim = None;
+                    let queued = mailbox.take_all();
+                    self.end_session(&session, false, None, queued);
+                    return taken;
+                }
+                super::registry::Evicted::Connected(parked) => {
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_millis(100), parked).await;
+                }
+            }
+        }
+        snapshot(false)
     }
 
     /// A session kept here is out of date (the client was held by another node since): it

@@ -305,6 +305,12 @@ impl Cluster {
             tokio::spawn(measure_rtt(self.client.clone()));
         }
         self.groups.set_state(state);
+        tokio::spawn(serve_handovers(
+            self.client.clone(),
+            self.subjects.control(&format!("handover.{}", self.node)),
+            self.owners.records.clone(),
+            Arc::downgrade(state),
+        ));
         self.mirror.start(state, &self.subjects).await?;
         retry(|| self.owners.start(state, &self.origin)).await?;
         self.interest
@@ -488,6 +494,48 @@ async fn measure_rtt(client: async_nats::Client) {
         if client.flush().await.is_ok() {
             crate::metrics::cluster_nats_rtt(start.elapsed());
         }
+    }
+}
+
+/// How long a node that takes a client over waits for the previous node's handover.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Answers the handover requests of nodes that take this node's clients over: the client's
+/// connection here goes first, then its session's state as this node has it (nothing if it
+/// has none).
+async fn serve_handovers(
+    client: async_nats::Client,
+    subject: String,
+    records: records::Records,
+    state: std::sync::Weak<BrokerState>,
+) {
+    use futures_util::StreamExt;
+    let Ok(mut requests) = client.subscribe(subject).await else {
+        crate::metrics::cluster_error("handover");
+        return;
+    };
+    while let Some(m) = requests.next().await {
+        let (Some(reply), Some(state)) = (m.reply.clone(), state.upgrade()) else {
+            continue;
+        };
+        let Ok(id) = std::str::from_utf8(&m.payload) else {
+            continue;
+        };
+        let client_id: Arc<str> = Arc::from(id);
+        let (client, records) = (client.clone(), records.clone());
+        tokio::spawn(async move {
+            let handover = state
+                .hand_over(&client_id, |installed| {
+                    records.handover(&client_id, installed)
+                })
+                .await;
+            let answer = handover
+                .and_then(|h| serde_json::to_vec(&h).ok())
+                .unwrap_or_default();
+            if client.publish(reply, answer.into()).await.is_err() {
+                crate::metrics::cluster_error("handover");
+            }
+        });
     }
 }
 
@@ -920,14 +968,32 @@ impl Remote for Cluster {
     ) -> Waiting<Result<Claimed, String>> {
         let peers = self.owners.peers();
         let since = std::time::Instant::now();
-        self.owners.records.claim(
+        let claimed = self.owners.records.claim(
             client_id,
             will,
             clean_start,
             expiry,
             move |node| peers.died(node, since),
             self.timeout,
-        )
+        );
+        let (client, subjects) = (self.client.clone(), self.subjects.clone());
+        let (records, client_id) = (self.owners.records.clone(), Arc::clone(client_id));
+        Box::pin(async move {
+            let mut claimed = claimed.await?;
+            if let (Some(from), Some(session)) = (&claimed.from, claimed.session.as_mut()) {
+                // The session's state from the node that had it, fresher than its record: a
+                // dead node does not answer, and the record holds.
+                let subject = subjects.control(&format!("handover.{from}"));
+                let asked = client.request(subject, Bytes::from(client_id.to_string()));
+                if let Ok(Ok(reply)) = tokio::time::timeout(HANDOVER_WAIT, asked).await {
+                    if let Ok(h) = serde_json::from_slice::<records::Handover>(&reply.payload) {
+                        h.apply(session);
+                        records.taken_over(&client_id, claimed.claim, &h);
+                    }
+                }
+            }
+            Ok(claimed)
+        })
     }
 
     fn will_settled(&self, client_id: &Arc<str>, claim: u64) -> Waiting<()> {

@@ -535,11 +535,7 @@ async fn watch(records: Records, mut from: u64, state: std::sync::Weak<BrokerSta
                         continue;
                     }
                     let client_id: Arc<str> = Arc::from(record.client_id);
-                    let ours_older = records
-                        .held
-                        .remove_if(&client_id, |_, h| h.rev < entry.revision)
-                        .is_some();
-                    if !ours_older {
+                    if !records.lose(&client_id, |h| h.rev < entry.revision) {
                         continue;
                     }
                     let Some(state) = state.upgrade() else {
@@ -547,11 +543,11 @@ async fn watch(records: Records, mut from: u64, state: std::sync::Weak<BrokerSta
                     };
                     metrics::cluster_takeover("lost");
                     tracing::info!(client_id = %crate::logged::clip(&client_id), node = %record.node, "client connected on another node: session taken over");
-                    let held = Arc::clone(&records.held);
+                    let records = records.clone();
                     tokio::spawn(async move {
                         let id = Arc::clone(&client_id);
                         state
-                            .moved_away(&client_id, move || !held.contains_key(&id))
+                            .moved_away(&client_id, move || records.elsewhere(&id))
                             .await;
                     });
                 }

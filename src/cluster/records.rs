@@ -121,24 +121,41 @@ impl KeptSession {
             subscriptions: self.subs.iter().filter_map(KeptSub::subscription).collect(),
             floor: self.floor,
             sent: self.sent,
-            inbound_qos2: self
-                .q2
-                .iter()
-                .filter_map(|(p, s)| Some((crate::protocol::PacketId::new(*p)?, *s)))
-                .collect(),
-            outbound_qos2: self
-                .q2out
-                .iter()
-                .filter_map(|(p, s, how)| {
-                    let state = match *how {
-                        SENT => Some(false),
-                        AT_PUBREL => Some(true),
-                        _ => None,
-                    };
-                    Some((crate::protocol::PacketId::new(*p)?, *s, state))
-                })
-                .collect(),
+            inbound_qos2: inbound_for_broker(&self.q2),
+            outbound_qos2: outbound_for_broker(&self.q2out),
         }
+    }
+}
+
+fn inbound_for_broker(q2: &[(u16, u64)]) -> Vec<(crate::protocol::PacketId, u64)> {
+    q2.iter()
+        .filter_map(|(p, s)| Some((crate::protocol::PacketId::new(*p)?, *s)))
+        .collect()
+}
+
+fn outbound_for_broker(
+    q2out: &[(u16, u64, u8)],
+) -> Vec<(crate::protocol::PacketId, u64, Option<bool>)> {
+    q2out
+        .iter()
+        .filter_map(|(p, s, how)| {
+            let state = match *how {
+                SENT => Some(false),
+                AT_PUBREL => Some(true),
+                _ => None,
+            };
+            Some((crate::protocol::PacketId::new(*p)?, *s, state))
+        })
+        .collect()
+}
+
+impl Handover {
+    /// `session`, as its previous node had it last.
+    pub(super) fn apply(&self, session: &mut ClusterSession) {
+        session.floor = session.floor.max(self.floor);
+        session.sent = session.sent.max(self.sent);
+        session.inbound_qos2 = inbound_for_broker(&self.q2);
+        session.outbound_qos2 = outbound_for_broker(&self.q2out);
     }
 }
 
@@ -215,6 +232,9 @@ pub(super) struct Held {
     high: u64,
     /// Its queue is being read back from the stream: the floor waits.
     resuming: bool,
+    /// Another node claimed the client: nothing more is written; kept a moment for that
+    /// node's handover request ([`Records::handover`]).
+    lost: bool,
 }
 
 impl Held {
@@ -231,8 +251,24 @@ impl Held {
             released: false,
             high: 0,
             resuming: false,
+            lost: false,
         }
     }
+}
+
+/// How long a lost client's state stays for the new owner's handover request.
+const LOST_KEPT: Duration = Duration::from_secs(5);
+
+/// What the node that held a client tells the node that took it over: the session's state as
+/// it was when its connection here ended, fresher than its last write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Handover {
+    pub(super) floor: u64,
+    pub(super) sent: u64,
+    #[serde(default)]
+    pub(super) q2: Vec<(u16, u64)>,
+    #[serde(default)]
+    pub(super) q2out: Vec<(u16, u64, u8)>,
 }
 
 /// This node's clients' records.
@@ -381,6 +417,7 @@ impl Records {
                 claim: rev,
                 session: resumed.as_ref().map(KeptSession::for_broker),
                 elsewhere,
+                from: previous.filter(|_| elsewhere).map(|p| p.node),
                 orphan_will,
             });
         }
@@ -460,7 +497,7 @@ impl Records {
         change: impl FnOnce(&mut Held),
     ) -> Option<Ticket> {
         let mut h = self.held.get_mut(client_id)?;
-        if h.epoch != epoch {
+        if h.epoch != epoch || h.lost {
             return None;
         }
         change(&mut h);
@@ -528,7 +565,7 @@ impl Records {
                     metrics::cluster_error("record");
                     if lost || e.contains("wrong last sequence") {
                         // Another node claimed the client: its watch moves it away here.
-                        self.held.remove_if(&client_id, |_, h| h.epoch == epoch);
+                        self.lose(&client_id, |h| h.epoch == epoch);
                     } else if let Some(mut h) = self.held.get_mut(&client_id) {
                         // No quorum, say: tried again while the node holds the client.
                         h.dirty = true;
@@ -544,6 +581,65 @@ impl Records {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+
+    /// Another node holds `client_id` now (if `which` says so of what is held here): nothing
+    /// more is written for it; its state stays [`LOST_KEPT`] for the new owner's handover
+    /// request, then goes. True if it was held here.
+    pub(super) fn lose(&self, client_id: &Arc<str>, which: impl FnOnce(&Held) -> bool) -> bool {
+        let epoch = match self.held.get_mut(client_id) {
+            Some(mut h) if !h.lost && which(&h) => {
+                h.lost = true;
+                h.epoch
+            }
+            _ => return false,
+        };
+        let (held, id) = (Arc::clone(&self.held), Arc::clone(client_id));
+        tokio::spawn(async move {
+            tokio::time::sleep(LOST_KEPT).await;
+            held.remove_if(&id, |_, h| h.lost && h.epoch == epoch);
+        });
+        true
+    }
+
+    /// Whether `client_id` is (still) held by another node as far as this one knows: lost, or
+    /// not held here at all.
+    pub(super) fn elsewhere(&self, client_id: &str) -> bool {
+        self.held.get(client_id).is_none_or(|h| h.lost)
+    }
+
+    /// The state of `client_id`'s session as this node has it, for the node that took it over.
+    /// `installed`: its subscriptions route here now, so every stream message up to where the
+    /// routing stands that it matched is counted (else only what was counted stands).
+    pub(super) fn handover(&self, client_id: &str, installed: bool) -> Option<Handover> {
+        let routed = self.routed.load(Ordering::Acquire);
+        let h = self.held.get(client_id)?;
+        let s = h.record.session.as_ref()?;
+        let floor = match h.pending.keys().next() {
+            _ if installed => floor_of(&h.pending, routed),
+            Some(oldest) => oldest - 1,
+            None => s.floor,
+        };
+        Some(Handover {
+            floor: floor.max(s.floor),
+            sent: s.sent.max(h.high),
+            q2: s.q2.clone(),
+            q2out: s.q2out.clone(),
+        })
+    }
+
+    /// The session of `client_id`, just claimed under `epoch`, goes on from what its previous
+    /// node handed over.
+    pub(super) fn taken_over(&self, client_id: &Arc<str>, epoch: u64, from: &Handover) {
+        let from = from.clone();
+        let _ = self.amend(client_id, epoch, move |r| {
+            if let Some(s) = r.session.as_mut() {
+                s.floor = s.floor.max(from.floor);
+                s.sent = s.sent.max(from.sent);
+                s.q2 = from.q2;
+                s.q2out = from.q2out;
+            }
+        });
     }
 
     /// A stream message `seq` was queued for `client_id`.
@@ -585,7 +681,7 @@ impl Records {
             let routed = self.routed.load(Ordering::Acquire);
             let mut moved = Vec::new();
             for mut h in self.held.iter_mut() {
-                if !h.released || h.resuming || h.end {
+                if !h.released || h.resuming || h.end || h.lost {
                     continue;
                 }
                 h.released = false;

@@ -106,6 +106,8 @@ fn a_cluster_behaves_as_one_broker() {
     for round in 1..=3 {
         sessions_resume_when_their_node_is_killed(&cluster, round);
     }
+    // A persistent session taken over between live nodes: nothing acknowledged comes again.
+    a_takeover_between_live_nodes_sends_nothing_twice(&cluster);
     // A QoS 2 message sent again to another node after the first died is stored once; QoS 2
     // flows to a subscriber go on where its session resumes.
     a_qos2_message_sent_again_after_its_node_died_is_stored_once(&cluster);
@@ -1294,5 +1296,40 @@ fn qos2_flows_to_a_subscriber_go_on_after_its_node_died(cluster: &Cluster) {
                 other => panic!("QoS 2 flows after the resume: {other:?}"),
             }
         }
+    });
+}
+
+/// A persistent v5 subscriber acknowledges 50 QoS 1 messages on one node and at once connects
+/// on another (a takeover between live nodes, well within the second between two writes of
+/// its floor): the new node gets the session's exact state from the old one, so nothing the
+/// subscriber acknowledged comes again; what is published next does.
+fn a_takeover_between_live_nodes_sends_nothing_twice(cluster: &Cluster) {
+    let run_id = rand_suffix();
+    let topic = format!("hand/{run_id}");
+    run(async {
+        let c = Connect::new(V5, &format!("ho-{run_id}")).props(prop_u32(SESSION_EXPIRY, 300));
+        let (mut first, _) = RawClient::handshake(cluster.addr(0), V5, &c).await;
+        first.subscribe(V5, &topic, 1).await;
+        let mut p = RawClient::connected(cluster.addr(2), V5, &format!("hop-{run_id}")).await;
+        let sent: HashSet<Vec<u8>> = (0..50).map(|i| format!("h{i}").into_bytes()).collect();
+        for i in 0..50 {
+            publish_flow(&mut p, V5, &topic, 1, format!("h{i}").as_bytes(), false).await;
+        }
+        let got = collect(&mut first, V5, &sent, "before the takeover").await;
+        assert_eq!(got.len(), 50);
+        let (mut second, ack) = RawClient::handshake(cluster.addr(1), V5, &c.clean(false)).await;
+        assert!(ack.session_present);
+        publish_flow(&mut p, V5, &topic, 1, b"after", false).await;
+        let expected: HashSet<Vec<u8>> = [b"after".to_vec()].into();
+        let got = collect(&mut second, V5, &expected, "after the takeover").await;
+        let again: Vec<String> = got
+            .keys()
+            .filter(|k| k.as_slice() != b"after")
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        assert!(
+            again.is_empty(),
+            "acknowledged before the takeover, sent again: {again:?}"
+        );
     });
 }
