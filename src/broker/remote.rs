@@ -232,19 +232,29 @@ impl BrokerState {
 
     /// `client_id` now belongs to another node: a connection here is told so (v5 DISCONNECT
     /// 0x8E, its will published as at any takeover) and the session it leaves here ends
-    /// (a pending will with it: the client came back, elsewhere). `still` says whether that
-    /// is still so (the client may come back here meanwhile).
-    pub async fn moved_away(self: &Arc<Self>, client_id: &Arc<str>, still: impl Fn() -> bool) {
+    /// without a word to the cluster, where the newer one lives (a pending will with it: the
+    /// client came back, elsewhere). `still` says whether that is still so (the client may come
+    /// back here meanwhile). `last` runs once the connection is gone, before the session ends
+    /// (its subscriptions still route here), told whether there was a session here; what it
+    /// returns comes back.
+    pub async fn moved_away<T>(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        still: impl Fn() -> bool,
+        last: impl FnOnce(bool) -> T,
+    ) -> T {
         for _ in 0..50 {
             if !still() {
-                return;
+                break;
             }
             match self.registry.evict(client_id) {
-                super::registry::Evicted::Gone => return,
-                super::registry::Evicted::Parked(session, mailbox) => {
+                super::registry::Evicted::Gone => break,
+                super::registry::Evicted::Parked(mut session, mailbox) => {
+                    let taken = last(true);
+                    session.claim = None;
                     let queued = mailbox.take_all();
                     self.end_session(&session, false, None, queued);
-                    return;
+                    return taken;
                 }
                 super::registry::Evicted::Connected(parked) => {
                     let _ =
@@ -252,6 +262,7 @@ impl BrokerState {
                 }
             }
         }
+        last(false)
     }
 }
 
@@ -310,35 +321,6 @@ impl BrokerState {
         let remote = self.remote.get().filter(|_| mailbox.is_stored())?;
         let serial = session.inbound_qos2_serial(pkid)?;
         remote.inbound_qos2(session.client_id(), pkid, Some(serial))
-    }
-
-    /// The client's new node asks for its session's state: a connection here is told to go
-    /// (v5 DISCONNECT 0x8E, its will published as at any takeover) and the session left here
-    /// ends without a word to the cluster, so what the new node is told next is final.
-    /// `snapshot` is taken once the connection is gone and before the session ends (while its
-    /// subscriptions still route here), and told whether the session was here at all.
-    pub async fn hand_over<T>(
-        self: &Arc<Self>,
-        client_id: &Arc<str>,
-        snapshot: impl FnOnce(bool) -> T,
-    ) -> T {
-        for _ in 0..50 {
-            match self.registry.evict(client_id) {
-                super::registry::Evicted::Gone => break,
-                super::registry::Evicted::Parked(mut session, mailbox) => {
-                    let taken = snapshot(true);
-                    session.claim = None;
-                    let queued = mailbox.take_all();
-                    self.end_session(&session, false, None, queued);
-                    return taken;
-                }
-                super::registry::Evicted::Connected(parked) => {
-                    let _ =
-                        tokio::time::timeout(std::time::Duration::from_millis(100), parked).await;
-                }
-            }
-        }
-        snapshot(false)
     }
 
     /// A session kept here is out of date (the client was held by another node since): it

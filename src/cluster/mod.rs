@@ -525,9 +525,11 @@ async fn serve_handovers(
         let (client, records) = (client.clone(), records.clone());
         tokio::spawn(async move {
             let handover = state
-                .hand_over(&client_id, |installed| {
-                    records.handover(&client_id, installed)
-                })
+                .moved_away(
+                    &client_id,
+                    || true,
+                    |installed| records.handover(&client_id, installed),
+                )
                 .await;
             let answer = handover
                 .and_then(|h| serde_json::to_vec(&h).ok())

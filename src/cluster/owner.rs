@@ -268,6 +268,7 @@ impl Owners {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
+        self.records.set_state(state);
         tokio::spawn(watch(self.records.clone(), from, Arc::downgrade(state)));
         tokio::spawn(self.records.clone().keep_floors());
         // What a previous run of this node held is taken over as a dead node's would be.
@@ -535,21 +536,15 @@ async fn watch(records: Records, mut from: u64, state: std::sync::Weak<BrokerSta
                         continue;
                     }
                     let client_id: Arc<str> = Arc::from(record.client_id);
+                    if state.strong_count() == 0 {
+                        return;
+                    }
+                    // Marked lost, and moved away from here ([`Records::lose`]).
                     if !records.lose(&client_id, |h| h.rev < entry.revision) {
                         continue;
                     }
-                    let Some(state) = state.upgrade() else {
-                        return;
-                    };
                     metrics::cluster_takeover("lost");
                     tracing::info!(client_id = %crate::logged::clip(&client_id), node = %record.node, "client connected on another node: session taken over");
-                    let records = records.clone();
-                    tokio::spawn(async move {
-                        let id = Arc::clone(&client_id);
-                        state
-                            .moved_away(&client_id, move || records.elsewhere(&id))
-                            .await;
-                    });
                 }
             }
             Err(e) => {

@@ -279,6 +279,8 @@ pub(super) struct Records {
     pub(super) held: Arc<DashMap<Arc<str>, Held>>,
     /// The stream sequence up to which this node has routed every message.
     pub(super) routed: Arc<AtomicU64>,
+    /// The broker, to move a client away from once it is lost.
+    state: Arc<std::sync::OnceLock<std::sync::Weak<crate::broker::BrokerState>>>,
 }
 
 impl Records {
@@ -288,7 +290,13 @@ impl Records {
             me,
             held: Arc::new(DashMap::new()),
             routed: Arc::new(AtomicU64::new(0)),
+            state: Arc::default(),
         }
+    }
+
+    /// The broker lost clients are moved away from; set once at start.
+    pub(super) fn set_state(&self, state: &Arc<crate::broker::BrokerState>) {
+        let _ = self.state.set(Arc::downgrade(state));
     }
 
     /// Claims `client_id` for this node: reads its record and writes this node's over it
@@ -599,7 +607,30 @@ impl Records {
             tokio::time::sleep(LOST_KEPT).await;
             held.remove_if(&id, |_, h| h.lost && h.epoch == epoch);
         });
+        // Whoever learns of it first (the watch, a write that failed) moves the client away;
+        // its session's state is taken as it ends, for the new owner's handover request.
+        if let Some(state) = self.state.get().and_then(std::sync::Weak::upgrade) {
+            let (records, id) = (self.clone(), Arc::clone(client_id));
+            tokio::spawn(async move {
+                let still = || records.elsewhere(&id);
+                let last = |installed| records.freeze(&id, installed);
+                state.moved_away(&id, still, last).await;
+            });
+        }
         true
+    }
+
+    /// Keeps, in the lost client's state, the floor its session had when it ended here.
+    fn freeze(&self, client_id: &str, installed: bool) {
+        let Some(h) = self.handover(client_id, installed) else {
+            return;
+        };
+        if let Some(mut held) = self.held.get_mut(client_id) {
+            if let Some(s) = held.record.session.as_mut() {
+                s.floor = h.floor;
+                s.sent = h.sent;
+            }
+        }
     }
 
     /// Whether `client_id` is (still) held by another node as far as this one knows: lost, or
