@@ -368,13 +368,16 @@ async fn reap(reaper: Reaper, state: std::sync::Weak<BrokerState>) {
         if state.strong_count() == 0 {
             return;
         }
-        let steady = healthy.load(std::sync::atomic::Ordering::Relaxed)
-            && healthy_since.lock().elapsed() >= HEARTBEAT * 2;
+        let since = *healthy_since.lock();
+        let steady =
+            healthy.load(std::sync::atomic::Ordering::Relaxed) && since.elapsed() >= HEARTBEAT * 2;
         if !steady {
             continue;
         }
         for (node, last) in peers.dead() {
-            if reaped.get(&node) == Some(&last) {
+            // Silence counts only while this node could hear: back from a partition, its view
+            // of the others' heartbeats (and its replica of the bucket) needs time to catch up.
+            if last.max(since).elapsed() < DEAD || reaped.get(&node) == Some(&last) {
                 continue;
             }
             match nodes.entry(node.clone()).await {
