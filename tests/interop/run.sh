@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Interop: drives the broker with Mosquitto's command-line clients (v3.1.1 and v5, crossed) and
-# a paho-mqtt script, and (Tern only) Prometheus and SIGHUP. Every wait is bounded (-W/-C on
-# clients, bounded polling loops); the only fixed waits are the negative checks ("no will", "no
-# $SYS before the reload"), where nothing is expected to happen.
+# a paho-mqtt script, and (Tern only) Prometheus, SIGHUP and the status page in headless
+# Chromium. Every wait is bounded (-W/-C on clients, bounded polling loops); the only fixed
+# waits are the negative checks ("no will", "no $SYS before the reload"), where nothing is
+# expected to happen.
 # Prints "PASS name" / "FAIL name: why" per case and, last, "N passed, M failed" alone on a line.
 #   TERN_BIN=path        broker binary (default: target/release/tern, built with cargo)
 #   INTEROP_PORT=N       port to use (default: a free one)
@@ -812,6 +813,20 @@ if [ -z "${INTEROP_EXTERNAL:-}" ]; then
     tests/cluster/nats.sh stop "$WORK/nats" >/dev/null 2>&1 || true
   else
     fail "cluster: NATS servers started" "$(tail -3 "$WORK/nats.log" | oneline)"
+  fi
+fi
+
+# Status page (Tern only): tests/interop/status_page.sh starts brokers of its own (admin API on,
+# then off) and drives GET / in Debian's headless Chromium with playwright-core; its PASS/FAIL
+# lines are counted here.
+if [ -z "${INTEROP_EXTERNAL:-}" ]; then
+  status=0
+  TERN_BIN="$BIN" timeout 300 tests/interop/status_page.sh >"$WORK/page.out" 2>&1 || status=$?
+  grep -v -E '^[0-9]+ passed, [0-9]+ failed$' "$WORK/page.out" || true
+  PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/page.out" || true)))
+  FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/page.out" || true)))
+  if [ "$status" != 0 ] && ! grep -q '^FAIL' "$WORK/page.out"; then
+    fail "status page" "status_page.sh exited $status without a FAIL line"
   fi
 fi
 
