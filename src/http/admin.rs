@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequestParts, Path, RawQuery};
+use axum::RequestPartsExt;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -202,6 +203,26 @@ impl FromRequestParts<Arc<Ops>> for Admin {
     }
 }
 
+/// The client id or topic in a path, percent-decoded; a 400 naming it when it does not decode
+/// to UTF-8.
+struct Segment(String);
+
+impl FromRequestParts<Arc<Ops>> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<Ops>) -> Result<Segment, ApiError> {
+        let field = if parts.uri.path().contains("/retained/") {
+            "topic"
+        } else {
+            "id"
+        };
+        match parts.extract::<Path<String>>().await {
+            Ok(Path(s)) => Ok(Segment(s)),
+            Err(e) => Err(ApiError::bad(field, format!("not a percent-encoded UTF-8 string: {e}"))),
+        }
+    }
+}
+
 async fn unknown(_: Admin) -> ApiError {
     ApiError::not_found("no such endpoint (see README, \"Admin API and status page\")")
 }
@@ -334,7 +355,7 @@ async fn list_clients(Admin(state): Admin, RawQuery(q): RawQuery) -> Result<Resp
 }
 
 /// `GET /clients/{id}`: one connected client, with its subscriptions.
-async fn get_client(Admin(state): Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_client(Admin(state): Admin, Segment(id): Segment) -> Result<Response, ApiError> {
     let not_connected = || ApiError::not_found(format!("client {id:?} is not connected"));
     let view = state
         .session_views(Some(&id))
@@ -365,7 +386,7 @@ fn discard(q: &Query) -> Result<bool, ApiError> {
 /// `?session=discard` ends its session too. Answers once the connection is gone.
 async fn disconnect_client(
     Admin(state): Admin,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(q, &["session"])?;
@@ -435,7 +456,7 @@ async fn list_sessions(Admin(state): Admin, RawQuery(q): RawQuery) -> Result<Res
 }
 
 /// `GET /sessions/{id}`.
-async fn get_session(Admin(state): Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_session(Admin(state): Admin, Segment(id): Segment) -> Result<Response, ApiError> {
     let view = state
         .session_views(Some(&id))
         .pop()
@@ -450,7 +471,7 @@ async fn get_session(Admin(state): Admin, Path(id): Path<String>) -> Result<Resp
 
 /// `DELETE /sessions/{id}`: ends the session now (a connected client is disconnected with
 /// 0x98 first); its pending will is published, as at expiry.
-async fn end_session(Admin(state): Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn end_session(Admin(state): Admin, Segment(id): Segment) -> Result<Response, ApiError> {
     let was_connected = state.disconnect_client(&id, true);
     let ended = if was_connected {
         state.wait_disconnected(&id, DISCONNECT_WAIT).await
@@ -531,7 +552,7 @@ async fn list_retained(Admin(state): Admin, RawQuery(q): RawQuery) -> Result<Res
 /// `GET /retained/{topic}`.
 async fn get_retained(
     Admin(state): Admin,
-    Path(topic): Path<String>,
+    Segment(topic): Segment,
 ) -> Result<Response, ApiError> {
     let levels = state.config().limits.max_topic_levels;
     crate::topic::validate_topic_name(&topic, levels)
@@ -548,7 +569,7 @@ async fn get_retained(
 /// `DELETE /retained/{topic}`: without telling subscribers.
 async fn delete_retained(
     Admin(state): Admin,
-    Path(topic): Path<String>,
+    Segment(topic): Segment,
 ) -> Result<Response, ApiError> {
     match state.delete_retained(&topic) {
         RetainedDelete::NotFound => Err(ApiError::not_found(format!(

@@ -252,6 +252,8 @@ async fn clients_are_listed_with_their_figures_filtered_and_paged() {
             "{path}"
         );
     }
+    let (status, body) = call(b.http, "GET", "/api/v1/clients/%FF", Some(TOKEN), None).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("id")));
     let (status, body) = call(b.http, "GET", "/api/v1/clients/nobody", Some(TOKEN), None).await;
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("nobody"));
