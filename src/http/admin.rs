@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequestParts, Path, RawQuery};
-use axum::RequestPartsExt;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::RequestPartsExt;
 use axum::Router;
 use base64::Engine;
 use bytes::Bytes;
@@ -218,7 +218,10 @@ impl FromRequestParts<Arc<Ops>> for Segment {
         };
         match parts.extract::<Path<String>>().await {
             Ok(Path(s)) => Ok(Segment(s)),
-            Err(e) => Err(ApiError::bad(field, format!("not a percent-encoded UTF-8 string: {e}"))),
+            Err(e) => Err(ApiError::bad(
+                field,
+                format!("not a percent-encoded UTF-8 string: {e}"),
+            )),
         }
     }
 }
@@ -550,10 +553,7 @@ async fn list_retained(Admin(state): Admin, RawQuery(q): RawQuery) -> Result<Res
 }
 
 /// `GET /retained/{topic}`.
-async fn get_retained(
-    Admin(state): Admin,
-    Segment(topic): Segment,
-) -> Result<Response, ApiError> {
+async fn get_retained(Admin(state): Admin, Segment(topic): Segment) -> Result<Response, ApiError> {
     let levels = state.config().limits.max_topic_levels;
     crate::topic::validate_topic_name(&topic, levels)
         .map_err(|e| ApiError::bad("topic", format!("not a valid topic name: {e}")))?;

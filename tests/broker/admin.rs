@@ -698,3 +698,56 @@ async fn the_api_is_served_over_https_and_never_in_clear_beyond_loopback() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_dormant_client_is_listed_and_can_be_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path(), "", "[limits]\ndormant_after_ms = 20\n");
+    let mut sleepy = RawClient::connected(b.addr, V5, "sleepy").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&scrape(b.http).await, "tern_connections_dormant") != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client never went dormant"
+        );
+        tokio::task::yield_now().await;
+    }
+    let all = get_ok(b.http, "/api/v1/clients").await;
+    assert_eq!(ids(&all, "clients"), ["sleepy"]);
+    let (status, body) = call(
+        b.http,
+        "DELETE",
+        "/api/v1/clients/sleepy",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["disconnected"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    sleepy.expect_disconnect(0x98).await;
+    // A topic with an empty first level keeps its slashes in the path.
+    let mut p = RawClient::connected(b.addr, V5, "p").await;
+    send_flow(
+        &mut p,
+        Publish::new(V5, "/lead", b"x")
+            .qos(1, next_pkid())
+            .retain(true),
+    )
+    .await;
+    assert_eq!(
+        get_ok(b.http, "/api/v1/retained/%2Flead").await["topic"],
+        "/lead"
+    );
+    let (status, _) = call(
+        b.http,
+        "DELETE",
+        "/api/v1/retained/%2Flead",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
