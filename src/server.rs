@@ -50,14 +50,10 @@ pub enum StartError {
         /// Why.
         source: crate::transport::TlsError,
     },
-    /// The operations HTTP listener (`[http]`) could not be bound.
-    #[error("cannot listen on {addr} for HTTP (metrics, health; keys http.bind, http.port, or http.enabled = false): {source}")]
-    HttpBind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The operations HTTP listener (`[http]`) could not start: its address, its admin token
+    /// or its TLS files.
+    #[error("{0}")]
+    Http(crate::http::HttpError),
     /// Cluster mode: the node could not join its cluster.
     #[error("[cluster]: {0}")]
     Cluster(crate::cluster::ClusterError),
@@ -91,7 +87,7 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        let limit = Limit::broker(config.limits.max_connections);
+        let limit = Limit::broker(config.limits.max_connections, local_addr.port());
         let mut extra = Vec::new();
         let mut tls_listeners = Vec::new();
         for l in &config.listeners {
@@ -106,7 +102,12 @@ impl Broker {
                 tls_listeners.push((l.clone(), Arc::clone(acceptor)));
             }
             let accepting = Listener {
-                limit: Limit::listener(l.kind, l.max_connections.unwrap_or(usize::MAX), &limit),
+                limit: Limit::listener(
+                    l.kind,
+                    bound.port(),
+                    l.max_connections.unwrap_or(usize::MAX),
+                    &limit,
+                ),
                 transport,
                 allow_anonymous: l.allow_anonymous,
             };
@@ -116,13 +117,9 @@ impl Broker {
         let http = match config.http.enabled {
             true => {
                 let prometheus = metrics::install().map_err(StartError::Metrics)?;
-                let http_addr = SocketAddr::new(config.http.bind, config.http.port);
-                let started = http::start(http_addr, prometheus, shutdown_rx.clone())
+                let started = http::start(&config.http, prometheus, shutdown_rx.clone())
                     .await
-                    .map_err(|source| StartError::HttpBind {
-                        addr: http_addr,
-                        source,
-                    })?;
+                    .map_err(StartError::Http)?;
                 Some(started)
             }
             false => None,
@@ -174,6 +171,21 @@ impl Broker {
             dormitory: dormitory.clone(),
             tasks,
         };
+        let mut views = vec![crate::broker::ListenerView {
+            name: crate::connection::listener_name(ListenerKind::Tcp, local_addr.port()),
+            kind: ListenerKind::Tcp,
+            address: local_addr,
+            cert: None,
+        }];
+        for (l, (kind, bound, _, _)) in state.config().listeners.iter().zip(&extra) {
+            views.push(crate::broker::ListenerView {
+                name: crate::connection::listener_name(*kind, bound.port()),
+                kind: *kind,
+                address: *bound,
+                cert: l.cert.clone().filter(|_| kind.is_tls()),
+            });
+        }
+        state.set_listeners(views);
         let mut extra_addrs = Vec::new();
         for (kind, bound, listener, accepting) in extra {
             info!(address = %bound, kind = ?kind, "MQTT listener ready");

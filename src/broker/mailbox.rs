@@ -251,6 +251,23 @@ const STORED: u8 = 4;
 const OVERFLOWED: u8 = 8;
 /// QoS 0 deliveries are queued while the client is offline (`session.queue_qos0_offline`).
 const QOS0_OFFLINE: u8 = 16;
+/// With [`KICKED`]: an operator, not another connection, told the connection to close
+/// (admin API; v5 DISCONNECT 0x98 Administrative action).
+const BY_ADMIN: u8 = 32;
+/// With [`BY_ADMIN`]: its session ends with the connection.
+const DISCARD: u8 = 64;
+
+/// Why a connection was told to close through its mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Another connection took its client id over.
+    TakenOver,
+    /// An operator disconnected it (admin API); `discard`: its session ends too.
+    Admin {
+        /// The session ends with the connection.
+        discard: bool,
+    },
+}
 
 /// One client's queue of pending deliveries.
 #[derive(Debug)]
@@ -294,6 +311,13 @@ impl Mailbox {
     /// Payload bytes queued, for a mailbox with bounds ([`Mailbox::set_bounds`]); 0 otherwise.
     pub fn queued_bytes(&self) -> u64 {
         self.inner.lock().budget.as_ref().map_or(0, |b| b.bytes)
+    }
+
+    /// Deliveries queued and their payload bytes, counted afresh (a walk over the queue under
+    /// its lock: for the admin API, not for a hot path).
+    pub fn depth(&self) -> (usize, u64) {
+        let inner = self.inner.lock();
+        (inner.len(), inner.total_bytes())
     }
 
     fn limit(&self) -> u32 {
@@ -355,9 +379,31 @@ impl Mailbox {
         self.signal();
     }
 
+    /// Tells the connection to close on an operator's word (admin API), ending its session
+    /// too with `discard`.
+    pub fn kick_by_admin(&self, discard: bool) {
+        let flags = KICKED | BY_ADMIN | if discard { DISCARD } else { 0 };
+        self.flags.fetch_or(flags, Ordering::AcqRel);
+        self.signal();
+    }
+
     /// Whether the connection was told to close; clears the signal.
     pub fn take_kick(&self) -> bool {
-        self.flags.fetch_and(!KICKED, Ordering::AcqRel) & KICKED != 0
+        self.take_kick_reason().is_some()
+    }
+
+    /// Why the connection was told to close, if it was; clears the signal.
+    pub fn take_kick_reason(&self) -> Option<Kick> {
+        let was = self
+            .flags
+            .fetch_and(!(KICKED | BY_ADMIN | DISCARD), Ordering::AcqRel);
+        if was & KICKED == 0 {
+            return None;
+        }
+        Some(match (was & BY_ADMIN != 0, was & DISCARD != 0) {
+            (false, _) => Kick::TakenOver,
+            (true, discard) => Kick::Admin { discard },
+        })
     }
 
     /// Wakes the connection without a delivery (it re-checks broker-wide state, e.g. shutdown).

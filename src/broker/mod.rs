@@ -2,6 +2,7 @@
 //! and wills (`wills`: publication and a parked session's timers). Connections call in with
 //! version-neutral types; nothing here knows about encodings or sockets.
 
+mod admin;
 pub mod bridged;
 mod carrier;
 mod durable;
@@ -22,11 +23,12 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use std::time::Instant;
 
+pub use admin::{ClientInfo, ListenerView, RetainedDelete, SubscriptionView};
 pub use carrier::{Carrier, Out};
 pub use durable::{check as check_store, StoreReport};
-pub use mailbox::{Mailbox, Queued, Source, Streamed};
+pub use mailbox::{Kick, Mailbox, Queued, Source, Streamed};
 pub use queues::{is_queue_session, queue_name};
-pub use registry::{Attached, PendingWill};
+pub use registry::{Attached, ParkedView, PendingWill, SessionView};
 pub use remote::{
     both, Claimed, ClusterSession, ClusterWill, Remote, Replayed, Resume, Unfit, Waiting,
 };
@@ -71,6 +73,8 @@ pub struct BrokerState {
     slots: queues::Slots,
     /// The rest of the cluster, in cluster mode ([`Remote`]).
     remote: OnceLock<Arc<dyn Remote>>,
+    /// The MQTT listeners as bound, for the admin API.
+    listeners: OnceLock<Vec<ListenerView>>,
 }
 
 /// What publishing one message did.
@@ -101,6 +105,7 @@ impl BrokerState {
             started: Instant::now(),
             id: format!("{:016x}", rand::random::<u64>()),
             remote: OnceLock::new(),
+            listeners: OnceLock::new(),
         }
     }
 

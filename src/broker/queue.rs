@@ -416,6 +416,11 @@ impl Queue {
         !inner.group.upsert(sub, weight)
     }
 
+    /// Its members' subscriptions, for listing.
+    pub(super) fn members(&self) -> Vec<Subscriber> {
+        self.inner.lock().group.subscribers().cloned().collect()
+    }
+
     /// `client_id` may be handed messages (its SUBACK is out, or it was read back from the
     /// store).
     pub(super) fn ready(&self, client_id: &str, io: &dyn QueueIo) {

@@ -9,6 +9,9 @@ use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+use std::time::Instant;
+
+use super::admin::ClientInfo;
 use super::mailbox::Mailbox;
 use crate::session::{Message, Session};
 
@@ -48,6 +51,8 @@ enum State {
     Parked {
         session: Box<Session>,
         will: Option<PendingWill>,
+        /// When its expiry timer ends it (`None`: never, or no timer started yet).
+        expires_at: Option<Instant>,
     },
 }
 
@@ -55,6 +60,34 @@ struct Entry {
     generation: u64,
     mailbox: Arc<Mailbox>,
     state: State,
+    /// What the admin API shows of the connection, while one is attached (clients only, not
+    /// bridges' local sessions).
+    info: Option<Arc<ClientInfo>>,
+}
+
+/// One known client id as the admin API lists it: connected (with its connection's figures)
+/// or parked.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    /// The client id.
+    pub client_id: Arc<str>,
+    /// The connection, when connected through a listener.
+    pub info: Option<Arc<ClientInfo>>,
+    /// Its queue.
+    pub mailbox: Arc<Mailbox>,
+    /// Parked: its subscriptions' filters and its expiry interval, when it ends.
+    pub parked: Option<ParkedView>,
+}
+
+/// What a parked session shows.
+#[derive(Debug, Clone)]
+pub struct ParkedView {
+    /// Its subscriptions' filters as the client sent them.
+    pub filters: Vec<String>,
+    /// Its Session Expiry Interval, in seconds.
+    pub expiry_interval: u32,
+    /// When its expiry timer ends it (`None`: never).
+    pub expires_at: Option<Instant>,
 }
 
 /// What [`Registry::detach`] did with a session.
@@ -114,6 +147,7 @@ impl Registry {
                             generation: 1,
                             mailbox: Arc::clone(&mailbox),
                             state: State::Connected,
+                            info: None,
                         });
                         return Attached {
                             session: Box::new(fresh()),
@@ -138,7 +172,7 @@ impl Registry {
                         // connection's `notify_waiters` in `detach` cannot be missed.
                         parked = self.parked.notified();
                     }
-                    State::Parked { session, will } => {
+                    State::Parked { session, will, .. } => {
                         e.generation += 1;
                         // A kick meant for the previous connection is not for this one.
                         e.mailbox.take_kick();
@@ -176,7 +210,9 @@ impl Registry {
                 e.state = State::Parked {
                     session: Box::new(fresh()),
                     will: None,
+                    expires_at: None,
                 };
+                e.info = None;
             }
         }
     }
@@ -202,7 +238,13 @@ impl Registry {
             o.remove();
             return Detached::Ended(session, will);
         }
-        o.get_mut().state = State::Parked { session, will };
+        let e = o.get_mut();
+        e.state = State::Parked {
+            session,
+            will,
+            expires_at: None,
+        };
+        e.info = None;
         Detached::Parked
     }
 
@@ -239,8 +281,126 @@ impl Registry {
         }
         let entry = o.remove();
         match entry.state {
-            State::Parked { session, will } => Some((session, will, entry.mailbox)),
+            State::Parked { session, will, .. } => Some((session, will, entry.mailbox)),
             State::Connected => None,
+        }
+    }
+
+    /// Takes a parked session out, whatever its generation (an operator ends it).
+    pub fn remove_parked(
+        &self,
+        client_id: &str,
+    ) -> Option<(Box<Session>, Option<PendingWill>, Arc<Mailbox>)> {
+        let MapEntry::Occupied(o) = self.clients.entry(Arc::from(client_id)) else {
+            return None;
+        };
+        if !matches!(o.get().state, State::Parked { .. }) {
+            return None;
+        }
+        let entry = o.remove();
+        match entry.state {
+            State::Parked { session, will, .. } => Some((session, will, entry.mailbox)),
+            State::Connected => None,
+        }
+    }
+
+    /// The connection of `generation` shows `info` to the admin API.
+    pub fn set_info(&self, client_id: &Arc<str>, generation: u64, info: Arc<ClientInfo>) {
+        if let Some(mut e) = self.clients.get_mut(client_id) {
+            if e.generation == generation && matches!(e.state, State::Connected) {
+                e.info = Some(info);
+            }
+        }
+    }
+
+    /// The parked session of `generation` ends at `at` (its expiry timer started).
+    pub fn set_expiry(&self, client_id: &Arc<str>, generation: u64, at: Instant) {
+        if let Some(mut e) = self.clients.get_mut(client_id) {
+            if e.generation == generation {
+                if let State::Parked { expires_at, .. } = &mut e.state {
+                    *expires_at = Some(at);
+                }
+            }
+        }
+    }
+
+    /// Tells the connected client `client_id` to close on an operator's word; false when it
+    /// is not connected.
+    pub fn kick_by_admin(&self, client_id: &str, discard: bool) -> bool {
+        match self.clients.get(client_id) {
+            Some(e) if matches!(e.state, State::Connected) => {
+                e.mailbox.kick_by_admin(discard);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits until the connection of `client_id` that is attached now (if any) has handed its
+    /// session back, at most until `deadline`; false if it has not by then.
+    pub async fn wait_detached(&self, client_id: &str, deadline: tokio::time::Instant) -> bool {
+        let attached = |r: &Registry| {
+            r.clients
+                .get(client_id)
+                .filter(|e| matches!(e.state, State::Connected))
+                .map(|e| e.generation)
+        };
+        let Some(generation) = attached(self) else {
+            return true;
+        };
+        loop {
+            let parked = self.parked.notified();
+            tokio::pin!(parked);
+            parked.as_mut().enable();
+            if attached(self) != Some(generation) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, parked).await.is_err() {
+                return attached(self) != Some(generation);
+            }
+        }
+    }
+
+    /// Clients connected through a listener (bridges' local sessions are not counted).
+    pub fn connected_clients(&self) -> usize {
+        self.clients.iter().filter(|e| e.info.is_some()).count()
+    }
+
+    /// Every known client id, or only `client_id`, as the admin API shows it.
+    pub fn views(&self, only: Option<&str>) -> Vec<SessionView> {
+        let view = |id: &Arc<str>, e: &Entry| SessionView {
+            client_id: Arc::clone(id),
+            info: e.info.clone(),
+            mailbox: Arc::clone(&e.mailbox),
+            parked: match &e.state {
+                State::Connected => None,
+                State::Parked {
+                    session,
+                    expires_at,
+                    ..
+                } => Some(ParkedView {
+                    filters: session
+                        .subscriptions()
+                        .keys()
+                        .map(|f| f.filter().to_string())
+                        .collect(),
+                    expiry_interval: session.expiry_interval,
+                    expires_at: *expires_at,
+                }),
+            },
+        };
+        match only {
+            Some(id) => self
+                .clients
+                .get(id)
+                .map(|r| view(r.key(), r.value()))
+                .into_iter()
+                .collect(),
+            None => self
+                .clients
+                .iter()
+                .map(|r| view(r.key(), r.value()))
+                .collect(),
         }
     }
 
@@ -257,7 +417,7 @@ impl Registry {
         }
         let stored = e.mailbox.is_stored();
         match &mut e.state {
-            State::Parked { will, session } => {
+            State::Parked { will, session, .. } => {
                 will.take().map(|w| (w, session.expiry_interval, stored))
             }
             State::Connected => None,
@@ -277,7 +437,12 @@ impl Registry {
             Entry {
                 generation: 1,
                 mailbox,
-                state: State::Parked { session, will },
+                state: State::Parked {
+                    session,
+                    will,
+                    expires_at: None,
+                },
+                info: None,
             },
         );
         1

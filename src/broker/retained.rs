@@ -166,6 +166,46 @@ impl Retained {
         step
     }
 
+    /// Up to `limit` unexpired retained messages matching `filter`, in topic order, after
+    /// topic `after`; and where the next page starts, if the scan stopped before the end.
+    /// Scans at most `SCAN_STEP * 16` entries under the read lock, so one page never holds
+    /// publishers up long: the cursor is then the last topic looked at.
+    pub fn page(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<Message>>, Option<String>) {
+        let prefix = &filter[..literal_prefix(filter)];
+        let from = match after {
+            Some(c) if c >= prefix => Bound::Excluded(c),
+            _ => Bound::Included(prefix),
+        };
+        let now = Instant::now();
+        let inner = self.inner.read();
+        let mut out = Vec::new();
+        let mut last: Option<&str> = None;
+        let range = inner.by_topic.range::<str, _>((from, Bound::Unbounded));
+        for (scanned, (t, e)) in range.enumerate() {
+            if !t.starts_with(prefix) {
+                break;
+            }
+            if out.len() == limit || scanned == SCAN_STEP * 16 {
+                return (out, last.map(str::to_owned));
+            }
+            if topic::matches(filter, t) && !e.msg.is_expired(now) {
+                out.push(Arc::clone(&e.msg));
+            }
+            last = Some(t);
+        }
+        (out, None)
+    }
+
+    /// Whether a retained message is held for exactly `topic`.
+    pub fn contains(&self, topic: &str) -> bool {
+        self.inner.read().by_topic.contains_key(topic)
+    }
+
     /// Number of retained messages.
     pub fn len(&self) -> usize {
         self.inner.read().by_topic.len()

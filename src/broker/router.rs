@@ -177,6 +177,23 @@ impl Router {
         }
     }
 
+    /// Every subscription in the trie, with the filter as its client sent it
+    /// (`$share/{name}/…` for a group's members); declared queues' consumers are not here.
+    pub(super) fn list(&self, mut f: impl FnMut(&str, &Subscriber)) {
+        let trie = self.trie.read();
+        trie.for_each(|filter, subs| {
+            for sub in &subs.direct {
+                f(filter, sub);
+            }
+            for group in &subs.groups {
+                let shared = format!("$share/{}/{filter}", group.name());
+                for sub in group.members() {
+                    f(&shared, &sub);
+                }
+            }
+        });
+    }
+
     /// Number of subscriptions.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)

@@ -91,6 +91,11 @@ impl Group {
         }
     }
 
+    /// Every member's subscription.
+    pub(super) fn subscribers(&self) -> impl Iterator<Item = &Subscriber> {
+        self.members.iter().map(|m| &m.sub)
+    }
+
     /// Removes `client_id`; true if it was a member.
     pub(super) fn remove(&mut self, client_id: &str) -> bool {
         let Some(i) = self

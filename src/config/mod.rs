@@ -155,7 +155,8 @@ impl Default for PersistenceConfig {
     }
 }
 
-/// `[http]`: the operations listener (`/metrics` for Prometheus, `/health`, `/ready`).
+/// `[http]`: the operations listener (`/metrics` for Prometheus, `/health`, `/ready`, and,
+/// when a token is configured, the admin API under `/api/v1/` and the status page at `/`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -165,6 +166,25 @@ pub struct HttpConfig {
     pub bind: IpAddr,
     /// Port (0: any free one, logged).
     pub port: u16,
+    /// A file holding the admin API's bearer token (surrounding whitespace trimmed). Without
+    /// it (or `admin_token_env`) the admin API is off.
+    pub admin_token_file: Option<PathBuf>,
+    /// An environment variable holding the admin API's bearer token (instead of a file).
+    pub admin_token_env: Option<String>,
+    /// TLS for this listener: PEM certificate chain (with `key`).
+    pub cert: Option<PathBuf>,
+    /// TLS for this listener: PEM private key (with `cert`).
+    pub key: Option<PathBuf>,
+    /// Serve the admin API over plain HTTP on an address other than loopback (the token
+    /// then crosses the network in clear text; a warning is logged).
+    pub allow_plaintext_admin: bool,
+}
+
+impl HttpConfig {
+    /// Whether a token is configured, i.e. the admin API is on.
+    pub fn admin_enabled(&self) -> bool {
+        self.admin_token_file.is_some() || self.admin_token_env.is_some()
+    }
 }
 
 impl Default for HttpConfig {
@@ -173,6 +193,11 @@ impl Default for HttpConfig {
             enabled: true,
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 9883,
+            admin_token_file: None,
+            admin_token_env: None,
+            cert: None,
+            key: None,
+            allow_plaintext_admin: false,
         }
     }
 }
@@ -401,6 +426,55 @@ impl Config {
         Ok(config)
     }
 
+    /// `[http]`: TLS files in pairs, one token source, and no admin token in clear text over
+    /// the network unless asked for.
+    fn validate_http(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, allowed| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            allowed,
+        };
+        let http = &self.http;
+        if http.admin_token_file.is_some() && http.admin_token_env.is_some() {
+            return Err(invalid(
+                "http.admin_token_env",
+                "only one of admin_token_file and admin_token_env",
+            ));
+        }
+        if http.admin_token_env.as_deref() == Some("") {
+            return Err(invalid(
+                "http.admin_token_env",
+                "the name of an environment variable",
+            ));
+        }
+        match (&http.cert, &http.key) {
+            (Some(_), None) => {
+                return Err(invalid("http.key", "a PEM private key file (with cert)"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "http.cert",
+                    "a PEM certificate chain file (with key)",
+                ))
+            }
+            _ => {}
+        }
+        if http.enabled
+            && http.admin_enabled()
+            && !http.bind.is_loopback()
+            && http.cert.is_none()
+            && !http.allow_plaintext_admin
+        {
+            return Err(invalid(
+                "http.bind",
+                "a loopback address while the admin API is on without TLS: set http.cert and \
+                 http.key, or allow_plaintext_admin = true (the token then crosses the network \
+                 in clear text)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks ranges that the types alone do not express.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |key, allowed| ConfigError::Invalid {
@@ -408,6 +482,7 @@ impl Config {
             key,
             allowed,
         };
+        self.validate_http(origin)?;
         for (index, l) in self.listeners.iter().enumerate() {
             let bad = |key, allowed| ConfigError::InvalidListener {
                 path: origin.to_string(),

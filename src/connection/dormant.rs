@@ -292,7 +292,14 @@ mod tests {
             last_packet: Instant::now(),
             inbound_aliases: Box::default(),
             out: Outbound::new(ProtocolVersion::V311, None, 0, true),
-            _slot: Slot::take(&crate::connection::Limit::broker(1)).unwrap(),
+            info: Arc::new(crate::broker::ClientInfo::new(
+                "127.0.0.1:1".parse().unwrap(),
+                "tcp:1883".into(),
+                "3.1.1",
+                0,
+                0,
+            )),
+            _slot: Slot::take(&crate::connection::Limit::broker(1, 1883)).unwrap(),
         }
     }
 

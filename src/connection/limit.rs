@@ -17,28 +17,38 @@ pub struct Limit {
     within: Option<Arc<Limit>>,
     /// The listener whose connections take their places directly under this limit.
     listener: ListenerKind,
+    /// That listener's name, `kind:port` (the admin API's `listener`).
+    name: Arc<str>,
 }
 
 impl Limit {
     /// The broker-wide cap of `max`. The default listener (plain TCP) has no cap of its own:
     /// its connections take their places directly under this one.
-    pub fn broker(max: usize) -> Arc<Limit> {
+    /// `port`: the default listener's.
+    pub fn broker(max: usize, port: u16) -> Arc<Limit> {
         Arc::new(Limit {
             open: AtomicUsize::new(0),
             max: AtomicUsize::new(max),
             within: None,
             listener: ListenerKind::Tcp,
+            name: listener_name(ListenerKind::Tcp, port),
         })
     }
 
-    /// A `listener`'s own cap of `max` (`usize::MAX`: only the broker's), counted within
-    /// `broker`.
-    pub fn listener(listener: ListenerKind, max: usize, broker: &Arc<Limit>) -> Arc<Limit> {
+    /// A `listener`'s (on `port`) own cap of `max` (`usize::MAX`: only the broker's), counted
+    /// within `broker`.
+    pub fn listener(
+        listener: ListenerKind,
+        port: u16,
+        max: usize,
+        broker: &Arc<Limit>,
+    ) -> Arc<Limit> {
         Arc::new(Limit {
             open: AtomicUsize::new(0),
             max: AtomicUsize::new(max),
             within: Some(Arc::clone(broker)),
             listener,
+            name: listener_name(listener, port),
         })
     }
 
@@ -69,6 +79,11 @@ impl Limit {
     }
 }
 
+/// A listener's name in the admin API: `kind:port`, e.g. `tcp:1883`, `wss:8884`.
+pub fn listener_name(kind: ListenerKind, port: u16) -> Arc<str> {
+    Arc::from(format!("{}:{port}", kind.as_str()))
+}
+
 /// Holds one place under a [`Limit`] for as long as the client is connected, awake or
 /// dormant; counts the close when it goes.
 pub struct Slot {
@@ -87,6 +102,11 @@ impl Slot {
     pub fn listener_kind(&self) -> ListenerKind {
         self.limit.listener
     }
+
+    /// The name of the listener the connection came through, `kind:port`.
+    pub fn listener_name(&self) -> &Arc<str> {
+        &self.limit.name
+    }
 }
 
 impl Drop for Slot {
@@ -104,10 +124,11 @@ mod tests {
     /// listener.
     #[test]
     fn listener_limit_counts_within_the_broker_limit() {
-        let broker = Limit::broker(2);
-        let ws = Limit::listener(ListenerKind::Ws, 1, &broker);
+        let broker = Limit::broker(2, 1883);
+        let ws = Limit::listener(ListenerKind::Ws, 8080, 1, &broker);
         let a = Slot::take(&ws).expect("room on the ws listener");
         assert_eq!(a.listener_kind(), ListenerKind::Ws);
+        assert_eq!(&**a.listener_name(), "ws:8080");
         assert!(Slot::take(&ws).is_none(), "the ws listener is full");
         let b = Slot::take(&broker).expect("room under the broker's limit");
         assert_eq!(b.listener_kind(), ListenerKind::Tcp);

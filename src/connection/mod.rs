@@ -13,7 +13,7 @@ mod outbound;
 mod violation;
 
 pub use dormant::Dormitory;
-pub use limit::{Limit, Slot};
+pub use limit::{listener_name, Limit, Slot};
 
 use crate::logged::clip;
 use open::will_message;
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, debug_span, info, warn, Instrument};
 
-use crate::broker::{After, BrokerState, Carrier, Mailbox, Out, Waiting};
+use crate::broker::{After, BrokerState, Carrier, ClientInfo, Kick, Mailbox, Out, Waiting};
 use crate::metrics;
 use crate::protocol::{
     self, Connect, Disconnect, LastWill, Packet, PacketId, ProtocolVersion, Publish, ReasonCode,
@@ -159,6 +159,8 @@ enum End {
     KeepAlive,
     /// Another connection took the client id over.
     TakenOver,
+    /// An operator disconnected it (admin API); `discard`: its session ends too.
+    Administrative { discard: bool },
     /// The broker is stopping.
     Shutdown,
 }
@@ -177,6 +179,7 @@ impl End {
             End::Violation(v) => Some(v.reason()),
             End::KeepAlive => Some(ReasonCode::KeepAliveTimeout),
             End::TakenOver => Some(ReasonCode::SessionTakenOver),
+            End::Administrative { .. } => Some(ReasonCode::AdministrativeAction),
             End::Shutdown => Some(ReasonCode::ServerShuttingDown),
         }
     }
@@ -228,6 +231,8 @@ struct Client {
     /// Topics of the client's Topic Aliases, indexed by alias - 1 (at most our maximum).
     inbound_aliases: Box<[Option<String>]>,
     out: Outbound,
+    /// What the admin API shows of this connection; its counters are kept here.
+    info: Arc<ClientInfo>,
     _slot: Slot,
 }
 
@@ -320,6 +325,7 @@ impl Connection {
         };
         let r = f(&mut self.carrier, &mut self.effects, ctx, &mut send);
         metrics::sent(&counts);
+        self.client.info.sent(counts.publishes());
         r
     }
 
@@ -331,13 +337,18 @@ impl Connection {
             if self.state.is_shutting_down() {
                 return Stop::End(End::Shutdown);
             }
-            if self.client.mailbox.take_kick() {
-                return Stop::End(End::TakenOver);
+            match self.client.mailbox.take_kick_reason() {
+                None => {}
+                Some(Kick::TakenOver) => return Stop::End(End::TakenOver),
+                Some(Kick::Admin { discard }) => return Stop::End(End::Administrative { discard }),
             }
             if self.unsendable {
                 return Stop::End(Violation::Unsendable.into());
             }
             self.pump(&mut scratch);
+            self.client
+                .info
+                .set_inflight(self.client.session.inflight_len());
             self.io.release_idle_buffers();
             let io = &mut self.io;
             // A client that sends but does not read (its acks pile up) is read no further until
@@ -503,6 +514,7 @@ impl Connection {
         let mut counts = metrics::Counts::default();
         let r = self.handle_packets(&mut counts);
         metrics::received(&counts);
+        self.client.info.received(counts.publishes());
         r
     }
 
@@ -623,6 +635,10 @@ impl Client {
     /// Hands the session back to the broker and publishes the will if `end` calls for it.
     fn detach(mut self, state: &Arc<BrokerState>, end: End) {
         let client_id = Arc::clone(self.session.client_id());
+        if matches!(end, End::Administrative { discard: true }) {
+            // An operator ended the session with the connection.
+            self.session.expiry_interval = 0;
+        }
         let will = if end.publishes_will() {
             self.will.take().map(|w| {
                 let delay = w.delay_interval.unwrap_or(0);
@@ -736,11 +752,11 @@ mod size_budget {
     }
 
     /// An awake connection's own record (boxed): the carrier's gates cost a pointer each
-    /// until something is held.
+    /// until something is held. (328: the pointer to what the admin API shows of it.)
     #[test]
     fn awake_record_stays_small() {
         assert_eq!(size_of::<crate::broker::Carrier>(), 16);
         let n = size_of::<super::Connection>();
-        assert!(n <= 320, "{n}");
+        assert!(n <= 328, "{n}");
     }
 }

@@ -218,6 +218,18 @@ impl Connection {
             present = attached.session_present,
             "client connected"
         );
+        let info = Arc::new(ClientInfo::new(
+            origin.peer,
+            Arc::clone(slot.listener_name()),
+            match version {
+                ProtocolVersion::V31 => "3.1",
+                ProtocolVersion::V311 => "3.1.1",
+                ProtocolVersion::V5 => "5.0",
+            },
+            accepted.keep_alive,
+            accepted.session_expiry,
+        ));
+        state.client_connected(&client_id, attached.generation, Arc::clone(&info));
         let now = Instant::now();
         let client = Client {
             version,
@@ -231,6 +243,7 @@ impl Connection {
             last_packet: now,
             inbound_aliases: Box::default(),
             out,
+            info,
             _slot: slot,
         };
         let timer = Box::pin(tokio::time::sleep_until(next_wake(

@@ -259,6 +259,11 @@ fn describe() {
         Unit::Count,
         "Deliveries queued for subscribers."
     );
+    c!(
+        "tern_http_admin_unauthorized_total",
+        Unit::Count,
+        "Admin API requests refused for a missing or wrong bearer token."
+    );
     c!("tern_publishes_dropped_total", Unit::Count, "Deliveries not made, by reason (queue_full, expired, too_large, unreadable). A message without subscribers is not a drop.");
     c!(
         "tern_limit_hits_total",
@@ -529,6 +534,11 @@ impl Counts {
         }
     }
 
+    /// PUBLISH packets counted, resends included.
+    pub fn publishes(&self) -> u64 {
+        u64::from(self.packets[2])
+    }
+
     /// One more PUBLISH at `qos` (`first`: not a resend).
     pub fn publish(&mut self, qos: u8, first: bool) {
         self.packets[2] += 1;
@@ -617,10 +627,40 @@ pub fn routed(delivered: usize, dropped_queue_full: usize) {
     }
 }
 
+/// Reasons a delivery is not made, besides a full queue (counted in the sharded slots).
+const DROP_REASONS: [&str; 4] = ["expired", "too_large", "unreadable", "bridge_loop"];
+
+/// Per reason of [`DROP_REASONS`], for the admin API's figures (the Prometheus series are
+/// write-only from here).
+static DROPS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
 /// A message not sent to a client for `reason` (`expired`, `too_large`, `queue_full`,
-/// `unreadable`).
+/// `unreadable`, `bridge_loop`).
 pub fn dropped(reason: &'static str) {
+    if reason == "queue_full" {
+        // The series is published from the sharded slot, which would overwrite a direct
+        // increment at the next scrape.
+        bump(DROPPED_QUEUE_FULL, 1);
+        return;
+    }
+    if let Some(i) = DROP_REASONS.iter().position(|r| *r == reason) {
+        DROPS[i].fetch_add(1, Ordering::Relaxed);
+    }
     ::metrics::counter!("tern_publishes_dropped_total", "reason" => reason).increment(1);
+}
+
+/// Deliveries not made since start, by reason (every reason, zeros included).
+pub fn dropped_by_reason() -> Vec<(&'static str, u64)> {
+    let mut out = vec![("queue_full", total(DROPPED_QUEUE_FULL))];
+    for (reason, n) in DROP_REASONS.iter().zip(&DROPS) {
+        out.push((reason, n.load(Ordering::Relaxed)));
+    }
+    out
+}
+
+/// An admin API request refused for a missing or wrong token.
+pub fn admin_unauthorized() {
+    ::metrics::counter!("tern_http_admin_unauthorized_total").increment(1);
 }
 
 /// A configured limit was reached (`limit` is its config key).

@@ -108,6 +108,13 @@ impl<V> Children<V> {
             Children::Many(m) => m.is_empty(),
         }
     }
+
+    fn for_each(&self, mut f: impl FnMut(&str, &Node<V>)) {
+        match self {
+            Children::Few(v) => v.iter().for_each(|(k, n)| f(k, n)),
+            Children::Many(m) => m.iter().for_each(|(k, n)| f(k, n)),
+        }
+    }
 }
 
 impl<V> Node<V> {
@@ -237,6 +244,13 @@ impl<V> SubscriptionTrie<V> {
         removed
     }
 
+    /// Calls `f` with every stored filter and its value, in no particular order (for listing
+    /// what is stored; matching uses [`SubscriptionTrie::for_each_match`]).
+    pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
+        let mut path = String::new();
+        walk(&self.root, &mut path, true, &mut f);
+    }
+
     /// Whether the trie holds no nodes at all (every removal pruned its path).
     #[cfg(test)]
     pub(crate) fn is_pruned(&self) -> bool {
@@ -268,6 +282,32 @@ impl<V> SubscriptionTrie<V> {
             match_in(child, rest, &mut f);
         }
     }
+}
+
+/// Visits every value at or below `node`, whose levels so far are `path` (`top`: the root,
+/// which has no level of its own).
+fn walk<V>(node: &Node<V>, path: &mut String, top: bool, f: &mut impl FnMut(&str, &V)) {
+    if let Some(v) = &node.value {
+        f(path, v);
+    }
+    let len = path.len();
+    if let Some(v) = node.hash.as_deref() {
+        path.push_str(if top { "#" } else { "/#" });
+        f(path, v);
+        path.truncate(len);
+    }
+    let mut visit = |level: &str, child: &Node<V>| {
+        if !top {
+            path.push('/');
+        }
+        path.push_str(level);
+        walk(child, path, false, f);
+        path.truncate(len);
+    };
+    if let Some(child) = node.plus.as_deref() {
+        visit("+", child);
+    }
+    node.children.for_each(visit);
 }
 
 /// Visits matches below `node`, which has matched every topic level consumed from `rest` so far.
@@ -515,5 +555,26 @@ mod tests {
             assert!(trie.remove_if(f, |_| true), "{f}");
         }
         assert!(trie.root.is_empty());
+    }
+
+    /// Listing gives back every stored filter exactly as stored, each with its own value:
+    /// wildcards, empty levels, `$` topics and more children than fit the small vector.
+    #[test]
+    fn for_each_lists_every_filter_with_its_value() {
+        let mut filters = vec![
+            "#", "+", "a", "a/#", "a/+", "a/+/c", "/", "/a", "", "a//b", "+/#", "$SYS/#",
+        ];
+        let many: Vec<String> = (0..40).map(|i| format!("x/{i}")).collect();
+        filters.extend(many.iter().map(String::as_str));
+        let trie = trie_of(&filters);
+        let mut listed = Vec::new();
+        trie.for_each(|filter, value| {
+            assert_eq!(filter, value);
+            listed.push(filter.to_owned());
+        });
+        listed.sort();
+        let mut expected: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+        expected.sort();
+        assert_eq!(listed, expected);
     }
 }

@@ -81,7 +81,9 @@ impl ChildBroker {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 lines.lock().unwrap().push(line.clone());
                 mqtt = mqtt.or_else(|| after(&line, " address="));
-                http = http.or_else(|| after(&line, "url=http://"));
+                http = http
+                    .or_else(|| after(&line, "url=http://"))
+                    .or_else(|| after(&line, "url=https://"));
                 if let (Some(m), Some(h)) = (mqtt, http) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send((m, h));

@@ -1,6 +1,7 @@
 //! Integration tests: a real broker on a real socket, driven by independent clients.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod admin;
 mod auth;
 mod backlog;
 mod bridge;

@@ -1,8 +1,15 @@
 //! The operations listener (`[http]`, default 127.0.0.1:9883): `GET /metrics` in Prometheus text
 //! format, `GET /health` (the process answers) and `GET /ready` (the MQTT listener is bound and
 //! the store read back: 503 until then; in cluster mode also 503 while the node cannot write to
-//! JetStream). It starts before the store is read back, so an
-//! orchestrator can tell a long recovery from a dead process.
+//! JetStream). It starts before the store is read back, so an orchestrator can tell a long
+//! recovery from a dead process.
+//!
+//! With a token configured (`admin_token_file` or `admin_token_env`) it also serves the admin
+//! API under `/api/v1/` ([`admin`]) and the status page at `/`, which uses only that API. Plain
+//! HTTP, or HTTPS with `[http] cert` and `key`.
+
+mod admin;
+mod tls;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -20,16 +27,46 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::BrokerState;
+use crate::config::HttpConfig;
 use crate::metrics;
 
 /// How often histograms are compacted, so they do not grow between scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The status page, embedded at compile time: no files to install, no build step.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// Why the HTTP listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr} for HTTP (metrics, health; keys http.bind, http.port, or http.enabled = false): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The admin token could not be read.
+    #[error("[http] {key}: {message}")]
+    Token {
+        /// `admin_token_file` or `admin_token_env`.
+        key: &'static str,
+        /// What is wrong, naming the file or variable.
+        message: String,
+    },
+    /// `[http] cert`/`key` unusable.
+    #[error("[http] cert/key: {0}")]
+    Tls(#[from] crate::transport::TlsError),
+}
 
 /// What the handlers read; the broker fills it in once it is up.
 pub struct Ops {
     prometheus: PrometheusHandle,
     state: OnceLock<Arc<BrokerState>>,
     ready: AtomicBool,
+    /// The admin API's bearer token; `None`: the API is off.
+    token: Option<admin::Token>,
 }
 
 impl Ops {
@@ -40,27 +77,78 @@ impl Ops {
     }
 }
 
-/// Binds `addr` and serves until `shutdown` flips; returns the bound address, the shared state
-/// to mark ready, and the server's task.
+/// Binds `[http]` and serves until `shutdown` flips; returns the bound address, the shared
+/// state to mark ready, and the server's task.
 pub async fn start(
-    addr: SocketAddr,
+    config: &HttpConfig,
     prometheus: PrometheusHandle,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, Arc<Ops>, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
+    shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, Arc<Ops>, JoinHandle<()>), HttpError> {
+    let token = admin::Token::load(config)?;
+    let acceptor = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => Some(crate::transport::tls_acceptor(
+            cert,
+            key,
+            crate::transport::ClientAuth {
+                ca: None,
+                required: false,
+            },
+            &["http/1.1"],
+        )?),
+        _ => None,
+    };
+    let addr = SocketAddr::new(config.bind, config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    if token.is_some() && acceptor.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(address = %local, "the admin API is served over plain HTTP beyond loopback (allow_plaintext_admin): its token crosses the network in clear text");
+    }
+    let admin_on = token.is_some();
     let ops = Arc::new(Ops {
         prometheus,
         state: OnceLock::new(),
         ready: AtomicBool::new(false),
+        token,
     });
     let app = axum::Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(scrape))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
+        .nest("/api/v1", admin::routes())
         .with_state(Arc::clone(&ops));
-    let upkeep = ops.prometheus.clone();
-    let task = tokio::spawn(async move {
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let task = match acceptor {
+        Some(acceptor) => {
+            let tls = tls::TlsListener::new(listener, acceptor, shutdown.clone());
+            serve(tls, app, shutdown, ops.prometheus.clone())
+        }
+        None => serve(listener, app, shutdown, ops.prometheus.clone()),
+    };
+    tracing::info!(
+        url = %format!("{scheme}://{local}/"),
+        admin_api = admin_on,
+        "HTTP listener ready (metrics, health, status page)"
+    );
+    Ok((local, ops, task))
+}
+
+/// Serves `app` on `listener` until `shutdown` flips, compacting histograms meanwhile.
+fn serve<L>(
+    listener: L,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+    upkeep: PrometheusHandle,
+) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP_EVERY);
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -79,9 +167,24 @@ pub async fn start(
                 _ = tick.tick() => upkeep.run_upkeep(),
             }
         }
-    });
-    tracing::info!(url = %format!("http://{local}/metrics"), "HTTP listener ready (metrics, health)");
-    Ok((local, ops, task))
+    })
+}
+
+/// The status page: static, so it is served whether or not the API is on (it says which).
+async fn status_page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        STATUS_PAGE,
+    )
 }
 
 async fn scrape(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
@@ -143,9 +246,11 @@ mod tests {
     async fn ready_only_once_the_broker_is_up() {
         let prometheus = crate::metrics::install().unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let (addr, ops, _task) = super::start("127.0.0.1:0".parse().unwrap(), prometheus, rx)
-            .await
-            .unwrap();
+        let config = crate::config::HttpConfig {
+            port: 0,
+            ..Default::default()
+        };
+        let (addr, ops, _task) = super::start(&config, prometheus, rx).await.unwrap();
         assert_eq!(status(addr, "/health").await, "200");
         assert_eq!(status(addr, "/ready").await, "503");
         let state = std::sync::Arc::new(crate::broker::BrokerState::new(

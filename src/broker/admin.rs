@@ -1,0 +1,259 @@
+//! What the admin API may ask of the broker and do to it: who is connected and with what
+//! figures, every session (parked ones too), subscriptions, retained messages; disconnecting a
+//! client, ending a session, deleting a retained message. Version- and transport-neutral: the
+//! HTTP side turns these into JSON. Everything here reads under short locks and never waits on
+//! a client, so an operator's request cannot stall message flow.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::registry::SessionView;
+use super::BrokerState;
+use crate::protocol::{Publish, QoS, SubscriptionOptions};
+use crate::session::Message;
+use crate::store::Ticket;
+
+/// What the admin API shows of one connection: fixed at CONNECT, plus the figures its
+/// connection keeps up to date (one relaxed add per batch of packets, not per message).
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener it came through, as `kind:port` (`tcp:1883`, `wss:8884`).
+    pub listener: Arc<str>,
+    /// Protocol version: `3.1`, `3.1.1` or `5.0`.
+    pub version: &'static str,
+    /// Keep-alive granted, in seconds (0: none).
+    pub keep_alive: u16,
+    /// When CONNECT was accepted.
+    pub connected_at: SystemTime,
+    /// Session Expiry Interval from CONNECT, in seconds.
+    pub expiry_interval: u32,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    inflight: AtomicU32,
+}
+
+impl ClientInfo {
+    /// A connection accepted now.
+    pub fn new(
+        peer: SocketAddr,
+        listener: Arc<str>,
+        version: &'static str,
+        keep_alive: u16,
+        expiry_interval: u32,
+    ) -> ClientInfo {
+        ClientInfo {
+            peer,
+            listener,
+            version,
+            keep_alive,
+            connected_at: SystemTime::now(),
+            expiry_interval,
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            inflight: AtomicU32::new(0),
+        }
+    }
+
+    /// `n` more PUBLISH packets received.
+    pub fn received(&self, n: u64) {
+        if n > 0 {
+            self.messages_in.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` more PUBLISH packets sent.
+    pub fn sent(&self, n: u64) {
+        if n > 0 {
+            self.messages_out.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// QoS 1/2 messages sent and not yet acknowledged, now.
+    pub fn set_inflight(&self, n: usize) {
+        self.inflight
+            .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    /// PUBLISH packets received so far.
+    pub fn messages_in(&self) -> u64 {
+        self.messages_in.load(Ordering::Relaxed)
+    }
+
+    /// PUBLISH packets sent so far.
+    pub fn messages_out(&self) -> u64 {
+        self.messages_out.load(Ordering::Relaxed)
+    }
+
+    /// QoS 1/2 messages in flight to the client.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+}
+
+/// One MQTT listener as the admin API lists it.
+#[derive(Debug, Clone)]
+pub struct ListenerView {
+    /// `kind:port`, as connections name it.
+    pub name: Arc<str>,
+    /// What it speaks below MQTT.
+    pub kind: crate::config::ListenerKind,
+    /// Where it is bound.
+    pub address: SocketAddr,
+    /// TLS: the certificate file it serves (read again for its expiry when asked).
+    pub cert: Option<std::path::PathBuf>,
+}
+
+/// One subscription as listed.
+#[derive(Debug, Clone)]
+pub struct SubscriptionView {
+    /// Whose.
+    pub client_id: Arc<str>,
+    /// The filter as the client sent it (`$share/…`, `$queue/…` included).
+    pub filter: String,
+    /// Options granted.
+    pub options: SubscriptionOptions,
+    /// v5 Subscription Identifier.
+    pub identifier: Option<u32>,
+}
+
+/// What a retained delete did.
+#[derive(Debug)]
+pub enum RetainedDelete {
+    /// Nothing is retained under the topic.
+    NotFound,
+    /// Deleted; with persistence (or a cluster), durable once the ticket completes.
+    Deleted(Option<Ticket>),
+}
+
+impl BrokerState {
+    /// The MQTT listeners, once bound (set once at start).
+    pub fn set_listeners(&self, listeners: Vec<ListenerView>) {
+        let _ = self.listeners.set(listeners);
+    }
+
+    /// The MQTT listeners, in the order they were configured (the default one first).
+    pub fn listeners(&self) -> &[ListenerView] {
+        self.listeners.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The connection of `generation` shows `info` to the admin API.
+    pub fn client_connected(&self, client_id: &Arc<str>, generation: u64, info: Arc<ClientInfo>) {
+        self.registry.set_info(client_id, generation, info);
+    }
+
+    /// Every known client id (connected and parked), or only `client_id`, unordered.
+    pub fn session_views(&self, only: Option<&str>) -> Vec<SessionView> {
+        self.registry.views(only)
+    }
+
+    /// The user name a client logged in with, if any.
+    pub fn username(&self, client_id: &str) -> Option<Arc<str>> {
+        self.usernames.get(client_id).map(|u| Arc::clone(u.value()))
+    }
+
+    /// Every subscription: in the router (direct and groups) and declared queues' consumers.
+    /// Unordered.
+    pub fn subscription_views(&self) -> Vec<SubscriptionView> {
+        let mut out = Vec::new();
+        self.router.list(|filter, sub| {
+            out.push(SubscriptionView {
+                client_id: Arc::clone(&sub.client_id),
+                filter: filter.to_owned(),
+                options: sub.options,
+                identifier: sub.id,
+            })
+        });
+        for q in &self.queues {
+            let filter = format!("$queue/{}", q.name());
+            for sub in q.members() {
+                out.push(SubscriptionView {
+                    client_id: sub.client_id,
+                    filter: filter.clone(),
+                    options: sub.options,
+                    identifier: sub.id,
+                });
+            }
+        }
+        out
+    }
+
+    /// Tells the connected client `client_id` to go (v5: DISCONNECT 0x98 Administrative
+    /// action), ending its session too with `discard`; false when it is not connected here.
+    /// Its will is published, as for any disconnection the client did not ask for.
+    pub fn disconnect_client(&self, client_id: &str, discard: bool) -> bool {
+        self.registry.kick_by_admin(client_id, discard)
+    }
+
+    /// Waits until the connection of `client_id` attached now has handed its session back
+    /// (after [`BrokerState::disconnect_client`]), at most `within`; false if it has not.
+    pub async fn wait_disconnected(&self, client_id: &str, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        self.registry.wait_detached(client_id, deadline).await
+    }
+
+    /// Clients connected through a listener now.
+    pub fn connected_clients(&self) -> usize {
+        self.registry.connected_clients()
+    }
+
+    /// Ends the parked session of `client_id` now, as its expiry would (its pending will is
+    /// published); false when there is none.
+    pub fn end_parked_session(&self, client_id: &str) -> bool {
+        let Some((session, will, mailbox)) = self.registry.remove_parked(client_id) else {
+            return false;
+        };
+        tracing::info!(client_id = %crate::logged::clip(client_id), "session ended by an operator");
+        let stored = mailbox.is_stored();
+        self.end_session(&session, stored, will, mailbox.take_all());
+        true
+    }
+
+    /// A page of the retained messages matching `filter` after topic `after`, and the cursor
+    /// of the next page.
+    pub fn retained_page(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<Message>>, Option<String>) {
+        self.retained.page(filter, after, limit)
+    }
+
+    /// Deletes the retained message of `topic` without telling subscribers (as an operator
+    /// would expect of a delete; a client deletes by publishing an empty retained message,
+    /// which subscribers do receive). In cluster mode the delete goes through the cluster so
+    /// every node drops its copy, and travels as an empty retained message there.
+    pub fn delete_retained(&self, topic: &str) -> RetainedDelete {
+        if !self.retained.contains(topic) {
+            return RetainedDelete::NotFound;
+        }
+        let empty = Arc::new(Message::new(
+            Publish {
+                dup: false,
+                // QoS 1: in cluster mode it is stored in the stream and reaches every node.
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                topic: topic.to_owned(),
+                pkid: 0,
+                payload: bytes::Bytes::new(),
+                properties: Default::default(),
+            },
+            None,
+            std::time::Instant::now(),
+        ));
+        if let Some(remote) = self.remote.get() {
+            return RetainedDelete::Deleted(remote.forward(&empty, false, None));
+        }
+        self.retained.update(&empty);
+        let ticket = self.durable.as_ref().and_then(|d| {
+            let mut batch = d.batch();
+            batch.retain(&empty);
+            batch.submit()
+        });
+        RetainedDelete::Deleted(ticket)
+    }
+}
