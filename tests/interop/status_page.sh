@@ -6,7 +6,8 @@
 # too. Every wait is bounded. Prints "PASS ..." / "FAIL ...: why" per step and, last,
 # "N passed, M failed" alone on a line.
 #   TERN_BIN=path                      broker binary (default: target/release/tern, built first)
-#   SCREENSHOT=docs/status-page.png    also writes a 1000×700 screenshot of the page with clients
+#   SCREENSHOT=docs/status-page.png    also writes a screenshot of the whole page, 1000 px wide,
+#                                      with a few clients (the README's picture)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -251,7 +251,8 @@ async function live() {
         fail(`TLS listener row: ${JSON.stringify(tls)}`);
       }
       if (screenshot) {
-        // One more poll so the growth column has a value too, then the picture.
+        // One more poll so the growth column has a value too, then the picture of the whole
+        // page, 1000 px wide.
         await page.waitForFunction(
           () => {
             const q = [...document.querySelectorAll("#queues tbody tr")].find((tr) => tr.cells[0].textContent === "jobs");
@@ -260,7 +261,7 @@ async function live() {
           null,
           { timeout: WAIT },
         );
-        await page.screenshot({ path: screenshot });
+        await page.screenshot({ path: screenshot, fullPage: true }); // 1000 px wide
         console.log(`  screenshot: ${screenshot}`);
       }
       clearInterval(traffic);
