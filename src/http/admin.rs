@@ -814,9 +814,22 @@ async fn queues(Admin(state): Admin) -> Result<Response, ApiError> {
             .cmp(&(a.1.messages + a.1.inflight))
             .then_with(|| a.1.name.cmp(&b.1.name))
     });
+    let config = state.config();
+    // A declared queue's series carry no filter (its name says it); operators want to see it.
+    let declared = |name: &str| {
+        config
+            .queues
+            .iter()
+            .find(|q| q.name == name)
+            .map(|q| q.filter.clone())
+    };
     let queues: Vec<Value> = all
         .iter()
         .map(|(kind, b)| {
+            let filter = match *kind {
+                "queue" => declared(&b.name).unwrap_or_default(),
+                _ => b.filter.clone(),
+            };
             let dropped: Map<String, Value> = b
                 .dropped
                 .iter()
@@ -825,7 +838,7 @@ async fn queues(Admin(state): Admin) -> Result<Response, ApiError> {
             json!({
                 "name": b.name,
                 "kind": kind,
-                "filter": b.filter,
+                "filter": filter,
                 "backlog": b.messages + b.inflight,
                 "messages": b.messages,
                 "inflight": b.inflight,

@@ -581,6 +581,7 @@ async fn subscriptions_queues_listeners_and_stats_are_listed() {
         (Some("jobs"), Some("queue"))
     );
     assert_eq!(jobs["backlog"], 3);
+    assert_eq!(jobs["filter"], "jobs/#");
     assert_eq!(jobs["produced"], 3);
     let group = queues["queues"]
         .as_array()
