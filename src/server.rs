@@ -87,10 +87,10 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        let limit = Limit::broker(config.limits.max_connections, local_addr.port());
+        let limit = Limit::broker(config.limits.max_connections);
         let mut extra = Vec::new();
         let mut tls_listeners = Vec::new();
-        for l in &config.listeners {
+        for (index, l) in config.listeners.iter().enumerate() {
             let addr = SocketAddr::new(l.bind, l.port);
             let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
             let bound = listener
@@ -104,7 +104,7 @@ impl Broker {
             let accepting = Listener {
                 limit: Limit::listener(
                     l.kind,
-                    bound.port(),
+                    u16::try_from(index + 1).unwrap_or(u16::MAX),
                     l.max_connections.unwrap_or(usize::MAX),
                     &limit,
                 ),

@@ -5,7 +5,7 @@
 //! a client, so an operator's request cannot stall message flow.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,44 +17,58 @@ use crate::store::Ticket;
 
 /// What the admin API shows of one connection: fixed at CONNECT, plus the figures its
 /// connection keeps up to date (one relaxed add per batch of packets, not per message).
+/// Every connected client has one, dormant ones too: kept to 64 bytes (an 80-byte allocation
+/// with its counts), so it is listed by index and in seconds rather than by name and instant.
 #[derive(Debug)]
 pub struct ClientInfo {
     /// The client's address.
     pub peer: SocketAddr,
-    /// The listener it came through, as `kind:port` (`tcp:1883`, `wss:8884`).
-    pub listener: Arc<str>,
-    /// Protocol version: `3.1`, `3.1.1` or `5.0`.
-    pub version: &'static str,
+    /// The listener it came through: its place in [`BrokerState::listeners`].
+    pub listener: u16,
+    /// The protocol level from CONNECT: 3 (3.1), 4 (3.1.1) or 5.
+    level: u8,
     /// Keep-alive granted, in seconds (0: none).
     pub keep_alive: u16,
-    /// When CONNECT was accepted.
-    pub connected_at: SystemTime,
+    /// When CONNECT was accepted, in Unix seconds.
+    pub connected_at: u32,
     /// Session Expiry Interval from CONNECT, in seconds.
     pub expiry_interval: u32,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
-    inflight: AtomicU32,
+    inflight: AtomicU16,
 }
 
 impl ClientInfo {
-    /// A connection accepted now.
+    /// A connection accepted now, at protocol `level` (3, 4 or 5).
     pub fn new(
         peer: SocketAddr,
-        listener: Arc<str>,
-        version: &'static str,
+        listener: u16,
+        level: u8,
         keep_alive: u16,
         expiry_interval: u32,
     ) -> ClientInfo {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         ClientInfo {
             peer,
             listener,
-            version,
+            level,
             keep_alive,
-            connected_at: SystemTime::now(),
+            connected_at: now,
             expiry_interval,
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
-            inflight: AtomicU32::new(0),
+            inflight: AtomicU16::new(0),
+        }
+    }
+
+    /// The protocol version as users name it: `3.1`, `3.1.1` or `5.0`.
+    pub fn version(&self) -> &'static str {
+        match self.level {
+            3 => "3.1",
+            4 => "3.1.1",
+            _ => "5.0",
         }
     }
 
@@ -72,10 +86,10 @@ impl ClientInfo {
         }
     }
 
-    /// QoS 1/2 messages sent and not yet acknowledged, now.
+    /// QoS 1/2 messages sent and not yet acknowledged, now (at most the window, 65,535).
     pub fn set_inflight(&self, n: usize) {
         self.inflight
-            .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+            .store(u16::try_from(n).unwrap_or(u16::MAX), Ordering::Relaxed);
     }
 
     /// PUBLISH packets received so far.
@@ -89,7 +103,7 @@ impl ClientInfo {
     }
 
     /// QoS 1/2 messages in flight to the client.
-    pub fn inflight(&self) -> u32 {
+    pub fn inflight(&self) -> u16 {
         self.inflight.load(Ordering::Relaxed)
     }
 }
@@ -97,7 +111,7 @@ impl ClientInfo {
 /// One MQTT listener as the admin API lists it.
 #[derive(Debug, Clone)]
 pub struct ListenerView {
-    /// `kind:port`, as connections name it.
+    /// `kind:port`.
     pub name: Arc<str>,
     /// What it speaks below MQTT.
     pub kind: crate::config::ListenerKind,
@@ -138,6 +152,13 @@ impl BrokerState {
     /// The MQTT listeners, in the order they were configured (the default one first).
     pub fn listeners(&self) -> &[ListenerView] {
         self.listeners.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The name (`kind:port`) of listener `index`.
+    pub fn listener_name(&self, index: u16) -> &str {
+        self.listeners()
+            .get(usize::from(index))
+            .map_or("?", |l| &l.name)
     }
 
     /// The connection of `generation` shows `info` to the admin API.

@@ -9,8 +9,6 @@ use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
-use std::time::Instant;
-
 use super::admin::ClientInfo;
 use super::mailbox::Mailbox;
 use crate::session::{Message, Session};
@@ -46,13 +44,15 @@ pub struct Attached {
 }
 
 enum State {
-    /// A connection drains the mailbox; a takeover kicks it through the mailbox.
-    Connected,
+    /// A connection drains the mailbox; a takeover kicks it through the mailbox. `info`: what
+    /// the admin API shows of it, once it is set (clients only, not bridges' local sessions).
+    Connected { info: Option<Arc<ClientInfo>> },
     Parked {
         session: Box<Session>,
         will: Option<PendingWill>,
-        /// When its expiry timer ends it (`None`: never, or no timer started yet).
-        expires_at: Option<Instant>,
+        /// When its expiry timer ends it, in Unix seconds (0: never, or no timer started
+        /// yet). Wall-clock and 4 bytes: it is only shown, every entry pays for it.
+        expires_at: u32,
     },
 }
 
@@ -60,9 +60,6 @@ struct Entry {
     generation: u64,
     mailbox: Arc<Mailbox>,
     state: State,
-    /// What the admin API shows of the connection, while one is attached (clients only, not
-    /// bridges' local sessions).
-    info: Option<Arc<ClientInfo>>,
 }
 
 /// One known client id as the admin API lists it: connected (with its connection's figures)
@@ -87,7 +84,7 @@ pub struct ParkedView {
     /// Its Session Expiry Interval, in seconds.
     pub expiry_interval: u32,
     /// When its expiry timer ends it (`None`: never).
-    pub expires_at: Option<Instant>,
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// What [`Registry::detach`] did with a session.
@@ -146,8 +143,7 @@ impl Registry {
                         v.insert(Entry {
                             generation: 1,
                             mailbox: Arc::clone(&mailbox),
-                            state: State::Connected,
-                            info: None,
+                            state: State::Connected { info: None },
                         });
                         return Attached {
                             session: Box::new(fresh()),
@@ -162,8 +158,9 @@ impl Registry {
                 };
                 let mut entry = entry;
                 let e = entry.value_mut();
-                match std::mem::replace(&mut e.state, State::Connected) {
-                    State::Connected => {
+                match std::mem::replace(&mut e.state, State::Connected { info: None }) {
+                    State::Connected { info } => {
+                        e.state = State::Connected { info };
                         // Still the old connection's: tell it to go [MQTT-3.1.4-3], and wait
                         // for it to park the session.
                         seen = e.generation;
@@ -205,14 +202,13 @@ impl Registry {
     /// id be used again, with a fresh session, rather than refuse it for ever.
     fn abandon(&self, client_id: &Arc<str>, generation: u64, fresh: impl Fn() -> Session) {
         if let Some(mut e) = self.clients.get_mut(client_id) {
-            if e.generation == generation && matches!(e.state, State::Connected) {
+            if e.generation == generation && matches!(e.state, State::Connected { .. }) {
                 tracing::warn!(%client_id, "previous connection vanished without its session");
                 e.state = State::Parked {
                     session: Box::new(fresh()),
                     will: None,
-                    expires_at: None,
+                    expires_at: 0,
                 };
-                e.info = None;
             }
         }
     }
@@ -242,9 +238,8 @@ impl Registry {
         e.state = State::Parked {
             session,
             will,
-            expires_at: None,
+            expires_at: 0,
         };
-        e.info = None;
         Detached::Parked
     }
 
@@ -254,7 +249,7 @@ impl Registry {
         let MapEntry::Occupied(o) = self.clients.entry(Arc::clone(client_id)) else {
             return Evicted::Gone;
         };
-        if matches!(o.get().state, State::Connected) {
+        if matches!(o.get().state, State::Connected { .. }) {
             // Registered before the entry lock is released: the park cannot be missed.
             let parked = self.parked.notified();
             o.get().mailbox.kick();
@@ -263,7 +258,7 @@ impl Registry {
         let entry = o.remove();
         match entry.state {
             State::Parked { session, .. } => Evicted::Parked(session, entry.mailbox),
-            State::Connected => Evicted::Gone,
+            State::Connected { .. } => Evicted::Gone,
         }
     }
 
@@ -282,7 +277,7 @@ impl Registry {
         let entry = o.remove();
         match entry.state {
             State::Parked { session, will, .. } => Some((session, will, entry.mailbox)),
-            State::Connected => None,
+            State::Connected { .. } => None,
         }
     }
 
@@ -300,25 +295,30 @@ impl Registry {
         let entry = o.remove();
         match entry.state {
             State::Parked { session, will, .. } => Some((session, will, entry.mailbox)),
-            State::Connected => None,
+            State::Connected { .. } => None,
         }
     }
 
     /// The connection of `generation` shows `info` to the admin API.
     pub fn set_info(&self, client_id: &Arc<str>, generation: u64, info: Arc<ClientInfo>) {
         if let Some(mut e) = self.clients.get_mut(client_id) {
-            if e.generation == generation && matches!(e.state, State::Connected) {
-                e.info = Some(info);
+            if e.generation == generation {
+                if let State::Connected { info: slot } = &mut e.state {
+                    *slot = Some(info);
+                }
             }
         }
     }
 
     /// The parked session of `generation` ends at `at` (its expiry timer started).
-    pub fn set_expiry(&self, client_id: &Arc<str>, generation: u64, at: Instant) {
+    pub fn set_expiry(&self, client_id: &Arc<str>, generation: u64, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         if let Some(mut e) = self.clients.get_mut(client_id) {
             if e.generation == generation {
                 if let State::Parked { expires_at, .. } = &mut e.state {
-                    *expires_at = Some(at);
+                    *expires_at = secs;
                 }
             }
         }
@@ -328,7 +328,7 @@ impl Registry {
     /// is not connected.
     pub fn kick_by_admin(&self, client_id: &str, discard: bool) -> bool {
         match self.clients.get(client_id) {
-            Some(e) if matches!(e.state, State::Connected) => {
+            Some(e) if matches!(e.state, State::Connected { .. }) => {
                 e.mailbox.kick_by_admin(discard);
                 true
             }
@@ -342,7 +342,7 @@ impl Registry {
         let attached = |r: &Registry| {
             r.clients
                 .get(client_id)
-                .filter(|e| matches!(e.state, State::Connected))
+                .filter(|e| matches!(e.state, State::Connected { .. }))
                 .map(|e| e.generation)
         };
         let Some(generation) = attached(self) else {
@@ -363,17 +363,23 @@ impl Registry {
 
     /// Clients connected through a listener (bridges' local sessions are not counted).
     pub fn connected_clients(&self) -> usize {
-        self.clients.iter().filter(|e| e.info.is_some()).count()
+        self.clients
+            .iter()
+            .filter(|e| matches!(e.state, State::Connected { info: Some(_) }))
+            .count()
     }
 
     /// Every known client id, or only `client_id`, as the admin API shows it.
     pub fn views(&self, only: Option<&str>) -> Vec<SessionView> {
         let view = |id: &Arc<str>, e: &Entry| SessionView {
             client_id: Arc::clone(id),
-            info: e.info.clone(),
+            info: match &e.state {
+                State::Connected { info } => info.clone(),
+                State::Parked { .. } => None,
+            },
             mailbox: Arc::clone(&e.mailbox),
             parked: match &e.state {
-                State::Connected => None,
+                State::Connected { .. } => None,
                 State::Parked {
                     session,
                     expires_at,
@@ -385,7 +391,9 @@ impl Registry {
                         .map(|f| f.filter().to_string())
                         .collect(),
                     expiry_interval: session.expiry_interval,
-                    expires_at: *expires_at,
+                    expires_at: (*expires_at > 0).then(|| {
+                        std::time::UNIX_EPOCH + Duration::from_secs(u64::from(*expires_at))
+                    }),
                 }),
             },
         };
@@ -420,7 +428,7 @@ impl Registry {
             State::Parked { will, session, .. } => {
                 will.take().map(|w| (w, session.expiry_interval, stored))
             }
-            State::Connected => None,
+            State::Connected { .. } => None,
         }
     }
 
@@ -440,9 +448,8 @@ impl Registry {
                 state: State::Parked {
                     session,
                     will,
-                    expires_at: None,
+                    expires_at: 0,
                 },
-                info: None,
             },
         );
         1
@@ -451,7 +458,7 @@ impl Registry {
     /// Wakes every connected client's task (at shutdown, so each sees the broker stopping).
     pub fn wake_connected(&self) {
         for e in self.clients.iter() {
-            if matches!(e.state, State::Connected) {
+            if matches!(e.state, State::Connected { .. }) {
                 e.mailbox.wake();
             }
         }
@@ -462,7 +469,7 @@ impl Registry {
         let (mut online, mut offline, mut queued) = (0, 0, 0);
         for e in self.clients.iter() {
             match e.state {
-                State::Connected => online += 1,
+                State::Connected { .. } => online += 1,
                 State::Parked { .. } => offline += 1,
             }
             queued += e.mailbox.len();
@@ -474,7 +481,7 @@ impl Registry {
     pub fn depths(&self) -> crate::metrics::Depths {
         let mut d = crate::metrics::Depths::default();
         for e in self.clients.iter() {
-            d.add(e.mailbox.len() as u64, matches!(e.state, State::Connected));
+            d.add(e.mailbox.len() as u64, matches!(e.state, State::Connected { .. }));
         }
         d
     }

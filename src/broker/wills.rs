@@ -87,7 +87,7 @@ impl BrokerState {
     }
 
     fn schedule_expiry(self: &Arc<Self>, client_id: &Arc<str>, generation: u64, expiry: u32) {
-        let at = std::time::Instant::now() + Duration::from_secs(u64::from(expiry));
+        let at = std::time::SystemTime::now() + Duration::from_secs(u64::from(expiry));
         self.registry.set_expiry(client_id, generation, at);
         let state = Arc::clone(self);
         let id = Arc::clone(client_id);

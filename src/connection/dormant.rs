@@ -294,12 +294,12 @@ mod tests {
             out: Outbound::new(ProtocolVersion::V311, None, 0, true),
             info: Arc::new(crate::broker::ClientInfo::new(
                 "127.0.0.1:1".parse().unwrap(),
-                "tcp:1883".into(),
-                "3.1.1",
+                0,
+                4,
                 0,
                 0,
             )),
-            _slot: Slot::take(&crate::connection::Limit::broker(1, 1883)).unwrap(),
+            _slot: Slot::take(&crate::connection::Limit::broker(1)).unwrap(),
         }
     }
 

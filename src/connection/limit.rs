@@ -17,29 +17,28 @@ pub struct Limit {
     within: Option<Arc<Limit>>,
     /// The listener whose connections take their places directly under this limit.
     listener: ListenerKind,
-    /// That listener's name, `kind:port` (the admin API's `listener`).
-    name: Arc<str>,
+    /// That listener's place among the broker's (0: the default one), for the admin API.
+    index: u16,
 }
 
 impl Limit {
     /// The broker-wide cap of `max`. The default listener (plain TCP) has no cap of its own:
     /// its connections take their places directly under this one.
-    /// `port`: the default listener's.
-    pub fn broker(max: usize, port: u16) -> Arc<Limit> {
+    pub fn broker(max: usize) -> Arc<Limit> {
         Arc::new(Limit {
             open: AtomicUsize::new(0),
             max: AtomicUsize::new(max),
             within: None,
             listener: ListenerKind::Tcp,
-            name: listener_name(ListenerKind::Tcp, port),
+            index: 0,
         })
     }
 
-    /// A `listener`'s (on `port`) own cap of `max` (`usize::MAX`: only the broker's), counted
-    /// within `broker`.
+    /// A `listener`'s (the `index`th, from 1) own cap of `max` (`usize::MAX`: only the
+    /// broker's), counted within `broker`.
     pub fn listener(
         listener: ListenerKind,
-        port: u16,
+        index: u16,
         max: usize,
         broker: &Arc<Limit>,
     ) -> Arc<Limit> {
@@ -48,7 +47,7 @@ impl Limit {
             max: AtomicUsize::new(max),
             within: Some(Arc::clone(broker)),
             listener,
-            name: listener_name(listener, port),
+            index,
         })
     }
 
@@ -103,9 +102,9 @@ impl Slot {
         self.limit.listener
     }
 
-    /// The name of the listener the connection came through, `kind:port`.
-    pub fn listener_name(&self) -> &Arc<str> {
-        &self.limit.name
+    /// The place of the listener the connection came through among the broker's.
+    pub fn listener_index(&self) -> u16 {
+        self.limit.index
     }
 }
 
@@ -124,11 +123,11 @@ mod tests {
     /// listener.
     #[test]
     fn listener_limit_counts_within_the_broker_limit() {
-        let broker = Limit::broker(2, 1883);
-        let ws = Limit::listener(ListenerKind::Ws, 8080, 1, &broker);
+        let broker = Limit::broker(2);
+        let ws = Limit::listener(ListenerKind::Ws, 1, 1, &broker);
         let a = Slot::take(&ws).expect("room on the ws listener");
         assert_eq!(a.listener_kind(), ListenerKind::Ws);
-        assert_eq!(&**a.listener_name(), "ws:8080");
+        assert_eq!(a.listener_index(), 1);
         assert!(Slot::take(&ws).is_none(), "the ws listener is full");
         let b = Slot::take(&broker).expect("room under the broker's limit");
         assert_eq!(b.listener_kind(), ListenerKind::Tcp);

@@ -744,6 +744,8 @@ mod size_budget {
             "{}",
             size_of::<super::Dormant>()
         );
+        // What the admin API shows of a connection: 64 + 16 bytes of counts, an 80-byte class.
+        assert!(size_of::<crate::broker::ClientInfo>() <= 64);
         // 112 is the allocator's size class a Session lands in anyway.
         assert!(size_of::<crate::session::Session>() <= 112);
         // Held in an Arc (16 bytes of counts): 80 + 16 stays in jemalloc's 96-byte class,

@@ -220,11 +220,11 @@ impl Connection {
         );
         let info = Arc::new(ClientInfo::new(
             origin.peer,
-            Arc::clone(slot.listener_name()),
+            slot.listener_index(),
             match version {
-                ProtocolVersion::V31 => "3.1",
-                ProtocolVersion::V311 => "3.1.1",
-                ProtocolVersion::V5 => "5.0",
+                ProtocolVersion::V31 => 3,
+                ProtocolVersion::V311 => 4,
+                ProtocolVersion::V5 => 5,
             },
             accepted.keep_alive,
             accepted.session_expiry,

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{FromRequestParts, Path, RawQuery};
 use axum::http::request::Parts;
@@ -283,10 +283,6 @@ fn page<T>(
     (items, next)
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// Subscriptions per client id.
 fn subscription_counts(state: &BrokerState) -> HashMap<Arc<str>, usize> {
     let mut counts = HashMap::new();
@@ -302,10 +298,10 @@ fn client_json(state: &BrokerState, v: &SessionView, info: &ClientInfo, subs: us
         "client_id": &*v.client_id,
         "username": state.username(&v.client_id).as_deref(),
         "peer": info.peer.to_string(),
-        "listener": &*info.listener,
-        "protocol_version": info.version,
+        "listener": state.listener_name(info.listener),
+        "protocol_version": info.version(),
         "keepalive_secs": info.keep_alive,
-        "connected_at": unix_secs(info.connected_at),
+        "connected_at": info.connected_at,
         "session_expiry_interval": info.expiry_interval,
         "subscriptions": subs,
         "inflight": info.inflight(),
@@ -338,7 +334,7 @@ async fn list_clients(Admin(state): Admin, RawQuery(q): RawQuery) -> Result<Resp
         .filter_map(|v| v.info.clone().map(|i| (v, i)))
         .filter(|(v, i)| {
             q.get("prefix").is_none_or(|p| v.client_id.starts_with(p))
-                && q.get("listener").is_none_or(|l| *i.listener == *l)
+                && q.get("listener").is_none_or(|l| state.listener_name(i.listener) == l)
                 && q.get("username")
                     .is_none_or(|u| state.username(&v.client_id).as_deref() == Some(u))
         })
@@ -412,9 +408,10 @@ fn session_json(v: &SessionView, subs: usize) -> Value {
     let (queued, bytes) = v.mailbox.depth();
     let (connected, interval, expires_in) = match (&v.parked, &v.info) {
         (Some(p), _) => {
+            let now = SystemTime::now();
             let left = p
                 .expires_at
-                .map(|at| at.saturating_duration_since(Instant::now()).as_secs());
+                .map(|at| at.duration_since(now).map_or(0, |d| d.as_secs()));
             (false, p.expiry_interval, left)
         }
         // Connected: the countdown starts when the connection ends.
@@ -871,16 +868,18 @@ fn certificate(path: &std::path::Path) -> Result<(String, u64), String> {
 /// `GET /listeners`: each MQTT listener with its clients and, for TLS, its certificate's
 /// subject and expiry (read from the file now, so a renewal shows).
 async fn listeners(Admin(state): Admin) -> Result<Response, ApiError> {
-    let mut per_listener: HashMap<Arc<str>, usize> = HashMap::new();
+    let mut per_listener: HashMap<u16, usize> = HashMap::new();
     for v in state.session_views(None) {
         if let Some(i) = v.info {
-            *per_listener.entry(Arc::clone(&i.listener)).or_insert(0) += 1;
+            *per_listener.entry(i.listener).or_insert(0) += 1;
         }
     }
     let listeners: Vec<Value> = state
         .listeners()
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(index, l)| {
+            let index = u16::try_from(index).unwrap_or(u16::MAX);
             let tls = l.cert.as_ref().map(|path| match certificate(path) {
                 Ok((subject, not_after)) => json!({
                     "certificate": path.display().to_string(),
@@ -896,7 +895,7 @@ async fn listeners(Admin(state): Admin) -> Result<Response, ApiError> {
                 "name": &*l.name,
                 "kind": l.kind.as_str(),
                 "address": l.address.to_string(),
-                "connections": per_listener.get(&l.name).copied().unwrap_or(0),
+                "connections": per_listener.get(&index).copied().unwrap_or(0),
                 "tls": tls,
             })
         })
