@@ -58,6 +58,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// No MQTT listener at all: `[listener] enabled = false` and no `[[listeners]]`.
+    #[error("no MQTT listener: [listener] is turned off and [[listeners]] is empty")]
+    NoListener,
     /// Cluster mode: the node could not join its cluster.
     #[error("[cluster]: {0}")]
     Cluster(crate::cluster::ClusterError),
@@ -84,13 +87,19 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Binds the configured listener and starts serving.
+    /// Binds the configured listeners and starts serving.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
-        let addr = config.listen_addr();
-        let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = match config.listener.enabled {
+            true => {
+                let addr = config.listen_addr();
+                let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some((listener, bound))
+            }
+            false => None,
+        };
         let limit = Limit::broker(config.limits.max_connections);
         let mut extra = Vec::new();
         let mut tls_listeners = Vec::new();
@@ -112,6 +121,10 @@ impl Broker {
             };
             extra.push((l.kind, bound, listener, accepting));
         }
+        let local_addr = match (&listener, extra.first()) {
+            (Some((_, bound)), _) | (None, Some((_, bound, _, _))) => *bound,
+            (None, None) => return Err(StartError::NoListener),
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let http = match config.http.enabled {
             true => {
@@ -166,7 +179,9 @@ impl Broker {
         };
         // Only once the store is read back (and /ready says so): clients connecting from now on
         // see their sessions.
-        info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
+        if listener.is_some() {
+            info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
+        }
         let ctx = Accept {
             state: Arc::clone(&state),
             refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
@@ -185,6 +200,7 @@ impl Broker {
             limit: Arc::clone(&limit),
             allow_anonymous: state.config().listener.allow_anonymous,
         };
+        let listener = listener.map(|(l, _)| l);
         let accept_task = tokio::spawn(accept_loop(listener, Arc::new(default), ctx));
         Ok(Broker {
             state,
@@ -201,7 +217,8 @@ impl Broker {
         })
     }
 
-    /// The address the MQTT listener is bound to (useful with port 0).
+    /// The address the MQTT listener (`[listener]`) is bound to (useful with port 0); with
+    /// `[listener] enabled = false`, the first `[[listeners]]` entry's.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -290,7 +307,8 @@ impl Broker {
 
 /// Says loudly when anyone may connect and do anything.
 fn warn_if_open(config: &Config) {
-    let anonymous = crate::auth::allow_anonymous(config, config.listener.allow_anonymous)
+    let anonymous = (config.listener.enabled
+        && crate::auth::allow_anonymous(config, config.listener.allow_anonymous))
         || config
             .listeners
             .iter()
@@ -346,10 +364,15 @@ struct Accept {
     tasks: TaskTracker,
 }
 
-/// The default listener's loop; when it stops (shutdown) it tells every connection to say
-/// goodbye and waits for them, at most `shutdown.grace_secs`.
-async fn accept_loop(listener: TcpListener, accepting: Arc<Listener>, mut ctx: Accept) {
-    accept_until_shutdown(&listener, &accepting, &mut ctx).await;
+/// The default listener's loop (or, with it turned off, a wait for shutdown); when it stops it
+/// tells every connection to say goodbye and waits for them, at most `shutdown.grace_secs`.
+async fn accept_loop(listener: Option<TcpListener>, accepting: Arc<Listener>, mut ctx: Accept) {
+    match &listener {
+        Some(l) => accept_until_shutdown(l, &accepting, &mut ctx).await,
+        None => {
+            let _ = ctx.shutdown.changed().await;
+        }
+    }
     drop(listener);
     ctx.state.begin_shutdown();
     ctx.tasks.close();

@@ -20,7 +20,7 @@ use x509_parser::extensions::GeneralName;
 
 use crate::config::IdentitySource;
 pub use listener::{acceptor_for, Transport};
-pub use tls::{tls_acceptor, ClientAuth, TlsError};
+pub use tls::{read_ca_dir, tls_acceptor, ClientAuth, TlsError};
 
 /// A client connection's byte stream.
 pub enum Stream {
@@ -70,6 +70,7 @@ impl Stream {
                 .next()
                 .and_then(|cn| cn.as_str().ok())
                 .map(str::to_string),
+            IdentitySource::Subject => Some(subject_rfc2253(cert.subject())),
             IdentitySource::San => {
                 let san = cert.subject_alternative_name().ok()??;
                 san.value.general_names.iter().find_map(|name| match name {
@@ -130,4 +131,76 @@ impl AsyncWrite for Stream {
             Stream::Ws(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+/// A certificate subject as OpenSSL prints it with `XN_FLAG_RFC2253`, which is what Mosquitto's
+/// `use_subject_as_username` makes the user name: the relative distinguished names last to
+/// first, joined by `,` (attributes within one by `+`), each `SHORTNAME=value` with RFC 2253's
+/// special characters escaped by `\` and control and non-ASCII bytes as `\XX`. Attribute
+/// types OpenSSL has no short name for are written as dotted OIDs.
+pub fn subject_rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let rdns: Vec<String> = name
+        .iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attr| {
+                    let oid = attr.attr_type().to_id_string();
+                    let key = openssl_short_name(&oid).map_or(oid, str::to_string);
+                    let value = attr.as_str().map(escape_rfc2253).unwrap_or_default();
+                    format!("{key}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+/// OpenSSL's short name for a distinguished-name attribute type.
+fn openssl_short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.4" => "SN",
+        "2.5.4.5" => "serialNumber",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "street",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.12" => "title",
+        "2.5.4.15" => "businessCategory",
+        "2.5.4.17" => "postalCode",
+        "2.5.4.42" => "GN",
+        "2.5.4.43" => "initials",
+        "2.5.4.44" => "generationQualifier",
+        "2.5.4.46" => "dnQualifier",
+        "2.5.4.65" => "pseudonym",
+        "2.5.4.97" => "organizationIdentifier",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        _ => return None,
+    })
+}
+
+/// One attribute value escaped as OpenSSL's `ASN1_STRFLGS_RFC2253` does.
+fn escape_rfc2253(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = String::with_capacity(value.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        let first = i == 0;
+        let last = i + 1 == bytes.len();
+        match b {
+            b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            b'#' if first => out.push_str("\\#"),
+            b' ' if first || last => out.push_str("\\ "),
+            0..=0x1f | 0x7f..=0xff => out.push_str(&format!("\\{b:02X}")),
+            _ => out.push(char::from(b)),
+        }
+    }
+    out
 }
