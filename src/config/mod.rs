@@ -13,6 +13,7 @@ use crate::store::Durability;
 mod bridge;
 mod cluster;
 mod listener;
+pub mod mosquitto;
 mod queues;
 mod shared;
 pub use bridge::{BridgeConfig, Direction, TopicRule};
