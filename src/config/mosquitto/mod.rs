@@ -92,7 +92,9 @@ impl fmt::Display for Note {
 /// A Mosquitto file translated.
 #[derive(Debug, Clone)]
 pub struct Translation {
-    /// The settings Tern runs with (what [`Translation::toml`] says).
+    /// The settings Tern runs with (what [`Translation::toml`] says); Tern's defaults when an
+    /// invalid line leaves the translation incomplete (such a file is refused anyway, see
+    /// [`Translation::refusals`]).
     pub config: Config,
     /// One or more per line that is not translated as it stands, in file order.
     pub notes: Vec<Note>,

@@ -37,12 +37,18 @@ pub(super) fn translate(
     };
     notes.sort_by_key(order);
     let toml = render::render(&doc, &notes, &every_line, origin);
-    let config = Config::from_toml(&toml, &format!("{origin} (translated)")).map_err(|source| {
-        MosquittoError::Translated {
-            path: origin.to_string(),
-            source,
+    let config = match Config::from_toml(&toml, &format!("{origin} (translated)")) {
+        Ok(c) => c,
+        // An invalid line may leave the rest incomplete (a bridge without its address); the
+        // invalid line refuses the file in any case, so these settings never run.
+        Err(_) if notes.iter().any(|n| n.severity == Severity::Invalid) => Config::default(),
+        Err(source) => {
+            return Err(MosquittoError::Translated {
+                path: origin.to_string(),
+                source,
+            })
         }
-    })?;
+    };
     Ok(Translation {
         config,
         notes,
