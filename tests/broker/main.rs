@@ -13,6 +13,7 @@ mod harness;
 mod keepalive;
 mod limits;
 mod malformed;
+mod mosquitto;
 mod ops;
 mod persistence;
 mod probe;

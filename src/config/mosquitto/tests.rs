@@ -133,8 +133,10 @@ fn tls_listener_options() {
     assert_eq!(l.min_tls_version, TlsVersion::Tls13);
     assert_eq!(l.max_connections, Some(500));
     round_trips(&t);
-    let t = tr("listener 8883\ncafile ca.pem\ncertfile s.pem\nkeyfile s.key\n\
-                require_certificate true\nuse_subject_as_username true\ntls_version tlsv1.2\n");
+    let t = tr(
+        "listener 8883\ncafile ca.pem\ncertfile s.pem\nkeyfile s.key\n\
+                require_certificate true\nuse_subject_as_username true\ntls_version tlsv1.2\n",
+    );
     let l = &t.config.listeners[0];
     assert_eq!(l.identity_as_username, IdentitySource::Subject);
     assert_eq!(l.min_tls_version, TlsVersion::Tls12);
@@ -149,7 +151,11 @@ fn tls_listener_options() {
         "no client certificate: Mosquitto refuses everyone"
     );
     let t = tr("listener 8883\ncertfile s.pem\nkeyfile s.key\nrequire_certificate true\n");
-    assert_eq!(sev(&t, 4), Some(Severity::Invalid), "nothing to verify against");
+    assert_eq!(
+        sev(&t, 4),
+        Some(Severity::Invalid),
+        "nothing to verify against"
+    );
     let t = tr("listener 8883\ncertfile s.pem\n");
     assert_eq!(sev(&t, 2), Some(Severity::Invalid));
     assert_eq!(t.config.listeners[0].kind, ListenerKind::Tcp);
@@ -163,8 +169,10 @@ fn tls_listener_options() {
 /// `protocol websockets` serves every path, as Mosquitto; with certfile and keyfile, wss.
 #[test]
 fn websockets_listeners_serve_every_path() {
-    let t = tr("listener 9001\nprotocol websockets\nlistener 9002\nprotocol websockets\n\
-                certfile s.pem\nkeyfile s.key\nlistener 1883\nprotocol mqtt\n");
+    let t = tr(
+        "listener 9001\nprotocol websockets\nlistener 9002\nprotocol websockets\n\
+                certfile s.pem\nkeyfile s.key\nlistener 1883\nprotocol mqtt\n",
+    );
     let ls = &t.config.listeners;
     assert_eq!((ls[0].kind, ls[0].path.as_str()), (ListenerKind::Ws, "*"));
     assert_eq!((ls[1].kind, ls[1].path.as_str()), (ListenerKind::Wss, "*"));
@@ -194,15 +202,21 @@ fn max_connections_without_limit() {
 /// Without per_listener_settings the security settings are global, wherever they are.
 #[test]
 fn security_settings_are_global_by_default() {
-    let t = tr("listener 1883\nallow_anonymous true\npassword_file pw\nacl_file acl\n\
-                listener 1884\n");
+    let t = tr(
+        "listener 1883\nallow_anonymous true\npassword_file pw\nacl_file acl\n\
+                listener 1884\n",
+    );
     let c = &t.config;
     assert_eq!(c.auth.allow_anonymous, Some(true));
     assert_eq!(c.auth.password_file.as_deref(), Some(Path::new("pw")));
     assert_eq!(c.auth.acl_file.as_deref(), Some(Path::new("acl")));
     assert!(c.listeners.iter().all(|l| l.allow_anonymous.is_none()));
     let t = tr("password_file a\npassword_file b\nlistener 1883\n");
-    assert_eq!(sev(&t, 2), Some(Severity::Invalid), "Mosquitto refuses a second one");
+    assert_eq!(
+        sev(&t, 2),
+        Some(Severity::Invalid),
+        "Mosquitto refuses a second one"
+    );
 }
 
 /// per_listener_settings: allow_anonymous per listener (false by default); one password and
@@ -215,17 +229,26 @@ fn per_listener_settings() {
     let ls = &t.config.listeners;
     assert_eq!(ls[0].allow_anonymous, Some(true));
     assert_eq!(ls[1].allow_anonymous, Some(false));
-    assert_eq!(t.config.auth.password_file.as_deref(), Some(Path::new("pw")));
+    assert_eq!(
+        t.config.auth.password_file.as_deref(),
+        Some(Path::new("pw"))
+    );
     // The ACL file on one listener only: the other has none, Tern one for both.
     assert_eq!(sev(&t, 2), Some(Severity::Error), "{}", msg(&t, 2));
     assert_eq!(sev(&t, 7), Some(Severity::Error), "{}", msg(&t, 7));
     assert_eq!(t.config.auth.acl_file.as_deref(), Some(Path::new("acl")));
     round_trips(&t);
-    let t = tr("per_listener_settings true\nlistener 1883\npassword_file a\n\
-                listener 1884\npassword_file b\n");
+    let t = tr(
+        "per_listener_settings true\nlistener 1883\npassword_file a\n\
+                listener 1884\npassword_file b\n",
+    );
     assert_eq!(sev(&t, 3), Some(Severity::Error));
     assert_eq!(sev(&t, 5), Some(Severity::Error));
-    assert!(msg(&t, 3).contains("--ignore-unsupported: a"), "{}", msg(&t, 3));
+    assert!(
+        msg(&t, 3).contains("--ignore-unsupported: a"),
+        "{}",
+        msg(&t, 3)
+    );
     assert_eq!(t.refusals(true).len(), 0);
     assert_eq!(t.refusals(false).len(), 2);
     // Before any listener, it belongs to the default listener, which does not open.
@@ -239,10 +262,12 @@ fn per_listener_settings() {
 /// Broker-wide limits, with Mosquitto's meanings of 0.
 #[test]
 fn limits() {
-    let t = tr("max_inflight_messages 10\nmax_queued_messages 200\nmax_queued_bytes 4096\n\
+    let t = tr(
+        "max_inflight_messages 10\nmax_queued_messages 200\nmax_queued_bytes 4096\n\
                 message_size_limit 1000\nmax_packet_size 2000\nmax_keepalive 120\n\
                 queue_qos0_messages true\npersistent_client_expiration 14d\nsys_interval 30\n\
-                global_max_connections 50\n");
+                global_max_connections 50\n",
+    );
     let c = &t.config;
     assert_eq!(c.limits.max_inflight_messages, 10);
     assert_eq!(c.limits.max_queued_messages, 200);
@@ -255,8 +280,10 @@ fn limits() {
     assert_eq!(c.sys.interval_secs, 30);
     assert_eq!(c.limits.max_connections, 50);
     round_trips(&t);
-    let t = tr("max_inflight_messages 0\nmax_queued_messages 0\nmax_queued_bytes 0\n\
-                message_size_limit 0\n");
+    let t = tr(
+        "max_inflight_messages 0\nmax_queued_messages 0\nmax_queued_bytes 0\n\
+                message_size_limit 0\n",
+    );
     let c = &t.config;
     assert_eq!(c.limits.max_inflight_messages, 65535);
     assert_eq!(c.limits.max_queued_messages, u32::MAX as usize);
@@ -266,8 +293,10 @@ fn limits() {
         c.limits.max_packet_size, 268_435_460,
         "Mosquitto's default: no limit"
     );
-    let t = tr("max_packet_size 10\nmax_packet_size 30\npersistent_client_expiration 3x\n\
-                persistent_client_expiration 2m\nmax_keepalive 70000\nsys_interval x\n");
+    let t = tr(
+        "max_packet_size 10\nmax_packet_size 30\npersistent_client_expiration 3x\n\
+                persistent_client_expiration 2m\nmax_keepalive 70000\nsys_interval x\n",
+    );
     assert_eq!(sev(&t, 1), Some(Severity::Invalid));
     assert_eq!(sev(&t, 2), Some(Severity::Warning));
     assert_eq!(t.config.limits.max_packet_size, 64);
@@ -294,12 +323,18 @@ fn topic_alias_maximum() {
 
 #[test]
 fn persistence() {
-    let t = tr("persistence true\npersistence_location /var/lib/mosquitto/\n\
-                autosave_interval 1800\npersistence_file m.db\n");
+    let t = tr(
+        "persistence true\npersistence_location /var/lib/mosquitto/\n\
+                autosave_interval 1800\npersistence_file m.db\n",
+    );
     let p = &t.config.persistence;
     assert!(p.enabled);
     assert_eq!(p.path, Path::new("/var/lib/mosquitto/tern"));
-    assert_eq!(sev(&t, 1), Some(Severity::Warning), "mosquitto.db is not read");
+    assert_eq!(
+        sev(&t, 1),
+        Some(Severity::Warning),
+        "mosquitto.db is not read"
+    );
     assert_eq!(sev(&t, 3), Some(Severity::Info), "autosave is unnecessary");
     assert_eq!(sev(&t, 4), Some(Severity::Warning));
     let t = tr("persistence true\n");
@@ -319,11 +354,16 @@ fn logging() {
     assert_eq!(level("log_type error\nlog_type warning\n"), "warn");
     assert_eq!(level("log_type notice\n"), "info");
     assert_eq!(level("log_type all\n"), "debug");
-    assert_eq!(level("log_type debug\nlog_type none\nlog_type error\n"), "error");
+    assert_eq!(
+        level("log_type debug\nlog_type none\nlog_type error\n"),
+        "error"
+    );
     assert_eq!(level("log_dest none\n"), "off");
     assert_eq!(level("log_dest none\nlog_dest stderr\n"), "info");
-    let t = tr("log_dest syslog\nlog_dest stdout\nlog_dest file /var/log/m.log\nlog_dest topic\n\
-                log_dest stderr\nlog_type subscribe\nlog_timestamp true\n");
+    let t = tr(
+        "log_dest syslog\nlog_dest stdout\nlog_dest file /var/log/m.log\nlog_dest topic\n\
+                log_dest stderr\nlog_type subscribe\nlog_timestamp true\n",
+    );
     for line in 1..=4 {
         assert_eq!(sev(&t, line), Some(Severity::Warning), "line {line}");
     }
@@ -340,7 +380,10 @@ fn logging() {
 fn bridge_with_mosquittos_defaults() {
     let t = tr("connection edge.cloud\naddress broker.example.com\ntopic sensors/#\n");
     let b = &t.config.bridge[0];
-    assert_eq!(b.name, "edge_cloud", "Tern's names are letters, digits, - and _");
+    assert_eq!(
+        b.name, "edge_cloud",
+        "Tern's names are letters, digits, - and _"
+    );
     assert_eq!(b.addresses, ["broker.example.com:1883"]);
     assert_eq!(b.protocol, "3.1.1");
     assert!(b.try_private);
@@ -355,7 +398,11 @@ fn bridge_with_mosquittos_defaults() {
     assert_eq!(b.topics.len(), 1);
     assert_eq!(b.topics[0].direction, Direction::Out);
     assert_eq!(b.topics[0].qos, 0);
-    assert_eq!(sev(&t, 1), Some(Severity::Warning), "the $SYS state topic differs");
+    assert_eq!(
+        sev(&t, 1),
+        Some(Severity::Warning),
+        "the $SYS state topic differs"
+    );
     round_trips(&t);
 }
 
@@ -373,10 +420,7 @@ fn bridge_options() {
                 topic a/+ out 1 \"\" r/\n\
                 notifications false\nstart_type lazy\n");
     let b = &t.config.bridge[0];
-    assert_eq!(
-        b.addresses,
-        ["10.0.0.1:8883", "[::1]:8884", "[::2]:8885"]
-    );
+    assert_eq!(b.addresses, ["10.0.0.1:8883", "[::1]:8884", "[::2]:8885"]);
     assert_eq!(b.cafile.as_deref(), Some(Path::new("ca.pem")));
     assert_eq!(b.capath.as_deref(), Some(Path::new("cas")));
     assert_eq!(b.certfile.as_deref(), Some(Path::new("c.pem")));
@@ -389,7 +433,10 @@ fn bridge_options() {
     assert_eq!(b.protocol, "5");
     assert_eq!(b.keep_alive_secs, 5, "Mosquitto's minimum");
     assert_eq!((b.reconnect_min_ms, b.reconnect_max_ms), (10_000, 30_000));
-    assert_eq!(b.max_queued_messages, 300, "the global limit applies to bridges");
+    assert_eq!(
+        b.max_queued_messages, 300,
+        "the global limit applies to bridges"
+    );
     let r = &b.topics;
     assert_eq!(
         (r[0].pattern.as_str(), r[0].direction, r[0].qos),
@@ -400,7 +447,11 @@ fn bridge_options() {
         ("local/", "remote/")
     );
     assert_eq!(
-        (r[1].pattern.as_str(), r[1].local_prefix.as_str(), r[1].remote_prefix.as_str()),
+        (
+            r[1].pattern.as_str(),
+            r[1].local_prefix.as_str(),
+            r[1].remote_prefix.as_str()
+        ),
         ("", "here/x", "there/y")
     );
     assert_eq!(
@@ -415,7 +466,11 @@ fn bridge_options() {
     let t = tr("restart_timeout 5\nconnection c\naddress h\ntopic x\ntopic \"\" out 0 a \"\"\n\
                 topic x in 3\ntopic x out 0 a/+ b\nbridge_insecure true\nbridge_tls_version tlsv1.3\n");
     assert_eq!(sev(&t, 1), Some(Severity::Invalid), "before any connection");
-    assert_eq!(sev(&t, 5), Some(Severity::Invalid), "empty pattern needs both prefixes");
+    assert_eq!(
+        sev(&t, 5),
+        Some(Severity::Invalid),
+        "empty pattern needs both prefixes"
+    );
     assert_eq!(sev(&t, 6), Some(Severity::Invalid));
     assert_eq!(sev(&t, 7), Some(Severity::Invalid));
     assert_eq!(sev(&t, 8), Some(Severity::Error));
@@ -473,14 +528,18 @@ fn notes_name_file_line_and_directive() {
         "m.conf line 3: warning: `pid_file /run/m.pid`: not translated, harmless: Tern writes \
          no pid file (systemd and containers track the process)"
     );
-    assert!(t.toml.contains("# m.conf line 3: pid_file /run/m.pid\n#   warning: "));
+    assert!(t
+        .toml
+        .contains("# m.conf line 3: pid_file /run/m.pid\n#   warning: "));
 }
 
 /// Bad values are refused as Mosquitto refuses them.
 #[test]
 fn invalid_values() {
-    let t = tr("listener x\nlistener 70000\nallow_anonymous yes\nport 0\nprotocol http\n\
-                max_inflight_messages 70000\nlisten\n");
+    let t = tr(
+        "listener x\nlistener 70000\nallow_anonymous yes\nport 0\nprotocol http\n\
+                max_inflight_messages 70000\nlisten\n",
+    );
     for line in 1..=6 {
         assert_eq!(sev(&t, line), Some(Severity::Invalid), "line {line}");
     }
@@ -505,18 +564,17 @@ fn include_dir_in_mosquittos_order() {
     }
     std::fs::write(
         &main,
-        format!("listener 1899\ninclude_dir {}\nlistener 1903\n", inc.display()),
+        format!(
+            "listener 1899\ninclude_dir {}\nlistener 1903\n",
+            inc.display()
+        ),
     )
     .unwrap();
     let t = translate_file(&main).unwrap();
     let ports: Vec<u16> = t.config.listeners.iter().map(|l| l.port).collect();
     assert_eq!(ports, [1899, 1900, 1901, 1902, 1903]);
     let b = inc.join("B.conf").display().to_string();
-    let ignored = t
-        .notes
-        .iter()
-        .find(|n| n.file == b && n.line == 2)
-        .unwrap();
+    let ignored = t.notes.iter().find(|n| n.file == b && n.line == 2).unwrap();
     assert_eq!(ignored.severity, Severity::Warning);
     assert!(t.toml.contains(&format!("# {b} line 1: listener 1901")));
     let t = tr("include_dir /no/such/dir\n");
@@ -563,7 +621,10 @@ fn debian_default_configuration() {
 fn debian_example_file() {
     let path = Path::new("/usr/share/doc/mosquitto/examples/mosquitto.conf");
     if !path.exists() {
-        println!("skipped: {} is absent (Debian's mosquitto package)", path.display());
+        println!(
+            "skipped: {} is absent (Debian's mosquitto package)",
+            path.display()
+        );
         return;
     }
     let t = translate_file(path).unwrap();
@@ -581,42 +642,59 @@ fn mosquitto_test_suite_shapes() {
     assert_eq!(t.config.listeners[0].port, 1888);
     assert!(t.refusals(false).is_empty());
     // 08-ssl-connect-cert-auth: mutual TLS.
-    let t = tr("listener 1888\ncafile ../ssl/all-ca.crt\ncertfile ../ssl/server.crt\n\
-                keyfile ../ssl/server.key\nrequire_certificate true\nallow_anonymous true\n");
+    let t = tr(
+        "listener 1888\ncafile ../ssl/all-ca.crt\ncertfile ../ssl/server.crt\n\
+                keyfile ../ssl/server.key\nrequire_certificate true\nallow_anonymous true\n",
+    );
     let l = &t.config.listeners[0];
     assert!(l.kind == ListenerKind::Tls && l.require_client_cert && l.client_ca.is_some());
     // 08-ssl-connect-identity: the certificate names the user.
     let t = tr("listener 1888\ncafile ../ssl/all-ca.crt\ncertfile ../ssl/server.crt\n\
                 keyfile ../ssl/server.key\nrequire_certificate true\nuse_identity_as_username true\n");
-    assert_eq!(t.config.listeners[0].identity_as_username, IdentitySource::Cn);
+    assert_eq!(
+        t.config.listeners[0].identity_as_username,
+        IdentitySource::Cn
+    );
     // 09-acl-*: an ACL file.
     let t = tr("listener 1888\nallow_anonymous true\nacl_file 09-acl.acl\n");
-    assert_eq!(t.config.auth.acl_file.as_deref(), Some(Path::new("09-acl.acl")));
+    assert_eq!(
+        t.config.auth.acl_file.as_deref(),
+        Some(Path::new("09-acl.acl"))
+    );
     // 09-pwfile-*: a password file.
     let t = tr("listener 1888\nallow_anonymous false\npassword_file 09-pwfile.pwfile\n");
     assert_eq!(t.config.auth.allow_anonymous, Some(false));
     assert!(t.notes.is_empty(), "{:?}", t.notes);
     // 06-bridge-*: a bridge back to a test broker.
-    let t = tr("listener 1888\nallow_anonymous true\n\nconnection bridge_sample\n\
+    let t = tr(
+        "listener 1888\nallow_anonymous true\n\nconnection bridge_sample\n\
                 address 127.0.0.1:1889\ntopic bridge/# both 1\nnotifications false\n\
-                restart_timeout 5\ncleansession true\nbridge_protocol_version mqttv311\n");
+                restart_timeout 5\ncleansession true\nbridge_protocol_version mqttv311\n",
+    );
     let b = &t.config.bridge[0];
-    assert_eq!((b.name.as_str(), b.protocol.as_str()), ("bridge_sample", "3.1.1"));
+    assert_eq!(
+        (b.name.as_str(), b.protocol.as_str()),
+        ("bridge_sample", "3.1.1")
+    );
     assert!(t.refusals(false).is_empty());
     // 04-retain-*, 07-will-*: persistence with its file name.
     let t = tr("listener 1888\nallow_anonymous true\npersistence true\n\
                 persistence_file mosquitto-1888.db\n");
     assert!(t.config.persistence.enabled);
     // 02-subpub-*: limits.
-    let t = tr("listener 1888\nallow_anonymous true\nmax_inflight_messages 1\n\
-                max_queued_messages 5\nmax_packet_size 100\nmax_keepalive 60\n");
+    let t = tr(
+        "listener 1888\nallow_anonymous true\nmax_inflight_messages 1\n\
+                max_queued_messages 5\nmax_packet_size 100\nmax_keepalive 60\n",
+    );
     assert_eq!(t.config.limits.max_inflight_messages, 1);
     // 12-websockets: a websockets listener beside a plain one.
     let t = tr("listener 1888\nallow_anonymous true\nlistener 1889\nprotocol websockets\n");
     assert_eq!(t.config.listeners[1].kind, ListenerKind::Ws);
     // 09-plugin-*: per-listener settings with different sources per listener.
-    let t = tr("per_listener_settings true\nlistener 1888\nallow_anonymous true\n\
-                listener 1889\nauth_plugin c/auth_plugin.so\nallow_anonymous false\n");
+    let t = tr(
+        "per_listener_settings true\nlistener 1888\nallow_anonymous true\n\
+                listener 1889\nauth_plugin c/auth_plugin.so\nallow_anonymous false\n",
+    );
     assert_eq!(sev(&t, 5), Some(Severity::Error));
     round_trips(&t);
 }
