@@ -330,3 +330,61 @@ async fn a_bridge_trusts_the_cas_of_a_directory() {
     edge.stop().await;
     remote.stop().await;
 }
+
+/// `tern --config FILE.conf`: lines whose absence changes security or delivery refuse the file
+/// with exit status 2, every one listed with its file and line; `--ignore-unsupported` lets it
+/// through, still listing them; harmless lines are warnings either way.
+#[test]
+fn unsupported_lines_refuse_a_mosquitto_file_unless_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("m.conf");
+    std::fs::write(
+        &conf,
+        "listener 1883 127.0.0.1\nallow_anonymous true\nauth_plugin /x.so\npid_file /run/m.pid\n\
+         mount_point site/\n",
+    )
+    .unwrap();
+    let tern = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            err,
+        )
+    };
+    let path = conf.to_str().unwrap();
+    let (code, _, err) = tern(&["--config", path, "check-config"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{path} line 3: error: `auth_plugin /x.so`")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{path} line 5: error: `mount_point site/`")),
+        "{err}"
+    );
+    assert!(err.contains("2 line(s)"), "{err}");
+    let (code, _, err) = tern(&["--config", path, "--ignore-unsupported", "check-config"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("line 3: error") && err.contains("line 4: warning"),
+        "{err}"
+    );
+    // import-mosquitto: the TOML on stdout (loadable), the notes on stderr, exit 2 likewise.
+    let (code, toml, err) = tern(&["import-mosquitto", path]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("line 5: error"), "{err}");
+    let c = tern::Config::from_toml(&toml, "imported").unwrap();
+    assert!(!c.listener.enabled);
+    assert_eq!(c.listeners[0].port, 1883);
+    assert!(
+        toml.contains(&format!("# {path} line 1: listener 1883 127.0.0.1\n")),
+        "{toml}"
+    );
+    let (code, _, _) = tern(&["import-mosquitto", path, "--ignore-unsupported"]);
+    assert_eq!(code, Some(0));
+}

@@ -21,7 +21,16 @@ impl Translator {
         let mut auth = Table::new("auth");
         let listeners = std::mem::take(&mut self.listeners);
         let default = std::mem::take(&mut self.default);
-        let default_opens = default.touched;
+        let default_opens = default.touched.is_some();
+        if let (true, Some(s)) = (self.local_only, &default.touched) {
+            self.notes.push(Note::at(
+                s,
+                Severity::Warning,
+                "opens Mosquitto's default listener on port 1883 of every address, with anonymous \
+                 access (no listener or port line: Mosquitto stays in local-only mode); Tern does \
+                 the same: add a listener line to choose the address",
+            ));
+        }
         if self.local_only && !default_opens {
             listener.set_default(
                 "bind",
@@ -126,10 +135,10 @@ impl Translator {
                 doc.tables.push(l.table(None, &mut notes));
             }
         } else {
-            if self.local_only && !default.touched {
+            if self.local_only && default.touched.is_none() {
                 listener.set_default("allow_anonymous", true, "Mosquitto 2.0's local-only mode");
             }
-            if !default.touched {
+            if default.touched.is_none() {
                 let unopened = &default.security;
                 for s in [
                     unopened.allow_anonymous.as_ref().map(|(_, s)| s),

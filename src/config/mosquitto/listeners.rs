@@ -50,8 +50,8 @@ pub(super) struct Listener {
     pub tls_version: Set<&'static str>,
     pub max_topic_alias: Set<u16>,
     pub security: Security,
-    /// The default listener: an option was set that makes Mosquitto open it.
-    pub touched: bool,
+    /// The default listener: the first line that makes Mosquitto open it.
+    pub touched: Option<Source>,
     /// A line that Tern cannot honour in a way that must not open this listener at all (a
     /// PSK or Unix socket listener would otherwise be plain TCP): left out even with
     /// `--ignore-unsupported`.
@@ -59,6 +59,13 @@ pub(super) struct Listener {
 }
 
 impl Listener {
+    /// Notes that `source` set an option that makes Mosquitto open the default listener.
+    pub fn touch(&mut self, source: &Source) {
+        if self.touched.is_none() {
+            self.touched = Some(source.clone());
+        }
+    }
+
     /// Whether clients' TLS is on: Mosquitto needs both `certfile` and `keyfile`.
     fn is_tls(&self) -> bool {
         self.certfile.is_some() && self.keyfile.is_some()

@@ -103,6 +103,13 @@ fn port_bind_address_and_early_options_make_the_default_listener() {
     round_trips(&t);
     let t = tr("bind_address localhost\n");
     assert_eq!(t.config.listeners[0].bind, ip("127.0.0.1"));
+    // A listener option alone: Mosquitto opens its default listener on every address and
+    // stays in local-only mode (anonymous clients in); said on that line.
+    let t = tr("max_connections 10\n");
+    let l = &t.config.listeners[0];
+    assert_eq!((l.bind, l.port), (ip("0.0.0.0"), 1883));
+    assert_eq!(t.config.auth.allow_anonymous, Some(true));
+    assert_eq!(sev(&t, 1), Some(Severity::Warning), "{}", msg(&t, 1));
 }
 
 /// Listener options: TLS files, client certificates, identities, TLS version, limits.

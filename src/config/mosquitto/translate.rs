@@ -229,8 +229,8 @@ impl Translator {
                 self.local_only = false;
                 let already = self.default.host.is_some();
                 if let Some(v) = self.string(line, already) {
+                    self.default.touch(&src);
                     self.default.host = Some((v, src));
-                    self.default.touched = true;
                 }
             }
             "protocol" => match line.words().first().copied() {
@@ -241,25 +241,27 @@ impl Translator {
                 ),
                 Some("websockets") => {
                     let l = self.listener();
+                    l.touch(&src);
                     l.websockets = Some(src);
-                    l.touched = true;
                 }
                 _ => self.note(line, Severity::Invalid, "protocol mqtt or websockets"),
             },
             "socket_domain" => match line.words().first().copied() {
-                Some("ipv4") => self.listener().socket_domain = Some((Domain::V4, src)),
-                Some("ipv6") => {
+                Some(d @ ("ipv4" | "ipv6")) => {
+                    let domain = if d == "ipv4" { Domain::V4 } else { Domain::V6 };
                     let l = self.listener();
-                    l.socket_domain = Some((Domain::V6, src));
-                    l.touched = true;
+                    l.touch(&src);
+                    l.socket_domain = Some((domain, src));
                 }
                 _ => self.note(line, Severity::Invalid, "socket_domain ipv4 or ipv6"),
             },
             "max_connections" => {
                 if let Some(n) = self.int(line) {
                     let l = self.listener();
+                    if n >= 0 {
+                        l.touch(&src);
+                    }
                     l.max_connections = Some((n.max(-1), src));
-                    l.touched |= n >= 0;
                     if n <= 0 {
                         self.note(
                             line,
@@ -274,8 +276,8 @@ impl Translator {
                     match u16::try_from(n) {
                         Ok(n) => {
                             let l = self.listener();
+                            l.touch(&src);
                             l.max_topic_alias = Some((n, src));
-                            l.touched = true;
                         }
                         Err(_) => self.note(line, Severity::Invalid, "0 to 65535"),
                     }
@@ -285,7 +287,9 @@ impl Translator {
             "require_certificate" | "use_identity_as_username" | "use_subject_as_username" => {
                 if let Some(v) = self.boolean(line) {
                     let l = self.listener();
-                    l.touched |= v;
+                    if v {
+                        l.touch(&src);
+                    }
                     let slot = match name {
                         "require_certificate" => &mut l.require_certificate,
                         "use_identity_as_username" => &mut l.use_identity_as_username,
@@ -302,8 +306,8 @@ impl Translator {
                         _ => "tlsv1.1",
                     };
                     let l = self.listener();
+                    l.touch(&src);
                     l.tls_version = Some((v, src));
-                    l.touched = true;
                 }
                 _ => self.note(line, Severity::Invalid, "tlsv1.3, tlsv1.2 or tlsv1.1"),
             },
@@ -419,8 +423,8 @@ impl Translator {
                         "port given again: the last one counts, as in Mosquitto",
                     );
                 }
+                self.default.touch(&line.source);
                 self.default.port = Some((p, line.source.clone()));
-                self.default.touched = true;
             }
             _ => self.note(line, Severity::Invalid, "a port from 1 to 65535"),
         }
@@ -442,7 +446,7 @@ impl Translator {
         };
         let src = line.source.clone();
         let l = self.listener();
-        l.touched = true;
+        l.touch(&src);
         match line.name.as_str() {
             "cafile" => l.cafile = Some((v, src)),
             "capath" => l.capath = Some((v, src)),
