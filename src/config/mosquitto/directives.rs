@@ -234,6 +234,33 @@ pub(super) const BRIDGE_HARMLESS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Directives given at Mosquitto's default value, where Tern behaves alike: nothing to set,
+/// whatever [`HARMLESS`] or [`UNSUPPORTED`] say of other values.
+pub(super) const DEFAULTS: &[(&str, &str)] = &[
+    ("max_qos", "2"),
+    ("maximum_qos", "2"),
+    ("auto_id_prefix", "auto-"),
+    ("max_inflight_bytes", "0"),
+    ("memory_limit", "0"),
+    ("connection_messages", "true"),
+    ("log_timestamp", "true"),
+    ("websockets_log_level", "0"),
+    ("websockets_headers_size", "0"),
+    ("allow_duplicate_messages", "true"),
+    ("use_username_as_clientid", "false"),
+    ("disable_client_cert_date_checks", "false"),
+    ("enable_control_api", "false"),
+    ("bridge_insecure", "false"),
+    ("bridge_require_ocsp", "false"),
+    ("bridge_attempt_unsubscribe", "true"),
+    ("bridge_max_packet_size", "0"),
+    ("round_robin", "false"),
+    ("start_type", "automatic"),
+    ("notifications", "true"),
+    ("idle_timeout", "60"),
+    ("threshold", "10"),
+];
+
 /// Whether `name` is a directive Mosquitto 2.x reads (to recognise a Mosquitto file).
 pub(super) fn is_directive(name: &str) -> bool {
     const OTHERS: &[&str] = &[

@@ -369,7 +369,7 @@ fn logging() {
     assert_eq!(level("log_dest none\nlog_dest stderr\n"), "info");
     let t = tr(
         "log_dest syslog\nlog_dest stdout\nlog_dest file /var/log/m.log\nlog_dest topic\n\
-                log_dest stderr\nlog_type subscribe\nlog_timestamp true\n",
+                log_dest stderr\nlog_type subscribe\nlog_timestamp false\n",
     );
     for line in 1..=4 {
         assert_eq!(sev(&t, line), Some(Severity::Warning), "line {line}");
@@ -488,9 +488,20 @@ fn bridge_options() {
 }
 
 /// Lines Tern does without: warnings when harmless, errors when their absence changes who may
-/// connect or what is delivered, invalid when Mosquitto refuses them too.
+/// connect or what is delivered, invalid when Mosquitto refuses them too; at Mosquitto's
+/// default value, where Tern behaves alike, only a note.
 #[test]
 fn unsupported_and_harmless_lines() {
+    let t = tr("listener 1883\nuse_username_as_clientid false\nmax_qos 2\nmax_qos 1\n");
+    assert_eq!(sev(&t, 2), Some(Severity::Info));
+    assert_eq!(sev(&t, 3), Some(Severity::Info));
+    assert_eq!(sev(&t, 4), Some(Severity::Warning));
+    let t = tr("round_robin false\n");
+    assert_eq!(
+        sev(&t, 1),
+        Some(Severity::Invalid),
+        "a bridge option outside a bridge"
+    );
     let t = tr("pid_file /run/m.pid\nuser mosquitto\nauth_plugin /x.so\nauth_opt_a b\n\
                 listener 1883\nmount_point m/\nuse_username_as_clientid true\n\
                 listener 8883\npsk_hint h\npsk_file f\nfrobnicate 1\nretain_available false\n\
@@ -639,6 +650,46 @@ fn debian_example_file() {
     assert_eq!(t.config.listener.bind, ip("127.0.0.1"));
     assert_eq!(t.config.auth.allow_anonymous, Some(true));
     round_trips(&t);
+}
+
+/// Debian's example with every directive line uncommented as it stands (placeholders and
+/// all): nothing is lost (every line is quoted in the TOML, with a note or as the source of a
+/// key), and directives given at Mosquitto's default are not reported as differences.
+#[test]
+fn debian_example_uncommented() {
+    let path = Path::new("/usr/share/doc/mosquitto/examples/mosquitto.conf");
+    let Ok(example) = std::fs::read_to_string(path) else {
+        println!(
+            "skipped: {} is absent (Debian's mosquitto package)",
+            path.display()
+        );
+        return;
+    };
+    let lines: Vec<&str> = example
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(directives::is_directive)
+        })
+        .collect();
+    assert!(lines.len() > 80, "{} directive lines", lines.len());
+    let text = lines.join("\n");
+    let t = tr(&text);
+    for (i, l) in lines.iter().enumerate() {
+        let quoted = format!("# m.conf line {}: {}\n", i + 1, l.trim());
+        assert!(t.toml.contains(&quoted), "line {} not quoted: {l}", i + 1);
+    }
+    let of = |directive: &str| {
+        let n = lines.iter().position(|l| l.trim() == directive).unwrap() + 1;
+        sev(&t, n)
+    };
+    assert_eq!(of("use_username_as_clientid"), Some(Severity::Error));
+    assert_eq!(of("bridge_insecure false"), Some(Severity::Info));
+    assert_eq!(of("max_qos 2"), Some(Severity::Info));
+    assert_eq!(of("check_retain_source true"), Some(Severity::Warning));
+    assert_eq!(of("auth_plugin"), Some(Severity::Error));
 }
 
 /// Configurations in the shapes Mosquitto's own test suite writes (test/broker/*.py).

@@ -4,7 +4,7 @@
 //! default, the default listener), anonymous access, per-listener security.
 
 use super::bridges::Bridge;
-use super::directives::{BRIDGE_HARMLESS, HARMLESS, UNSUPPORTED};
+use super::directives::{BRIDGE_HARMLESS, DEFAULTS, HARMLESS, UNSUPPORTED};
 use super::listeners::{Domain, Listener, Security, Set};
 use super::parse::Line;
 use super::render::{self, Source, Table};
@@ -158,6 +158,30 @@ impl Translator {
     fn directive(&mut self, line: &Line) {
         let src = line.source.clone();
         let name = line.name.as_str();
+        let first = line.words().first().copied();
+        if DEFAULTS
+            .iter()
+            .any(|(n, v)| *n == name && Some(*v) == first)
+        {
+            let in_bridge = BRIDGE_HARMLESS
+                .iter()
+                .chain(UNSUPPORTED)
+                .any(|(n, _)| *n == name)
+                && name.starts_with("bridge_")
+                || BRIDGE_HARMLESS.iter().any(|(n, _)| *n == name);
+            if in_bridge && self.bridges.is_empty() {
+                return self.note(
+                    line,
+                    Severity::Invalid,
+                    "a bridge option before any connection line",
+                );
+            }
+            return self.note(
+                line,
+                Severity::Info,
+                "Mosquitto's default, and Tern behaves alike: nothing to set",
+            );
+        }
         if let Some((_, why)) = HARMLESS.iter().find(|(n, _)| *n == name) {
             let why = format!("not translated, harmless: {why}");
             return self.note(line, Severity::Warning, &why);
