@@ -332,9 +332,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<(Config, Vec<tern::config::mosquitto
         let refused = translation.refusals(cli.ignore_unsupported);
         if !refused.is_empty() {
             let lines: Vec<String> = refused.iter().map(|n| n.to_string()).collect();
+            // One `tern: ` line each, as main prints the first.
             anyhow::bail!(
-                "{}\n{} line(s) of {origin} cannot be translated as they stand{}",
-                lines.join("\n"),
+                "{}\ntern: {} line(s) of {origin} cannot be translated as they stand{}",
+                lines.join("\ntern: "),
                 lines.len(),
                 ignore_hint(&translation)
             );
