@@ -20,9 +20,14 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// TOML configuration file (see config/tern.toml for every key).
+    /// Configuration file: TOML (see config/tern.toml for every key), or a Mosquitto 2.x
+    /// mosquitto.conf (a `.conf` name, or Mosquitto syntax), run as it is.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// With a Mosquitto file: start even though some of its lines have no equivalent in Tern
+    /// that keeps who may connect and what is delivered (they are left out, and listed).
+    #[arg(long, global = true)]
+    ignore_unsupported: bool,
     /// Port of the MQTT listener (overrides `listener.port`), like `mosquitto -p`.
     #[arg(short, long, value_name = "N")]
     port: Option<u16>,
@@ -48,6 +53,14 @@ enum Command {
     CheckConfig {
         /// The file to check (instead of --config).
         file: Option<PathBuf>,
+    },
+    /// Prints the Tern TOML equivalent of a Mosquitto 2.x configuration file (each key under
+    /// the Mosquitto lines it comes from), and on stderr every line that translates to
+    /// something else or nothing. Exit status 2 when some line has no equivalent that keeps
+    /// who may connect and what is delivered (unless --ignore-unsupported) or is invalid.
+    ImportMosquitto {
+        /// The Mosquitto file (include_dir lines are followed).
+        file: PathBuf,
     },
     /// Writes a development CA, a server certificate (localhost, 127.0.0.1, ::1 and any
     /// --host) and a client certificate, with their keys, as PEM files into DIR (see
@@ -150,13 +163,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match load_config(&cli) {
+    if let Some(Command::ImportMosquitto { file }) = &cli.command {
+        return import_mosquitto(file, cli.ignore_unsupported);
+    }
+    let (config, notes) = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tern: {e:#}");
             return ExitCode::from(2);
         }
     };
+    for n in &notes {
+        eprintln!("tern: {n}");
+    }
     match cli.command {
         Some(Command::CheckConfig { .. }) => {
             if let Err(e) = tern::auth::Auth::new(&config) {
@@ -176,7 +195,10 @@ fn main() -> ExitCode {
         Some(Command::Cluster {
             action: ClusterAction::Status,
         }) => return cluster_status(&config.cluster),
-        Some(Command::GenCerts { .. } | Command::Passwd { .. }) | None => {}
+        Some(
+            Command::GenCerts { .. } | Command::Passwd { .. } | Command::ImportMosquitto { .. },
+        )
+        | None => {}
     }
     let log = init_logging(&config);
     match run(config, &cli, &log) {
@@ -253,12 +275,50 @@ fn check_store(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+/// `tern import-mosquitto FILE`: the TOML on stdout, the notes on stderr.
+fn import_mosquitto(file: &std::path::Path, ignore_unsupported: bool) -> ExitCode {
+    let translation = match tern::config::mosquitto::translate_file(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tern: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", translation.toml);
+    for n in &translation.notes {
+        if n.severity > tern::config::mosquitto::Severity::Info {
+            eprintln!("tern: {n}");
+        }
+    }
+    let refused = translation.refusals(ignore_unsupported).len();
+    if refused > 0 {
+        eprintln!(
+            "tern: {refused} line(s) of {} cannot be translated as they stand (listed above){}",
+            file.display(),
+            ignore_hint(&translation)
+        );
+        return ExitCode::from(2);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Tells what --ignore-unsupported would do, when it would help.
+fn ignore_hint(t: &tern::config::mosquitto::Translation) -> &'static str {
+    match t.refusals(true).is_empty() {
+        true => "; --ignore-unsupported leaves them out",
+        false => "",
+    }
+}
+
+/// The configuration (file, environment, flags) and, for a Mosquitto file, the notes on the
+/// lines it translates to something else or nothing (warnings, and errors let through by
+/// --ignore-unsupported); a Mosquitto file with errors is refused, listing every one.
+fn load_config(cli: &Cli) -> anyhow::Result<(Config, Vec<tern::config::mosquitto::Note>)> {
     let file = match &cli.command {
         Some(Command::CheckConfig { file: Some(f) }) => Some(f),
         _ => cli.config.as_ref(),
     };
-    let (text, origin) = match file {
+    let (mut text, mut origin) = match file {
         Some(path) => (
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?,
@@ -266,7 +326,30 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         ),
         None => (String::new(), "<defaults>".to_string()),
     };
+    let mut notes = Vec::new();
+    if let Some(path) = file.filter(|p| tern::config::mosquitto::is_mosquitto(p, &text)) {
+        let translation = tern::config::mosquitto::translate_file(path)?;
+        let refused = translation.refusals(cli.ignore_unsupported);
+        if !refused.is_empty() {
+            let lines: Vec<String> = refused.iter().map(|n| n.to_string()).collect();
+            // One `tern: ` line each, as main prints the first.
+            anyhow::bail!(
+                "{}\ntern: {} line(s) of {origin} cannot be translated as they stand{}",
+                lines.join("\ntern: "),
+                lines.len(),
+                ignore_hint(&translation)
+            );
+        }
+        notes = translation.warnings().cloned().collect();
+        text = translation.toml;
+        origin = format!("{origin} (translated from Mosquitto)");
+    }
     let mut config = Config::from_toml_with_env(&text, &origin, std::env::vars())?;
+    if (cli.port.is_some() || cli.bind.is_some()) && !config.listener.enabled {
+        anyhow::bail!(
+            "--port and --bind set [listener], which this configuration turns off (its listeners are [[listeners]])"
+        );
+    }
     if let Some(port) = cli.port {
         config.listener.port = port;
     }
@@ -280,7 +363,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         config.log.level = filter.clone();
     }
     config.validate("<command line>")?;
-    Ok(config)
+    Ok((config, notes))
 }
 
 /// Changes the log filter of the running process (SIGHUP).
@@ -334,7 +417,12 @@ fn run(config: Config, cli: &Cli, log: &LogReload) -> anyhow::Result<()> {
 /// change while running; a bad file changes nothing.
 fn reload(broker: &Broker, cli: &Cli, log: &LogReload) {
     let config = match load_config(cli) {
-        Ok(c) => c,
+        Ok((c, notes)) => {
+            for n in notes {
+                tracing::warn!("{n}");
+            }
+            c
+        }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "reload refused; the running configuration stays");
             return;

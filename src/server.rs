@@ -54,6 +54,9 @@ pub enum StartError {
     /// or its TLS files.
     #[error("{0}")]
     Http(crate::http::HttpError),
+    /// No MQTT listener at all: `[listener] enabled = false` and no `[[listeners]]`.
+    #[error("no MQTT listener: [listener] is turned off and [[listeners]] is empty")]
+    NoListener,
     /// Cluster mode: the node could not join its cluster.
     #[error("[cluster]: {0}")]
     Cluster(crate::cluster::ClusterError),
@@ -80,13 +83,19 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Binds the configured listener and starts serving.
+    /// Binds the configured listeners and starts serving.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
-        let addr = config.listen_addr();
-        let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = match config.listener.enabled {
+            true => {
+                let addr = config.listen_addr();
+                let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some((listener, bound))
+            }
+            false => None,
+        };
         let limit = Limit::broker(config.limits.max_connections);
         let mut extra = Vec::new();
         let mut tls_listeners = Vec::new();
@@ -113,6 +122,10 @@ impl Broker {
             };
             extra.push((l.kind, bound, listener, accepting));
         }
+        let local_addr = match (&listener, extra.first()) {
+            (Some((_, bound)), _) | (None, Some((_, bound, _, _))) => *bound,
+            (None, None) => return Err(StartError::NoListener),
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let http = match config.http.enabled {
             true => {
@@ -163,7 +176,9 @@ impl Broker {
         };
         // Only once the store is read back (and /ready says so): clients connecting from now on
         // see their sessions.
-        info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
+        if listener.is_some() {
+            info!(address = %local_addr, version = env!("CARGO_PKG_VERSION"), "MQTT listener ready (tcp)");
+        }
         let ctx = Accept {
             state: Arc::clone(&state),
             refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
@@ -171,14 +186,21 @@ impl Broker {
             dormitory: dormitory.clone(),
             tasks,
         };
-        let mut views = vec![crate::broker::ListenerView {
-            name: crate::connection::listener_name(ListenerKind::Tcp, local_addr.port()),
-            kind: ListenerKind::Tcp,
-            address: local_addr,
-            cert: None,
-        }];
-        for (l, (kind, bound, _, _)) in state.config().listeners.iter().zip(&extra) {
+        // Connections name their listener by its place: 0 the default one, then [[listeners]].
+        let mut views = Vec::new();
+        if let Some((_, bound)) = &listener {
             views.push(crate::broker::ListenerView {
+                index: 0,
+                name: crate::connection::listener_name(ListenerKind::Tcp, bound.port()),
+                kind: ListenerKind::Tcp,
+                address: *bound,
+                cert: None,
+            });
+        }
+        let configured = state.config().listeners.clone();
+        for (i, (l, (kind, bound, _, _))) in configured.iter().zip(&extra).enumerate() {
+            views.push(crate::broker::ListenerView {
+                index: u16::try_from(i + 1).unwrap_or(u16::MAX),
                 name: crate::connection::listener_name(*kind, bound.port()),
                 kind: *kind,
                 address: *bound,
@@ -197,6 +219,7 @@ impl Broker {
             limit: Arc::clone(&limit),
             allow_anonymous: state.config().listener.allow_anonymous,
         };
+        let listener = listener.map(|(l, _)| l);
         let accept_task = tokio::spawn(accept_loop(listener, Arc::new(default), ctx));
         Ok(Broker {
             state,
@@ -213,7 +236,8 @@ impl Broker {
         })
     }
 
-    /// The address the MQTT listener is bound to (useful with port 0).
+    /// The address the MQTT listener (`[listener]`) is bound to (useful with port 0); with
+    /// `[listener] enabled = false`, the first `[[listeners]]` entry's.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -302,7 +326,8 @@ impl Broker {
 
 /// Says loudly when anyone may connect and do anything.
 fn warn_if_open(config: &Config) {
-    let anonymous = crate::auth::allow_anonymous(config, config.listener.allow_anonymous)
+    let anonymous = (config.listener.enabled
+        && crate::auth::allow_anonymous(config, config.listener.allow_anonymous))
         || config
             .listeners
             .iter()
@@ -358,10 +383,15 @@ struct Accept {
     tasks: TaskTracker,
 }
 
-/// The default listener's loop; when it stops (shutdown) it tells every connection to say
-/// goodbye and waits for them, at most `shutdown.grace_secs`.
-async fn accept_loop(listener: TcpListener, accepting: Arc<Listener>, mut ctx: Accept) {
-    accept_until_shutdown(&listener, &accepting, &mut ctx).await;
+/// The default listener's loop (or, with it turned off, a wait for shutdown); when it stops it
+/// tells every connection to say goodbye and waits for them, at most `shutdown.grace_secs`.
+async fn accept_loop(listener: Option<TcpListener>, accepting: Arc<Listener>, mut ctx: Accept) {
+    match &listener {
+        Some(l) => accept_until_shutdown(l, &accepting, &mut ctx).await,
+        None => {
+            let _ = ctx.shutdown.changed().await;
+        }
+    }
     drop(listener);
     ctx.state.begin_shutdown();
     ctx.tasks.close();

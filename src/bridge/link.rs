@@ -249,7 +249,7 @@ impl Wire {
 }
 
 impl Link {
-    /// Connects to `addr` (TLS with `cafile`), sends CONNECT and reads the CONNACK.
+    /// Connects to `addr` (TLS with `cafile` or `capath`), sends CONNECT and reads the CONNACK.
     async fn connect(
         cfg: &BridgeConfig,
         addr: &str,
@@ -260,9 +260,9 @@ impl Link {
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Remote> = match &cfg.cafile {
-            None => Box::new(tcp),
-            Some(_) => {
+        let stream: Box<dyn Remote> = match cfg.uses_tls() {
+            false => Box::new(tcp),
+            true => {
                 let connector = tls_connector(cfg)?;
                 let host = cfg.server_name.clone().unwrap_or_else(|| {
                     addr.rsplit_once(':')

@@ -5,15 +5,26 @@ use std::sync::Arc;
 
 use crate::config::BridgeConfig;
 
-/// A rustls connector trusting `cafile`, presenting `certfile`/`keyfile` if given.
+/// A rustls connector trusting `cafile` and the certificates in `capath`, presenting `certfile`/`keyfile` if given.
 pub(super) fn connector(cfg: &BridgeConfig) -> Result<tokio_rustls::TlsConnector, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let ca = cfg.cafile.as_deref().ok_or("no cafile")?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
-        let c = c.map_err(|e| format!("{}: {e}", ca.display()))?;
-        roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+    if let Some(ca) = cfg.cafile.as_deref() {
+        for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+            let c = c.map_err(|e| format!("{}: {e}", ca.display()))?;
+            roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+        }
+    }
+    if let Some(dir) = cfg.capath.as_deref() {
+        for c in crate::transport::read_ca_dir(dir).map_err(|e| e.to_string())? {
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err("no CA certificate in cafile or capath".into());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)

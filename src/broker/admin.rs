@@ -111,6 +111,8 @@ impl ClientInfo {
 /// One MQTT listener as the admin API lists it.
 #[derive(Debug, Clone)]
 pub struct ListenerView {
+    /// Its place: 0 for the default listener, then `[[listeners]]` from 1, in order.
+    pub index: u16,
     /// `kind:port`.
     pub name: Arc<str>,
     /// What it speaks below MQTT.
@@ -149,7 +151,8 @@ impl BrokerState {
         let _ = self.listeners.set(listeners);
     }
 
-    /// The MQTT listeners, in the order they were configured (the default one first).
+    /// The MQTT listeners, in the order they were configured (the default one first, unless
+    /// it is turned off).
     pub fn listeners(&self) -> &[ListenerView] {
         self.listeners.get().map_or(&[], Vec::as_slice)
     }
@@ -157,7 +160,8 @@ impl BrokerState {
     /// The name (`kind:port`) of listener `index`.
     pub fn listener_name(&self, index: u16) -> &str {
         self.listeners()
-            .get(usize::from(index))
+            .iter()
+            .find(|l| l.index == index)
             .map_or("?", |l| &l.name)
     }
 

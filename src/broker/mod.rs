@@ -162,6 +162,12 @@ impl BrokerState {
             limits.max_queued_messages,
             config.session.queue_qos0_offline,
         ));
+        if limits.max_queued_bytes.is_some()
+            && !bridged::is_bridge_session(&client_id)
+            && !is_queue_session(&client_id)
+        {
+            mailbox.set_bounds(limits.max_queued_messages, limits.max_queued_bytes);
+        }
         for (filter, sub) in stored.subscriptions {
             // Valid when stored; one that is not any more is left out.
             let Ok(filter) = TopicFilter::parse(&filter) else {
@@ -495,9 +501,15 @@ impl BrokerState {
         window: u16,
         will: Option<(&Message, u32)>,
     ) -> Attached {
-        let limit = self.config().limits.max_queued_messages;
-        self.attach_queue(client_id, clean_start, expiry_interval, window, will, limit)
-            .await
+        let limits = &self.config().limits;
+        let (limit, max_bytes) = (limits.max_queued_messages, limits.max_queued_bytes);
+        let attached = self
+            .attach_queue(client_id, clean_start, expiry_interval, window, will, limit)
+            .await;
+        if max_bytes.is_some() {
+            attached.mailbox.set_bounds(limit, max_bytes);
+        }
+        attached
     }
 
     /// A bridge's local session, always persistent: like [`BrokerState::attach`], with its
@@ -597,6 +609,13 @@ impl BrokerState {
     ) {
         let claim = session.claim.map(std::num::NonZeroU64::get);
         self.give_back_unreceived(&mut session, mailbox);
+        if let Some(max) = self.config().session.max_expiry_secs {
+            // Mosquitto's persistent_client_expiration: clients' sessions only; a bridge's
+            // or queue's own session keeps what it holds for as long as it takes.
+            if !bridged::is_bridge_session(client_id) && !is_queue_session(client_id) {
+                session.expiry_interval = session.expiry_interval.min(max);
+            }
+        }
         let expiry = session.expiry_interval;
         let (will_now, will_later) = wills::at_disconnect(will, expiry);
         if let Some(msg) = will_now {

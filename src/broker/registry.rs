@@ -481,7 +481,10 @@ impl Registry {
     pub fn depths(&self) -> crate::metrics::Depths {
         let mut d = crate::metrics::Depths::default();
         for e in self.clients.iter() {
-            d.add(e.mailbox.len() as u64, matches!(e.state, State::Connected { .. }));
+            d.add(
+                e.mailbox.len() as u64,
+                matches!(e.state, State::Connected { .. }),
+            );
         }
         d
     }

@@ -43,9 +43,14 @@ pub struct BridgeConfig {
     /// Password on the remote.
     #[serde(default)]
     pub password: Option<String>,
-    /// TLS to the remote: the CA (PEM) its certificate must chain to. Without it, plain TCP.
+    /// TLS to the remote: the CA (PEM) its certificate must chain to. Without it (and
+    /// without `capath`), plain TCP.
     #[serde(default)]
     pub cafile: Option<PathBuf>,
+    /// TLS to the remote: a directory whose files hold more such CAs (PEM; files without a
+    /// certificate are skipped), like Mosquitto's `bridge_capath`.
+    #[serde(default)]
+    pub capath: Option<PathBuf>,
     /// TLS: our client certificate chain (PEM), for remotes that ask for one.
     #[serde(default)]
     pub certfile: Option<PathBuf>,
@@ -128,6 +133,11 @@ impl BridgeConfig {
         self.protocol == "5"
     }
 
+    /// Whether the link runs over TLS (a CA to check the remote against is configured).
+    pub fn uses_tls(&self) -> bool {
+        self.cafile.is_some() || self.capath.is_some()
+    }
+
     /// The client id used on the remote.
     pub fn remote_client_id(&self) -> String {
         self.client_id
@@ -154,8 +164,11 @@ impl BridgeConfig {
         if self.certfile.is_some() != self.keyfile.is_some() {
             return Some(("certfile", "certfile and keyfile together"));
         }
-        if self.certfile.is_some() && self.cafile.is_none() {
-            return Some(("cafile", "a CA file whenever a client certificate is given"));
+        if self.certfile.is_some() && !self.uses_tls() {
+            return Some((
+                "cafile",
+                "a CA file (or capath) whenever a client certificate is given",
+            ));
         }
         if self.max_queued_messages == 0 {
             return Some(("max_queued_messages", "an integer ≥ 1"));

@@ -10,6 +10,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
+    /// Whether it is opened at all (default true). false leaves only the `[[listeners]]`, as a
+    /// translated Mosquitto file with its own `listener` lines does.
+    pub enabled: bool,
     /// Address to bind, like `mosquitto`'s `listener 1883 ADDR`.
     pub bind: IpAddr,
     /// TCP port; 0 picks a free one.
@@ -39,7 +42,8 @@ pub struct ExtraListener {
     /// upgrade.
     #[serde(default = "ten_seconds")]
     pub handshake_timeout_secs: u64,
-    /// WebSockets: the URL path MQTT is served on (other paths get 404).
+    /// WebSockets: the URL path MQTT is served on (other paths get 404); `"*"` serves every
+    /// path, as Mosquitto does.
     #[serde(default = "mqtt_path")]
     pub path: String,
     /// Connections open at once on this listener (within `limits.max_connections`); `None`:
@@ -53,6 +57,10 @@ pub struct ExtraListener {
     /// expiry). Without it, clients are not asked for a certificate.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// Mutual TLS: a directory whose files hold more such CAs (PEM; files without a
+    /// certificate are skipped), like Mosquitto's `capath`. With or without `client_ca`.
+    #[serde(default)]
+    pub client_ca_dir: Option<PathBuf>,
     /// Mutual TLS: refuse clients without a valid certificate (with `client_ca`; default true).
     /// false: a certificate is asked for and verified if given, but not required.
     #[serde(default = "yes")]
@@ -62,6 +70,10 @@ pub struct ExtraListener {
     /// e-mail or URI subject alternative name (`san`), or not (`none`).
     #[serde(default)]
     pub identity_as_username: IdentitySource,
+    /// TLS: the oldest protocol version accepted, "1.2" (default) or "1.3" (Mosquitto's
+    /// `tls_version`).
+    #[serde(default)]
+    pub min_tls_version: TlsVersion,
 }
 
 impl ExtraListener {
@@ -78,8 +90,10 @@ impl ExtraListener {
             max_connections: None,
             allow_anonymous: None,
             client_ca: None,
+            client_ca_dir: None,
             require_client_cert: yes(),
             identity_as_username: IdentitySource::None,
+            min_tls_version: TlsVersion::default(),
         }
     }
 }
@@ -95,6 +109,21 @@ pub enum IdentitySource {
     Cn,
     /// First DNS, e-mail or URI subject alternative name.
     San,
+    /// The whole subject in OpenSSL's RFC 2253 form (`CN=dev,O=Acme,C=GB`), as Mosquitto's
+    /// `use_subject_as_username` gives it.
+    Subject,
+}
+
+/// A TLS protocol version, as the oldest one a listener accepts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 (and 1.3).
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    Tls13,
 }
 
 fn yes() -> bool {
@@ -153,6 +182,7 @@ impl ListenerKind {
 impl Default for ListenerConfig {
     fn default() -> Self {
         ListenerConfig {
+            enabled: true,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 1883,
             allow_anonymous: None,

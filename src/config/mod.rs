@@ -13,11 +13,12 @@ use crate::store::Durability;
 mod bridge;
 mod cluster;
 mod listener;
+pub mod mosquitto;
 mod queues;
 mod shared;
 pub use bridge::{BridgeConfig, Direction, TopicRule};
 pub use cluster::ClusterConfig;
-pub use listener::{ExtraListener, IdentitySource, ListenerConfig, ListenerKind};
+pub use listener::{ExtraListener, IdentitySource, ListenerConfig, ListenerKind, TlsVersion};
 pub use queues::{valid_queue_name, MetricsConfig, Overflow, QueueConfig};
 pub use shared::{GroupConfig, SharedConfig, Strategy, WEIGHTS};
 
@@ -101,6 +102,14 @@ pub struct LimitsConfig {
     pub receive_maximum: u16,
     /// Messages waiting for one client beyond its inflight window, online or offline.
     pub max_queued_messages: usize,
+    /// Payload bytes waiting for one client, at most (Mosquitto's `max_queued_bytes`); `None`:
+    /// no byte bound. The same policy as `max_queued_messages` when reached.
+    pub max_queued_bytes: Option<u64>,
+    /// Largest PUBLISH payload accepted from a client, in bytes (Mosquitto's
+    /// `message_size_limit`): a larger one is acknowledged (v5: reason 0x83 Implementation
+    /// specific error, as Mosquitto) and dropped; the connection stays. `None`: only
+    /// `max_packet_size` bounds it.
+    pub max_payload_size: Option<u32>,
     /// Levels allowed in a topic name or filter (Mosquitto allows 201: 200 separators).
     pub max_topic_levels: usize,
     /// Subscriptions one client may hold; 0 for no limit (Mosquitto has none).
@@ -123,6 +132,10 @@ pub struct LimitsConfig {
 pub struct SessionConfig {
     /// Queue QoS 0 messages for offline persistent sessions too (Mosquitto's `queue_qos0_messages`).
     pub queue_qos0_offline: bool,
+    /// Seconds a client's session outlives its connection at most, whatever the client asked
+    /// for (Mosquitto's `persistent_client_expiration`); `None`: as the client asked (a 3.1.1
+    /// persistent session: for ever). Bridges' own sessions are not bounded.
+    pub max_expiry_secs: Option<u32>,
 }
 
 /// `[persistence]`: what survives a restart or `kill -9` (see README, durability).
@@ -261,6 +274,8 @@ impl Default for LimitsConfig {
             max_inflight_messages: 20,
             receive_maximum: 100,
             max_queued_messages: 1000,
+            max_queued_bytes: None,
+            max_payload_size: None,
             max_topic_levels: 256,
             max_subscriptions_per_client: 0,
             topic_alias_maximum: 10,
@@ -507,27 +522,39 @@ impl Config {
                 let key = if l.cert.is_some() { "cert" } else { "key" };
                 return Err(bad(key, "only for kind = \"tls\" or \"wss\""));
             }
-            if l.kind.is_ws() && !l.path.starts_with('/') {
+            if l.kind.is_ws() && !l.path.starts_with('/') && l.path != "*" {
                 return Err(bad(
                     "path",
-                    "a URL path starting with / (default \"/mqtt\")",
+                    "a URL path starting with / (default \"/mqtt\"), or \"*\" for every path",
                 ));
             }
             if l.max_connections == Some(0) {
                 return Err(bad("max_connections", "an integer ≥ 1 (or leave it out)"));
             }
-            if l.identity_as_username != IdentitySource::None && l.client_ca.is_none() {
+            let verifies = l.client_ca.is_some() || l.client_ca_dir.is_some();
+            if l.identity_as_username != IdentitySource::None && !verifies {
                 return Err(bad(
                     "identity_as_username",
-                    "\"none\" unless client_ca is set (only verified certificates name a user)",
+                    "\"none\" unless client_ca or client_ca_dir is set (only verified certificates name a user)",
                 ));
             }
-            if !l.kind.is_tls() && l.client_ca.is_some() {
-                return Err(bad("client_ca", "only for kind = \"tls\" or \"wss\""));
+            if !l.kind.is_tls() && verifies {
+                let key = if l.client_ca.is_some() {
+                    "client_ca"
+                } else {
+                    "client_ca_dir"
+                };
+                return Err(bad(key, "only for kind = \"tls\" or \"wss\""));
             }
             if !(1..=3_600).contains(&l.handshake_timeout_secs) {
                 return Err(bad("handshake_timeout_secs", "1 to 3600 seconds"));
             }
+        }
+        if !self.listener.enabled && self.listeners.is_empty() {
+            return Err(invalid(
+                "listener.enabled",
+                "true, unless [[listeners]] has at least one entry (Tern needs a listener)",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (index, b) in self.bridge.iter().enumerate() {
@@ -587,6 +614,24 @@ impl Config {
         }
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", "an integer ≥ 1"));
+        }
+        if l.max_queued_bytes == Some(0) {
+            return Err(invalid(
+                "limits.max_queued_bytes",
+                "an integer ≥ 1 (leave it out for no byte bound)",
+            ));
+        }
+        if l.max_payload_size == Some(0) {
+            return Err(invalid(
+                "limits.max_payload_size",
+                "an integer ≥ 1 (leave it out for no bound but max_packet_size)",
+            ));
+        }
+        if self.session.max_expiry_secs == Some(0) {
+            return Err(invalid(
+                "session.max_expiry_secs",
+                "an integer ≥ 1 (leave it out to keep what clients ask for)",
+            ));
         }
         if l.max_topic_levels == 0 {
             return Err(invalid("limits.max_topic_levels", "an integer ≥ 1"));

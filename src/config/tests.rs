@@ -447,3 +447,55 @@ fn cluster_from_environment() {
     assert_eq!(c.cluster.nats_urls, ["nats://a:4222", "b:4222"]);
     assert_eq!(c.cluster.node_id(), "node-7");
 }
+
+/// Keys added for Mosquitto files: `[listener] enabled = false` needs another listener; a
+/// WebSocket path is a path or "*"; client_ca_dir is for TLS listeners; 0 is not a bound.
+#[test]
+fn mosquitto_keys_are_checked() {
+    let ok = |t: &str| Config::from_toml(t, "t.toml").unwrap();
+    let bad = |t: &str| Config::from_toml(t, "t.toml").unwrap_err().to_string();
+    assert!(bad("[listener]\nenabled = false\n").contains("listener.enabled"));
+    let c = ok(
+        "[listener]\nenabled = false\n[[listeners]]\nkind = \"ws\"\nport = 9001\npath = \"*\"\n",
+    );
+    assert!(!c.listener.enabled);
+    assert_eq!(c.listeners[0].path, "*");
+    assert!(bad("[[listeners]]\nkind = \"ws\"\nport = 9001\npath = \"mqtt\"\n").contains("path"));
+    assert!(
+        bad("[[listeners]]\nkind = \"tcp\"\nport = 1\nclient_ca_dir = \"d\"\n")
+            .contains("client_ca_dir")
+    );
+    let c = ok("[[listeners]]\nkind = \"tls\"\nport = 1\ncert = \"c\"\nkey = \"k\"\n\
+                client_ca_dir = \"d\"\nidentity_as_username = \"subject\"\nmin_tls_version = \"1.3\"\n");
+    assert_eq!(c.listeners[0].identity_as_username, IdentitySource::Subject);
+    assert_eq!(c.listeners[0].min_tls_version, TlsVersion::Tls13);
+    assert!(bad("[[listeners]]\nkind = \"tls\"\nport = 1\ncert = \"c\"\nkey = \"k\"\nmin_tls_version = \"1.1\"\n")
+        .contains("min_tls_version"));
+    for (t, key) in [
+        (
+            "[limits]\nmax_queued_bytes = 0\n",
+            "limits.max_queued_bytes",
+        ),
+        (
+            "[limits]\nmax_payload_size = 0\n",
+            "limits.max_payload_size",
+        ),
+        (
+            "[session]\nmax_expiry_secs = 0\n",
+            "session.max_expiry_secs",
+        ),
+    ] {
+        assert!(bad(t).contains(key), "{t}");
+    }
+    let c = ok(
+        "[limits]\nmax_queued_bytes = 10\nmax_payload_size = 5\n[session]\nmax_expiry_secs = 60\n",
+    );
+    assert_eq!(
+        (
+            c.limits.max_queued_bytes,
+            c.limits.max_payload_size,
+            c.session.max_expiry_secs
+        ),
+        (Some(10), Some(5), Some(60))
+    );
+}

@@ -118,6 +118,15 @@ impl Connection {
             return Err(Violation::TopicNameRefused(topic::TopicError::QueueTopic).into());
         } else if p.topic == "$SYS" || p.topic.starts_with("$SYS/") {
             Some(ReasonCode::NotAuthorized)
+        } else if limits
+            .max_payload_size
+            .is_some_and(|max| p.payload.len() > max as usize)
+        {
+            // Mosquitto's message_size_limit: the flow completes, the message goes nowhere;
+            // v3.1.1 cannot be told.
+            metrics::limit_hit("max_payload_size");
+            debug!(client_id = %clip(self.client_id()), topic = %clip(&p.topic), bytes = p.payload.len(), "PUBLISH dropped: payload over limits.max_payload_size");
+            (self.client.version.is_v5()).then_some(ReasonCode::ImplementationSpecificError)
         } else if !self.may(&p.topic, Access::Write) {
             metrics::acl_denied("publish");
             if log_now() {

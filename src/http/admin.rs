@@ -334,7 +334,8 @@ async fn list_clients(Admin(state): Admin, RawQuery(q): RawQuery) -> Result<Resp
         .filter_map(|v| v.info.clone().map(|i| (v, i)))
         .filter(|(v, i)| {
             q.get("prefix").is_none_or(|p| v.client_id.starts_with(p))
-                && q.get("listener").is_none_or(|l| state.listener_name(i.listener) == l)
+                && q.get("listener")
+                    .is_none_or(|l| state.listener_name(i.listener) == l)
                 && q.get("username")
                     .is_none_or(|u| state.username(&v.client_id).as_deref() == Some(u))
         })
@@ -877,9 +878,7 @@ async fn listeners(Admin(state): Admin) -> Result<Response, ApiError> {
     let listeners: Vec<Value> = state
         .listeners()
         .iter()
-        .enumerate()
-        .map(|(index, l)| {
-            let index = u16::try_from(index).unwrap_or(u16::MAX);
+        .map(|l| {
             let tls = l.cert.as_ref().map(|path| match certificate(path) {
                 Ok((subject, not_after)) => json!({
                     "certificate": path.display().to_string(),
@@ -895,7 +894,7 @@ async fn listeners(Admin(state): Admin) -> Result<Response, ApiError> {
                 "name": &*l.name,
                 "kind": l.kind.as_str(),
                 "address": l.address.to_string(),
-                "connections": per_listener.get(&index).copied().unwrap_or(0),
+                "connections": per_listener.get(&l.index).copied().unwrap_or(0),
                 "tls": tls,
             })
         })

@@ -91,9 +91,11 @@ pub async fn start(
             key,
             crate::transport::ClientAuth {
                 ca: None,
+                ca_dir: None,
                 required: false,
             },
             &["http/1.1"],
+            crate::config::TlsVersion::Tls12,
         )?),
         _ => None,
     };

@@ -155,6 +155,7 @@ pub fn acceptor_for(l: &ExtraListener) -> Result<TlsAcceptor, TlsError> {
         l.key.as_deref().ok_or_else(|| missing("private key"))?,
         ClientAuth {
             ca: l.client_ca.as_deref(),
+            ca_dir: l.client_ca_dir.as_deref(),
             required: l.require_client_cert,
         },
         // Browsers and WebSocket libraries offer `http/1.1` and fail without it.
@@ -163,5 +164,6 @@ pub fn acceptor_for(l: &ExtraListener) -> Result<TlsAcceptor, TlsError> {
         } else {
             &["mqtt"]
         },
+        l.min_tls_version,
     )
 }

@@ -47,7 +47,8 @@ pub enum UpgradeError {
     Handshake(#[from] WsError),
 }
 
-/// Upgrades `stream` to a WebSocket carrying MQTT if the request is for `path` and, when it
+/// Upgrades `stream` to a WebSocket carrying MQTT if the request is for `path` (any path when
+/// it is `"*"`, as Mosquitto serves every path) and, when it
 /// names subprotocols, offers `mqtt` or `mqttv3.1` (the one chosen is in the response, as RFC 6455
 /// requires). Other paths get 404, other subprotocols 400.
 pub async fn accept(
@@ -58,7 +59,7 @@ pub async fn accept(
     // tungstenite's callback type fixes the error type.
     #[allow(clippy::result_large_err)]
     let check = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
-        if request.uri().path() != path {
+        if path != "*" && request.uri().path() != path {
             return Err(refusal(StatusCode::NOT_FOUND, "no MQTT endpoint here"));
         }
         let offered = request

@@ -14,6 +14,7 @@ mod harness;
 mod keepalive;
 mod limits;
 mod malformed;
+mod mosquitto;
 mod ops;
 mod persistence;
 mod probe;

@@ -37,7 +37,7 @@ async fn mtls_broker(
 }
 
 /// Whether a TLS client (trusting `ca`, presenting `client_auth`) gets a CONNACK.
-async fn tls_connects(port: u16, ca: Vec<u8>, client_auth: Option<(Vec<u8>, Vec<u8>)>) -> bool {
+pub async fn tls_connects(port: u16, ca: Vec<u8>, client_auth: Option<(Vec<u8>, Vec<u8>)>) -> bool {
     let mut opts = rumqttc::MqttOptions::new("probe", "127.0.0.1", port);
     opts.set_transport(rumqttc::Transport::tls(
         ca,

@@ -720,6 +720,20 @@ CONF
   wait "$MEDGE_PID" 2>/dev/null || true
 fi
 
+# --- Drop-in migration (Tern only): one mosquitto.conf (TLS, WebSockets, password and ACL
+# files, a bridge) run unchanged by Mosquitto and by Tern, the same checks against both
+# (tests/interop/mosquitto_conf.sh); its PASS/FAIL lines are counted.
+if [ -z "${INTEROP_EXTERNAL:-}" ]; then
+  status=0
+  timeout 120 env TERN_BIN="$BIN" tests/interop/mosquitto_conf.sh >"$WORK/mosquitto_conf.out" 2>&1 || status=$?
+  grep -E '^(PASS|FAIL|SKIP)' "$WORK/mosquitto_conf.out" | sed 's/^\(PASS\|FAIL\|SKIP\) /\1 mosquitto.conf: /' || true
+  PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/mosquitto_conf.out" || true)))
+  FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/mosquitto_conf.out" || true)))
+  if [ "$status" != 0 ] && ! grep -q '^FAIL' "$WORK/mosquitto_conf.out"; then
+    fail "mosquitto.conf" "script exited $status: $(tail -3 "$WORK/mosquitto_conf.out" | oneline)"
+  fi
+fi
+
 # --- Cluster (Tern only): three NATS servers (tests/cluster/nats.sh, pinned nats-server 2.15.1)
 # and three nodes of this binary; Mosquitto clients on different nodes.
 if [ -z "${INTEROP_EXTERNAL:-}" ]; then
