@@ -19,9 +19,6 @@ const V1_MAX: usize = 107;
 /// The longest version 2 header accepted. The format allows 64 KiB of addresses and TLVs; load
 /// balancers send a few hundred bytes at most, and a header is held in memory until complete.
 pub const V2_MAX: usize = 4096;
-/// Fewer bytes than any header (`PROXY UNKNOWN\r\n` is 15): they can be read without reading
-/// past one.
-const SHORTEST: usize = 15;
 
 /// `PP2_TYPE_SSL`: the client's connection to the load balancer was TLS.
 const PP2_TYPE_SSL: u8 = 0x20;
@@ -285,35 +282,31 @@ impl ReadError {
 
 /// Reads one header off `tcp`, taking exactly its bytes. Bytes are peeked first and consumed
 /// only as far as they belong to the header, so the client's next byte is the first one the
-/// caller reads. Not bounded in time: the caller's deadline is.
+/// caller reads; a client that sends no header is refused on its first bytes. Not bounded in
+/// time: the caller's deadline is.
 pub async fn read_header(tcp: &mut TcpStream) -> Result<Header, ReadError> {
-    let closed = || ReadError::Closed(std::io::ErrorKind::UnexpectedEof.into());
-    let mut got = Vec::with_capacity(64);
-    // Both versions are longer than this: reading it whole never reads past a header.
-    got.resize(SHORTEST, 0);
-    tcp.read_exact(&mut got).await.map_err(ReadError::Closed)?;
+    let mut got = Vec::with_capacity(128);
     let mut peeked = [0u8; 512];
     loop {
-        if let Some((header, _)) = decode(&got)? {
-            // Only reached with `got` exactly the header: each step below consumes no more.
-            return Ok(header);
-        }
         let n = tcp.peek(&mut peeked).await.map_err(ReadError::Closed)?;
         if n == 0 {
-            return Err(closed());
+            let eof = std::io::ErrorKind::UnexpectedEof.into();
+            return Err(ReadError::Closed(eof));
         }
         let had = got.len();
         got.extend_from_slice(&peeked[..n]);
-        // The header ends within what was peeked, or every peeked byte belongs to it.
-        let take = match decode(&got)? {
-            Some((_, len)) => len - had,
-            None => n,
+        // While the header is incomplete every byte so far belongs to it; once complete, only
+        // those up to its end do.
+        let (header, take) = match decode(&got)? {
+            Some((header, len)) => (Some(header), len - had),
+            None => (None, n),
         };
-        got.truncate(had);
-        got.resize(had + take, 0);
-        tcp.read_exact(&mut got[had..])
+        tcp.read_exact(&mut peeked[..take])
             .await
             .map_err(ReadError::Closed)?;
+        if let Some(header) = header {
+            return Ok(header);
+        }
     }
 }
 
@@ -498,6 +491,57 @@ mod tests {
         assert_eq!(cn_of(ssl_tlv(0x01, 0, "device-7")).verified_cn, None);
         assert_eq!(cn_of(ssl_tlv(0x06, 0, "device-7")).verified_cn, None);
         assert_eq!(cn_of(ssl_tlv(0x03, 0, "")).verified_cn, None);
+    }
+
+    /// Over a real socket, a header arriving in pieces is read to its last byte and no further:
+    /// what the client sent after it is the next thing read.
+    #[tokio::test]
+    async fn read_header_takes_exactly_the_header() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Longer than one peek (512 bytes): a NOOP TLV pads it.
+        let mut tlvs = ssl_tlv(0x03, 0, "dev");
+        tlvs.extend(tlv(0x04, &[0; 1500]));
+        let mut v2_then_mqtt = v2(1, 0x11, &ipv4_block(&tlvs));
+        v2_then_mqtt.extend_from_slice(&[0x10, 0x0c]);
+        let v1_then_mqtt = b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 1883\r\n\x10\x0c".to_vec();
+        for bytes in [v2_then_mqtt, v1_then_mqtt] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            let reader = tokio::spawn(async move {
+                let header = read_header(&mut server).await.unwrap();
+                let mut next = [0u8; 2];
+                server.read_exact(&mut next).await.unwrap();
+                (header, next)
+            });
+            // One byte, most of the rest, then the header's end with MQTT behind it.
+            for piece in [
+                &bytes[..1],
+                &bytes[1..bytes.len() - 5],
+                &bytes[bytes.len() - 5..],
+            ] {
+                client.write_all(piece).await.unwrap();
+                client.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            let (header, next) = reader.await.unwrap();
+            assert!(header.source.is_some());
+            assert_eq!(next, [0x10, 0x0c]);
+        }
+        // A plain MQTT client is refused on its first bytes, without waiting for more.
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(&[0x10, 0x0c]).await.unwrap();
+        let refused = read_header(&mut server).await.unwrap_err();
+        assert_eq!(refused.reason(), "missing");
+        // A client that closes within its header.
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(b"PROXY TC").await.unwrap();
+        drop(client);
+        let closed = read_header(&mut server).await.unwrap_err();
+        assert_eq!(closed.reason(), "closed");
     }
 
     proptest! {

@@ -438,7 +438,8 @@ async fn tls_ws_and_wss_listeners_read_the_header_first() {
 /// With `proxy_trust_tls_identity` (and `identity_as_username = "cn"`), the CN of a
 /// certificate the balancer verified (v2 SSL TLV) names the user and logs it in without a
 /// password; a header without one, or whose certificate failed verification, gets no user;
-/// a listener that does not trust the balancer ignores the TLV.
+/// a listener that does not trust the balancer ignores the TLV. Refusals name the header's
+/// address.
 #[tokio::test]
 async fn a_trusted_v2_certificate_cn_names_the_user() {
     let dir = tempfile::tempdir().unwrap();
@@ -475,6 +476,9 @@ async fn a_trusted_v2_certificate_cn_names_the_user() {
         let (_c, reason, _) = through_header(addr, V311, &header, &connect).await;
         assert_eq!(reason, 0x05, "case {i}");
     }
+    // Refusals are logged (and delayed) by the client's address, not the balancer's.
+    let refusal = b.wait_log("login refused", 1);
+    assert!(refusal.contains("peer=203.0.113.40:7001"), "{refusal}");
 }
 
 /// Without `proxy_protocol` (the default) a PROXY header is not understood: the connection is
