@@ -475,7 +475,7 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, accepting: &Arc<Listene
             return;
         };
         // The one place a connection's address comes from: a PROXY header's, if the listener
-        // reads one, for logs, the ACL, the login delay and the admin API alike.
+        // reads one, for the logs, the login delay and the admin API alike.
         let origin = connection::Origin {
             peer: established.peer,
             cert_identity: established.cert_identity,
