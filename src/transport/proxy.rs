@@ -1,7 +1,6 @@
-//! The PROXY protocol (HAProxy's, versions 1 and 2): the header a load balancer writes before
-//! the client's first byte to say who the client really is. [`decode`] is pure (bytes in, the
-//! header or "need more" out, never a panic); [`read_header`] takes exactly the header's bytes
-//! off the socket, so what follows (MQTT, a TLS ClientHello, an HTTP upgrade) stays unread.
+//! The PROXY protocol (HAProxy's v1 and v2): the header a load balancer writes first to say who
+//! the client is. [`decode`] is pure and never panics; [`read_header`] takes exactly the
+//! header's bytes off the socket, so MQTT, a TLS ClientHello or an HTTP upgrade follows unread.
 //! Whether to trust what a header says is the listener's choice, not this module's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
