@@ -1,6 +1,7 @@
 //! The running broker: binds the listeners, accepts connections (each served by its own task, so a
 //! slow handshake never blocks accepting), enforces the connection limits, and shuts down cleanly.
-//! What a listener does below MQTT (TLS, WebSocket upgrade) is its [`Transport`]'s.
+//! What a listener does below MQTT (PROXY header, TLS, WebSocket upgrade) is its
+//! [`Transport`]'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -215,7 +216,7 @@ impl Broker {
             tokio::spawn(accept_more(listener, Arc::new(accepting), ctx.clone()));
         }
         let default = Listener {
-            transport: Transport::tcp(),
+            transport: Transport::tcp(&state.config().listener),
             limit: Arc::clone(&limit),
             allow_anonymous: state.config().listener.allow_anonymous,
         };
@@ -465,19 +466,22 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, accepting: &Arc<Listene
     let mut stopping = ctx.shutdown.clone();
     let accepting = Arc::clone(accepting);
     ctx.tasks.spawn(async move {
-        let stream = tokio::select! {
+        let established = tokio::select! {
             s = accepting.transport.establish(stream, peer) => s,
             // Shutdown does not wait for a handshake.
             _ = stopping.changed() => None,
         };
-        let Some(stream) = stream else {
+        let Some(established) = established else {
             return;
         };
+        // The one place a connection's address comes from: a PROXY header's, if the listener
+        // reads one, for the logs, the login delay and the admin API alike.
         let origin = connection::Origin {
-            peer,
-            cert_identity: accepting.transport.peer_identity(&stream),
+            peer: established.peer,
+            cert_identity: established.cert_identity,
             allow_anonymous: accepting.allow_anonymous,
         };
+        let stream = established.stream;
         connection::serve(stream, origin, state, shutdown, dormitory, slot).await;
     });
 }
@@ -498,8 +502,8 @@ fn refuse(stream: TcpStream, peer: SocketAddr, accepting: &Arc<Listener>, ctx: &
             s = accepting.transport.establish(stream, peer) => s,
             _ = stopping.changed() => None,
         };
-        if let Some(stream) = stream {
-            connection::refuse_busy(stream, state).await;
+        if let Some(established) = stream {
+            connection::refuse_busy(established.stream, state).await;
         }
         drop(refusing);
         metrics::connection_closed(kind);

@@ -19,6 +19,11 @@ pub struct ListenerConfig {
     pub port: u16,
     /// Overrides `auth.allow_anonymous` for this listener.
     pub allow_anonymous: Option<bool>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client
+    /// (behind HAProxy, a cloud load balancer); one without is closed.
+    pub proxy_protocol: bool,
+    /// Seconds a connection has to send its whole PROXY header (with `proxy_protocol`).
+    pub proxy_header_timeout_secs: u64,
 }
 
 /// One more MQTT listener (`[[listeners]]`).
@@ -74,6 +79,18 @@ pub struct ExtraListener {
     /// `tls_version`).
     #[serde(default)]
     pub min_tls_version: TlsVersion,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client;
+    /// one without is closed. The header comes before TLS and the WebSocket upgrade.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the client-certificate common name a v2 header carries (from a
+    /// load balancer that terminated TLS and verified the certificate) counts as a verified
+    /// certificate's identity (`identity_as_username = "cn"`). Trusts the balancer fully.
+    #[serde(default)]
+    pub proxy_trust_tls_identity: bool,
+    /// Seconds a connection has to send its whole PROXY header (with `proxy_protocol`).
+    #[serde(default = "five_seconds")]
+    pub proxy_header_timeout_secs: u64,
 }
 
 impl ExtraListener {
@@ -94,6 +111,9 @@ impl ExtraListener {
             require_client_cert: yes(),
             identity_as_username: IdentitySource::None,
             min_tls_version: TlsVersion::default(),
+            proxy_protocol: false,
+            proxy_trust_tls_identity: false,
+            proxy_header_timeout_secs: five_seconds(),
         }
     }
 }
@@ -136,6 +156,10 @@ fn any_address() -> IpAddr {
 
 fn ten_seconds() -> u64 {
     10
+}
+
+fn five_seconds() -> u64 {
+    5
 }
 
 fn mqtt_path() -> String {
@@ -186,6 +210,8 @@ impl Default for ListenerConfig {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 1883,
             allow_anonymous: None,
+            proxy_protocol: false,
+            proxy_header_timeout_secs: five_seconds(),
         }
     }
 }

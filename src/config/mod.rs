@@ -532,10 +532,13 @@ impl Config {
                 return Err(bad("max_connections", "an integer ≥ 1 (or leave it out)"));
             }
             let verifies = l.client_ca.is_some() || l.client_ca_dir.is_some();
-            if l.identity_as_username != IdentitySource::None && !verifies {
+            if l.identity_as_username != IdentitySource::None
+                && !verifies
+                && !l.proxy_trust_tls_identity
+            {
                 return Err(bad(
                     "identity_as_username",
-                    "\"none\" unless client_ca or client_ca_dir is set (only verified certificates name a user)",
+                    "\"none\" unless client_ca or client_ca_dir is set, or proxy_trust_tls_identity (only verified certificates name a user)",
                 ));
             }
             if !l.kind.is_tls() && verifies {
@@ -549,6 +552,27 @@ impl Config {
             if !(1..=3_600).contains(&l.handshake_timeout_secs) {
                 return Err(bad("handshake_timeout_secs", "1 to 3600 seconds"));
             }
+            if !(1..=3_600).contains(&l.proxy_header_timeout_secs) {
+                return Err(bad("proxy_header_timeout_secs", "1 to 3600 seconds"));
+            }
+            if l.proxy_trust_tls_identity && !l.proxy_protocol {
+                return Err(bad(
+                    "proxy_trust_tls_identity",
+                    "false unless proxy_protocol = true (the identity comes in the PROXY header)",
+                ));
+            }
+            if l.proxy_trust_tls_identity && l.identity_as_username != IdentitySource::Cn {
+                return Err(bad(
+                    "proxy_trust_tls_identity",
+                    "false unless identity_as_username = \"cn\" (the PROXY header carries the certificate's common name only)",
+                ));
+            }
+        }
+        if !(1..=3_600).contains(&self.listener.proxy_header_timeout_secs) {
+            return Err(invalid(
+                "listener.proxy_header_timeout_secs",
+                "1 to 3600 seconds",
+            ));
         }
         if !self.listener.enabled && self.listeners.is_empty() {
             return Err(invalid(

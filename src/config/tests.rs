@@ -499,3 +499,57 @@ fn mosquitto_keys_are_checked() {
         (Some(10), Some(5), Some(60))
     );
 }
+
+/// PROXY protocol keys: off by default with a 5 s header timeout, on any listener kind; trusting
+/// the balancer's certificate CN needs proxy_protocol and identity_as_username = "cn" (and then
+/// no client_ca); timeouts are 1 to 3600 s. Errors name the file and the key.
+#[test]
+fn proxy_protocol_keys_are_checked() {
+    let ok = |t: &str| Config::from_toml(t, "t.toml").unwrap();
+    let bad = |t: &str| Config::from_toml(t, "t.toml").unwrap_err().to_string();
+    let c = ok("[[listeners]]\nkind = \"ws\"\nport = 1\n");
+    assert!(!c.listener.proxy_protocol && !c.listeners[0].proxy_protocol);
+    assert!(!c.listeners[0].proxy_trust_tls_identity);
+    assert_eq!(c.listener.proxy_header_timeout_secs, 5);
+    assert_eq!(c.listeners[0].proxy_header_timeout_secs, 5);
+    let c = ok(
+        "[listener]\nproxy_protocol = true\nproxy_header_timeout_secs = 2\n\
+                [[listeners]]\nkind = \"tcp\"\nport = 1\nproxy_protocol = true\n\
+                proxy_trust_tls_identity = true\nidentity_as_username = \"cn\"\n",
+    );
+    assert!(c.listener.proxy_protocol && c.listeners[0].proxy_trust_tls_identity);
+    assert_eq!(c.listener.proxy_header_timeout_secs, 2);
+    for (t, key) in [
+        (
+            "[listener]\nproxy_header_timeout_secs = 0\n",
+            "listener.proxy_header_timeout_secs",
+        ),
+        (
+            "[[listeners]]\nkind = \"tcp\"\nport = 1\nproxy_protocol = true\nproxy_header_timeout_secs = 3601\n",
+            "listeners[0].proxy_header_timeout_secs",
+        ),
+        (
+            "[[listeners]]\nkind = \"tcp\"\nport = 1\nproxy_trust_tls_identity = true\nidentity_as_username = \"cn\"\n",
+            "listeners[0].proxy_trust_tls_identity",
+        ),
+        (
+            "[[listeners]]\nkind = \"tcp\"\nport = 1\nproxy_protocol = true\nproxy_trust_tls_identity = true\n",
+            "listeners[0].proxy_trust_tls_identity",
+        ),
+        (
+            "[[listeners]]\nkind = \"tcp\"\nport = 1\nproxy_protocol = true\nproxy_trust_tls_identity = true\nidentity_as_username = \"san\"\n",
+            "listeners[0].proxy_trust_tls_identity",
+        ),
+        (
+            "[[listeners]]\nkind = \"tcp\"\nport = 1\nproxy_protocol = true\nidentity_as_username = \"cn\"\n",
+            "listeners[0].identity_as_username",
+        ),
+        (
+            "[listener]\nproxy_trust_tls_identity = true\n",
+            "proxy_trust_tls_identity",
+        ),
+    ] {
+        let err = bad(t);
+        assert!(err.contains(key) && err.contains("t.toml"), "{t}: {err}");
+    }
+}

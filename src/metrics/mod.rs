@@ -164,6 +164,11 @@ fn describe() {
         Unit::Count,
         "TLS handshakes that failed (error, e.g. plain MQTT on a TLS port) or timed out."
     );
+    c!(
+        "tern_proxy_header_failures_total",
+        Unit::Count,
+        "Connections to a proxy_protocol listener closed for their PROXY header: missing (no header), invalid, timeout, or closed before it was complete."
+    );
     g!(
         "tern_bridge_connected",
         Unit::Count,
@@ -740,6 +745,12 @@ pub fn malformed(reason: u8) {
 /// TLS port; `timeout`).
 pub fn tls_handshake_failed(reason: &'static str) {
     ::metrics::counter!("tern_tls_handshake_failures_total", "reason" => reason).increment(1);
+}
+
+/// A connection to a `proxy_protocol` listener brought no usable PROXY header (`missing`,
+/// `invalid`, `timeout`, `closed`).
+pub fn proxy_header_failed(reason: &'static str) {
+    ::metrics::counter!("tern_proxy_header_failures_total", "reason" => reason).increment(1);
 }
 
 /// A WebSocket upgrade did not complete (`error`: not a WebSocket request, wrong path or

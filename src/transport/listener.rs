@@ -1,6 +1,7 @@
 //! What one listener does below MQTT to each socket it accepts: nothing (plain TCP), a TLS
 //! handshake, a WebSocket upgrade, or both, all within one deadline and in the connection's own
-//! task, so a stalled or plaintext client costs only itself. Knows nothing of connection
+//! task, so a stalled or plaintext client costs only itself; before them, if the listener says
+//! so, the PROXY protocol header that names the real client. Knows nothing of connection
 //! limits or MQTT; failures are counted and logged here and the socket is dropped.
 
 use std::net::SocketAddr;
@@ -13,8 +14,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::debug;
 
-use super::{tls_acceptor, ws, ClientAuth, Stream, TlsError};
-use crate::config::{ExtraListener, IdentitySource, ListenerKind};
+use super::{proxy, tls_acceptor, ws, ClientAuth, Stream, TlsError};
+use crate::config::{ExtraListener, IdentitySource, ListenerConfig, ListenerKind};
 use crate::metrics;
 
 /// A TLS listener's acceptor (swapped by a reload) and where client identities come from.
@@ -30,6 +31,15 @@ struct Ws {
     config: WebSocketConfig,
 }
 
+/// A listener's PROXY protocol settings (`proxy_protocol = true`).
+#[derive(Clone, Copy)]
+struct Proxy {
+    /// Bounds the header alone, before the handshakes' own deadline starts.
+    header_timeout: Duration,
+    /// Whether a certificate common name in the header is a verified identity.
+    trust_identity: bool,
+}
+
 /// How one listener turns an accepted socket into a client's [`Stream`]. Cheap to clone (a
 /// handshake task takes a clone).
 #[derive(Clone)]
@@ -37,17 +47,33 @@ pub struct Transport {
     kind: ListenerKind,
     tls: Option<Tls>,
     ws: Option<Arc<Ws>>,
+    proxy: Option<Proxy>,
     /// Bounds the TLS handshake and WebSocket upgrade together.
     handshake_timeout: Duration,
 }
 
+/// A connection ready for MQTT, and who is at the other end.
+pub struct Established {
+    /// The client's byte stream.
+    pub stream: Stream,
+    /// The client's address: the socket's peer, or the one a PROXY header named.
+    pub peer: SocketAddr,
+    /// The identity in the client's verified certificate (this listener's own TLS, or a
+    /// trusted PROXY header's), from where the listener says (`identity_as_username`).
+    pub cert_identity: Option<String>,
+}
+
 impl Transport {
-    /// The default listener's: plain TCP, nothing to establish.
-    pub fn tcp() -> Transport {
+    /// The default listener's: plain TCP, with a PROXY header first if it says so.
+    pub fn tcp(l: &ListenerConfig) -> Transport {
         Transport {
             kind: ListenerKind::Tcp,
             tls: None,
             ws: None,
+            proxy: l.proxy_protocol.then(|| Proxy {
+                header_timeout: Duration::from_secs(l.proxy_header_timeout_secs),
+                trust_identity: false,
+            }),
             handshake_timeout: Duration::ZERO,
         }
     }
@@ -72,6 +98,10 @@ impl Transport {
             kind: l.kind,
             tls,
             ws,
+            proxy: l.proxy_protocol.then(|| Proxy {
+                header_timeout: Duration::from_secs(l.proxy_header_timeout_secs),
+                trust_identity: l.proxy_trust_tls_identity,
+            }),
             handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
         })
     }
@@ -86,24 +116,42 @@ impl Transport {
         self.tls.as_ref().map(|t| &t.acceptor)
     }
 
-    /// Whether an accepted socket is the client's stream as it is (no handshake to run).
+    /// Whether an accepted socket is the client's stream as it is (no header to read, no
+    /// handshake to run).
     pub fn is_plain_tcp(&self) -> bool {
-        self.tls.is_none() && self.ws.is_none()
+        self.tls.is_none() && self.ws.is_none() && self.proxy.is_none()
     }
 
-    /// The identity in the client's verified certificate, from where this listener says
-    /// (`identity_as_username`); `None` without TLS or without a certificate.
-    pub fn peer_identity(&self, stream: &Stream) -> Option<String> {
-        self.tls
-            .as_ref()
-            .and_then(|t| stream.peer_identity(t.identity))
-    }
-
-    /// The TLS handshake and WebSocket upgrade, as this listener needs, within its deadline;
-    /// failures are counted and logged here.
-    pub async fn establish(&self, stream: TcpStream, peer: SocketAddr) -> Option<Stream> {
+    /// The PROXY header, TLS handshake and WebSocket upgrade, as this listener needs, each
+    /// within its deadline; failures are counted and logged here.
+    pub async fn establish(&self, stream: TcpStream, peer: SocketAddr) -> Option<Established> {
+        let mut tcp = stream;
+        let mut peer = peer;
+        let mut proxied_identity = None;
+        if let Some(proxy) = &self.proxy {
+            let read = proxy::read_header(&mut tcp);
+            match tokio::time::timeout(proxy.header_timeout, read).await {
+                Ok(Ok(header)) => {
+                    if let Some(client) = header.source {
+                        debug!(%peer, %client, "PROXY header names the client");
+                        peer = client;
+                    }
+                    proxied_identity = header.verified_cn.filter(|_| proxy.trust_identity);
+                }
+                Ok(Err(e)) => {
+                    metrics::proxy_header_failed(e.reason());
+                    debug!(%peer, error = %e, "PROXY header refused");
+                    return None;
+                }
+                Err(_) => {
+                    metrics::proxy_header_failed("timeout");
+                    debug!(%peer, "PROXY header timed out");
+                    return None;
+                }
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.handshake_timeout;
-        let mut stream = Stream::Tcp(stream);
+        let mut stream = Stream::Tcp(tcp);
         if let Some(tls) = &self.tls {
             let tcp = stream.into_tcp().ok()?;
             match tokio::time::timeout_at(deadline, tls.acceptor.load().accept(tcp)).await {
@@ -136,7 +184,17 @@ impl Transport {
                 }
             }
         }
-        Some(stream)
+        // A certificate this listener verified itself comes before one the balancer vouches for.
+        let cert_identity = self
+            .tls
+            .as_ref()
+            .and_then(|t| stream.peer_identity(t.identity))
+            .or(proxied_identity);
+        Some(Established {
+            stream,
+            peer,
+            cert_identity,
+        })
     }
 }
 

@@ -3,9 +3,11 @@
 //! listeners load their certificate chain and key at start and on reload ([`tls_acceptor`]);
 //! each listener's [`Transport`] runs the handshakes (TLS, WebSocket upgrade) in the
 //! connection's own task, bounded in time, so a stalled or plaintext client never holds up the
-//! accept loop. Connection limits and MQTT are not this module's.
+//! accept loop; a listener behind a load balancer reads the PROXY protocol header first
+//! ([`proxy`]). Connection limits and MQTT are not this module's.
 
 mod listener;
+pub mod proxy;
 mod tls;
 pub mod ws;
 
@@ -19,7 +21,7 @@ use tokio_rustls::server::TlsStream;
 use x509_parser::extensions::GeneralName;
 
 use crate::config::IdentitySource;
-pub use listener::{acceptor_for, Transport};
+pub use listener::{acceptor_for, Established, Transport};
 pub use tls::{read_ca_dir, tls_acceptor, ClientAuth, TlsError};
 
 /// A client connection's byte stream.

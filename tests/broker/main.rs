@@ -18,6 +18,7 @@ mod mosquitto;
 mod ops;
 mod persistence;
 mod probe;
+mod proxy;
 mod publish_qos;
 mod queues;
 mod retain;

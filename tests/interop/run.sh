@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interop: drives the broker with Mosquitto's command-line clients (v3.1.1 and v5, crossed) and
-# a paho-mqtt script, and (Tern only) Prometheus, SIGHUP and the status page in headless
+# a paho-mqtt script, and (Tern only) Prometheus, SIGHUP, HAProxy (PROXY protocol) and the status page in headless
 # Chromium. Every wait is bounded (-W/-C on clients, bounded polling loops); the only fixed
 # waits are the negative checks ("no will", "no $SYS before the reload"), where nothing is
 # expected to happen.
@@ -731,6 +731,20 @@ if [ -z "${INTEROP_EXTERNAL:-}" ]; then
   FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/mosquitto_conf.out" || true)))
   if [ "$status" != 0 ] && ! grep -q '^FAIL' "$WORK/mosquitto_conf.out"; then
     fail "mosquitto.conf" "script exited $status: $(tail -3 "$WORK/mosquitto_conf.out" | oneline)"
+  fi
+fi
+
+# --- PROXY protocol (Tern only): HAProxy in front (send-proxy, send-proxy-v2, TLS offloaded
+# with send-proxy-v2-ssl-cn), Mosquitto's clients through it (tests/interop/haproxy.sh); its
+# PASS/FAIL lines are counted.
+if [ -z "${INTEROP_EXTERNAL:-}" ]; then
+  status=0
+  timeout 120 env TERN_BIN="$BIN" tests/interop/haproxy.sh >"$WORK/haproxy.out" 2>&1 || status=$?
+  grep -E '^(PASS|FAIL|SKIP)' "$WORK/haproxy.out" || true
+  PASSED=$((PASSED + $(grep -c '^PASS' "$WORK/haproxy.out" || true)))
+  FAILED=$((FAILED + $(grep -c '^FAIL' "$WORK/haproxy.out" || true)))
+  if [ "$status" != 0 ] && ! grep -q '^FAIL' "$WORK/haproxy.out"; then
+    fail "PROXY protocol through HAProxy" "script exited $status: $(tail -3 "$WORK/haproxy.out" | oneline)"
   fi
 fi
 

@@ -285,6 +285,7 @@ pub(super) fn is_directive(name: &str) -> bool {
         "cleansession",
         "clientid",
         "connection",
+        "enable_proxy_protocol",
         "include_dir",
         "keepalive_interval",
         "keyfile",

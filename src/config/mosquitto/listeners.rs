@@ -49,6 +49,8 @@ pub(super) struct Listener {
     pub use_subject_as_username: Set<bool>,
     pub tls_version: Set<&'static str>,
     pub max_topic_alias: Set<u16>,
+    /// Mosquitto 2.1's `enable_proxy_protocol` (1 or 2; Tern accepts both versions alike).
+    pub enable_proxy_protocol: Set<u8>,
     pub security: Security,
     /// The default listener: the first line that makes Mosquitto open it.
     pub touched: Option<Source>,
@@ -108,6 +110,9 @@ impl Listener {
             if *n > 0 {
                 t.set("max_connections", *n, s);
             }
+        }
+        if let Some((_, s)) = &self.enable_proxy_protocol {
+            t.set("proxy_protocol", true, s);
         }
         if let Some((anon, sources)) = anonymous {
             match sources.is_empty() {

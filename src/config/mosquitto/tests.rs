@@ -197,6 +197,22 @@ fn socket_domain_picks_the_address_family() {
     assert_eq!(sev(&t, 2), Some(Severity::Invalid));
 }
 
+/// Mosquitto 2.1's `enable_proxy_protocol 1|2` turns the PROXY protocol on for its listener.
+#[test]
+fn enable_proxy_protocol_carries_over() {
+    let t = tr("listener 1883\nenable_proxy_protocol 2\nlistener 1884\nlistener 1885\nenable_proxy_protocol 1\n");
+    let on: Vec<bool> = t
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.proxy_protocol)
+        .collect();
+    assert_eq!(on, [true, false, true]);
+    assert_eq!(sev(&t, 2), Some(Severity::Info));
+    let t = tr("listener 1883\nenable_proxy_protocol 3\n");
+    assert_eq!(sev(&t, 2), Some(Severity::Invalid));
+}
+
 /// `max_connections` -1 and 0 both mean no limit in Mosquitto.
 #[test]
 fn max_connections_without_limit() {

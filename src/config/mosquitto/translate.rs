@@ -295,6 +295,20 @@ impl Translator {
                     }
                 }
             }
+            "enable_proxy_protocol" => match self.int(line) {
+                Some(v @ (1 | 2)) => {
+                    let l = self.listener();
+                    l.touch(&src);
+                    l.enable_proxy_protocol = Some((if v == 1 { 1 } else { 2 }, src));
+                    self.note(
+                        line,
+                        Severity::Info,
+                        "proxy_protocol = true: Tern takes v1 and v2 headers alike",
+                    );
+                }
+                Some(_) => self.note(line, Severity::Invalid, "enable_proxy_protocol 1 or 2"),
+                None => {}
+            },
             "max_topic_alias" => {
                 if let Some(n) = self.int(line) {
                     match u16::try_from(n) {
