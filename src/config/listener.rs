@@ -38,6 +38,11 @@ pub struct ExtraListener {
     /// TLS: PEM private key (PKCS#8, PKCS#1 or SEC1; RSA or ECDSA).
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// TLS: seconds between two looks at the certificate and key files (modification time,
+    /// size, inode); a change loads them for new handshakes, as certbot and cert-manager
+    /// renewals expect. 0: only SIGHUP reloads them.
+    #[serde(default = "five_seconds")]
+    pub cert_watch_secs: u64,
     /// TLS and WebSockets: seconds a client has to complete the TLS handshake and WebSocket
     /// upgrade.
     #[serde(default = "ten_seconds")]
@@ -85,6 +90,7 @@ impl ExtraListener {
             port,
             cert: None,
             key: None,
+            cert_watch_secs: five_seconds(),
             handshake_timeout_secs: ten_seconds(),
             path: mqtt_path(),
             max_connections: None,
@@ -136,6 +142,12 @@ fn any_address() -> IpAddr {
 
 fn ten_seconds() -> u64 {
     10
+}
+
+/// How often TLS files are looked at, by default: a renewal is in force within seconds, for
+/// three `stat` calls per listener.
+pub(super) fn five_seconds() -> u64 {
+    5
 }
 
 fn mqtt_path() -> String {

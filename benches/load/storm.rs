@@ -1,0 +1,237 @@
+//! `connect-storm`: does a reconnect storm starve the clients already connected? A pair (one
+//! QoS 1 publisher at a fixed rate, one QoS 1 subscriber) measures end-to-end latency while idle,
+//! then while `--connections` clients connect as fast as `--storm-concurrency` lets them
+//! (CONNECT, CONNACK, DISCONNECT; with `--hold`, they stay connected until the storm is over). A
+//! client refused (CONNACK 0x03, e.g. over `max_connect_rate`) or not answered waits 200 ms to
+//! 1 s, at random, and tries again, as devices with jittered backoff do. The pair runs on a
+//! runtime of its own, so the storm's tasks do not queue ahead of its reads in this process.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::client::{self, Client, Incoming};
+use crate::Args;
+
+/// Messages per second the pair exchanges.
+const PAIR_RATE: u64 = 500;
+/// How long the idle latency is measured before the storm.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// What the storm did and what the pair saw.
+pub struct Storm {
+    pub idle_p50_us: u64,
+    pub idle_p99_us: u64,
+    pub storm_p50_us: u64,
+    pub storm_p99_us: u64,
+    pub storm_secs: f64,
+    pub connected: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub lost: u64,
+}
+
+/// Latencies of the pair, split by phase.
+struct Phases {
+    storming: AtomicBool,
+    idle: parking_lot::Mutex<Histogram<u64>>,
+    storm: parking_lot::Mutex<Histogram<u64>>,
+    received: AtomicU64,
+}
+
+pub fn connect_storm(args: &Args) -> Result<Storm> {
+    let phases = Arc::new(Phases {
+        storming: AtomicBool::new(false),
+        idle: parking_lot::Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        storm: parking_lot::Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        received: AtomicU64::new(0),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let (host, port) = (args.host.clone(), args.port);
+    // The pair: its own thread and runtime.
+    let pair = {
+        let (phases, stop) = (Arc::clone(&phases), Arc::clone(&stop));
+        std::thread::spawn(move || -> Result<u64> {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(run_pair(host, port, phases, stop))
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let storm = runtime.block_on(async {
+        // Warm up, then measure idle.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        phases.idle.lock().reset();
+        tokio::time::sleep(IDLE).await;
+        phases.storming.store(true, Ordering::Release);
+        let started = Instant::now();
+        let counts = storm(args).await?;
+        let secs = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Release);
+        anyhow::Ok((counts, secs))
+    });
+    let sent = pair
+        .join()
+        .map_err(|_| anyhow::anyhow!("pair panicked"))??;
+    let ((connected, refused, failed), storm_secs) = storm?;
+    let idle = phases.idle.lock();
+    let during = phases.storm.lock();
+    Ok(Storm {
+        idle_p50_us: idle.value_at_quantile(0.5),
+        idle_p99_us: idle.value_at_quantile(0.99),
+        storm_p50_us: during.value_at_quantile(0.5),
+        storm_p99_us: during.value_at_quantile(0.99),
+        storm_secs,
+        connected,
+        refused,
+        failed,
+        lost: sent.saturating_sub(phases.received.load(Ordering::Relaxed)),
+    })
+}
+
+/// Publishes QoS 1 at [`PAIR_RATE`] until `stop`, recording each delivery's latency in the
+/// phase it arrived in; returns how many were sent.
+async fn run_pair(
+    host: String,
+    port: u16,
+    phases: Arc<Phases>,
+    stop: Arc<AtomicBool>,
+) -> Result<u64> {
+    let prefix = format!("storm-pair-{}", std::process::id());
+    let topic = format!("bench/{prefix}");
+    let mut sub = Client::connect(&host, port, &format!("{prefix}-sub")).await?;
+    sub.subscribe(&topic, 1).await?;
+    let epoch = Instant::now();
+    let receiver = {
+        let phases = Arc::clone(&phases);
+        tokio::spawn(async move {
+            loop {
+                match sub.next().await? {
+                    Incoming::Publish { pkid, payload } => {
+                        if let Some(id) = pkid {
+                            sub.puback(id).await?;
+                        }
+                        let Some((_, _, sent)) = client::parse_payload(&payload) else {
+                            continue;
+                        };
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        let us = (now.saturating_sub(sent) / 1000).max(1);
+                        let h = match phases.storming.load(Ordering::Acquire) {
+                            false => &phases.idle,
+                            true => &phases.storm,
+                        };
+                        let _ = h.lock().record(us);
+                        phases.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Incoming::Closed => return anyhow::Ok(()),
+                    Incoming::Other => {}
+                }
+            }
+        })
+    };
+    let publisher = Client::connect(&host, port, &format!("{prefix}-pub")).await?;
+    let (mut acks, mut writer) = publisher.into_split();
+    let acker = tokio::spawn(async move { while let Ok(Some(_)) = acks.puback().await {} });
+    let start = tokio::time::Instant::now();
+    let mut seq = 0;
+    while !stop.load(Ordering::Acquire) {
+        tokio::time::sleep_until(start + Duration::from_micros(seq * 1_000_000 / PAIR_RATE)).await;
+        let payload = client::make_payload(0, seq, epoch, 64);
+        writer.publish(&topic, 1, &payload).await?;
+        writer.flush().await?;
+        seq += 1;
+    }
+    // The last ones in flight arrive (or count as lost).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while phases.received.load(Ordering::Relaxed) < seq && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    receiver.abort();
+    acker.abort();
+    Ok(seq)
+}
+
+/// Runs the storm: (connected, refusals, connection failures) once every client got in.
+async fn storm(args: &Args) -> Result<(u64, u64, u64)> {
+    let gate = Arc::new(Semaphore::new(args.storm_concurrency));
+    let refused = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        let (gate, refused, failed) =
+            (Arc::clone(&gate), Arc::clone(&refused), Arc::clone(&failed));
+        let (host, port, hold) = (args.host.clone(), args.port, args.hold);
+        let id = format!("storm-{}-{i}", std::process::id());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let permit = gate.acquire().await?;
+                match one_connect(&host, port, &id, hold).await {
+                    Ok(Some(stream)) => {
+                        drop(permit);
+                        return anyhow::Ok(hold.then_some(stream));
+                    }
+                    Ok(None) => refused.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                drop(permit);
+                let wait = 200 + rand::random::<u64>() % 800;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+        }));
+    }
+    let mut held = Vec::new();
+    let mut connected = 0;
+    for t in tasks {
+        if let Some(s) = t.await?? {
+            held.push(s);
+        }
+        connected += 1;
+    }
+    drop(held);
+    Ok((
+        connected,
+        refused.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    ))
+}
+
+/// One attempt: CONNECT (3.1.1, clean, keep-alive off), CONNACK within 10 s. Accepted: the
+/// stream after a DISCONNECT (or, to `hold` it, without one); refused: `None`.
+async fn one_connect(host: &str, port: u16, id: &str, hold: bool) -> Result<Option<TcpStream>> {
+    let attempt = async {
+        let mut s = TcpStream::connect((host, port)).await?;
+        let mut body = Vec::with_capacity(16 + id.len());
+        body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0]);
+        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        body.extend_from_slice(id.as_bytes());
+        let mut packet = vec![0x10, body.len() as u8];
+        packet.extend_from_slice(&body);
+        s.write_all(&packet).await?;
+        let mut ack = [0u8; 4];
+        s.read_exact(&mut ack).await.context("no CONNACK")?;
+        if ack[0] != 0x20 {
+            bail!("not a CONNACK: {ack:02x?}");
+        }
+        anyhow::Ok((s, ack[3]))
+    };
+    let (mut s, code) = tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .context("CONNACK timed out")??;
+    if code != 0 {
+        return Ok(None);
+    }
+    if !hold {
+        let _ = s.write_all(&[0xE0, 0]).await;
+    }
+    Ok(Some(s))
+}
