@@ -740,6 +740,8 @@ async fn main() -> Result<()> {
         // --messages QoS 1 jobs waiting (run.sh: 100,000), then 5 QoS 1 workers drain them.
         "queue-drain" => jobs::queue_drain(&args).await?,
         "latency" => latency(&args).await?,
+        // The clients of a `connect-storm`, run by it in a child process.
+        "storm-clients" => return storm::storm_clients(&args).await,
         "idle" => return idle(&args).await.map(|_| ()),
         "subs" => return subs(&args).await,
         "offline" => offline(&args).await?,

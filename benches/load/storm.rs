@@ -2,9 +2,11 @@
 //! QoS 1 publisher at a fixed rate, one QoS 1 subscriber) measures end-to-end latency while idle,
 //! then while `--connections` clients connect as fast as `--storm-concurrency` lets them
 //! (CONNECT, CONNACK, DISCONNECT; with `--hold`, they stay connected until the storm is over). A
-//! client refused (CONNACK 0x03, e.g. over `max_connect_rate`) or not answered waits 200 ms to
-//! 1 s, at random, and tries again, as devices with jittered backoff do. The pair runs on a
-//! runtime of its own, so the storm's tasks do not queue ahead of its reads in this process.
+//! client refused (CONNACK 0x03, e.g. over `max_connect_rate`) or not answered retries after an
+//! exponential backoff with full jitter (0-1 s, then 0-2 s, … up to 0-16 s), as device SDKs
+//! (AWS IoT, Azure IoT, paho's reconnect) do. The storm's clients run in a child process at the
+//! lowest CPU priority, so that on one machine their own work does not come out of the broker's
+//! CPU (remote devices' does not); the pair runs on a runtime and thread of its own.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +25,10 @@ use crate::Args;
 const PAIR_RATE: u64 = 500;
 /// How long the idle latency is measured before the storm.
 const IDLE: Duration = Duration::from_secs(5);
+/// A refused client's first wait before it retries, at most (full jitter: 0 to this).
+const FIRST_BACKOFF_MS: u64 = 1_000;
+/// Its longest wait: the bound doubles after each refusal up to this.
+const MAX_BACKOFF_MS: u64 = 16_000;
 
 /// What the storm did and what the pair saw.
 pub struct Storm {
@@ -75,10 +81,10 @@ pub fn connect_storm(args: &Args) -> Result<Storm> {
         tokio::time::sleep(IDLE).await;
         phases.storming.store(true, Ordering::Release);
         let started = Instant::now();
-        let counts = storm(args).await?;
+        let counts = storm_process(args).await;
         let secs = started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Release);
-        anyhow::Ok((counts, secs))
+        anyhow::Ok((counts?, secs))
     });
     let sent = pair
         .join()
@@ -161,6 +167,52 @@ async fn run_pair(
     Ok(seq)
 }
 
+/// Runs the storm's clients in a child process (`--scenario storm-clients`) at the lowest CPU
+/// priority (`nice -n 19`): on a machine shared by broker and load tool, the clients' own work
+/// would otherwise take the broker's CPU, which remote devices do not. Returns its counts.
+async fn storm_process(args: &Args) -> Result<(u64, u64, u64)> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new("nice");
+    cmd.arg("-n")
+        .arg("19")
+        .arg(exe)
+        .args(["--host", &args.host, "--port", &args.port.to_string()])
+        .args(["--scenario", "storm-clients"])
+        .args(["--connections", &args.connections.to_string()])
+        .args(["--storm-concurrency", &args.storm_concurrency.to_string()]);
+    if args.hold {
+        cmd.arg("--hold");
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await?
+        .context("running the storm's clients")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("CLIENTS "))
+        .with_context(|| {
+            format!(
+                "storm clients failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let field = |name: &str| -> Result<u64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .context("field missing")?
+            .parse()
+            .context("not a number")
+    };
+    Ok((field("connected")?, field("refused")?, field("failed")?))
+}
+
+/// `storm-clients`: the storm itself, in the child process; prints its counts.
+pub async fn storm_clients(args: &Args) -> Result<()> {
+    let (connected, refused, failed) = storm(args).await?;
+    println!("CLIENTS connected={connected} refused={refused} failed={failed}");
+    Ok(())
+}
+
 /// Runs the storm: (connected, refusals, connection failures) once every client got in.
 async fn storm(args: &Args) -> Result<(u64, u64, u64)> {
     let gate = Arc::new(Semaphore::new(args.storm_concurrency));
@@ -173,6 +225,7 @@ async fn storm(args: &Args) -> Result<(u64, u64, u64)> {
         let (host, port, hold) = (args.host.clone(), args.port, args.hold);
         let id = format!("storm-{}-{i}", std::process::id());
         tasks.push(tokio::spawn(async move {
+            let mut backoff = FIRST_BACKOFF_MS;
             loop {
                 let permit = gate.acquire().await?;
                 match one_connect(&host, port, &id, hold).await {
@@ -184,7 +237,9 @@ async fn storm(args: &Args) -> Result<(u64, u64, u64)> {
                     Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                 };
                 drop(permit);
-                let wait = 200 + rand::random::<u64>() % 800;
+                // Exponential backoff with full jitter, as device SDKs retry.
+                let wait = rand::random::<u64>() % backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF_MS);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
         }));

@@ -414,3 +414,37 @@ async fn certificate_files_replaced_on_disk_are_used() {
     before.ping().await;
     b.kill9();
 }
+
+/// The HTTPS operations listener (`[http] cert`/`key`) takes renewed files too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_certificate_replaced_on_disk_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    tern::certs::generate(&live, &[]).unwrap();
+    let (cert, key) = (live.join("server.pem"), live.join("server.key"));
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listener]\nbind = \"127.0.0.1\"\nport = 0\n[http]\nport = 0\ncert = {cert:?}\nkey = {key:?}\ncert_watch_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    let b = crate::child::ChildBroker::spawn(&config, Duration::from_secs(30))
+        .unwrap_or_else(|log| panic!("tern did not start:\n{}", log.join("\n")));
+    let renewal = dir.path().join("renewal");
+    tern::certs::generate(&renewal, &[]).unwrap();
+    let cas = dir.path().join("cas.pem");
+    let mut both = std::fs::read(live.join("ca.pem")).unwrap();
+    both.extend(std::fs::read(renewal.join("ca.pem")).unwrap());
+    std::fs::write(&cas, both).unwrap();
+    assert_eq!(
+        presented_certificate(b.http.port(), &cas).await,
+        Some(der_of(&cert))
+    );
+    let new = der_of(&renewal.join("server.pem"));
+    std::fs::rename(renewal.join("server.key"), &key).unwrap();
+    std::fs::rename(renewal.join("server.pem"), &cert).unwrap();
+    wait_presented(b.http.port(), &cas, &new).await;
+    b.kill9();
+}
