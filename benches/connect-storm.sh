@@ -5,8 +5,9 @@
 # attempts at once; refused ones retry after 200 ms-1 s). Each variant runs on a fresh Tern
 # process per round, alternating: without a connect rate limit, and with
 # `[limits] max_connect_rate = RATE`. Prints every round and the medians; the target is a storm
-# p99 within 5x of the idle p99.
-# Usage: benches/connect-storm.sh [--quick] [--clients N] [--rate R] [--hold]
+# p99 within 5x of the idle p99. --auth: a password file (PBKDF2, `tern passwd` defaults), the
+# storm's clients log in with a user name and password (the pair stays anonymous).
+# Usage: benches/connect-storm.sh [--quick] [--clients N] [--rate R] [--hold] [--auth]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,12 +15,14 @@ ROUNDS=3
 CLIENTS=20000
 RATE=2000
 HOLD=
+AUTH=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) ROUNDS=1 ;;
     --clients) CLIENTS=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --hold) HOLD=--hold ;;
+    --auth) AUTH=1 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -30,8 +33,16 @@ ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d)
 PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
 trap cleanup EXIT
+
+LOGIN=()
+AUTH_TOML=
+if [ -n "$AUTH" ]; then
+  target/release/tern passwd -c -b "$WORK/passwd" dev secret >/dev/null
+  AUTH_TOML=$(printf '[auth]\npassword_file = "%s"\nallow_anonymous = true\n' "$WORK/passwd")
+  LOGIN=(--username dev --password secret)
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
@@ -44,20 +55,20 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # run_round NAME EXTRA_TOML: one fresh broker, one storm; appends the STORM line to NAME.out
 run_round() {
   local port; port=$(free_port)
-  printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[sys]\ninterval_secs = 0\n[limits]\nmax_connections = 100000\n%s\n' \
-    "$port" "$2" >"$WORK/$1.toml"
+  printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[sys]\ninterval_secs = 0\n%s\n[limits]\nmax_connections = 100000\n%s\n' \
+    "$port" "$AUTH_TOML" "$2" >"$WORK/$1.toml"
   target/release/tern --config "$WORK/$1.toml" --log warn 2>>"$WORK/$1.log" &
   PID=$!
   wait_port "$port"
   local line
-  line=$(target/release/tern-bench --port "$port" --scenario connect-storm --connections "$CLIENTS" $HOLD 2>&1 | grep '^STORM' || true)
+  line=$(target/release/tern-bench --port "$port" --scenario connect-storm --connections "$CLIENTS" $HOLD "${LOGIN[@]}" 2>&1 | grep '^STORM' || true)
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
   [ -n "$line" ] || { echo "$1: the storm failed" >&2; exit 1; }
   echo "$1 $line"
   echo "$line" >>"$WORK/$1.out"
 }
 
-echo "connect storm: $CLIENTS clients${HOLD:+ (held)}, $ROUNDS rounds, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "connect storm: $CLIENTS clients${HOLD:+ (held)}${AUTH:+ (password logins)}, $ROUNDS rounds, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 for _ in $(seq 1 "$ROUNDS"); do
   run_round unlimited ""
   run_round "rate-$RATE" "max_connect_rate = $RATE"

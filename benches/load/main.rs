@@ -104,6 +104,13 @@ struct Args {
     /// its CONNACK).
     #[arg(long)]
     hold: bool,
+    /// `connect-storm`: the storm's clients log in with this user name and `--password` (the
+    /// pair stays anonymous).
+    #[arg(long)]
+    username: Option<String>,
+    /// `connect-storm`: the storm's clients' password.
+    #[arg(long)]
+    password: Option<String>,
 }
 
 /// What a scenario measured.

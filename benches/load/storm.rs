@@ -183,6 +183,9 @@ async fn storm_process(args: &Args) -> Result<(u64, u64, u64)> {
     if args.hold {
         cmd.arg("--hold");
     }
+    if let (Some(u), Some(p)) = (&args.username, &args.password) {
+        cmd.args(["--username", u, "--password", p]);
+    }
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await?
         .context("running the storm's clients")?;
@@ -223,12 +226,13 @@ async fn storm(args: &Args) -> Result<(u64, u64, u64)> {
         let (gate, refused, failed) =
             (Arc::clone(&gate), Arc::clone(&refused), Arc::clone(&failed));
         let (host, port, hold) = (args.host.clone(), args.port, args.hold);
+        let login = args.username.clone().zip(args.password.clone());
         let id = format!("storm-{}-{i}", std::process::id());
         tasks.push(tokio::spawn(async move {
             let mut backoff = FIRST_BACKOFF_MS;
             loop {
                 let permit = gate.acquire().await?;
-                match one_connect(&host, port, &id, hold).await {
+                match one_connect(&host, port, &id, login.as_ref(), hold).await {
                     Ok(Some(stream)) => {
                         drop(permit);
                         return anyhow::Ok(hold.then_some(stream));
@@ -260,15 +264,35 @@ async fn storm(args: &Args) -> Result<(u64, u64, u64)> {
     ))
 }
 
-/// One attempt: CONNECT (3.1.1, clean, keep-alive off), CONNACK within 10 s. Accepted: the
+/// One attempt: CONNECT (3.1.1, clean, keep-alive off, `login` if any), CONNACK within 10 s. Accepted: the
 /// stream after a DISCONNECT (or, to `hold` it, without one); refused: `None`.
-async fn one_connect(host: &str, port: u16, id: &str, hold: bool) -> Result<Option<TcpStream>> {
+async fn one_connect(
+    host: &str,
+    port: u16,
+    id: &str,
+    login: Option<&(String, String)>,
+    hold: bool,
+) -> Result<Option<TcpStream>> {
     let attempt = async {
         let mut s = TcpStream::connect((host, port)).await?;
-        let mut body = Vec::with_capacity(16 + id.len());
-        body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0]);
-        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-        body.extend_from_slice(id.as_bytes());
+        let mut body = Vec::with_capacity(64 + id.len());
+        // Clean session, plus user name and password flags with a login.
+        let flags = if login.is_some() { 0xC2 } else { 0x02 };
+        body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 0]);
+        for field in [
+            Some(id),
+            login.map(|l| l.0.as_str()),
+            login.map(|l| l.1.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            body.extend_from_slice(field.as_bytes());
+        }
+        if body.len() > 127 {
+            bail!("CONNECT over 127 bytes: use a shorter user name or password");
+        }
         let mut packet = vec![0x10, body.len() as u8];
         packet.extend_from_slice(&body);
         s.write_all(&packet).await?;
