@@ -49,7 +49,8 @@ pub struct Budget {
     pub bytes: Option<u64>,
 }
 
-/// Which bound of a [`Budget`] a retained message would pass.
+/// Which bound of the retained budget (`limits.max_retained_messages`, `max_retained_bytes`) a
+/// retained message would pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Over {
     /// `limits.max_retained_messages`.
