@@ -448,3 +448,50 @@ async fn http_certificate_replaced_on_disk_is_used() {
     wait_presented(b.http.port(), &cas, &new).await;
     b.kill9();
 }
+
+/// The rate is checked before authentication: once the bucket is empty, a CONNECT with a
+/// wrong password gets 0x9F (not 0x86: its password is never looked at), and a right one
+/// waits for a token like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_rate_is_checked_before_the_password() {
+    use tern::auth::passwd::{Hash, PasswordFile};
+    let dir = tempfile::tempdir().unwrap();
+    let mut pw = PasswordFile::default();
+    pw.set("dev", Hash::new(b"secret", 100));
+    let path = dir.path().join("passwd");
+    pw.save(&path).unwrap();
+    let broker = TestBroker::start_with(|c| {
+        c.auth.password_file = Some(path);
+        c.limits.max_connect_rate = Some(1);
+        c.limits.connect_burst = Some(1);
+    })
+    .await;
+    let wrong = |id: &str| Connect::new(V5, id).username("dev").password(b"wrong");
+    let deadline = Instant::now() + WAIT;
+    // The first wrong password takes the token and is refused for itself (0x86); the next,
+    // at once, meets the empty bucket. A token refilled in between (a slow machine) just
+    // means another round.
+    loop {
+        let (_, first) = RawClient::try_handshake(broker.addr, V5, &wrong("w1")).await;
+        let (_, second) = RawClient::try_handshake(broker.addr, V5, &wrong("w2")).await;
+        if (first.reason, second.reason) == (0x86, 0x9F) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{first:?} then {second:?}");
+    }
+    let right = Connect::new(V5, "ok").username("dev").password(b"secret");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (mut c, ack) = RawClient::try_handshake(broker.addr, V5, &right).await;
+        match ack.reason {
+            0 => {
+                c.ping().await;
+                break;
+            }
+            0x9F => assert!(Instant::now() < deadline, "never let in"),
+            other => panic!("refused {other:#04x}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.stop().await;
+}
