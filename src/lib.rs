@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cluster;
 pub mod config;
 mod connection;
+pub mod fds;
 mod http;
 mod logged;
 pub mod metrics;

@@ -392,6 +392,8 @@ fn init_logging(config: &Config) -> LogReload {
 
 fn run(config: Config, cli: &Cli, log: &LogReload) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Before any socket: every connection is a file descriptor.
+    tern::fds::raise_and_log(config.limits.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

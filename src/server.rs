@@ -120,6 +120,7 @@ impl Broker {
                 ),
                 transport,
                 allow_anonymous: l.allow_anonymous,
+                connect_rate: Arc::default(),
             };
             extra.push((l.kind, bound, listener, accepting));
         }
@@ -128,6 +129,9 @@ impl Broker {
             (None, None) => return Err(StartError::NoListener),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        for (l, acceptor) in &tls_listeners {
+            watch_certificates(l, acceptor, &shutdown_rx);
+        }
         let http = match config.http.enabled {
             true => {
                 let prometheus = metrics::install().map_err(StartError::Metrics)?;
@@ -219,6 +223,7 @@ impl Broker {
             transport: Transport::tcp(&state.config().listener),
             limit: Arc::clone(&limit),
             allow_anonymous: state.config().listener.allow_anonymous,
+            connect_rate: Arc::default(),
         };
         let listener = listener.map(|(l, _)| l);
         let accept_task = tokio::spawn(accept_loop(listener, Arc::new(default), ctx));
@@ -325,6 +330,31 @@ impl Broker {
     }
 }
 
+/// Loads a TLS listener's files again whenever they change on disk (`cert_watch_secs`).
+fn watch_certificates(
+    l: &ExtraListener,
+    acceptor: &Arc<ArcSwap<TlsAcceptor>>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    if l.cert_watch_secs == 0 {
+        return;
+    }
+    let paths = [&l.cert, &l.key, &l.client_ca, &l.client_ca_dir]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let listener = l.clone();
+    transport::watch_tls_files(
+        format!("{}:{}", l.kind.as_str(), l.port),
+        paths,
+        Duration::from_secs(l.cert_watch_secs),
+        move || transport::acceptor_for(&listener),
+        Arc::clone(acceptor),
+        shutdown.clone(),
+    );
+}
+
 /// Says loudly when anyone may connect and do anything.
 fn warn_if_open(config: &Config) {
     let anonymous = (config.listener.enabled
@@ -371,6 +401,8 @@ struct Listener {
     /// Its own limit within the broker's, or the broker's itself (the default listener).
     limit: Arc<Limit>,
     allow_anonymous: Option<bool>,
+    /// Its own CONNECT rate bucket (`limits.max_connect_rate` is per listener).
+    connect_rate: Arc<connection::ConnectRate>,
 }
 
 /// What every accepted connection is started with, shared by all listeners.
@@ -450,6 +482,7 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, accepting: &Arc<Listene
             peer,
             cert_identity: None,
             allow_anonymous: accepting.allow_anonymous,
+            connect_rate: Arc::clone(&accepting.connect_rate),
         };
         ctx.tasks.spawn(connection::serve(
             Stream::Tcp(stream),
@@ -480,6 +513,7 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, accepting: &Arc<Listene
             peer: established.peer,
             cert_identity: established.cert_identity,
             allow_anonymous: accepting.allow_anonymous,
+            connect_rate: Arc::clone(&accepting.connect_rate),
         };
         let stream = established.stream;
         connection::serve(stream, origin, state, shutdown, dormitory, slot).await;

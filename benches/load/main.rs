@@ -8,6 +8,7 @@ mod backlog;
 mod client;
 mod failover;
 mod jobs;
+mod storm;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,7 +44,7 @@ struct Args {
     #[arg(long)]
     port: u16,
     /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | shared-qos1 | queue-drain |
-    /// latency | idle | subs | offline | failover |
+    /// latency | idle | subs | offline | failover | connect-storm |
     /// fill | queue | drain | publish | collect | await-received
     #[arg(long)]
     scenario: String,
@@ -57,7 +58,7 @@ struct Args {
     /// Payload bytes (at least 24: publisher, sequence, timestamp).
     #[arg(long, default_value_t = 64)]
     payload: usize,
-    /// Connections for `idle`; persistent sessions for `fill`.
+    /// Connections for `idle`; persistent sessions for `fill`; clients in a `connect-storm`.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
     /// Subscriptions `subs` makes on its one client.
@@ -96,6 +97,20 @@ struct Args {
     /// `failover`: the process to kill (kill -9) halfway: the subscribers' node.
     #[arg(long)]
     kill_pid: Option<u32>,
+    /// `connect-storm`: connection attempts in progress at once.
+    #[arg(long, default_value_t = 2_000)]
+    storm_concurrency: usize,
+    /// `connect-storm`: clients stay connected until every one got in (else each leaves after
+    /// its CONNACK).
+    #[arg(long)]
+    hold: bool,
+    /// `connect-storm`: the storm's clients log in with this user name and `--password` (the
+    /// pair stays anonymous).
+    #[arg(long)]
+    username: Option<String>,
+    /// `connect-storm`: the storm's clients' password.
+    #[arg(long)]
+    password: Option<String>,
 }
 
 /// What a scenario measured.
@@ -696,6 +711,31 @@ async fn main() -> Result<()> {
     if let Some(ca) = &args.cafile {
         client::use_tls(ca)?;
     }
+    // Storms and idle fleets open thousands of sockets: the soft limit is often 1024.
+    tern::fds::raise_nofile().context("raising RLIMIT_NOFILE")?;
+    if args.scenario == "connect-storm" {
+        // Its own runtimes (the pair's apart from the storm's), on a thread outside this one.
+        let s = std::thread::scope(|scope| scope.spawn(|| storm::connect_storm(&args)).join())
+            .map_err(|_| anyhow::anyhow!("connect-storm panicked"))??;
+        println!(
+            "STORM clients={} connected={} refused={} failed={} storm_s={:.2} idle_p50_us={} idle_p99_us={} storm_p50_us={} storm_p99_us={} p99_ratio={:.2} lost={}",
+            args.connections, s.connected, s.refused, s.failed, s.storm_secs, s.idle_p50_us,
+            s.idle_p99_us, s.storm_p50_us, s.storm_p99_us,
+            s.storm_p99_us as f64 / s.idle_p99_us.max(1) as f64, s.lost
+        );
+        let outcome = Outcome {
+            p50_us: s.storm_p50_us,
+            p99_us: s.storm_p99_us,
+            lost: s.lost,
+            conn_per_s: s.connected as f64 / s.storm_secs,
+            ..Outcome::default()
+        };
+        print_result(&args, &outcome);
+        if s.lost > 0 {
+            bail!("{} lost", s.lost);
+        }
+        return Ok(());
+    }
     let outcome = match args.scenario.as_str() {
         "fan-in" => throughput(&args, 8, 1, Shape::All, 0).await?,
         "fan-out" => throughput(&args, 1, 200, Shape::All, 0).await?,
@@ -707,6 +747,8 @@ async fn main() -> Result<()> {
         // --messages QoS 1 jobs waiting (run.sh: 100,000), then 5 QoS 1 workers drain them.
         "queue-drain" => jobs::queue_drain(&args).await?,
         "latency" => latency(&args).await?,
+        // The clients of a `connect-storm`, run by it in a child process.
+        "storm-clients" => return storm::storm_clients(&args).await,
         "idle" => return idle(&args).await.map(|_| ()),
         "subs" => return subs(&args).await,
         "offline" => offline(&args).await?,

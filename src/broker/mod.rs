@@ -11,6 +11,7 @@ mod queue;
 mod queues;
 mod registry;
 mod remote;
+mod retain_budget;
 mod retained;
 mod router;
 mod shared;
@@ -32,7 +33,7 @@ pub use registry::{Attached, ParkedView, PendingWill, SessionView};
 pub use remote::{
     both, Claimed, ClusterSession, ClusterWill, Remote, Replayed, Resume, Unfit, Waiting,
 };
-pub use retained::RetainedStream;
+pub use retained::{Over as RetainedOver, RetainedStream};
 pub use router::{Recorder, RouteOutcome};
 pub use subscribe::{After, Feed, SubscribeResult, Wanted};
 
@@ -259,12 +260,11 @@ impl BrokerState {
     ) -> Published {
         if let Some(remote) = self.remote.get() {
             if !msg.topic().starts_with("$SYS") {
+                let msg = self.within_budget_for_cluster(msg);
                 return self.publish_clustered(remote, msg, serial);
             }
         }
-        if msg.publish.retain {
-            self.retained.update(&msg);
-        }
+        let retained = msg.publish.retain && self.retain_within_budget(&msg);
         let Some(d) = &self.durable else {
             return Published {
                 outcome: self.route(&msg, None),
@@ -272,7 +272,7 @@ impl BrokerState {
             };
         };
         let mut batch = d.batch();
-        if msg.publish.retain {
+        if retained {
             batch.retain(&msg);
         }
         let outcome = self.route(&msg, Some(&mut batch));

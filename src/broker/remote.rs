@@ -225,9 +225,9 @@ impl BrokerState {
     }
 
     /// Applies a retained message from the cluster's retained stream to this node's copy
-    /// (an empty payload deletes).
+    /// (an empty payload deletes), within this node's retained budget.
     pub fn retain_remote(&self, msg: &Arc<Message>) {
-        self.retained.update(msg);
+        self.retain_within_budget(msg);
     }
 
     /// `client_id` now belongs to another node: a connection here is told so (v5 DISCONNECT

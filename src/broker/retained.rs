@@ -2,7 +2,9 @@
 //! one, sent to new subscriptions whose filter matches. Kept in topic order, so a subscription's
 //! matches are walked lazily from a cursor ([`RetainedStream`]), a bounded step at a time, and
 //! never collected whole: a `#` over a million retained messages costs one cursor, not a queue.
-//! Expired ones are dropped when a walk finds them.
+//! Expired ones are dropped when a walk finds them. The store counts what it holds outside
+//! `$SYS`, so a new topic can be refused against `limits.max_retained_messages` and
+//! `max_retained_bytes` ([`Budget`]) in one step with its insertion.
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
@@ -32,6 +34,91 @@ struct Inner {
     by_topic: BTreeMap<String, Entry>,
     /// Counts updates; each entry keeps the count of the update that stored it.
     stamp: u64,
+    /// Messages held outside `$SYS` (what a [`Budget`] bounds).
+    counted: usize,
+    /// Their payload bytes.
+    counted_bytes: u64,
+}
+
+/// `limits.max_retained_messages` and `max_retained_bytes`; `$SYS` topics are not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Retained messages at most.
+    pub messages: Option<usize>,
+    /// Their payload bytes at most.
+    pub bytes: Option<u64>,
+}
+
+/// Which bound of the retained budget (`limits.max_retained_messages`, `max_retained_bytes`) a
+/// retained message would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// `limits.max_retained_messages`.
+    Messages,
+    /// `limits.max_retained_bytes`.
+    Bytes,
+}
+
+impl Over {
+    /// The configuration key, as `tern_limit_hits_total` names it.
+    pub fn limit(self) -> &'static str {
+        match self {
+            Over::Messages => "max_retained_messages",
+            Over::Bytes => "max_retained_bytes",
+        }
+    }
+}
+
+/// Whether `topic` is the broker's own (`$SYS`), which no budget counts.
+fn uncounted(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+impl Inner {
+    /// What storing `bytes` under `topic` would break of `budget`, if anything: a new topic
+    /// past the count, or more bytes than the budget holds (a replacement counts only what it
+    /// adds, so one that does not grow always fits). Deleting always fits.
+    fn over(&self, topic: &str, bytes: usize, budget: Budget) -> Option<Over> {
+        if bytes == 0 || uncounted(topic) {
+            return None;
+        }
+        let old = self
+            .by_topic
+            .get(topic)
+            .map(|e| e.msg.publish.payload.len());
+        if old.is_none() && budget.messages.is_some_and(|max| self.counted >= max) {
+            return Some(Over::Messages);
+        }
+        let grows = bytes.saturating_sub(old.unwrap_or(0)) as u64;
+        let over = budget
+            .bytes
+            .is_some_and(|max| grows > 0 && self.counted_bytes + grows > max);
+        over.then_some(Over::Bytes)
+    }
+
+    fn insert(&mut self, topic: &str, entry: Entry) {
+        let counted = !uncounted(topic);
+        let bytes = entry.msg.publish.payload.len() as u64;
+        if let Some(old) = self.by_topic.insert(topic.to_string(), entry) {
+            if counted {
+                self.counted -= 1;
+                self.counted_bytes -= old.msg.publish.payload.len() as u64;
+            }
+        }
+        if counted {
+            self.counted += 1;
+            self.counted_bytes += bytes;
+        }
+    }
+
+    fn remove(&mut self, topic: &str) {
+        if let Some(old) = self.by_topic.remove(topic) {
+            if !uncounted(topic) {
+                self.counted -= 1;
+                self.counted_bytes -= old.msg.publish.payload.len() as u64;
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -75,17 +162,39 @@ pub enum Step {
 impl Retained {
     /// Stores, replaces or (empty payload) deletes the retained message of `msg`'s topic
     /// [MQTT-3.3.1-5, -6, -7].
+    /// Not bounded by any budget: for messages read back from the store at start, which are
+    /// all kept.
     pub fn update(&self, msg: &Arc<Message>) {
+        let _ = self.update_within(msg, Budget::default());
+    }
+
+    /// [`Retained::update`] within `budget`: a message that would break it is not stored, and
+    /// the store is left as it was.
+    pub fn update_within(&self, msg: &Arc<Message>, budget: Budget) -> Result<(), Over> {
         let mut inner = self.inner.write();
         if msg.publish.payload.is_empty() {
-            inner.by_topic.remove(msg.topic());
-        } else {
-            inner.stamp += 1;
-            let entry = Entry {
-                msg: Arc::clone(msg),
-                stamp: inner.stamp,
-            };
-            inner.by_topic.insert(msg.topic().to_string(), entry);
+            inner.remove(msg.topic());
+            return Ok(());
+        }
+        if let Some(over) = inner.over(msg.topic(), msg.publish.payload.len(), budget) {
+            return Err(over);
+        }
+        inner.stamp += 1;
+        let entry = Entry {
+            msg: Arc::clone(msg),
+            stamp: inner.stamp,
+        };
+        inner.insert(msg.topic(), entry);
+        Ok(())
+    }
+
+    /// Whether a retained message of `bytes` for `topic` would fit `budget` now (a publisher
+    /// that can be told is refused before its message goes anywhere; the update itself checks
+    /// again).
+    pub fn room(&self, topic: &str, bytes: usize, budget: Budget) -> Result<(), Over> {
+        match self.inner.read().over(topic, bytes, budget) {
+            Some(over) => Err(over),
+            None => Ok(()),
         }
     }
 
@@ -159,7 +268,7 @@ impl Retained {
                     .get(&t)
                     .is_some_and(|e| e.msg.is_expired(now))
                 {
-                    inner.by_topic.remove(&t);
+                    inner.remove(&t);
                 }
             }
         }
@@ -488,5 +597,41 @@ mod tests {
         let mut p = r.stream("n/a", QoS::AtMostOnce, None).unwrap();
         r.update(&retained("n/a", b"new", None));
         assert_eq!(offer(&r, &mut p, usize::MAX), (Vec::new(), Step::Done));
+    }
+
+    /// The budget counts messages and bytes outside `$SYS`, follows replacements, deletions
+    /// and expiry, and refuses only what would pass it.
+    #[test]
+    fn budget_counts_what_is_held_outside_sys() {
+        use super::{Budget, Over};
+        let r = Retained::default();
+        let two = Budget {
+            messages: Some(2),
+            bytes: Some(8),
+        };
+        assert!(r
+            .update_within(&retained("$SYS/x", b"12345678", None), two)
+            .is_ok());
+        assert!(r.update_within(&retained("a", b"1234", None), two).is_ok());
+        assert_eq!(
+            r.update_within(&retained("b", b"12345", None), two),
+            Err(Over::Bytes)
+        );
+        assert!(r.update_within(&retained("b", b"1234", None), two).is_ok());
+        assert_eq!(
+            r.update_within(&retained("c", b"1", None), two),
+            Err(Over::Messages)
+        );
+        assert_eq!(r.room("a", 4, two), Ok(()));
+        assert_eq!(r.room("a", 5, two), Err(Over::Bytes));
+        // Deletion, and expiry found by a walk, give the room back.
+        assert!(r.update_within(&retained("a", b"", None), two).is_ok());
+        assert_eq!(r.room("c", 4, two), Ok(()));
+        r.update(&retained("c", b"1234", Some(0)));
+        let mut s = r.stream("#", QoS::AtMostOnce, None).unwrap();
+        let later = Instant::now() + Duration::from_secs(1);
+        r.step(&mut s, later, &mut |_| ControlFlow::Continue(()));
+        assert_eq!(r.room("d", 4, two), Ok(()));
+        assert_eq!(r.len(), 2, "b and $SYS/x");
     }
 }

@@ -43,6 +43,11 @@ pub struct ExtraListener {
     /// TLS: PEM private key (PKCS#8, PKCS#1 or SEC1; RSA or ECDSA).
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// TLS: seconds between two looks at the certificate and key files (modification time,
+    /// size, inode); a change loads them for new handshakes, as certbot and cert-manager
+    /// renewals expect. 0: only SIGHUP reloads them.
+    #[serde(default = "five_seconds")]
+    pub cert_watch_secs: u64,
     /// TLS and WebSockets: seconds a client has to complete the TLS handshake and WebSocket
     /// upgrade.
     #[serde(default = "ten_seconds")]
@@ -102,6 +107,7 @@ impl ExtraListener {
             port,
             cert: None,
             key: None,
+            cert_watch_secs: five_seconds(),
             handshake_timeout_secs: ten_seconds(),
             path: mqtt_path(),
             max_connections: None,
@@ -158,7 +164,9 @@ fn ten_seconds() -> u64 {
     10
 }
 
-fn five_seconds() -> u64 {
+/// How often TLS files are looked at, by default: a renewal is in force within seconds, for
+/// three `stat` calls per listener.
+pub(super) fn five_seconds() -> u64 {
     5
 }
 

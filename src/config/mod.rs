@@ -124,6 +124,18 @@ pub struct LimitsConfig {
     /// Milliseconds a connection must have nothing to do before it goes dormant (gives up its
     /// task, buffers and timer until the client or a delivery wakes it); 0 = never.
     pub dormant_after_ms: u64,
+    /// CONNECTs per second each listener lets through to authentication (a token bucket);
+    /// more are refused with CONNACK 0x9F (v5) / 0x03 (v3.1.1). `None`: no rate limit.
+    pub max_connect_rate: Option<u32>,
+    /// CONNECTs a listener lets through at once after a quiet spell (the bucket's size);
+    /// `None`: `max_connect_rate`.
+    pub connect_burst: Option<u32>,
+    /// Retained messages kept at most, `$SYS` ones not counted; a new retained topic past it is
+    /// not retained (v5 QoS 1/2: refused with 0x97). `None`: no bound.
+    pub max_retained_messages: Option<usize>,
+    /// Payload bytes of retained messages kept at most, `$SYS` ones not counted; the same
+    /// policy. `None`: no bound.
+    pub max_retained_bytes: Option<u64>,
 }
 
 /// `[session]`.
@@ -188,6 +200,9 @@ pub struct HttpConfig {
     pub cert: Option<PathBuf>,
     /// TLS for this listener: PEM private key (with `cert`).
     pub key: Option<PathBuf>,
+    /// TLS: seconds between two looks at `cert` and `key`; a change loads them for new
+    /// handshakes. 0: never (a restart loads them).
+    pub cert_watch_secs: u64,
     /// Serve the admin API over plain HTTP on an address other than loopback (the token
     /// then crosses the network in clear text; a warning is logged).
     pub allow_plaintext_admin: bool,
@@ -210,6 +225,7 @@ impl Default for HttpConfig {
             admin_token_env: None,
             cert: None,
             key: None,
+            cert_watch_secs: listener::five_seconds(),
             allow_plaintext_admin: false,
         }
     }
@@ -282,6 +298,10 @@ impl Default for LimitsConfig {
             max_keepalive: 0,
             connect_timeout_secs: 10,
             dormant_after_ms: 1000,
+            max_connect_rate: None,
+            connect_burst: None,
+            max_retained_messages: None,
+            max_retained_bytes: None,
         }
     }
 }
@@ -474,6 +494,9 @@ impl Config {
             }
             _ => {}
         }
+        if http.cert_watch_secs > 86_400 {
+            return Err(invalid("http.cert_watch_secs", "0 (off) to 86400 seconds"));
+        }
         if http.enabled
             && http.admin_enabled()
             && !http.bind.is_loopback()
@@ -485,6 +508,51 @@ impl Config {
                 "a loopback address while the admin API is on without TLS: set http.cert and \
                  http.key, or allow_plaintext_admin = true (the token then crosses the network \
                  in clear text)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[limits]` connect rate and retained budgets: each ≥ 1 when set, a burst only with a
+    /// rate.
+    fn validate_admission(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, allowed| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            allowed,
+        };
+        let l = &self.limits;
+        if l.max_connect_rate == Some(0) {
+            return Err(invalid(
+                "limits.max_connect_rate",
+                "an integer ≥ 1 (CONNECTs per second per listener; leave it out for no limit)",
+            ));
+        }
+        match (l.max_connect_rate, l.connect_burst) {
+            (_, Some(0)) => {
+                return Err(invalid(
+                    "limits.connect_burst",
+                    "an integer ≥ 1 (leave it out for the same as max_connect_rate)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "limits.connect_burst",
+                    "only with limits.max_connect_rate",
+                ))
+            }
+            _ => {}
+        }
+        if l.max_retained_messages == Some(0) {
+            return Err(invalid(
+                "limits.max_retained_messages",
+                "an integer ≥ 1 (leave it out for no bound)",
+            ));
+        }
+        if l.max_retained_bytes == Some(0) {
+            return Err(invalid(
+                "limits.max_retained_bytes",
+                "an integer ≥ 1 (leave it out for no bound)",
             ));
         }
         Ok(())
@@ -566,6 +634,9 @@ impl Config {
                     "proxy_trust_tls_identity",
                     "false unless identity_as_username = \"cn\" (the PROXY header carries the certificate's common name only)",
                 ));
+            }
+            if l.cert_watch_secs > 86_400 {
+                return Err(bad("cert_watch_secs", "0 (off) to 86400 seconds"));
             }
         }
         if !(1..=3_600).contains(&self.listener.proxy_header_timeout_secs) {
@@ -688,6 +759,7 @@ impl Config {
                 "an integer from 1 to 86400 (seconds)",
             ));
         }
+        self.validate_admission(origin)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",

@@ -553,3 +553,41 @@ fn proxy_protocol_keys_are_checked() {
         assert!(err.contains(key) && err.contains("t.toml"), "{t}: {err}");
     }
 }
+
+/// `[limits]` connect rate and retained budgets: 0 is not a bound, a burst needs a rate, and
+/// the watch interval of TLS files is bounded; each error names its key.
+#[test]
+fn admission_keys_are_checked() {
+    let bad = |t: &str| Config::from_toml(t, "t.toml").unwrap_err().to_string();
+    for (t, key) in [
+        ("[limits]\nmax_connect_rate = 0\n", "limits.max_connect_rate"),
+        ("[limits]\nconnect_burst = 5\n", "limits.connect_burst"),
+        (
+            "[limits]\nmax_connect_rate = 5\nconnect_burst = 0\n",
+            "limits.connect_burst",
+        ),
+        ("[limits]\nmax_retained_messages = 0\n", "limits.max_retained_messages"),
+        ("[limits]\nmax_retained_bytes = 0\n", "limits.max_retained_bytes"),
+        ("[http]\ncert_watch_secs = 100000\n", "http.cert_watch_secs"),
+        (
+            "[[listeners]]\nkind = \"tls\"\nport = 1\ncert = \"c\"\nkey = \"k\"\ncert_watch_secs = 100000\n",
+            "listeners[0].cert_watch_secs",
+        ),
+    ] {
+        assert!(bad(t).contains(key), "{t}: {}", bad(t));
+    }
+    let c = Config::from_toml(
+        "[limits]\nmax_connect_rate = 100\nmax_retained_messages = 10\nmax_retained_bytes = 1000\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.limits.max_connect_rate,
+            c.limits.connect_burst,
+            c.limits.max_retained_messages,
+            c.limits.max_retained_bytes
+        ),
+        (Some(100), None, Some(10), Some(1000))
+    );
+}

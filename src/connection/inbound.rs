@@ -157,6 +157,16 @@ impl Connection {
                     Some(ReasonCode::TopicNameInvalid)
                 }
             }
+        } else if p.retain
+            && !p.payload.is_empty()
+            && p.qos != QoS::AtMostOnce
+            && self.client.version.is_v5()
+            && self.state.retained_room(&p.topic, p.payload.len()).is_err()
+        {
+            // The retained budget is full and this would be a new retained topic: a v5
+            // publisher can be told (the message goes nowhere); others are delivered and not
+            // retained (`BrokerState::publish`).
+            Some(ReasonCode::QuotaExceeded)
         } else if self.state.crossed_here(&p.properties.user_properties) {
             // Left this broker through a bridge before: a loop between bridged brokers.
             // Acknowledged (it was delivered here already) and dropped.

@@ -3,6 +3,7 @@
 //! mailbox into one write buffer, and keeps the deadlines (CONNECT, keep-alive). An error ends
 //! this connection alone, with the reason code the spec asks ([`Violation`]).
 
+mod admission;
 mod dormant;
 mod handshake;
 mod inbound;
@@ -12,6 +13,7 @@ mod open;
 mod outbound;
 mod violation;
 
+pub use admission::ConnectRate;
 pub use dormant::Dormitory;
 pub use limit::{listener_name, Limit, Slot};
 
@@ -125,6 +127,8 @@ pub struct Origin {
     pub cert_identity: Option<String>,
     /// The listener's own `allow_anonymous`, if it sets one.
     pub allow_anonymous: Option<bool>,
+    /// The listener's CONNECT rate bucket (`limits.max_connect_rate`).
+    pub connect_rate: Arc<ConnectRate>,
 }
 
 /// Answers a connection over `max_connections`: reads its CONNECT and refuses it (v5: 0x97

@@ -36,6 +36,20 @@ impl Connection {
             }
         };
         let version = connect.version;
+        let admitted = {
+            let limits = &state.config().limits;
+            let now = Instant::now().into_std();
+            origin
+                .connect_rate
+                .admit(limits.max_connect_rate, limits.connect_burst, now)
+        };
+        if !admitted {
+            // Before authentication: a storm never reaches the password hashing.
+            metrics::limit_hit("max_connect_rate");
+            debug!(client_id = %clip(&connect.client_id), peer = %origin.peer, "CONNECT refused: limits.max_connect_rate");
+            refuse(io, version, ReasonCode::ConnectionRateExceeded).await;
+            return None;
+        }
         let accepted = match handshake::accept(&connect, &state.config()) {
             Ok(a) => a,
             Err(reason) => {

@@ -86,17 +86,7 @@ pub async fn start(
 ) -> Result<(SocketAddr, Arc<Ops>, JoinHandle<()>), HttpError> {
     let token = admin::Token::load(config)?;
     let acceptor = match (&config.cert, &config.key) {
-        (Some(cert), Some(key)) => Some(crate::transport::tls_acceptor(
-            cert,
-            key,
-            crate::transport::ClientAuth {
-                ca: None,
-                ca_dir: None,
-                required: false,
-            },
-            &["http/1.1"],
-            crate::config::TlsVersion::Tls12,
-        )?),
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
     let addr = SocketAddr::new(config.bind, config.port);
@@ -126,6 +116,8 @@ pub async fn start(
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let task = match acceptor {
         Some(acceptor) => {
+            let acceptor = Arc::new(arc_swap::ArcSwap::from_pointee(acceptor));
+            tls::watch_files(config, &acceptor, &shutdown);
             let tls = tls::TlsListener::new(listener, acceptor, shutdown.clone());
             serve(tls, app, shutdown, ops.prometheus.clone())
         }

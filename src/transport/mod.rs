@@ -1,6 +1,7 @@
 //! Transports below MQTT: a connection's byte stream is plain TCP, TLS over TCP, or a WebSocket
 //! over either, and the connection code reads and writes it the same way ([`Stream`]). TLS
-//! listeners load their certificate chain and key at start and on reload ([`tls_acceptor`]);
+//! listeners load their certificate chain and key at start, on reload ([`tls_acceptor`]) and
+//! when the files change on disk ([`watch_tls_files`]);
 //! each listener's [`Transport`] runs the handshakes (TLS, WebSocket upgrade) in the
 //! connection's own task, bounded in time, so a stalled or plaintext client never holds up the
 //! accept loop; a listener behind a load balancer reads the PROXY protocol header first
@@ -9,6 +10,7 @@
 mod listener;
 pub mod proxy;
 mod tls;
+mod watch;
 pub mod ws;
 
 use std::io;
@@ -23,6 +25,7 @@ use x509_parser::extensions::GeneralName;
 use crate::config::IdentitySource;
 pub use listener::{acceptor_for, Established, Transport};
 pub use tls::{read_ca_dir, tls_acceptor, ClientAuth, TlsError};
+pub use watch::watch_tls_files;
 
 /// A client connection's byte stream.
 pub enum Stream {

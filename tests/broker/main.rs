@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod admin;
+mod admission;
 mod auth;
 mod backlog;
 mod bridge;

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Connect storm: does a fleet reconnecting at once starve the clients already connected?
+# `tern-bench --scenario connect-storm`: a QoS 1 publisher/subscriber pair exchanges 500 msgs/s;
+# its end-to-end latency is measured idle (5 s), then while CLIENTS clients connect (2,000
+# attempts at once; refused ones retry after 200 ms-1 s). Each variant runs on a fresh Tern
+# process per round, alternating: without a connect rate limit, and with
+# `[limits] max_connect_rate = RATE`. Prints every round and the medians; the target is a storm
+# p99 within 5x of the idle p99. --auth: a password file (PBKDF2, `tern passwd` defaults), the
+# storm's clients log in with a user name and password (the pair stays anonymous).
+# Usage: benches/connect-storm.sh [--quick] [--clients N] [--rate R] [--hold] [--auth]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=3
+CLIENTS=20000
+RATE=2000
+HOLD=
+AUTH=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) ROUNDS=1 ;;
+    --clients) CLIENTS=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    --hold) HOLD=--hold ;;
+    --auth) AUTH=1 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+cargo build --release --bins --quiet
+# Both processes raise their own soft limit to the hard one; 20,000 clients need that many.
+ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d)
+PID=
+cleanup() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+LOGIN=()
+AUTH_TOML=
+if [ -n "$AUTH" ]; then
+  target/release/tern passwd -c -b "$WORK/passwd" dev secret >/dev/null
+  AUTH_TOML=$(printf '[auth]\npassword_file = "%s"\nallow_anonymous = true\n' "$WORK/passwd")
+  LOGIN=(--username dev --password secret)
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "broker on port $1 did not start" >&2; exit 1
+}
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# run_round NAME EXTRA_TOML: one fresh broker, one storm; appends the STORM line to NAME.out
+run_round() {
+  local port; port=$(free_port)
+  printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[sys]\ninterval_secs = 0\n%s\n[limits]\nmax_connections = 100000\n%s\n' \
+    "$port" "$AUTH_TOML" "$2" >"$WORK/$1.toml"
+  target/release/tern --config "$WORK/$1.toml" --log warn 2>>"$WORK/$1.log" &
+  PID=$!
+  wait_port "$port"
+  local line
+  line=$(target/release/tern-bench --port "$port" --scenario connect-storm --connections "$CLIENTS" $HOLD "${LOGIN[@]}" 2>&1 | grep '^STORM' || true)
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  [ -n "$line" ] || { echo "$1: the storm failed" >&2; exit 1; }
+  echo "$1 $line"
+  echo "$line" >>"$WORK/$1.out"
+}
+
+echo "connect storm: $CLIENTS clients${HOLD:+ (held)}${AUTH:+ (password logins)}, $ROUNDS rounds, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+for _ in $(seq 1 "$ROUNDS"); do
+  run_round unlimited ""
+  run_round "rate-$RATE" "max_connect_rate = $RATE"
+done
+echo
+printf '%-12s %10s %10s %10s %10s %8s %9s %9s\n' variant idle_p99us storm_p99us ratio storm_s conn/s refused failed
+for v in unlimited "rate-$RATE"; do
+  f="$WORK/$v.out"
+  med() { field "$1" <"$f" | median; }
+  secs=$(med storm_s); conn=$(med connected)
+  printf '%-12s %10s %10s %10s %10s %8.0f %9s %9s\n' "$v" "$(med idle_p99_us)" "$(med storm_p99_us)" \
+    "$(med p99_ratio)" "$secs" "$(echo "$conn / $secs" | bc -l)" "$(med refused)" "$(med failed)"
+done
