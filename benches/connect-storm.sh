@@ -7,7 +7,10 @@
 # `[limits] max_connect_rate = RATE`. Prints every round and the medians; the target is a storm
 # p99 within 5x of the idle p99. --auth: a password file (PBKDF2, `tern passwd` defaults), the
 # storm's clients log in with a user name and password (the pair stays anonymous).
-# Usage: benches/connect-storm.sh [--quick] [--clients N] [--rate R] [--hold] [--auth]
+# --control adds a third variant: the storm goes to a second Tern process (no limit) while the
+# pair stays on its own idle one: what the storm costs the pair through the machine alone (CPU,
+# the kernel's TCP work), the floor for any broker sharing these cores with it.
+# Usage: benches/connect-storm.sh [--quick] [--clients N] [--rate R] [--hold] [--auth] [--control]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +19,7 @@ CLIENTS=20000
 RATE=2000
 HOLD=
 AUTH=
+CONTROL=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) ROUNDS=1 ;;
@@ -23,6 +27,7 @@ while [ $# -gt 0 ]; do
     --rate) RATE=$2; shift ;;
     --hold) HOLD=--hold ;;
     --auth) AUTH=1 ;;
+    --control) CONTROL=1 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -33,7 +38,11 @@ ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d)
 PID=
-cleanup() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
+PID2=
+cleanup() {
+  for p in $PID $PID2; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 LOGIN=()
@@ -52,17 +61,32 @@ wait_port() {
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# run_round NAME EXTRA_TOML: one fresh broker, one storm; appends the STORM line to NAME.out
+# start_broker NAME PORT EXTRA_TOML: a fresh Tern in the background; its pid on stdout
+start_broker() {
+  printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[sys]\ninterval_secs = 0\n%s\n[limits]\nmax_connections = 100000\n%s\n' \
+    "$2" "$AUTH_TOML" "$3" >"$WORK/$1.toml"
+  # stdout too: the caller reads this function's output until every writer is gone.
+  target/release/tern --config "$WORK/$1.toml" --log warn >>"$WORK/$1.log" 2>&1 &
+  echo $!
+}
+
+# run_round NAME EXTRA_TOML [control]: one fresh broker, one storm (with `control`, at a second
+# fresh broker); appends the STORM line to NAME.out
 run_round() {
   local port; port=$(free_port)
-  printf '[listener]\nbind = "127.0.0.1"\nport = %s\n[http]\nenabled = false\n[sys]\ninterval_secs = 0\n%s\n[limits]\nmax_connections = 100000\n%s\n' \
-    "$port" "$AUTH_TOML" "$2" >"$WORK/$1.toml"
-  target/release/tern --config "$WORK/$1.toml" --log warn 2>>"$WORK/$1.log" &
-  PID=$!
+  PID=$(start_broker "$1" "$port" "$2")
   wait_port "$port"
+  local storm=()
+  if [ "${3:-}" = control ]; then
+    local port2; port2=$(free_port)
+    PID2=$(start_broker "$1-storm" "$port2" "")
+    wait_port "$port2"
+    storm=(--storm-port "$port2")
+  fi
   local line
-  line=$(target/release/tern-bench --port "$port" --scenario connect-storm --connections "$CLIENTS" $HOLD "${LOGIN[@]}" 2>&1 | grep '^STORM' || true)
-  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  line=$(target/release/tern-bench --port "$port" --scenario connect-storm --connections "$CLIENTS" $HOLD "${LOGIN[@]}" "${storm[@]}" 2>&1 | grep '^STORM' || true)
+  for p in $PID $PID2; do kill "$p"; wait "$p" 2>/dev/null || true; done
+  PID= PID2=
   [ -n "$line" ] || { echo "$1: the storm failed" >&2; exit 1; }
   echo "$1 $line"
   echo "$line" >>"$WORK/$1.out"
@@ -72,10 +96,11 @@ echo "connect storm: $CLIENTS clients${HOLD:+ (held)}${AUTH:+ (password logins)}
 for _ in $(seq 1 "$ROUNDS"); do
   run_round unlimited ""
   run_round "rate-$RATE" "max_connect_rate = $RATE"
+  if [ -n "$CONTROL" ]; then run_round control "" control; fi
 done
 echo
 printf '%-12s %10s %10s %10s %10s %8s %9s %9s\n' variant idle_p99us storm_p99us ratio storm_s conn/s refused failed
-for v in unlimited "rate-$RATE"; do
+for v in unlimited "rate-$RATE" ${CONTROL:+control}; do
   f="$WORK/$v.out"
   med() { field "$1" <"$f" | median; }
   secs=$(med storm_s); conn=$(med connected)

@@ -111,6 +111,11 @@ struct Args {
     /// `connect-storm`: the storm's clients' password.
     #[arg(long)]
     password: Option<String>,
+    /// `connect-storm`: the storm goes to this port instead of --port (a second broker
+    /// process: what the storm costs the pair through the machine alone, not through the
+    /// broker it shares).
+    #[arg(long)]
+    storm_port: Option<u16>,
 }
 
 /// What a scenario measured.

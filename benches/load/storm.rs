@@ -176,7 +176,8 @@ async fn storm_process(args: &Args) -> Result<(u64, u64, u64)> {
     cmd.arg("-n")
         .arg("19")
         .arg(exe)
-        .args(["--host", &args.host, "--port", &args.port.to_string()])
+        .args(["--host", &args.host])
+        .args(["--port", &args.storm_port.unwrap_or(args.port).to_string()])
         .args(["--scenario", "storm-clients"])
         .args(["--connections", &args.connections.to_string()])
         .args(["--storm-concurrency", &args.storm_concurrency.to_string()]);
