@@ -336,6 +336,18 @@ impl Registry {
         }
     }
 
+    /// Tells the connection of `generation` to close for its expired token; false if that
+    /// connection is gone.
+    pub fn kick_expired(&self, client_id: &str, generation: u64) -> bool {
+        match self.clients.get(client_id) {
+            Some(e) if e.generation == generation && matches!(e.state, State::Connected { .. }) => {
+                e.mailbox.kick_expired();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Waits until the connection of `client_id` that is attached now (if any) has handed its
     /// session back, at most until `deadline`; false if it has not by then.
     pub async fn wait_detached(&self, client_id: &str, deadline: tokio::time::Instant) -> bool {
