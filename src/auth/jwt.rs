@@ -61,7 +61,10 @@ struct JwksState {
 /// The JWT method.
 pub struct JwtAuth {
     keys: Keys,
-    validation: Validation,
+    /// Per algorithm family (jsonwebtoken checks a token against one family at a time).
+    validations: Vec<(AlgorithmFamily, Validation)>,
+    /// Seconds of `exp` leeway.
+    leeway: u64,
     username_claim: String,
     token_in: TokenIn,
     client_id_claim: Option<String>,
@@ -149,9 +152,23 @@ impl JwtAuth {
             }
             None => validation.validate_aud = false,
         }
+        let mut validations = Vec::new();
+        for f in [
+            AlgorithmFamily::Hmac,
+            AlgorithmFamily::Rsa,
+            AlgorithmFamily::Ec,
+            AlgorithmFamily::Ed,
+        ] {
+            let mut v = validation.clone();
+            v.algorithms.retain(|a| a.family() == f);
+            if !v.algorithms.is_empty() {
+                validations.push((f, v));
+            }
+        }
         Ok(JwtAuth {
             keys,
-            validation,
+            validations,
+            leeway: config.clock_skew_secs,
             username_claim: config.username_claim.clone(),
             token_in: config.token_in,
             client_id_claim: config.client_id_claim.clone(),
@@ -216,7 +233,7 @@ impl JwtAuth {
         let expires_at = claims
             .get("exp")
             .and_then(Value::as_u64)
-            .map(|e| e.saturating_add(self.validation.leeway));
+            .map(|e| e.saturating_add(self.leeway));
         Decision::Allow(Grant {
             username: Some(username),
             rights,
@@ -229,9 +246,12 @@ impl JwtAuth {
         token: &str,
         header: &jsonwebtoken::Header,
     ) -> Result<Map<String, Value>, jsonwebtoken::errors::Error> {
+        let family = header.alg.family();
+        let Some((_, validation)) = self.validations.iter().find(|(f, _)| *f == family) else {
+            return Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into());
+        };
         let decode = |key: &DecodingKey| {
-            jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
-                .map(|d| d.claims)
+            jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map(|d| d.claims)
         };
         match &self.keys {
             Keys::Fixed(key) => decode(key),
@@ -241,7 +261,7 @@ impl JwtAuth {
                 let candidates = keys.iter().filter(|(kid, key)| match (&header.kid, kid) {
                     (Some(want), Some(have)) => want == have,
                     (Some(_), None) => false,
-                    (None, _) => key.family() == header.alg.family(),
+                    (None, _) => key.family() == family,
                 });
                 for (_, key) in candidates {
                     match decode(key) {
@@ -323,4 +343,72 @@ fn jwks_now(path: &Path, current: &Mutex<JwksState>) -> Arc<Vec<(Option<String>,
         }
     }
     Arc::clone(&state.keys)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::jwk::Jwk;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn key(name: &str) -> EncodingKey {
+        let path = format!("{}/tests/broker/keys/{name}", env!("CARGO_MANIFEST_DIR"));
+        let pem = std::fs::read(path).unwrap();
+        EncodingKey::from_rsa_pem(&pem)
+            .or_else(|_| EncodingKey::from_ec_pem(&pem))
+            .unwrap()
+    }
+
+    fn jwk(k: &EncodingKey, alg: Algorithm, kid: &str) -> Jwk {
+        let mut j = Jwk::from_encoding_key(k, alg).unwrap();
+        j.common.key_id = Some(kid.into());
+        j
+    }
+
+    fn login(token: &str) -> Login {
+        Login {
+            client_id: Arc::from("c"),
+            username: None,
+            password: Some(token.as_bytes().to_vec()),
+            certified: false,
+            allow_anonymous: false,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: Arc::from("tcp:1883"),
+            protocol_version: 5,
+            cert_identity: None,
+        }
+    }
+
+    #[test]
+    fn jwks_keys_change_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (rsa, ec) = (key("jwt-rsa.key"), key("jwt-p256.key"));
+        let write = |keys: Vec<Jwk>| {
+            std::fs::write(&path, serde_json::to_vec(&JwkSet { keys }).unwrap()).unwrap()
+        };
+        write(vec![jwk(&rsa, Algorithm::RS256, "r")]);
+        let auth = JwtAuth::new(&JwtConfig {
+            jwks_file: Some(path.clone()),
+            ..JwtConfig::default()
+        })
+        .unwrap();
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("e".into());
+        let claims = serde_json::json!({"sub": "x"});
+        let t = jsonwebtoken::encode(&h, &claims, &ec).unwrap();
+        assert!(matches!(auth.decide(&login(&t)), Decision::Deny(_)));
+        write(vec![
+            jwk(&rsa, Algorithm::RS256, "r"),
+            jwk(&ec, Algorithm::ES256, "e"),
+        ]);
+        let d = auth.decide(&login(&t));
+        assert!(matches!(d, Decision::Allow(_)), "{d:?}");
+        // A token without `kid` is tried against the keys of its algorithm's family.
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &ec).unwrap();
+        assert!(matches!(auth.decide(&login(&t)), Decision::Allow(_)));
+        // Not a JWT: for the next method.
+        assert!(matches!(auth.decide(&login("secret")), Decision::Ignore));
+    }
 }

@@ -12,10 +12,38 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::BrokerState;
+use super::{BrokerState, Mailbox};
 
-/// One expiring login: (Unix seconds, client id, connection generation), soonest first.
-type Due = Reverse<(u64, Arc<str>, u64)>;
+/// One expiring login, soonest first.
+type Due = Reverse<Expiring>;
+
+/// A login that ends at `at` (Unix seconds): the connection of `generation` with `mailbox`.
+struct Expiring {
+    at: u64,
+    client_id: Arc<str>,
+    generation: u64,
+    mailbox: Weak<Mailbox>,
+}
+
+impl PartialEq for Expiring {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Expiring {}
+
+impl PartialOrd for Expiring {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Expiring {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
 
 /// When each expiring login ends.
 #[derive(Default)]
@@ -35,12 +63,20 @@ impl BrokerState {
     /// The connection of `generation` for `client_id` ends once `at` (Unix seconds) has
     /// passed (v5: DISCONNECT 0xA0 Maximum connect time). A connection that ended before is
     /// left alone, as is a later one under the same client id. Call inside the runtime.
-    pub fn expire_login(self: &Arc<Self>, client_id: &Arc<str>, generation: u64, at: u64) {
+    pub fn expire_login(
+        self: &Arc<Self>,
+        client_id: &Arc<str>,
+        generation: u64,
+        mailbox: &Arc<Mailbox>,
+        at: u64,
+    ) {
         let expiries = &self.expiries;
-        expiries
-            .due
-            .lock()
-            .push(Reverse((at, Arc::clone(client_id), generation)));
+        expiries.due.lock().push(Reverse(Expiring {
+            at,
+            client_id: Arc::clone(client_id),
+            generation,
+            mailbox: Arc::downgrade(mailbox),
+        }));
         expiries.changed.notify_one();
         if !expiries.running.swap(true, Ordering::AcqRel) {
             tokio::spawn(watch(Arc::clone(expiries), Arc::downgrade(self)));
@@ -58,23 +94,28 @@ async fn watch(expiries: Arc<Expiries>, state: Weak<BrokerState>) {
             }
             let now = unix_now();
             let mut due = expiries.due.lock();
-            while let Some(Reverse((at, _, _))) = due.peek() {
+            while let Some(Reverse(e)) = due.peek() {
                 // `at` is the last valid second.
-                if *at >= now {
+                if e.at >= now {
                     break;
                 }
-                if let Some(Reverse((_, client_id, generation))) = due.pop() {
-                    state.registry.kick_expired(&client_id, generation);
+                if let Some(Reverse(e)) = due.pop() {
+                    // A mailbox gone is a connection gone.
+                    if e.mailbox.strong_count() > 0 {
+                        let mailbox = e.mailbox.as_ptr();
+                        state
+                            .registry
+                            .kick_expired(&e.client_id, e.generation, mailbox);
+                    }
                 }
             }
             if due.capacity() > 64 && due.len() < due.capacity() / 4 {
                 due.shrink_to_fit();
             }
             // Re-checked at least once a minute: the broker may have stopped meanwhile.
-            due.peek()
-                .map_or(Duration::from_secs(60), |Reverse((at, _, _))| {
-                    Duration::from_secs((at + 1).saturating_sub(now)).min(Duration::from_secs(60))
-                })
+            due.peek().map_or(Duration::from_secs(60), |Reverse(e)| {
+                Duration::from_secs((e.at + 1).saturating_sub(now)).min(Duration::from_secs(60))
+            })
         };
         // A push meanwhile left a permit: it is not missed.
         tokio::select! {

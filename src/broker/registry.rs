@@ -336,11 +336,16 @@ impl Registry {
         }
     }
 
-    /// Tells the connection of `generation` to close for its expired token; false if that
-    /// connection is gone.
-    pub fn kick_expired(&self, client_id: &str, generation: u64) -> bool {
+    /// Tells the connection of `generation` with `mailbox` to close for its expired token;
+    /// false if that connection is gone. (A generation alone does not name a connection: a
+    /// client id whose session ended starts again from 1.)
+    pub fn kick_expired(&self, client_id: &str, generation: u64, mailbox: *const Mailbox) -> bool {
         match self.clients.get(client_id) {
-            Some(e) if e.generation == generation && matches!(e.state, State::Connected { .. }) => {
+            Some(e)
+                if e.generation == generation
+                    && std::ptr::eq(Arc::as_ptr(&e.mailbox), mailbox)
+                    && matches!(e.state, State::Connected { .. }) =>
+            {
                 e.mailbox.kick_expired();
                 true
             }

@@ -255,7 +255,7 @@ impl Connection {
         state.client_connected(&client_id, attached.generation, Arc::clone(&info));
         if let Some(at) = grant.expires_at {
             // Ended with DISCONNECT 0xA0 (Maximum connect time) when its token expires.
-            state.expire_login(&client_id, attached.generation, at);
+            state.expire_login(&client_id, attached.generation, &attached.mailbox, at);
         }
         let now = Instant::now();
         let client = Client {

@@ -11,6 +11,7 @@ mod connect;
 mod dormant;
 mod exactness;
 mod harness;
+mod jwt;
 mod keepalive;
 mod limits;
 mod malformed;
