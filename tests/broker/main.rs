@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod auth_hook;
 mod backlog;
 mod bridge;
 mod certs;
