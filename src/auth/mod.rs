@@ -90,6 +90,11 @@ pub trait Authorizer: Send + Sync {
     fn allows(&self, who: &Identity, topic: &str, access: Access) -> bool;
     /// Whether `who` may subscribe to `filter` at all (what it matches is checked per message).
     fn may_subscribe(&self, who: &Identity, filter: &str) -> bool;
+    /// Whether `who`'s will may be published to `topic` now. A will was checked when its
+    /// CONNECT was (and dropped if refused); only what can change since is checked again.
+    fn allows_will(&self, who: &Identity, topic: &str) -> bool {
+        self.allows(who, topic, Access::Write)
+    }
 }
 
 impl Authorizer for AclFile {
@@ -171,6 +176,32 @@ impl Authorizer for Layers {
             // when it subscribes.
             _ => true,
         }
+    }
+
+    /// As [`Layers::allows`], except that the ACL hook's answer at CONNECT stands unless a
+    /// newer one refuses: a will is published when the client is gone, with no packet to ask
+    /// the hook before.
+    fn allows_will(&self, who: &Identity, topic: &str) -> bool {
+        if who.rights.as_ref().is_some_and(|r| r.superuser) {
+            return true;
+        }
+        if who
+            .rights
+            .as_ref()
+            .is_some_and(|r| !r.allows(topic, Access::Write))
+        {
+            return false;
+        }
+        if self
+            .file
+            .as_ref()
+            .is_some_and(|f| !f.allows(who, topic, Access::Write))
+        {
+            return false;
+        }
+        self.hook
+            .as_ref()
+            .is_none_or(|h| h.cached(who, hook::Action::Publish, topic) != Some(false))
     }
 
     fn may_subscribe(&self, who: &Identity, filter: &str) -> bool {

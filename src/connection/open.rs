@@ -109,6 +109,13 @@ impl Connection {
             username: connect_username.as_deref().map(Arc::from),
             rights: grant.rights.clone(),
         };
+        if let (Some(w), Some(hook)) = (&will, state.auth().acl_hook()) {
+            // The ACL hook is asked about the will's topic now; the check below reads its answer.
+            if !identity.rights.as_ref().is_some_and(|r| r.superuser) {
+                let question = [(auth::hook::Action::Publish, w.topic.clone())];
+                hook.ask_acl(&identity, &question).await;
+            }
+        }
         if let (Some(w), Some(acl)) = (&will, state.auth().authorizer()) {
             if !acl.allows(&identity, &w.topic, Access::Write) {
                 // Never published; the client is still let in, as Mosquitto does.

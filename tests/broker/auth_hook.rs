@@ -323,6 +323,18 @@ async fn acl_hook_answers_are_cached() {
     g.send(&wire::publish(V5, "ok/a", 1, 30, b"x")).await;
     assert_eq!(wire::parse_ack(&g.recv_expect(wire::PUBACK).await), (30, 0));
     assert_eq!(count("g", "publish", "ok/a"), 2);
+    // A will's topic is asked about at CONNECT; an allowed will is published when its client
+    // goes, a refused one is dropped then and there.
+    for (id, topic) in [("w-no", "no/will"), ("w-ok", "ok/will")] {
+        let c = login(V5, id, "good", "pw").will(wire::Will::new(topic, topic.as_bytes()));
+        let (mut w, ack) = RawClient::handshake(b.addr, V5, &c).await;
+        assert_eq!(ack.reason, 0);
+        assert_eq!(count(id, "publish", topic), 1, "{topic} asked at CONNECT");
+        w.send(&wire::disconnect_v5(0x04, &[])).await;
+        w.expect_closed().await;
+    }
+    let got = crate::support::collect_until(&mut sup, V5, b"ok/will").await;
+    assert!(got.iter().all(|r| r.topic != "no/will"), "{got:?}");
     b.stop().await;
 }
 
