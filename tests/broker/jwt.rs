@@ -531,3 +531,49 @@ async fn bad_jwt_configuration_is_refused() {
     let e = started.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains("/nonexistent/s"), "{e}");
 }
+
+/// SIGHUP reads the JWT key again: a rotated secret takes over for new logins, and a key file
+/// that went missing keeps the running rules (logged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_rotated_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, b"first").unwrap();
+    let extra = format!("[auth.jwt]\nsecret_file = \"{}\"\n", secret.display());
+    let b = crate::child::ChildBroker::start_with(dir.path(), false, "fsync", &extra);
+    let claims = json!({"sub": "d", "exp": now() + 600});
+    let first = token(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"first"),
+        &claims,
+    );
+    let second = token(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"second"),
+        &claims,
+    );
+    assert_eq!(
+        connack(b.addr, V5, &with_password(V5, "a", &first)).await,
+        0
+    );
+    std::fs::write(&secret, b"second").unwrap();
+    b.hup();
+    b.wait_log("authentication rules ([auth.jwt], [auth.http]) reloaded", 1);
+    assert_eq!(
+        connack(b.addr, V5, &with_password(V5, "b", &second)).await,
+        0
+    );
+    assert_eq!(
+        connack(b.addr, V5, &with_password(V5, "c", &first)).await,
+        0x86
+    );
+    std::fs::remove_file(&secret).unwrap();
+    b.hup();
+    let logged = b.wait_log("not reloaded", 1);
+    assert!(logged.contains("jwt.secret"), "{logged}");
+    assert_eq!(
+        connack(b.addr, V5, &with_password(V5, "d", &second)).await,
+        0
+    );
+    b.terminate();
+}
