@@ -52,7 +52,9 @@ impl Action {
     }
 }
 
-type CacheKey = (Arc<str>, Action, Box<str>);
+/// Client id, user name, action, topic: a later login under the same client id as another
+/// user never reads the first one's answers.
+type CacheKey = (Arc<str>, Option<Arc<str>>, Action, Box<str>);
 
 /// The hook's client, limits and ACL answers.
 pub struct HttpHook {
@@ -201,7 +203,12 @@ impl HttpHook {
 
     /// The cached answer about `who` doing `action` on `topic`, if still fresh.
     pub fn cached(&self, who: &Identity, action: Action, topic: &str) -> Option<bool> {
-        let key: CacheKey = (Arc::clone(&who.client_id), action, Box::from(topic));
+        let key: CacheKey = (
+            Arc::clone(&who.client_id),
+            who.username.clone(),
+            action,
+            Box::from(topic),
+        );
         let cache = self.cache.lock();
         cache
             .get(&key)
@@ -257,7 +264,12 @@ impl HttpHook {
             }
         }
         cache.insert(
-            (Arc::clone(&who.client_id), action, Box::from(topic)),
+            (
+                Arc::clone(&who.client_id),
+                who.username.clone(),
+                action,
+                Box::from(topic),
+            ),
             (allowed, now),
         );
     }

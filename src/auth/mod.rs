@@ -346,6 +346,8 @@ impl Auth {
                     failures.remove(&peer);
                 }
             }
+            // The hook being down is not the client's failure: not slowed, not remembered.
+            Err(Verdict::Unavailable) => {}
             Err(_) => tokio::time::sleep(self.note_failure(peer)).await,
         }
         outcome

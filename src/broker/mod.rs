@@ -716,7 +716,11 @@ impl BrokerState {
         if let (Some(remote), Some(claim)) = (self.remote.get(), session.claim) {
             remote.ended(session.client_id(), claim.get());
         }
-        self.usernames.remove(session.client_id());
+        // Only if no newer connection holds the client id: its login is its own (it may have
+        // attached while this session was being ended).
+        let client_id = session.client_id();
+        self.usernames
+            .remove_if(client_id, |_, _| !self.registry.holds(client_id));
     }
 
     /// Hands every message a queue (declared, or a shared subscription's group) handed this

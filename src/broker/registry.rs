@@ -336,6 +336,11 @@ impl Registry {
         }
     }
 
+    /// Whether `client_id` has an entry (a connection or a parked session).
+    pub fn holds(&self, client_id: &str) -> bool {
+        self.clients.contains_key(client_id)
+    }
+
     /// Tells the connection of `generation` with `mailbox` to close for its expired token;
     /// false if that connection is gone. (A generation alone does not name a connection: a
     /// client id whose session ended starts again from 1.)

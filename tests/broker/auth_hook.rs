@@ -335,6 +335,16 @@ async fn acl_hook_answers_are_cached() {
     }
     let got = crate::support::collect_until(&mut sup, V5, b"ok/will").await;
     assert!(got.iter().all(|r| r.topic != "no/will"), "{got:?}");
+    // A later login under the same client id as another user does not read the first one's
+    // cached answers: the hook is asked again.
+    let (mut g2, ack) = RawClient::handshake(b.addr, V5, &login(V5, "g", "limited", "x")).await;
+    assert_eq!(ack.reason, 0);
+    g2.send(&wire::publish(V5, "ok/a", 1, 40, b"x")).await;
+    assert_eq!(
+        wire::parse_ack(&g2.recv_expect(wire::PUBACK).await),
+        (40, 0x87)
+    );
+    assert_eq!(count("g", "publish", "ok/a"), 3);
     b.stop().await;
 }
 
