@@ -1,4 +1,5 @@
-//! Who may connect ([`Authenticator`]) and what they may publish and receive ([`Authorizer`]).
+//! Who may connect (the chain of methods behind [`Auth::login`]) and what they may publish
+//! and receive ([`Authorizer`]).
 //! The built-in sources are Mosquitto's: a password file ([`passwd`]), client certificates
 //! (the verified identity of a mutual-TLS listener with `identity_as_username`), anonymous
 //! access per listener, and an ACL file ([`acl`]); beyond them JWT ([`jwt`]) and an HTTP hook
