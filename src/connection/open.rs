@@ -221,7 +221,11 @@ impl Connection {
         }
         // Again: the session this one took over may have ended during `attach` (a clean start,
         // or an old connection with expiry 0), which forgets the client id's login.
-        state.set_login(&client_id, connect_username.as_deref(), grant.rights.clone());
+        state.set_login(
+            &client_id,
+            connect_username.as_deref(),
+            grant.rights.clone(),
+        );
         if let Some(stored) = attached.stored.take().filter(|_| attached.session_present) {
             // "Session present" is a promise that holds across a crash: the session's record
             // is durable first.
