@@ -577,3 +577,32 @@ async fn secret_rotated_on_sighup() {
     );
     b.terminate();
 }
+
+/// A dormant connection (quiet, parked out of the runtime) is woken when its token expires and
+/// ends the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dormant_connection_with_an_expiring_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    std::fs::write(&path, b"k").unwrap();
+    let b = broker_with(
+        jwt(|j| {
+            j.secret_file = Some(path);
+            j.clock_skew_secs = 0;
+        }),
+        |c| c.limits.dormant_after_ms = 50,
+    )
+    .await;
+    let key = EncodingKey::from_secret(b"k");
+    let t = token(
+        Algorithm::HS256,
+        &key,
+        &json!({"sub": "d", "exp": now() + 3}),
+    );
+    let (mut c, ack) = RawClient::handshake(b.addr, V5, &with_password(V5, "sleepy", &t)).await;
+    assert_eq!(ack.reason, 0);
+    b.wait_dormant(1).await;
+    c.expect_disconnect(0xA0).await;
+    b.wait_dormant(0).await;
+    b.stop().await;
+}
