@@ -113,8 +113,12 @@ async fn watch(expiries: Arc<Expiries>, state: Weak<BrokerState>) {
                 due.shrink_to_fit();
             }
             // Re-checked at least once a minute: the broker may have stopped meanwhile.
+            // The first instant past the soonest `at` (`at` is the last valid second).
             due.peek().map_or(Duration::from_secs(60), |Reverse(e)| {
-                Duration::from_secs((e.at + 1).saturating_sub(now)).min(Duration::from_secs(60))
+                (UNIX_EPOCH + Duration::from_secs(e.at + 1))
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+                    .min(Duration::from_secs(60))
             })
         };
         // A push meanwhile left a permit: it is not missed.

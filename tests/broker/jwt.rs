@@ -597,7 +597,7 @@ async fn dormant_connection_with_an_expiring_token() {
     let t = token(
         Algorithm::HS256,
         &key,
-        &json!({"sub": "d", "exp": now() + 3}),
+        &json!({"sub": "d", "exp": now() + 2}),
     );
     let (mut c, ack) = RawClient::handshake(b.addr, V5, &with_password(V5, "sleepy", &t)).await;
     assert_eq!(ack.reason, 0);
