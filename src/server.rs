@@ -269,10 +269,13 @@ impl Broker {
                 }
             }
         }
+        let a = &config.auth;
         if let Err(e) = self.state.auth().reload(&config) {
             tracing::error!(error = %e, "password and ACL files not reloaded; the running rules stay");
-        } else if config.auth.password_file.is_some() || config.auth.acl_file.is_some() {
+        } else if a.password_file.is_some() || a.acl_file.is_some() {
             info!("password and ACL files reloaded");
+        } else if a.jwt.is_some() || a.http.is_some() {
+            info!("authentication rules ([auth.jwt], [auth.http]) reloaded");
         }
         self.state.reload(config)
     }

@@ -203,7 +203,7 @@ fn parse_rule(rest: &str) -> Result<Rule, String> {
 /// `pattern` substitution: a level that is exactly `%c` or `%u` becomes the client id or user
 /// name. A value with `/`, `+` or `#` (or a missing user name) makes the rule not apply, so
 /// no client can widen a pattern by its choice of name.
-fn substitute(filter: &str, who: &Identity) -> Option<String> {
+pub(crate) fn substitute(filter: &str, who: &Identity) -> Option<String> {
     if !filter.contains('%') {
         return Some(filter.to_string());
     }
@@ -247,7 +247,7 @@ fn covers(outer: &str, inner: &str) -> bool {
 }
 
 /// Whether some topic matches both filters.
-fn overlaps(a: &str, b: &str) -> bool {
+pub(crate) fn overlaps(a: &str, b: &str) -> bool {
     let dollar = |f: &str| f.starts_with('$');
     let wild = |f: &str| f.starts_with(['+', '#']);
     if (dollar(a) && wild(b)) || (dollar(b) && wild(a)) {
@@ -277,6 +277,7 @@ mod tests {
         Identity {
             client_id: Arc::from(client_id),
             username: username.map(Arc::from),
+            rights: None,
         }
     }
 

@@ -177,7 +177,9 @@ impl BrokerState {
 
     /// The user name a client logged in with, if any.
     pub fn username(&self, client_id: &str) -> Option<Arc<str>> {
-        self.usernames.get(client_id).map(|u| Arc::clone(u.value()))
+        self.usernames
+            .get(client_id)
+            .and_then(|u| u.value().0.clone())
     }
 
     /// Every subscription: in the router (direct and groups) and declared queues' consumers.

@@ -256,6 +256,8 @@ const QOS0_OFFLINE: u8 = 16;
 const BY_ADMIN: u8 = 32;
 /// With [`BY_ADMIN`]: its session ends with the connection.
 const DISCARD: u8 = 64;
+/// With [`KICKED`]: the token the client logged in with expired.
+const EXPIRED: u8 = 128;
 
 /// Why a connection was told to close through its mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +269,8 @@ pub enum Kick {
         /// The session ends with the connection.
         discard: bool,
     },
+    /// The token it logged in with expired.
+    Expired,
 }
 
 /// One client's queue of pending deliveries.
@@ -387,6 +391,12 @@ impl Mailbox {
         self.signal();
     }
 
+    /// Tells the connection to close: its login's token expired.
+    pub fn kick_expired(&self) {
+        self.flags.fetch_or(KICKED | EXPIRED, Ordering::AcqRel);
+        self.signal();
+    }
+
     /// Whether the connection was told to close; clears the signal.
     pub fn take_kick(&self) -> bool {
         self.take_kick_reason().is_some()
@@ -396,9 +406,12 @@ impl Mailbox {
     pub fn take_kick_reason(&self) -> Option<Kick> {
         let was = self
             .flags
-            .fetch_and(!(KICKED | BY_ADMIN | DISCARD), Ordering::AcqRel);
+            .fetch_and(!(KICKED | BY_ADMIN | DISCARD | EXPIRED), Ordering::AcqRel);
         if was & KICKED == 0 {
             return None;
+        }
+        if was & EXPIRED != 0 && was & BY_ADMIN == 0 {
+            return Some(Kick::Expired);
         }
         Some(match (was & BY_ADMIN != 0, was & DISCARD != 0) {
             (false, _) => Kick::TakenOver,

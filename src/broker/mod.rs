@@ -6,6 +6,7 @@ mod admin;
 pub mod bridged;
 mod carrier;
 mod durable;
+mod expiry;
 mod mailbox;
 mod queue;
 mod queues;
@@ -65,9 +66,11 @@ pub struct BrokerState {
     id: String,
     /// Who may connect and what they may do.
     auth: Auth,
-    /// User names of clients that logged in with one, for authorizing their deliveries and
-    /// wills; a client missing here is anonymous.
-    usernames: DashMap<Arc<str>, Arc<str>>,
+    /// Logins that end when their token expires.
+    expiries: Arc<expiry::Expiries>,
+    /// User names and own rights of clients that logged in with either, for authorizing their
+    /// deliveries and wills; a client missing here is anonymous, with no rights of its own.
+    usernames: DashMap<Arc<str>, Who>,
     /// The declared queues (`[[queues]]`), fixed from start.
     queues: Vec<Arc<queue::Queue>>,
     /// Every queue, groups included, by the slot a delivery's [`crate::session::Link`] names.
@@ -88,12 +91,16 @@ pub struct Published {
     pub durable: Option<crate::store::Ticket>,
 }
 
+/// A client's user name and own rights, as its login set them.
+type Who = (Option<Arc<str>>, Option<Arc<crate::auth::Rights>>);
+
 impl BrokerState {
     /// Empty state with these settings, everyone allowed everything (no auth files read).
     pub fn new(config: Config) -> BrokerState {
         let (slots, queues) = queues::Slots::declared(&config);
         BrokerState {
             auth: Auth::permissive(),
+            expiries: Arc::default(),
             usernames: DashMap::new(),
             queues,
             slots,
@@ -385,9 +392,17 @@ impl BrokerState {
 
     /// Who `client_id` is, as far as authorization goes.
     pub fn identity(&self, client_id: &Arc<str>) -> Identity {
-        Identity {
-            client_id: Arc::clone(client_id),
-            username: self.usernames.get(client_id).map(|u| Arc::clone(&u)),
+        match self.usernames.get(client_id) {
+            Some(who) => Identity {
+                client_id: Arc::clone(client_id),
+                username: who.0.clone(),
+                rights: who.1.clone(),
+            },
+            None => Identity {
+                client_id: Arc::clone(client_id),
+                username: None,
+                rights: None,
+            },
         }
     }
 
@@ -396,15 +411,19 @@ impl BrokerState {
         &self.auth
     }
 
-    /// Records who `client_id` logged in as (None: anonymous).
-    pub fn set_username(&self, client_id: &Arc<str>, username: Option<&str>) {
-        match username {
-            Some(u) => {
-                self.usernames.insert(Arc::clone(client_id), Arc::from(u));
-            }
-            None => {
-                self.usernames.remove(client_id);
-            }
+    /// Records who `client_id` logged in as (None: anonymous) and the rights its login
+    /// granted, if any.
+    pub fn set_login(
+        &self,
+        client_id: &Arc<str>,
+        username: Option<&str>,
+        rights: Option<Arc<crate::auth::Rights>>,
+    ) {
+        if username.is_none() && rights.is_none() {
+            self.usernames.remove(client_id);
+        } else {
+            self.usernames
+                .insert(Arc::clone(client_id), (username.map(Arc::from), rights));
         }
     }
 
@@ -697,7 +716,11 @@ impl BrokerState {
         if let (Some(remote), Some(claim)) = (self.remote.get(), session.claim) {
             remote.ended(session.client_id(), claim.get());
         }
-        self.usernames.remove(session.client_id());
+        // Only if no newer connection holds the client id: its login is its own (it may have
+        // attached while this session was being ended).
+        let client_id = session.client_id();
+        self.usernames
+            .remove_if(client_id, |_, _| !self.registry.holds(client_id));
     }
 
     /// Hands every message a queue (declared, or a shared subscription's group) handed this

@@ -336,6 +336,28 @@ impl Registry {
         }
     }
 
+    /// Whether `client_id` has an entry (a connection or a parked session).
+    pub fn holds(&self, client_id: &str) -> bool {
+        self.clients.contains_key(client_id)
+    }
+
+    /// Tells the connection of `generation` with `mailbox` to close for its expired token;
+    /// false if that connection is gone. (A generation alone does not name a connection: a
+    /// client id whose session ended starts again from 1.)
+    pub fn kick_expired(&self, client_id: &str, generation: u64, mailbox: *const Mailbox) -> bool {
+        match self.clients.get(client_id) {
+            Some(e)
+                if e.generation == generation
+                    && std::ptr::eq(Arc::as_ptr(&e.mailbox), mailbox)
+                    && matches!(e.state, State::Connected { .. }) =>
+            {
+                e.mailbox.kick_expired();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Waits until the connection of `client_id` that is attached now (if any) has handed its
     /// session back, at most until `deadline`; false if it has not by then.
     pub async fn wait_detached(&self, client_id: &str, deadline: tokio::time::Instant) -> bool {

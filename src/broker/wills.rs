@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::BrokerState;
-use crate::auth::Access;
 use crate::logged::clip;
 use crate::metrics;
 use crate::session::{Message, NEVER_EXPIRES};
@@ -116,7 +115,7 @@ impl BrokerState {
     /// Publishes a will, if its client may still publish to its topic.
     pub(super) fn publish_will_message(&self, msg: Arc<Message>) {
         if let (Some(a), Some(client_id)) = (self.auth.authorizer(), msg.publisher.as_ref()) {
-            if !a.allows(&self.identity(client_id), msg.topic(), Access::Write) {
+            if !a.allows_will(&self.identity(client_id), msg.topic()) {
                 metrics::acl_denied("will");
                 tracing::info!(client_id = %clip(client_id), topic = %clip(msg.topic()), "will not published: the ACL forbids its topic");
                 return;

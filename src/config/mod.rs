@@ -10,12 +10,16 @@ use serde::Deserialize;
 
 use crate::store::Durability;
 
+mod auth;
 mod bridge;
 mod cluster;
 mod listener;
 pub mod mosquitto;
 mod queues;
 mod shared;
+pub use auth::{
+    valid_hook_url, AuthMethod, HttpHookConfig, JwtConfig, OnError, TokenIn, JWT_ALGORITHMS,
+};
 pub use bridge::{BridgeConfig, Direction, TopicRule};
 pub use cluster::ClusterConfig;
 pub use listener::{ExtraListener, IdentitySource, ListenerConfig, ListenerKind, TlsVersion};
@@ -74,6 +78,68 @@ pub struct AuthConfig {
     /// A user name from a verified client certificate (`identity_as_username`) is a login by
     /// itself, without a password.
     pub certificate_login: bool,
+    /// The order the methods are asked in; the first decisive answer wins. Default: the
+    /// configured ones in the order file, jwt, http.
+    pub chain: Option<Vec<AuthMethod>>,
+    /// `[auth.jwt]`: JSON Web Tokens.
+    pub jwt: Option<JwtConfig>,
+    /// `[auth.http]`: the HTTP authentication (and ACL) hook.
+    pub http: Option<HttpHookConfig>,
+}
+
+impl AuthConfig {
+    /// The methods asked, in order.
+    pub fn methods(&self) -> Vec<AuthMethod> {
+        match &self.chain {
+            Some(c) => c.clone(),
+            None => [
+                (AuthMethod::File, true),
+                (AuthMethod::Jwt, self.jwt.is_some()),
+                (AuthMethod::Http, self.http.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(m, on)| on.then_some(m))
+            .collect(),
+        }
+    }
+
+    /// The first key with a value it does not allow, and what is allowed.
+    fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if let Some(p) = self.jwt.as_ref().and_then(JwtConfig::problem) {
+            return Some(p);
+        }
+        if let Some(p) = self.http.as_ref().and_then(HttpHookConfig::problem) {
+            return Some(p);
+        }
+        if let Some(chain) = &self.chain {
+            let mut seen = Vec::new();
+            for m in chain {
+                if seen.contains(m) {
+                    return Some((
+                        "auth.chain",
+                        "each of \"file\", \"jwt\", \"http\" at most once",
+                    ));
+                }
+                seen.push(*m);
+            }
+            if chain.contains(&AuthMethod::Jwt) != self.jwt.is_some() {
+                return Some((
+                    "auth.chain",
+                    "\"jwt\" listed exactly when [auth.jwt] is configured",
+                ));
+            }
+            if chain.contains(&AuthMethod::Http) != self.http.is_some() {
+                return Some((
+                    "auth.chain",
+                    "\"http\" listed exactly when [auth.http] is configured",
+                ));
+            }
+            if !chain.contains(&AuthMethod::File) && self.password_file.is_some() {
+                return Some(("auth.chain", "\"file\" listed when password_file is set"));
+            }
+        }
+        None
+    }
 }
 
 impl Default for AuthConfig {
@@ -83,6 +149,9 @@ impl Default for AuthConfig {
             acl_file: None,
             allow_anonymous: None,
             certificate_login: true,
+            chain: None,
+            jwt: None,
+            http: None,
         }
     }
 }
@@ -664,6 +733,9 @@ impl Config {
                     allowed,
                 });
             }
+        }
+        if let Some((key, allowed)) = self.auth.problem() {
+            return Err(invalid(key, allowed));
         }
         if let Some((key, allowed)) = self.shared.problem() {
             return Err(invalid(key, allowed));

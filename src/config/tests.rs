@@ -591,3 +591,72 @@ fn admission_keys_are_checked() {
         (Some(100), None, Some(10), Some(1000))
     );
 }
+
+/// The commented `[auth]` chain, `[auth.jwt]` and `[auth.http]` examples in config/tern.toml
+/// parse and validate; mistakes name the key.
+#[test]
+fn documented_auth_examples_parse() {
+    let doc = include_str!("../../config/tern.toml");
+    let grab = |from: &str, to: &str| -> String {
+        let start = doc.find(from).expect("example");
+        let end = doc[start..].find(to).expect("end") + start;
+        doc[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| l.split(" # ").next().unwrap_or(l).trim_end().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let jwt = grab("# [auth.jwt]", "\n\n");
+    let jwt_one_key: String = jwt
+        .lines()
+        .filter(|l| {
+            !l.starts_with("secret_env")
+                && !l.starts_with("public_key_file")
+                && !l.starts_with("jwks_file")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let http = grab("# [auth.http]", "\n\n");
+    let toml = format!("[auth]\nchain = [\"file\", \"jwt\", \"http\"]\n{jwt_one_key}\n{http}\n");
+    let c = Config::from_toml(&toml, "example").expect("parses and validates");
+    let j = c.auth.jwt.as_ref().expect("jwt");
+    assert_eq!(j.clock_skew_secs, 30);
+    assert_eq!(j.username_claim, "sub");
+    assert_eq!(j.algorithms.as_deref(), Some(&["RS256".to_string()][..]));
+    let h = c.auth.http.as_ref().expect("http");
+    assert_eq!(h.timeout_ms, 2000);
+    assert_eq!(h.acl_url.as_deref(), Some("http://127.0.0.1:8080/mqtt/acl"));
+    // Two key sources at once is an error.
+    assert!(Config::from_toml(&jwt, "t.toml")
+        .unwrap_err()
+        .to_string()
+        .contains("auth.jwt.secret_file"));
+    let bad = |t: &str| Config::from_toml(t, "t.toml").unwrap_err().to_string();
+    for (t, key) in [
+        ("[auth]\nchain = [\"jwt\"]\n", "auth.chain"),
+        ("[auth]\nchain = [\"file\", \"file\"]\n", "auth.chain"),
+        ("[auth]\nchain = [\"ldap\"]\n", "chain"),
+        ("[auth.http]\nurl = \"https://x/\"\n", "auth.http.url"),
+        (
+            "[auth.http]\nurl = \"http://x/\"\ntimeout_ms = 0\n",
+            "auth.http.timeout_ms",
+        ),
+        (
+            "[auth.http]\nurl = \"http://x/\"\non_error = \"maybe\"\n",
+            "on_error",
+        ),
+        (
+            "[auth.jwt]\nsecret_env = \"X\"\ntoken_in = \"header\"\n",
+            "token_in",
+        ),
+        (
+            "[auth.jwt]\nsecret_env = \"X\"\nalgorithms = [\"none\"]\n",
+            "auth.jwt.algorithms",
+        ),
+    ] {
+        let e = bad(t);
+        assert!(e.contains(key) && e.contains("t.toml"), "{t}: {e}");
+    }
+}

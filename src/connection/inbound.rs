@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use tracing::{debug, info};
 
-use super::{Connection, End, Violation};
+use super::{Connection, Deferred, End, Violation};
+use crate::auth::hook::Action;
 use crate::auth::Access;
-use crate::broker::{queue_name, Published, SubscribeResult, Unfit, Wanted};
+use crate::broker::{queue_name, Published, SubscribeResult, Unfit, Waiting, Wanted};
 use crate::metrics;
 use crate::protocol::{
     AckProperties, Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, SubAck, Subscribe,
@@ -42,7 +43,11 @@ impl Connection {
             }
             Packet::Subscribe(s) => {
                 if let Some(wait) = self.state.remote().and_then(|r| r.retained_synced()) {
-                    self.deferred = Some(Box::new((s, wait)));
+                    self.deferred = Some(Box::new(Deferred {
+                        packet: Packet::Subscribe(s),
+                        wait,
+                        synced: true,
+                    }));
                     return Ok(());
                 }
                 return self.on_subscribe(s);
@@ -87,6 +92,52 @@ impl Connection {
                 .into())
             }
         }
+    }
+
+    /// With an ACL hook: what a PUBLISH or SUBSCRIBE asks that the hook's cache cannot answer
+    /// is asked first, the packet (and everything after it) held until the answers are in
+    /// (`None`); the synchronous checks then read the cache. A superuser is not asked about.
+    pub(super) fn ask_acl_first(&mut self, mut packet: Packet) -> Result<Option<Packet>, End> {
+        if !matches!(packet, Packet::Publish(_) | Packet::Subscribe(_)) {
+            return Ok(Some(packet));
+        }
+        let Some(hook) = self.state.auth().acl_hook() else {
+            return Ok(Some(packet));
+        };
+        let who = self.state.identity(self.client_id());
+        if who.rights.as_ref().is_some_and(|r| r.superuser) {
+            return Ok(Some(packet));
+        }
+        let mut questions = Vec::new();
+        match &mut packet {
+            Packet::Publish(p) => {
+                // The topic an alias stands for is what is asked about (resolved once: the
+                // alias is taken out of the packet).
+                self.resolve_alias(p)?;
+                if hook.cached(&who, Action::Publish, &p.topic).is_none() {
+                    questions.push((Action::Publish, p.topic.clone()));
+                }
+            }
+            Packet::Subscribe(s) => {
+                for f in &s.filters {
+                    let filter = self.state.acl_filter(&f.filter);
+                    if hook.cached(&who, Action::Subscribe, filter).is_none() {
+                        questions.push((Action::Subscribe, filter.to_string()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if questions.is_empty() {
+            return Ok(Some(packet));
+        }
+        let wait: Waiting<()> = Box::pin(async move { hook.ask_acl(&who, &questions).await });
+        self.deferred = Some(Box::new(Deferred {
+            packet,
+            wait,
+            synced: false,
+        }));
+        Ok(None)
     }
 
     pub(super) fn ack(&mut self, packet: Packet) {

@@ -35,7 +35,6 @@ use crate::broker::{After, BrokerState, Carrier, ClientInfo, Kick, Mailbox, Out,
 use crate::metrics;
 use crate::protocol::{
     self, Connect, Disconnect, LastWill, Packet, PacketId, ProtocolVersion, Publish, ReasonCode,
-    Subscribe,
 };
 use crate::session::{Effect, Message, Session};
 use crate::store::Ticket;
@@ -165,6 +164,8 @@ enum End {
     TakenOver,
     /// An operator disconnected it (admin API); `discard`: its session ends too.
     Administrative { discard: bool },
+    /// The token it logged in with expired.
+    TokenExpired,
     /// The broker is stopping.
     Shutdown,
 }
@@ -184,6 +185,7 @@ impl End {
             End::KeepAlive => Some(ReasonCode::KeepAliveTimeout),
             End::TakenOver => Some(ReasonCode::SessionTakenOver),
             End::Administrative { .. } => Some(ReasonCode::AdministrativeAction),
+            End::TokenExpired => Some(ReasonCode::MaximumConnectTime),
             End::Shutdown => Some(ReasonCode::ServerShuttingDown),
         }
     }
@@ -210,10 +212,21 @@ struct Connection {
     /// A packet other than PUBLISH could not be sent within the client's Maximum Packet Size:
     /// the connection cannot go on [MQTT-3.1.2-24].
     unsendable: bool,
-    /// Cluster mode: a SUBSCRIBE held until this node has every retained message the cluster
-    /// stored before it; nothing the client sent after it is read until then.
-    deferred: Option<Box<(Subscribe, Waiting<()>)>>,
+    /// A packet held until something it needs is ready (cluster mode: a SUBSCRIBE until this
+    /// node has every retained message the cluster stored before it; with an ACL hook: a
+    /// PUBLISH or SUBSCRIBE until the hook answered what the cache lacks); nothing the client
+    /// sent after it is read until then.
+    deferred: Option<Box<Deferred>>,
     client: Client,
+}
+
+/// A packet held, what it waits for, and how it goes on.
+struct Deferred {
+    packet: Packet,
+    wait: Waiting<()>,
+    /// Handled as a SUBSCRIBE whose retained messages are in (cluster), or from the start
+    /// but without asking the ACL hook again (a miss now refuses).
+    synced: bool,
 }
 
 /// What a connection keeps while dormant: everything but the socket's registration, buffers,
@@ -345,6 +358,10 @@ impl Connection {
                 None => {}
                 Some(Kick::TakenOver) => return Stop::End(End::TakenOver),
                 Some(Kick::Admin { discard }) => return Stop::End(End::Administrative { discard }),
+                Some(Kick::Expired) => {
+                    metrics::token_expired();
+                    return Stop::End(End::TokenExpired);
+                }
             }
             if self.unsendable {
                 return Stop::End(Violation::Unsendable.into());
@@ -388,7 +405,7 @@ impl Connection {
                         return stop;
                     }
                 }
-                _ = async { if let Some(d) = self.deferred.as_mut() { (&mut d.1).await } }, if self.deferred.is_some() => {
+                _ = async { if let Some(d) = self.deferred.as_mut() { d.wait.as_mut().await } }, if self.deferred.is_some() => {
                     if let Err(end) = self.resume_subscribe() {
                         return Stop::End(end);
                     }
@@ -397,10 +414,13 @@ impl Connection {
         }
     }
 
-    /// The held SUBSCRIBE may go on: handles it, then what the client sent after it.
+    /// The held packet may go on: handles it, then what the client sent after it.
     fn resume_subscribe(&mut self) -> Result<(), End> {
         if let Some(d) = self.deferred.take() {
-            self.on_subscribe(d.0)?;
+            match (d.packet, d.synced) {
+                (Packet::Subscribe(s), true) => self.on_subscribe(s)?,
+                (packet, _) => self.handle_packet(packet)?,
+            }
         }
         self.handle_input()
     }
@@ -539,6 +559,9 @@ impl Connection {
             counts.packet(&packet);
             tracing::trace!(client_id = %clip(self.client_id()), ?packet, "received");
             self.client.last_packet = Instant::now();
+            let Some(packet) = self.ask_acl_first(packet)? else {
+                return Ok(());
+            };
             self.handle_packet(packet)?;
         }
     }

@@ -4,6 +4,15 @@
 use super::*;
 use crate::auth::{self, Access, Identity, Login, Verdict};
 
+/// The protocol level of `version`: 3 (3.1), 4 (3.1.1) or 5.
+fn level(version: ProtocolVersion) -> u8 {
+    match version {
+        ProtocolVersion::V31 => 3,
+        ProtocolVersion::V311 => 4,
+        ProtocolVersion::V5 => 5,
+    }
+}
+
 impl Connection {
     /// Reads and answers the CONNECT, attaches the session; `None` if the connection ended.
     pub(super) async fn open(
@@ -65,16 +74,24 @@ impl Connection {
             password: connect.password.as_ref().map(|p| p.to_vec()),
             certified: origin.cert_identity.is_some(),
             allow_anonymous: auth::allow_anonymous(&state.config(), origin.allow_anonymous),
+            peer: origin.peer,
+            listener: Arc::from(state.listener_name(slot.listener_index())),
+            protocol_version: level(version),
+            cert_identity: origin.cert_identity.clone(),
         };
         let verdict = tokio::select! {
             v = state.auth().login(login, origin.peer.ip()) => v,
-            _ = shutdown.changed() => Verdict::NotAuthorized,
+            _ = shutdown.changed() => Err(Verdict::NotAuthorized),
         };
-        let refused = match verdict {
-            Verdict::Allowed => None,
-            Verdict::BadCredentials => Some(("bad_credentials", ReasonCode::BadUserNameOrPassword)),
-            Verdict::NotAuthorized => Some(("not_authorized", ReasonCode::NotAuthorized)),
+        let refused = match &verdict {
+            Ok(_) => None,
+            Err(Verdict::BadCredentials) => {
+                Some(("bad_credentials", ReasonCode::BadUserNameOrPassword))
+            }
+            Err(Verdict::NotAuthorized) => Some(("not_authorized", ReasonCode::NotAuthorized)),
+            Err(Verdict::Unavailable) => Some(("unavailable", ReasonCode::ServerUnavailable)),
         };
+        let grant: auth::Grant = verdict.unwrap_or_default();
         if let Some((why, reason)) = refused {
             warn!(
                 client_id = %clip(&client_id),
@@ -96,10 +113,23 @@ impl Connection {
             bridge,
             ..
         } = *connect;
+        // A token names the user; otherwise the CONNECT (or the certificate) does.
+        let connect_username = match &grant.username {
+            Some(u) => Some(u.to_string()),
+            None => connect_username,
+        };
         let identity = Identity {
             client_id: Arc::clone(&client_id),
             username: connect_username.as_deref().map(Arc::from),
+            rights: grant.rights.clone(),
         };
+        if let (Some(w), Some(hook)) = (&will, state.auth().acl_hook()) {
+            // The ACL hook is asked about the will's topic now; the check below reads its answer.
+            if !identity.rights.as_ref().is_some_and(|r| r.superuser) {
+                let question = [(auth::hook::Action::Publish, w.topic.clone())];
+                hook.ask_acl(&identity, &question).await;
+            }
+        }
         if let (Some(w), Some(acl)) = (&will, state.auth().authorizer()) {
             if !acl.allows(&identity, &w.topic, Access::Write) {
                 // Never published; the client is still let in, as Mosquitto does.
@@ -171,7 +201,11 @@ impl Connection {
                 }
             }
         }
-        state.set_username(&client_id, connect_username.as_deref());
+        state.set_login(
+            &client_id,
+            connect_username.as_deref(),
+            grant.rights.clone(),
+        );
         let mut attached = state
             .attach(
                 &client_id,
@@ -199,6 +233,13 @@ impl Connection {
                 return None;
             }
         }
+        // Again: the session this one took over may have ended during `attach` (a clean start,
+        // or an old connection with expiry 0), which forgets the client id's login.
+        state.set_login(
+            &client_id,
+            connect_username.as_deref(),
+            grant.rights.clone(),
+        );
         if let Some(stored) = attached.stored.take().filter(|_| attached.session_present) {
             // "Session present" is a promise that holds across a crash: the session's record
             // is durable first.
@@ -235,15 +276,15 @@ impl Connection {
         let info = Arc::new(ClientInfo::new(
             origin.peer,
             slot.listener_index(),
-            match version {
-                ProtocolVersion::V31 => 3,
-                ProtocolVersion::V311 => 4,
-                ProtocolVersion::V5 => 5,
-            },
+            level(version),
             accepted.keep_alive,
             accepted.session_expiry,
         ));
         state.client_connected(&client_id, attached.generation, Arc::clone(&info));
+        if let Some(at) = grant.expires_at {
+            // Ended with DISCONNECT 0xA0 (Maximum connect time) when its token expires.
+            state.expire_login(&client_id, attached.generation, &attached.mailbox, at);
+        }
         let now = Instant::now();
         let client = Client {
             version,

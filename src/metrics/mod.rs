@@ -205,6 +205,16 @@ fn describe() {
         "Connections refused by authentication (bad_credentials: unknown user or wrong password; not_authorized: e.g. anonymous where that is off)."
     );
     c!(
+        "tern_auth_hook_requests_total",
+        Unit::Count,
+        "HTTP hook requests by hook (auth, acl) and result (allow, deny, ignore, refused, error, timeout)."
+    );
+    c!(
+        "tern_auth_token_expired_total",
+        Unit::Count,
+        "Connections closed because their token expired (v5 DISCONNECT 0xA0)."
+    );
+    c!(
         "tern_acl_denied_total",
         Unit::Count,
         "Actions the ACL refused: publish, subscribe, read (a delivery not made), will, retained."
@@ -790,6 +800,17 @@ pub fn bridge_reconnect(name: &str) {
 /// A login was refused (`bad_credentials`, `not_authorized`).
 pub fn auth_failed(reason: &'static str) {
     ::metrics::counter!("tern_auth_failures_total", "reason" => reason).increment(1);
+}
+
+/// A request to the HTTP hook (`auth` or `acl`) ended with `result`.
+pub fn auth_hook_request(hook: &'static str, result: &'static str) {
+    ::metrics::counter!("tern_auth_hook_requests_total", "hook" => hook, "result" => result)
+        .increment(1);
+}
+
+/// A connection was closed because its token expired.
+pub fn token_expired() {
+    ::metrics::counter!("tern_auth_token_expired_total").increment(1);
 }
 
 /// The ACL refused an action (`publish`, `subscribe`, `read`, `will`, `retained`).

@@ -4,6 +4,7 @@
 mod admin;
 mod admission;
 mod auth;
+mod auth_hook;
 mod backlog;
 mod bridge;
 mod certs;
@@ -12,6 +13,7 @@ mod connect;
 mod dormant;
 mod exactness;
 mod harness;
+mod jwt;
 mod keepalive;
 mod limits;
 mod malformed;
