@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::BrokerState;
 use crate::config::Config;
+use crate::connection::OverLimit;
 use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 
@@ -40,6 +41,9 @@ pub enum StartError {
     /// The password or ACL file could not be used.
     #[error("{0}")]
     Auth(crate::auth::AuthError),
+    /// The thread that answers connections over a limit could not be started.
+    #[error("cannot start the thread that refuses connections over a limit: {0}")]
+    Refuser(std::io::Error),
     /// The epoll set for dormant connections could not be created.
     #[error("cannot create the epoll set for idle connections: {0}")]
     Dormitory(std::io::Error),
@@ -187,6 +191,7 @@ impl Broker {
         let ctx = Accept {
             state: Arc::clone(&state),
             refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
+            refuser: connection::Refuser::start(Arc::clone(&state)).map_err(StartError::Refuser)?,
             shutdown: shutdown_rx,
             dormitory: dormitory.clone(),
             tasks,
@@ -408,12 +413,27 @@ struct Listener {
     connect_rate: Arc<connection::ConnectRate>,
 }
 
+impl Listener {
+    /// Whether a CONNECT arriving now would find no token in this listener's bucket (asked
+    /// without taking one: the connection's own check, once its CONNECT is read, takes it).
+    fn connect_rate_exhausted(&self, state: &BrokerState) -> bool {
+        let limits = &state.config().limits;
+        self.connect_rate.exhausted(
+            limits.max_connect_rate,
+            limits.connect_burst,
+            std::time::Instant::now(),
+        )
+    }
+}
+
 /// What every accepted connection is started with, shared by all listeners.
 #[derive(Clone)]
 struct Accept {
     state: Arc<BrokerState>,
     /// Connections over a limit being answered ([`MAX_REFUSING`]).
     refusals: Arc<Semaphore>,
+    /// Plain TCP connections over a limit are answered on its thread.
+    refuser: connection::Refuser,
     shutdown: watch::Receiver<bool>,
     dormitory: Dormitory,
     tasks: TaskTracker,
@@ -472,11 +492,31 @@ fn spawn_connection(stream: TcpStream, peer: SocketAddr, accepting: &Arc<Listene
     if cfg!(not(target_os = "linux")) {
         let _ = stream.set_nodelay(true);
     }
+    let plain = accepting.transport.is_plain_tcp();
+    if plain && accepting.connect_rate_exhausted(&ctx.state) {
+        // Off the worker threads: a storm's refusals do not queue ahead of connected clients.
+        ctx.refuser.refuse(
+            stream,
+            peer,
+            OverLimit::ConnectRate,
+            accepting.transport.kind(),
+        );
+        return;
+    }
     let state = Arc::clone(&ctx.state);
     let Some(slot) = connection::Slot::take(&accepting.limit) else {
-        metrics::limit_hit("max_connections");
         debug!(%peer, "connection refused: max_connections reached");
-        refuse(stream, peer, accepting, ctx);
+        if plain {
+            ctx.refuser.refuse(
+                stream,
+                peer,
+                OverLimit::Connections,
+                accepting.transport.kind(),
+            );
+        } else {
+            metrics::limit_hit("max_connections");
+            refuse(stream, peer, accepting, ctx);
+        }
         return;
     };
     let (shutdown, dormitory) = (ctx.shutdown.clone(), ctx.dormitory.clone());
@@ -540,7 +580,7 @@ fn refuse(stream: TcpStream, peer: SocketAddr, accepting: &Arc<Listener>, ctx: &
             _ = stopping.changed() => None,
         };
         if let Some(established) = stream {
-            connection::refuse_busy(established.stream, state).await;
+            connection::refuse_over_limit(established.stream, state, OverLimit::Connections).await;
         }
         drop(refusing);
         metrics::connection_closed(kind);

@@ -47,6 +47,20 @@ impl ConnectRate {
             false
         }
     }
+
+    /// Whether [`ConnectRate::admit`] at `now` would refuse, without taking a token.
+    pub fn exhausted(&self, rate: Option<u32>, burst: Option<u32>, now: Instant) -> bool {
+        let Some(rate) = rate else {
+            return false;
+        };
+        let b = self.bucket.lock();
+        let Some(last) = b.last else {
+            return false;
+        };
+        let size = f64::from(burst.unwrap_or(rate).max(1));
+        let elapsed = now.saturating_duration_since(last).as_secs_f64();
+        (b.tokens + elapsed * f64::from(rate)).min(size) < 1.0
+    }
 }
 
 #[cfg(test)]
@@ -69,6 +83,24 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         let admitted = (0..10).filter(|_| r.admit(Some(2), Some(5), later)).count();
         assert_eq!(admitted, 5);
+    }
+
+    /// `exhausted` foretells `admit` without taking a token.
+    #[test]
+    fn exhausted_asks_without_taking() {
+        let r = ConnectRate::default();
+        let t0 = Instant::now();
+        assert!(!r.exhausted(Some(2), Some(2), t0), "a new bucket is full");
+        assert!(!r.exhausted(None, None, t0), "no rate, nothing exhausted");
+        assert!(r.admit(Some(2), Some(2), t0));
+        assert!(!r.exhausted(Some(2), Some(2), t0));
+        assert!(!r.exhausted(Some(2), Some(2), t0), "asking took nothing");
+        assert!(r.admit(Some(2), Some(2), t0));
+        assert!(r.exhausted(Some(2), Some(2), t0));
+        assert!(!r.admit(Some(2), Some(2), t0));
+        let later = t0 + Duration::from_millis(500);
+        assert!(!r.exhausted(Some(2), Some(2), later));
+        assert!(r.admit(Some(2), Some(2), later));
     }
 
     /// Without a burst the bucket holds one second's worth; without a rate nothing is counted.

@@ -11,11 +11,13 @@ mod io;
 mod limit;
 mod open;
 mod outbound;
+mod refuser;
 mod violation;
 
 pub use admission::ConnectRate;
 pub use dormant::Dormitory;
 pub use limit::{listener_name, Limit, Slot};
+pub use refuser::{OverLimit, Refuser};
 
 use crate::logged::clip;
 use open::will_message;
@@ -130,17 +132,22 @@ pub struct Origin {
     pub connect_rate: Arc<ConnectRate>,
 }
 
-/// Answers a connection over `max_connections`: reads its CONNECT and refuses it (v5: 0x97
-/// Quota exceeded; v3: 0x03 Server unavailable).
-pub async fn refuse_busy(stream: Stream, state: Arc<BrokerState>) {
+/// Answers a connection over a limit: reads its CONNECT and refuses it (v5: 0x97 Quota
+/// exceeded past `max_connections`, 0x9F Connection rate exceeded past `max_connect_rate`;
+/// v3.1.1: 0x03 Server unavailable).
+pub async fn refuse_over_limit(stream: Stream, state: Arc<BrokerState>, why: OverLimit) {
     let mut io = Io::new(stream, state.config().limits.max_packet_size);
     let deadline = Instant::now() + state.config().connect_timeout();
     if let Ok(c) = io.read_connect(deadline).await {
-        let reason = if c.version.is_v5() {
-            ReasonCode::QuotaExceeded
-        } else {
-            ReasonCode::ServerUnavailable
+        let reason = match (c.version.is_v5(), why) {
+            (true, OverLimit::Connections) => ReasonCode::QuotaExceeded,
+            (true, OverLimit::ConnectRate) => ReasonCode::ConnectionRateExceeded,
+            (false, _) => ReasonCode::ServerUnavailable,
         };
+        if why == OverLimit::ConnectRate {
+            // As when open() refuses it: the rate is asked once a CONNECT is read.
+            metrics::connect_received();
+        }
         metrics::connect_refused(reason as u8);
         let ack = Packet::ConnAck(handshake::refusal(reason));
         metrics::packet_sent(&ack);
