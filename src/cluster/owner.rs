@@ -380,8 +380,8 @@ async fn reap(reaper: Reaper, state: std::sync::Weak<BrokerState>) {
             if last.max(since).elapsed() < DEAD || reaped.get(&node) == Some(&last) {
                 continue;
             }
-            match nodes.entry(node.clone()).await {
-                Ok(Some(e)) if e.operation == kv::Operation::Put && age(&e) < DEAD => {
+            match heartbeat_age(&nodes, &node).await {
+                Ok(Some(age)) if age < DEAD => {
                     // Heard of again, through the bucket: alive.
                     peers.heard(&node);
                     continue;
@@ -398,6 +398,32 @@ async fn reap(reaper: Reaper, state: std::sync::Weak<BrokerState>) {
                 Err(e) => tracing::warn!(%node, error = %e, "taking over a silent node's clients"),
             }
         }
+    }
+}
+
+/// How long ago `node`'s last heartbeat was written, as the bucket's stream leader has it;
+/// `None` when it has none (never written, or taken out when it stopped). Not a replica's copy
+/// (what a key-value read may return): back from a partition, or behind under load, a replica
+/// can show a live node's heartbeat as old, and a node judged dead on it would have its
+/// clients taken over while it serves them.
+async fn heartbeat_age(nodes: &kv::Store, node: &str) -> Result<Option<Duration>, String> {
+    let subject = format!("{}{}", nodes.prefix, node);
+    match nodes.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(m) => {
+            if m.headers.get("KV-Operation").is_some() {
+                // DEL or PURGE: the node took its heartbeat out.
+                return Ok(None);
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128);
+            let nanos = u64::try_from(now - m.time.unix_timestamp_nanos()).unwrap_or(0);
+            Ok(Some(Duration::from_nanos(nanos)))
+        }
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -1068,7 +1068,7 @@ fn a_minority_partition_refuses_and_heals_with_one_owner() {
     let nats = partition::Splittable::start(new);
     let u = &nats.urls;
     let p1 = Node::start("p1", &[u[0].clone(), u[1].clone()]);
-    let _p2 = Node::start("p2", &[u[1].clone(), u[0].clone()]);
+    let p2 = Node::start("p2", &[u[1].clone(), u[0].clone()]);
     let p3 = Node::start("p3", &u[2..3]);
     let run_id = rand_suffix();
     let topic = |t: &str| format!("part/{run_id}/{t}");
@@ -1119,7 +1119,16 @@ fn a_minority_partition_refuses_and_heals_with_one_owner() {
             Event::Packet(DISCONNECT, body) => assert_eq!(body.first(), Some(&0x8E)),
             other => panic!("the minority-side connection of a client owned elsewhere: {other:?}"),
         }
-        new_owner.ping().await;
+        new_owner.send(&pingreq()).await;
+        match new_owner.next_event(Duration::from_secs(30)).await {
+            Event::Packet(PINGRESP, _) => {}
+            other => panic!(
+                "the majority-side owner after the heal: {other:?}\np1:\n{}\np2:\n{}\np3:\n{}",
+                p1.log_lines().join("\n"),
+                p2.log_lines().join("\n"),
+                p3.log_lines().join("\n")
+            ),
+        }
         let mut got = std::collections::HashSet::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while acked.iter().any(|p| !got.contains(p)) {
