@@ -443,6 +443,15 @@ impl Mailbox {
         let limit = self.limit();
         let waker = {
             let mut inner = self.inner.lock();
+            // A queue's delivery is for a connected member only. Asked under the lock that
+            // `take_all` takes: a member whose connection ends is marked offline before its
+            // mailbox is emptied back into its queues, so a delivery the queue picked it for
+            // just before either lands before the emptying (and goes back with the rest) or
+            // is refused here (and the queue hands it to another member). Without this it
+            // could land after, in the mailbox of a session that has ended, and stay there.
+            if delivery.link.is_some() && !self.is_online() {
+                return Err(DropReason::Offline);
+            }
             if inner.full(limit, bytes)
                 && (delivery.qos == QoS::AtMostOnce || !inner.make_room(limit, bytes))
             {

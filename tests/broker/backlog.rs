@@ -139,7 +139,14 @@ async fn the_identity_holds_in_every_scrape() {
     assert_eq!(futures_total(consumers).await, 2000);
     // The consumers are gone without acknowledging their stop jobs: back in the queue.
     let mut s = Scrape::take(&broker).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while identity(&s)[3] != 2.0 {
+        // Bounded: a stop job stuck with a consumer that left hung this loop once.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stop jobs did not come back to the queue: {:?}",
+            identity(&s)
+        );
         s = Scrape::take(&broker).await;
     }
     assert_eq!(identity(&s), [2002.0, 2000.0, 0.0, 2.0, 0.0]);

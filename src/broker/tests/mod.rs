@@ -148,6 +148,28 @@ fn mailbox_bound_drops_qos0_first() {
     assert!(drain(&m).iter().all(|d| d.qos == QoS::AtLeastOnce));
 }
 
+/// A queue's delivery is for a connected member: once the mailbox is offline (the connection
+/// ended) it is refused, so the queue hands it to another member instead of leaving it in the
+/// mailbox of a session that is ending; before, it is queued and taken back with the rest.
+#[test]
+fn queue_deliveries_are_refused_once_offline() {
+    let m = Mailbox::new(10, false);
+    m.set_online(true);
+    let linked = || Delivery {
+        link: Some(crate::session::Link {
+            queue: 0,
+            id: std::num::NonZeroU64::MIN,
+        }),
+        ..delivery(QoS::AtLeastOnce, b"job")
+    };
+    m.push(linked()).expect("online: queued");
+    m.set_online(false);
+    assert_eq!(m.push(linked()), Err(DropReason::Offline));
+    m.push(delivery(QoS::AtLeastOnce, b"direct"))
+        .expect("a direct QoS 1 delivery still waits for the session");
+    assert_eq!(m.take_all().len(), 2);
+}
+
 /// A bridge's byte bound: the payload bytes queued stay exact as entries come and go (in
 /// memory, by sequence number, read back at start, taken away); at the bound QoS 0 goes
 /// first, then new messages are refused and counted; draining makes room again.
