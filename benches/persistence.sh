@@ -7,6 +7,8 @@
 # every 30 minutes and at exit: not durable). Medians of 3; ratio >= 1.0 means Tern is better.
 # Usage: benches/persistence.sh [--quick]
 set -euo pipefail
+# A failure inside a command substitution stops the bench too (a missing figure is an error).
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
 REPS=3
@@ -29,6 +31,22 @@ wait_port() {
   echo "broker on port $1 did not start" >&2; exit 1
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+# The value of `NAME=` in the line on stdin; stops the bench, saying what is missing, when it
+# is not there (a changed log line must not shift figures into the wrong columns).
+must_field() {
+  local line v
+  line=$(cat)
+  v=$(echo "$line" | field "$1")
+  [ -n "$v" ] || { echo "persistence.sh: no $1= in: ${line:-<nothing>}" >&2; return 1; }
+  echo "$v"
+}
+# Resident memory of PID in MB; stops the bench when it cannot be read (the process is gone).
+must_rss() {
+  local mb
+  mb=$(rss_mb "$1" 2>/dev/null || true)
+  [ -n "$mb" ] || { echo "persistence.sh: no resident memory for pid $1 (not running?)" >&2; return 1; }
+  echo "$mb"
+}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 
@@ -70,7 +88,12 @@ run_one() {
   line=$(target/release/tern-bench --port "$port" --scenario offline --messages "$MESSAGES" 2>&1 | grep RESULT || true)
   stop_broker
   [ -n "$line" ] || { echo "0 0 1"; return; }
-  echo "$(echo "$line" | field msgs_per_s) $(echo "$line" | field drain_ms) $(( $(echo "$line" | field lost) + $(echo "$line" | field dup) ))"
+  local rate drain lost dup
+  rate=$(echo "$line" | must_field msgs_per_s)
+  drain=$(echo "$line" | must_field drain_ms)
+  lost=$(echo "$line" | must_field lost)
+  dup=$(echo "$line" | must_field dup)
+  echo "$rate $drain $((lost + dup))"
 }
 
 # Loss after kill -9: the 100 offline sessions get $MESSAGES QoS 1 messages each, every one
@@ -89,7 +112,10 @@ kill9_loss() {
   line=$(target/release/tern-bench --port "$port" --scenario drain --prefix k9 --messages "$MESSAGES" 2>&1 | grep RESULT || true)
   stop_broker
   [ -n "$line" ] || { echo "$((MESSAGES * 100)) 0"; return; }
-  echo "$(echo "$line" | field lost) $(echo "$line" | field dup)"
+  local lost dup
+  lost=$(echo "$line" | must_field lost)
+  dup=$(echo "$line" | must_field dup)
+  echo "$lost $dup"
 }
 
 declare -A PUB DRAIN
@@ -117,7 +143,7 @@ memory_mb() {
   start_broker "$kind" "$port" "$dir" 1000000
   target/release/tern-bench --port "$port" --scenario fill --connections 1 --messages 1000000 >/dev/null 2>&1 || true
   sleep 2
-  mb=$(rss_mb "$PID")
+  mb=$(must_rss "$PID")
   stop_broker
   echo "$mb"
 }
@@ -138,14 +164,23 @@ restart_ms() {
   wait_port "$port"
   target/release/tern-bench --port "$port" --scenario fill --connections 1000 --messages 1000 --retained 100000 >/dev/null
   local before
-  before=$(rss_mb "$pid")
+  before=$(must_rss "$pid")
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
   start=$(date +%s%N)
   target/release/tern --config "$dir/t.toml" --http-port 0 2>"$dir/log" &
   PID=$!
   for _ in $(seq 1 3000); do grep -q "listener ready" "$dir/log" && break; sleep 0.01; done
-  echo $(( ($(date +%s%N) - start) / 1000000 )) "$(sed -n 's/.*store opened.* retained=\([0-9]*\) sessions=\([0-9]*\).*/\1 \2/p' "$dir/log")" "$before" "$(rss_mb "$PID")"
+  local ms opened retained sessions after ready
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  ready=$(grep -c "listener ready" "$dir/log" || true)
+  opened=$(grep "store opened" "$dir/log" || true)
+  after=$(rss_mb "$PID" 2>/dev/null || true)
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  [ "$ready" != 0 ] || { echo "persistence.sh: no \"listener ready\" within 30 s of the restart" >&2; return 1; }
+  [ -n "$after" ] || { echo "persistence.sh: no resident memory after the restart" >&2; return 1; }
+  retained=$(echo "$opened" | must_field retained)
+  sessions=$(echo "$opened" | must_field sessions)
+  echo "$ms $retained $sessions $before $after"
 }
 RESTART=$(restart_ms)
 
@@ -166,7 +201,7 @@ RESTART=$(restart_ms)
   echo "messages lost or duplicated by Tern: $LOSS"
   echo "resident memory with 1,000,000 distinct messages queued for one offline session: tern fsync ${MEM[fsync]} MB, tern persistence off ${MEM[off]} MB, mosquitto ${MEM[mosquitto]} MB"
   read -r ms retained sessions before after <<<"$RESTART"
-  echo "restart after kill -9 with 1,000,000 queued and 100,000 retained messages: ${ms} ms (read back: ${retained:-?} retained, ${sessions:-?} sessions; target < 10000 ms); resident memory ${before:-?} MB before the kill, ${after:-?} MB after the restart"
+  echo "restart after kill -9 with 1,000,000 queued and 100,000 retained messages: ${ms} ms (read back: ${retained} retained, ${sessions} sessions; target < 10000 ms); resident memory ${before} MB before the kill, ${after} MB after the restart"
 } | tee "$WORK/table.txt"
 mkdir -p benches/results
 cp "$WORK/table.txt" benches/results/persistence-latest.txt
