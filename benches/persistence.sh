@@ -169,14 +169,14 @@ restart_ms() {
   start=$(date +%s%N)
   target/release/tern --config "$dir/t.toml" --http-port 0 2>"$dir/log" &
   PID=$!
-  for _ in $(seq 1 3000); do grep -q "listener ready" "$dir/log" && break; sleep 0.01; done
+  for _ in $(seq 1 3000); do grep -q "MQTT listener ready" "$dir/log" && break; sleep 0.01; done
   local ms opened retained sessions after ready
   ms=$(( ($(date +%s%N) - start) / 1000000 ))
-  ready=$(grep -c "listener ready" "$dir/log" || true)
+  ready=$(grep -c "MQTT listener ready" "$dir/log" || true)
   opened=$(grep "store opened" "$dir/log" || true)
   after=$(rss_mb "$PID" 2>/dev/null || true)
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
-  [ "$ready" != 0 ] || { echo "persistence.sh: no \"listener ready\" within 30 s of the restart" >&2; return 1; }
+  [ "$ready" != 0 ] || { echo "persistence.sh: no \"MQTT listener ready\" within 30 s of the restart" >&2; return 1; }
   [ -n "$after" ] || { echo "persistence.sh: no resident memory after the restart" >&2; return 1; }
   retained=$(echo "$opened" | must_field retained)
   sessions=$(echo "$opened" | must_field sessions)
