@@ -46,6 +46,32 @@ fn write_clipped(f: &mut fmt::Formatter<'_>, s: &str, quoted: bool) -> fmt::Resu
     f.write_str(quote)
 }
 
+/// At most one log line per period, process-wide, for messages a flood could repeat (a
+/// client's rejected publishes, a full retained budget): the first call in each period says
+/// yes. Periods are whole seconds of Unix time, so a `static` needs no start-up.
+pub struct Throttle {
+    period_secs: u64,
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// One line per `period_secs` (at least 1).
+    pub const fn per(period_secs: u64) -> Throttle {
+        Throttle {
+            period_secs: if period_secs == 0 { 1 } else { period_secs },
+            last: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Whether a line may be logged now.
+    pub fn allow(&self) -> bool {
+        let period = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / self.period_secs);
+        self.last.swap(period, std::sync::atomic::Ordering::Relaxed) != period
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

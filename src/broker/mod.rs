@@ -392,17 +392,15 @@ impl BrokerState {
 
     /// Who `client_id` is, as far as authorization goes.
     pub fn identity(&self, client_id: &Arc<str>) -> Identity {
-        match self.usernames.get(client_id) {
-            Some(who) => Identity {
-                client_id: Arc::clone(client_id),
-                username: who.0.clone(),
-                rights: who.1.clone(),
-            },
-            None => Identity {
-                client_id: Arc::clone(client_id),
-                username: None,
-                rights: None,
-            },
+        let (username, rights) = self
+            .usernames
+            .get(client_id)
+            .map(|who| who.clone())
+            .unwrap_or_default();
+        Identity {
+            client_id: Arc::clone(client_id),
+            username,
+            rights,
         }
     }
 

@@ -4,12 +4,11 @@
 //! dropped; only new ones are refused). A refusal is counted (`tern_limit_hits_total`) and
 //! logged at most once a minute.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::retained::{Budget, Over};
 use super::BrokerState;
-use crate::logged::clip;
+use crate::logged::{clip, Throttle};
 use crate::metrics;
 use crate::session::Message;
 
@@ -66,7 +65,8 @@ impl BrokerState {
 /// Counts a retained message refused by the budget, and logs it at most once a minute.
 fn refused(topic: &str, over: Over) {
     metrics::limit_hit(over.limit());
-    if log_now() {
+    static LOG: Throttle = Throttle::per(60);
+    if LOG.allow() {
         tracing::warn!(
             topic = %clip(topic),
             limit = over.limit(),
@@ -74,13 +74,4 @@ fn refused(topic: &str, over: Over) {
              counted in tern_limit_hits_total)"
         );
     }
-}
-
-/// True at most once a minute, broker-wide.
-fn log_now() -> bool {
-    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
-    let minute = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 60);
-    LAST.swap(minute, Ordering::Relaxed) != minute
 }

@@ -29,16 +29,8 @@ impl ConnectRate {
         let Some(rate) = rate else {
             return true;
         };
-        let size = f64::from(burst.unwrap_or(rate).max(1));
         let mut b = self.bucket.lock();
-        b.tokens = match b.last {
-            None => size,
-            // An instant before the last one (another thread's) adds nothing.
-            Some(last) => {
-                let elapsed = now.saturating_duration_since(last).as_secs_f64();
-                (b.tokens + elapsed * f64::from(rate)).min(size)
-            }
-        };
+        b.tokens = b.at(rate, burst, now);
         b.last = Some(b.last.map_or(now, |last| last.max(now)));
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -50,16 +42,23 @@ impl ConnectRate {
 
     /// Whether [`ConnectRate::admit`] at `now` would refuse, without taking a token.
     pub fn exhausted(&self, rate: Option<u32>, burst: Option<u32>, now: Instant) -> bool {
-        let Some(rate) = rate else {
-            return false;
-        };
-        let b = self.bucket.lock();
-        let Some(last) = b.last else {
-            return false;
-        };
+        rate.is_some_and(|rate| self.bucket.lock().at(rate, burst, now) < 1.0)
+    }
+}
+
+impl Bucket {
+    /// Tokens at `now`, refilled at `rate` per second up to `burst` (`None`: the rate); a
+    /// bucket never used is full, and an instant before the last one (another thread's) adds
+    /// nothing.
+    fn at(&self, rate: u32, burst: Option<u32>, now: Instant) -> f64 {
         let size = f64::from(burst.unwrap_or(rate).max(1));
-        let elapsed = now.saturating_duration_since(last).as_secs_f64();
-        (b.tokens + elapsed * f64::from(rate)).min(size) < 1.0
+        match self.last {
+            None => size,
+            Some(last) => {
+                let elapsed = now.saturating_duration_since(last).as_secs_f64();
+                (self.tokens + elapsed * f64::from(rate)).min(size)
+            }
+        }
     }
 }
 

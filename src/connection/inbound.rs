@@ -180,7 +180,10 @@ impl Connection {
             (self.client.version.is_v5()).then_some(ReasonCode::ImplementationSpecificError)
         } else if !self.may(&p.topic, Access::Write) {
             metrics::acl_denied("publish");
-            if log_now() {
+            // At most once a second: a client publishing where it may not would otherwise
+            // flood the log (every refusal is counted in `tern_acl_denied_total` anyway).
+            static LOG: crate::logged::Throttle = crate::logged::Throttle::per(1);
+            if LOG.allow() {
                 info!(client_id = %clip(self.client_id()), topic = %clip(&p.topic), "PUBLISH refused by the ACL (logged at most once a second)");
             }
             // v3.1.1 has no way to say so: acknowledged and dropped, as the spec requires
@@ -493,15 +496,4 @@ fn flow_id(pkid: u16) -> Result<PacketId, End> {
         ))
         .into()
     })
-}
-
-/// True at most once a second, broker-wide: a client publishing where it may not would
-/// otherwise flood the log (every refusal is counted in `tern_acl_denied_total` anyway).
-fn log_now() -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    LAST.swap(now, Ordering::Relaxed) != now
 }
