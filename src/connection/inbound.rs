@@ -281,7 +281,7 @@ impl Connection {
                         let msg = Arc::new(Message::new(
                             p,
                             Some(Arc::clone(self.client_id())),
-                            std::time::Instant::now(),
+                            self.last_activity.into_std(),
                         ));
                         r.forward(&msg, false, Some(serial))
                     });
@@ -296,10 +296,11 @@ impl Connection {
                 .is_stored()
                 .then_some((&**self.client.session.client_id(), id));
         }
+        // Its age counts from the read that brought it in.
         let msg = Arc::new(Message::new(
             p,
             Some(Arc::clone(self.client_id())),
-            std::time::Instant::now(),
+            self.last_activity.into_std(),
         ));
         let serial = pkid.and_then(|id| self.client.session.inbound_qos2_serial(id));
         // Cluster mode: a persistent session keeps the QoS 2 message's number before PUBREC.

@@ -565,7 +565,8 @@ impl Connection {
             };
             counts.packet(&packet);
             tracing::trace!(client_id = %clip(self.client_id()), ?packet, "received");
-            self.client.last_packet = Instant::now();
+            // The moment of the read that brought it (one clock read per wake-up, not per packet).
+            self.client.last_packet = self.last_activity;
             let Some(packet) = self.ask_acl_first(packet)? else {
                 return Ok(());
             };
