@@ -133,7 +133,8 @@ fn publish(
     // Check what mqttbytes does not: UTF-8 without U+0000, packet id, property rules.
     let mut r = Reader::new(bytes.slice(frame.header_len..));
     let topic = r.string()?;
-    if qos != QoS::AtMostOnce && r.u16()? == 0 {
+    let pkid = if qos == QoS::AtMostOnce { 0 } else { r.u16()? };
+    if qos != QoS::AtMostOnce && pkid == 0 {
         return Err(DecodeError::Malformed(
             "[MQTT-2.2.1-3] packet identifier 0 on a QoS 1/2 PUBLISH",
         ));
@@ -152,14 +153,10 @@ fn publish(
     } else {
         check_topic_name(&topic)?;
     }
-    let header = frame.mqttbytes();
-    let (pkid, payload) = if version.is_v5() {
-        let p = mqttbytes::v5::Publish::read(header, bytes).map_err(DecodeError::from_mqttbytes)?;
-        (p.pkid, p.payload)
-    } else {
-        let p = mqttbytes::v4::Publish::read(header, bytes).map_err(DecodeError::from_mqttbytes)?;
-        (p.pkid, p.payload)
-    };
+    // The rest of the frame is the payload: read here rather than by a second parse through
+    // mqttbytes, which would allocate and validate the topic (and v5 properties) again for
+    // every message.
+    let payload = r.take(r.remaining())?;
     Ok(Packet::Publish(Publish {
         dup,
         qos,
@@ -179,10 +176,8 @@ fn ack(v5: bool, frame: &Frame, bytes: Bytes) -> Result<Ack> {
         return Err(DecodeError::Malformed("[MQTT-2.2.1-3] packet identifier 0"));
     }
     if !v5 {
+        // The v3.1.1 body is just the packet id.
         r.finish()?;
-        // The v3.1.1 body is just the packet id; mqttbytes agrees or the frame is malformed.
-        mqttbytes::v4::PubAck::read(frame.mqttbytes(), bytes)
-            .map_err(DecodeError::from_mqttbytes)?;
         return Ok(Ack {
             pkid,
             ..Ack::default()
