@@ -5,6 +5,13 @@
 # that key is its window). Medians of 3 rounds; msgs/s and the ratio 65535 / 20 (>= 1.0: the
 # large window is at least as fast). Fails naming the figure it could not read.
 #   benches/window.sh [--tern TERN_BINARY] [--rounds N] [--messages "10000 60000"]
+#                     [--windows "20 65535"]
+# --windows: the windows compared (one Tern each); the ratio is the last's rate over the first's.
+#   benches/window.sh --slow-link "50 100 200" [--read-rate BYTES_PER_S] [--windows "..."]
+# --slow-link: instead, a QoS 1 subscriber behind a slow link (tern-bench `slow-link`): each
+# PUBACK leaves that many milliseconds after its PUBLISH arrived (the round trip), and with
+# --read-rate it reads at most that many bytes per second (64-byte payloads); messages/s per
+# window and round trip, and the p99 end-to-end latency.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -12,11 +19,17 @@ cd "$(dirname "$0")/.."
 TERN=target/release/tern
 ROUNDS=3
 COUNTS="10000 60000"
+WINDOWS="20 65535"
+SLOW=
+READ_RATE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --tern) TERN=$(realpath "$2"); shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --messages) COUNTS=$2; shift ;;
+    --windows) WINDOWS=$2; shift ;;
+    --slow-link) SLOW=$2; shift ;;
+    --read-rate) READ_RATE=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -47,7 +60,7 @@ field() {
 median() { tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A PORT
-for w in 20 65535; do
+for w in $WINDOWS; do
   port=$(free_port)
   PORT[$w]=$port
   cat >"$WORK/tern-$w.toml" <<CONF
@@ -61,11 +74,46 @@ CONF
 done
 
 echo "# benches/window.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, tern: $TERN, medians of $ROUNDS"
-printf '%-28s %14s %14s %8s\n' "drain, QoS 1, one session" "window 20" "window 65535" "ratio"
+read -r -a WS <<<"$WINDOWS"
+if [ -n "$SLOW" ]; then
+  printf '%-10s' "window"
+  for rtt in $SLOW; do printf ' %22s' "rtt ${rtt} ms: msgs/s, p99"; done
+  printf '   (read rate: %s B/s; 0 = no cap)\n' "$READ_RATE"
+  for w in "${WS[@]}"; do
+    printf '%-10s' "$w"
+    for rtt in $SLOW; do
+      # About 3 s of traffic at the rate the window or the link allows, 100 to 5,000 messages.
+      n=$(awk -v w="$w" -v r="$rtt" -v b="$READ_RATE" 'BEGIN {
+        rate = w * 1000 / r; if (b > 0 && b / 96 < rate) rate = b / 96;
+        n = int(3 * rate); if (n < 100) n = 100; if (n > 5000) n = 5000; print n }')
+      rates=""
+      p99s=""
+      for r in $(seq 1 "$ROUNDS"); do
+        what="slow link, window $w, rtt $rtt ms, round $r"
+        out=$("$BENCH" --port "${PORT[$w]}" --scenario slow-link --messages "$n" \
+          --ack-delay-ms "$rtt" --read-bytes-per-s "$READ_RATE" 2>&1 | grep '^RESULT' || true)
+        rates="$rates $(field "$out" msgs_per_s "$what")"
+        p99s="$p99s $(field "$out" p99_us "$what")"
+        lost=$(field "$out" lost "$what")
+        if [ "$lost" != 0 ]; then echo "window.sh: $what: $lost lost" >&2; exit 1; fi
+      done
+      rate=$(median <<<"${rates# }")
+      p99=$(median <<<"${p99s# }")
+      printf ' %22s' "$rate, $((${p99%.*} / 1000)) ms"
+    done
+    printf '\n'
+  done
+  exit 0
+fi
+FIRST=${WS[0]}
+LAST=${WS[${#WS[@]}-1]}
+printf '%-28s' "drain, QoS 1, one session"
+for w in "${WS[@]}"; do printf ' %14s' "window $w"; done
+printf ' %8s\n' "ratio"
 for n in $COUNTS; do
   declare -A RATES=()
   for r in $(seq 1 "$ROUNDS"); do
-    for w in 20 65535; do
+    for w in "${WS[@]}"; do
       what="window $w, $n messages, round $r"
       out=$("$BENCH" --port "${PORT[$w]}" --scenario drain-one --messages "$n" 2>&1 | grep '^RESULT' || true)
       rate=$(field "$out" msgs_per_s "$what")
@@ -78,8 +126,12 @@ for n in $COUNTS; do
       RATES[$w]="${RATES[$w]:-} $rate"
     done
   done
-  small=$(median <<<"${RATES[20]# }")
-  large=$(median <<<"${RATES[65535]# }")
-  ratio=$(awk -v a="$large" -v b="$small" 'BEGIN {printf "%.2f", a / b}')
-  printf '%-28s %14s %14s %8s\n' "$n messages (msgs/s)" "$small" "$large" "$ratio"
+  printf '%-28s' "$n messages (msgs/s)"
+  declare -A MED=()
+  for w in "${WS[@]}"; do
+    MED[$w]=$(median <<<"${RATES[$w]# }")
+    printf ' %14s' "${MED[$w]}"
+  done
+  ratio=$(awk -v a="${MED[$LAST]}" -v b="${MED[$FIRST]}" 'BEGIN {printf "%.2f", a / b}')
+  printf ' %8s\n' "$ratio"
 done

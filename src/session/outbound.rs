@@ -123,19 +123,16 @@ impl Session {
         }
     }
 
-    /// The next packet id not in use, counting on from the last one given: one lookup while
-    /// ids are free, so with in-order acknowledgements always one. With `n` of the 65,535 ids
-    /// in use it costs at most 65,535 / (65,535 - n) lookups amortized (an id is looked past
-    /// at most once per turn of the counter): 2 up to half the id space in flight.
+    /// The next packet id not in use, counting on from the last one given (so an id comes
+    /// back only after every other free one was used): O(1) amortized (`Flights::free_from`).
     fn allocate_pkid(&mut self) -> PacketId {
-        // The window is at most 65535 entries, so a free id always exists.
-        loop {
-            let id = self.next_pkid;
-            self.next_pkid = id.next();
-            if !self.inflight.contains(id) {
-                return id;
-            }
-        }
+        // The window is at most 65535 entries, so a free id exists when a flow may start.
+        let id = self
+            .inflight
+            .free_from(self.next_pkid)
+            .unwrap_or(self.next_pkid);
+        self.next_pkid = id.next();
+        id
     }
 
     /// `pkid`'s flow, if it is in `state` at `qos`.
@@ -282,7 +279,6 @@ impl Session {
     /// was stored, in sending order: sent again on resume, with DUP, under the same ids (`None`:
     /// it may have been sent, its id is not known; a fresh one is given).
     pub fn restore_inflight(&mut self, restored: Vec<(Option<PacketId>, Delivery)>) {
-        INFLIGHT.fetch_add(restored.len() as i64, Ordering::Relaxed);
         // Fresh ids, clear of every id in use or restored: the known ones are all reserved
         // before the first fresh one is given.
         let mut known: Vec<u16> = restored
@@ -293,14 +289,12 @@ impl Session {
         for (pkid, delivery) in restored {
             let pkid = match pkid {
                 // A store that somehow holds an id twice: the second gets a fresh one.
-                Some(pkid) if !self.inflight.contains(pkid) => pkid,
-                _ => loop {
-                    let id = self.allocate_pkid();
-                    if known.binary_search(&id.get()).is_err() {
-                        break id;
-                    }
-                },
+                Some(pkid) if !self.inflight.contains(pkid) => Some(pkid),
+                _ => self.fresh_pkid(&known),
             };
+            // More than 65,535 (only from a damaged store): the rest are not resent.
+            let Some(pkid) = pkid else { break };
+            INFLIGHT.fetch_add(1, Ordering::Relaxed);
             self.inflight.push_back(Inflight {
                 pkid,
                 qos: delivery.qos,
@@ -311,8 +305,24 @@ impl Session {
         }
     }
 
+    /// A free packet id that is not in `known` (sorted); `None` if there is none.
+    fn fresh_pkid(&mut self, known: &[u16]) -> Option<PacketId> {
+        for _ in 0..=u16::MAX {
+            let id = self.inflight.free_from(self.next_pkid)?;
+            self.next_pkid = id.next();
+            if known.binary_search(&id.get()).is_err() {
+                return Some(id);
+            }
+        }
+        None
+    }
+
     /// A PUBREL that was outstanding when the session was stored: sent again on resume.
     pub fn restore_released(&mut self, pkid: PacketId) {
+        if self.inflight.contains(pkid) {
+            // Only from a damaged store: one flow per id.
+            return;
+        }
         INFLIGHT.fetch_add(1, Ordering::Relaxed);
         self.inflight.push_back(Inflight {
             pkid,
