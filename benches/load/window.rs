@@ -2,6 +2,7 @@
 //! a large window cost anything per message?) and `slow-link` (one QoS 1 subscriber behind a
 //! slow link: what does a window buy there?).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,8 @@ pub async fn drain_one(args: &Args) -> Result<Outcome> {
 /// arrived (the link's round trip), and it reads at most `--read-bytes-per-s` (0: no cap).
 /// One publisher sends `--messages` QoS 1 messages to it, at most `--messages` ahead (the
 /// broker queues what the window holds back: set `max_queued_messages` above `--messages`).
-/// `msgs_per_s`: messages received per second, first to last; `p99_us`: end to end.
+/// `msgs_per_s`: messages received per second, first to last; a `SLOW held_max=` line: the
+/// most messages the subscriber held at once (received, PUBACK not yet sent).
 pub async fn slow_link(args: &Args) -> Result<Outcome> {
     let epoch = Instant::now();
     let tally = Tally::new(epoch)?;
@@ -49,21 +51,31 @@ pub async fn slow_link(args: &Args) -> Result<Outcome> {
     let (mut reader, mut writer) = sub.into_split();
     let delay = Duration::from_millis(args.ack_delay_ms);
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, u16)>();
+    // Messages the device holds: received, not yet acknowledged; and the most at once.
+    let held = Arc::new(AtomicU64::new(0));
+    let held_max = Arc::new(AtomicU64::new(0));
+    let acked = Arc::clone(&held);
     let acker = tokio::spawn(async move {
         while let Some((due, pkid)) = rx.recv().await {
             tokio::time::sleep_until(due.into()).await;
             writer.queue_puback(pkid);
+            let mut n = 1;
             while let Ok((due, pkid)) = rx.try_recv() {
                 if due > Instant::now() {
                     writer.flush().await?;
+                    acked.fetch_sub(n, Ordering::Relaxed);
+                    n = 0;
                     tokio::time::sleep_until(due.into()).await;
                 }
                 writer.queue_puback(pkid);
+                n += 1;
             }
             writer.flush().await?;
+            acked.fetch_sub(n, Ordering::Relaxed);
         }
         anyhow::Ok(())
     });
+    let (holding, most) = (Arc::clone(&held), Arc::clone(&held_max));
     let rate = args.read_bytes_per_s;
     let t = Arc::clone(&tally);
     let reading = tokio::spawn(async move {
@@ -73,6 +85,8 @@ pub async fn slow_link(args: &Args) -> Result<Outcome> {
             match reader.next().await? {
                 Incoming::Publish { pkid, payload } => {
                     if let Some(pkid) = pkid {
+                        let now = holding.fetch_add(1, Ordering::Relaxed) + 1;
+                        most.fetch_max(now, Ordering::Relaxed);
                         let _ = tx.send((Instant::now() + delay, pkid));
                     }
                     order.check(&t, &payload);
@@ -112,6 +126,7 @@ pub async fn slow_link(args: &Args) -> Result<Outcome> {
     if secs <= 0.0 {
         bail!("nothing received");
     }
+    println!("SLOW held_max={}", held_max.load(Ordering::Relaxed));
     Ok(tally.outcome(args.messages as f64 / secs, args.messages))
 }
 

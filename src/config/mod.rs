@@ -360,9 +360,10 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 100_000,
             max_packet_size: 1024 * 1024,
-            max_inflight_messages: 20,
+            // Measured: config/tern.toml gives the figures behind each of these three.
+            max_inflight_messages: 200,
             max_inflight_messages_v5: 65535,
-            receive_maximum: 100,
+            receive_maximum: 65535,
             max_queued_messages: 1000,
             max_queued_bytes: None,
             max_payload_size: None,
