@@ -450,6 +450,11 @@ impl Writer {
         self.frame(0x40, &pkid.to_be_bytes());
     }
 
+    /// Queues a PUBACK, written at the next [`Writer::flush`].
+    pub fn queue_puback(&mut self, pkid: u16) {
+        self.puback(pkid);
+    }
+
     /// Queues a PUBLISH, flushing when the buffer is large.
     pub async fn publish(&mut self, topic: &str, qos: u8, payload: &[u8]) -> Result<()> {
         self.publish_with_flags(topic, qos << 1, payload).await

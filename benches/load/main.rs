@@ -9,6 +9,7 @@ mod client;
 mod failover;
 mod jobs;
 mod storm;
+mod window;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,7 +46,7 @@ struct Args {
     port: u16,
     /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | shared-qos1 | queue-drain |
     /// latency | idle | subs | offline | failover | connect-storm |
-    /// fill | queue | drain | publish | collect | await-received
+    /// fill | queue | drain | publish | collect | await-received | drain-one | slow-link
     #[arg(long)]
     scenario: String,
     /// Client id prefix shared by `queue` and a later `drain` (default: from the process id).
@@ -116,6 +117,13 @@ struct Args {
     /// broker it shares).
     #[arg(long)]
     storm_port: Option<u16>,
+    /// `slow-link`: milliseconds between a PUBLISH arriving and its PUBACK leaving (the link's
+    /// round trip).
+    #[arg(long, default_value_t = 0)]
+    ack_delay_ms: u64,
+    /// `slow-link`: bytes per second the subscriber reads at most (0: no cap).
+    #[arg(long, default_value_t = 0)]
+    read_bytes_per_s: u64,
 }
 
 /// What a scenario measured.
@@ -763,6 +771,9 @@ async fn main() -> Result<()> {
         "collect" => collect(&args).await?,
         "await-received" => await_received(&args).await?,
         "drain" => drain_sessions(&args).await?,
+        // The outbound window: one session drains its queue; a subscriber on a slow link.
+        "drain-one" => window::drain_one(&args).await?,
+        "slow-link" => window::slow_link(&args).await?,
         // Cluster: the subscribers' node killed halfway; sessions resumed on a survivor.
         "failover" => failover::failover(&args).await?,
         other => bail!("unknown scenario {other}"),

@@ -176,21 +176,9 @@ impl Inner {
                 .is_some_and(|b| b.bytes.saturating_add(u64::from(bytes)) > b.max_bytes)
     }
 
-    /// Makes room for `bytes` more by dropping the oldest QoS 0 messages held in memory;
-    /// false if that is not enough (whatever was dropped stays dropped: QoS 0 goes first).
-    fn make_room(&mut self, limit: u32, bytes: u32) -> bool {
-        while self.full(limit, bytes) {
-            if !self.drop_oldest_qos0() {
-                return false;
-            }
-        }
-        true
-    }
-
     /// Drops the oldest QoS 0 message held in memory; false if there is none. A queue's
     /// message is never dropped here: its queue counts it until the session settles it.
     fn drop_oldest_qos0(&mut self) -> bool {
-        let droppable = |d: &Delivery| d.qos == QoS::AtMostOnce && d.link.is_none();
         let dropped = match self.queue.iter().position(droppable) {
             Some(i) => self.queue.remove(i).map(|d| payload_bytes(&d)),
             None => self.spill.as_mut().and_then(|spill| {
@@ -239,6 +227,11 @@ impl Inner {
     }
 }
 
+/// Whether a full mailbox may drop `d` to make room: QoS 0, not a queue's.
+fn droppable(d: &Delivery) -> bool {
+    d.qos == QoS::AtMostOnce && d.link.is_none()
+}
+
 /// A connection is draining the mailbox.
 const ONLINE: u8 = 1;
 /// Another connection took the client id over; the connection draining this mailbox sees it on
@@ -283,6 +276,11 @@ pub struct Mailbox {
     limit: AtomicU32,
     /// [`ONLINE`], [`KICKED`], [`STORED`].
     flags: AtomicU8,
+    /// False once a look for a QoS 0 message to drop found none, until one is queued again:
+    /// a full queue of QoS 1/2 refuses each further push in O(1), not a walk over the whole
+    /// queue. Changed only under `inner`'s lock (an atomic for the room it takes: none, it
+    /// fits the struct's padding).
+    may_hold_qos0: AtomicBool,
 }
 
 impl Mailbox {
@@ -293,6 +291,7 @@ impl Mailbox {
             signalled: AtomicBool::new(false),
             limit: AtomicU32::new(u32::try_from(limit).unwrap_or(u32::MAX)),
             flags: AtomicU8::new(if queue_qos0_offline { QOS0_OFFLINE } else { 0 }),
+            may_hold_qos0: AtomicBool::new(false),
         }
     }
 
@@ -453,12 +452,15 @@ impl Mailbox {
                 return Err(DropReason::Offline);
             }
             if inner.full(limit, bytes)
-                && (delivery.qos == QoS::AtMostOnce || !inner.make_room(limit, bytes))
+                && (delivery.qos == QoS::AtMostOnce || !self.make_room(&mut inner, limit, bytes))
             {
                 inner.count_dropped();
                 return Err(DropReason::QueueFull);
             }
             inner.count_in(bytes);
+            if droppable(&delivery) {
+                self.may_hold_qos0.store(true, Ordering::Relaxed);
+            }
             match &mut inner.spill {
                 Some(spill) => spill.push_back(Spilled::Held(Box::new(delivery))),
                 None => inner.queue.push_back(delivery),
@@ -470,6 +472,22 @@ impl Mailbox {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Makes room in `inner` for `bytes` more by dropping the oldest QoS 0 messages held in
+    /// memory; false if that is not enough (whatever was dropped stays dropped: QoS 0 goes
+    /// first). Once a look found none, none is looked for until one is queued again.
+    fn make_room(&self, inner: &mut Inner, limit: u32, bytes: u32) -> bool {
+        while inner.full(limit, bytes) {
+            if !self.may_hold_qos0.load(Ordering::Relaxed) {
+                return false;
+            }
+            if !inner.drop_oldest_qos0() {
+                self.may_hold_qos0.store(false, Ordering::Relaxed);
+                return false;
+            }
+        }
+        true
     }
 
     /// Whether a stored delivery to this mailbox should be queued by sequence number only
@@ -489,7 +507,7 @@ impl Mailbox {
         let limit = self.limit();
         let waker = {
             let mut inner = self.inner.lock();
-            if !inner.make_room(limit, bytes) {
+            if !self.make_room(&mut inner, limit, bytes) {
                 inner.count_dropped();
                 return Err(DropReason::QueueFull);
             }
@@ -546,6 +564,12 @@ impl Mailbox {
     pub fn push_front_all(&self, queued: Vec<Queued>) {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
+        if queued
+            .iter()
+            .any(|q| matches!(q, Queued::Ready(d) if droppable(d)))
+        {
+            self.may_hold_qos0.store(true, Ordering::Relaxed);
+        }
         for q in &queued {
             inner.count_in(match q {
                 Queued::Ready(d) => payload_bytes(d),

@@ -164,9 +164,13 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Largest packet accepted or sent, in bytes, fixed header included (MQTT 5 Maximum Packet Size).
     pub max_packet_size: u32,
-    /// Unacknowledged QoS 1/2 messages sent to one client at once; the client's v5 Receive Maximum
-    /// lowers it further.
+    /// Unacknowledged QoS 1/2 messages sent at once to an MQTT 3.1.1 client, which cannot say
+    /// how many it can hold (Mosquitto's `max_inflight_messages`, which also applies to 3.1.1
+    /// clients only there).
     pub max_inflight_messages: u16,
+    /// The most unacknowledged QoS 1/2 messages sent at once to an MQTT 5 client: below it the
+    /// client's Receive Maximum (65,535 when it sends none) is its window.
+    pub max_inflight_messages_v5: u16,
     /// Receive Maximum advertised to v5 clients: QoS 2 messages a client may leave awaiting PUBREL.
     pub receive_maximum: u16,
     /// Messages waiting for one client beyond its inflight window, online or offline.
@@ -356,8 +360,10 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 100_000,
             max_packet_size: 1024 * 1024,
-            max_inflight_messages: 20,
-            receive_maximum: 100,
+            // Measured: config/tern.toml gives the figures behind each of these three.
+            max_inflight_messages: 200,
+            max_inflight_messages_v5: 65535,
+            receive_maximum: 65535,
             max_queued_messages: 1000,
             max_queued_bytes: None,
             max_payload_size: None,
@@ -775,6 +781,9 @@ impl Config {
         }
         if l.max_inflight_messages == 0 {
             return Err(invalid("limits.max_inflight_messages", "1 to 65535"));
+        }
+        if l.max_inflight_messages_v5 == 0 {
+            return Err(invalid("limits.max_inflight_messages_v5", "1 to 65535"));
         }
         if l.receive_maximum == 0 {
             return Err(invalid("limits.receive_maximum", "1 to 65535"));

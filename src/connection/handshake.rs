@@ -68,11 +68,17 @@ pub fn accept(connect: &Connect, config: &Config) -> Result<Accepted, ReasonCode
     } else {
         NEVER_EXPIRES
     };
-    let window = connect
-        .properties
-        .receive_maximum
-        .unwrap_or(u16::MAX)
-        .min(config.limits.max_inflight_messages);
+    // A v5 client says how many it can hold (absent: 65,535 [MQTT-3.1.2-21]), within the
+    // configured ceiling; a 3.1.1 client cannot, and gets the bounded default.
+    let window = if v5 {
+        connect
+            .properties
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(config.limits.max_inflight_messages_v5)
+    } else {
+        config.limits.max_inflight_messages
+    };
     Ok(Accepted {
         client_id,
         assigned,

@@ -123,46 +123,46 @@ impl Session {
         }
     }
 
+    /// The next packet id not in use, counting on from the last one given (so an id comes
+    /// back only after every other free one was used): O(1) amortized (`Flights::free_from`).
     fn allocate_pkid(&mut self) -> PacketId {
-        // The window is at most 65535 entries, so a free id always exists.
-        loop {
-            let id = self.next_pkid;
-            self.next_pkid = id.next();
-            if !self.inflight.iter().any(|e| e.pkid == id) {
-                return id;
-            }
-        }
+        // The window is at most 65535 entries, so a free id exists when a flow may start.
+        let id = self
+            .inflight
+            .free_from(self.next_pkid)
+            .unwrap_or(self.next_pkid);
+        self.next_pkid = id.next();
+        id
     }
 
-    /// Where `pkid`'s flow is, if it is in `state` at `qos`.
-    fn position(&self, pkid: PacketId, state: OutState, qos: QoS) -> Result<usize, AckOutcome> {
-        match self.inflight.iter().position(|e| e.pkid == pkid) {
+    /// `pkid`'s flow, if it is in `state` at `qos`.
+    fn check(&self, pkid: PacketId, state: OutState, qos: QoS) -> Result<(), AckOutcome> {
+        match self.inflight.get(pkid) {
             None => Err(AckOutcome::Unknown),
-            Some(i) if self.inflight[i].state == state && self.inflight[i].qos == qos => Ok(i),
+            Some(e) if e.state == state && e.qos == qos => Ok(()),
             Some(_) => Err(AckOutcome::WrongFlow),
         }
     }
 
-    fn remove(&mut self, i: usize) -> Option<Inflight> {
-        let entry = self.inflight.remove(i)?;
+    fn remove(&mut self, pkid: PacketId) -> Option<Inflight> {
+        let entry = self.inflight.remove(pkid)?;
         INFLIGHT.fetch_sub(1, Ordering::Relaxed);
         Some(entry)
     }
 
     /// PUBACK from the receiver: a QoS 1 flow ends.
     pub fn on_puback(&mut self, pkid: PacketId, out: &mut Vec<Effect>) -> AckOutcome {
-        let i = match self.position(pkid, OutState::Published, QoS::AtLeastOnce) {
-            Ok(i) => i,
-            Err(outcome) => return outcome,
-        };
-        self.end_flow(i, pkid, Settled::Consumed, out);
+        if let Err(outcome) = self.check(pkid, OutState::Published, QoS::AtLeastOnce) {
+            return outcome;
+        }
+        self.end_flow(pkid, Settled::Consumed, out);
         AckOutcome::Done
     }
 
-    /// Ends the flow at `i` before the receiver had the message (acknowledged, refused, or
+    /// Ends the flow of `pkid` before the receiver had the message (acknowledged, refused, or
     /// given up): the store and the queue that handed it out learn `how`.
-    fn end_flow(&mut self, i: usize, pkid: PacketId, how: Settled, out: &mut Vec<Effect>) {
-        if let Some(e) = self.remove(i) {
+    fn end_flow(&mut self, pkid: PacketId, how: Settled, out: &mut Vec<Effect>) {
+        if let Some(e) = self.remove(pkid) {
             if let Some(seq) = e.seq() {
                 out.push(Effect::Store(StoreOp::Acked(pkid, seq)));
             }
@@ -181,11 +181,11 @@ impl Session {
         out: &mut Vec<Effect>,
     ) -> AckOutcome {
         let rel = |reason| Effect::Reply(Reply::new(ReplyKind::PubRel, pkid, reason));
-        let i = match self.position(pkid, OutState::Published, QoS::ExactlyOnce) {
-            Ok(i) => i,
+        match self.check(pkid, OutState::Published, QoS::ExactlyOnce) {
+            Ok(()) => {}
             Err(AckOutcome::WrongFlow)
                 if self
-                    .position(pkid, OutState::Released, QoS::ExactlyOnce)
+                    .check(pkid, OutState::Released, QoS::ExactlyOnce)
                     .is_ok() =>
             {
                 // A PUBREC again: PUBREL again [MQTT-4.3.3-4].
@@ -199,12 +199,14 @@ impl Session {
                 return AckOutcome::Unknown;
             }
             Err(outcome) => return outcome,
-        };
+        }
         if reason.is_error() {
-            self.end_flow(i, pkid, Settled::Consumed, out);
+            self.end_flow(pkid, Settled::Consumed, out);
             return AckOutcome::Done;
         }
-        let entry = &mut self.inflight[i];
+        let Some(entry) = self.inflight.get_mut(pkid) else {
+            return AckOutcome::Unknown;
+        };
         entry.state = OutState::Released;
         if let Some(seq) = entry.delivery.take().and_then(|d| d.seq) {
             out.push(Effect::Durable(StoreOp::Released(pkid, seq)));
@@ -216,9 +218,9 @@ impl Session {
 
     /// PUBCOMP from the receiver: a QoS 2 flow ends.
     pub fn on_pubcomp(&mut self, pkid: PacketId, out: &mut Vec<Effect>) -> AckOutcome {
-        match self.position(pkid, OutState::Released, QoS::ExactlyOnce) {
-            Ok(i) => {
-                if let Some(e) = self.remove(i) {
+        match self.check(pkid, OutState::Released, QoS::ExactlyOnce) {
+            Ok(()) => {
+                if let Some(e) = self.remove(pkid) {
                     e.settle(Settled::Consumed, out);
                 }
                 out.push(Effect::Store(StoreOp::Completed(pkid)));
@@ -231,20 +233,21 @@ impl Session {
     /// Ends the flow of `pkid`, not yet received, as a refusal would (the carrier cannot send it
     /// again: e.g. a bridge's new remote takes less than the old one did).
     pub fn abandon(&mut self, pkid: PacketId, reason: &'static str, out: &mut Vec<Effect>) {
-        let Ok(i) = self
-            .position(pkid, OutState::Published, QoS::AtLeastOnce)
-            .or_else(|_| self.position(pkid, OutState::Published, QoS::ExactlyOnce))
-        else {
+        if self
+            .check(pkid, OutState::Published, QoS::AtLeastOnce)
+            .or_else(|_| self.check(pkid, OutState::Published, QoS::ExactlyOnce))
+            .is_err()
+        {
             return;
-        };
+        }
         out.push(Effect::Dropped(reason));
-        self.end_flow(i, pkid, Settled::Dropped(reason), out);
+        self.end_flow(pkid, Settled::Dropped(reason), out);
     }
 
     /// What the receiver has not acknowledged, again, in the original order [MQTT-4.4.0-1]:
     /// PUBLISH with DUP set, PUBREL.
     pub fn resend(&self, out: &mut Vec<Effect>) {
-        for e in &self.inflight {
+        for e in self.inflight.iter() {
             match (e.state, &e.delivery) {
                 (OutState::Published, Some(d)) => out.push(Effect::Publish {
                     pkid: Some(e.pkid),
@@ -264,7 +267,7 @@ impl Session {
     /// Whether a flow is in progress under `pkid` (for ids of other packets, e.g. a bridge's
     /// SUBSCRIBE).
     pub fn in_flight(&self, pkid: PacketId) -> bool {
-        self.inflight.iter().any(|e| e.pkid == pkid)
+        self.inflight.contains(pkid)
     }
 
     /// Stored sequence numbers of the messages inflight (sent, not yet acknowledged).
@@ -276,41 +279,50 @@ impl Session {
     /// was stored, in sending order: sent again on resume, with DUP, under the same ids (`None`:
     /// it may have been sent, its id is not known; a fresh one is given).
     pub fn restore_inflight(&mut self, restored: Vec<(Option<PacketId>, Delivery)>) {
-        INFLIGHT.fetch_add(restored.len() as i64, Ordering::Relaxed);
-        let mut unknown = Vec::new();
+        // Fresh ids, clear of every id in use or restored: the known ones are all reserved
+        // before the first fresh one is given.
+        let mut known: Vec<u16> = restored
+            .iter()
+            .filter_map(|(pkid, _)| pkid.map(PacketId::get))
+            .collect();
+        known.sort_unstable();
         for (pkid, delivery) in restored {
-            let at = self.inflight.len();
+            let pkid = match pkid {
+                // A store that somehow holds an id twice: the second gets a fresh one.
+                Some(pkid) if !self.inflight.contains(pkid) => Some(pkid),
+                _ => self.fresh_pkid(&known),
+            };
+            // More than 65,535 (only from a damaged store): the rest are not resent.
+            let Some(pkid) = pkid else { break };
+            INFLIGHT.fetch_add(1, Ordering::Relaxed);
             self.inflight.push_back(Inflight {
-                pkid: pkid.unwrap_or(PacketId::MIN),
+                pkid,
                 qos: delivery.qos,
                 state: OutState::Published,
                 link: delivery.link,
                 delivery: Some(delivery),
             });
-            if pkid.is_none() {
-                unknown.push(at);
+        }
+    }
+
+    /// A free packet id that is not in `known` (sorted); `None` if there is none.
+    fn fresh_pkid(&mut self, known: &[u16]) -> Option<PacketId> {
+        for _ in 0..=u16::MAX {
+            let id = self.inflight.free_from(self.next_pkid)?;
+            self.next_pkid = id.next();
+            if known.binary_search(&id.get()).is_err() {
+                return Some(id);
             }
         }
-        // Fresh ids, clear of every id restored above.
-        for at in unknown {
-            let id = loop {
-                let id = self.next_pkid;
-                self.next_pkid = id.next();
-                if !self
-                    .inflight
-                    .iter()
-                    .enumerate()
-                    .any(|(i, e)| i != at && e.pkid == id)
-                {
-                    break id;
-                }
-            };
-            self.inflight[at].pkid = id;
-        }
+        None
     }
 
     /// A PUBREL that was outstanding when the session was stored: sent again on resume.
     pub fn restore_released(&mut self, pkid: PacketId) {
+        if self.inflight.contains(pkid) {
+            // Only from a damaged store: one flow per id.
+            return;
+        }
         INFLIGHT.fetch_add(1, Ordering::Relaxed);
         self.inflight.push_back(Inflight {
             pkid,
@@ -348,7 +360,7 @@ impl Session {
     /// had (PUBREC) counts as consumed; any other is dropped, never sent to another consumer
     /// [MQTT-4.8.2-5].
     pub fn settle_ended(&self, out: &mut Vec<Effect>) {
-        for e in &self.inflight {
+        for e in self.inflight.iter() {
             let how = match e.state {
                 OutState::Released => Settled::Consumed,
                 OutState::Published => Settled::Dropped("session_ended"),

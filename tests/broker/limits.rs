@@ -172,7 +172,7 @@ async fn max_subscriptions_per_client_is_enforced() {
     broker.stop().await;
 }
 
-/// `max_queued_messages` = 5 (with `max_inflight_messages` = 1): 20 QoS 1 messages published to an
+/// `max_queued_messages` = 5 (with a window of 1 for both versions): 20 QoS 1 messages published to an
 /// offline persistent session; on reconnect at most 5 (+1 inflight) arrive, at least one does, and
 /// the broker stays healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,6 +180,7 @@ async fn offline_queue_is_bounded() {
     let broker = TestBroker::start_with(|c| {
         c.limits.max_queued_messages = 5;
         c.limits.max_inflight_messages = 1;
+        c.limits.max_inflight_messages_v5 = 1;
     })
     .await;
     for level in [V311, V5] {

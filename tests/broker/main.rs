@@ -38,5 +38,6 @@ mod takeover;
 mod tls;
 mod v5_features;
 mod will;
+mod window;
 mod wire;
 mod ws;

@@ -203,11 +203,16 @@ async fn publish_numbered(publ: &mut RawClient, v: u8, topic: &str, n: u8) {
     }
 }
 
-/// `limits.max_inflight_messages` caps unacknowledged QoS 1 PUBLISHes to a client (v5: the
+/// `limits.max_inflight_messages` (3.1.1) and `limits.max_inflight_messages_v5` (v5, a client
+/// that states no Receive Maximum) cap unacknowledged QoS 1 PUBLISHes to a client (v5: the
 /// server's side of [MQTT-3.3.4-9]); each PUBACK releases exactly the next queued message, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_inflight_window_is_bounded() {
-    let b = TestBroker::start_with(|c| c.limits.max_inflight_messages = 5).await;
+    let b = TestBroker::start_with(|c| {
+        c.limits.max_inflight_messages = 5;
+        c.limits.max_inflight_messages_v5 = 5;
+    })
+    .await;
     for v in VERSIONS {
         let topic = format!("win/{v}");
         let mut sub = RawClient::connected(b.addr, v, &format!("sub{v}")).await;
@@ -262,6 +267,38 @@ async fn v5_receive_maximum_caps_outbound_inflight() {
     sub.send(&puback(third.pkid)).await;
     for i in 3..6u8 {
         assert_eq!(recv_acked(&mut sub, V5).await.payload, [i]);
+    }
+    b.stop().await;
+}
+
+/// Each version gets its own window: a 3.1.1 client `max_inflight_messages` (1 here), a v5
+/// client its Receive Maximum (none sent: 65,535) up to `max_inflight_messages_v5` (3 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_version_gets_its_own_window() {
+    let b = TestBroker::start_with(|c| {
+        c.limits.max_inflight_messages = 1;
+        c.limits.max_inflight_messages_v5 = 3;
+    })
+    .await;
+    for (v, window) in [(V311, 1u8), (V5, 3)] {
+        let topic = format!("own/{v}");
+        let mut sub = RawClient::connected(b.addr, v, &format!("own-sub{v}")).await;
+        sub_all(&mut sub, v, &[&topic], 1).await;
+        let mut publ = RawClient::connected(b.addr, v, &format!("own-pub{v}")).await;
+        publish_numbered(&mut publ, v, &topic, 6).await;
+        let mut held = Vec::new();
+        for i in 0..window {
+            let r = sub.recv_publish(v).await;
+            assert_eq!(r.payload, [i], "{}: order", vname(v));
+            held.push(r);
+        }
+        expect_nothing(&mut sub).await;
+        for r in &held {
+            sub.send(&puback(r.pkid)).await;
+        }
+        for i in window..6 {
+            assert_eq!(recv_acked(&mut sub, v).await.payload, [i], "{}", vname(v));
+        }
     }
     b.stop().await;
 }

@@ -250,13 +250,14 @@ async fn qos2_jobs_stay_with_their_consumer() {
     broker.stop().await;
 }
 
-/// A consumer that stops acknowledging gets no more than its window (v5: its Receive Maximum;
-/// 3.1.1: `max_inflight_messages`); the others take the rest.
+/// A consumer that stops acknowledging gets no more than its window (v5: its Receive Maximum
+/// up to `max_inflight_messages_v5`; 3.1.1: `max_inflight_messages`); the others take the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_consumer_gets_no_more_than_its_window() {
     let broker = TestBroker::start_with(|c| {
         c.queues = both(1000, Overflow::Reject);
         c.limits.max_inflight_messages = 5;
+        c.limits.max_inflight_messages_v5 = 5;
     })
     .await;
     for level in VERSIONS {

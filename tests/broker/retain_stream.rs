@@ -209,13 +209,18 @@ async fn read_unacked(s: &mut RawClient, v: u8, n: usize) -> Vec<Received> {
 /// connection does not go dormant, and acknowledgements resume it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_published_during_the_stream_follow_the_retained_copies() {
-    let b = TestBroker::start_with(|c| c.limits.dormant_after_ms = 100).await;
+    let b = TestBroker::start_with(|c| {
+        c.limits.dormant_after_ms = 100;
+        c.limits.max_inflight_messages = 20;
+        c.limits.max_inflight_messages_v5 = 20;
+    })
+    .await;
     for v in VERSIONS {
         retain_many(b.addr, v, SOME, 1).await;
         let mut s = RawClient::connected(b.addr, v, &format!("order-{}", rand_suffix())).await;
         s.send(&subscribe(v, 1, &[("w/#", 1)], &[])).await;
         s.recv_expect(SUBACK).await;
-        // The default window (20) fills; the rest of the stream waits.
+        // The window (20, both versions) fills; the rest of the stream waits.
         let mut got = read_unacked(&mut s, v, 20).await;
         s.expect_silence(SILENCE).await;
         assert_eq!(b.dormant(), 0, "{}: a queued stream is not idle", vname(v));

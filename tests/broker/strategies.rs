@@ -161,6 +161,7 @@ async fn least_inflight_passes_over_a_stalled_member() {
     let broker = TestBroker::start_with(|c| {
         c.shared.strategy = Strategy::LeastInflight;
         c.limits.max_inflight_messages = 5;
+        c.limits.max_inflight_messages_v5 = 5;
     })
     .await;
     for level in LEVELS {
@@ -331,7 +332,11 @@ async fn a_bad_weight_is_refused() {
 /// the backlog identity at every step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_wait_in_the_group_without_room() {
-    let broker = TestBroker::start_with(|c| c.limits.max_inflight_messages = 5).await;
+    let broker = TestBroker::start_with(|c| {
+        c.limits.max_inflight_messages = 5;
+        c.limits.max_inflight_messages_v5 = 5;
+    })
+    .await;
     for level in LEVELS {
         let group = |b: &TestBroker| {
             let g = b

@@ -148,6 +148,35 @@ fn mailbox_bound_drops_qos0_first() {
     assert!(drain(&m).iter().all(|d| d.qos == QoS::AtLeastOnce));
 }
 
+/// A full queue of QoS 1 messages refuses more without looking for a QoS 0 message to drop
+/// each time; one queued after such a refusal is still the one dropped to make room.
+#[test]
+fn a_full_queue_remembers_it_holds_no_qos0() {
+    let m = Mailbox::new(3, false);
+    m.set_online(true);
+    let d = |qos, p: &'static [u8]| delivery(qos, p);
+    for _ in 0..3 {
+        m.push(d(QoS::AtLeastOnce, b"a")).expect("room");
+    }
+    for _ in 0..1000 {
+        assert_eq!(
+            m.push(d(QoS::AtLeastOnce, b"x")),
+            Err(DropReason::QueueFull)
+        );
+    }
+    let mut out = Vec::new();
+    m.drain_into(&mut out, 1, 1, &mut Loads(|_| None));
+    assert_eq!(out.len(), 1);
+    m.push(d(QoS::AtMostOnce, b"0")).expect("room");
+    m.push(d(QoS::AtLeastOnce, b"b"))
+        .expect("evicts the QoS 0 message");
+    let left: Vec<_> = drain(&m)
+        .iter()
+        .map(|d| d.msg.publish.payload.clone())
+        .collect();
+    assert_eq!(left, [&b"a"[..], b"a", b"b"]);
+}
+
 /// A queue's delivery is for a connected member: once the mailbox is offline (the connection
 /// ended) it is refused, so the queue hands it to another member instead of leaving it in the
 /// mailbox of a session that is ending; before, it is queued and taken back with the rest.

@@ -9,6 +9,7 @@ mod inbound;
 mod outbound;
 mod queued;
 mod versions;
+mod window;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
