@@ -82,6 +82,9 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
 fi
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 cargo build --release --bins --quiet
+# TERN_BENCH: another load tool binary with tern-bench's interface (e.g. a wrapper that garbles
+# its output, to check that a missing figure stops the run).
+TERN_BENCH=${TERN_BENCH:-target/release/tern-bench}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d)
@@ -124,13 +127,13 @@ CONF
 start() {
   case "$1" in
     tern)
-      target/release/tern --config "$WORK/tern-$2.toml" --bind 127.0.0.1 --port "$3" --http-port 0 --log warn 2>>"$WORK/tern.log" &
+      target/release/tern --config "$WORK/tern-$2.toml" --bind 127.0.0.1 --port "$3" --http-port 0 --log warn >>"$WORK/tern.log" 2>&1 &
       ;;
-    flashmq) benches/flashmq/run.sh "$3" "$FLASHMQ" "$WORK/flashmq-$3" &
+    flashmq) benches/flashmq/run.sh "$3" "$FLASHMQ" "$WORK/flashmq-$3" >>"$WORK/flashmq.log" 2>&1 &
       ;;
     mosquitto)
       mosquitto_conf "$3" "$2" >"$WORK/mosquitto-$3.conf"
-      "$MOSQUITTO" -c "$WORK/mosquitto-$3.conf" &
+      "$MOSQUITTO" -c "$WORK/mosquitto-$3.conf" >>"$WORK/mosquitto.log" 2>&1 &
       ;;
   esac
   BROKER_PID=$!
@@ -151,7 +154,7 @@ measure() {
   # shellcheck disable=SC2086
   if [ "$s" = idle ]; then
     before=$(status_kb "$BROKER_PID" VmRSS)
-    target/release/tern-bench --port "$port" $bargs --connections "$IDLE_CONNS" --hold-secs 6 >"$WORK/idle.out" 2>&1 &
+    $TERN_BENCH --port "$port" $bargs --connections "$IDLE_CONNS" --hold-secs 6 >"$WORK/idle.out" 2>&1 &
     bench=$!
     for _ in $(seq 1 600); do grep -q '^RESULT' "$WORK/idle.out" && break; kill -0 "$bench" 2>/dev/null || break; sleep 0.1; done
     result=$(must_result "$s against $b" "$(cat "$WORK/idle.out")")
@@ -162,7 +165,7 @@ measure() {
     per_conn=$(( (after - before) * 1024 / IDLE_CONNS ))
     value=$(echo "$result" | must_field conn_per_s "$s against $b")
   else
-    out=$(target/release/tern-bench --port "$port" $bargs --messages "$msgs" --seconds "$LAT_SECS" 2>&1 || true)
+    out=$($TERN_BENCH --port "$port" $bargs --messages "$msgs" --seconds "$LAT_SECS" 2>&1 || true)
     result=$(must_result "$s against $b ($table)" "$out")
     if [[ "$s" == latency-* ]]; then
       value=$(echo "$result" | must_field p99_us "$s against $b")
@@ -182,7 +185,7 @@ measure() {
 OUT="$WORK/tables.txt"
 {
   echo "Tern vs FlashMQ vs Mosquitto, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-  echo "command: benches/run.sh $ARGS; medians of $ROUNDS rounds, a fresh broker per measurement; $FLASHMQ_NOTE; $("$MOSQUITTO" -h 2>/dev/null | head -1 || echo mosquitto)"
+  echo "command: benches/run.sh $ARGS; medians of $ROUNDS rounds, a fresh broker per measurement; $FLASHMQ_NOTE; $({ "$MOSQUITTO" -h 2>/dev/null || true; } | head -1)"
   echo "ratios >= 1.0 mean Tern is better (throughput: Tern/other; latency and memory: other/Tern); peak MB: VmHWM of each broker in that scenario (median)"
   [ -n "$V5KEY" ] || echo "equal windows: this Tern has no limits.max_inflight_messages_v5; max_inflight_messages = 65535 and receive_maximum = 65535 are set"
 } >"$OUT"
@@ -209,6 +212,9 @@ for table in "${TABLES[@]}"; do
     IFS='|' read -r metric _ <<<"${SCEN[$s]}"
     declare -A V=() P=() L=() M=()
     for b in tern flashmq mosquitto; do
+      # Each run's line: six numbers, nothing else (a stray line would shift every median).
+      bad=$(awk 'NF != 6 { print NR ": " $0; exit } { for (i = 1; i <= NF; i++) if ($i !~ /^[0-9.]+$/) { print NR ": " $0; exit } }' "$WORK/$b")
+      [ -z "$bad" ] || die "$s: a run of $b left a line that is not its six figures: $bad"
       if [ -s "$WORK/$b" ]; then
         V[$b]=$(awk '{print $1}' "$WORK/$b" | must_median "$s $metric of $b")
         P[$b]=$(awk '{printf "%.1f\n", $5 / 1024}' "$WORK/$b" | must_median "$s peak memory of $b")

@@ -627,12 +627,14 @@ async fn offline_drain(args: &Args) -> Result<Outcome> {
         c.subscribe(&topic, qos).await?;
         c.disconnect_and_wait().await?;
     }
+    let epoch = Instant::now();
+    let tally = Tally::new(epoch)?;
     let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
     let publishers = Publishers {
         count: 1,
         per_pub: args.messages,
         qos: 1,
-        epoch: Instant::now(),
+        epoch,
         prefix: &prefix,
     };
     publish_all(
@@ -643,18 +645,17 @@ async fn offline_drain(args: &Args) -> Result<Outcome> {
     )
     .await?;
     // Latency from here: how long a message waited once its session was back.
-    let epoch = Instant::now();
-    let tally = Tally::new(epoch)?;
+    let back = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..sessions {
         let c = Client::connect_with(&args.host, args.port, &id(i), false).await?;
-        tasks.push(tokio::spawn(receive_from(c, Arc::clone(&tally), epoch)));
+        tasks.push(tokio::spawn(receive_from(c, Arc::clone(&tally), back)));
     }
     let expected = args.messages * sessions as u64;
     drain(&tally, expected).await?;
     let took = tally
         .last_delivery()
-        .saturating_duration_since(epoch)
+        .saturating_duration_since(back)
         .max(Duration::from_micros(1));
     for t in tasks {
         t.abort();
