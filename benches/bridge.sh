@@ -145,22 +145,22 @@ one_run() {
   start_cloud "$cport"; cloud=$CLOUD; wait_port "$cport"
   start_edge "$kind" "$eport" "$cport"; edge=$EDGE; wait_port "$eport"
   wait_bridged "$eport"
-  line=$(must_result "(a) edge->cloud, $kind edge" "$(target/release/tern-bench --port "$eport" --sub-port "$cport" --scenario fan-in-qos1 --messages "$PER_PUB" 2>&1 || true)")
+  line=$(must_result "(a) edge->cloud, $kind edge" "$("$TERN_BENCH" --port "$eport" --sub-port "$cport" --scenario fan-in-qos1 --messages "$PER_PUB" 2>&1 || true)")
   local rate lost_a
   rate=$(echo "$line" | must_field msgs_per_s "(a) edge->cloud, $kind edge")
   lost_a=$(echo "$line" | must_field lost "(a) edge->cloud, $kind edge")
   # (c) the other way: 8 publishers on the cloud, one persistent subscriber on the edge,
   # through the bridge's `in` rule (the edge acknowledges each message to the cloud once it is
   # stored for that subscriber).
-  line=$(must_result "(c) cloud->edge, $kind edge" "$(target/release/tern-bench --port "$cport" --sub-port "$eport" --scenario fan-in-qos1 --persistent-subscribers --messages "$PER_PUB" 2>&1 || true)")
+  line=$(must_result "(c) cloud->edge, $kind edge" "$("$TERN_BENCH" --port "$cport" --sub-port "$eport" --scenario fan-in-qos1 --persistent-subscribers --messages "$PER_PUB" 2>&1 || true)")
   local in_rate lost_c
   in_rate=$(echo "$line" | must_field msgs_per_s "(c) cloud->edge, $kind edge")
   lost_c=$(echo "$line" | must_field lost "(c) cloud->edge, $kind edge")
   # (b) backlog: a persistent subscriber session on the cloud, offline (what arrives queues for
   # it there); the cloud frozen; the backlog published to the edge; the cloud thawed and timed
   # until its received count grew by the backlog; then the subscriber collects and checks it.
-  target/release/tern-bench --port "$cport" --scenario collect --prefix "drain-$kind" --subscribe-only >/dev/null
-  target/release/tern-bench --port "$cport" --scenario await-received --http-port "$CLOUD_HTTP" --messages "$BACKLOG" >"$WORK/await.out" 2>&1 &
+  "$TERN_BENCH" --port "$cport" --scenario collect --prefix "drain-$kind" --subscribe-only >/dev/null
+  "$TERN_BENCH" --port "$cport" --scenario await-received --http-port "$CLOUD_HTTP" --messages "$BACKLOG" >"$WORK/await.out" 2>&1 &
   local waiter=$! n=0
   PIDS+=("$waiter")
   until grep -q '^READY' "$WORK/await.out"; do
@@ -170,14 +170,14 @@ one_run() {
   done
   kill -STOP "$cloud"
   # Every message acknowledged by the edge before the cloud is thawed.
-  target/release/tern-bench --port "$eport" --scenario publish --prefix "drain-$kind" --messages "$BACKLOG" >/dev/null
+  "$TERN_BENCH" --port "$eport" --scenario publish --prefix "drain-$kind" --messages "$BACKLOG" >/dev/null
   local t0 t1 lost_b dup
   t0=$(date +%s%N)
   kill -CONT "$cloud"
   # The drain time is only what it says if the cloud's count reached the backlog.
   wait "$waiter" || die "(b) drain, $kind edge: the cloud never counted $BACKLOG received: $(tail -3 "$WORK/await.out" | tr '\n' ' ')"
   t1=$(date +%s%N)
-  line=$(must_result "(b) drain, $kind edge" "$(target/release/tern-bench --port "$cport" --scenario collect --prefix "drain-$kind" --messages "$BACKLOG" 2>&1 || true)")
+  line=$(must_result "(b) drain, $kind edge" "$("$TERN_BENCH" --port "$cport" --scenario collect --prefix "drain-$kind" --messages "$BACKLOG" 2>&1 || true)")
   lost_b=$(echo "$line" | must_field lost "(b) drain, $kind edge")
   dup=$(echo "$line" | must_field dup "(b) drain, $kind edge")
   stop "$edge"; stop "$cloud"

@@ -76,8 +76,8 @@ run() {
   local kind=$1 scenario=$2 ports line out f v fields=""
   if [ "$kind" = single ]; then ports=(--port "$SINGLE"); else ports=(--port "$N1" --sub-port "$N2"); fi
   case "$scenario" in
-    connects) out=$(target/release/tern-bench "${ports[@]:0:2}" --scenario idle --connections 2000 --hold-secs 0 2>&1 || true) ;;
-    *) out=$(target/release/tern-bench "${ports[@]}" --scenario "$scenario" --messages "$MESSAGES" 2>&1 || true) ;;
+    connects) out=$("$TERN_BENCH" "${ports[@]:0:2}" --scenario idle --connections 2000 --hold-secs 0 2>&1 || true) ;;
+    *) out=$("$TERN_BENCH" "${ports[@]}" --scenario "$scenario" --messages "$MESSAGES" 2>&1 || true) ;;
   esac
   line=$(must_result "$scenario ($kind)" "$out")
   for f in msgs_per_s conn_per_s p50_us p99_us lost dup; do
@@ -119,7 +119,7 @@ for rep in $(seq 1 "$REPS"); do
   P4=$(free_port)
   start_node "b4r$rep" "$P4" 2
   wait_port "$P4"
-  out=$(target/release/tern-bench --port "$N1" --sub-port "$P4" --failover-port "$N2" \
+  out=$("$TERN_BENCH" --port "$N1" --sub-port "$P4" --failover-port "$N2" \
     --kill-pid "${PIDS[-1]}" --scenario failover --connections 50 --messages "$MESSAGES" 2>&1 || true)
   line=$(echo "$out" | grep '^FAILOVER' | tail -1 || true)
   [ -n "$line" ] || die "no FAILOVER line from tern-bench (round $rep); its output ended: $(echo "$out" | tail -3 | tr '\n' ' ')"

@@ -80,7 +80,7 @@ run_round() {
     storm=(--storm-port "$port2")
   fi
   local line out f
-  out=$(target/release/tern-bench --port "$port" --scenario connect-storm --connections "$CLIENTS" $HOLD "${LOGIN[@]}" "${storm[@]}" 2>&1 || true)
+  out=$("$TERN_BENCH" --port "$port" --scenario connect-storm --connections "$CLIENTS" $HOLD "${LOGIN[@]}" "${storm[@]}" 2>&1 || true)
   for p in $PID $PID2; do kill "$p"; wait "$p" 2>/dev/null || true; done
   PID= PID2=
   line=$(echo "$out" | grep '^STORM' | tail -1 || true)

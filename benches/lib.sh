@@ -4,6 +4,9 @@
 # that source this set `set -euo pipefail; shopt -s inherit_errexit` so that a failure inside
 # `$(...)` stops them too. BENCH names the script in messages.
 BENCH=${BENCH:-$(basename "$0")}
+# The load tool. Another binary with its interface may stand in (e.g. a wrapper that drops a
+# field from its output, to check that a missing figure stops the script).
+TERN_BENCH=${TERN_BENCH:-target/release/tern-bench}
 
 # die MESSAGE...: stops the bench with MESSAGE on stderr.
 die() { echo "$BENCH: $*" >&2; exit 1; }

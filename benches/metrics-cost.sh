@@ -35,7 +35,7 @@ messages() { case "$1" in fan-in) echo 20000 ;; fan-out) echo 2000 ;; *) echo 40
 # messages were lost: a lossy run's rate is not comparable).
 run_one() {
   local line lost dup
-  line=$(must_result "$2 on port $1" "$(target/release/tern-bench --port "$1" --scenario "$2" --messages "$(messages "$2")" 2>&1 || true)")
+  line=$(must_result "$2 on port $1" "$("$TERN_BENCH" --port "$1" --scenario "$2" --messages "$(messages "$2")" 2>&1 || true)")
   lost=$(echo "$line" | must_field lost "$2")
   dup=$(echo "$line" | must_field dup "$2")
   [ "$lost" = 0 ] && [ "$dup" = 0 ] || die "$2 on port $1 lost $lost and duplicated $dup messages"

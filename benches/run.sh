@@ -82,9 +82,6 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
 fi
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 cargo build --release --bins --quiet
-# TERN_BENCH: another load tool binary with tern-bench's interface (e.g. a wrapper that garbles
-# its output, to check that a missing figure stops the run).
-TERN_BENCH=${TERN_BENCH:-target/release/tern-bench}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d)
@@ -154,7 +151,7 @@ measure() {
   # shellcheck disable=SC2086
   if [ "$s" = idle ]; then
     before=$(status_kb "$BROKER_PID" VmRSS)
-    $TERN_BENCH --port "$port" $bargs --connections "$IDLE_CONNS" --hold-secs 6 >"$WORK/idle.out" 2>&1 &
+    "$TERN_BENCH" --port "$port" $bargs --connections "$IDLE_CONNS" --hold-secs 6 >"$WORK/idle.out" 2>&1 &
     bench=$!
     for _ in $(seq 1 600); do grep -q '^RESULT' "$WORK/idle.out" && break; kill -0 "$bench" 2>/dev/null || break; sleep 0.1; done
     result=$(must_result "$s against $b" "$(cat "$WORK/idle.out")")
@@ -165,7 +162,7 @@ measure() {
     per_conn=$(( (after - before) * 1024 / IDLE_CONNS ))
     value=$(echo "$result" | must_field conn_per_s "$s against $b")
   else
-    out=$($TERN_BENCH --port "$port" $bargs --messages "$msgs" --seconds "$LAT_SECS" 2>&1 || true)
+    out=$("$TERN_BENCH" --port "$port" $bargs --messages "$msgs" --seconds "$LAT_SECS" 2>&1 || true)
     result=$(must_result "$s against $b ($table)" "$out")
     if [[ "$s" == latency-* ]]; then
       value=$(echo "$result" | must_field p99_us "$s against $b")

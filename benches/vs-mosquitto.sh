@@ -140,7 +140,7 @@ fresh_memory() {
   fresh=$!
   wait_port "$fport"
   before=$(rss "$fresh")
-  target/release/tern-bench --port "$fport" --scenario "$scenario" "$@" >"$WORK/$scenario.out" &
+  "$TERN_BENCH" --port "$fport" --scenario "$scenario" "$@" >"$WORK/$scenario.out" &
   bench=$!
   for _ in $(seq 1 600); do grep -q RESULT "$WORK/$scenario.out" && break; sleep 0.1; done
   result=$(must_result "$scenario (memory)" "$(cat "$WORK/$scenario.out")")
@@ -178,7 +178,7 @@ queue_drain() {
   fi
   fresh=$!
   wait_port "$fport"
-  out=$(target/release/tern-bench --port "$fport" --scenario queue-drain --messages "$(messages queue-drain)" "${queue[@]}" 2>&1 || true)
+  out=$("$TERN_BENCH" --port "$fport" --scenario queue-drain --messages "$(messages queue-drain)" "${queue[@]}" 2>&1 || true)
   kill "$fresh"; wait "$fresh" 2>/dev/null || true
   must_result queue-drain "$out"
 }
@@ -214,7 +214,7 @@ run_one() {
   fi
   if [ "$scenario" = tls-connects ]; then
     # Full TLS handshakes then CONNECT/CONNACK, 64 at a time; connections per second.
-    line=$(must_result tls-connects "$(target/release/tern-bench --port "$port" --scenario idle --connections $((QUICK ? 500 : 2000)) --hold-secs 0 "${tls[@]}" 2>&1 || true)")
+    line=$(must_result tls-connects "$("$TERN_BENCH" --port "$port" --scenario idle --connections $((QUICK ? 500 : 2000)) --hold-secs 0 "${tls[@]}" 2>&1 || true)")
     rate=$(echo "$line" | must_field conn_per_s tls-connects)
     echo "$rate 0 0 0 0"
     return
@@ -222,7 +222,7 @@ run_one() {
   if [ "$scenario" = queue-drain ]; then
     line=$(queue_drain "$port")
   else
-    line=$(must_result "$scenario" "$(target/release/tern-bench --port "$port" --scenario "${scenario#tls-}" --messages "$(messages "$scenario")" "${tls[@]}" 2>&1 || true)")
+    line=$(must_result "$scenario" "$("$TERN_BENCH" --port "$port" --scenario "${scenario#tls-}" --messages "$(messages "$scenario")" "${tls[@]}" 2>&1 || true)")
   fi
   local f v out=""
   for f in msgs_per_s p50_us p99_us lost dup; do
