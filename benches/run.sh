@@ -13,6 +13,8 @@
 # (3; 2 with --quick, which also sends fewer messages), ratios Tern/FlashMQ and Tern/Mosquitto
 # (>= 1.0: Tern better; for latency and memory the inverse ratio) and every loss. A figure that
 # cannot be found stops the run naming it. Exits non-zero if Tern lost or duplicated a message.
+# Writes benches/results/latest.txt, and for a complete run (all scenarios, both tables)
+# benches/results/three-brokers-DATE[-quick].txt. FLASHMQ_BUILD_DIR: where FlashMQ is built.
 #   benches/run.sh [--quick] [--rounds N] [--table defaults|equal|both] [scenario ...]
 # Scenarios (default: all): fan-in-4 fan-out-100 pairs-qos0 pairs-qos1 pairs-qos1-v5 fan-in-4-qos2
 # drain-10k latency-qos0 latency-qos1 idle. (When the brokers are built it takes ~12 minutes;
@@ -92,7 +94,8 @@ trap cleanup EXIT
 
 BROKERS=(tern flashmq mosquitto)
 FLASHMQ_NOTE=
-if FLASHMQ=$(benches/flashmq/build.sh 2>"$WORK/flashmq-build.log") && [ -x "$FLASHMQ" ]; then
+# FLASHMQ_BUILD_DIR: where FlashMQ is built (default /tmp/flashmq-build; reused once built).
+if FLASHMQ=$(benches/flashmq/build.sh ${FLASHMQ_BUILD_DIR:+"$FLASHMQ_BUILD_DIR"} 2>"$WORK/flashmq-build.log") && [ -x "$FLASHMQ" ]; then
   FLASHMQ_NOTE="FlashMQ $(basename "$(ls benches/flashmq/flashmq-*.tar.gz)" .tar.gz | sed 's/^flashmq-//') ($FLASHMQ)"
 else
   echo "FlashMQ: could not be built, skipped (benches/flashmq/build.sh said: $(tail -3 "$WORK/flashmq-build.log" | tr '\n' ' '))" >&2
@@ -243,6 +246,9 @@ echo "messages lost or duplicated by Tern, all scenarios: $TERN_LOSS" >>"$OUT"
 cat "$OUT"
 mkdir -p benches/results
 cp "$OUT" benches/results/latest.txt
-cp "$OUT" "benches/results/three-brokers-$(date -u +%Y-%m-%d-%H%M)$([ "$QUICK" = 1 ] && echo -quick).txt"
+# A dated copy of each complete run (every scenario, both tables) to keep.
+if [ ${#SCENARIOS[@]} = ${#ORDER[@]} ] && [ ${#TABLES[@]} = 2 ]; then
+  cp "$OUT" "benches/results/three-brokers-$(date -u +%Y-%m-%d-%H%M)$([ "$QUICK" = 1 ] && echo -quick).txt"
+fi
 # Another broker's loss is reported above; only Tern's fails the run.
 [ "$TERN_LOSS" = 0 ]
