@@ -22,7 +22,10 @@
 # saves snapshots, not every message). --baseline: the other edge is a Tern edge running that
 # binary (e.g. one built from an earlier commit), not Mosquitto: before/after in one run.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 ARGS="$*"
 QUICK=0; PERSIST=0; BASELINE=
 while [ $# -gt 0 ]; do
@@ -50,12 +53,6 @@ mkdir -p "$WORK/mosquitto-data"; chmod 755 "$WORK"; chmod 777 "$WORK/mosquitto-d
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "nothing listens on $1" >&2; exit 1
-}
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 stop() { kill -CONT "$1" 2>/dev/null || true; kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # start_cloud PORT: a Tern cloud with room for what the bench sends through it, so that the
@@ -148,54 +145,44 @@ one_run() {
   start_cloud "$cport"; cloud=$CLOUD; wait_port "$cport"
   start_edge "$kind" "$eport" "$cport"; edge=$EDGE; wait_port "$eport"
   wait_bridged "$eport"
-  line=$(target/release/tern-bench --port "$eport" --sub-port "$cport" --scenario fan-in-qos1 --messages "$PER_PUB" 2>&1 | grep RESULT || true)
+  line=$(must_result "(a) edge->cloud, $kind edge" "$("$TERN_BENCH" --port "$eport" --sub-port "$cport" --scenario fan-in-qos1 --messages "$PER_PUB" 2>&1 || true)")
   local rate lost_a
-  if [ -n "$line" ]; then
-    rate=$(echo "$line" | field msgs_per_s); lost_a=$(( $(echo "$line" | field lost) + 0 ))
-  else
-    rate=0; lost_a=$((PER_PUB * 8))
-  fi
+  rate=$(echo "$line" | must_field msgs_per_s "(a) edge->cloud, $kind edge")
+  lost_a=$(echo "$line" | must_field lost "(a) edge->cloud, $kind edge")
   # (c) the other way: 8 publishers on the cloud, one persistent subscriber on the edge,
   # through the bridge's `in` rule (the edge acknowledges each message to the cloud once it is
   # stored for that subscriber).
-  line=$(target/release/tern-bench --port "$cport" --sub-port "$eport" --scenario fan-in-qos1 --persistent-subscribers --messages "$PER_PUB" 2>&1 | grep RESULT || true)
+  line=$(must_result "(c) cloud->edge, $kind edge" "$("$TERN_BENCH" --port "$cport" --sub-port "$eport" --scenario fan-in-qos1 --persistent-subscribers --messages "$PER_PUB" 2>&1 || true)")
   local in_rate lost_c
-  if [ -n "$line" ]; then
-    in_rate=$(echo "$line" | field msgs_per_s); lost_c=$(( $(echo "$line" | field lost) + 0 ))
-  else
-    in_rate=0; lost_c=$((PER_PUB * 8))
-  fi
+  in_rate=$(echo "$line" | must_field msgs_per_s "(c) cloud->edge, $kind edge")
+  lost_c=$(echo "$line" | must_field lost "(c) cloud->edge, $kind edge")
   # (b) backlog: a persistent subscriber session on the cloud, offline (what arrives queues for
   # it there); the cloud frozen; the backlog published to the edge; the cloud thawed and timed
   # until its received count grew by the backlog; then the subscriber collects and checks it.
-  target/release/tern-bench --port "$cport" --scenario collect --prefix "drain-$kind" --subscribe-only >/dev/null
-  target/release/tern-bench --port "$cport" --scenario await-received --http-port "$CLOUD_HTTP" --messages "$BACKLOG" >"$WORK/await.out" 2>&1 &
+  "$TERN_BENCH" --port "$cport" --scenario collect --prefix "drain-$kind" --subscribe-only >/dev/null
+  "$TERN_BENCH" --port "$cport" --scenario await-received --http-port "$CLOUD_HTTP" --messages "$BACKLOG" >"$WORK/await.out" 2>&1 &
   local waiter=$! n=0
   PIDS+=("$waiter")
   until grep -q '^READY' "$WORK/await.out"; do
-    kill -0 "$waiter" 2>/dev/null || { echo "await-received failed: $(cat "$WORK/await.out")" >&2; exit 1; }
-    n=$((n + 1)); [ "$n" -lt 3000 ] || { echo "await-received not ready" >&2; exit 1; }
+    kill -0 "$waiter" 2>/dev/null || die "await-received failed: $(cat "$WORK/await.out")"
+    n=$((n + 1)); [ "$n" -lt 3000 ] || die "await-received not ready"
     sleep 0.01
   done
   kill -STOP "$cloud"
   # Every message acknowledged by the edge before the cloud is thawed.
-  target/release/tern-bench --port "$eport" --scenario publish --prefix "drain-$kind" --messages "$BACKLOG" >/dev/null
+  "$TERN_BENCH" --port "$eport" --scenario publish --prefix "drain-$kind" --messages "$BACKLOG" >/dev/null
   local t0 t1 lost_b dup
   t0=$(date +%s%N)
   kill -CONT "$cloud"
-  wait "$waiter" || true
+  # The drain time is only what it says if the cloud's count reached the backlog.
+  wait "$waiter" || die "(b) drain, $kind edge: the cloud never counted $BACKLOG received: $(tail -3 "$WORK/await.out" | tr '\n' ' ')"
   t1=$(date +%s%N)
-  line=$(target/release/tern-bench --port "$cport" --scenario collect --prefix "drain-$kind" --messages "$BACKLOG" 2>&1 | grep RESULT || true)
-  if [ -n "$line" ]; then
-    lost_b=$(( $(echo "$line" | field lost) + 0 )); dup=$(( $(echo "$line" | field dup) + 0 ))
-  else
-    lost_b=$BACKLOG; dup=0
-  fi
+  line=$(must_result "(b) drain, $kind edge" "$("$TERN_BENCH" --port "$cport" --scenario collect --prefix "drain-$kind" --messages "$BACKLOG" 2>&1 || true)")
+  lost_b=$(echo "$line" | must_field lost "(b) drain, $kind edge")
+  dup=$(echo "$line" | must_field dup "(b) drain, $kind edge")
   stop "$edge"; stop "$cloud"
   echo "$rate $lost_a $(( (t1 - t0) / 1000000 )) $lost_b $dup $in_rate $lost_c"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 
 : >"$WORK/t"; : >"$WORK/m"
 for _ in $(seq 1 "$REPS"); do

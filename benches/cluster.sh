@@ -15,7 +15,10 @@
 # lost or duplicated (must be 0 for QoS 1). Writes benches/results/cluster-latest.txt.
 #   benches/cluster.sh [--quick]
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 ARGS="$*"
 QUICK=0
 while [ $# -gt 0 ]; do
@@ -38,14 +41,11 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A node reads the cluster's state from NATS before it listens: up to 60 s.
 wait_port() {
   for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "nothing listens on $1" >&2; exit 1
+  die "nothing listens on $1"
 }
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 
 NATS_PORT_BASE=auto tests/cluster/nats.sh start "$WORK/nats" >"$WORK/urls" 2>/dev/null
 IFS=, read -r -a URLS <"$WORK/urls"
@@ -73,14 +73,18 @@ for p in "$SINGLE" "$N1" "$N2" "$N3"; do wait_port "$p"; done
 
 # run KIND SCENARIO: one RESULT line's fields "msgs conn p50 p99 lost dup".
 run() {
-  local kind=$1 scenario=$2 ports line
+  local kind=$1 scenario=$2 ports line out f v fields=""
   if [ "$kind" = single ]; then ports=(--port "$SINGLE"); else ports=(--port "$N1" --sub-port "$N2"); fi
   case "$scenario" in
-    connects) line=$(target/release/tern-bench "${ports[@]:0:2}" --scenario idle --connections 2000 --hold-secs 0 2>&1 | grep RESULT || true) ;;
-    *) line=$(target/release/tern-bench "${ports[@]}" --scenario "$scenario" --messages "$MESSAGES" 2>&1 | grep RESULT || true) ;;
+    connects) out=$("$TERN_BENCH" "${ports[@]:0:2}" --scenario idle --connections 2000 --hold-secs 0 2>&1 || true) ;;
+    *) out=$("$TERN_BENCH" "${ports[@]}" --scenario "$scenario" --messages "$MESSAGES" 2>&1 || true) ;;
   esac
-  [ -n "$line" ] || { echo "0 0 0 0 -1 0"; return; }
-  echo "$(echo "$line" | field msgs_per_s) $(echo "$line" | field conn_per_s) $(echo "$line" | field p50_us) $(echo "$line" | field p99_us) $(echo "$line" | field lost) $(echo "$line" | field dup)"
+  line=$(must_result "$scenario ($kind)" "$out")
+  for f in msgs_per_s conn_per_s p50_us p99_us lost dup; do
+    v=$(echo "$line" | must_field "$f" "$scenario ($kind)")
+    fields="$fields $v"
+  done
+  echo "${fields# }"
 }
 
 OUT=$WORK/out
@@ -95,7 +99,7 @@ for scenario in pairs-qos0 pairs-qos1 fan-out connects; do
     : >"$WORK/$kind.r"
     for _ in $(seq 1 "$REPS"); do run "$kind" "$scenario" >>"$WORK/$kind.r"; done
   done
-  col() { awk -v c="$2" '{print $c}' "$WORK/$1.r" | median; }
+  col() { awk -v c="$2" '{print $c}' "$WORK/$1.r" | must_median "$scenario column $2 ($1)"; }
   if [ "$scenario" = connects ]; then
     printf '%-12s %-22s %12s %12s %7s\n' "$scenario" "connections/s" "$(col single 2)" "$(col cluster 2)" "$(ratio "$(col cluster 2)" "$(col single 2)")" >>"$OUT"
     continue
@@ -115,13 +119,18 @@ for rep in $(seq 1 "$REPS"); do
   P4=$(free_port)
   start_node "b4r$rep" "$P4" 2
   wait_port "$P4"
-  line=$(target/release/tern-bench --port "$N1" --sub-port "$P4" --failover-port "$N2" \
-    --kill-pid "${PIDS[-1]}" --scenario failover --connections 50 --messages "$MESSAGES" 2>&1 |
-    grep FAILOVER || true)
-  if [ -z "$line" ]; then echo "-1 -1 -1 0" >>"$WORK/failover.r"; problems=1; continue; fi
-  echo "$(echo "$line" | field resumed_p50_ms) $(echo "$line" | field resumed_max_ms) $(echo "$line" | field lost) $(echo "$line" | field duplicates)" >>"$WORK/failover.r"
+  out=$("$TERN_BENCH" --port "$N1" --sub-port "$P4" --failover-port "$N2" \
+    --kill-pid "${PIDS[-1]}" --scenario failover --connections 50 --messages "$MESSAGES" 2>&1 || true)
+  line=$(echo "$out" | grep '^FAILOVER' | tail -1 || true)
+  [ -n "$line" ] || die "no FAILOVER line from tern-bench (round $rep); its output ended: $(echo "$out" | tail -3 | tr '\n' ' ')"
+  fields=""
+  for f in resumed_p50_ms resumed_max_ms lost duplicates; do
+    v=$(echo "$line" | must_field "$f" "failover round $rep")
+    fields="$fields $v"
+  done
+  echo "${fields# }" >>"$WORK/failover.r"
 done
-fcol() { awk -v c="$1" '{print $c}' "$WORK/failover.r" | median; }
+fcol() { awk -v c="$1" '{print $c}' "$WORK/failover.r" | must_median "failover column $1"; }
 printf '%-12s %-22s %12s %12s\n' failover "resumed p50 (ms)" "" "$(fcol 1)" >>"$OUT"
 printf '%-12s %-22s %12s %12s\n' failover "resumed slowest (ms)" "" "$(fcol 2)" >>"$OUT"
 flost=$(awk '{s += $3} END {print s}' "$WORK/failover.r"); fdup=$(awk '{s += $4} END {print s}' "$WORK/failover.r")

@@ -12,7 +12,10 @@
 # the kernel's TCP work), the floor for any broker sharing these cores with it.
 # Usage: benches/connect-storm.sh [--quick] [--clients N] [--rate R] [--hold] [--auth] [--control]
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 ROUNDS=3
 CLIENTS=20000
@@ -53,13 +56,6 @@ if [ -n "$AUTH" ]; then
   LOGIN=(--username dev --password secret)
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "broker on port $1 did not start" >&2; exit 1
-}
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # start_broker NAME PORT EXTRA_TOML: a fresh Tern in the background; its pid on stdout
 start_broker() {
@@ -83,11 +79,16 @@ run_round() {
     wait_port "$port2"
     storm=(--storm-port "$port2")
   fi
-  local line
-  line=$(target/release/tern-bench --port "$port" --scenario connect-storm --connections "$CLIENTS" $HOLD "${LOGIN[@]}" "${storm[@]}" 2>&1 | grep '^STORM' || true)
+  local line out f
+  out=$("$TERN_BENCH" --port "$port" --scenario connect-storm --connections "$CLIENTS" $HOLD "${LOGIN[@]}" "${storm[@]}" 2>&1 || true)
   for p in $PID $PID2; do kill "$p"; wait "$p" 2>/dev/null || true; done
   PID= PID2=
-  [ -n "$line" ] || { echo "$1: the storm failed" >&2; exit 1; }
+  line=$(echo "$out" | grep '^STORM' | tail -1 || true)
+  [ -n "$line" ] || die "$1: the storm failed, no STORM line; tern-bench's output ended: $(echo "$out" | tail -3 | tr '\n' ' ')"
+  # Every figure the table prints, checked here (the table's medians come from these lines).
+  for f in storm_s connected idle_p99_us storm_p99_us p99_ratio refused failed; do
+    must_number "$f in round $1" "$(echo "$line" | must_field "$f" "$1")" >/dev/null
+  done
   echo "$1 $line"
   echo "$line" >>"$WORK/$1.out"
 }
@@ -102,7 +103,7 @@ echo
 printf '%-12s %10s %10s %10s %10s %8s %9s %9s\n' variant idle_p99us storm_p99us ratio storm_s conn/s refused failed
 for v in unlimited "rate-$RATE" ${CONTROL:+control}; do
   f="$WORK/$v.out"
-  med() { field "$1" <"$f" | median; }
+  med() { field "$1" <"$f" | must_median "$v $1"; }
   secs=$(med storm_s); conn=$(med connected)
   printf '%-12s %10s %10s %10s %10s %8.0f %9s %9s\n' "$v" "$(med idle_p99_us)" "$(med storm_p99_us)" \
     "$(med p99_ratio)" "$secs" "$(echo "$conn / $secs" | bc -l)" "$(med refused)" "$(med failed)"

@@ -6,7 +6,10 @@
 # Prints medians and on/off ratios; issue 4's target is within 5% (ratio >= 0.95).
 # Usage: benches/metrics-cost.sh [--quick]
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 REPS=5
 [ "${1:-}" = --quick ] && REPS=1
@@ -17,13 +20,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "broker on port $1 did not start" >&2; exit 1
-}
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 ON=$(free_port)
 target/release/tern --bind 127.0.0.1 --port "$ON" --http-port 0 --log warn 2>/dev/null &
@@ -35,9 +31,15 @@ PIDS+=($!)
 wait_port "$ON"; wait_port "$OFF"
 
 messages() { case "$1" in fan-in) echo 20000 ;; fan-out) echo 2000 ;; *) echo 4000 ;; esac; }
+# run_one PORT SCENARIO: msgs/s of one run (stops the bench if there is no such figure, or if
+# messages were lost: a lossy run's rate is not comparable).
 run_one() {
-  target/release/tern-bench --port "$1" --scenario "$2" --messages "$(messages "$2")" 2>&1 \
-    | grep RESULT | field msgs_per_s
+  local line lost dup
+  line=$(must_result "$2 on port $1" "$("$TERN_BENCH" --port "$1" --scenario "$2" --messages "$(messages "$2")" 2>&1 || true)")
+  lost=$(echo "$line" | must_field lost "$2")
+  dup=$(echo "$line" | must_field dup "$2")
+  [ "$lost" = 0 ] && [ "$dup" = 0 ] || die "$2 on port $1 lost $lost and duplicated $dup messages"
+  echo "$line" | must_field msgs_per_s "$2"
 }
 
 {
@@ -50,7 +52,7 @@ for s in fan-in fan-out pairs-qos0; do
     run_one "$ON" "$s" >>"$WORK/on"
     run_one "$OFF" "$s" >>"$WORK/off"
   done
-  on=$(median <"$WORK/on"); off=$(median <"$WORK/off")
+  on=$(must_median "$s metrics on" <"$WORK/on"); off=$(must_median "$s metrics off" <"$WORK/off")
   printf '%-11s %14s %14s %7s\n' "$s" "$on" "$off" "$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')" >>"$WORK/table.txt"
 done
 cat "$WORK/table.txt"

@@ -1,35 +1,83 @@
 #!/usr/bin/env bash
-# Runs the same scenarios against Tern and Mosquitto (Debian's package) in one run and prints
-# medians and Tern/Mosquitto ratios; ratio >= 1.0 always means Tern did better.
-#   benches/run.sh [--quick] [--baseline TERN_BINARY] [scenario ...]
-# --baseline: the other broker is that Tern binary (e.g. one built from an earlier commit) with
-# the same settings, instead of Mosquitto: a before/after comparison in one run.
-# Scenarios: fan-in fan-out pairs-qos0 pairs-qos1 shared-qos1 queue-drain latency idle subs
-# tls-connects tls-pairs-qos0. `shared-qos1`: 100 QoS 1 publishers, one $share group of 5 QoS 1
-# workers. `queue-drain`: 100,000 QoS 1 jobs wait (Tern: in a declared queue; Mosquitto: in a
-# $share group of 5 offline persistent sessions), then 5 QoS 1 workers connect and drain them.
-# (default: all). `subs`: one client subscribes to 50,000 topics; subscriptions/s and resident
-# bytes per subscription. The TLS ones use one certificate and key (from `tern gen-certs`) for both
-# brokers, TLS 1.3 as both negotiate it, and full handshakes (the client never resumes).
+# Tern, FlashMQ and Mosquitto side by side, in two tables, each from one run:
+#   (a) every broker with its defaults: Tern's built-in ones, Mosquitto's (Debian's package,
+#       `set_tcp_nodelay true` as Tern sets TCP_NODELAY), FlashMQ as benches/flashmq/run.sh
+#       runs it (its defaults: a client's Receive Maximum governs its outbound window);
+#   (b) equal windows: Tern with limits.max_inflight_messages = 65535 and
+#       limits.receive_maximum = 65535, Mosquitto with max_inflight_messages 0 (unlimited),
+#       FlashMQ as in (a).
+# Every broker in both tables holds up to 65,535 queued messages per client (FlashMQ's maximum,
+# set by its run.sh), so the 10,000-message offline drain fits in every queue.
+# Each measurement is a fresh broker process (its peak resident memory, VmHWM, is that
+# scenario's), brokers alternate within a round, and the table prints medians of the rounds
+# (3; 2 with --quick, which also sends fewer messages), ratios Tern/FlashMQ and Tern/Mosquitto
+# (>= 1.0: Tern better; for latency and memory the inverse ratio) and every loss. A figure that
+# cannot be found stops the run naming it. Exits non-zero if Tern lost or duplicated a message.
+# Writes benches/results/latest.txt, and for a complete run (all scenarios, both tables)
+# benches/results/three-brokers-DATE[-quick].txt. FLASHMQ_BUILD_DIR: where FlashMQ is built.
+#   benches/run.sh [--quick] [--rounds N] [--table defaults|equal|both] [scenario ...]
+# Scenarios (default: all): fan-in-4 fan-out-100 pairs-qos0 pairs-qos1 pairs-qos1-v5 fan-in-4-qos2
+# drain-10k latency-qos0 latency-qos1 idle. (When the brokers are built it takes ~12 minutes;
+# --quick ~6.)
+# The earlier Tern vs Mosquitto comparison (more scenarios: shared subscriptions, queues, TLS,
+# subscriptions; --baseline BINARY for a before/after of two Tern builds) is
+# benches/vs-mosquitto.sh; `benches/run.sh --classic [...]`, `--baseline`, or a scenario name
+# only it has (fan-in fan-out shared-qos1 queue-drain latency subs tls-connects tls-pairs-qos0)
+# runs it (`--classic pairs-qos0` for its pairs-qos0, pairs-qos1 or idle alone).
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
-ARGS="$*"
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
+# Scenario: metric|tern-bench arguments|messages (per publisher; fan-out: published)|quick.
+declare -A SCEN=(
+  [fan-in-4]="msgs/s|--scenario fan-in --publishers 4 --qos 0|50000|10000"
+  [fan-out-100]="deliveries/s|--scenario fan-out --subscribers 100 --qos 0|5000|1000"
+  [pairs-qos0]="msgs/s|--scenario pairs-qos0|4000|1000"
+  [pairs-qos1]="msgs/s|--scenario pairs-qos1|4000|1000"
+  [pairs-qos1-v5]="msgs/s|--scenario pairs-qos1 --mqtt 5|4000|1000"
+  [fan-in-4-qos2]="msgs/s|--scenario fan-in --publishers 4 --qos 2|20000|5000"
+  [drain-10k]="msgs/s|--scenario offline-drain --qos 1|10000|10000"
+  [latency-qos0]="p99 us|--scenario latency --rate 1000 --qos 0|0|0"
+  [latency-qos1]="p99 us|--scenario latency --rate 1000 --qos 1|0|0"
+  [idle]="connects/s|--scenario idle|10000|10000"
+)
+ORDER=(fan-in-4 fan-out-100 pairs-qos0 pairs-qos1 pairs-qos1-v5 fan-in-4-qos2 drain-10k latency-qos0 latency-qos1 idle)
+# The classic comparison: --classic, --baseline, or a scenario name only it has.
+CLASSIC_ONLY=" fan-in fan-out shared-qos1 queue-drain latency subs tls-connects tls-pairs-qos0 "
+for a in "$@"; do
+  if [ "$a" = --classic ] || [ "$a" = --baseline ] || [[ "$CLASSIC_ONLY" == *" $a "* ]]; then
+    args=()
+    for x in "$@"; do [ "$x" = --classic ] || args+=("$x"); done
+    exec benches/vs-mosquitto.sh "${args[@]}"
+  fi
+done
+
+ARGS="$*"
 QUICK=0
-BASELINE=
+ROUNDS=
+TABLES=both
 SCENARIOS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
-    --baseline) BASELINE=$(realpath "$2"); shift ;;
-    *) SCENARIOS+=("$1") ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --table) TABLES=$2; shift ;;
+    *) [ -n "${SCEN[$1]:-}" ] || die "unknown scenario $1 (one of: ${ORDER[*]})"; SCENARIOS+=("$1") ;;
   esac
   shift
 done
-OTHER=${BASELINE:+baseline}; OTHER=${OTHER:-mosquitto}
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fan-in fan-out pairs-qos0 pairs-qos1 shared-qos1 queue-drain latency idle subs tls-connects tls-pairs-qos0)
-REPS=3
-[ "$QUICK" = 1 ] && REPS=1
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=("${ORDER[@]}")
+ROUNDS=${ROUNDS:-$((QUICK ? 2 : 3))}
+[ "$ROUNDS" -ge 1 ] || die "--rounds must be at least 1"
+case "$TABLES" in
+  both) TABLES=(defaults equal) ;;
+  defaults | equal) TABLES=("$TABLES") ;;
+  *) die "--table defaults, equal or both" ;;
+esac
+LAT_SECS=$((QUICK ? 2 : 5))
+IDLE_CONNS=$((QUICK ? 5000 : 10000))
 
 if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
@@ -39,238 +87,168 @@ cargo build --release --bins --quiet
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+chmod 755 "$WORK"
+BROKER_PID=
+cleanup() { [ -z "$BROKER_PID" ] || kill "$BROKER_PID" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "broker on port $1 did not start" >&2; exit 1
-}
+BROKERS=(tern flashmq mosquitto)
+FLASHMQ_NOTE=
+# FLASHMQ_BUILD_DIR: where FlashMQ is built (default /tmp/flashmq-build; reused once built).
+if FLASHMQ=$(benches/flashmq/build.sh ${FLASHMQ_BUILD_DIR:+"$FLASHMQ_BUILD_DIR"} 2>"$WORK/flashmq-build.log") && [ -x "$FLASHMQ" ]; then
+  FLASHMQ_NOTE="FlashMQ $(basename "$(ls benches/flashmq/flashmq-*.tar.gz)" .tar.gz | sed 's/^flashmq-//') ($FLASHMQ)"
+else
+  echo "FlashMQ: could not be built, skipped (benches/flashmq/build.sh said: $(tail -3 "$WORK/flashmq-build.log" | tr '\n' ' '))" >&2
+  FLASHMQ_NOTE="FlashMQ skipped: it could not be built"
+  BROKERS=(tern mosquitto)
+fi
 
-MPORT=$(free_port)
-cat >"$WORK/mosquitto.conf" <<CONF
-listener $MPORT 127.0.0.1
+# Tern's configs. A v5 ceiling key for the outbound window, if this Tern has one, is set too.
+V5KEY=$(sed -n 's/^#\? *\(max_inflight_messages_v5\) *=.*/\1/p' config/tern.toml | head -1)
+printf '[limits]\nmax_queued_messages = 65535\n' >"$WORK/tern-defaults.toml"
+{
+  printf '[limits]\nmax_queued_messages = 65535\nmax_inflight_messages = 65535\nreceive_maximum = 65535\n'
+  [ -z "$V5KEY" ] || printf '%s = 65535\n' "$V5KEY"
+} >"$WORK/tern-equal.toml"
+mosquitto_conf() { # PORT TABLE
+  cat <<CONF
+listener $1 127.0.0.1
 allow_anonymous true
 max_connections -1
-max_queued_messages 1000
+max_queued_messages 65535
 persistence false
 log_dest none
-# Tern sets TCP_NODELAY on every connection; give Mosquitto the same. Neither logs per
-# connection (log_dest none; Tern --log warn).
 set_tcp_nodelay true
 CONF
-# Both brokers also listen for MQTT over TLS with the same certificate and key.
-target/release/tern gen-certs "$WORK/certs" >/dev/null
-# Mosquitto started as root runs as user mosquitto: it must be able to read the (throwaway) key.
-chmod 755 "$WORK" "$WORK/certs"; chmod 644 "$WORK/certs/server.key"
-MTLS=$(free_port)
-TTLS=$(free_port)
-cat "$WORK/mosquitto.conf" - >"$WORK/mosquitto-tls.conf" <<CONF
-listener $MTLS 127.0.0.1
-certfile $WORK/certs/server.pem
-keyfile $WORK/certs/server.key
-CONF
-cat >"$WORK/tern.toml" <<CONF
-[[listeners]]
-kind = "tls"
-bind = "127.0.0.1"
-port = $TTLS
-cert = "$WORK/certs/server.pem"
-key = "$WORK/certs/server.key"
-CONF
-# queue-drain: Tern holds the jobs in a declared queue (its other limits are the defaults: 20 in
-# flight per client); Mosquitto in its members' sessions, so each may queue the whole backlog
-# (max_inflight_messages 20 is its default, written out: the same window as Tern's).
-cat >"$WORK/queue.toml" <<CONF
-[[queues]]
-name = "jobs"
-filter = "bench/jobs/#"
-max_messages = 200000
-CONF
-sed 's/^max_queued_messages .*/max_queued_messages 200000\nmax_inflight_messages 20/' \
-  "$WORK/mosquitto.conf" >"$WORK/mosquitto-queue.conf"
-if [ -n "$BASELINE" ]; then
-  sed "s/^port = $TTLS/port = $MTLS/" "$WORK/tern.toml" >"$WORK/baseline.toml"
-  "$BASELINE" --config "$WORK/baseline.toml" --bind 127.0.0.1 --port "$MPORT" --http-port 0 --log warn 2>/dev/null &
-else
-  "$MOSQUITTO" -c "$WORK/mosquitto-tls.conf" &
-fi
-MPID=$!; PIDS+=("$MPID")
-TPORT=$(free_port)
-target/release/tern --config "$WORK/tern.toml" --bind 127.0.0.1 --port "$TPORT" --http-port 0 --log warn 2>"$WORK/tern.log" &
-TPID=$!; PIDS+=("$TPID")
-wait_port "$MPORT"; wait_port "$TPORT"; wait_port "$MTLS"; wait_port "$TTLS"
-
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-# The other broker (Mosquitto, or the baseline Tern), fresh, on port $1, in the background.
-start_other_fresh() {
-  if [ -n "$BASELINE" ]; then
-    "$BASELINE" --bind 127.0.0.1 --port "$1" --http-port 0 --log warn 2>/dev/null &
-  else
-    sed "s/^listener .*/listener $1 127.0.0.1/" "$WORK/mosquitto.conf" >"$WORK/fresh.conf"
-    "$MOSQUITTO" -c "$WORK/fresh.conf" &
-  fi
+  [ "$2" = defaults ] || echo "max_inflight_messages 0"
 }
-messages() {
+
+# start BROKER TABLE PORT: a fresh broker in the background; sets BROKER_PID.
+start() {
   case "$1" in
-    fan-in) echo $((QUICK ? 5000 : 20000)) ;;   # per publisher (8)
-    fan-out) echo $((QUICK ? 500 : 2000)) ;;    # published, x200 deliveries
-    pairs-* | tls-pairs-*) echo $((QUICK ? 1000 : 4000)) ;;   # per pair (100)
-    shared-*) echo $((QUICK ? 500 : 2000)) ;;   # per publisher (100), to one group of 5
-    queue-drain) echo $((QUICK ? 20000 : 100000)) ;;   # jobs, in all
-    *) echo 0 ;;
+    tern)
+      target/release/tern --config "$WORK/tern-$2.toml" --bind 127.0.0.1 --port "$3" --http-port 0 --log warn >>"$WORK/tern.log" 2>&1 &
+      ;;
+    flashmq) benches/flashmq/run.sh "$3" "$FLASHMQ" "$WORK/flashmq-$3" >>"$WORK/flashmq.log" 2>&1 &
+      ;;
+    mosquitto)
+      mosquitto_conf "$3" "$2" >"$WORK/mosquitto-$3.conf"
+      "$MOSQUITTO" -c "$WORK/mosquitto-$3.conf" >>"$WORK/mosquitto.log" 2>&1 &
+      ;;
   esac
+  BROKER_PID=$!
+  wait_port "$3"
 }
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+stop() { kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=; }
 
-# fresh_memory PORT SCENARIO SETTLE_SECS BENCH_ARGS...: runs tern-bench SCENARIO against a fresh
-# broker of PORT's kind (memory freed by earlier runs would otherwise be reused) and prints its
-# RESULT line, then the bytes of resident memory the broker grew by, read SETTLE_SECS after the
-# RESULT while the bench holds what it made.
-fresh_memory() {
-  local port=$1 scenario=$2 settle=$3 fresh fport before after bench
-  shift 3
-  fport=$(free_port)
-  if [ "$port" = "$TPORT" ]; then
-    target/release/tern --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
+# measure TABLE SCENARIO BROKER: one run against a fresh broker; prints
+# "value p50_us lost dup peak_kb bytes_per_connection".
+measure() {
+  local table=$1 s=$2 b=$3 spec metric bargs msgs port out result value p50 lost dup peak \
+    before after per_conn=0 bench
+  spec=${SCEN[$s]}
+  IFS='|' read -r metric bargs msgs quick_msgs <<<"$spec"
+  [ "$QUICK" = 0 ] || msgs=$quick_msgs
+  port=$(free_port)
+  start "$b" "$table" "$port"
+  # shellcheck disable=SC2086
+  if [ "$s" = idle ]; then
+    before=$(status_kb "$BROKER_PID" VmRSS)
+    "$TERN_BENCH" --port "$port" $bargs --connections "$IDLE_CONNS" --hold-secs 6 >"$WORK/idle.out" 2>&1 &
+    bench=$!
+    for _ in $(seq 1 600); do grep -q '^RESULT' "$WORK/idle.out" && break; kill -0 "$bench" 2>/dev/null || break; sleep 0.1; done
+    result=$(must_result "$s against $b" "$(cat "$WORK/idle.out")")
+    # Steady state, 3 s after the last connect (Tern puts connections quiet for 1 s to sleep).
+    sleep 3
+    after=$(status_kb "$BROKER_PID" VmRSS)
+    wait "$bench" || die "tern-bench idle against $b failed: $(tail -3 "$WORK/idle.out")"
+    per_conn=$(( (after - before) * 1024 / IDLE_CONNS ))
+    value=$(echo "$result" | must_field conn_per_s "$s against $b")
   else
-    start_other_fresh "$fport"
+    out=$("$TERN_BENCH" --port "$port" $bargs --messages "$msgs" --seconds "$LAT_SECS" 2>&1 || true)
+    result=$(must_result "$s against $b ($table)" "$out")
+    if [[ "$s" == latency-* ]]; then
+      value=$(echo "$result" | must_field p99_us "$s against $b")
+    else
+      value=$(echo "$result" | must_field msgs_per_s "$s against $b")
+    fi
   fi
-  fresh=$!
-  wait_port "$fport"
-  before=$(rss "$fresh")
-  target/release/tern-bench --port "$fport" --scenario "$scenario" "$@" >"$WORK/$scenario.out" &
-  bench=$!
-  for _ in $(seq 1 600); do grep -q RESULT "$WORK/$scenario.out" && break; sleep 0.1; done
-  sleep "$settle"
-  after=$(rss "$fresh")
-  wait "$bench"
-  kill "$fresh"; wait "$fresh" 2>/dev/null || true
-  echo "$(grep RESULT "$WORK/$scenario.out") $(( (after - before) * 1024 ))"
+  p50=$(echo "$result" | must_field p50_us "$s against $b")
+  lost=$(echo "$result" | must_field lost "$s against $b")
+  dup=$(echo "$result" | must_field dup "$s against $b")
+  peak=$(status_kb "$BROKER_PID" VmHWM)
+  stop
+  must_number "$s against $b: $metric" "$value" >/dev/null
+  echo "$value $p50 $lost $dup $peak $per_conn"
 }
 
-# queue-drain PORT: one run against a fresh broker of PORT's kind (nothing left from an earlier
-# run: no jobs, no group members) and prints its RESULT line. Tern (and a baseline) get the
-# declared queue "jobs" (filter bench/jobs/#): the jobs are published, then the 5 workers
-# connect with clean sessions and subscribe to $queue/jobs. Mosquitto, which has no declared
-# queues, gets a $share/jobs/bench/jobs/# group of 5 persistent sessions (clean session 0)
-# that subscribe and leave before the jobs are published; Mosquitto 2.0.11 deals the jobs out
-# round robin to the offline members at publish time (20,000 queued in each session), and the
-# workers come back with the same client ids and drain their own sessions. msgs/s: jobs
-# received and acknowledged per second, from the moment the workers start connecting to the
-# last PUBACK sent; latency: from the start of the receiving worker's connect to the job's
-# PUBACK (time waited once a worker exists; the wait while the backlog was published is left
-# out). Every job is checked off by number across all workers: lost and duplicated count jobs
-# never received, received twice, or received by two workers.
-queue_drain() {
-  local port=$1 fport fresh line queue=()
-  fport=$(free_port)
-  if [ "$port" = "$TPORT" ] || [ -n "$BASELINE" ]; then
-    local bin=target/release/tern
-    [ "$port" = "$TPORT" ] || bin=$BASELINE
-    "$bin" --config "$WORK/queue.toml" --bind 127.0.0.1 --port "$fport" --http-port 0 --log warn 2>/dev/null &
-    queue=(--queue jobs)
-  else
-    sed "s/^listener .*/listener $fport 127.0.0.1/" "$WORK/mosquitto-queue.conf" >"$WORK/fresh-queue.conf"
-    "$MOSQUITTO" -c "$WORK/fresh-queue.conf" &
-  fi
-  fresh=$!
-  wait_port "$fport"
-  line=$(target/release/tern-bench --port "$fport" --scenario queue-drain --messages "$(messages queue-drain)" "${queue[@]}" 2>&1 | grep RESULT || true)
-  kill "$fresh"; wait "$fresh" 2>/dev/null || true
-  echo "$line"
-}
-
-# One run of a scenario against one broker: prints "msgs p50 p99 lost dup extra".
-run_one() {
-  local scenario=$1 port=$2 pid=$3
-  if [ "$scenario" = subs ]; then
-    # Memory read while the subscriptions are held.
-    local n=$((QUICK ? 10000 : 50000)) line bytes
-    line=$(fresh_memory "$port" subs 1 --subscriptions "$n" --hold-secs 3)
-    bytes=${line##* }; line=${line% *}
-    # Subscriptions per second; bytes of resident memory per subscription.
-    echo "$(echo "$line" | field msgs_per_s) $(( bytes / n )) 0 0 0"
-    return
-  fi
-  if [ "$scenario" = idle ]; then
-    # Steady state: 3 s after the last connect. Tern puts a connection quiet for 1 s to sleep
-    # (connection/dormant.rs) and its allocator returns freed pages within about 1 s.
-    local line bytes
-    line=$(fresh_memory "$port" idle 3 --connections 10000 --hold-secs 6)
-    bytes=${line##* }; line=${line% *}
-    # Connections per second; bytes of resident memory per connection.
-    echo "$(echo "$line" | field conn_per_s) $(( bytes / 10000 )) 0 0 0"
-    return
-  fi
-  local line tls=()
-  if [[ "$scenario" == tls-* ]]; then
-    tls=(--cafile "$WORK/certs/ca.pem")
-    if [ "$port" = "$TPORT" ]; then port=$TTLS; else port=$MTLS; fi
-  fi
-  if [ "$scenario" = tls-connects ]; then
-    # Full TLS handshakes then CONNECT/CONNACK, 64 at a time; connections per second.
-    line=$(target/release/tern-bench --port "$port" --scenario idle --connections $((QUICK ? 500 : 2000)) --hold-secs 0 "${tls[@]}" 2>&1 | grep RESULT || true)
-    [ -n "$line" ] || { echo "0 0 0 1 0"; return; }
-    echo "$(echo "$line" | field conn_per_s) 0 0 0 0"
-    return
-  fi
-  if [ "$scenario" = queue-drain ]; then
-    line=$(queue_drain "$port")
-  else
-    line=$(target/release/tern-bench --port "$port" --scenario "${scenario#tls-}" --messages "$(messages "$scenario")" "${tls[@]}" 2>&1 | grep RESULT || true)
-  fi
-  [ -n "$line" ] || { echo "0 0 0 1 0"; return; }
-  echo "$(echo "$line" | field msgs_per_s) $(echo "$line" | field p50_us) $(echo "$line" | field p99_us) $(echo "$line" | field lost) $(echo "$line" | field dup)"
-}
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
-
-OUT="$WORK/table.txt"
+OUT="$WORK/tables.txt"
 {
-  echo "Tern vs ${BASELINE:-Mosquitto}, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores"
-  echo "command: benches/run.sh $ARGS; medians of $REPS runs ($((REPS + 2)) for latency, idle, subs and tls-connects, the noisiest); ratio >= 1.0 means Tern is better"
-  printf '%-15s %-18s %12s %12s %7s\n' scenario metric tern "$OTHER" ratio
+  echo "Tern vs FlashMQ vs Mosquitto, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+  echo "command: benches/run.sh $ARGS; medians of $ROUNDS rounds, a fresh broker per measurement; $FLASHMQ_NOTE; $({ "$MOSQUITTO" -h 2>/dev/null || true; } | head -1)"
+  echo "ratios >= 1.0 mean Tern is better (throughput: Tern/other; latency and memory: other/Tern); peak MB: VmHWM of each broker in that scenario (median)"
+  [ -n "$V5KEY" ] || echo "equal windows: this Tern has no limits.max_inflight_messages_v5; max_inflight_messages = 65535 and receive_maximum = 65535 are set"
 } >"$OUT"
-LOSS=0
 TERN_LOSS=0
-for s in "${SCENARIOS[@]}"; do
-  : >"$WORK/t"; : >"$WORK/m"
-  reps=$REPS
-  # Latency at a low rate and the connect rate are mostly the kernel's and the scheduler's
-  # (both brokers make the same system calls per message and per connection): more runs,
-  # steadier medians.
-  case "$s" in latency | idle | subs | tls-connects) reps=$((REPS + 2)) ;; esac
-  for _ in $(seq 1 "$reps"); do
-    run_one "$s" "$TPORT" "$TPID" >>"$WORK/t"
-    run_one "$s" "$MPORT" "$MPID" >>"$WORK/m"
+for table in "${TABLES[@]}"; do
+  {
+    echo
+    if [ "$table" = defaults ]; then
+      echo "(a) every broker with its defaults (queues: 65,535 messages per client for all)"
+    else
+      echo "(b) equal windows: Tern max_inflight_messages = receive_maximum = 65535${V5KEY:+, $V5KEY = 65535}; Mosquitto max_inflight_messages 0; FlashMQ as in (a)"
+    fi
+    printf '%-14s %-17s %11s %11s %11s %8s %8s  %-17s %s\n' scenario metric tern flashmq mosquitto "T/FMQ" "T/Mosq" "peak MB t/f/m" loss
+  } >>"$OUT"
+  for s in "${SCENARIOS[@]}"; do
+    for b in tern flashmq mosquitto; do : >"$WORK/$b"; done
+    for r in $(seq 1 "$ROUNDS"); do
+      for b in "${BROKERS[@]}"; do
+        echo "[$table] $s round $r: $b" >&2
+        # Not in a subshell: a figure missing stops the run, and the trap stops the broker.
+        measure "$table" "$s" "$b" >>"$WORK/$b"
+      done
+    done
+    IFS='|' read -r metric _ <<<"${SCEN[$s]}"
+    declare -A V=() P=() L=() M=()
+    for b in tern flashmq mosquitto; do
+      # Each run's line: six numbers, nothing else (a stray line would shift every median).
+      bad=$(awk 'NF != 6 { print NR ": " $0; exit } { for (i = 1; i <= NF; i++) if ($i !~ /^[0-9.]+$/) { print NR ": " $0; exit } }' "$WORK/$b")
+      [ -z "$bad" ] || die "$s: a run of $b left a line that is not its six figures: $bad"
+      if [ -s "$WORK/$b" ]; then
+        V[$b]=$(awk '{print $1}' "$WORK/$b" | must_median "$s $metric of $b")
+        P[$b]=$(awk '{printf "%.1f\n", $5 / 1024}' "$WORK/$b" | must_median "$s peak memory of $b")
+        L[$b]=$(awk '{s += $3 + $4} END {print s + 0}' "$WORK/$b")
+        M[$b]=$(awk '{print $6}' "$WORK/$b" | must_median "$s bytes per connection of $b")
+      else
+        V[$b]=-; P[$b]=-; L[$b]=0; M[$b]=-
+      fi
+    done
+    TERN_LOSS=$((TERN_LOSS + L[tern]))
+    loss=none
+    if [ "${L[tern]}" != 0 ] || [ "${L[flashmq]}" != 0 ] || [ "${L[mosquitto]}" != 0 ]; then
+      loss="LOSS: tern ${L[tern]}, flashmq ${L[flashmq]}, mosquitto ${L[mosquitto]} (lost+dup, all rounds)"
+    fi
+    if [[ "$s" == latency-* ]]; then
+      rf=$(ratio "${V[flashmq]}" "${V[tern]}"); rm_=$(ratio "${V[mosquitto]}" "${V[tern]}")
+    else
+      rf=$(ratio "${V[tern]}" "${V[flashmq]}"); rm_=$(ratio "${V[tern]}" "${V[mosquitto]}")
+    fi
+    printf '%-14s %-17s %11s %11s %11s %8s %8s  %-17s %s\n' "$s" "$metric" "${V[tern]}" "${V[flashmq]}" "${V[mosquitto]}" \
+      "$rf" "$rm_" "${P[tern]}/${P[flashmq]}/${P[mosquitto]}" "$loss" >>"$OUT"
+    if [ "$s" = idle ]; then
+      printf '%-14s %-17s %11s %11s %11s %8s %8s\n' "$s" "bytes/connection" "${M[tern]}" "${M[flashmq]}" "${M[mosquitto]}" \
+        "$(ratio "${M[flashmq]}" "${M[tern]}")" "$(ratio "${M[mosquitto]}" "${M[tern]}")" >>"$OUT"
+    fi
   done
-  col() { awk -v c="$2" '{print $c}' "$WORK/$1" | median; }
-  lost_t=$(awk '{s+=$4+$5} END {print s+0}' "$WORK/t")
-  lost_m=$(awk '{s+=$4+$5} END {print s+0}' "$WORK/m")
-  lost=$((lost_t + lost_m))
-  LOSS=$((LOSS + lost))
-  TERN_LOSS=$((TERN_LOSS + lost_t))
-  if [ "$s" = tls-connects ]; then
-    printf '%-15s %-18s %12s %12s %7s\n' "$s" "handshakes/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
-  elif [ "$s" = subs ]; then
-    printf '%-15s %-18s %12s %12s %7s\n' "$s" "subscriptions/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
-    printf '%-15s %-18s %12s %12s %7s\n' "$s" "bytes/subscription" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
-  elif [ "$s" = idle ]; then
-    printf '%-15s %-18s %12s %12s %7s\n' "$s" "connects/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
-    printf '%-15s %-18s %12s %12s %7s\n' "$s" "bytes/connection" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
-  else
-    printf '%-15s %-18s %12s %12s %7s\n' "$s" "msgs/s" "$(col t 1)" "$(col m 1)" "$(ratio "$(col t 1)" "$(col m 1)")" >>"$OUT"
-    printf '%-15s %-18s %12s %12s %7s\n' "$s" "p50 latency (us)" "$(col t 2)" "$(col m 2)" "$(ratio "$(col m 2)" "$(col t 2)")" >>"$OUT"
-    printf '%-15s %-18s %12s %12s %7s\n' "$s" "p99 latency (us)" "$(col t 3)" "$(col m 3)" "$(ratio "$(col m 3)" "$(col t 3)")" >>"$OUT"
-  fi
-  [ "$lost" = 0 ] || echo "$s: messages lost or duplicated: tern $lost_t, $OTHER $lost_m" >>"$OUT"
 done
-echo "messages lost or duplicated, all scenarios: $LOSS (tern: $TERN_LOSS)" >>"$OUT"
+echo "messages lost or duplicated by Tern, all scenarios: $TERN_LOSS" >>"$OUT"
 cat "$OUT"
 mkdir -p benches/results
 cp "$OUT" benches/results/latest.txt
-# A loss by the other broker is reported above; only Tern's fails the run.
+# A dated copy of each complete run (every scenario, both tables) to keep.
+if [ ${#SCENARIOS[@]} = ${#ORDER[@]} ] && [ ${#TABLES[@]} = 2 ]; then
+  cp "$OUT" "benches/results/three-brokers-$(date -u +%Y-%m-%d-%H%M)$([ "$QUICK" = 1 ] && echo -quick).txt"
+fi
+# Another broker's loss is reported above; only Tern's fails the run.
 [ "$TERN_LOSS" = 0 ]

@@ -1,6 +1,11 @@
-//! A minimal MQTT 3.1.1 client for load generation: CONNECT, SUBSCRIBE, PUBLISH (QoS 0/1),
-//! PUBACK, DISCONNECT. Writes are buffered and flushed in batches; reads parse every packet in
-//! a large buffer. Independent of Tern's codec on purpose.
+//! A minimal MQTT 3.1.1 and 5.0 client for load generation: CONNECT, SUBSCRIBE, PUBLISH (QoS
+//! 0/1/2), PUBACK, PUBREC/PUBREL/PUBCOMP, DISCONNECT. Writes are buffered and flushed in
+//! batches; reads parse every packet in a large buffer. Independent of Tern's codec on purpose.
+//! MQTT 5 ([`use_mqtt5`]) is the same client with v5 framing: a CONNECT with properties
+//! (Session Expiry for a persistent session, an optional Receive Maximum), the CONNACK's and
+//! SUBACK's reason codes and properties checked, PUBLISH properties skipped, and an
+//! acknowledgement's reason code of 0x80 or more an error (a refused message is not counted
+//! as delivered).
 
 use std::path::Path;
 use std::pin::Pin;
@@ -20,6 +25,20 @@ use tokio_rustls::TlsConnector;
 
 /// Set by [`use_tls`]: every connection is then made over TLS.
 static TLS: OnceLock<TlsConnector> = OnceLock::new();
+
+/// Set by [`use_mqtt5`]: every connection is then MQTT 5, with this Receive Maximum (none:
+/// the property is left out, 65,535 by the protocol).
+static MQTT5: OnceLock<Option<u16>> = OnceLock::new();
+
+/// Makes every later connection an MQTT 5 one, stating `receive_maximum` in CONNECT when given
+/// (how many QoS 1/2 messages the broker may have unacknowledged towards this client).
+pub fn use_mqtt5(receive_maximum: Option<u16>) {
+    let _ = MQTT5.set(receive_maximum);
+}
+
+fn v5() -> bool {
+    MQTT5.get().is_some()
+}
 
 /// Makes every later connection a TLS one, trusting the PEM CA in `ca` for the name
 /// `localhost`. Sessions are never resumed: each connection is a full handshake, as for a
@@ -115,23 +134,36 @@ pub fn parse_payload(p: &[u8]) -> Option<(u32, u64, u64)> {
 
 /// What arrived.
 pub enum Incoming {
-    /// A PUBLISH; `pkid` for QoS 1.
+    /// A PUBLISH; `pkid` for QoS 1 and 2.
     Publish {
-        /// Packet id of a QoS 1 message.
+        /// QoS it was delivered with.
+        qos: u8,
+        /// Packet id of a QoS 1 or 2 message.
         pkid: Option<u16>,
         /// Payload.
         payload: Bytes,
     },
-    /// Anything else (acks, PINGRESP).
+    /// Anything else (acks, PINGRESP; a PUBREL once [`Client::next`] answered it).
     Other,
     /// The broker closed the connection.
     Closed,
+}
+
+/// An acknowledgement of a PUBLISH this client sent.
+pub enum Ack {
+    /// The exchange is over (PUBACK for QoS 1, PUBCOMP for QoS 2); the packet id is free.
+    Done,
+    /// PUBREC: the broker has the QoS 2 message; a PUBREL is due.
+    Received(u16),
 }
 
 /// Receiving side.
 pub struct Reader {
     half: ReadSide,
     buf: BytesMut,
+    v5: bool,
+    /// PUBRELs read by [`Reader::next`], for [`Client::next`] to answer with PUBCOMP.
+    pubrel: Option<u16>,
 }
 
 /// Sending side.
@@ -139,12 +171,87 @@ pub struct Writer {
     half: WriteSide,
     buf: BytesMut,
     next_pkid: u16,
+    v5: bool,
 }
 
 /// One connected client.
 pub struct Client {
     reader: Reader,
     writer: Writer,
+    /// The broker's Receive Maximum (MQTT 5 CONNACK; 65,535 when absent or MQTT 3.1.1): how
+    /// many QoS 1/2 PUBLISHes this client may have unacknowledged.
+    pub send_quota: u16,
+}
+
+/// What a v5 property block said that the load tool uses.
+#[derive(Default)]
+struct Props {
+    receive_maximum: Option<u16>,
+}
+
+fn get_varint(b: &mut Bytes) -> Result<usize> {
+    let mut n = 0usize;
+    for i in 0..4 {
+        if b.is_empty() {
+            bail!("short variable byte integer");
+        }
+        let byte = b.get_u8();
+        n |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(n);
+        }
+    }
+    bail!("bad variable byte integer")
+}
+
+/// Reads a v5 property block (length, then properties), checking each property's size.
+fn properties(b: &mut Bytes) -> Result<Props> {
+    let len = get_varint(b)?;
+    if b.len() < len {
+        bail!("short properties");
+    }
+    let mut p = b.split_to(len);
+    let mut out = Props::default();
+    while !p.is_empty() {
+        let id = p.get_u8();
+        let size = match id {
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
+            0x13 | 0x21 | 0x22 | 0x23 => 2,
+            0x02 | 0x11 | 0x18 | 0x27 => 4,
+            0x0B => {
+                get_varint(&mut p)?;
+                0
+            }
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => {
+                if p.len() < 2 {
+                    bail!("short property {id:#x}");
+                }
+                2 + usize::from(u16::from_be_bytes([p[0], p[1]]))
+            }
+            0x26 => {
+                for _ in 0..2 {
+                    if p.len() < 2 {
+                        bail!("short user property");
+                    }
+                    let l = 2 + usize::from(u16::from_be_bytes([p[0], p[1]]));
+                    if p.len() < l {
+                        bail!("short user property");
+                    }
+                    p.advance(l);
+                }
+                0
+            }
+            other => bail!("unknown property {other:#x}"),
+        };
+        if p.len() < size {
+            bail!("short property {id:#x}");
+        }
+        if id == 0x21 {
+            out.receive_maximum = Some(u16::from_be_bytes([p[0], p[1]]));
+        }
+        p.advance(size);
+    }
+    Ok(out)
 }
 
 fn put_varint(b: &mut BytesMut, mut n: usize) {
@@ -207,27 +314,54 @@ impl Client {
                 (ReadSide::Tls(r), WriteSide::Tls(w))
             }
         };
+        let v5 = v5();
         let mut c = Client {
             reader: Reader {
                 half: r,
                 buf: BytesMut::with_capacity(64 * 1024),
+                v5,
+                pubrel: None,
             },
             writer: Writer {
                 half: w,
                 buf: BytesMut::with_capacity(64 * 1024),
                 next_pkid: 1,
+                v5,
             },
+            send_quota: u16::MAX,
         };
         let mut body = BytesMut::new();
         put_str(&mut body, b"MQTT");
-        body.put_u8(4);
+        body.put_u8(if v5 { 5 } else { 4 });
         body.put_u8(if clean { 0x02 } else { 0x00 });
         body.put_u16(0);
+        if v5 {
+            let mut props = BytesMut::new();
+            if !clean {
+                // A v5 session without an expiry ends with the connection: persistent means
+                // "never expires", as a 3.1.1 clean session 0 does.
+                props.put_u8(0x11);
+                props.put_u32(u32::MAX);
+            }
+            if let Some(Some(rm)) = MQTT5.get() {
+                props.put_u8(0x21);
+                props.put_u16(*rm);
+            }
+            put_varint(&mut body, props.len());
+            body.put_slice(&props);
+        }
         put_str(&mut body, client_id.as_bytes());
         c.writer.frame(0x10, &body);
         c.writer.flush().await?;
         match c.reader.packet().await? {
-            Some((0x20, b)) if b.len() == 2 && b[1] == 0 => Ok((c, b[0] & 1 == 1)),
+            Some((0x20, b)) if !v5 && b.len() == 2 && b[1] == 0 => Ok((c, b[0] & 1 == 1)),
+            Some((0x20, mut b)) if v5 && b.len() >= 3 && b[1] == 0 => {
+                let present = b.get_u8() & 1 == 1;
+                b.advance(1);
+                let props = properties(&mut b).context("CONNACK properties")?;
+                c.send_quota = props.receive_maximum.unwrap_or(u16::MAX);
+                Ok((c, present))
+            }
             Some((t, b)) => bail!("CONNACK expected, got type {t:#x} {b:?}"),
             None => bail!("closed before CONNACK"),
         }
@@ -250,20 +384,7 @@ impl Client {
 
     /// Subscribes and waits for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: u8) -> Result<()> {
-        let mut body = BytesMut::new();
-        body.put_u16(1);
-        put_str(&mut body, filter.as_bytes());
-        body.put_u8(qos);
-        self.writer.frame(0x82, &body);
-        self.writer.flush().await?;
-        loop {
-            match self.reader.packet().await? {
-                Some((0x90, b)) if b.len() == 3 && b[2] < 0x80 => return Ok(()),
-                Some((0x90, b)) => bail!("subscription refused: {b:?}"),
-                Some(_) => {}
-                None => bail!("closed before SUBACK"),
-            }
-        }
+        self.subscribe_many(1, &[filter.to_string()], qos).await
     }
 
     /// Subscribes to every filter of `filters` in one SUBSCRIBE and waits for a SUBACK that
@@ -271,6 +392,9 @@ impl Client {
     pub async fn subscribe_many(&mut self, pkid: u16, filters: &[String], qos: u8) -> Result<()> {
         let mut body = BytesMut::new();
         body.put_u16(pkid);
+        if self.writer.v5 {
+            body.put_u8(0);
+        }
         for f in filters {
             put_str(&mut body, f.as_bytes());
             body.put_u8(qos);
@@ -279,31 +403,60 @@ impl Client {
         self.writer.flush().await?;
         loop {
             match self.reader.packet().await? {
-                Some((0x90, b))
-                    if b.len() == 2 + filters.len() && b[2..].iter().all(|c| *c < 0x80) =>
-                {
-                    return Ok(())
+                Some((0x90, mut b)) => {
+                    if b.len() < 2 {
+                        bail!("short SUBACK");
+                    }
+                    b.advance(2);
+                    if self.reader.v5 {
+                        properties(&mut b).context("SUBACK properties")?;
+                    }
+                    if b.len() == filters.len() && b.iter().all(|c| *c < 0x80) {
+                        return Ok(());
+                    }
+                    bail!("subscriptions refused: {:?}", &b[..b.len().min(16)]);
                 }
-                Some((0x90, b)) => bail!("subscriptions refused: {:?}", &b[..b.len().min(16)]),
                 Some(_) => {}
                 None => bail!("closed before SUBACK"),
             }
         }
     }
 
-    /// Next incoming packet.
+    /// Next incoming packet. A PUBREL (the second half of a QoS 2 delivery) is answered here
+    /// with PUBCOMP, flushed once no further packet is buffered, and comes back as `Other`.
     pub async fn next(&mut self) -> Result<Incoming> {
-        self.reader.next().await
+        let incoming = self.reader.next().await?;
+        if let Some(pkid) = self.reader.pubrel.take() {
+            self.writer.frame(0x70, &pkid.to_be_bytes());
+            if !self.reader.has_packet() {
+                self.writer.flush().await?;
+            }
+        }
+        Ok(incoming)
     }
 
     /// Queues PUBACK, written only once no further packet is already buffered to read (one
     /// write per burst, as a client that batches acknowledgements does).
     pub async fn puback_batched(&mut self, pkid: u16) -> Result<()> {
-        self.writer.puback(pkid);
+        self.ack_batched(1, pkid).await
+    }
+
+    /// Acknowledges a delivery of QoS `qos` (1: PUBACK, 2: PUBREC), written only once no
+    /// further packet is already buffered to read.
+    pub async fn ack_batched(&mut self, qos: u8, pkid: u16) -> Result<()> {
+        self.writer
+            .frame(if qos == 2 { 0x50 } else { 0x40 }, &pkid.to_be_bytes());
         if !self.reader.has_packet() {
             self.writer.flush().await?;
         }
         Ok(())
+    }
+
+    /// Acknowledges a delivery of QoS `qos` (1: PUBACK, 2: PUBREC), flushed at once.
+    pub async fn ack(&mut self, qos: u8, pkid: u16) -> Result<()> {
+        self.writer
+            .frame(if qos == 2 { 0x50 } else { 0x40 }, &pkid.to_be_bytes());
+        self.writer.flush().await
     }
 
     /// Sends PUBACK (flushed at once).
@@ -408,6 +561,10 @@ impl Reader {
         let Some((first, mut body)) = self.packet().await? else {
             return Ok(Incoming::Closed);
         };
+        if first == 0x62 {
+            self.pubrel = Some(self.ack_id("PUBREL", body)?);
+            return Ok(Incoming::Other);
+        }
         if first >> 4 != 3 {
             return Ok(Incoming::Other);
         }
@@ -420,18 +577,66 @@ impl Reader {
             bail!("short PUBLISH topic");
         }
         body.advance(tlen);
-        let pkid = if qos > 0 { Some(body.get_u16()) } else { None };
+        let pkid = if qos > 0 {
+            if body.len() < 2 {
+                bail!("short PUBLISH packet id");
+            }
+            Some(body.get_u16())
+        } else {
+            None
+        };
+        if self.v5 {
+            let len = get_varint(&mut body).context("PUBLISH properties")?;
+            if body.len() < len {
+                bail!("short PUBLISH properties");
+            }
+            body.advance(len);
+        }
         Ok(Incoming::Publish {
+            qos,
             pkid,
             payload: body,
         })
+    }
+
+    /// Reads an acknowledgement's packet id, and under MQTT 5 its reason code: 0x80 or more
+    /// is the broker refusing the message, an error here.
+    fn ack_id(&self, kind: &str, mut b: Bytes) -> Result<u16> {
+        if b.len() < 2 {
+            bail!("short {kind}");
+        }
+        let pkid = b.get_u16();
+        if self.v5 && !b.is_empty() && b[0] >= 0x80 {
+            bail!("{kind} {pkid} with reason code {:#x}", b[0]);
+        }
+        Ok(pkid)
     }
 
     /// Waits for the next PUBACK, returning its packet id.
     pub async fn puback(&mut self) -> Result<Option<u16>> {
         loop {
             match self.packet().await? {
-                Some((0x40, mut b)) if b.len() >= 2 => return Ok(Some(b.get_u16())),
+                Some((0x40, b)) => return Ok(Some(self.ack_id("PUBACK", b)?)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Waits for the next acknowledgement of a PUBLISH this client sent (PUBACK, PUBREC,
+    /// PUBCOMP); `None` at EOF.
+    pub async fn ack(&mut self) -> Result<Option<Ack>> {
+        loop {
+            match self.packet().await? {
+                Some((0x40, b)) => {
+                    self.ack_id("PUBACK", b)?;
+                    return Ok(Some(Ack::Done));
+                }
+                Some((0x70, b)) => {
+                    self.ack_id("PUBCOMP", b)?;
+                    return Ok(Some(Ack::Done));
+                }
+                Some((0x50, b)) => return Ok(Some(Ack::Received(self.ack_id("PUBREC", b)?))),
                 Some(_) => {}
                 None => return Ok(None),
             }
@@ -455,6 +660,11 @@ impl Writer {
         self.puback(pkid);
     }
 
+    /// Queues a PUBREL (the broker sent PUBREC for our QoS 2 PUBLISH `pkid`).
+    pub fn pubrel(&mut self, pkid: u16) {
+        self.frame(0x62, &pkid.to_be_bytes());
+    }
+
     /// Queues a PUBLISH, flushing when the buffer is large.
     pub async fn publish(&mut self, topic: &str, qos: u8, payload: &[u8]) -> Result<()> {
         self.publish_with_flags(topic, qos << 1, payload).await
@@ -468,13 +678,18 @@ impl Writer {
         payload: &[u8],
     ) -> Result<()> {
         let qos = (flags >> 1) & 3;
-        let len = 2 + topic.len() + payload.len() + if qos > 0 { 2 } else { 0 };
+        let len =
+            2 + topic.len() + payload.len() + if qos > 0 { 2 } else { 0 } + usize::from(self.v5);
         self.buf.put_u8(0x30 | flags);
         put_varint(&mut self.buf, len);
         put_str(&mut self.buf, topic.as_bytes());
         if qos > 0 {
             self.buf.put_u16(self.next_pkid);
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        }
+        if self.v5 {
+            // No properties.
+            self.buf.put_u8(0);
         }
         self.buf.put_slice(payload);
         if self.buf.len() >= 16 * 1024 {

@@ -164,7 +164,7 @@ async fn subscriber(
         let next = tokio::time::timeout(Duration::from_millis(200), c.next()).await;
         match next {
             Err(_) => {}
-            Ok(Ok(Incoming::Publish { pkid, payload })) => {
+            Ok(Ok(Incoming::Publish { pkid, payload, .. })) => {
                 if let Some(pkid) = pkid {
                     c.puback_batched(pkid).await.ok();
                 }

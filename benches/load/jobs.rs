@@ -134,7 +134,7 @@ async fn work(
 ) -> Result<()> {
     loop {
         match c.next().await? {
-            Incoming::Publish { pkid, payload } => {
+            Incoming::Publish { pkid, payload, .. } => {
                 count.fetch_add(1, Ordering::Relaxed);
                 if let Some(id) = pkid {
                     c.puback(id).await?;

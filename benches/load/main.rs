@@ -1,4 +1,4 @@
-//! `tern-bench`: the load tool behind `benches/run.sh`. A small MQTT 3.1.1 client written on
+//! `tern-bench`: the load tool behind `benches/run.sh`. A small MQTT 3.1.1/5.0 client written on
 //! raw tokio sockets (independent of Tern's own codec) that runs one scenario against any broker
 //! and prints one `RESULT` line. Throughput is measured closed-loop: publishers keep a bounded
 //! number of messages in flight end to end, so a broker is never pushed into dropping QoS 0
@@ -21,7 +21,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
 use backlog::{await_received, collect, publish};
-use client::{Client, Incoming};
+use client::{Ack, Client, Incoming};
 
 /// Unacknowledged QoS 1 PUBLISHes per publisher.
 const ACK_WINDOW: usize = 32;
@@ -45,7 +45,7 @@ struct Args {
     #[arg(long)]
     port: u16,
     /// fan-in | fan-in-qos1 | fan-out | pairs-qos0 | pairs-qos1 | shared-qos1 | queue-drain |
-    /// latency | idle | subs | offline | failover | connect-storm |
+    /// latency | idle | subs | offline | offline-drain | failover | connect-storm |
     /// fill | queue | drain | publish | collect | await-received | drain-one | slow-link
     #[arg(long)]
     scenario: String,
@@ -112,6 +112,30 @@ struct Args {
     /// `connect-storm`: the storm's clients' password.
     #[arg(long)]
     password: Option<String>,
+    /// MQTT version of every connection: 3.1.1 (also "4") or 5.
+    #[arg(long, default_value = "3.1.1")]
+    mqtt: String,
+    /// MQTT 5: the Receive Maximum every client states in CONNECT (how many QoS 1/2 messages
+    /// the broker may have unacknowledged towards it); without it the property is left out.
+    #[arg(long)]
+    receive_maximum: Option<u16>,
+    /// Throughput scenarios: publishers instead of the scenario's own number (fan-in: 8).
+    #[arg(long)]
+    publishers: Option<usize>,
+    /// Throughput scenarios: subscribers instead of the scenario's own number (fan-out: 200;
+    /// offline-drain: 1).
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Throughput and latency scenarios: QoS of the publishers and the subscriptions instead of
+    /// the scenario's own (0, 1 or 2).
+    #[arg(long)]
+    qos: Option<u8>,
+    /// `latency`: messages per second (default 2000).
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    /// `latency`: seconds it publishes for.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
     /// `connect-storm`: the storm goes to this port instead of --port (a second broker
     /// process: what the storm costs the pair through the machine alone, not through the
     /// broker it shares).
@@ -190,6 +214,11 @@ struct Order(Vec<u64>);
 
 impl Order {
     fn check(&mut self, tally: &Tally, payload: &[u8]) {
+        self.check_since(tally, payload, tally.epoch);
+    }
+
+    /// [`Order::check`], with latency counted from `since` when the message was sent earlier.
+    fn check_since(&mut self, tally: &Tally, payload: &[u8], since: Instant) {
         let Some((publisher, seq, sent)) = client::parse_payload(payload) else {
             tally.gaps.fetch_add(1, Ordering::Relaxed);
             return;
@@ -210,7 +239,8 @@ impl Order {
         tally.received.fetch_add(1, Ordering::Relaxed);
         let now = tally.epoch.elapsed().as_nanos() as u64;
         tally.last.fetch_max(now, Ordering::Relaxed);
-        let us = now.saturating_sub(sent) / 1000;
+        let from = since.saturating_duration_since(tally.epoch).as_nanos() as u64;
+        let us = now.saturating_sub(sent.max(from)) / 1000;
         let _ = tally.latency.lock().record(us.max(1));
     }
 }
@@ -231,10 +261,12 @@ async fn receive_with(
     let mut order = Order(Vec::new());
     loop {
         match c.next().await? {
-            Incoming::Publish { pkid, payload } => {
+            Incoming::Publish { qos, pkid, payload } => {
+                // QoS 1: PUBACK; QoS 2: PUBREC (the PUBREL that follows is answered with
+                // PUBCOMP by `next`).
                 match (pkid, batch_acks) {
-                    (Some(id), true) => c.puback_batched(id).await?,
-                    (Some(id), false) => c.puback(id).await?,
+                    (Some(id), true) => c.ack_batched(qos, id).await?,
+                    (Some(id), false) => c.ack(qos, id).await?,
                     (None, _) => {}
                 }
                 order.check(&tally, &payload);
@@ -307,48 +339,52 @@ async fn publish_all(
         let topic = topic(i);
         let windows = windows(i);
         let payload_len = args.payload;
-        let (mut reader, mut writer) = c.into_split();
-        // QoS 1: at most ACK_WINDOW unacknowledged PUBLISHes per publisher.
-        let acks = Arc::new(Semaphore::new(ACK_WINDOW));
+        // QoS 1/2: at most ACK_WINDOW unacknowledged PUBLISHes per publisher, and never more
+        // than the broker's Receive Maximum (MQTT 5).
+        let ack_window = ACK_WINDOW.min(usize::from(c.send_quota)).max(1);
+        let (mut reader, writer) = c.into_split();
+        let acks = Arc::new(Semaphore::new(ack_window));
+        // QoS 2: the reader hands each PUBREC's packet id to the publishing task, which owns
+        // the socket's sending half and answers with PUBREL.
+        let (rel_tx, rel_rx) = tokio::sync::mpsc::unbounded_channel::<u16>();
         let acker = (qos > 0).then(|| {
             let acks = Arc::clone(&acks);
             tokio::spawn(async move {
-                while reader.puback().await?.is_some() {
-                    acks.add_permits(1);
+                while let Some(ack) = reader.ack().await? {
+                    match ack {
+                        Ack::Done => acks.add_permits(1),
+                        Ack::Received(id) => {
+                            if rel_tx.send(id).is_err() {
+                                break;
+                            }
+                        }
+                    }
                 }
                 anyhow::Ok(())
             })
         });
+        let mut out = Outbound {
+            writer,
+            pubrel: rel_rx,
+        };
         tasks.push(tokio::spawn(async move {
             for seq in 0..per_pub {
                 // One permit per expected delivery, from each receiver's own window, so no
-                // receiver falls further behind than its window. Flush before blocking, or the
-                // permits we wait for sit in our own buffer.
+                // receiver falls further behind than its window.
                 for w in &windows {
-                    match w.try_acquire() {
-                        Ok(p) => p.forget(),
-                        Err(_) => {
-                            writer.flush().await?;
-                            w.acquire().await?.forget();
-                        }
-                    }
+                    out.acquire(w, 1).await?;
                 }
                 if qos > 0 {
-                    match acks.try_acquire() {
-                        Ok(p) => p.forget(),
-                        Err(_) => {
-                            writer.flush().await?;
-                            acks.acquire().await?.forget();
-                        }
-                    }
+                    out.acquire(&acks, 1).await?;
                 }
+                out.pending_pubrels();
                 let payload = client::make_payload(i as u32, seq, epoch, payload_len);
-                writer.publish(&topic, qos, &payload).await?;
+                out.writer.publish(&topic, qos, &payload).await?;
             }
-            writer.flush().await?;
+            out.writer.flush().await?;
             if qos > 0 {
-                // Every PUBACK back before the publisher leaves.
-                acks.acquire_many(ACK_WINDOW as u32).await?.forget();
+                // Every PUBACK (PUBCOMP) back before the publisher leaves.
+                out.acquire(&acks, ack_window as u32).await?;
             }
             if let Some(a) = acker {
                 a.abort();
@@ -360,6 +396,42 @@ async fn publish_all(
         t.await??;
     }
     Ok(start)
+}
+
+/// A publisher's sending half, with the PUBRELs its reader asks for.
+struct Outbound {
+    writer: client::Writer,
+    pubrel: tokio::sync::mpsc::UnboundedReceiver<u16>,
+}
+
+impl Outbound {
+    /// Queues the PUBRELs due so far.
+    fn pending_pubrels(&mut self) {
+        while let Ok(id) = self.pubrel.try_recv() {
+            self.writer.pubrel(id);
+        }
+    }
+
+    /// Takes `n` permits of `sem`. Flushes before blocking (the permits we wait for may sit
+    /// in our own buffer), and sends PUBRELs while it waits (a QoS 2 exchange completes only
+    /// with them).
+    async fn acquire(&mut self, sem: &Semaphore, n: u32) -> Result<()> {
+        if let Ok(p) = sem.try_acquire_many(n) {
+            p.forget();
+            return Ok(());
+        }
+        loop {
+            self.pending_pubrels();
+            self.writer.flush().await?;
+            tokio::select! {
+                p = sem.acquire_many(n) => {
+                    p?.forget();
+                    return Ok(());
+                }
+                Some(id) = self.pubrel.recv() => self.writer.pubrel(id),
+            }
+        }
+    }
 }
 
 /// Waits until subscribers received `expected` messages, or fails after a bounded stall.
@@ -475,7 +547,17 @@ async fn throughput(
     Ok(tally.outcome(received as f64 / total_elapsed.as_secs_f64(), expected))
 }
 
+/// One publisher at a fixed `--rate` (default 2,000 msgs/s) for `--seconds` (5) to one subscriber, both at
+/// `--qos` (0 or 1; QoS 1: the publisher's PUBACKs are read as they come, the subscriber
+/// acknowledges each message at once): end-to-end latency at a load far below capacity.
 async fn latency(args: &Args) -> Result<Outcome> {
+    let qos = args.qos.unwrap_or(0);
+    if qos > 1 {
+        bail!("latency: --qos 0 or 1");
+    }
+    if args.rate == 0 {
+        bail!("latency: --rate must be at least 1");
+    }
     let epoch = Instant::now();
     let tally = Tally::new(epoch)?;
     let prefix = format!("latency-{}", std::process::id());
@@ -485,28 +567,129 @@ async fn latency(args: &Args) -> Result<Outcome> {
         args,
         1,
         |_| topic.clone(),
-        0,
+        qos,
         &tally,
         |_| Arc::clone(&window),
         &prefix,
     )
     .await?;
-    let mut c = Client::connect(&args.host, args.port, &format!("{prefix}-pub")).await?;
-    let rate = 2_000u64;
-    let total = rate * 5;
+    let c = Client::connect(&args.host, args.port, &format!("{prefix}-pub")).await?;
+    let (mut reader, mut writer) = c.into_split();
+    let acked = Arc::new(AtomicU64::new(0));
+    let acker = {
+        let acked = Arc::clone(&acked);
+        tokio::spawn(async move {
+            while reader.ack().await?.is_some() {
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        })
+    };
+    let rate = args.rate;
+    let total = rate * args.seconds.max(1);
     let start = tokio::time::Instant::now();
     for seq in 0..total {
         tokio::time::sleep_until(start + Duration::from_micros(seq * 1_000_000 / rate)).await;
         let payload = client::make_payload(0, seq, epoch, args.payload);
-        c.publish(&topic, 0, &payload).await?;
-        c.flush().await?;
+        writer.publish(&topic, qos, &payload).await?;
+        writer.flush().await?;
     }
-    c.disconnect().await?;
     drain(&tally, total).await?;
+    if qos > 0 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while acked.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if acked.load(Ordering::Relaxed) < total {
+            bail!(
+                "latency: {} of {total} PUBACKs arrived",
+                acked.load(Ordering::Relaxed)
+            );
+        }
+    }
+    acker.abort();
     for t in subs {
         t.abort();
     }
     Ok(tally.outcome(rate as f64, total))
+}
+
+/// A backlog drained: `--subscribers` (default 1) persistent sessions subscribe at `--qos`
+/// (default 1) and go offline (each waits until the broker closed its connection); one
+/// publisher sends `--messages` QoS 1 messages to them, every PUBACK back; then the sessions
+/// come back at once and receive their queues, acknowledging each burst in one write.
+/// msgs/s: deliveries per second from the first reconnect to the last delivery; `drain_ms`
+/// that time; latency from the reconnect to each delivery. What a broker's outbound window and
+/// queue bookkeeping cost with thousands of messages ready at once.
+async fn offline_drain(args: &Args) -> Result<Outcome> {
+    let sessions = args.subscribers.unwrap_or(1);
+    let qos = args.qos.unwrap_or(1);
+    if qos == 0 {
+        bail!("offline-drain: --qos 1 or 2 (QoS 0 is not queued for offline sessions)");
+    }
+    let prefix = format!("offline-drain-{}", std::process::id());
+    let id = |i: usize| format!("{prefix}-sub-{i}");
+    let topic = format!("bench/{prefix}");
+    for i in 0..sessions {
+        let mut c = Client::connect_with(&args.host, args.port, &id(i), false).await?;
+        c.subscribe(&topic, qos).await?;
+        c.disconnect_and_wait().await?;
+    }
+    let epoch = Instant::now();
+    let tally = Tally::new(epoch)?;
+    let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+    let publishers = Publishers {
+        count: 1,
+        per_pub: args.messages,
+        qos: 1,
+        epoch,
+        prefix: &prefix,
+    };
+    publish_all(
+        args,
+        publishers,
+        |_| topic.clone(),
+        |_| vec![Arc::clone(&unlimited)],
+    )
+    .await?;
+    // Latency from here: how long a message waited once its session was back.
+    let back = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..sessions {
+        let c = Client::connect_with(&args.host, args.port, &id(i), false).await?;
+        tasks.push(tokio::spawn(receive_from(c, Arc::clone(&tally), back)));
+    }
+    let expected = args.messages * sessions as u64;
+    drain(&tally, expected).await?;
+    let took = tally
+        .last_delivery()
+        .saturating_duration_since(back)
+        .max(Duration::from_micros(1));
+    for t in tasks {
+        t.abort();
+    }
+    let received = tally.received.load(Ordering::Relaxed);
+    let mut o = tally.outcome(received as f64 / took.as_secs_f64(), expected);
+    o.drain_ms = took.as_millis() as u64;
+    Ok(o)
+}
+
+/// `offline-drain`'s receive loop: like [`receive_with`] (acknowledgements batched), but each
+/// message's latency counts from `since` (the reconnect), not from its send time.
+async fn receive_from(mut c: Client, tally: Arc<Tally>, since: Instant) -> Result<()> {
+    let mut order = Order(Vec::new());
+    loop {
+        match c.next().await? {
+            Incoming::Publish { qos, pkid, payload } => {
+                if let Some(id) = pkid {
+                    c.ack_batched(qos, id).await?;
+                }
+                order.check_since(&tally, &payload, since);
+            }
+            Incoming::Closed => return Ok(()),
+            Incoming::Other => {}
+        }
+    }
 }
 
 /// Persistent sessions: `OFFLINE_SESSIONS` subscribers (clean session 0) subscribe at QoS 1 and
@@ -724,6 +907,18 @@ async fn main() -> Result<()> {
     if let Some(ca) = &args.cafile {
         client::use_tls(ca)?;
     }
+    match args.mqtt.as_str() {
+        "3.1.1" | "4" => {
+            if args.receive_maximum.is_some() {
+                bail!("--receive-maximum needs --mqtt 5");
+            }
+        }
+        "5" | "5.0" => client::use_mqtt5(args.receive_maximum),
+        other => bail!("--mqtt {other}: 3.1.1 or 5"),
+    }
+    if args.qos.is_some_and(|q| q > 2) {
+        bail!("--qos must be 0, 1 or 2");
+    }
     // Storms and idle fleets open thousands of sockets: the soft limit is often 1024.
     tern::fds::raise_nofile().context("raising RLIMIT_NOFILE")?;
     if args.scenario == "connect-storm" {
@@ -749,14 +944,20 @@ async fn main() -> Result<()> {
         }
         return Ok(());
     }
+    // --publishers, --subscribers and --qos replace a scenario's own numbers.
+    let pubs = |n: usize| args.publishers.unwrap_or(n);
+    let subs_n = |n: usize| args.subscribers.unwrap_or(n);
+    let pairs = args.publishers.or(args.subscribers).unwrap_or(100);
+    let qos = |q: u8| args.qos.unwrap_or(q);
     let outcome = match args.scenario.as_str() {
-        "fan-in" => throughput(&args, 8, 1, Shape::All, 0).await?,
-        "fan-out" => throughput(&args, 1, 200, Shape::All, 0).await?,
-        "fan-in-qos1" => throughput(&args, 8, 1, Shape::All, 1).await?,
-        "pairs-qos0" => throughput(&args, 100, 100, Shape::Pairs, 0).await?,
-        "pairs-qos1" => throughput(&args, 100, 100, Shape::Pairs, 1).await?,
+        "fan-in" => throughput(&args, pubs(8), subs_n(1), Shape::All, qos(0)).await?,
+        "fan-out" => throughput(&args, pubs(1), subs_n(200), Shape::All, qos(0)).await?,
+        "fan-in-qos1" => throughput(&args, pubs(8), subs_n(1), Shape::All, qos(1)).await?,
+        "pairs-qos0" => throughput(&args, pairs, pairs, Shape::Pairs, qos(0)).await?,
+        "pairs-qos1" => throughput(&args, pairs, pairs, Shape::Pairs, qos(1)).await?,
         // 100 publishers to one shared-subscription group of 5 QoS 1 workers.
-        "shared-qos1" => throughput(&args, 100, 5, Shape::Shared, 1).await?,
+        "shared-qos1" => throughput(&args, pubs(100), subs_n(5), Shape::Shared, qos(1)).await?,
+        "offline-drain" => offline_drain(&args).await?,
         // --messages QoS 1 jobs waiting (run.sh: 100,000), then 5 QoS 1 workers drain them.
         "queue-drain" => jobs::queue_drain(&args).await?,
         "latency" => latency(&args).await?,

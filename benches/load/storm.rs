@@ -123,7 +123,7 @@ async fn run_pair(
         tokio::spawn(async move {
             loop {
                 match sub.next().await? {
-                    Incoming::Publish { pkid, payload } => {
+                    Incoming::Publish { pkid, payload, .. } => {
                         if let Some(id) = pkid {
                             sub.puback(id).await?;
                         }

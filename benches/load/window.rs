@@ -83,7 +83,7 @@ pub async fn slow_link(args: &Args) -> Result<Outcome> {
         let (started, mut bytes) = (Instant::now(), 0u64);
         loop {
             match reader.next().await? {
-                Incoming::Publish { pkid, payload } => {
+                Incoming::Publish { pkid, payload, .. } => {
                     if let Some(pkid) = pkid {
                         let now = holding.fetch_add(1, Ordering::Relaxed) + 1;
                         most.fetch_max(now, Ordering::Relaxed);
