@@ -11,6 +11,7 @@
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 ROUNDS=3
 PERF=0
@@ -108,7 +109,7 @@ for s in "${SCENARIOS[@]}"; do
         perfpid=$!
       fi
       before=$(ticks "${PID[$b]}")
-      line=$(target/release/tern-bench --port "${PORT[$b]}" --scenario "$s" --messages "$n" 2>&1 | grep RESULT) \
+      line=$("$TERN_BENCH" --port "${PORT[$b]}" --scenario "$s" --messages "$n" 2>&1 | grep RESULT) \
         || { echo "cpu.sh: $s against $b printed no RESULT line" >&2; exit 1; }
       after=$(ticks "${PID[$b]}")
       if [ -n "${perfpid:-}" ]; then kill -INT "$perfpid"; wait "$perfpid" || true; perfpid=; fi
