@@ -296,7 +296,7 @@ impl Connection {
             will: will.map(Box::new),
             keep_alive: accepted.keep_alive,
             last_packet: now,
-            inbound_aliases: Box::default(),
+            inbound_aliases: None,
             out,
             info,
             _slot: slot,
