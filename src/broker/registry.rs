@@ -49,7 +49,9 @@ enum State {
     Connected { info: Option<Arc<ClientInfo>> },
     Parked {
         session: Box<Session>,
-        will: Option<PendingWill>,
+        /// Boxed: most parked sessions have none, and every entry, connected ones too, pays
+        /// for the largest variant (memory per idle connection).
+        will: Option<Box<PendingWill>>,
         /// When its expiry timer ends it, in Unix seconds (0: never, or no timer started
         /// yet). Wall-clock and 4 bytes: it is only shown, every entry pays for it.
         expires_at: u32,
@@ -176,7 +178,7 @@ impl Registry {
                         // The ended session's queue is emptied by the caller, which releases what
                         // of it was stored.
                         let (session, ended) = if clean_start {
-                            (Box::new(fresh()), Some((session, will)))
+                            (Box::new(fresh()), Some((session, will.map(|w| *w))))
                         } else {
                             (session, None)
                         };
@@ -237,7 +239,7 @@ impl Registry {
         let e = o.get_mut();
         e.state = State::Parked {
             session,
-            will,
+            will: will.map(Box::new),
             expires_at: 0,
         };
         Detached::Parked
@@ -276,7 +278,7 @@ impl Registry {
         }
         let entry = o.remove();
         match entry.state {
-            State::Parked { session, will, .. } => Some((session, will, entry.mailbox)),
+            State::Parked { session, will, .. } => Some((session, will.map(|w| *w), entry.mailbox)),
             State::Connected { .. } => None,
         }
     }
@@ -294,7 +296,7 @@ impl Registry {
         }
         let entry = o.remove();
         match entry.state {
-            State::Parked { session, will, .. } => Some((session, will, entry.mailbox)),
+            State::Parked { session, will, .. } => Some((session, will.map(|w| *w), entry.mailbox)),
             State::Connected { .. } => None,
         }
     }
@@ -448,7 +450,7 @@ impl Registry {
         let stored = e.mailbox.is_stored();
         match &mut e.state {
             State::Parked { will, session, .. } => {
-                will.take().map(|w| (w, session.expiry_interval, stored))
+                will.take().map(|w| (*w, session.expiry_interval, stored))
             }
             State::Connected { .. } => None,
         }
@@ -469,7 +471,7 @@ impl Registry {
                 mailbox,
                 state: State::Parked {
                     session,
-                    will,
+                    will: will.map(Box::new),
                     expires_at: 0,
                 },
             },
@@ -514,5 +516,17 @@ impl Registry {
     /// Number of known client ids (connected or parked).
     pub fn len(&self) -> usize {
         self.clients.len()
+    }
+}
+
+/// Every client id pays for one entry in the map, connected or parked, dormant or awake, at
+/// the map's load (between 44% and 88% full): a change that grows it should be deliberate
+/// (docs/architecture.md, memory per idle connection).
+#[cfg(test)]
+mod size_budget {
+    #[test]
+    fn an_entry_stays_small() {
+        let n = std::mem::size_of::<(std::sync::Arc<str>, super::Entry)>();
+        assert!(n <= 56, "{n}");
     }
 }

@@ -36,10 +36,22 @@ const EVENTS: usize = 256;
 /// A dormant connection: its socket, out of tokio's reactor, and what its task held.
 pub(super) struct Dormant {
     pub stream: std::net::TcpStream,
+    /// Its bed's generation (set by [`Dormitory::admit`]): beside the socket's 4 bytes, where
+    /// it takes no room of its own in the slab.
+    generation: u32,
     pub client: Client,
 }
 
 impl Dormant {
+    /// A connection about to go dormant.
+    pub fn new(stream: std::net::TcpStream, client: Client) -> Dormant {
+        Dormant {
+            stream,
+            generation: 0,
+            client,
+        }
+    }
+
     /// When it must wake even if nothing happens: its keep-alive deadline.
     fn deadline(&self) -> Option<Instant> {
         self.client.keep_alive_deadline()
@@ -66,7 +78,7 @@ struct Shared {
 struct Inner {
     /// Each bed holds a generation, so a late wake-up for a connection that already left (and
     /// whose bed was reused) is recognised and ignored.
-    beds: Slab<(u32, Dormant)>,
+    beds: Slab<Dormant>,
     next_generation: u32,
     /// Keep-alive deadlines of connections admitted since the task last looked.
     deadlines: Vec<(Instant, usize)>,
@@ -124,7 +136,7 @@ impl Dormitory {
 
     /// Takes in a quiet connection; gives it back if the dormitory is closed or its socket cannot
     /// be watched (the caller then keeps running it).
-    pub(super) fn admit(&self, dormant: Dormant) -> Result<(), Dormant> {
+    pub(super) fn admit(&self, mut dormant: Dormant) -> Result<(), Dormant> {
         let mut inner = self.shared.inner.lock();
         if inner.closed {
             return Err(dormant);
@@ -156,7 +168,8 @@ impl Dormitory {
             inner.deadlines.push((deadline, token));
             self.shared.notify.notify_one();
         }
-        inner.beds.insert((generation, dormant));
+        dormant.generation = generation;
+        inner.beds.insert(dormant);
         Ok(())
     }
 
@@ -170,10 +183,10 @@ impl Dormitory {
         let mut inner = self.shared.inner.lock();
         let index = index_of(token);
         match inner.beds.get(index) {
-            Some((g, _)) if *g == generation_of(token) => {}
+            Some(d) if d.generation == generation_of(token) => {}
             _ => return None,
         }
-        let (_, dormant) = inner.beds.remove(index);
+        let dormant = inner.beds.remove(index);
         let fd = dormant.stream.as_raw_fd();
         // The socket is closed or handed to tokio next; a failure here changes neither.
         let _ = self.shared.registry.deregister(&mut SourceFd(&fd));
@@ -249,7 +262,7 @@ impl Dormitory {
         let left: Vec<Dormant> = {
             let mut inner = self.shared.inner.lock();
             inner.closed = true;
-            inner.beds.drain().map(|(_, d)| d).collect()
+            inner.beds.drain().collect()
         };
         for d in left {
             let fd = d.stream.as_raw_fd();
@@ -290,7 +303,7 @@ mod tests {
             will: None,
             keep_alive: 0,
             last_packet: Instant::now(),
-            inbound_aliases: Box::default(),
+            inbound_aliases: None,
             out: Outbound::new(ProtocolVersion::V311, None, 0, true),
             info: Arc::new(crate::broker::ClientInfo::new(
                 "127.0.0.1:1".parse().unwrap(),
@@ -315,10 +328,7 @@ mod tests {
         stream.set_nonblocking(true).unwrap();
         let mailbox = Arc::new(Mailbox::new(10, false));
         mailbox.wake();
-        let dormant = Dormant {
-            stream,
-            client: client(&mailbox),
-        };
+        let dormant = Dormant::new(stream, client(&mailbox));
         let (tx, rx) = std::sync::mpsc::channel();
         let d = dormitory.clone();
         std::thread::spawn(move || {

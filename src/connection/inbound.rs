@@ -350,7 +350,8 @@ impl Connection {
             match self
                 .client
                 .inbound_aliases
-                .get(usize::from(alias - 1))
+                .as_deref()
+                .and_then(|a| a.get(usize::from(alias - 1)))
                 .and_then(Option::as_ref)
             {
                 Some(t) => p.topic = t.clone(),
@@ -358,13 +359,12 @@ impl Connection {
             }
         } else {
             let i = usize::from(alias - 1);
-            if self.client.inbound_aliases.len() <= i {
+            let aliases = self.client.inbound_aliases.get_or_insert_with(Box::default);
+            if aliases.len() <= i {
                 // Grows once per new highest alias, at most to our Topic Alias Maximum.
-                let mut v = std::mem::take(&mut self.client.inbound_aliases).into_vec();
-                v.resize(i + 1, None);
-                self.client.inbound_aliases = v.into_boxed_slice();
+                aliases.resize(i + 1, None);
             }
-            self.client.inbound_aliases[i] = Some(p.topic.clone());
+            aliases[i] = Some(p.topic.clone());
         }
         Ok(())
     }

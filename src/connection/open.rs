@@ -296,22 +296,16 @@ impl Connection {
             will: will.map(Box::new),
             keep_alive: accepted.keep_alive,
             last_packet: now,
-            inbound_aliases: Box::default(),
+            inbound_aliases: None,
             out,
             info,
             _slot: slot,
         };
-        let timer = Box::pin(tokio::time::sleep_until(next_wake(
-            &state,
-            &client,
-            io.stream.is_tcp(),
-            now,
-            now,
-        )));
+        let first_wake = next_wake(&state, &client, io.stream.is_tcp(), now, now);
         Some(Box::new(Connection {
             io,
             state,
-            timer,
+            first_wake,
             last_activity: now,
             carrier: crate::broker::Carrier::default(),
             effects: Vec::new(),
