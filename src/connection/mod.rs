@@ -662,9 +662,11 @@ impl Connection {
                 let _ = tokio::time::timeout(wait, forget).await;
             }
         }
-        io.close().await;
-        // The session is handed back before lingering: a takeover does not wait for it.
+        // The session is handed back before the socket closes: a client that sees the close
+        // (or a takeover) finds the session offline and out of its shared groups and queues,
+        // and does not wait for the last word's flush or the linger.
         Client::detach(client, &state, end);
+        io.close().await;
         if last_word {
             io.linger().await;
         }
