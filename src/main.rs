@@ -401,7 +401,20 @@ fn run(config: Config, cli: &Cli, log: &LogReload) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-        let broker = Broker::start(config).await?;
+        // A stop signal while starting (a cluster node retries NATS for up to a minute) ends
+        // the start: the signals are ours from here on, so nothing else would act on them.
+        let broker = tokio::select! {
+            b = Broker::start(config) => b?,
+            r = tokio::signal::ctrl_c() => {
+                r.context("cannot watch SIGINT")?;
+                tracing::info!("stopped while starting");
+                return Ok(());
+            }
+            _ = term.recv() => {
+                tracing::info!("stopped while starting");
+                return Ok(());
+            }
+        };
         loop {
             tokio::select! {
                 r = tokio::signal::ctrl_c() => { r.context("cannot watch SIGINT")?; break; }

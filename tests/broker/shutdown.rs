@@ -62,3 +62,54 @@ async fn stop_completes_with_a_client_that_does_not_read() {
         .await
         .expect("stop() finished despite a client that does not read");
 }
+
+/// SIGTERM while a cluster node is still trying to reach NATS (it retries each start step for
+/// up to a minute) ends the process at once, with status 0: the signal handlers are installed
+/// before the start, so nothing else would act on the signal.
+#[test]
+fn sigterm_while_joining_a_cluster_exits() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    // A port nothing listens on: NATS is unreachable for the whole test.
+    let nats = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = nats.local_addr().unwrap().port();
+    drop(nats);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!("[listener]\nbind = \"127.0.0.1\"\nport = 0\n\n[http]\nport = 0\n\n[cluster]\nenabled = true\nnode_id = \"n1\"\nnats_urls = [\"nats://127.0.0.1:{port}\"]\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Waits for the first failed attempt: the node is inside its start, retrying.
+    let retrying = log
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("joining the cluster; trying again"));
+    assert!(retrying, "tern never tried to reach NATS");
+    std::thread::spawn(move || log.for_each(drop));
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tern still starting 20 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
