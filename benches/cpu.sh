@@ -42,11 +42,6 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "cpu.sh: broker on port $1 did not start" >&2; return 1
-}
 # Clock ticks of user+system CPU the process has used; stops the bench when it is gone.
 ticks() {
   local t
@@ -91,7 +86,6 @@ deliveries() {
   esac
 }
 messages() { case "$1" in fan-out) echo 2000 ;; pairs-*) echo 4000 ;; *) echo 20000 ;; esac; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 printf '%-14s' scenario
 for b in "${BROKERS[@]}"; do printf ' %14s' "$b us/msg"; done

@@ -16,6 +16,7 @@
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 TERN=target/release/tern
 ROUNDS=3
@@ -43,11 +44,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "tern on port $1 did not start" >&2; exit 1
-}
 # The value of KEY=... in a RESULT line; stops the bench if it is not there.
 field() {
   local v
