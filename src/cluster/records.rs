@@ -573,7 +573,9 @@ impl Records {
                     metrics::cluster_error("record");
                     if lost || e.contains("wrong last sequence") {
                         // Another node claimed the client: its watch moves it away here.
-                        self.lose(&client_id, |h| h.epoch == epoch);
+                        if self.lose(&client_id, |h| h.epoch == epoch) {
+                            tracing::info!(client_id = %crate::logged::clip(&client_id), epoch, error = %e, "ownership record changed under this node: client let go");
+                        }
                     } else if let Some(mut h) = self.held.get_mut(&client_id) {
                         // No quorum, say: tried again while the node holds the client.
                         h.dirty = true;
