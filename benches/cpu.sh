@@ -119,6 +119,6 @@ for s in "${SCENARIOS[@]}"; do
   if [ "$PERF" = 1 ]; then
     echo "  Tern's hottest functions (self time, last round of $s):"
     perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-      | grep -E '^ +[0-9.]+%' | head -10 | sed 's/^/  /' | cut -c1-110
+      | awk '/^ +[0-9.]+%/ && n++ < 10 { print "  " substr($0, 1, 108) }'
   fi
 done
