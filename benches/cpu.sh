@@ -71,7 +71,7 @@ PID[mosquitto]=$!
 if [ -n "$FLASHMQ" ]; then
   BROKERS=(tern flashmq mosquitto)
   PORT[flashmq]=$(free_port)
-  benches/flashmq/run.sh "${PORT[flashmq]}" "$FLASHMQ" >/dev/null 2>&1 &
+  benches/flashmq/run.sh "${PORT[flashmq]}" "$FLASHMQ" "$WORK/flashmq" >/dev/null 2>&1 &
   PID[flashmq]=$!
 fi
 for b in "${BROKERS[@]}"; do PIDS+=("${PID[$b]}"); wait_port "${PORT[$b]}"; done
