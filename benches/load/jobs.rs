@@ -58,21 +58,7 @@ pub async fn queue_drain(args: &Args) -> Result<Outcome> {
     // The backlog: one QoS 1 publisher, at most ACK_WINDOW unacknowledged, every job
     // acknowledged before any worker starts.
     let topic = format!("bench/jobs/{prefix}");
-    let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
-    let publishers = Publishers {
-        count: 1,
-        per_pub: jobs,
-        qos: 1,
-        epoch,
-        prefix: &prefix,
-    };
-    publish_all(
-        args,
-        publishers,
-        |_| topic.clone(),
-        |_| vec![Arc::clone(&unlimited)],
-    )
-    .await?;
+    publish_backlog(args, &prefix, &topic, jobs, epoch).await?;
 
     let seen = Arc::new(Seen(
         (0..jobs.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),

@@ -192,6 +192,20 @@ impl Tally {
         }
     }
 
+    /// The scenario's result at the rate of deliveries from `since` to the last one, and that
+    /// span.
+    fn rate_since(&self, since: Instant, expected: u64) -> (Outcome, Duration) {
+        let took = self
+            .last_delivery()
+            .saturating_duration_since(since)
+            .max(Duration::from_micros(1));
+        let received = self.received.load(Ordering::Relaxed);
+        (
+            self.outcome(received as f64 / took.as_secs_f64(), expected),
+            took,
+        )
+    }
+
     fn last_delivery(&self) -> Instant {
         self.epoch + Duration::from_nanos(self.last.load(Ordering::Relaxed))
     }
@@ -535,16 +549,11 @@ async fn throughput(
         per_pub * pubs as u64 * subs as u64
     };
     drain(&tally, expected).await?;
-    // From the first publish to the last delivery (or to the stall that ended the wait).
-    let total_elapsed = tally
-        .last_delivery()
-        .saturating_duration_since(started)
-        .max(Duration::from_millis(1));
     for t in subs_tasks {
         t.abort();
     }
-    let received = tally.received.load(Ordering::Relaxed);
-    Ok(tally.outcome(received as f64 / total_elapsed.as_secs_f64(), expected))
+    // From the first publish to the last delivery (or to the stall that ended the wait).
+    Ok(tally.rate_since(started, expected).0)
 }
 
 /// One publisher at a fixed `--rate` (default 2,000 msgs/s) for `--seconds` (5) to one subscriber, both at
@@ -637,21 +646,7 @@ async fn offline_drain(args: &Args) -> Result<Outcome> {
     }
     let epoch = Instant::now();
     let tally = Tally::new(epoch)?;
-    let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
-    let publishers = Publishers {
-        count: 1,
-        per_pub: args.messages,
-        qos: 1,
-        epoch,
-        prefix: &prefix,
-    };
-    publish_all(
-        args,
-        publishers,
-        |_| topic.clone(),
-        |_| vec![Arc::clone(&unlimited)],
-    )
-    .await?;
+    publish_backlog(args, &prefix, &topic, args.messages, epoch).await?;
     // Latency from here: how long a message waited once its session was back.
     let back = Instant::now();
     let mut tasks = Vec::new();
@@ -661,15 +656,10 @@ async fn offline_drain(args: &Args) -> Result<Outcome> {
     }
     let expected = args.messages * sessions as u64;
     drain(&tally, expected).await?;
-    let took = tally
-        .last_delivery()
-        .saturating_duration_since(back)
-        .max(Duration::from_micros(1));
     for t in tasks {
         t.abort();
     }
-    let received = tally.received.load(Ordering::Relaxed);
-    let mut o = tally.outcome(received as f64 / took.as_secs_f64(), expected);
+    let (mut o, took) = tally.rate_since(back, expected);
     o.drain_ms = took.as_millis() as u64;
     Ok(o)
 }
@@ -777,10 +767,23 @@ async fn queue_for_offline(
         c.subscribe(&topic, 1).await?;
         c.disconnect().await?;
     }
+    publish_backlog(args, prefix, &topic, args.messages, epoch).await
+}
+
+/// One publisher sends `messages` QoS 1 messages to `topic`, at most `ACK_WINDOW`
+/// unacknowledged and with no end-to-end window (nobody may be receiving yet). Returns when
+/// publishing started.
+async fn publish_backlog(
+    args: &Args,
+    prefix: &str,
+    topic: &str,
+    messages: u64,
+    epoch: Instant,
+) -> Result<Instant> {
     let unlimited = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
     let publishers = Publishers {
         count: 1,
-        per_pub: args.messages,
+        per_pub: messages,
         qos: 1,
         epoch,
         prefix,
@@ -788,7 +791,7 @@ async fn queue_for_offline(
     publish_all(
         args,
         publishers,
-        |_| topic.clone(),
+        |_| topic.to_string(),
         |_| vec![Arc::clone(&unlimited)],
     )
     .await

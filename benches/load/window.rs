@@ -25,13 +25,8 @@ pub async fn drain_one(args: &Args) -> Result<Outcome> {
     let task = tokio::spawn(receive(c, Arc::clone(&tally), None));
     drain(&tally, args.messages).await?;
     task.abort();
-    let secs = tally
-        .last_delivery()
-        .saturating_duration_since(start)
-        .as_secs_f64()
-        .max(1e-6);
-    let mut o = tally.outcome(args.messages as f64 / secs, args.messages);
-    o.drain_ms = (secs * 1000.0) as u64;
+    let (mut o, took) = tally.rate_since(start, args.messages);
+    o.drain_ms = took.as_millis() as u64;
     Ok(o)
 }
 
