@@ -26,8 +26,9 @@ pub enum Out {
         delivery: Delivery,
     },
     /// Another acknowledgement (SUBACK, UNSUBACK), in order with the flow's, and what its
-    /// subscriptions start once it is written (retained messages, queues' messages).
-    Control(Packet, Vec<After>),
+    /// subscriptions start once it is written (retained messages, queues' messages). Boxed:
+    /// rare, and a packet is several times the size of the other variants.
+    Control(Box<Packet>, Vec<After>),
     /// A delivery not sent, for this reason (to count).
     Dropped(&'static str),
 }
@@ -134,7 +135,7 @@ impl Carrier {
         after: Option<Ticket>,
         send: &mut dyn FnMut(Out),
     ) {
-        self.pass(after, Out::Control(packet, then), send);
+        self.pass(after, Out::Control(Box::new(packet), then), send);
     }
 
     fn pass(&mut self, ticket: Option<Ticket>, out: Out, send: &mut dyn FnMut(Out)) {

@@ -229,7 +229,7 @@ impl Inner {
 
 /// Whether a full mailbox may drop `d` to make room: QoS 0, not a queue's.
 fn droppable(d: &Delivery) -> bool {
-    d.qos == QoS::AtMostOnce && d.link.is_none()
+    d.qos == QoS::AtMostOnce && d.link().is_none()
 }
 
 /// A connection is draining the mailbox.
@@ -448,7 +448,7 @@ impl Mailbox {
             // just before either lands before the emptying (and goes back with the rest) or
             // is refused here (and the queue hands it to another member). Without this it
             // could land after, in the mailbox of a session that has ended, and stay there.
-            if delivery.link.is_some() && !self.is_online() {
+            if delivery.link().is_some() && !self.is_online() {
                 return Err(DropReason::Offline);
             }
             if inner.full(limit, bytes)

@@ -372,15 +372,8 @@ impl Queue {
                 io.release(&self.store_id, seq);
             }
         }
-        let mut d = Delivery {
-            msg: Arc::clone(msg),
-            qos: msg.qos(),
-            retain: false,
-            sub_ids: Vec::new(),
-            seq,
-            dup: false,
-            link: None,
-        };
+        let mut d = Delivery::new(Arc::clone(msg), msg.qos(), false);
+        d.seq = seq;
         // A group's message is kept only for members whose sessions outlive a restart.
         let stored = match self.kind {
             Kind::Declared => true,
@@ -596,18 +589,17 @@ impl Queue {
             };
             let id = NonZeroU64::new(NEXT_LINK.fetch_add(1, Ordering::Relaxed))
                 .unwrap_or(NonZeroU64::MIN);
-            let out = Delivery {
-                msg: Arc::clone(&d.msg),
-                qos: d.qos.min(sub.options.qos),
-                retain: sub.options.retain_as_published && d.msg.publish.retain,
-                sub_ids: sub.id.into_iter().collect(),
-                seq: None,
-                dup: d.dup,
-                link: Some(Link {
-                    queue: self.slot,
-                    id,
-                }),
-            };
+            let mut out = Delivery::new(
+                Arc::clone(&d.msg),
+                d.qos.min(sub.options.qos),
+                sub.options.retain_as_published && d.msg.publish.retain,
+            )
+            .with_sub_ids(sub.id)
+            .with_link(Some(Link {
+                queue: self.slot,
+                id,
+            }));
+            out.dup = d.dup;
             if sub.mailbox.push(out).is_err() {
                 refused.push(sub.client_id);
                 inner.waiting.insert(at, Waiting::Ready(d));

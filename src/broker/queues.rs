@@ -294,7 +294,7 @@ impl BrokerState {
     ) -> Vec<Queued> {
         let mut back: Vec<(u32, Vec<(NonZeroU64, bool)>)> = Vec::new();
         let mut take = |d: &Delivery, sent: bool| {
-            let Some(l) = d.link else {
+            let Some(l) = d.link() else {
                 return false;
             };
             match back.iter_mut().find(|(slot, _)| *slot == l.queue) {

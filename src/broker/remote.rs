@@ -509,18 +509,12 @@ impl BrokerState {
                 Some(d) => {
                     d.qos = d.qos.max(qos);
                     d.retain |= retain;
-                    d.sub_ids.extend(sub.id);
+                    if let Some(id) = sub.id {
+                        d.add_sub_id(id);
+                    }
                 }
                 None => {
-                    found = Some(Delivery {
-                        msg: Arc::clone(msg),
-                        qos,
-                        retain,
-                        sub_ids: sub.id.into_iter().collect(),
-                        seq: None,
-                        dup: false,
-                        link: None,
-                    })
+                    found = Some(Delivery::new(Arc::clone(msg), qos, retain).with_sub_ids(sub.id))
                 }
             }
         }

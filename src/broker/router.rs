@@ -285,15 +285,8 @@ impl Router {
         merge_overlapping(&mut targets);
         let mut outcome = RouteOutcome::default();
         for t in targets {
-            let mut delivery = Delivery {
-                msg: Arc::clone(msg),
-                qos: t.qos,
-                retain: t.retain,
-                sub_ids: t.sub_ids,
-                seq: None,
-                dup: false,
-                link: None,
-            };
+            let mut delivery =
+                Delivery::new(Arc::clone(msg), t.qos, t.retain).with_sub_ids(t.sub_ids);
             let record = match recorder.as_deref_mut() {
                 Some(r) if t.sub.mailbox.stores(delivery.qos) => {
                     delivery.seq = Seq::new(r.next_seq());

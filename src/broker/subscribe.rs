@@ -240,15 +240,7 @@ impl Source for Feed<'_> {
                 if qos != QoS::AtMostOnce {
                     window -= 1;
                 }
-                out.push(Delivery {
-                    msg: Arc::clone(msg),
-                    qos,
-                    retain: true,
-                    sub_ids: sub_id.into_iter().collect(),
-                    seq: None,
-                    dup: false,
-                    link: None,
-                });
+                out.push(Delivery::new(Arc::clone(msg), qos, true).with_sub_ids(sub_id));
                 ControlFlow::Continue(())
             });
         match step {

@@ -732,7 +732,7 @@ impl Sink<'_> {
         match o {
             Out::Reply(r) => *self.unsendable |= !self.out.ack(self.outbuf, r.packet()),
             Out::Control(packet, then) => {
-                *self.unsendable |= !self.out.ack(self.outbuf, packet);
+                *self.unsendable |= !self.out.ack(self.outbuf, *packet);
                 for after in then {
                     match after {
                         After::Retained(stream) => ctx.mailbox.push_retained(stream),

@@ -64,7 +64,7 @@ impl Outbound {
             pkid,
             properties: &p.properties,
             topic_alias: None,
-            subscription_ids: if v5 { &d.sub_ids } else { &[] },
+            subscription_ids: if v5 { d.sub_ids() } else { &[] },
             message_expiry: if v5 {
                 d.msg.remaining_expiry(now)
             } else {

@@ -87,24 +87,113 @@ impl Seq {
 }
 
 /// One message on its way to one subscriber.
+///
+/// 32 bytes: a mailbox holds one per queued message (100 subscribers far behind a fast publisher
+/// hold hundreds of thousands), so what most deliveries lack is kept out of line: at most one
+/// Subscription Identifier is inline, several and a queue's link are boxed.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The shared message.
     pub msg: Arc<Message>,
+    /// Its key in the subscriber's stored queue; `None` when not stored.
+    pub seq: Option<Seq>,
+    /// Two or more Subscription Identifiers, and the queue that handed it out.
+    extra: Option<Box<Extra>>,
+    /// The one Subscription Identifier when there is one and `extra` holds none; 0 for none
+    /// (never a valid identifier [MQTT-3.8.2.1.2]).
+    sub_id: u32,
     /// min(published QoS, granted QoS).
     pub qos: QoS,
     /// The RETAIN flag to send.
     pub retain: bool,
-    /// v5 Subscription Identifiers of every matching subscription.
-    pub sub_ids: Vec<u32>,
-    /// Its key in the subscriber's stored queue; `None` when not stored.
-    pub seq: Option<Seq>,
     /// Sent before, to this subscriber or (a shared subscription's message handed on when its
     /// member left) to another: its first PUBLISH here carries DUP.
     pub dup: bool,
-    /// Set when a queue (declared, or a shared subscription's group) handed it out: the
-    /// queue hears how it ends.
-    pub link: Option<Link>,
+}
+
+/// What few deliveries carry.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    /// Every Subscription Identifier, once there are two or more.
+    sub_ids: Vec<u32>,
+    /// Set when a queue (declared, or a shared subscription's group) handed it out: the queue
+    /// hears how it ends.
+    link: Option<Link>,
+}
+
+impl Delivery {
+    /// `msg` at `qos`: not stored, not sent before, no Subscription Identifier, no queue.
+    pub fn new(msg: Arc<Message>, qos: QoS, retain: bool) -> Delivery {
+        Delivery {
+            msg,
+            seq: None,
+            extra: None,
+            sub_id: 0,
+            qos,
+            retain,
+            dup: false,
+        }
+    }
+
+    /// The same, with these Subscription Identifiers added.
+    pub fn with_sub_ids(mut self, ids: impl IntoIterator<Item = u32>) -> Delivery {
+        for id in ids {
+            self.add_sub_id(id);
+        }
+        self
+    }
+
+    /// The same, handed out by a queue (or by none).
+    pub fn with_link(mut self, link: Option<Link>) -> Delivery {
+        self.set_link(link);
+        self
+    }
+
+    /// v5 Subscription Identifiers of every matching subscription, in the order added.
+    pub fn sub_ids(&self) -> &[u32] {
+        match &self.extra {
+            Some(e) if !e.sub_ids.is_empty() => &e.sub_ids,
+            _ if self.sub_id != 0 => std::slice::from_ref(&self.sub_id),
+            _ => &[],
+        }
+    }
+
+    /// Adds a Subscription Identifier (one more matching subscription).
+    pub fn add_sub_id(&mut self, id: u32) {
+        if self.sub_id == 0 && id != 0 && self.extra.as_ref().is_none_or(|e| e.sub_ids.is_empty()) {
+            self.sub_id = id;
+            return;
+        }
+        let extra = self.extra.get_or_insert_with(Box::default);
+        if extra.sub_ids.is_empty() && self.sub_id != 0 {
+            extra.sub_ids.push(std::mem::take(&mut self.sub_id));
+        }
+        extra.sub_ids.push(id);
+    }
+
+    /// The queue that handed it out, if one did.
+    pub fn link(&self) -> Option<Link> {
+        self.extra.as_ref().and_then(|e| e.link)
+    }
+
+    /// Sets or clears the queue that handed it out.
+    pub fn set_link(&mut self, link: Option<Link>) {
+        match (&mut self.extra, link) {
+            (Some(e), _) => {
+                e.link = link;
+                if link.is_none() && e.sub_ids.is_empty() {
+                    self.extra = None;
+                }
+            }
+            (None, None) => {}
+            (None, Some(_)) => {
+                self.extra = Some(Box::new(Extra {
+                    sub_ids: Vec::new(),
+                    link,
+                }))
+            }
+        }
+    }
 }
 
 /// A delivery a queue (declared, or a shared subscription's group) handed to a session, as

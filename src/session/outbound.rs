@@ -75,7 +75,7 @@ impl Session {
             return self.drop_delivery(&d, "expired", out);
         }
         if d.qos == QoS::AtMostOnce {
-            let (seq, link) = (d.seq, d.link);
+            let (seq, link) = (d.seq, d.link());
             out.push(Effect::Publish {
                 pkid: None,
                 // DUP is for QoS 1/2 only [MQTT-3.3.1-2].
@@ -100,7 +100,7 @@ impl Session {
             pkid,
             qos: d.qos,
             state: OutState::Published,
-            link: d.link,
+            link: d.link(),
             delivery: Some(d.clone()),
         });
         INFLIGHT.fetch_add(1, Ordering::Relaxed);
@@ -118,7 +118,7 @@ impl Session {
         if let Some(seq) = d.seq {
             out.push(Effect::Store(StoreOp::Delivered(seq)));
         }
-        if let Some(link) = d.link {
+        if let Some(link) = d.link() {
             out.push(Effect::Settle(link, Settled::Dropped(reason)));
         }
     }
@@ -299,7 +299,7 @@ impl Session {
                 pkid,
                 qos: delivery.qos,
                 state: OutState::Published,
-                link: delivery.link,
+                link: delivery.link(),
                 delivery: Some(delivery),
             });
         }
@@ -341,7 +341,7 @@ impl Session {
         let mut taken = Vec::new();
         self.inflight.retain(|e| match &e.delivery {
             Some(d)
-                if d.link.is_some()
+                if d.link().is_some()
                     && e.qos == QoS::AtLeastOnce
                     && e.state == OutState::Published =>
             {

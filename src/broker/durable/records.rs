@@ -104,7 +104,7 @@ pub(super) fn split_client_key(key: &[u8]) -> Option<(&str, &[u8])> {
 /// then each).
 pub(super) fn encode_recipient(out: &mut Vec<u8>, client_id: &str, d: &Delivery) {
     out.extend_from_slice(&client_key(client_id));
-    let ids = &d.sub_ids[..d.sub_ids.len().min(255)];
+    let ids = &d.sub_ids()[..d.sub_ids().len().min(255)];
     out.extend_from_slice(&[d.qos as u8, u8::from(d.retain)]);
     out.push(u8::try_from(ids.len()).unwrap_or(u8::MAX));
     for id in ids {
@@ -215,15 +215,9 @@ pub(super) struct Options {
 
 impl Options {
     pub(super) fn delivery(self, msg: Arc<Message>, seq: u64) -> Delivery {
-        Delivery {
-            msg,
-            qos: self.qos,
-            retain: self.retain,
-            sub_ids: self.sub_ids,
-            seq: Seq::new(seq),
-            dup: false,
-            link: None,
-        }
+        let mut d = Delivery::new(msg, self.qos, self.retain).with_sub_ids(self.sub_ids);
+        d.seq = Seq::new(seq);
+        d
     }
 }
 

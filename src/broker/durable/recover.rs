@@ -233,18 +233,11 @@ fn recover_log(
             }
             let Some(m) = &msg else { continue };
             owed += 1;
-            session.inflight.push((
-                Some(pkid),
-                Delivery {
-                    msg: Arc::clone(m),
-                    qos: r.qos,
-                    retain: r.retain,
-                    sub_ids: r.sub_ids,
-                    seq: Seq::new(seq),
-                    dup: false,
-                    link: None,
-                },
-            ));
+            session.inflight.push((Some(pkid), {
+                let mut d = Delivery::new(Arc::clone(m), r.qos, r.retain).with_sub_ids(r.sub_ids);
+                d.seq = Seq::new(seq);
+                d
+            }));
         }
         if owed == 0 {
             cleanup.extend(forget_message(seq));

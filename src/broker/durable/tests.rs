@@ -144,15 +144,7 @@ fn session_expiry_counts_downtime() {
 fn stored_messages_go_to_recipients_still_owed() {
     use crate::store::{Durability, MemoryEngine};
     let msg = Arc::new(message(None));
-    let delivery = |qos| Delivery {
-        msg: Arc::clone(&msg),
-        qos,
-        retain: false,
-        sub_ids: vec![3],
-        seq: None,
-        dup: false,
-        link: None,
-    };
+    let delivery = |qos| Delivery::new(Arc::clone(&msg), qos, false).with_sub_ids([3]);
     let log = |recipients: &[&str]| {
         let mut v = vec![LOG_RECORD_V1];
         v.extend_from_slice(&u16::try_from(recipients.len()).unwrap().to_be_bytes());
@@ -197,8 +189,8 @@ fn stored_messages_go_to_recipients_still_owed() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (d.seq, d.sub_ids, d.qos),
-        (Seq::new(7), vec![3], QoS::AtLeastOnce)
+        (d.seq, d.sub_ids(), d.qos),
+        (Seq::new(7), &[3][..], QoS::AtLeastOnce)
     );
     assert!(delivery_for(&log(&["b"]), "a", 8, now).is_err());
     assert!(queue_of("b").is_empty());
@@ -224,15 +216,8 @@ async fn acknowledgement_before_submit_releases_the_message() {
     let msg = Arc::new(message(None));
     let mut batch = durable.batch();
     let seq = batch.next_seq();
-    let d = Delivery {
-        msg: Arc::clone(&msg),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        sub_ids: Vec::new(),
-        seq: Seq::new(seq),
-        dup: false,
-        link: None,
-    };
+    let mut d = Delivery::new(Arc::clone(&msg), QoS::AtLeastOnce, false);
+    d.seq = Seq::new(seq);
     batch.record("fast", &d);
     durable.delivered("fast", seq);
     batch.submit().unwrap().wait().await.unwrap();
@@ -281,15 +266,8 @@ async fn deferred_delivery_is_queued_by_number_and_read_back() {
     let msg = Arc::new(message(None));
     let mut batch = durable.batch();
     let seq = batch.next_seq();
-    let d = Delivery {
-        msg: Arc::clone(&msg),
-        qos: QoS::ExactlyOnce,
-        retain: true,
-        sub_ids: vec![42],
-        seq: Seq::new(seq),
-        dup: false,
-        link: None,
-    };
+    let mut d = Delivery::new(Arc::clone(&msg), QoS::ExactlyOnce, true).with_sub_ids([42]);
+    d.seq = Seq::new(seq);
     let id: Arc<str> = "sleeper".into();
     batch.record(&id, &d);
     batch.defer(&id, &mailbox);
@@ -308,7 +286,7 @@ async fn deferred_delivery_is_queued_by_number_and_read_back() {
         assert_eq!(got.seq, Seq::new(seq));
         assert_eq!(got.qos, QoS::ExactlyOnce);
         assert!(got.retain);
-        assert_eq!(got.sub_ids, vec![42]);
+        assert_eq!(got.sub_ids(), [42]);
         assert_eq!(got.msg.publish.payload, msg.publish.payload);
     }
     assert!(durable.read("someone-else", seq).is_none());
@@ -335,15 +313,8 @@ async fn unsettled_records_are_readable_until_applied() {
     mailbox.set_stored(true);
     let mut batch = durable.batch();
     let seq = batch.next_seq();
-    let d = Delivery {
-        msg: Arc::new(message(None)),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        sub_ids: Vec::new(),
-        seq: Seq::new(seq),
-        dup: false,
-        link: None,
-    };
+    let mut d = Delivery::new(Arc::new(message(None)), QoS::AtLeastOnce, false);
+    d.seq = Seq::new(seq);
     batch.record("late", &d);
     batch.defer(&"late".into(), &mailbox);
     let ticket = batch.submit().unwrap();

@@ -24,15 +24,7 @@ fn message(topic: &str, qos: QoS, retain: bool, payload: &'static [u8]) -> Arc<M
 
 /// A delivery on `t` at `qos`, not stored, nothing else set.
 fn delivery(qos: QoS, payload: &'static [u8]) -> Delivery {
-    Delivery {
-        msg: message("t", qos, false, payload),
-        qos,
-        retain: false,
-        sub_ids: Vec::new(),
-        seq: None,
-        dup: false,
-        link: None,
-    }
+    Delivery::new(message("t", qos, false, payload), qos, false)
 }
 
 fn online_mailbox() -> Arc<Mailbox> {
@@ -93,7 +85,7 @@ fn overlapping_subscriptions_deliver_once() {
     let got = drain(&m);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].qos, QoS::ExactlyOnce);
-    let mut ids = got[0].sub_ids.clone();
+    let mut ids = got[0].sub_ids().to_vec();
     ids.sort();
     assert_eq!(ids, vec![1, 2]);
 }
@@ -184,12 +176,11 @@ fn a_full_queue_remembers_it_holds_no_qos0() {
 fn queue_deliveries_are_refused_once_offline() {
     let m = Mailbox::new(10, false);
     m.set_online(true);
-    let linked = || Delivery {
-        link: Some(crate::session::Link {
+    let linked = || {
+        delivery(QoS::AtLeastOnce, b"job").with_link(Some(crate::session::Link {
             queue: 0,
             id: std::num::NonZeroU64::MIN,
-        }),
-        ..delivery(QoS::AtLeastOnce, b"job")
+        }))
     };
     m.push(linked()).expect("online: queued");
     m.set_online(false);
@@ -231,11 +222,10 @@ fn mailbox_byte_bound() {
     assert_eq!(m.take_dropped(), 0);
     let mut out = Vec::new();
     let mut load = |seq: u64| {
-        Some(Delivery {
-            seq: Seq::new(seq),
-            dup: false,
-            ..d(QoS::AtLeastOnce, b"")
-        })
+        let mut got = d(QoS::AtLeastOnce, b"");
+        got.seq = Seq::new(seq);
+        got.dup = false;
+        Some(got)
     };
     m.drain_into(&mut out, 2, 10, &mut Loads(&mut load));
     assert_eq!(

@@ -71,7 +71,7 @@ fn waits_for_room() {
     let fig = identity(&q);
     assert_eq!((fig.messages, fig.inflight), (2, 4));
     // b acknowledges one: the next waiting message is its.
-    let link = got_b[0].link.unwrap();
+    let link = got_b[0].link().unwrap();
     q.settle(link.id, Settled::Consumed, &anyone());
     assert_eq!(taken(&b).len(), 1);
     assert!(taken(&a).is_empty());
@@ -92,7 +92,7 @@ fn given_back_to_the_head() {
     }
     let held = taken(&a);
     join(&q, "b", &b, 10);
-    let ids: Vec<_> = held.iter().map(|d| (d.link.unwrap().id, true)).collect();
+    let ids: Vec<_> = held.iter().map(|d| (d.link().unwrap().id, true)).collect();
     q.give_back("a", &ids, &anyone());
     let got = taken(&b);
     let topics: Vec<&str> = got.iter().map(|d| d.msg.topic()).collect();

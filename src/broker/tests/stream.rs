@@ -79,15 +79,11 @@ fn wanted(filter: &TopicFilter, options: SubscriptionOptions, id: Option<u32>) -
 }
 
 fn plain(topic: &str) -> Delivery {
-    Delivery {
-        msg: message(topic, QoS::AtMostOnce, false, b"d"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        sub_ids: Vec::new(),
-        seq: None,
-        dup: false,
-        link: None,
-    }
+    Delivery::new(
+        message(topic, QoS::AtMostOnce, false, b"d"),
+        QoS::AtMostOnce,
+        false,
+    )
 }
 
 /// [MQTT-3.3.1-6] (v3.1.1) / [MQTT-3.3.1-9] (v5) Every matching retained message goes out,
@@ -121,7 +117,7 @@ fn retained_marker_keeps_its_place_and_ignores_the_limit() {
     assert_eq!(seen(&got), want);
     assert!(got[1..11]
         .iter()
-        .all(|d| d.sub_ids == [7] && d.seq.is_none()));
+        .all(|d| d.sub_ids() == [7] && d.seq.is_none()));
 }
 
 /// A full window holds the stream before a QoS 1 message without signalling (the client's

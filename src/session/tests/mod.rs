@@ -4,6 +4,7 @@
 //! (`$bridge/…`, bridge to remote); what differs between MQTT 3.1.1 and 5.0 is only the
 //! encoding of the replies, checked in `versions`.
 
+mod delivery;
 mod gate;
 mod inbound;
 mod outbound;
@@ -40,15 +41,9 @@ fn message(n: u8, expiry: Option<u32>, now: Instant) -> Arc<Message> {
 
 /// Delivery `n` at `qos`, stored under sequence `seq` (0: not stored).
 fn delivery(qos: QoS, n: u8, seq: u64) -> Delivery {
-    Delivery {
-        msg: message(n, None, Instant::now()),
-        qos,
-        retain: false,
-        sub_ids: Vec::new(),
-        seq: Seq::new(seq),
-        dup: false,
-        link: None,
-    }
+    let mut d = Delivery::new(message(n, None, Instant::now()), qos, false);
+    d.seq = Seq::new(seq);
+    d
 }
 
 fn seq(n: u64) -> Seq {
@@ -120,14 +115,10 @@ fn expired_messages_are_dropped() {
             msg.remaining_expiry(now + Duration::from_millis(2500)),
             Some(8)
         );
-        let d = |seq_no| Delivery {
-            msg: Arc::clone(&msg),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            sub_ids: Vec::new(),
-            seq: Seq::new(seq_no),
-            dup: false,
-            link: None,
+        let d = |seq_no| {
+            let mut d = Delivery::new(Arc::clone(&msg), QoS::AtLeastOnce, false);
+            d.seq = Seq::new(seq_no);
+            d
         };
         s.start(d(5), now + Duration::from_secs(11), &mut out);
         assert_eq!(

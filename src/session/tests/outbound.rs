@@ -324,12 +324,11 @@ fn abandoned_flows_end_as_refused() {
 fn shared_deliveries_not_received_are_taken_back() {
     let mut s = session(ROLES[0], 10);
     let mut out = Vec::new();
-    let shared = |n: u8, qos| Delivery {
-        link: Some(Link {
+    let shared = |n: u8, qos| {
+        delivery(qos, n, 0).with_link(Some(Link {
             queue: 0,
             id: std::num::NonZeroU64::new(u64::from(n)).unwrap(),
-        }),
-        ..delivery(qos, n, 0)
+        }))
     };
     start(&mut s, shared(1, QoS::AtLeastOnce), &mut out);
     let received = start(&mut s, shared(2, QoS::ExactlyOnce), &mut out);

@@ -3,12 +3,10 @@
 use super::*;
 
 fn linked(qos: QoS, n: u8, id: u64) -> Delivery {
-    let mut d = delivery(qos, n, 0);
-    d.link = Some(Link {
+    delivery(qos, n, 0).with_link(Some(Link {
         queue: 0,
         id: std::num::NonZeroU64::new(id).unwrap(),
-    });
-    d
+    }))
 }
 
 /// QoS 0 is consumed once written; QoS 1 at PUBACK; QoS 2 is received at PUBREC and consumed
@@ -81,7 +79,7 @@ fn leaving_and_ending() {
     let back = s.take_unreceived();
     assert_eq!(back.len(), 1);
     assert!(back[0].dup);
-    assert_eq!(back[0].link.map(|l| l.id.get()), Some(1));
+    assert_eq!(back[0].link().map(|l| l.id.get()), Some(1));
     s.settle_ended(&mut out);
     assert_eq!(
         took(&mut out),
