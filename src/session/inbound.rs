@@ -5,6 +5,7 @@
 use super::effect::{AckOutcome, Effect, Qos2In, Reply, ReplyKind, StoreOp};
 use super::Session;
 use crate::protocol::{PacketId, QoS, ReasonCode};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Numbers inbound QoS 2 messages ([`Session::inbound_qos2_serial`]): a random upper half
@@ -12,6 +13,47 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// a node and its next run) do not meet.
 static NEXT_SERIAL: std::sync::LazyLock<AtomicU64> =
     std::sync::LazyLock::new(|| AtomicU64::new(u64::from(rand::random::<u32>()) << 32 | 1));
+
+/// Inbound QoS 2 ids awaiting PUBREL, each with its serial number. Boxed and dropped once
+/// empty: most sessions never receive QoS 2, and an empty `BTreeMap` inline is three words of
+/// every idle client's session (the difference between jemalloc's 96- and 80-byte classes).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
+pub(super) struct AwaitingRelease(Option<Box<BTreeMap<PacketId, u64>>>);
+
+impl AwaitingRelease {
+    fn contains(&self, pkid: PacketId) -> bool {
+        self.0.as_ref().is_some_and(|m| m.contains_key(&pkid))
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    fn get(&self, pkid: PacketId) -> Option<u64> {
+        self.0.as_ref().and_then(|m| m.get(&pkid).copied())
+    }
+
+    fn insert(&mut self, pkid: PacketId, serial: u64) {
+        self.0.get_or_insert_with(Box::default).insert(pkid, serial);
+    }
+
+    /// Whether `pkid` was there.
+    fn remove(&mut self, pkid: PacketId) -> bool {
+        let Some(m) = &mut self.0 else {
+            return false;
+        };
+        let was = m.remove(&pkid).is_some();
+        if m.is_empty() {
+            self.0 = None;
+        }
+        was
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (PacketId, u64)> + '_ {
+        self.0.iter().flat_map(|m| m.iter().map(|(p, s)| (*p, *s)))
+    }
+}
 
 impl Session {
     /// An inbound QoS 2 PUBLISH under `pkid`, with at most `receive_maximum` such messages
@@ -23,7 +65,7 @@ impl Session {
         receive_maximum: usize,
         out: &mut Vec<Effect>,
     ) -> Qos2In {
-        if self.inbound_qos2.contains_key(&pkid) {
+        if self.inbound_qos2.contains(pkid) {
             out.push(Effect::Reply(Reply::new(
                 ReplyKind::PubRec,
                 pkid,
@@ -44,7 +86,7 @@ impl Session {
     /// such message once by it, and keeps it with a persistent session, so a copy sent again
     /// to another node is stored once too.
     pub fn inbound_qos2_serial(&self, pkid: PacketId) -> Option<u64> {
-        self.inbound_qos2.get(&pkid).copied()
+        self.inbound_qos2.get(pkid)
     }
 
     /// Acknowledges an inbound PUBLISH at `qos` under `pkid` with `reason` (PUBACK or PUBREC;
@@ -64,7 +106,7 @@ impl Session {
             QoS::AtMostOnce => return,
             QoS::AtLeastOnce => ReplyKind::PubAck,
             QoS::ExactlyOnce => {
-                if reason.is_error() && self.inbound_qos2.remove(&pkid).is_some() {
+                if reason.is_error() && self.inbound_qos2.remove(pkid) {
                     // Stored with the message's batch when the session is stored.
                     out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
                 }
@@ -77,7 +119,7 @@ impl Session {
     /// PUBREL from the sender: the id is free again, PUBCOMP. An unknown id gets PUBCOMP 0x92
     /// (Packet Identifier not found), so the sender can end its side all the same.
     pub fn on_pubrel(&mut self, pkid: PacketId, out: &mut Vec<Effect>) -> AckOutcome {
-        let (reason, outcome) = if self.inbound_qos2.remove(&pkid).is_some() {
+        let (reason, outcome) = if self.inbound_qos2.remove(pkid) {
             out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
             (ReasonCode::Success, AckOutcome::Done)
         } else {
@@ -100,13 +142,13 @@ impl Session {
 
     /// Inbound QoS 2 ids awaiting PUBREL, with their numbers.
     pub fn inbound_qos2_serials(&self) -> impl Iterator<Item = (PacketId, u64)> + '_ {
-        self.inbound_qos2.iter().map(|(p, s)| (*p, *s))
+        self.inbound_qos2.iter()
     }
 
     /// Forgets every inbound QoS 2 id awaiting PUBREL, in the store too (a bridge's remote that
     /// lost its session will not send PUBREL for them, and will reuse the ids).
     pub fn forget_inbound_qos2(&mut self, out: &mut Vec<Effect>) {
-        for pkid in std::mem::take(&mut self.inbound_qos2).into_keys() {
+        for (pkid, _) in std::mem::take(&mut self.inbound_qos2).iter() {
             out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
         }
     }

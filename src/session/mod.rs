@@ -64,7 +64,7 @@ pub struct Session {
     window: u16,
     next_pkid: PacketId,
     /// Inbound QoS 2 messages awaiting PUBREL, each with its serial number.
-    inbound_qos2: BTreeMap<PacketId, u64>,
+    inbound_qos2: inbound::AwaitingRelease,
     /// Cluster mode: the claim on the client id under which the connection now holding this
     /// session is connected (the cluster keeps its will with it); set at each CONNECT.
     pub claim: Option<std::num::NonZeroU64>,
@@ -86,7 +86,7 @@ impl Session {
             inflight: Flights::default(),
             window: window.max(1),
             next_pkid: PacketId::MIN,
-            inbound_qos2: BTreeMap::new(),
+            inbound_qos2: inbound::AwaitingRelease::default(),
             claim: None,
         }
     }
