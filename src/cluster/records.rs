@@ -552,6 +552,7 @@ impl Records {
                 (value, h.rev, h.end, std::mem::take(&mut h.waiters))
             };
             let attempt = (!end).then(|| value.clone());
+            let this = attempt.clone();
             let outcome = if end {
                 self.owners
                     .purge_expect_revision(&k, Some(rev))
@@ -591,16 +592,24 @@ impl Records {
                 Err((e, refused)) => {
                     metrics::cluster_error("record");
                     let refused = refused || e.contains("wrong last sequence");
+                    // Read back only after a refusal (the server that refused may be behind).
+                    let current = if refused {
+                        self.owners.entry(k.clone()).await.ok().flatten()
+                    } else {
+                        None
+                    };
+                    let current = current.map(|c| {
+                        let value = (c.operation == kv::Operation::Put).then_some(c.value);
+                        (c.revision, value)
+                    });
                     let verdict = if refused {
-                        let current = self.owners.entry(k.clone()).await.ok().flatten();
-                        let current = current.as_ref().map(|c| {
-                            let value = (c.operation == kv::Operation::Put).then_some(&c.value[..]);
-                            (c.revision, value)
-                        });
-                        refusal(rev, current, &tried)
+                        let read = current.as_ref().map(|c| (c.0, c.1.as_deref()));
+                        refusal(rev, read, &tried)
                     } else {
                         Refusal::Behind
                     };
+                    // This very attempt is what is in (not an earlier one).
+                    let this_in = current.as_ref().and_then(|c| c.1.as_deref()) == this.as_deref();
                     match verdict {
                         Refusal::Lost => {
                             // Another node claimed the client: its watch moves it away here.
@@ -618,18 +627,21 @@ impl Records {
                                 Ok(())
                             } else {
                                 tracing::info!(client_id = %crate::logged::clip(&client_id), epoch, rev, written = new, error = %e, "record write refused by a server behind, yet written: going on from it");
-                                if let Some(mut h) = self.held.get_mut(&client_id) {
-                                    if h.epoch == epoch && !h.lost {
-                                        // What this attempt was to write may not be what is in:
-                                        // written again on the revision found, its waiters
-                                        // answered then.
+                                match self.held.get_mut(&client_id) {
+                                    Some(mut h) if h.epoch == epoch && !h.lost => {
                                         h.rev = new;
-                                        h.dirty = true;
-                                        h.waiters.extend(waiters);
-                                        continue;
+                                        if !this_in {
+                                            // An earlier attempt is in, not this one: written
+                                            // again on the revision found, its waiters
+                                            // answered then.
+                                            h.dirty = true;
+                                            h.waiters.extend(waiters);
+                                            continue;
+                                        }
+                                        Ok(())
                                     }
+                                    _ => Err(StoreError::Cluster(e)),
                                 }
-                                Err(StoreError::Cluster(e))
                             }
                         }
                         Refusal::Behind => {
