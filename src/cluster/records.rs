@@ -851,6 +851,21 @@ fn floor_of(pending: &BTreeMap<u64, i32>, routed: u64) -> u64 {
     pending.keys().next().map_or(routed, |s| s - 1)
 }
 
+/// After a compare-and-set of `value` on `key` at revision `rev` was refused: the revision it
+/// was written at after all, if the entry read back is this very value, newer than `rev` (the
+/// refusal came from a server behind, and the bucket's leader took the write). Records name
+/// their node, so no other node writes the same bytes.
+pub(super) async fn written_anyway(
+    owners: &kv::Store,
+    key: &str,
+    rev: u64,
+    value: &[u8],
+) -> Option<u64> {
+    let e = owners.entry(key.to_string()).await.ok().flatten()?;
+    let ours = e.operation == kv::Operation::Put && e.revision > rev && e.value[..] == *value;
+    ours.then_some(e.revision)
+}
+
 /// How many attempts of unknown outcome a record's writer remembers, the latest (a partition
 /// mostly repeats the same one).
 const TRIED_KEPT: usize = 8;
