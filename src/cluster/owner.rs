@@ -478,14 +478,28 @@ async fn reap_node(
         record.node.clone_from(&records.me);
         let value = serde_json::to_vec(&record).unwrap_or_default();
         // Another survivor may win this one: then it does the rest.
-        let Ok(rev) = owners.update(&k, value.into(), e.revision).await else {
-            continue;
+        let rev = match owners.update(&k, value.clone().into(), e.revision).await {
+            Ok(rev) => rev,
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                // Refused, maybe by a server behind while the leader wrote it (see
+                // `Records::write`): won if what is there now is this very record.
+                match super::records::written_anyway(owners, &k, e.revision, &value).await {
+                    Some(rev) => rev,
+                    None => continue,
+                }
+            }
+            Err(_) => continue,
         };
+        // A client connected here meanwhile holds a newer claim: it stays (and has no will or
+        // expiry of the dead node's to carry out).
+        match records.held.entry(Arc::clone(&client_id)) {
+            dashmap::mapref::entry::Entry::Occupied(_) => continue,
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(Held::new(rev, record.clone()));
+            }
+        }
         won += 1;
         metrics::cluster_takeover("node_lost");
-        records
-            .held
-            .insert(Arc::clone(&client_id), Held::new(rev, record.clone()));
         tokio::spawn(carry_out(
             records.clone(),
             client_id,

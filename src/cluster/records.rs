@@ -522,8 +522,18 @@ impl Records {
 
     /// Writes the record of `client_id` until what is written is what is wanted. One such loop
     /// per client at a time, so writes never race each other.
+    ///
+    /// A refused compare-and-set is not taken on trust: right after a partition heals, the
+    /// server cut off with the minority can still act as the bucket's leader for a moment and
+    /// refuse with its own stale revision, while the real leader takes the same write (both get
+    /// it; the first answer wins). So the entry is read again: only a revision after this
+    /// node's last write that none of its own attempts explains means another node took the
+    /// client (see [`refusal`]).
     async fn write(self, client_id: Arc<str>, epoch: u64) {
         let k = key(&client_id);
+        // What was tried since the last write known to be in, its outcome not known or a
+        // refusal (a value, or `None` for a purge): any of them may be in after all.
+        let mut tried: Vec<Option<Vec<u8>>> = Vec::new();
         loop {
             let (value, rev, end, waiters) = {
                 let Some(mut h) = self.held.get_mut(&client_id) else {
@@ -541,6 +551,8 @@ impl Records {
                 let value = serde_json::to_vec(&h.record).unwrap_or_default();
                 (value, h.rev, h.end, std::mem::take(&mut h.waiters))
             };
+            let attempt = (!end).then(|| value.clone());
+            let this = attempt.clone();
             let outcome = if end {
                 self.owners
                     .purge_expect_revision(&k, Some(rev))
@@ -551,11 +563,19 @@ impl Records {
                 match self.owners.update(&k, value.into(), rev).await {
                     Ok(rev) => Ok(Some(rev)),
                     Err(e) => {
-                        let lost = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
-                        Err((e.to_string(), lost))
+                        let refused = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
+                        Err((e.to_string(), refused))
                     }
                 }
             };
+            if outcome.is_ok() {
+                tried.clear();
+            } else if !tried.contains(&attempt) {
+                if tried.len() == TRIED_KEPT {
+                    tried.remove(0);
+                }
+                tried.push(attempt);
+            }
             let result = match outcome {
                 Ok(Some(new)) => {
                     if let Some(mut h) = self.held.get_mut(&client_id) {
@@ -569,18 +589,74 @@ impl Records {
                     self.held.remove_if(&client_id, |_, h| h.epoch == epoch);
                     Ok(())
                 }
-                Err((e, lost)) => {
+                Err((e, refused)) => {
                     metrics::cluster_error("record");
-                    if lost || e.contains("wrong last sequence") {
-                        // Another node claimed the client: its watch moves it away here.
-                        if self.lose(&client_id, |h| h.epoch == epoch) {
-                            tracing::info!(client_id = %crate::logged::clip(&client_id), epoch, error = %e, "ownership record changed under this node: client let go");
+                    let refused = refused || e.contains("wrong last sequence");
+                    // Read back only after a refusal (the server that refused may be behind).
+                    let current = if refused {
+                        self.owners.entry(k.clone()).await.ok().flatten()
+                    } else {
+                        None
+                    };
+                    let current = current.map(|c| {
+                        let value = (c.operation == kv::Operation::Put).then_some(c.value);
+                        (c.revision, value)
+                    });
+                    let verdict = if refused {
+                        let read = current.as_ref().map(|c| (c.0, c.1.as_deref()));
+                        refusal(rev, read, &tried)
+                    } else {
+                        Refusal::Behind
+                    };
+                    // This very attempt is what is in (not an earlier one).
+                    let this_in = current.as_ref().and_then(|c| c.1.as_deref()) == this.as_deref();
+                    match verdict {
+                        Refusal::Lost => {
+                            // Another node claimed the client: its watch moves it away here.
+                            if self.lose(&client_id, |h| h.epoch == epoch) {
+                                tracing::info!(client_id = %crate::logged::clip(&client_id), epoch, rev, error = %e, "ownership record changed under this node: client let go");
+                            }
+                            Err(StoreError::Cluster(e))
                         }
-                    } else if let Some(mut h) = self.held.get_mut(&client_id) {
-                        // No quorum, say: tried again while the node holds the client.
-                        h.dirty = true;
+                        Refusal::Ours(new, purged) => {
+                            tried.clear();
+                            if purged {
+                                // Gone, as this writer wanted (whoever purged it).
+                                tracing::info!(client_id = %crate::logged::clip(&client_id), epoch, rev, purged = new, error = %e, "record write refused, the record purged meanwhile: done");
+                                self.held.remove_if(&client_id, |_, h| h.epoch == epoch);
+                                Ok(())
+                            } else {
+                                tracing::info!(client_id = %crate::logged::clip(&client_id), epoch, rev, written = new, error = %e, "record write refused by a server behind, yet written: going on from it");
+                                match self.held.get_mut(&client_id) {
+                                    Some(mut h) if h.epoch == epoch && !h.lost => {
+                                        h.rev = new;
+                                        if !this_in {
+                                            // An earlier attempt is in, not this one: written
+                                            // again on the revision found, its waiters
+                                            // answered then.
+                                            h.dirty = true;
+                                            h.waiters.extend(waiters);
+                                            continue;
+                                        }
+                                        Ok(())
+                                    }
+                                    _ => Err(StoreError::Cluster(e)),
+                                }
+                            }
+                        }
+                        Refusal::Behind => {
+                            if refused {
+                                tracing::info!(client_id = %crate::logged::clip(&client_id), epoch, rev, error = %e, "record write refused by a server behind this node's last write: tried again");
+                            }
+                            if let Some(mut h) = self.held.get_mut(&client_id) {
+                                // No quorum, say: tried again while the node holds the client.
+                                if !h.lost {
+                                    h.dirty = true;
+                                }
+                            }
+                            Err(StoreError::Cluster(e))
+                        }
                     }
-                    Err(StoreError::Cluster(e))
                 }
             };
             let failed = result.is_err();
@@ -775,6 +851,60 @@ fn floor_of(pending: &BTreeMap<u64, i32>, routed: u64) -> u64 {
     pending.keys().next().map_or(routed, |s| s - 1)
 }
 
+/// After a compare-and-set of `value` on `key` at revision `rev` was refused: the revision it
+/// was written at after all, if the entry read back is this very value, newer than `rev` (the
+/// refusal came from a server behind, and the bucket's leader took the write). Records name
+/// their node, so no other node writes the same bytes.
+pub(super) async fn written_anyway(
+    owners: &kv::Store,
+    key: &str,
+    rev: u64,
+    value: &[u8],
+) -> Option<u64> {
+    let e = owners.entry(key.to_string()).await.ok().flatten()?;
+    let ours = e.operation == kv::Operation::Put && e.revision > rev && e.value[..] == *value;
+    ours.then_some(e.revision)
+}
+
+/// How many attempts of unknown outcome a record's writer remembers, the latest (a partition
+/// mostly repeats the same one).
+const TRIED_KEPT: usize = 8;
+
+/// What a compare-and-set of a record on revision `rev` that a server refused means.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// Written over since `rev` by another writer: the client is another node's.
+    Lost,
+    /// One of the writer's own attempts since `rev` is in, at this revision: the writer goes
+    /// on from there. With `true`, a purge marker after a purge was tried: the record is gone
+    /// as the writer wanted, whoever purged it (markers name no node; only a dead node's
+    /// reaper purges another node's record, and only one with nothing left in it).
+    Ours(u64, bool),
+    /// Nothing after `rev` is known: the refusal came from a server behind this node's last
+    /// write (a former leader cut off by a partition, before it learns of the new one), or
+    /// the entry could not be read. Tried again, as without a quorum.
+    Behind,
+}
+
+/// The verdict on a refused write on revision `rev`, from the entry read after it (`current`:
+/// its revision and value, `None` for a delete or purge marker; `None` if none was read) and
+/// what the writer tried since `rev` (`tried`: values, `None` for a purge). Revisions only
+/// grow and a server only holds what a quorum agreed on, so an entry after `rev` is a write
+/// made after this node's; it is this node's own only if it is byte for byte one of its
+/// attempts (the record names the node, so no other node writes the same bytes).
+fn refusal(rev: u64, current: Option<(u64, Option<&[u8]>)>, tried: &[Option<Vec<u8>>]) -> Refusal {
+    match current {
+        Some((at, value)) if at > rev => {
+            if tried.iter().any(|t| t.as_deref() == value) {
+                Refusal::Ours(at, value.is_none())
+            } else {
+                Refusal::Lost
+            }
+        }
+        _ => Refusal::Behind,
+    }
+}
+
 /// Notes the stream messages the node's consumer queues for the sessions held here.
 pub(super) struct Noting<'a> {
     pub(super) records: &'a Records,
@@ -874,6 +1004,31 @@ mod tests {
         // A release noted before its queueing (a count below 0) holds the floor too.
         pending.insert(110, -1);
         assert_eq!(floor_of(&pending, 500), 109);
+    }
+
+    #[test]
+    fn a_refused_write_is_lost_only_to_a_later_write_not_its_own() {
+        let mine = br#"{"node":"p1","client_id":"c"}"#.to_vec();
+        let theirs = br#"{"node":"p2","client_id":"c"}"#.to_vec();
+        let tried = vec![Some(mine.clone())];
+        // The refusing server, or the one read, has not got revision 8 yet: a former leader
+        // back from a partition with revision 1 for the key.
+        assert_eq!(
+            refusal(8, Some((1, Some(&theirs))), &tried),
+            Refusal::Behind
+        );
+        assert_eq!(refusal(8, Some((8, Some(&mine))), &tried), Refusal::Behind);
+        assert_eq!(refusal(8, None, &tried), Refusal::Behind);
+        // Written over after 8 by another node.
+        assert_eq!(refusal(8, Some((9, Some(&theirs))), &tried), Refusal::Lost);
+        assert_eq!(refusal(8, Some((9, None)), &tried), Refusal::Lost);
+        assert_eq!(refusal(8, Some((9, Some(&theirs))), &[]), Refusal::Lost);
+        // The real leader took the attempt the former one refused.
+        assert_eq!(
+            refusal(8, Some((9, Some(&mine))), &tried),
+            Refusal::Ours(9, false)
+        );
+        assert_eq!(refusal(8, Some((9, None)), &[None]), Refusal::Ours(9, true));
     }
 
     #[test]
