@@ -372,8 +372,7 @@ impl Queue {
                 io.release(&self.store_id, seq);
             }
         }
-        let mut d = Delivery::new(Arc::clone(msg), msg.qos(), false);
-        d.seq = seq;
+        let mut d = Delivery::new(Arc::clone(msg), msg.qos(), false).with_seq(seq);
         // A group's message is kept only for members whose sessions outlive a restart.
         let stored = match self.kind {
             Kind::Declared => true,

@@ -143,6 +143,12 @@ impl Delivery {
         self
     }
 
+    /// The same, stored under `seq` (or not stored).
+    pub fn with_seq(mut self, seq: Option<Seq>) -> Delivery {
+        self.seq = seq;
+        self
+    }
+
     /// The same, handed out by a queue (or by none).
     pub fn with_link(mut self, link: Option<Link>) -> Delivery {
         self.set_link(link);

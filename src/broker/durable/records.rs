@@ -215,9 +215,9 @@ pub(super) struct Options {
 
 impl Options {
     pub(super) fn delivery(self, msg: Arc<Message>, seq: u64) -> Delivery {
-        let mut d = Delivery::new(msg, self.qos, self.retain).with_sub_ids(self.sub_ids);
-        d.seq = Seq::new(seq);
-        d
+        Delivery::new(msg, self.qos, self.retain)
+            .with_sub_ids(self.sub_ids)
+            .with_seq(Seq::new(seq))
     }
 }
 

@@ -233,11 +233,10 @@ fn recover_log(
             }
             let Some(m) = &msg else { continue };
             owed += 1;
-            session.inflight.push((Some(pkid), {
-                let mut d = Delivery::new(Arc::clone(m), r.qos, r.retain).with_sub_ids(r.sub_ids);
-                d.seq = Seq::new(seq);
-                d
-            }));
+            let d = Delivery::new(Arc::clone(m), r.qos, r.retain)
+                .with_sub_ids(r.sub_ids)
+                .with_seq(Seq::new(seq));
+            session.inflight.push((Some(pkid), d));
         }
         if owed == 0 {
             cleanup.extend(forget_message(seq));

@@ -216,8 +216,7 @@ async fn acknowledgement_before_submit_releases_the_message() {
     let msg = Arc::new(message(None));
     let mut batch = durable.batch();
     let seq = batch.next_seq();
-    let mut d = Delivery::new(Arc::clone(&msg), QoS::AtLeastOnce, false);
-    d.seq = Seq::new(seq);
+    let d = Delivery::new(Arc::clone(&msg), QoS::AtLeastOnce, false).with_seq(Seq::new(seq));
     batch.record("fast", &d);
     durable.delivered("fast", seq);
     batch.submit().unwrap().wait().await.unwrap();
@@ -266,8 +265,9 @@ async fn deferred_delivery_is_queued_by_number_and_read_back() {
     let msg = Arc::new(message(None));
     let mut batch = durable.batch();
     let seq = batch.next_seq();
-    let mut d = Delivery::new(Arc::clone(&msg), QoS::ExactlyOnce, true).with_sub_ids([42]);
-    d.seq = Seq::new(seq);
+    let d = Delivery::new(Arc::clone(&msg), QoS::ExactlyOnce, true)
+        .with_sub_ids([42])
+        .with_seq(Seq::new(seq));
     let id: Arc<str> = "sleeper".into();
     batch.record(&id, &d);
     batch.defer(&id, &mailbox);
@@ -313,8 +313,7 @@ async fn unsettled_records_are_readable_until_applied() {
     mailbox.set_stored(true);
     let mut batch = durable.batch();
     let seq = batch.next_seq();
-    let mut d = Delivery::new(Arc::new(message(None)), QoS::AtLeastOnce, false);
-    d.seq = Seq::new(seq);
+    let d = Delivery::new(Arc::new(message(None)), QoS::AtLeastOnce, false).with_seq(Seq::new(seq));
     batch.record("late", &d);
     batch.defer(&"late".into(), &mailbox);
     let ticket = batch.submit().unwrap();

@@ -222,8 +222,7 @@ fn mailbox_byte_bound() {
     assert_eq!(m.take_dropped(), 0);
     let mut out = Vec::new();
     let mut load = |seq: u64| {
-        let mut got = d(QoS::AtLeastOnce, b"");
-        got.seq = Seq::new(seq);
+        let mut got = d(QoS::AtLeastOnce, b"").with_seq(Seq::new(seq));
         got.dup = false;
         Some(got)
     };

@@ -41,9 +41,7 @@ fn message(n: u8, expiry: Option<u32>, now: Instant) -> Arc<Message> {
 
 /// Delivery `n` at `qos`, stored under sequence `seq` (0: not stored).
 fn delivery(qos: QoS, n: u8, seq: u64) -> Delivery {
-    let mut d = Delivery::new(message(n, None, Instant::now()), qos, false);
-    d.seq = Seq::new(seq);
-    d
+    Delivery::new(message(n, None, Instant::now()), qos, false).with_seq(Seq::new(seq))
 }
 
 fn seq(n: u64) -> Seq {
@@ -116,9 +114,7 @@ fn expired_messages_are_dropped() {
             Some(8)
         );
         let d = |seq_no| {
-            let mut d = Delivery::new(Arc::clone(&msg), QoS::AtLeastOnce, false);
-            d.seq = Seq::new(seq_no);
-            d
+            Delivery::new(Arc::clone(&msg), QoS::AtLeastOnce, false).with_seq(Seq::new(seq_no))
         };
         s.start(d(5), now + Duration::from_secs(11), &mut out);
         assert_eq!(
