@@ -17,8 +17,10 @@
 # first, then the others that ran; each tier in name order, so a new profile changes few lines.
 #
 # Run it again after a toolchain or dependency change (symbol names carry hashes of their crate's
-# version and build settings): a function the file names but the binary lacks is skipped by the
-# linker, so a stale file costs memory, never correctness. `--check` prints how much of the
+# version and build settings) and after new code on the message path (a function the file does
+# not name lands among the code that never runs, and its page with it): a function the file
+# names but the binary lacks is skipped by the linker, so a stale file costs memory, never
+# correctness. `--check` prints how much of the
 # current binary's executed code the file still names, without profiling.
 #   benches/symbol-order.sh [--check]
 set -euo pipefail
