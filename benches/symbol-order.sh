@@ -33,22 +33,73 @@ BIN=target/release/tern
 
 cargo build --release --bins --quiet
 
-if [ "${1:-}" = --check ]; then
-  python3 - "$BIN" "$ORDER" <<'PY'
-import subprocess, sys
-binary, order = sys.argv[1:]
+# order check | order write PROFILE...: the Python side. Both read the binary's function sizes;
+# `check` says how much of them the file names, `write` ranks the profiled functions into it.
+order() {
+  python3 - "$1" "$BIN" "$ORDER" "${@:2}" <<'PY'
+import collections, re, subprocess, sys
+mode, binary, order, *profiles = sys.argv[1:]
 sizes = {}
 for line in subprocess.run(["nm", "-S", "--defined-only", binary], capture_output=True, text=True, check=True).stdout.splitlines():
     p = line.split()
     if len(p) == 4 and p[2] in "tTwW":
         sizes[p[3]] = int(p[1], 16)
-names = [l.strip() for l in open(order) if l.strip()]
-found = [n for n in names if n in sizes]
-print(f"{order}: {len(found)} of {len(names)} functions found in {binary}, "
-      f"{sum(sizes[n] for n in found) / 1e6:.2f} MB of {sum(sizes.values()) / 1e6:.2f} MB of code")
-if len(found) < len(names) * 0.9:
-    sys.exit("fewer than 90% found: run benches/symbol-order.sh to write it again")
+if mode == "check":
+    names = [l.strip() for l in open(order) if l.strip()]
+    found = [n for n in names if n in sizes]
+    print(f"{order}: {len(found)} of {len(names)} functions found in {binary}, "
+          f"{sum(sizes[n] for n in found) / 1e6:.2f} MB of {sum(sizes.values()) / 1e6:.2f} MB of code")
+    if len(found) < len(names) * 0.9:
+        sys.exit("fewer than 90% found: run benches/symbol-order.sh to write it again")
+    sys.exit(0)
+cost = collections.Counter()
+for path in profiles:
+    names, objects, obj_of = {}, {}, {}
+    fn, ob, skip = None, None, False
+    for line in open(path, errors="replace"):
+        m = re.match(r"(c?)(fn|ob)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+        if m:
+            table = names if m.group(2) == "fn" else objects
+            if m.group(4):
+                table[m.group(3)] = m.group(4)
+            if not m.group(1):
+                if m.group(2) == "fn":
+                    fn = names[m.group(3)]
+                    obj_of[fn] = ob
+                else:
+                    ob = objects[m.group(3)]
+            continue
+        if line.startswith("calls="):
+            skip = True  # the next cost line is the call's inclusive cost
+            continue
+        if line[:1].isdigit() or line[:1] in "+-*":
+            if skip:
+                skip = False
+                continue
+            parts = line.split()
+            if fn is not None and len(parts) >= 2 and obj_of.get(fn, "").endswith("/tern"):
+                cost[fn.split("'")[0]] += int(parts[1])
+ranked = [f for f, c in cost.most_common() if c > 0 and f in sizes]
+if len(ranked) < 500:
+    sys.exit(f"only {len(ranked)} functions profiled: callgrind's output was not read right")
+# Two tiers, each in name order so that a new profile changes few lines: the functions that
+# run 99% of the instructions first (the message path, packed tight), then the rest run.
+total, running, hot = sum(cost[f] for f in ranked), 0, set()
+for f in ranked:
+    if running >= 0.99 * total:
+        break
+    hot.add(f)
+    running += cost[f]
+ranked = sorted(hot) + sorted(f for f in ranked if f not in hot)
+with open(order, "w") as out:
+    out.write("\n".join(ranked) + "\n")
+print(f"{order}: {len(ranked)} functions, {sum(sizes[f] for f in ranked) / 1e6:.2f} MB "
+      f"of {sum(sizes.values()) / 1e6:.2f} MB of code")
 PY
+}
+
+if [ "${1:-}" = --check ]; then
+  order check
   exit 0
 fi
 
@@ -126,55 +177,4 @@ bench --scenario offline-drain --qos 1 --messages 1000 --seconds 2
 bench --scenario fill --connections 20 --retained 100 --messages 10 --seconds 2
 finish
 
-python3 - "$BIN" "$ORDER" "$WORK/defaults.cg" "$WORK/persistent.cg" <<'PY'
-import collections, re, subprocess, sys
-binary, order, *profiles = sys.argv[1:]
-cost = collections.Counter()
-for path in profiles:
-    names, objects, obj_of = {}, {}, {}
-    fn, ob, skip = None, None, False
-    for line in open(path, errors="replace"):
-        m = re.match(r"(c?)(fn|ob)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
-        if m:
-            table = names if m.group(2) == "fn" else objects
-            if m.group(4):
-                table[m.group(3)] = m.group(4)
-            if not m.group(1):
-                if m.group(2) == "fn":
-                    fn = names[m.group(3)]
-                    obj_of[fn] = ob
-                else:
-                    ob = objects[m.group(3)]
-            continue
-        if line.startswith("calls="):
-            skip = True  # the next cost line is the call's inclusive cost
-            continue
-        if line[:1].isdigit() or line[:1] in "+-*":
-            if skip:
-                skip = False
-                continue
-            parts = line.split()
-            if fn is not None and len(parts) >= 2 and obj_of.get(fn, "").endswith("/tern"):
-                cost[fn.split("'")[0]] += int(parts[1])
-sizes = {}
-for line in subprocess.run(["nm", "-S", "--defined-only", binary], capture_output=True, text=True, check=True).stdout.splitlines():
-    p = line.split()
-    if len(p) == 4 and p[2] in "tTwW":
-        sizes[p[3]] = int(p[1], 16)
-ranked = [f for f, c in cost.most_common() if c > 0 and f in sizes]
-if len(ranked) < 500:
-    sys.exit(f"only {len(ranked)} functions profiled: callgrind's output was not read right")
-# Two tiers, each in name order so that a new profile changes few lines: the functions that
-# run 99% of the instructions first (the message path, packed tight), then the rest run.
-total, running, hot = sum(cost[f] for f in ranked), 0, set()
-for f in ranked:
-    if running >= 0.99 * total:
-        break
-    hot.add(f)
-    running += cost[f]
-ranked = sorted(hot) + sorted(f for f in ranked if f not in hot)
-with open(order, "w") as out:
-    out.write("\n".join(ranked) + "\n")
-print(f"{order}: {len(ranked)} functions, {sum(sizes[f] for f in ranked) / 1e6:.2f} MB "
-      f"of {sum(sizes.values()) / 1e6:.2f} MB of code")
-PY
+order write "$WORK/defaults.cg" "$WORK/persistent.cg"
