@@ -4,7 +4,7 @@
 //! HTTP side turns these into JSON. Everything here reads under short locks and never waits on
 //! a client, so an operator's request cannot stall message flow.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,29 +17,34 @@ use crate::store::Ticket;
 
 /// What the admin API shows of one connection: fixed at CONNECT, plus the figures its
 /// connection keeps up to date (one relaxed add per batch of packets, not per message).
-/// Every connected client has one, dormant ones too: kept to 64 bytes (an 80-byte allocation
-/// with its counts), so it is listed by index and in seconds rather than by name and instant.
+/// Every connected client has one, dormant ones too: kept to 48 bytes (a 64-byte allocation
+/// with its counts), so it is listed by index and in seconds rather than by name and instant,
+/// and the peer's address is packed (an IPv4 address as IPv4-mapped IPv6, shown as IPv4).
 #[derive(Debug)]
 pub struct ClientInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The listener it came through: its place in [`BrokerState::listeners`].
-    pub listener: u16,
-    /// The protocol level from CONNECT: 3 (3.1), 4 (3.1.1) or 5.
-    level: u8,
+    /// The client's IP address, IPv6 or IPv4-mapped.
+    ip: [u8; 16],
+    port: u16,
+    /// The listener it came through (its place in [`BrokerState::listeners`], at most
+    /// [`MAX_LISTENERS`] - 1) in the low 14 bits, the protocol level - 3 in the top two.
+    origin: u16,
     /// Keep-alive granted, in seconds (0: none).
     pub keep_alive: u16,
+    inflight: AtomicU16,
     /// When CONNECT was accepted, in Unix seconds.
     pub connected_at: u32,
     /// Session Expiry Interval from CONNECT, in seconds.
     pub expiry_interval: u32,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
-    inflight: AtomicU16,
 }
 
+/// Listeners a broker may have: their index takes 14 bits of [`ClientInfo`].
+pub const MAX_LISTENERS: usize = 1 << 14;
+
 impl ClientInfo {
-    /// A connection accepted now, at protocol `level` (3, 4 or 5).
+    /// A connection accepted now, at protocol `level` (3, 4 or 5), through listener `listener`
+    /// (below [`MAX_LISTENERS`]; the configuration allows no more).
     pub fn new(
         peer: SocketAddr,
         listener: u16,
@@ -50,24 +55,39 @@ impl ClientInfo {
         let now = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        let ip = match peer.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        let level = u16::from(level.clamp(3, 5) - 3);
         ClientInfo {
-            peer,
-            listener,
-            level,
+            ip: ip.octets(),
+            port: peer.port(),
+            origin: (level << 14) | (listener & (MAX_LISTENERS as u16 - 1)),
             keep_alive,
+            inflight: AtomicU16::new(0),
             connected_at: now,
             expiry_interval,
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
-            inflight: AtomicU16::new(0),
         }
+    }
+
+    /// The client's address (an IPv4-mapped IPv6 one as IPv4).
+    pub fn peer(&self) -> SocketAddr {
+        SocketAddr::new(Ipv6Addr::from(self.ip).to_canonical(), self.port)
+    }
+
+    /// The listener it came through: its place in [`BrokerState::listeners`].
+    pub fn listener(&self) -> u16 {
+        self.origin & (MAX_LISTENERS as u16 - 1)
     }
 
     /// The protocol version as users name it: `3.1`, `3.1.1` or `5.0`.
     pub fn version(&self) -> &'static str {
-        match self.level {
-            3 => "3.1",
-            4 => "3.1.1",
+        match self.origin >> 14 {
+            0 => "3.1",
+            1 => "3.1.1",
             _ => "5.0",
         }
     }
@@ -166,7 +186,7 @@ impl BrokerState {
     }
 
     /// The connection of `generation` shows `info` to the admin API.
-    pub fn client_connected(&self, client_id: &Arc<str>, generation: u64, info: Arc<ClientInfo>) {
+    pub fn client_connected(&self, client_id: &Arc<str>, generation: u32, info: Arc<ClientInfo>) {
         self.registry.set_info(client_id, generation, info);
     }
 

@@ -21,7 +21,7 @@ type Due = Reverse<Expiring>;
 struct Expiring {
     at: u64,
     client_id: Arc<str>,
-    generation: u64,
+    generation: u32,
     mailbox: Weak<Mailbox>,
 }
 
@@ -66,7 +66,7 @@ impl BrokerState {
     pub fn expire_login(
         self: &Arc<Self>,
         client_id: &Arc<str>,
-        generation: u64,
+        generation: u32,
         mailbox: &Arc<Mailbox>,
         at: u64,
     ) {

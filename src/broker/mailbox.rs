@@ -21,6 +21,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 
+use super::bell::{Bell, Waiter};
+
 use parking_lot::Mutex;
 
 use super::retained::RetainedStream;
@@ -139,14 +141,13 @@ pub const SPILL_AT: usize = 256;
 /// The queue and who to wake, under one lock (one lock per push, and a small mailbox).
 #[derive(Debug, Default)]
 struct Inner {
-    queue: VecDeque<Delivery>,
-    /// Everything queued after `queue`, once a delivery was queued by sequence number; gone
-    /// again once drained. Boxed: one pointer in every mailbox rather than a whole `VecDeque`.
-    #[allow(clippy::box_collection)]
-    spill: Option<Box<VecDeque<Spilled>>>,
+    /// What is queued: boxed from the first push until the client goes dormant with nothing
+    /// queued, so an idle client's mailbox holds one pointer, and no room kept from a burst
+    /// it once had (memory per idle client, docs/architecture.md).
+    held: Option<Box<Held>>,
     /// Who to wake on the next signal: the connection's task while it runs, the dormitory's
     /// waker while it is dormant (a plain slot, not a `Notify`: one consumer at a time).
-    waker: Option<Waker>,
+    waker: Waiter,
     /// A bridge's byte bound and drop count; `None` for clients (one pointer in every mailbox).
     budget: Option<Box<Budget>>,
 }
@@ -162,9 +163,38 @@ struct Budget {
     dropped: u32,
 }
 
+#[derive(Debug, Default)]
+struct Held {
+    queue: VecDeque<Delivery>,
+    /// Everything queued after `queue`, once a delivery was queued by sequence number; gone
+    /// again once drained. Boxed: one pointer rather than a whole `VecDeque`.
+    #[allow(clippy::box_collection)]
+    spill: Option<Box<VecDeque<Spilled>>>,
+}
+
+/// What an empty mailbox holds.
+static NOTHING_HELD: Held = Held {
+    queue: VecDeque::new(),
+    spill: None,
+};
+
 impl Inner {
+    fn held(&self) -> &Held {
+        self.held.as_deref().unwrap_or(&NOTHING_HELD)
+    }
+
+    fn held_mut(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Box::default)
+    }
+
+    /// The spill, started if there is none.
+    fn spill_mut(&mut self) -> &mut VecDeque<Spilled> {
+        self.held_mut().spill.get_or_insert_with(Box::default)
+    }
+
     fn len(&self) -> usize {
-        self.queue.len() + self.spill.as_ref().map_or(0, |s| s.len())
+        let held = self.held();
+        held.queue.len() + held.spill.as_ref().map_or(0, |s| s.len())
     }
 
     /// Whether one more delivery of `bytes` payload bytes would pass a bound.
@@ -179,9 +209,12 @@ impl Inner {
     /// Drops the oldest QoS 0 message held in memory; false if there is none. A queue's
     /// message is never dropped here: its queue counts it until the session settles it.
     fn drop_oldest_qos0(&mut self) -> bool {
-        let dropped = match self.queue.iter().position(droppable) {
-            Some(i) => self.queue.remove(i).map(|d| payload_bytes(&d)),
-            None => self.spill.as_mut().and_then(|spill| {
+        let Some(held) = self.held.as_deref_mut() else {
+            return false;
+        };
+        let dropped = match held.queue.iter().position(droppable) {
+            Some(i) => held.queue.remove(i).map(|d| payload_bytes(&d)),
+            None => held.spill.as_mut().and_then(|spill| {
                 let oldest = spill
                     .iter()
                     .position(|s| matches!(s, Spilled::Held(d) if droppable(d)))?;
@@ -217,8 +250,9 @@ impl Inner {
 
     /// Payload bytes of everything queued, counted afresh.
     fn total_bytes(&self) -> u64 {
-        let queued = self.queue.iter().map(|d| u64::from(payload_bytes(d)));
-        let spilled = self
+        let held = self.held();
+        let queued = held.queue.iter().map(|d| u64::from(payload_bytes(d)));
+        let spilled = held
             .spill
             .iter()
             .flat_map(|s| s.iter())
@@ -461,16 +495,15 @@ impl Mailbox {
             if droppable(&delivery) {
                 self.may_hold_qos0.store(true, Ordering::Relaxed);
             }
-            match &mut inner.spill {
+            let held = inner.held_mut();
+            match &mut held.spill {
                 Some(spill) => spill.push_back(Spilled::Held(Box::new(delivery))),
-                None => inner.queue.push_back(delivery),
+                None => held.queue.push_back(delivery),
             }
             self.signalled.store(true, Ordering::Release);
-            inner.waker.take()
+            std::mem::take(&mut inner.waker)
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        waker.wake();
         Ok(())
     }
 
@@ -497,7 +530,8 @@ impl Mailbox {
             return true;
         }
         let inner = self.inner.lock();
-        inner.spill.is_some() || inner.queue.len() >= SPILL_AT
+        let held = inner.held();
+        held.spill.is_some() || held.queue.len() >= SPILL_AT
     }
 
     /// Queues stored message `seq`, of `bytes` payload bytes, by its sequence number (it must
@@ -512,16 +546,11 @@ impl Mailbox {
                 return Err(DropReason::QueueFull);
             }
             inner.count_in(bytes);
-            inner
-                .spill
-                .get_or_insert_with(Box::default)
-                .push_back(Spilled::Seq(seq, bytes));
+            inner.spill_mut().push_back(Spilled::Seq(seq, bytes));
             self.signalled.store(true, Ordering::Release);
-            inner.waker.take()
+            std::mem::take(&mut inner.waker)
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        waker.wake();
         Ok(())
     }
 
@@ -535,7 +564,7 @@ impl Mailbox {
         for (_, bytes) in &seqs {
             inner.count_in(*bytes);
         }
-        inner.spill.get_or_insert_with(Box::default).extend(
+        inner.spill_mut().extend(
             seqs.into_iter()
                 .map(|(seq, bytes)| Spilled::Seq(seq, bytes)),
         );
@@ -549,15 +578,12 @@ impl Mailbox {
         let waker = {
             let mut inner = self.inner.lock();
             inner
-                .spill
-                .get_or_insert_with(Box::default)
+                .spill_mut()
                 .push_back(Spilled::Retained(Box::new(stream)));
             self.signalled.store(true, Ordering::Release);
-            inner.waker.take()
+            std::mem::take(&mut inner.waker)
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        waker.wake();
     }
 
     /// Puts deliveries back at the front, in order (messages taken back from a session).
@@ -577,10 +603,14 @@ impl Mailbox {
                 Queued::Retained(_) => 0,
             });
         }
+        if queued.is_empty() {
+            return;
+        }
+        let held = inner.held_mut();
         if queued.iter().all(|q| matches!(q, Queued::Ready(_))) {
             for q in queued.into_iter().rev() {
                 if let Queued::Ready(d) = q {
-                    inner.queue.push_front(d);
+                    held.queue.push_front(d);
                 }
             }
             return;
@@ -588,11 +618,11 @@ impl Mailbox {
         // Some are in the store only, or are retained streams: everything queued goes behind
         // them, in the spill.
         let mut spill: VecDeque<Spilled> = queued.into_iter().map(Spilled::from_queued).collect();
-        spill.extend(inner.queue.drain(..).map(|d| Spilled::Held(Box::new(d))));
-        if let Some(old) = inner.spill.take() {
+        spill.extend(held.queue.drain(..).map(|d| Spilled::Held(Box::new(d))));
+        if let Some(old) = held.spill.take() {
             spill.extend(*old);
         }
-        inner.spill = Some(Box::new(spill));
+        held.spill = Some(Box::new(spill));
     }
 
     /// Moves up to `max` deliveries into `out`, in order, stopping at the first QoS 1/2 delivery
@@ -610,7 +640,13 @@ impl Mailbox {
         source: &mut dyn Source,
     ) {
         let mut inner = self.inner.lock();
-        let q = &mut inner.queue;
+        let Some(held) = inner.held.as_deref_mut() else {
+            if self.flags.load(Ordering::Relaxed) & OVERFLOWED != 0 {
+                self.flags.fetch_and(!OVERFLOWED, Ordering::AcqRel);
+            }
+            return;
+        };
+        let q = &mut held.queue;
         let mut freed = 0u64;
         while out.len() < max {
             match q.front() {
@@ -632,13 +668,18 @@ impl Mailbox {
             // A burst's room is not kept once the client has caught up.
             *q = VecDeque::new();
         }
+        let queue_left = !q.is_empty();
         inner.count_out(freed);
-        if !inner.queue.is_empty() {
+        if queue_left {
             self.come_back(out.len() >= max);
             return;
         }
         loop {
-            let Some(spill) = &mut inner.spill else {
+            let Some(spill) = inner
+                .held
+                .as_deref_mut()
+                .and_then(|h| h.spill.as_deref_mut())
+            else {
                 if self.flags.load(Ordering::Relaxed) & OVERFLOWED != 0 {
                     self.flags.fetch_and(!OVERFLOWED, Ordering::AcqRel);
                 }
@@ -680,7 +721,7 @@ impl Mailbox {
             inner.count_out(freed);
             let Some(mut stream) = stream else {
                 if done {
-                    inner.spill = None;
+                    inner.held_mut().spill = None;
                     self.flags.fetch_and(!OVERFLOWED, Ordering::AcqRel);
                 } else {
                     self.come_back(out.len() >= max);
@@ -702,10 +743,7 @@ impl Mailbox {
             match streamed {
                 Streamed::Done => {}
                 Streamed::Blocked | Streamed::More => {
-                    inner
-                        .spill
-                        .get_or_insert_with(Box::default)
-                        .push_front(Spilled::Retained(stream));
+                    inner.spill_mut().push_front(Spilled::Retained(stream));
                     self.come_back(streamed == Streamed::More);
                     return;
                 }
@@ -724,13 +762,13 @@ impl Mailbox {
     /// Stored sequence numbers of the queued deliveries.
     pub fn stored_seqs(&self) -> Vec<u64> {
         let inner = self.inner.lock();
-        let spilled = inner.spill.iter().flat_map(|s| s.iter()).map(|s| match s {
+        let held = inner.held();
+        let spilled = held.spill.iter().flat_map(|s| s.iter()).map(|s| match s {
             Spilled::Seq(seq, _) => Seq::new(*seq),
             Spilled::Held(d) => d.seq,
             Spilled::Retained(_) => None,
         });
-        inner
-            .queue
+        held.queue
             .iter()
             .map(|d| d.seq)
             .chain(spilled)
@@ -742,16 +780,22 @@ impl Mailbox {
     /// Takes every queued delivery and retained stream, in order (for redistribution or
     /// discard).
     pub fn take_all(&self) -> Vec<Queued> {
-        let (queue, spill) = {
+        let Held { queue, spill } = {
             let mut inner = self.inner.lock();
             if let Some(b) = &mut inner.budget {
                 b.bytes = 0;
             }
-            (std::mem::take(&mut inner.queue), inner.spill.take())
+            inner.held.take().map(|h| *h).unwrap_or_default()
         };
         let mut all: Vec<Queued> = queue.into_iter().map(Queued::Ready).collect();
         all.extend(spill.into_iter().flat_map(|s| *s).map(Spilled::into_queued));
         all
+    }
+
+    /// Whether it holds a queue's room, even an empty one.
+    #[cfg(test)]
+    pub(super) fn holds_room(&self) -> bool {
+        self.inner.lock().held.is_some()
     }
 
     /// Number of queued deliveries.
@@ -787,29 +831,40 @@ impl Mailbox {
         Poll::Pending
     }
 
-    /// Hands wake-ups to `waker` from now on (a connection going dormant). If a signal is
-    /// already pending, `waker` is woken at once; the signal stays set for the next consumer.
-    pub fn wake_through(&self, waker: &Waker) {
-        self.set_waker(waker);
+    /// Rings bed `token` through `bell` on wake-ups from now on (a connection going dormant);
+    /// false if the bell cannot carry it (the connection then stays awake). If a signal is
+    /// already pending, the bed is rung at once; the signal stays set for the next consumer.
+    pub fn wake_through(&self, bell: &Bell, token: usize) -> bool {
+        let Some(word) = bell.word(token) else {
+            return false;
+        };
+        {
+            let mut inner = self.inner.lock();
+            inner.waker = Waiter::Bed(Some(word));
+            // A dormant client keeps no room for what it might be sent.
+            match inner.held.as_deref_mut() {
+                Some(h) if h.queue.is_empty() && h.spill.is_none() => inner.held = None,
+                Some(h) => h.queue.shrink_to_fit(),
+                None => {}
+            }
+        }
         if self.signalled.load(Ordering::Acquire) {
             self.signal();
         }
+        true
     }
 
     fn set_waker(&self, waker: &Waker) {
         let slot = &mut self.inner.lock().waker;
-        match slot {
-            Some(w) if w.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
+        if !slot.wakes(waker) {
+            *slot = Waiter::Task(waker.clone());
         }
     }
 
     /// Records a signal and wakes whoever waits, outside the lock.
     fn signal(&self) {
         self.signalled.store(true, Ordering::Release);
-        let waker = self.inner.lock().waker.take();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        let waker = std::mem::take(&mut self.inner.lock().waker);
+        waker.wake();
     }
 }

@@ -3,6 +3,7 @@
 //! version-neutral types; nothing here knows about encodings or sockets.
 
 mod admin;
+mod bell;
 pub mod bridged;
 mod carrier;
 mod durable;
@@ -25,7 +26,8 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use std::time::Instant;
 
-pub use admin::{ClientInfo, ListenerView, RetainedDelete, SubscriptionView};
+pub use admin::{ClientInfo, ListenerView, RetainedDelete, SubscriptionView, MAX_LISTENERS};
+pub use bell::Bell;
 pub use carrier::{Carrier, Out};
 pub use durable::{check as check_store, StoreReport};
 pub use mailbox::{Kick, Mailbox, Queued, Source, Streamed};
@@ -157,7 +159,7 @@ impl BrokerState {
     fn restore_session(
         self: &Arc<Self>,
         stored: durable::StoredSession,
-    ) -> Option<(Arc<str>, u64)> {
+    ) -> Option<(Arc<str>, u32)> {
         let config = self.config();
         let limits = &config.limits;
         let client_id: Arc<str> = stored.client_id.into();
@@ -619,12 +621,12 @@ impl BrokerState {
     pub fn detach(
         self: &Arc<Self>,
         client_id: &Arc<str>,
-        generation: u64,
+        generation: u32,
         mut session: Box<Session>,
         mailbox: &Arc<Mailbox>,
         will: Option<(Arc<Message>, u32)>,
     ) {
-        let claim = session.claim.map(std::num::NonZeroU64::get);
+        let claim = session.claim().map(std::num::NonZeroU64::get);
         self.give_back_unreceived(&mut session, mailbox);
         if let Some(max) = self.config().session.max_expiry_secs {
             // Mosquitto's persistent_client_expiration: clients' sessions only; a bridge's
@@ -711,7 +713,7 @@ impl BrokerState {
             self.publish_will_message(will.msg);
             self.will_settled(session.client_id(), will.claim);
         }
-        if let (Some(remote), Some(claim)) = (self.remote.get(), session.claim) {
+        if let (Some(remote), Some(claim)) = (self.remote.get(), session.claim()) {
             remote.ended(session.client_id(), claim.get());
         }
         // Only if no newer connection holds the client id: its login is its own (it may have

@@ -33,7 +33,7 @@ pub struct Attached {
     /// Its mailbox (the same one across reconnects).
     pub mailbox: Arc<Mailbox>,
     /// Identifies this connection's tenure of the entry.
-    pub generation: u64,
+    pub generation: u32,
     /// CONNACK Session Present.
     pub session_present: bool,
     /// A session that clean start ended, with its pending will, for the caller to clean up.
@@ -52,14 +52,19 @@ enum State {
         /// Boxed: most parked sessions have none, and every entry, connected ones too, pays
         /// for the largest variant (memory per idle connection).
         will: Option<Box<PendingWill>>,
-        /// When its expiry timer ends it, in Unix seconds (0: never, or no timer started
-        /// yet). Wall-clock and 4 bytes: it is only shown, every entry pays for it.
-        expires_at: u32,
     },
 }
 
+/// 32 bytes, 48 with its key: the map's buckets are most of what the registry costs per
+/// client (memory per idle client, docs/architecture.md).
 struct Entry {
-    generation: u64,
+    /// Counts the connections that took the entry (wrapping: a connection compares its own
+    /// with the entry's while it lives, and 2^32 takeovers do not fit in one lifetime).
+    generation: u32,
+    /// A parked session: when its expiry timer ends it, in Unix seconds (0: never, or no
+    /// timer started yet). Wall-clock and 4 bytes: it is only shown, every entry pays for it
+    /// (here, beside the generation, it takes no room of its own).
+    expires_at: u32,
     mailbox: Arc<Mailbox>,
     state: State,
 }
@@ -144,6 +149,7 @@ impl Registry {
                         let mailbox = Arc::new(new_mailbox());
                         v.insert(Entry {
                             generation: 1,
+                            expires_at: 0,
                             mailbox: Arc::clone(&mailbox),
                             state: State::Connected { info: None },
                         });
@@ -172,7 +178,7 @@ impl Registry {
                         parked = self.parked.notified();
                     }
                     State::Parked { session, will, .. } => {
-                        e.generation += 1;
+                        e.generation = e.generation.wrapping_add(1);
                         // A kick meant for the previous connection is not for this one.
                         e.mailbox.take_kick();
                         // The ended session's queue is emptied by the caller, which releases what
@@ -202,15 +208,15 @@ impl Registry {
 
     /// The connection of `generation` never parked its session (its task died): let the client
     /// id be used again, with a fresh session, rather than refuse it for ever.
-    fn abandon(&self, client_id: &Arc<str>, generation: u64, fresh: impl Fn() -> Session) {
+    fn abandon(&self, client_id: &Arc<str>, generation: u32, fresh: impl Fn() -> Session) {
         if let Some(mut e) = self.clients.get_mut(client_id) {
             if e.generation == generation && matches!(e.state, State::Connected { .. }) {
                 tracing::warn!(%client_id, "previous connection vanished without its session");
                 e.state = State::Parked {
                     session: Box::new(fresh()),
                     will: None,
-                    expires_at: 0,
                 };
+                e.expires_at = 0;
             }
         }
     }
@@ -220,7 +226,7 @@ impl Registry {
     pub fn detach(
         &self,
         client_id: &Arc<str>,
-        generation: u64,
+        generation: u32,
         session: Box<Session>,
         will: Option<PendingWill>,
     ) -> Detached {
@@ -240,8 +246,8 @@ impl Registry {
         e.state = State::Parked {
             session,
             will: will.map(Box::new),
-            expires_at: 0,
         };
+        e.expires_at = 0;
         Detached::Parked
     }
 
@@ -268,7 +274,7 @@ impl Registry {
     pub fn expire(
         &self,
         client_id: &Arc<str>,
-        generation: u64,
+        generation: u32,
     ) -> Option<(Box<Session>, Option<PendingWill>, Arc<Mailbox>)> {
         let MapEntry::Occupied(o) = self.clients.entry(Arc::clone(client_id)) else {
             return None;
@@ -302,7 +308,7 @@ impl Registry {
     }
 
     /// The connection of `generation` shows `info` to the admin API.
-    pub fn set_info(&self, client_id: &Arc<str>, generation: u64, info: Arc<ClientInfo>) {
+    pub fn set_info(&self, client_id: &Arc<str>, generation: u32, info: Arc<ClientInfo>) {
         if let Some(mut e) = self.clients.get_mut(client_id) {
             if e.generation == generation {
                 if let State::Connected { info: slot } = &mut e.state {
@@ -313,14 +319,14 @@ impl Registry {
     }
 
     /// The parked session of `generation` ends at `at` (its expiry timer started).
-    pub fn set_expiry(&self, client_id: &Arc<str>, generation: u64, at: std::time::SystemTime) {
+    pub fn set_expiry(&self, client_id: &Arc<str>, generation: u32, at: std::time::SystemTime) {
         let secs = at
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         if let Some(mut e) = self.clients.get_mut(client_id) {
             if e.generation == generation {
-                if let State::Parked { expires_at, .. } = &mut e.state {
-                    *expires_at = secs;
+                if let State::Parked { .. } = e.state {
+                    e.expires_at = secs;
                 }
             }
         }
@@ -346,7 +352,7 @@ impl Registry {
     /// Tells the connection of `generation` with `mailbox` to close for its expired token;
     /// false if that connection is gone. (A generation alone does not name a connection: a
     /// client id whose session ended starts again from 1.)
-    pub fn kick_expired(&self, client_id: &str, generation: u64, mailbox: *const Mailbox) -> bool {
+    pub fn kick_expired(&self, client_id: &str, generation: u32, mailbox: *const Mailbox) -> bool {
         match self.clients.get(client_id) {
             Some(e)
                 if e.generation == generation
@@ -404,19 +410,15 @@ impl Registry {
             mailbox: Arc::clone(&e.mailbox),
             parked: match &e.state {
                 State::Connected { .. } => None,
-                State::Parked {
-                    session,
-                    expires_at,
-                    ..
-                } => Some(ParkedView {
+                State::Parked { session, .. } => Some(ParkedView {
                     filters: session
                         .subscriptions()
                         .keys()
                         .map(|f| f.filter().to_string())
                         .collect(),
                     expiry_interval: session.expiry_interval,
-                    expires_at: (*expires_at > 0).then(|| {
-                        std::time::UNIX_EPOCH + Duration::from_secs(u64::from(*expires_at))
+                    expires_at: (e.expires_at > 0).then(|| {
+                        std::time::UNIX_EPOCH + Duration::from_secs(u64::from(e.expires_at))
                     }),
                 }),
             },
@@ -441,7 +443,7 @@ impl Registry {
     pub fn take_will(
         &self,
         client_id: &Arc<str>,
-        generation: u64,
+        generation: u32,
     ) -> Option<(PendingWill, u32, bool)> {
         let mut e = self.clients.get_mut(client_id)?;
         if e.generation != generation {
@@ -462,17 +464,17 @@ impl Registry {
         session: Box<Session>,
         mailbox: Arc<Mailbox>,
         will: Option<PendingWill>,
-    ) -> u64 {
+    ) -> u32 {
         let client_id = Arc::clone(session.client_id());
         self.clients.insert(
             client_id,
             Entry {
                 generation: 1,
+                expires_at: 0,
                 mailbox,
                 state: State::Parked {
                     session,
                     will: will.map(Box::new),
-                    expires_at: 0,
                 },
             },
         );

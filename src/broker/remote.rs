@@ -251,7 +251,7 @@ impl BrokerState {
                 super::registry::Evicted::Gone => break,
                 super::registry::Evicted::Parked(mut session, mailbox) => {
                     let taken = last(true);
-                    session.claim = None;
+                    session.set_claim(None);
                     let queued = mailbox.take_all();
                     self.end_session(&session, false, None, queued);
                     return taken;
@@ -297,7 +297,7 @@ impl BrokerState {
         mailbox: &super::Mailbox,
     ) -> Option<Ticket> {
         let remote = self.remote.get()?;
-        let claim = session.claim?.get();
+        let claim = session.claim()?.get();
         if !mailbox.is_stored() {
             return None;
         }
@@ -329,7 +329,7 @@ impl BrokerState {
         if let super::registry::Evicted::Parked(mut session, mailbox) =
             self.registry.evict(client_id)
         {
-            session.claim = None;
+            session.set_claim(None);
             let queued = mailbox.take_all();
             self.end_session(&session, false, None, queued);
         }

@@ -58,7 +58,7 @@ impl BrokerState {
     pub(super) fn start_timers(
         self: &Arc<Self>,
         client_id: &Arc<str>,
-        generation: u64,
+        generation: u32,
         expiry_interval: u32,
         expiry_left: u32,
         will_left: Option<u32>,
@@ -76,7 +76,7 @@ impl BrokerState {
         }
     }
 
-    fn schedule_will(self: &Arc<Self>, client_id: &Arc<str>, generation: u64, delay: u32) {
+    fn schedule_will(self: &Arc<Self>, client_id: &Arc<str>, generation: u32, delay: u32) {
         let state = Arc::clone(self);
         let id = Arc::clone(client_id);
         tokio::spawn(async move {
@@ -85,7 +85,7 @@ impl BrokerState {
         });
     }
 
-    fn schedule_expiry(self: &Arc<Self>, client_id: &Arc<str>, generation: u64, expiry: u32) {
+    fn schedule_expiry(self: &Arc<Self>, client_id: &Arc<str>, generation: u32, expiry: u32) {
         let at = std::time::SystemTime::now() + Duration::from_secs(u64::from(expiry));
         self.registry.set_expiry(client_id, generation, at);
         let state = Arc::clone(self);
@@ -101,7 +101,7 @@ impl BrokerState {
     }
 
     /// Publishes the pending will of a parked session now, and stores it as published.
-    pub(super) fn publish_will(&self, client_id: &Arc<str>, generation: u64) {
+    pub(super) fn publish_will(&self, client_id: &Arc<str>, generation: u32) {
         if let Some((will, expiry, stored)) = self.registry.take_will(client_id, generation) {
             let disconnected = will.disconnected;
             self.publish_will_message(will.msg);

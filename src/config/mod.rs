@@ -720,6 +720,12 @@ impl Config {
                 "1 to 3600 seconds",
             ));
         }
+        if self.listeners.len() >= crate::broker::MAX_LISTENERS {
+            return Err(invalid(
+                "listeners",
+                "at most 16,383 [[listeners]] entries (the admin API numbers them in 14 bits)",
+            ));
+        }
         if !self.listener.enabled && self.listeners.is_empty() {
             return Err(invalid(
                 "listener.enabled",

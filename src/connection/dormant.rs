@@ -13,7 +13,6 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::task::{Wake, Waker};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -21,12 +20,12 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use parking_lot::Mutex;
 use slab::Slab;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::broker::BrokerState;
+use crate::broker::{Bell, BrokerState};
 
 use super::Client;
 
@@ -67,12 +66,11 @@ pub struct Dormitory {
 struct Shared {
     registry: Registry,
     inner: Mutex<Inner>,
-    /// Tokens woken through a mailbox since the task last looked. A lock of its own, taken with
-    /// no other held but `inner` in `admit` (a mailbox with a signal pending wakes its bed at
-    /// once, from inside `admit`): sharing `inner` would deadlock there.
-    woken: Mutex<Vec<usize>>,
-    /// Wakes the dormitory's task for `woken`, new deadlines and shutdown.
-    notify: Notify,
+    /// Beds rung through their mailboxes; also wakes the dormitory's task for new deadlines.
+    /// Its lock is its own, taken with no other held but `inner` in `admit` (a mailbox with a
+    /// signal pending rings its bed at once, from inside `admit`): sharing `inner` would
+    /// deadlock there.
+    bell: Arc<Bell>,
 }
 
 struct Inner {
@@ -86,6 +84,10 @@ struct Inner {
     closed: bool,
 }
 
+/// Generations run in 24 bits: a bed's token (index, generation) fits the 56 bits its
+/// [`Bell`] carries.
+const GENERATIONS: u32 = 0xFF_FFFF;
+
 fn token(index: usize, generation: u32) -> usize {
     (usize::try_from(generation).unwrap_or(0) << 32) | index
 }
@@ -98,23 +100,6 @@ fn generation_of(token: usize) -> u32 {
     u32::try_from(token >> 32).unwrap_or(u32::MAX)
 }
 
-/// Wakes one dormant connection by its token (lives in its mailbox while it sleeps).
-struct BedWaker {
-    shared: Arc<Shared>,
-    token: usize,
-}
-
-impl Wake for BedWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.woken.lock().push(self.token);
-        self.shared.notify.notify_one();
-    }
-}
-
 impl Dormitory {
     /// An empty dormitory and the epoll set its task will wait on (see [`Dormitory::run`]).
     pub fn new() -> io::Result<(Dormitory, Poll)> {
@@ -122,14 +107,13 @@ impl Dormitory {
         let registry = poll.registry().try_clone()?;
         let shared = Arc::new(Shared {
             registry,
-            woken: Mutex::new(Vec::new()),
             inner: Mutex::new(Inner {
                 beds: Slab::new(),
                 next_generation: 0,
                 deadlines: Vec::new(),
                 closed: false,
             }),
-            notify: Notify::new(),
+            bell: Bell::new(),
         });
         Ok((Dormitory { shared }, poll))
     }
@@ -138,7 +122,7 @@ impl Dormitory {
     /// be watched (the caller then keeps running it).
     pub(super) fn admit(&self, mut dormant: Dormant) -> Result<(), Dormant> {
         let mut inner = self.shared.inner.lock();
-        if inner.closed {
+        if inner.closed || !self.shared.bell.has_slot() {
             return Err(dormant);
         }
         let index = inner.beds.vacant_key();
@@ -146,7 +130,7 @@ impl Dormitory {
             return Err(dormant);
         }
         let generation = inner.next_generation;
-        inner.next_generation = generation.wrapping_add(1);
+        inner.next_generation = generation.wrapping_add(1) & GENERATIONS;
         let token = token(index, generation);
         let fd = dormant.stream.as_raw_fd();
         if let Err(e) =
@@ -159,14 +143,17 @@ impl Dormitory {
         }
         // Under the lock: a wake-up through the mailbox cannot be handled before the bed is
         // filled, and one that comes at once (something was already pending) is not lost.
-        let waker = Waker::from(Arc::new(BedWaker {
-            shared: Arc::clone(&self.shared),
-            token,
-        }));
-        dormant.client.mailbox.wake_through(&waker);
+        if !dormant
+            .client
+            .mailbox
+            .wake_through(&self.shared.bell, token)
+        {
+            let _ = self.shared.registry.deregister(&mut SourceFd(&fd));
+            return Err(dormant);
+        }
         if let Some(deadline) = dormant.deadline() {
             inner.deadlines.push((deadline, token));
-            self.shared.notify.notify_one();
+            self.shared.bell.nudge();
         }
         dormant.generation = generation;
         inner.beds.insert(dormant);
@@ -234,8 +221,8 @@ impl Dormitory {
                         }
                     }
                 }
-                _ = self.shared.notify.notified() => {
-                    due.append(&mut self.shared.woken.lock());
+                _ = self.shared.bell.heard() => {
+                    self.shared.bell.take_rung(&mut due);
                     timers.extend(self.shared.inner.lock().deadlines.drain(..).map(Reverse));
                 }
                 _ = sleep_until(next), if next.is_some() => {
@@ -294,7 +281,6 @@ mod tests {
 
     fn client(mailbox: &Arc<Mailbox>) -> Client {
         Client {
-            version: ProtocolVersion::V311,
             connect_expiry_zero: true,
             bridge: false,
             session: Box::new(Session::new("c".into(), 0, 10)),
@@ -340,6 +326,8 @@ mod tests {
             .expect("admit deadlocked");
         assert!(admitted);
         assert_eq!(dormitory.len(), 1);
-        assert_eq!(dormitory.shared.woken.lock().len(), 1, "wake-up lost");
+        let mut rung = Vec::new();
+        dormitory.shared.bell.take_rung(&mut rung);
+        assert_eq!(rung.len(), 1, "wake-up lost");
     }
 }

@@ -160,7 +160,7 @@ impl Connection {
         let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {
             metrics::limit_hit("max_topic_levels");
             debug!(client_id = %clip(self.client_id()), topic = %clip(&p.topic), error = %e, "PUBLISH refused");
-            if !self.client.version.is_v5() {
+            if !self.client.version().is_v5() {
                 return Err(Violation::TopicNameRefused(e).into());
             }
             Some(ReasonCode::TopicNameInvalid)
@@ -177,7 +177,7 @@ impl Connection {
             // v3.1.1 cannot be told.
             metrics::limit_hit("max_payload_size");
             debug!(client_id = %clip(self.client_id()), topic = %clip(&p.topic), bytes = p.payload.len(), "PUBLISH dropped: payload over limits.max_payload_size");
-            (self.client.version.is_v5()).then_some(ReasonCode::ImplementationSpecificError)
+            (self.client.version().is_v5()).then_some(ReasonCode::ImplementationSpecificError)
         } else if !self.may(&p.topic, Access::Write) {
             metrics::acl_denied("publish");
             // At most once a second: a client publishing where it may not would otherwise
@@ -188,7 +188,7 @@ impl Connection {
             }
             // v3.1.1 has no way to say so: acknowledged and dropped, as the spec requires
             // (a QoS 2 flow still runs to PUBCOMP).
-            (self.client.version.is_v5()).then_some(ReasonCode::NotAuthorized)
+            (self.client.version().is_v5()).then_some(ReasonCode::NotAuthorized)
         } else if let Some(unfit) = self
             .state
             .remote()
@@ -202,7 +202,7 @@ impl Connection {
                 }
                 Unfit::TopicTooLong => {
                     metrics::limit_hit("cluster_subject_length");
-                    if !self.client.version.is_v5() {
+                    if !self.client.version().is_v5() {
                         return Err(Violation::TopicNameRefused(
                             topic::TopicError::TooLongForCluster,
                         )
@@ -214,7 +214,7 @@ impl Connection {
         } else if p.retain
             && !p.payload.is_empty()
             && p.qos != QoS::AtMostOnce
-            && self.client.version.is_v5()
+            && self.client.version().is_v5()
             && self.state.retained_room(&p.topic, p.payload.len()).is_err()
         {
             // The retained budget is full and this would be a new retained topic: a v5
@@ -261,7 +261,7 @@ impl Connection {
         let mut stored_qos2 = None;
         if let (QoS::ExactlyOnce, Some(id)) = (qos, pkid) {
             // v3.1.1 has no Receive Maximum: only memory bounds it.
-            let max = if self.client.version.is_v5() {
+            let max = if self.client.version().is_v5() {
                 usize::from(self.state.config().limits.receive_maximum)
             } else {
                 usize::MAX
@@ -310,7 +310,7 @@ impl Connection {
         });
         let Published { outcome, durable } = self.state.publish_from(msg, stored_qos2, serial);
         let durable = crate::broker::both(durable, kept);
-        let reason = if outcome.refused > 0 && self.client.version.is_v5() {
+        let reason = if outcome.refused > 0 && self.client.version().is_v5() {
             // A declared queue is full (`overflow = "reject"`); 3.1.1 has no way to say so.
             ReasonCode::QuotaExceeded
         } else if outcome.delivered == 0
@@ -370,7 +370,7 @@ impl Connection {
     }
 
     pub(super) fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
-        let v5 = self.client.version.is_v5();
+        let v5 = self.client.version().is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         let mut reason_string = None;

@@ -215,12 +215,12 @@ impl Connection {
                 stored_will.as_ref().map(|(m, d)| (m, *d)),
             )
             .await;
-        attached.session.claim = claim;
+        attached.session.set_claim(claim);
         if let Some(kept) = kept.filter(|_| !attached.session_present) {
             // Kept by the cluster: its subscriptions and queue come back from there.
             if let Err(e) = state.resume_clustered(&mut attached, kept).await {
                 warn!(client_id = %clip(&client_id), error = %e, "CONNECT refused: the session kept by the cluster cannot be read back");
-                attached.session.claim = None;
+                attached.session.set_claim(None);
                 state.detach(
                     &client_id,
                     attached.generation,
@@ -287,7 +287,6 @@ impl Connection {
         }
         let now = Instant::now();
         let client = Client {
-            version,
             connect_expiry_zero: accepted.session_expiry == 0,
             bridge,
             session: attached.session,

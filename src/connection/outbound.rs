@@ -29,6 +29,11 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    /// The protocol version it encodes for.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
     /// For a client with these CONNECT properties.
     pub fn new(
         version: ProtocolVersion,

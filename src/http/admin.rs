@@ -297,8 +297,8 @@ fn client_json(state: &BrokerState, v: &SessionView, info: &ClientInfo, subs: us
     json!({
         "client_id": &*v.client_id,
         "username": state.username(&v.client_id).as_deref(),
-        "peer": info.peer.to_string(),
-        "listener": state.listener_name(info.listener),
+        "peer": info.peer().to_string(),
+        "listener": state.listener_name(info.listener()),
         "protocol_version": info.version(),
         "keepalive_secs": info.keep_alive,
         "connected_at": info.connected_at,
@@ -335,7 +335,7 @@ async fn list_clients(Admin(state): Admin, RawQuery(q): RawQuery) -> Result<Resp
         .filter(|(v, i)| {
             q.get("prefix").is_none_or(|p| v.client_id.starts_with(p))
                 && q.get("listener")
-                    .is_none_or(|l| state.listener_name(i.listener) == l)
+                    .is_none_or(|l| state.listener_name(i.listener()) == l)
                 && q.get("username")
                     .is_none_or(|u| state.username(&v.client_id).as_deref() == Some(u))
         })
@@ -872,7 +872,7 @@ async fn listeners(Admin(state): Admin) -> Result<Response, ApiError> {
     let mut per_listener: HashMap<u16, usize> = HashMap::new();
     for v in state.session_views(None) {
         if let Some(i) = v.info {
-            *per_listener.entry(i.listener).or_insert(0) += 1;
+            *per_listener.entry(i.listener()).or_insert(0) += 1;
         }
     }
     let listeners: Vec<Value> = state

@@ -6,6 +6,7 @@ use super::effect::{AckOutcome, Effect, Qos2In, Reply, ReplyKind, StoreOp};
 use super::Session;
 use crate::protocol::{PacketId, QoS, ReasonCode};
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Numbers inbound QoS 2 messages ([`Session::inbound_qos2_serial`]): a random upper half
@@ -14,44 +15,99 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static NEXT_SERIAL: std::sync::LazyLock<AtomicU64> =
     std::sync::LazyLock::new(|| AtomicU64::new(u64::from(rand::random::<u32>()) << 32 | 1));
 
-/// Inbound QoS 2 ids awaiting PUBREL, each with its serial number. Boxed and dropped once
-/// empty: most sessions never receive QoS 2, and an empty `BTreeMap` inline is three words of
-/// every idle client's session (the difference between jemalloc's 96- and 80-byte classes).
+/// What few sessions hold, boxed only while there is some: most sessions never receive QoS 2
+/// and run outside a cluster, and two more words inline in every idle client's session would
+/// take it from jemalloc's 64-byte class to the 80-byte one.
 #[derive(Debug, Default)]
-#[allow(clippy::box_collection)]
-pub(super) struct AwaitingRelease(Option<Box<BTreeMap<PacketId, u64>>>);
+pub(super) struct Seldom(Option<Box<SeldomFields>>);
 
-impl AwaitingRelease {
+#[derive(Debug, Default)]
+struct SeldomFields {
+    /// Inbound QoS 2 ids awaiting PUBREL, each with its serial number.
+    awaiting: BTreeMap<PacketId, u64>,
+    /// Cluster mode: see [`Session::claim`].
+    claim: Option<NonZeroU64>,
+}
+
+impl Seldom {
+    fn awaiting(&self) -> Option<&BTreeMap<PacketId, u64>> {
+        self.0.as_ref().map(|f| &f.awaiting)
+    }
+
     fn contains(&self, pkid: PacketId) -> bool {
-        self.0.as_ref().is_some_and(|m| m.contains_key(&pkid))
+        self.awaiting().is_some_and(|m| m.contains_key(&pkid))
     }
 
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |m| m.len())
+        self.awaiting().map_or(0, BTreeMap::len)
     }
 
     fn get(&self, pkid: PacketId) -> Option<u64> {
-        self.0.as_ref().and_then(|m| m.get(&pkid).copied())
+        self.awaiting().and_then(|m| m.get(&pkid).copied())
     }
 
     fn insert(&mut self, pkid: PacketId, serial: u64) {
-        self.0.get_or_insert_with(Box::default).insert(pkid, serial);
+        self.0
+            .get_or_insert_with(Box::default)
+            .awaiting
+            .insert(pkid, serial);
     }
 
     /// Whether `pkid` was there.
     fn remove(&mut self, pkid: PacketId) -> bool {
-        let Some(m) = &mut self.0 else {
+        let Some(f) = &mut self.0 else {
             return false;
         };
-        let was = m.remove(&pkid).is_some();
-        if m.is_empty() {
-            self.0 = None;
-        }
+        let was = f.awaiting.remove(&pkid).is_some();
+        self.drop_if_empty();
         was
     }
 
+    /// Takes every id awaiting PUBREL.
+    fn take_awaiting(&mut self) -> BTreeMap<PacketId, u64> {
+        let taken = self
+            .0
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.awaiting))
+            .unwrap_or_default();
+        self.drop_if_empty();
+        taken
+    }
+
     fn iter(&self) -> impl Iterator<Item = (PacketId, u64)> + '_ {
-        self.0.iter().flat_map(|m| m.iter().map(|(p, s)| (*p, *s)))
+        self.awaiting()
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(p, s)| (*p, *s)))
+    }
+
+    pub(super) fn claim(&self) -> Option<NonZeroU64> {
+        self.0.as_ref().and_then(|f| f.claim)
+    }
+
+    pub(super) fn set_claim(&mut self, claim: Option<NonZeroU64>) {
+        match (&mut self.0, claim) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                self.0 = Some(Box::new(SeldomFields {
+                    awaiting: BTreeMap::new(),
+                    claim,
+                }))
+            }
+            (Some(f), _) => {
+                f.claim = claim;
+                self.drop_if_empty();
+            }
+        }
+    }
+
+    fn drop_if_empty(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|f| f.awaiting.is_empty() && f.claim.is_none())
+        {
+            self.0 = None;
+        }
     }
 }
 
@@ -65,7 +121,7 @@ impl Session {
         receive_maximum: usize,
         out: &mut Vec<Effect>,
     ) -> Qos2In {
-        if self.inbound_qos2.contains(pkid) {
+        if self.seldom.contains(pkid) {
             out.push(Effect::Reply(Reply::new(
                 ReplyKind::PubRec,
                 pkid,
@@ -73,10 +129,10 @@ impl Session {
             )));
             return Qos2In::Duplicate;
         }
-        if self.inbound_qos2.len() >= receive_maximum {
+        if self.seldom.len() >= receive_maximum {
             return Qos2In::OverLimit;
         }
-        self.inbound_qos2
+        self.seldom
             .insert(pkid, NEXT_SERIAL.fetch_add(1, Ordering::Relaxed));
         Qos2In::New
     }
@@ -86,7 +142,7 @@ impl Session {
     /// such message once by it, and keeps it with a persistent session, so a copy sent again
     /// to another node is stored once too.
     pub fn inbound_qos2_serial(&self, pkid: PacketId) -> Option<u64> {
-        self.inbound_qos2.get(pkid)
+        self.seldom.get(pkid)
     }
 
     /// Acknowledges an inbound PUBLISH at `qos` under `pkid` with `reason` (PUBACK or PUBREC;
@@ -106,7 +162,7 @@ impl Session {
             QoS::AtMostOnce => return,
             QoS::AtLeastOnce => ReplyKind::PubAck,
             QoS::ExactlyOnce => {
-                if reason.is_error() && self.inbound_qos2.remove(pkid) {
+                if reason.is_error() && self.seldom.remove(pkid) {
                     // Stored with the message's batch when the session is stored.
                     out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
                 }
@@ -119,7 +175,7 @@ impl Session {
     /// PUBREL from the sender: the id is free again, PUBCOMP. An unknown id gets PUBCOMP 0x92
     /// (Packet Identifier not found), so the sender can end its side all the same.
     pub fn on_pubrel(&mut self, pkid: PacketId, out: &mut Vec<Effect>) -> AckOutcome {
-        let (reason, outcome) = if self.inbound_qos2.remove(pkid) {
+        let (reason, outcome) = if self.seldom.remove(pkid) {
             out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
             (ReasonCode::Success, AckOutcome::Done)
         } else {
@@ -131,30 +187,30 @@ impl Session {
 
     /// An inbound QoS 2 id that awaited PUBREL when the session was stored.
     pub fn restore_inbound_qos2(&mut self, pkid: PacketId) {
-        self.inbound_qos2
+        self.seldom
             .insert(pkid, NEXT_SERIAL.fetch_add(1, Ordering::Relaxed));
     }
 
     /// An inbound QoS 2 id that awaited PUBREL, with its number, as the cluster kept them.
     pub fn restore_inbound_qos2_serial(&mut self, pkid: PacketId, serial: u64) {
-        self.inbound_qos2.insert(pkid, serial);
+        self.seldom.insert(pkid, serial);
     }
 
     /// Inbound QoS 2 ids awaiting PUBREL, with their numbers.
     pub fn inbound_qos2_serials(&self) -> impl Iterator<Item = (PacketId, u64)> + '_ {
-        self.inbound_qos2.iter()
+        self.seldom.iter()
     }
 
     /// Forgets every inbound QoS 2 id awaiting PUBREL, in the store too (a bridge's remote that
     /// lost its session will not send PUBREL for them, and will reuse the ids).
     pub fn forget_inbound_qos2(&mut self, out: &mut Vec<Effect>) {
-        for (pkid, _) in std::mem::take(&mut self.inbound_qos2).iter() {
+        for pkid in self.seldom.take_awaiting().into_keys() {
             out.push(Effect::Store(StoreOp::InboundReleased(pkid)));
         }
     }
 
     /// Inbound QoS 2 messages awaiting PUBREL (counted against the receive maximum).
     pub fn inbound_qos2_len(&self) -> usize {
-        self.inbound_qos2.len()
+        self.seldom.len()
     }
 }

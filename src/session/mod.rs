@@ -63,11 +63,9 @@ pub struct Session {
     inflight: Flights,
     window: u16,
     next_pkid: PacketId,
-    /// Inbound QoS 2 messages awaiting PUBREL, each with its serial number.
-    inbound_qos2: inbound::AwaitingRelease,
-    /// Cluster mode: the claim on the client id under which the connection now holding this
-    /// session is connected (the cluster keeps its will with it); set at each CONNECT.
-    pub claim: Option<std::num::NonZeroU64>,
+    /// Inbound QoS 2 messages awaiting PUBREL, each with its serial number, and the cluster's
+    /// claim ([`Session::claim`]): boxed, only while there is some.
+    seldom: inbound::Seldom,
 }
 
 impl Drop for Session {
@@ -86,9 +84,19 @@ impl Session {
             inflight: Flights::default(),
             window: window.max(1),
             next_pkid: PacketId::MIN,
-            inbound_qos2: inbound::AwaitingRelease::default(),
-            claim: None,
+            seldom: inbound::Seldom::default(),
         }
+    }
+
+    /// Cluster mode: the claim on the client id under which the connection now holding this
+    /// session is connected (the cluster keeps its will with it); set at each CONNECT.
+    pub fn claim(&self) -> Option<std::num::NonZeroU64> {
+        self.seldom.claim()
+    }
+
+    /// Sets (or clears) the claim [`Session::claim`] gives.
+    pub fn set_claim(&mut self, claim: Option<std::num::NonZeroU64>) {
+        self.seldom.set_claim(claim);
     }
 
     /// The client id.

@@ -124,6 +124,34 @@ fn unsubscribe_stops_delivery() {
     assert!(drain(&m).is_empty());
 }
 
+/// A client going dormant gives back its mailbox's room once it is drained (nothing kept from
+/// a burst); what is still queued stays, in order, and is rung for.
+#[test]
+fn a_dormant_mailbox_keeps_no_room() {
+    let bell = super::Bell::new();
+    let m = online_mailbox();
+    for p in [&b"a"[..], b"b"] {
+        m.push(delivery(QoS::AtLeastOnce, p)).expect("room");
+    }
+    let mut out = Vec::new();
+    m.drain_into(&mut out, 1, 10, &mut Loads(|_| None));
+    assert!(m.wake_through(&bell, 1));
+    assert!(m.holds_room(), "one is still queued");
+    let mut rung = Vec::new();
+    bell.take_rung(&mut rung);
+    assert!(rung.contains(&1), "a pending signal rings at once");
+    let left: Vec<_> = drain(&m)
+        .iter()
+        .map(|d| d.msg.publish.payload.clone())
+        .collect();
+    assert_eq!(left, [&b"b"[..]]);
+    assert!(m.wake_through(&bell, 1));
+    assert!(!m.holds_room());
+    m.push(delivery(QoS::AtLeastOnce, b"c"))
+        .expect("room again");
+    assert_eq!(drain(&m).len(), 1);
+}
+
 /// The queue bound: QoS 0 goes first, then new messages are refused; offline QoS 0 is not queued.
 #[test]
 fn mailbox_bound_drops_qos0_first() {
