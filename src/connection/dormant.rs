@@ -288,8 +288,7 @@ mod tests {
             generation: 1,
             will: None,
             keep_alive: 0,
-            last_packet: Instant::now(),
-            inbound_aliases: None,
+            last_packet: crate::connection::Moment::of(Instant::now()),
             out: Outbound::new(ProtocolVersion::V311, None, 0, true),
             info: Arc::new(crate::broker::ClientInfo::new(
                 "127.0.0.1:1".parse().unwrap(),

@@ -347,24 +347,12 @@ impl Connection {
             return Err(Violation::TopicAliasOutOfRange(alias).into());
         }
         if p.topic.is_empty() {
-            match self
-                .client
-                .inbound_aliases
-                .as_deref()
-                .and_then(|a| a.get(usize::from(alias - 1)))
-                .and_then(Option::as_ref)
-            {
+            match self.client.out.inbound_topic(alias) {
                 Some(t) => p.topic = t.clone(),
                 None => return Err(Violation::UnknownTopicAlias(alias).into()),
             }
         } else {
-            let i = usize::from(alias - 1);
-            let aliases = self.client.inbound_aliases.get_or_insert_with(Box::default);
-            if aliases.len() <= i {
-                // Grows once per new highest alias, at most to our Topic Alias Maximum.
-                aliases.resize(i + 1, None);
-            }
-            aliases[i] = Some(p.topic.clone());
+            self.client.out.learn_inbound(alias, &p.topic);
         }
         Ok(())
     }

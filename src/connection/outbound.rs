@@ -18,20 +18,45 @@ pub struct Outbound {
     /// Never 0: CONNECT with Maximum Packet Size 0 is refused by the decoder.
     max_packet_size: Option<NonZeroU32>,
     alias_max: u16,
-    /// Topic → alias, allocated once the first alias is given out; boxed so that clients
-    /// without aliases keep the connection small.
-    #[expect(
-        clippy::box_collection,
-        reason = "8 bytes instead of 48 for most connections"
-    )]
-    aliases: Option<Box<HashMap<Arc<str>, u16>>>,
+    /// Topic Aliases both ways, allocated once the first one is given out or comes in: one
+    /// pointer for the many clients that use none (every dormant connection keeps it).
+    aliases: Option<Box<Aliases>>,
     problem_info: bool,
+}
+
+/// A connection's Topic Aliases.
+#[derive(Default)]
+struct Aliases {
+    /// Topic → alias, as given out to the client.
+    sent: HashMap<Arc<str>, u16>,
+    /// Topics of the client's aliases, indexed by alias - 1 (at most our maximum).
+    received: Vec<Option<String>>,
 }
 
 impl Outbound {
     /// The protocol version it encodes for.
     pub fn version(&self) -> ProtocolVersion {
         self.version
+    }
+
+    /// The topic the client's Topic Alias `alias` (from 1) stands for, if it set one.
+    pub fn inbound_topic(&self, alias: u16) -> Option<&String> {
+        let i = usize::from(alias.checked_sub(1)?);
+        self.aliases.as_ref()?.received.get(i)?.as_ref()
+    }
+
+    /// Records that the client's Topic Alias `alias` (from 1, at most our maximum) now stands
+    /// for `topic` [MQTT-3.3.2-12].
+    pub fn learn_inbound(&mut self, alias: u16, topic: &str) {
+        let Some(i) = alias.checked_sub(1).map(usize::from) else {
+            return;
+        };
+        let received = &mut self.aliases.get_or_insert_with(Box::default).received;
+        if received.len() <= i {
+            // Grows once per new highest alias, at most to our Topic Alias Maximum.
+            received.resize(i + 1, None);
+        }
+        received[i] = Some(topic.to_string());
     }
 
     /// For a client with these CONNECT properties.
@@ -96,7 +121,7 @@ impl Outbound {
     ) -> bool {
         let mut p = self.outgoing(d, pkid, dup, now);
         if self.alias_max > 0 {
-            let aliases = self.aliases.get_or_insert_with(Box::default);
+            let aliases = &mut self.aliases.get_or_insert_with(Box::default).sent;
             if let Some(&alias) = aliases.get(p.topic) {
                 p.topic_alias = Some(alias);
                 p.topic = "";
