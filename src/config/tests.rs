@@ -97,6 +97,21 @@ fn documented_file_matches_defaults() {
     assert_eq!(c, Config::default());
 }
 
+/// The admin API numbers listeners in 14 bits: more than 16,383 extra ones is a config error
+/// naming the key, not a listener shown under another's name.
+#[test]
+fn at_most_16383_extra_listeners() {
+    let many = |n: usize| "[[listeners]]\nkind = \"tcp\"\nport = 1\n".repeat(n);
+    Config::from_toml(&many(16_383), "t.toml").expect("16,383 is allowed");
+    let err = Config::from_toml(&many(16_384), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`listeners`") && err.contains("t.toml"),
+        "{err}"
+    );
+}
+
 /// WebSocket listeners: path and per-listener limit parsed; files only for TLS kinds;
 /// each mistake names the listener and key.
 #[test]
