@@ -244,8 +244,15 @@ impl Io {
         self.inbuf = BytesMut::new();
     }
 
-    /// Flushes what is pending (bounded in time) and closes the write side.
+    /// Flushes what is pending (bounded in time) and closes the write side. A plain TCP
+    /// socket with nothing pending is left to be closed when dropped: `close` sends the same
+    /// FIN, and a connection that ends with nothing to say (the client's DISCONNECT, a lost
+    /// client) makes one system call fewer (7 instead of 8 from accept to close). TLS and
+    /// WebSocket still end their own protocol (close_notify, a Close frame).
     pub(super) async fn close(&mut self) {
+        if self.outbuf.is_empty() && self.stream.is_tcp() {
+            return;
+        }
         let _ = tokio::time::timeout(FLUSH_ON_CLOSE, async {
             if self.stream.write_all(&self.outbuf).await.is_ok() {
                 crate::metrics::bytes_sent(self.outbuf.len());
