@@ -812,6 +812,24 @@ fn next_wake(
     next
 }
 
+#[cfg(test)]
+mod moment {
+    use super::{Duration, Instant, Moment};
+
+    /// A keep-alive deadline reckoned from a [`Moment`] is never early, and late by under a
+    /// microsecond.
+    #[test]
+    fn a_moment_rounds_up_by_less_than_a_microsecond() {
+        let now = Instant::now();
+        for later in [0, 1, 999, 1_000, 1_001, 123_456_789] {
+            let at = now + Duration::from_nanos(later);
+            let back = Moment::of(at).instant();
+            assert!(back >= at, "{later} ns: early");
+            assert!(back - at < Duration::from_micros(1), "{later} ns: late");
+        }
+    }
+}
+
 /// What an idle client costs is mostly these records (docs/architecture.md, memory): a change
 /// that grows them should be a deliberate one.
 #[cfg(test)]
