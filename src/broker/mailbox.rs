@@ -21,10 +21,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use super::bell::{Bell, Waiter};
-
 use parking_lot::Mutex;
 
+use super::bell::{Bell, Waiter};
 use super::retained::RetainedStream;
 use crate::protocol::QoS;
 use crate::session::{Delivery, Seq};
@@ -145,8 +144,8 @@ struct Inner {
     /// queued, so an idle client's mailbox holds one pointer, and no room kept from a burst
     /// it once had (memory per idle client, docs/architecture.md).
     held: Option<Box<Held>>,
-    /// Who to wake on the next signal: the connection's task while it runs, the dormitory's
-    /// waker while it is dormant (a plain slot, not a `Notify`: one consumer at a time).
+    /// Who to wake on the next signal: the connection's task while it runs, its bed in the
+    /// dormitory while it is dormant (a plain slot, not a `Notify`: one consumer at a time).
     waker: Waiter,
     /// A bridge's byte bound and drop count; `None` for clients (one pointer in every mailbox).
     budget: Option<Box<Budget>>,
