@@ -862,8 +862,11 @@ pub(super) async fn written_anyway(
     value: &[u8],
 ) -> Option<u64> {
     let e = owners.entry(key.to_string()).await.ok().flatten()?;
-    let ours = e.operation == kv::Operation::Put && e.revision > rev && e.value[..] == *value;
-    ours.then_some(e.revision)
+    let read = (e.operation == kv::Operation::Put).then_some(&e.value[..]);
+    match refusal(rev, Some((e.revision, read)), &[Some(value.to_vec())]) {
+        Refusal::Ours(at, false) => Some(at),
+        _ => None,
+    }
 }
 
 /// How many attempts of unknown outcome a record's writer remembers, the latest (a partition

@@ -9,6 +9,7 @@ mod handshake;
 mod inbound;
 mod io;
 mod limit;
+mod moment;
 mod open;
 mod outbound;
 mod refuser;
@@ -31,6 +32,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
+
+use moment::Moment;
 use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::broker::{After, BrokerState, Carrier, ClientInfo, Kick, Mailbox, Out, Waiting};
@@ -261,30 +264,6 @@ struct Client {
     /// What the admin API shows of this connection; its counters are kept here.
     info: Arc<ClientInfo>,
     _slot: Slot,
-}
-
-/// A moment, in whole microseconds (rounded up: a deadline reckoned from it is never early)
-/// after a point well before the process started: 8 bytes where an `Instant` takes 16, in
-/// every dormant connection's bed (memory per idle client).
-#[derive(Debug, Clone, Copy)]
-struct Moment(u64);
-
-/// What [`Moment`]s count from: about 12 days before the first is taken (so one taken under
-/// a clock that lags, as tokio's paused clock in tests may, still lands after it).
-static MOMENT_ZERO: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(|| {
-    let now = std::time::Instant::now();
-    now.checked_sub(Duration::from_secs(1 << 20)).unwrap_or(now)
-});
-
-impl Moment {
-    fn of(at: Instant) -> Moment {
-        let since = at.into_std().saturating_duration_since(*MOMENT_ZERO);
-        Moment(u64::try_from(since.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX))
-    }
-
-    fn instant(self) -> Instant {
-        Instant::from_std(*MOMENT_ZERO + Duration::from_micros(self.0))
-    }
 }
 
 /// Why [`Connection::run`] returned.
@@ -699,8 +678,8 @@ impl Connection {
 }
 
 impl Client {
-    /// The protocol version from CONNECT (kept by its encoder: a byte less here takes a
-    /// dormant connection's bed from 104 to 96 bytes).
+    /// The protocol version from CONNECT (kept by its encoder, not again here: every byte
+    /// counts in a dormant connection's bed).
     fn version(&self) -> ProtocolVersion {
         self.out.version()
     }
@@ -813,56 +792,4 @@ fn next_wake(
 }
 
 #[cfg(test)]
-mod moment {
-    use super::{Duration, Instant, Moment};
-
-    /// A keep-alive deadline reckoned from a [`Moment`] is never early, and late by under a
-    /// microsecond.
-    #[test]
-    fn a_moment_rounds_up_by_less_than_a_microsecond() {
-        let now = Instant::now();
-        for later in [0, 1, 999, 1_000, 1_001, 123_456_789] {
-            let at = now + Duration::from_nanos(later);
-            let back = Moment::of(at).instant();
-            assert!(back >= at, "{later} ns: early");
-            assert!(back - at < Duration::from_micros(1), "{later} ns: late");
-        }
-    }
-}
-
-/// What an idle client costs is mostly these records (docs/architecture.md, memory): a change
-/// that grows them should be a deliberate one.
-#[cfg(test)]
-mod size_budget {
-    use std::mem::size_of;
-
-    #[test]
-    fn dormant_records_stay_small() {
-        // A bed in the dormitory's slab is the record itself (its generation sits beside the
-        // socket's 4 bytes).
-        assert!(
-            size_of::<super::Dormant>() <= 80,
-            "{}",
-            size_of::<super::Dormant>()
-        );
-
-        // What the admin API shows of a connection: 48 + 16 bytes of counts, a 64-byte class.
-        assert!(size_of::<crate::broker::ClientInfo>() <= 48);
-        // Boxed alone: 64 bytes are jemalloc's 64-byte class (72 took the 80-byte one).
-        let n = size_of::<crate::session::Session>();
-        assert!(n <= 64, "{n}");
-        // Held in an Arc (16 bytes of counts): 48 + 16 is jemalloc's 64-byte class (with its
-        // queue inline it was 80 + 16, the 96-byte one).
-        let n = size_of::<crate::broker::Mailbox>();
-        assert!(n <= 48, "{n}");
-    }
-
-    /// An awake connection's own record (boxed): the carrier's gates cost a pointer each
-    /// until something is held. (328: the pointer to what the admin API shows of it.)
-    #[test]
-    fn awake_record_stays_small() {
-        assert_eq!(size_of::<crate::broker::Carrier>(), 16);
-        let n = size_of::<super::Connection>();
-        assert!(n <= 328, "{n}");
-    }
-}
+mod size_budget;

@@ -85,18 +85,11 @@ impl Seldom {
     }
 
     pub(super) fn set_claim(&mut self, claim: Option<NonZeroU64>) {
-        match (&mut self.0, claim) {
-            (None, None) => {}
-            (None, Some(_)) => {
-                self.0 = Some(Box::new(SeldomFields {
-                    awaiting: BTreeMap::new(),
-                    claim,
-                }))
-            }
-            (Some(f), _) => {
-                f.claim = claim;
-                self.drop_if_empty();
-            }
+        if claim.is_some() {
+            self.0.get_or_insert_with(Box::default).claim = claim;
+        } else if let Some(f) = &mut self.0 {
+            f.claim = None;
+            self.drop_if_empty();
         }
     }
 
