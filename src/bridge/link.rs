@@ -336,7 +336,7 @@ impl Link {
             maybe_bridge_bit: bridge_bit,
         };
         match link.next_packet().await.map_err(refused)? {
-            Packet::ConnAck(ack) if ack.reason == ReasonCode::Success => Ok((link, ack)),
+            Packet::ConnAck(ack) if ack.reason == ReasonCode::Success => Ok((link, *ack)),
             Packet::ConnAck(ack) => Err(Failure {
                 why: format!("refused: {:?}", ack.reason),
                 maybe_bridge_bit: bridge_bit

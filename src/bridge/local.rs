@@ -9,7 +9,7 @@ use super::rules::Rule;
 use crate::broker::{After, BrokerState, Mailbox, SubscribeResult};
 use crate::config::BridgeConfig;
 use crate::metrics;
-use crate::protocol::{Publish, PublishProperties, QoS, RetainHandling, SubscriptionOptions};
+use crate::protocol::{Publish, QoS, RetainHandling, SubscriptionOptions};
 use crate::session::{Message, Session};
 use crate::topic::TopicFilter;
 
@@ -84,7 +84,7 @@ pub(super) fn connection_state(state: &BrokerState, name: &str, up: bool) {
         topic: format!("$SYS/broker/connection/{name}/state"),
         pkid: 0,
         payload: if up { "1" } else { "0" }.into(),
-        properties: PublishProperties::default(),
+        properties: Default::default(),
     };
     state.publish_volatile(Arc::new(Message::new(
         publish,

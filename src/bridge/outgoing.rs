@@ -7,7 +7,7 @@
 use bytes::BytesMut;
 
 use super::rules::{to_remote, Rule};
-use crate::protocol::{self, ConnAck, Packet, ProtocolVersion, Publish, QoS};
+use crate::protocol::{self, ConnAck, Packet, ProtocolVersion, Publish, PublishProperties, QoS};
 use crate::session::Delivery;
 
 /// Turns deliveries into PUBLISHes for one connection to the remote.
@@ -57,7 +57,7 @@ impl Shaper {
             return Err("its QoS is above the remote's Maximum QoS");
         }
         let topic = to_remote(rules, d.msg.topic()).ok_or("no out rule for its topic any more")?;
-        let mut properties = d.msg.publish.properties.clone();
+        let mut properties = PublishProperties::clone(&d.msg.publish.properties);
         properties.message_expiry_interval = d.msg.remaining_expiry(now);
         properties.subscription_identifiers.clear();
         properties.topic_alias = None;
@@ -71,7 +71,7 @@ impl Shaper {
             topic,
             pkid: 0,
             payload: d.msg.publish.payload.clone(),
-            properties,
+            properties: properties.into(),
         };
         if self.max_packet < usize::MAX {
             self.sizer.clear();

@@ -399,7 +399,8 @@ mod tests {
             properties: PublishProperties {
                 message_expiry_interval: expiry,
                 ..PublishProperties::default()
-            },
+            }
+            .into(),
         };
         Arc::new(Message::new(publish, None, Instant::now()))
     }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use smallvec::SmallVec;
 
 use super::mailbox::{DropReason, Mailbox};
 use super::queue::Queue;
@@ -92,6 +93,9 @@ struct Target<'a> {
     retain: bool,
     sub_ids: Vec<u32>,
 }
+
+/// The receivers of one message.
+type Targets<'a> = SmallVec<[Target<'a>; 4]>;
 
 impl Router {
     /// From now on, tells `remote` of every filter that enters or leaves the trie (called
@@ -263,7 +267,8 @@ impl Router {
         groups: &mut Vec<Arc<Queue>>,
     ) -> RouteOutcome {
         let trie = self.trie.read();
-        let mut targets: Vec<Target<'_>> = Vec::new();
+        // Most messages have a few receivers: their list stays on the stack.
+        let mut targets: Targets<'_> = SmallVec::new();
         let publisher = msg.publisher.as_deref();
         trie.for_each_match(msg.topic(), |subs| {
             for s in &subs.direct {
@@ -326,12 +331,12 @@ impl Router {
 
 /// One delivery per client: highest QoS, every Subscription Identifier, retain kept if any
 /// matching subscription keeps it [MQTT-3.3.4-2, -3].
-fn merge_overlapping(targets: &mut Vec<Target<'_>>) {
+fn merge_overlapping(targets: &mut Targets<'_>) {
     if targets.len() < 2 {
         return;
     }
     targets.sort_by_key(|t| Arc::as_ptr(&t.sub.mailbox));
-    let mut merged: Vec<Target<'_>> = Vec::with_capacity(targets.len());
+    let mut merged: Targets<'_> = SmallVec::with_capacity(targets.len());
     for t in targets.drain(..) {
         match merged.last_mut() {
             Some(last) if Arc::ptr_eq(&last.sub.mailbox, &t.sub.mailbox) => {

@@ -154,7 +154,7 @@ mod tests {
             topic: "will".into(),
             pkid: 0,
             payload: bytes::Bytes::from_static(b"gone"),
-            properties: crate::protocol::PublishProperties::default(),
+            properties: crate::protocol::PublishProperties::default().into(),
         };
         let msg = Arc::new(Message::new(publish, None, std::time::Instant::now()));
         let split = |delay, expiry| {

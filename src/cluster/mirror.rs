@@ -189,7 +189,7 @@ fn deletion(topic: String) -> Arc<Message> {
         topic,
         pkid: 0,
         payload: bytes::Bytes::new(),
-        properties: crate::protocol::PublishProperties::default(),
+        properties: Default::default(),
     };
     Arc::new(Message::new(publish, None, std::time::Instant::now()))
 }

@@ -206,7 +206,7 @@ pub(super) fn message(
         topic,
         pkid: 0,
         payload,
-        properties,
+        properties: properties.into(),
     };
     let publisher = match get(PUBLISHER) {
         None => None,
@@ -240,7 +240,7 @@ mod tests {
                 topic: "a/b".into(),
                 pkid: 7,
                 payload: Bytes::from_static(b"\0\xffpayload"),
-                properties,
+                properties: properties.into(),
             },
             Some("c".into()),
             Instant::now(),
@@ -272,7 +272,7 @@ mod tests {
         assert!((59..=60).contains(&left), "{left}");
         let mut expected = props;
         expected.message_expiry_interval = Some(left);
-        assert_eq!(p.properties, expected);
+        assert_eq!(p.properties, expected.into());
         assert!(back.expires_at.is_some());
         assert_eq!(back.publisher.as_deref(), Some("cl/ient ü"));
         assert_eq!(h.get(ORIGIN).unwrap().as_str(), "n1");
@@ -286,7 +286,7 @@ mod tests {
         assert!(h.get(RETAIN).is_none());
         let back = message("a/b".into(), Bytes::new(), Some(&h), false).unwrap();
         assert_eq!(back.publish.qos, QoS::AtMostOnce);
-        assert_eq!(back.publish.properties, PublishProperties::default());
+        assert_eq!(back.publish.properties, PublishProperties::default().into());
     }
 
     #[test]

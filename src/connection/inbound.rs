@@ -340,7 +340,7 @@ impl Connection {
 
     /// Replaces a v5 Topic Alias by its topic, recording new aliases [MQTT-3.3.2-12].
     fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), End> {
-        let Some(alias) = p.properties.topic_alias.take() else {
+        let Some(alias) = p.properties.get_mut().and_then(|p| p.topic_alias.take()) else {
             return Ok(());
         };
         if alias == 0 || alias > self.state.config().limits.topic_alias_maximum {

@@ -209,7 +209,7 @@ impl Io {
         };
         metrics::malformed(e.reason_code() as u8);
         metrics::connect_refused(reason as u8);
-        let ack = Packet::ConnAck(handshake::refusal(reason));
+        let ack = Packet::ConnAck(Box::new(handshake::refusal(reason)));
         metrics::packet_sent(&ack);
         let _ = protocol::encode(&ack, version, &mut self.outbuf);
     }

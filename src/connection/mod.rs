@@ -152,7 +152,7 @@ pub async fn refuse_over_limit(stream: Stream, state: Arc<BrokerState>, why: Ove
             metrics::connect_received();
         }
         metrics::connect_refused(reason as u8);
-        let ack = Packet::ConnAck(handshake::refusal(reason));
+        let ack = Packet::ConnAck(Box::new(handshake::refusal(reason)));
         metrics::packet_sent(&ack);
         let _ = protocol::encode(&ack, c.version, &mut io.outbuf);
     }

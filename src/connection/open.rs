@@ -146,7 +146,7 @@ impl Connection {
         );
         drop(props);
         let probe = handshake::connack(&accepted, version, false, &state.config());
-        if !out.fits_control(Packet::ConnAck(probe)) {
+        if !out.fits_control(Packet::ConnAck(Box::new(probe))) {
             // Not even a bare CONNACK fits what the client accepts [MQTT-3.1.2-24]: nothing
             // can be said, so nothing is attached.
             info!(client_id = %clip(&client_id), "CONNECT refused: its Maximum Packet Size is too small for a CONNACK");
@@ -247,12 +247,12 @@ impl Connection {
                 warn!(error = %e, "session record not stored");
             }
         }
-        let ack = Packet::ConnAck(handshake::connack(
+        let ack = Packet::ConnAck(Box::new(handshake::connack(
             &accepted,
             version,
             attached.session_present,
             &state.config(),
-        ));
+        )));
         // Shrunk to the client's Maximum Packet Size if need be (checked above that it can be).
         out.ack(&mut io.outbuf, ack);
         metrics::connected(
@@ -318,7 +318,7 @@ impl Connection {
 /// Refuses a CONNECT with CONNACK `reason`, the connection's last word.
 async fn refuse(mut io: Io, version: ProtocolVersion, reason: ReasonCode) {
     metrics::connect_refused(reason as u8);
-    let ack = Packet::ConnAck(handshake::refusal(reason));
+    let ack = Packet::ConnAck(Box::new(handshake::refusal(reason)));
     metrics::packet_sent(&ack);
     let _ = protocol::encode(&ack, version, &mut io.outbuf);
     io.close_gracefully().await;
@@ -333,7 +333,7 @@ pub(super) fn will_message(w: LastWill) -> Message {
         topic: w.topic,
         pkid: 0,
         payload: w.payload,
-        properties: w.properties,
+        properties: w.properties.into(),
     };
     Message::new(publish, None, std::time::Instant::now())
 }

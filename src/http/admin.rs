@@ -694,7 +694,7 @@ fn parse_publish(state: &BrokerState, body: &Value) -> Result<Publish, ApiError>
         topic: topic.to_owned(),
         pkid: 0,
         payload,
-        properties,
+        properties: properties.into(),
     })
 }
 

@@ -365,7 +365,7 @@ const SLOTS: usize = 48;
 
 /// Shards of the per-message counters: each thread adds to its own, so no cache line bounces
 /// between cores on every message (a shared atomic per message cost 3-10% of QoS 0 throughput).
-const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 
 /// One thread's share of the per-message counters, on cache lines of its own.
 #[repr(align(128))]
@@ -379,13 +379,18 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// This thread's shard.
 fn shard() -> &'static Shard {
+    &SHARDED[shard_index()]
+}
+
+/// This thread's place among [`SHARDS`] shards, for counters other modules shard the same way.
+pub(crate) fn shard_index() -> usize {
     thread_local! {
         static MINE: usize = {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
             NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
         };
     }
-    &SHARDED[MINE.with(|i| *i)]
+    MINE.with(|i| *i)
 }
 
 /// Adds `n` to slot `slot` of this thread's shard, if metrics are on.

@@ -3,7 +3,7 @@
 //! properties allowed differ (a server may send some a client may not). Both directions of
 //! decoding come here for these types; nothing here knows which packets are one-way.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{check_flags, Frame};
 use super::reader::{read_properties, read_properties_from, Props, Reader, Scope};
@@ -71,11 +71,11 @@ pub(super) fn decode(
         }
         TwoWay::Disconnect => {
             check_flags(version, frame.byte1, 0)?;
-            disconnect(v5, Reader::new(bytes.slice(frame.header_len..)))
+            disconnect(v5, Reader::at(bytes, frame.header_len))
         }
         TwoWay::Auth => {
             check_flags(version, frame.byte1, 0)?;
-            auth(Reader::new(bytes.slice(frame.header_len..)))
+            auth(Reader::at(bytes, frame.header_len))
         }
     }
 }
@@ -108,7 +108,9 @@ pub(super) fn check_topic_name(topic: &str) -> Result<()> {
     if topic.is_empty() {
         return Err(DecodeError::Malformed("[MQTT-4.7.3-1] empty topic name"));
     }
-    if topic.contains(['+', '#']) {
+    // A byte scan: both are ASCII, so this finds exactly them (a `char` pattern decodes
+    // every character and costs about 1% of a QoS 1 message's CPU).
+    if topic.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(DecodeError::Malformed(
             "[MQTT-3.3.2-2] topic name contains a wildcard",
         ));
@@ -131,7 +133,7 @@ fn publish(
         ));
     }
     // Check what mqttbytes does not: UTF-8 without U+0000, packet id, property rules.
-    let mut r = Reader::new(bytes.slice(frame.header_len..));
+    let mut r = Reader::at(bytes, frame.header_len);
     let topic = r.string()?;
     let pkid = if qos == QoS::AtMostOnce { 0 } else { r.u16()? };
     if qos != QoS::AtMostOnce && pkid == 0 {
@@ -139,10 +141,10 @@ fn publish(
             "[MQTT-2.2.1-3] packet identifier 0 on a QoS 1/2 PUBLISH",
         ));
     }
-    let properties = if version.is_v5() {
-        publish_properties(read_properties_from(&mut r, Scope::Publish, from_server)?)?
+    let properties: Sparse<_> = if version.is_v5() {
+        publish_properties(read_properties_from(&mut r, Scope::Publish, from_server)?)?.into()
     } else {
-        PublishProperties::default()
+        Sparse::default()
     };
     if topic.is_empty() && version.is_v5() {
         if properties.topic_alias.is_none() {
@@ -155,8 +157,9 @@ fn publish(
     }
     // The rest of the frame is the payload: read here rather than by a second parse through
     // mqttbytes, which would allocate and validate the topic (and v5 properties) again for
-    // every message.
-    let payload = r.take(r.remaining())?;
+    // every message. It keeps the frame's own bytes: no reference-count traffic on the
+    // shared read buffer beyond the frame's split.
+    let payload = r.into_rest();
     Ok(Packet::Publish(Publish {
         dup,
         qos,
@@ -168,12 +171,48 @@ fn publish(
     }))
 }
 
+const PKID_ZERO: DecodeError = DecodeError::Malformed("[MQTT-2.2.1-3] packet identifier 0");
+
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP that is only a packet id (nearly all of them), read
+/// where it lies in `buf`, which it then leaves: it never splits the read buffer, so a
+/// stream of acknowledgements costs no reference-count traffic on it. `Ok(None)` for any
+/// other packet. `frame` is complete in `buf`.
+pub(super) fn short_ack(
+    version: ProtocolVersion,
+    frame: &Frame,
+    buf: &mut BytesMut,
+) -> Result<Option<Packet>> {
+    let (packet, flags): (fn(Ack) -> Packet, u8) = match frame.packet_type() {
+        4 => (Packet::PubAck, 0),
+        5 => (Packet::PubRec, 0),
+        6 => (Packet::PubRel, 0b0010),
+        7 => (Packet::PubComp, 0),
+        _ => return Ok(None),
+    };
+    let Some(&[hi, lo]) = buf.get(frame.header_len..frame.header_len + 2) else {
+        return Ok(None);
+    };
+    if frame.remaining != 2 {
+        return Ok(None);
+    }
+    check_flags(version, frame.byte1, flags)?;
+    let pkid = u16::from_be_bytes([hi, lo]);
+    if pkid == 0 {
+        return Err(PKID_ZERO);
+    }
+    buf.advance(frame.header_len + 2);
+    Ok(Some(packet(Ack {
+        pkid,
+        ..Ack::default()
+    })))
+}
+
 /// PUBACK, PUBREC, PUBREL or PUBCOMP.
 fn ack(v5: bool, frame: &Frame, bytes: Bytes) -> Result<Ack> {
-    let mut r = Reader::new(bytes.slice(frame.header_len..));
+    let mut r = Reader::at(bytes, frame.header_len);
     let pkid = r.u16()?;
     if pkid == 0 {
-        return Err(DecodeError::Malformed("[MQTT-2.2.1-3] packet identifier 0"));
+        return Err(PKID_ZERO);
     }
     if !v5 {
         // The v3.1.1 body is just the packet id.
@@ -254,7 +293,7 @@ fn disconnect(v5: bool, mut r: Reader) -> Result<Packet> {
 fn auth(mut r: Reader) -> Result<Packet> {
     let mut a = Auth::default();
     if r.is_empty() {
-        return Ok(Packet::Auth(a));
+        return Ok(Packet::Auth(Box::new(a)));
     }
     a.reason = match r.u8()? {
         0x00 => ReasonCode::Success,
@@ -276,5 +315,5 @@ fn auth(mut r: Reader) -> Result<Packet> {
         };
     }
     r.finish()?;
-    Ok(Packet::Auth(a))
+    Ok(Packet::Auth(Box::new(a)))
 }

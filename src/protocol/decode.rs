@@ -99,6 +99,11 @@ impl Decoder {
         if buf.len() < total {
             return Ok(None);
         }
+        if let Some(version) = self.version {
+            if let Some(ack) = both_ways::short_ack(version, &frame, buf)? {
+                return Ok(Some(ack));
+            }
+        }
         let bytes = buf.split_to(total).freeze();
         let packet_type = frame.packet_type();
         if let (true, Some(version)) = (self.from_server, self.version) {

@@ -36,7 +36,7 @@ pub(super) fn decode(version: ProtocolVersion, frame: &Frame, bytes: Bytes) -> R
     match frame.packet_type() {
         2 => {
             check_flags(version, frame.byte1, 0)?;
-            connack(v5, body).map(Packet::ConnAck)
+            connack(v5, body).map(|c| Packet::ConnAck(Box::new(c)))
         }
         9 => {
             check_flags(version, frame.byte1, 0)?;

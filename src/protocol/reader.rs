@@ -21,6 +21,23 @@ impl Reader {
         Reader { buf, pos: 0 }
     }
 
+    /// Reads `buf` from `pos` on. Taking the packet's own bytes (rather than a slice of them)
+    /// saves a reference-count round trip on the shared read buffer per packet.
+    pub(crate) fn at(buf: Bytes, pos: usize) -> Reader {
+        Reader {
+            pos: pos.min(buf.len()),
+            buf,
+        }
+    }
+
+    /// What is left, as the packet's own bytes: the payload of a PUBLISH, without touching
+    /// the shared buffer's reference count.
+    pub(crate) fn into_rest(self) -> Bytes {
+        let mut rest = self.buf;
+        bytes::Buf::advance(&mut rest, self.pos);
+        rest
+    }
+
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -95,10 +112,21 @@ impl Reader {
         self.take(n)
     }
 
+    /// Binary Data, borrowed: for fields copied out anyway (strings).
+    fn binary_ref(&mut self) -> Result<&[u8]> {
+        let n = usize::from(self.u16()?);
+        if self.remaining() < n {
+            return Err(SHORT);
+        }
+        let start = self.pos;
+        self.pos += n;
+        Ok(&self.buf[start..start + n])
+    }
+
     /// UTF-8 Encoded String without U+0000 [MQTT-1.5.4-1, -2].
     pub(crate) fn string(&mut self) -> Result<String> {
-        let raw = self.binary()?;
-        let s = std::str::from_utf8(&raw)
+        let raw = self.binary_ref()?;
+        let s = std::str::from_utf8(raw)
             .map_err(|_| DecodeError::Malformed("[MQTT-1.5.4-1] string is not valid UTF-8"))?;
         if s.contains('\0') {
             return Err(DecodeError::Malformed(

@@ -27,8 +27,10 @@ impl Message {
     pub fn new(mut publish: Publish, publisher: Option<Arc<str>>, now: Instant) -> Message {
         publish.pkid = 0;
         publish.dup = false;
-        publish.properties.topic_alias = None;
-        publish.properties.subscription_identifiers.clear();
+        if let Some(p) = publish.properties.get_mut() {
+            p.topic_alias = None;
+            p.subscription_identifiers.clear();
+        }
         let expires_at = publish
             .properties
             .message_expiry_interval

@@ -2,11 +2,10 @@
 //! to its remote). Packet ids, the inflight window, PUBACK, PUBREC/PUBREL/PUBCOMP, the ordered
 //! resend on resume, and what the store must learn at each step.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::effect::{AckOutcome, Effect, Reply, ReplyKind, Settled, StoreOp};
-use super::{Delivery, Link, Seq, Session, INFLIGHT};
+use super::{count_inflight, Delivery, Link, Seq, Session};
 use crate::protocol::{PacketId, QoS, ReasonCode};
 
 /// Where a QoS 1/2 message sent by the session stands.
@@ -103,7 +102,7 @@ impl Session {
             link: d.link(),
             delivery: Some(d.clone()),
         });
-        INFLIGHT.fetch_add(1, Ordering::Relaxed);
+        count_inflight(1);
         out.push(Effect::Publish {
             pkid: Some(pkid),
             dup: d.dup,
@@ -146,7 +145,7 @@ impl Session {
 
     fn remove(&mut self, pkid: PacketId) -> Option<Inflight> {
         let entry = self.inflight.remove(pkid)?;
-        INFLIGHT.fetch_sub(1, Ordering::Relaxed);
+        count_inflight(-1);
         Some(entry)
     }
 
@@ -294,7 +293,7 @@ impl Session {
             };
             // More than 65,535 (only from a damaged store): the rest are not resent.
             let Some(pkid) = pkid else { break };
-            INFLIGHT.fetch_add(1, Ordering::Relaxed);
+            count_inflight(1);
             self.inflight.push_back(Inflight {
                 pkid,
                 qos: delivery.qos,
@@ -323,7 +322,7 @@ impl Session {
             // Only from a damaged store: one flow per id.
             return;
         }
-        INFLIGHT.fetch_add(1, Ordering::Relaxed);
+        count_inflight(1);
         self.inflight.push_back(Inflight {
             pkid,
             qos: QoS::ExactlyOnce,
@@ -352,7 +351,7 @@ impl Session {
             }
             _ => true,
         });
-        INFLIGHT.fetch_sub(taken.len() as i64, Ordering::Relaxed);
+        count_inflight(-(taken.len() as i64));
         taken
     }
 

@@ -34,7 +34,8 @@ fn check_common(s: &str, max_levels: usize) -> Result<(), TopicError> {
 /// no U+0000, no `+` or `#`, and at most `max_levels` levels (empty levels count).
 pub fn validate_topic_name(s: &str, max_levels: usize) -> Result<(), TopicError> {
     check_common(s, max_levels)?;
-    if s.contains(['+', '#']) {
+    // A byte scan: both are ASCII (a `char` pattern decodes every character).
+    if s.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(TopicError::WildcardInTopicName);
     }
     Ok(())

@@ -16,7 +16,8 @@ fn message(expiry: Option<u32>) -> Message {
             content_type: Some("text/plain".into()),
             user_properties: vec![("k".into(), "v".into())],
             ..PublishProperties::default()
-        },
+        }
+        .into(),
     };
     Message::new(publish, None, Instant::now())
 }

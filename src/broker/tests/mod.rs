@@ -17,7 +17,7 @@ fn message(topic: &str, qos: QoS, retain: bool, payload: &'static [u8]) -> Arc<M
         topic: topic.into(),
         pkid: 0,
         payload: Bytes::from_static(payload),
-        properties: PublishProperties::default(),
+        properties: PublishProperties::default().into(),
     };
     Arc::new(Message::new(publish, Some("pub".into()), Instant::now()))
 }

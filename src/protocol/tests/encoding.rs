@@ -71,7 +71,7 @@ fn auth_fails_to_encode_in_v3() {
     let mut out = BytesMut::new();
     assert_eq!(
         encode(
-            &Packet::Auth(Auth::default()),
+            &Packet::Auth(Box::default()),
             ProtocolVersion::V311,
             &mut out
         ),
@@ -112,7 +112,7 @@ fn short_forms_are_encoded() {
             &[0x62, 2, 0, 7],
         ),
         (
-            Packet::Auth(Auth::default()),
+            Packet::Auth(Box::default()),
             ProtocolVersion::V5,
             &[0xF0, 2, 0, 0],
         ),
@@ -149,7 +149,12 @@ fn v3_connack_maps_reason_codes() {
             reason,
             ..ConnAck::default()
         };
-        encode(&Packet::ConnAck(ack), ProtocolVersion::V311, &mut out).unwrap();
+        encode(
+            &Packet::ConnAck(Box::new(ack)),
+            ProtocolVersion::V311,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(&out[..], &[0x20, 0x02, 0x00, rc]);
     }
 }
@@ -161,7 +166,7 @@ fn publish_len_equals_encoded_length() {
         let mut p = publish("a/b", QoS::AtLeastOnce, 1, b"");
         p.payload = Bytes::from(vec![7u8; payload_len]);
         for props in [PublishProperties::default(), full_publish_properties()] {
-            p.properties = props;
+            p.properties = props.into();
             p.properties.subscription_identifiers = vec![1, 300_000];
             for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
                 let mut out = BytesMut::new();

@@ -28,16 +28,16 @@ fn server_packets_round_trip() {
             ReasonCode::ServerUnavailable
         };
         let mut packets = vec![
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present: true,
                 reason: ReasonCode::Success,
                 properties: ConnAckProperties::default(),
-            }),
-            Packet::ConnAck(ConnAck {
+            })),
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present: false,
                 reason: refused,
                 properties: ConnAckProperties::default(),
-            }),
+            })),
             Packet::SubAck(SubAck {
                 pkid: 7,
                 reasons: vec![
@@ -73,7 +73,7 @@ fn server_packets_round_trip() {
                 topic: "a/b".into(),
                 pkid: 11,
                 payload: Bytes::from_static(b"payload"),
-                properties: PublishProperties::default(),
+                properties: PublishProperties::default().into(),
             }),
         ];
         if v5 {
@@ -109,11 +109,11 @@ fn connack_properties_only_a_server_sends() {
         authentication_method: None,
         authentication_data: None,
     };
-    let ack = Packet::ConnAck(ConnAck {
+    let ack = Packet::ConnAck(Box::new(ConnAck {
         session_present: false,
         reason: ReasonCode::Success,
         properties: props,
-    });
+    }));
     assert_eq!(round_trip(ProtocolVersion::V5, &ack), ack);
     // A client may not send them: the server-side decoder refuses a CONNACK outright.
     let mut out = BytesMut::new();

@@ -83,7 +83,7 @@ fn v3_disconnect_with_a_body_is_malformed() {
 fn v5_auth_with_no_body_is_valid() {
     assert_eq!(
         after_connect(5, &[0xF0, 0x00]).unwrap(),
-        Packet::Auth(Auth::default())
+        Packet::Auth(Box::default())
     );
 }
 
@@ -310,4 +310,35 @@ fn first_packet_not_connect_is_a_protocol_error() {
 fn second_connect_is_a_protocol_error() {
     assert_eq!(code(after_connect(4, CONNECT_V4)), 0x82);
     assert_eq!(code(after_connect(5, CONNECT_V5)), 0x82);
+}
+
+/// Acknowledgements of only a packet id are read in place: each leaves the buffer exactly
+/// where the next packet starts, packet id 0 is malformed [MQTT-2.2.1-3] in every version and
+/// direction, and an incomplete one waits for its last byte.
+#[test]
+fn short_acks_read_in_place() {
+    for version in [4, 5] {
+        let mut d = Decoder::new(1024);
+        let mut buf = BytesMut::from(connect_for(version));
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Packet::Connect(_)))));
+        buf.extend_from_slice(&[0x40, 2, 0, 1, 0x50, 2, 0, 2, 0x62, 2, 0, 3, 0x70, 2, 1, 4]);
+        buf.extend_from_slice(&[0x40, 2, 0]);
+        let ids: Vec<(u8, u16)> = std::iter::from_fn(|| d.decode(&mut buf).unwrap())
+            .map(|p| match p {
+                Packet::PubAck(a) => (4, a.pkid),
+                Packet::PubRec(a) => (5, a.pkid),
+                Packet::PubRel(a) => (6, a.pkid),
+                Packet::PubComp(a) => (7, a.pkid),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [(4, 1), (5, 2), (6, 3), (7, 260)]);
+        assert_eq!(&buf[..], &[0x40, 2, 0]);
+        buf.extend_from_slice(&[9]);
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Packet::PubAck(a))) if a.pkid == 9));
+        assert!(buf.is_empty());
+        for first in [0x40, 0x50, 0x62, 0x70] {
+            assert_eq!(code(after_connect(version, &[first, 2, 0, 0])), 0x81);
+        }
+    }
 }

@@ -126,7 +126,7 @@ fn publish(topic: &str, qos: QoS, pkid: u16, payload: &'static [u8]) -> Publish 
         topic: topic.into(),
         pkid,
         payload: Bytes::from_static(payload),
-        properties: PublishProperties::default(),
+        properties: PublishProperties::default().into(),
     }
 }
 

@@ -142,7 +142,7 @@ fn valid_publish(version: ProtocolVersion) -> impl Strategy<Value = Publish> {
                     topic,
                     pkid: if qos0 { 0 } else { pkid },
                     payload,
-                    properties,
+                    properties: properties.into(),
                 }
             },
         )

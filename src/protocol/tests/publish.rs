@@ -119,3 +119,31 @@ fn publish_fields_are_decoded() {
     );
     assert_eq!((p.topic.as_str(), &p.payload[..]), ("a/b", &b"x"[..]));
 }
+
+/// Properties of a PUBLISH take a pointer until one is set: reading an empty set sees every
+/// field empty, clearing in place never boxes, and an empty set compares equal however made.
+#[test]
+fn publish_properties_are_boxed_only_when_set() {
+    let mut none: Sparse<PublishProperties> = PublishProperties::default().into();
+    assert!(none.is_empty());
+    assert_eq!(none.topic_alias, None);
+    assert!(none.user_properties.is_empty());
+    assert!(none.get_mut().is_none());
+    assert_eq!(none, Sparse::default());
+
+    let mut some: Sparse<PublishProperties> = PublishProperties {
+        topic_alias: Some(3),
+        ..PublishProperties::default()
+    }
+    .into();
+    assert!(!some.is_empty());
+    if let Some(p) = some.get_mut() {
+        p.topic_alias = None;
+    }
+    assert!(some.is_empty());
+    assert_eq!(some, none);
+
+    none.message_expiry_interval = Some(10);
+    assert_eq!(none.message_expiry_interval, Some(10));
+    assert_ne!(none, some);
+}

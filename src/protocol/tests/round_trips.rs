@@ -115,7 +115,7 @@ fn publish_round_trips() {
             p.retain = true;
             p.dup = qos != QoS::AtMostOnce;
             if v.is_v5() {
-                p.properties = full_publish_properties();
+                p.properties = full_publish_properties().into();
             }
             round_trip(v, Packet::Publish(p));
         }
@@ -287,10 +287,10 @@ fn disconnect_round_trips() {
 /// AUTH round-trips in v5: default, and with method, data, reason string and user properties.
 #[test]
 fn auth_round_trips() {
-    round_trip(ProtocolVersion::V5, Packet::Auth(Auth::default()));
+    round_trip(ProtocolVersion::V5, Packet::Auth(Box::default()));
     round_trip(
         ProtocolVersion::V5,
-        Packet::Auth(Auth {
+        Packet::Auth(Box::new(Auth {
             reason: ReasonCode::ContinueAuthentication,
             authentication_method: Some("SCRAM-SHA-1".into()),
             authentication_data: Some(Bytes::from_static(b"\xFF\x00")),
@@ -298,6 +298,6 @@ fn auth_round_trips() {
                 reason_string: Some("more".into()),
                 user_properties: vec![("k".into(), "v".into())],
             },
-        }),
+        })),
     );
 }

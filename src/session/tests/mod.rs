@@ -34,7 +34,8 @@ fn message(n: u8, expiry: Option<u32>, now: Instant) -> Arc<Message> {
         properties: PublishProperties {
             message_expiry_interval: expiry,
             ..PublishProperties::default()
-        },
+        }
+        .into(),
     };
     Arc::new(Message::new(publish, None, now))
 }
