@@ -148,6 +148,10 @@ struct Args {
     /// `slow-link`: bytes per second the subscriber reads at most (0: no cap).
     #[arg(long, default_value_t = 0)]
     read_bytes_per_s: u64,
+    /// Throughput scenarios: subscribers acknowledge each burst of deliveries in one write
+    /// (as a client that batches acknowledgements does) instead of one write per message.
+    #[arg(long)]
+    batch_acks: bool,
 }
 
 /// What a scenario measured.
@@ -314,7 +318,12 @@ async fn subscribers(
         c.subscribe(&filter(i), qos).await?;
         let tally = Arc::clone(tally);
         let window = window(i);
-        tasks.push(tokio::spawn(receive(c, tally, Some(window))));
+        tasks.push(tokio::spawn(receive_with(
+            c,
+            tally,
+            Some(window),
+            args.batch_acks,
+        )));
     }
     Ok(tasks)
 }
