@@ -141,10 +141,10 @@ fn publish(
             "[MQTT-2.2.1-3] packet identifier 0 on a QoS 1/2 PUBLISH",
         ));
     }
-    let properties: Sparse<_> = if version.is_v5() {
-        publish_properties(read_properties_from(&mut r, Scope::Publish, from_server)?)?.into()
-    } else {
+    let properties: Sparse<_> = if !version.is_v5() || r.empty_properties() {
         Sparse::default()
+    } else {
+        publish_properties(read_properties_from(&mut r, Scope::Publish, from_server)?)?.into()
     };
     if topic.is_empty() && version.is_v5() {
         if properties.topic_alias.is_none() {

@@ -76,6 +76,17 @@ impl Reader {
         ]))
     }
 
+    /// Consumes an empty property block (its length, 0, is one byte in shortest form), if
+    /// that is what comes next: most v5 packets have none, and this saves building the
+    /// whole property set to find out.
+    pub(crate) fn empty_properties(&mut self) -> bool {
+        let empty = self.buf.get(self.pos) == Some(&0);
+        if empty {
+            self.pos += 1;
+        }
+        empty
+    }
+
     /// Variable Byte Integer, at most 4 bytes [MQTT-1.5.5-1].
     pub(crate) fn varint(&mut self) -> Result<u32> {
         let mut value: u32 = 0;
