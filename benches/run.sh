@@ -2,7 +2,8 @@
 # Tern, FlashMQ and Mosquitto side by side, in two tables, each from one run:
 #   (a) every broker with its defaults: Tern's built-in ones, Mosquitto's (Debian's package,
 #       `set_tcp_nodelay true` as Tern sets TCP_NODELAY), FlashMQ as benches/flashmq/run.sh
-#       runs it (its defaults: a client's Receive Maximum governs its outbound window);
+#       runs it (`tcp_nodelay true` likewise; otherwise its defaults: a client's Receive
+#       Maximum governs its outbound window);
 #   (b) equal windows: Tern with limits.max_inflight_messages = 65535 and
 #       limits.receive_maximum = 65535, Mosquitto with max_inflight_messages 0 (unlimited),
 #       FlashMQ as in (a).
