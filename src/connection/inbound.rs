@@ -157,7 +157,8 @@ impl Connection {
             .into());
         }
         let limits = &self.state.config().limits;
-        let reject = if let Err(e) = topic::validate_topic_name(&p.topic, limits.max_topic_levels) {
+        // The decoder has checked the rest of the name (an alias's topic when it was learned).
+        let reject = if let Err(e) = topic::check_topic_levels(&p.topic, limits.max_topic_levels) {
             metrics::limit_hit("max_topic_levels");
             debug!(client_id = %clip(self.client_id()), topic = %clip(&p.topic), error = %e, "PUBLISH refused");
             if !self.client.version().is_v5() {

@@ -189,12 +189,12 @@ pub(super) fn short_ack(
         7 => (Packet::PubComp, 0),
         _ => return Ok(None),
     };
-    let Some(&[hi, lo]) = buf.get(frame.header_len..frame.header_len + 2) else {
-        return Ok(None);
-    };
     if frame.remaining != 2 {
         return Ok(None);
     }
+    let Some(&[hi, lo]) = buf.get(frame.header_len..frame.header_len + 2) else {
+        return Ok(None);
+    };
     check_flags(version, frame.byte1, flags)?;
     let pkid = u16::from_be_bytes([hi, lo]);
     if pkid == 0 {

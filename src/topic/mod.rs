@@ -16,7 +16,9 @@ mod proptests;
 pub use error::TopicError;
 pub use filter::TopicFilter;
 pub use trie::SubscriptionTrie;
-pub use validate::{split_subscription, validate_topic_filter, validate_topic_name};
+pub use validate::{
+    check_topic_levels, split_subscription, validate_topic_filter, validate_topic_name,
+};
 
 /// Whether topic name `topic` matches filter `filter` (one pair; the trie does this for many
 /// filters at once). A `$` topic is not matched by a leading wildcard.

@@ -20,14 +20,7 @@ fn check_common(s: &str, max_levels: usize) -> Result<(), TopicError> {
     if s.contains('\0') {
         return Err(TopicError::NullCharacter);
     }
-    let levels = s.bytes().filter(|&b| b == b'/').count() + 1;
-    if levels > max_levels {
-        return Err(TopicError::TooManyLevels {
-            levels,
-            max: max_levels,
-        });
-    }
-    Ok(())
+    check_topic_levels(s, max_levels)
 }
 
 /// Validates a topic name as sent in PUBLISH (or a Will Topic): non-empty, at most 65535 bytes,
@@ -37,6 +30,19 @@ pub fn validate_topic_name(s: &str, max_levels: usize) -> Result<(), TopicError>
     // A byte scan: both are ASCII (a `char` pattern decodes every character).
     if s.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(TopicError::WildcardInTopicName);
+    }
+    Ok(())
+}
+
+/// The level rule alone, for a topic name the decoder has already checked (non-empty, no
+/// U+0000, no wildcard, at most 65,535 bytes): a PUBLISH is not scanned twice for those.
+pub fn check_topic_levels(s: &str, max_levels: usize) -> Result<(), TopicError> {
+    let levels = s.bytes().filter(|&b| b == b'/').count() + 1;
+    if levels > max_levels {
+        return Err(TopicError::TooManyLevels {
+            levels,
+            max: max_levels,
+        });
     }
     Ok(())
 }
